@@ -1,0 +1,1 @@
+//! The five CallVault custom resources.

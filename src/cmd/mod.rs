@@ -1,0 +1,4 @@
+//! One module per subcommand that the binary implements itself.
+pub mod crdgen;
+pub mod keys;
+pub mod verify;

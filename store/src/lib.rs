@@ -1,0 +1,1 @@
+//! The recording vault: database, encrypted format, object storage, audit log.
