@@ -1,1 +1,2 @@
 //! Not built yet: see the project's issues.
+pub mod media;
