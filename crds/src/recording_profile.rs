@@ -1,0 +1,608 @@
+//! RecordingProfile: what to record, how long to keep it, where, and the recorder pool for it.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{LocalObjectRef, Names, SecretKeyRef};
+use crate::status::Condition;
+
+/// What to record, how long to keep it, where to store it, and the recorder pool that records it.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "callvault.io",
+    version = "v1alpha1",
+    kind = "RecordingProfile",
+    plural = "recordingprofiles",
+    shortname = "rp",
+    shortname = "recprof",
+    category = "callvault",
+    namespaced,
+    doc = "A RecordingProfile: what is recorded, retention, storage, encryption key and recorder pool.",
+    status = "RecordingProfileStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.selector.mode"}"#,
+    printcolumn = r#"{"name":"Recorders","type":"string","description":"Ready recorder pods","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Sessions","type":"integer","description":"Calls being recorded now","jsonPath":".status.activeSessions"}"#,
+    printcolumn = r#"{"name":"Users","type":"integer","jsonPath":".status.usersMatched"}"#,
+    printcolumn = r#"{"name":"Retention","type":"integer","description":"Days recordings are kept","jsonPath":".spec.retention.days"}"#,
+    printcolumn = r#"{"name":"Storage","type":"string","priority":1,"jsonPath":".spec.storageTargetRef.name"}"#,
+    printcolumn = r#"{"name":"Disabled","type":"boolean","jsonPath":".spec.disabled"}"#,
+    printcolumn = r#"{"name":"Last Recording","type":"date","priority":1,"jsonPath":".status.lastRecordingTime"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingProfileSpec {
+    /// Free-text description shown in the portal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+    /// Whose calls, which calls and when they are recorded.
+    #[serde(default)]
+    pub selector: RecordingSelector,
+    /// How long recordings are kept before the daily retention run deletes them.
+    #[serde(default)]
+    pub retention: Retention,
+    /// StorageTarget (same namespace) the recordings are written to.
+    pub storage_target_ref: LocalObjectRef,
+    /// Encryption of every recording. There is no off switch.
+    pub encryption: Encryption,
+    /// Audio encoding of the stored recording (Opus in Ogg, one channel per direction).
+    #[serde(default)]
+    pub media: Media,
+    /// Longest single recording segment in seconds; longer calls continue in a new segment.
+    #[serde(default = "default_max_duration")]
+    #[schemars(range(min = 60, max = 86400))]
+    pub max_duration_seconds: i64,
+    /// The recorder pool (StatefulSet) that records calls for this profile.
+    #[serde(default)]
+    pub recorder: RecorderPool,
+    /// Disable the profile: its users are released and nothing more is recorded. One-way: a
+    /// disabled profile cannot be re-enabled (create a new one); existing recordings are kept.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!oldSelf || self",
+        "message": "spec.disabled is one-way: a disabled RecordingProfile cannot be re-enabled; create a new profile instead",
+        "reason": "FieldValueForbidden"
+    }]))]
+    pub disabled: bool,
+}
+
+fn default_max_duration() -> i64 {
+    18000
+}
+
+/// Whose calls, which calls and when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.allUsers || size(self.groups) > 0",
+    "message": "spec.selector.groups must name at least one group unless spec.selector.allUsers is true",
+    "fieldPath": ".groups",
+    "reason": "FieldValueRequired"
+}]))]
+pub struct RecordingSelector {
+    /// Record every user of the namespace (tenant) instead of listing groups.
+    #[serde(default)]
+    pub all_users: bool,
+    /// Directory groups whose members are recorded. A user may be matched by one profile only.
+    #[serde(default)]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 256)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub groups: Names,
+    /// Which kinds of calls are recorded.
+    #[serde(default)]
+    pub call_types: CallTypes,
+    /// Allow/block filters on the remote party's number.
+    #[serde(default)]
+    pub numbers: NumberFilters,
+    /// When calls are recorded (default: always, 24/7).
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// `Always` records every matching call; `OnDemand` records when a user starts it;
+    /// `Mandatory` records every matching call and fails the call when it cannot be recorded.
+    #[serde(default)]
+    pub mode: RecordingMode,
+    /// Percentage of matching calls to record (quality-assurance sampling), 1 to 100.
+    #[serde(default = "default_sample")]
+    #[schemars(range(min = 1, max = 100))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self >= 1 && self <= 100",
+        "message": "spec.selector.samplePercent must be between 1 and 100"
+    }]))]
+    pub sample_percent: i32,
+}
+
+impl Default for RecordingSelector {
+    fn default() -> Self {
+        Self {
+            all_users: false,
+            groups: Vec::new(),
+            call_types: CallTypes::default(),
+            numbers: NumberFilters::default(),
+            schedule: Schedule::default(),
+            mode: RecordingMode::default(),
+            sample_percent: default_sample(),
+        }
+    }
+}
+
+fn default_sample() -> i32 {
+    100
+}
+
+/// Recording mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RecordingMode {
+    /// Record every matching call.
+    #[default]
+    Always,
+    /// Record only when a user starts recording during the call.
+    OnDemand,
+    /// Record every matching call; a call that cannot be recorded is failed.
+    Mandatory,
+}
+
+/// Inbound/outbound switch for one class of call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Directions {
+    /// Record calls the user receives.
+    #[serde(default = "yes")]
+    pub inbound: bool,
+    /// Record calls the user places.
+    #[serde(default = "yes")]
+    pub outbound: bool,
+}
+
+impl Default for Directions {
+    fn default() -> Self {
+        Self {
+            inbound: true,
+            outbound: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Which kinds of calls are recorded (all by default).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallTypes {
+    /// Peer-to-peer calls between users of the same organisation.
+    #[serde(default)]
+    pub internal: Directions,
+    /// Calls with another SIP domain or trunk that is not the PSTN (federated partners).
+    #[serde(default)]
+    pub external: Directions,
+    /// Calls with the public telephone network.
+    #[serde(default)]
+    pub pstn: Directions,
+    /// Conference and meeting calls the user takes part in.
+    #[serde(default = "yes")]
+    pub conferences: bool,
+    /// Calls the user answers from a queue (hunt group, ACD).
+    #[serde(default = "yes")]
+    pub queues: bool,
+    /// Restrict queue calls to these queue ids; empty records calls from every queue.
+    #[serde(default)]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 128)))]
+    pub queue_ids: Vec<String>,
+}
+
+impl Default for CallTypes {
+    fn default() -> Self {
+        Self {
+            internal: Directions::default(),
+            external: Directions::default(),
+            pstn: Directions::default(),
+            conferences: true,
+            queues: true,
+            queue_ids: Vec::new(),
+        }
+    }
+}
+
+/// Number filters for received and placed calls.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NumberFilters {
+    /// Filter on the calling number of calls the user receives.
+    #[serde(default)]
+    pub received: NumberFilter,
+    /// Filter on the called number of calls the user places.
+    #[serde(default)]
+    pub placed: NumberFilter,
+}
+
+/// An allow or block list of remote numbers. The regular expression is checked first, then the
+/// numbers. Numbers are digits only, without `+`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NumberFilter {
+    /// `Block` records all calls except matches; `Allow` records only matches.
+    #[serde(default)]
+    pub list_type: ListType,
+    /// Remote numbers, digits only (E.164 without `+`), e.g. `17326524689`.
+    #[serde(default)]
+    #[schemars(length(max = 128), inner(length(min = 1, max = 15), regex(pattern = r"^[0-9]+$")))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub numbers: Vec<String>,
+    /// Regular expression (RE2 syntax) on the remote number, e.g. `^1?(732|609)[0-9]*$`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub regex: Option<String>,
+}
+
+/// Kind of number list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ListType {
+    /// Record only calls that match.
+    Allow,
+    /// Record all calls except those that match.
+    #[default]
+    Block,
+}
+
+/// Weekly recording windows in a time zone. No windows means 24/7.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Schedule {
+    /// IANA time zone the windows are read in, e.g. `Europe/London`.
+    #[serde(default = "default_tz")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"))]
+    pub time_zone: String,
+    /// Windows in which calls are recorded; a call is judged by its start time. Windows do not
+    /// cross midnight: split an overnight window in two. Empty means always.
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub windows: Vec<Window>,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            time_zone: default_tz(),
+            windows: Vec::new(),
+        }
+    }
+}
+
+fn default_tz() -> String {
+    "UTC".to_owned()
+}
+
+/// One recording window on one weekday.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.start < self.end",
+    "message": "spec.selector.schedule.windows: end must be after start (a window cannot cross midnight; split it in two)",
+    "fieldPath": ".end"
+}]))]
+pub struct Window {
+    /// Day of the week.
+    pub day: Weekday,
+    /// Start time, `HH:MM` (24-hour, zero-padded), inclusive.
+    #[schemars(length(min = 5, max = 5), regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub start: String,
+    /// End time, `HH:MM` (24-hour, zero-padded, `24:00` for end of day), exclusive.
+    #[schemars(length(min = 5, max = 5), regex(pattern = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"))]
+    pub end: String,
+}
+
+/// Day of the week.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[allow(missing_docs)]
+pub enum Weekday {
+    Monday,
+    Tuesday,
+    Wednesday,
+    Thursday,
+    Friday,
+    Saturday,
+    Sunday,
+}
+
+/// Retention of recordings. There is no keep-forever: use legal hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Days a recording is kept after the call started (7, 30, 90, 180, 365, 730 are the usual
+    /// presets; any value from 1 to 36500 is allowed). Legal hold suspends expiry.
+    #[serde(default = "default_retention_days")]
+    #[schemars(range(min = 1, max = 36500))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self >= 1",
+        "message": "spec.retention.days must be at least 1 (keep-forever is not allowed; use legal hold)"
+    }]))]
+    pub days: i32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            days: default_retention_days(),
+        }
+    }
+}
+
+fn default_retention_days() -> i32 {
+    365
+}
+
+/// Encryption settings. The recorder only ever gets the public key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Encryption {
+    /// Secret key holding the RSA public key (PEM, SPKI; 2048, 3072 or 4096 bits) that wraps
+    /// each recording's key. Never put the private key here.
+    pub key_secret_ref: SecretKeyRef,
+}
+
+/// Opus encoding of the stored recording.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Media {
+    /// Opus bitrate in bits per second.
+    #[serde(default = "default_bitrate")]
+    #[schemars(range(min = 6000, max = 510000))]
+    pub bitrate: i32,
+    /// Opus encoder complexity, 0 (fastest) to 10 (best).
+    #[serde(default = "default_complexity")]
+    #[schemars(range(min = 0, max = 10))]
+    pub complexity: i32,
+    /// Two channels (one per direction) instead of a mono mix.
+    #[serde(default = "yes")]
+    pub stereo: bool,
+}
+
+impl Default for Media {
+    fn default() -> Self {
+        Self {
+            bitrate: default_bitrate(),
+            complexity: default_complexity(),
+            stereo: true,
+        }
+    }
+}
+
+fn default_bitrate() -> i32 {
+    32000
+}
+fn default_complexity() -> i32 {
+    5
+}
+
+/// The recorder pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.minReplicas <= self.maxReplicas",
+        "message": "spec.recorder.minReplicas must not exceed spec.recorder.maxReplicas",
+        "fieldPath": ".minReplicas"
+    },
+    {
+        "rule": "self.rtpPortRange.end - self.rtpPortRange.start + 1 >= 4 * self.sessionsPerReplica",
+        "message": "spec.recorder.rtpPortRange is too small: each session needs 4 ports (RTP and RTCP for both directions), so it must hold at least 4 * spec.recorder.sessionsPerReplica ports",
+        "fieldPath": ".rtpPortRange"
+    },
+    {
+        "rule": "self.sip.port < self.rtpPortRange.start || self.sip.port > self.rtpPortRange.end",
+        "message": "spec.recorder.sip.port must lie outside spec.recorder.rtpPortRange",
+        "fieldPath": ".sip.port"
+    }
+]))]
+pub struct RecorderPool {
+    /// Recorder pods kept running even when idle.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub min_replicas: i32,
+    /// Upper bound the operator scales to with load.
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+    /// Concurrent calls one pod records before it reports itself full.
+    #[serde(default = "default_sessions")]
+    #[schemars(range(min = 1, max = 5000))]
+    pub sessions_per_replica: i32,
+    /// SIP listener of each recorder pod.
+    #[serde(default)]
+    pub sip: SipListener,
+    /// UDP ports each pod uses for RTP/RTCP.
+    #[serde(default)]
+    pub rtp_port_range: PortRange,
+    /// When no recorder has capacity, answer 503 so the call source can fail the call
+    /// (compliance) instead of letting it continue unrecorded.
+    #[serde(default = "yes")]
+    pub fail_closed: bool,
+}
+
+impl Default for RecorderPool {
+    fn default() -> Self {
+        Self {
+            min_replicas: default_min_replicas(),
+            max_replicas: default_max_replicas(),
+            sessions_per_replica: default_sessions(),
+            sip: SipListener::default(),
+            rtp_port_range: PortRange::default(),
+            fail_closed: true,
+        }
+    }
+}
+
+fn default_min_replicas() -> i32 {
+    2
+}
+fn default_max_replicas() -> i32 {
+    4
+}
+fn default_sessions() -> i32 {
+    200
+}
+
+/// SIP listener settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!('TLS' in self.transports) || has(self.tlsSecretRef)",
+    "message": "spec.recorder.sip.tlsSecretRef is required when transports include TLS",
+    "fieldPath": ".tlsSecretRef",
+    "reason": "FieldValueRequired"
+}]))]
+pub struct SipListener {
+    /// SIP port (UDP/TCP; TLS listens on the same port number).
+    #[serde(default = "default_sip_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Transports to listen on.
+    #[serde(default = "default_transports")]
+    #[schemars(length(min = 1, max = 3))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub transports: Vec<SipTransport>,
+    /// Secret of type kubernetes.io/tls with the certificate for SIP over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_ref: Option<crate::common::SecretRef>,
+}
+
+impl Default for SipListener {
+    fn default() -> Self {
+        Self {
+            port: default_sip_port(),
+            transports: default_transports(),
+            tls_secret_ref: None,
+        }
+    }
+}
+
+fn default_sip_port() -> i32 {
+    5060
+}
+fn default_transports() -> Vec<SipTransport> {
+    vec![SipTransport::Udp, SipTransport::Tcp]
+}
+
+/// SIP transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+#[allow(missing_docs)]
+pub enum SipTransport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// A UDP port range for RTP. RTP uses the even port and RTCP the next odd one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.start < self.end",
+        "message": "spec.recorder.rtpPortRange.start must be below spec.recorder.rtpPortRange.end",
+        "fieldPath": ".start"
+    },
+    {
+        "rule": "self.start % 2 == 0",
+        "message": "spec.recorder.rtpPortRange.start must be even (RTP uses even ports, RTCP the next odd one)",
+        "fieldPath": ".start"
+    }
+]))]
+pub struct PortRange {
+    /// First port (even, at least 1024).
+    #[serde(default = "default_rtp_start")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub start: i32,
+    /// Last port (inclusive, at most 65535).
+    #[serde(default = "default_rtp_end")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub end: i32,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        Self {
+            start: default_rtp_start(),
+            end: default_rtp_end(),
+        }
+    }
+}
+
+fn default_rtp_start() -> i32 {
+    20000
+}
+fn default_rtp_end() -> i32 {
+    29999
+}
+
+/// Observed state of a RecordingProfile.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordingProfileStatus {
+    /// Ready, RecordersAvailable, StorageBound.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` last reconciled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Recorder pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+    /// Recorder pods ready to take calls.
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// Calls being recorded now across the pool.
+    #[serde(default)]
+    pub active_sessions: i64,
+    /// Concurrent calls the ready pods can record.
+    #[serde(default)]
+    pub capacity: i64,
+    /// Users matched by this profile.
+    #[serde(default)]
+    pub users_matched: i64,
+    /// Users also matched by another profile (one profile per user); the older profile wins.
+    #[serde(default)]
+    pub conflicts: Vec<UserConflict>,
+    /// Start time of the most recent recording stored for this profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recording_time: Option<Time>,
+    /// What retention did last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSummary>,
+}
+
+/// A user matched by more than one profile.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserConflict {
+    /// User name.
+    pub user: String,
+    /// The other RecordingProfile that also matches the user.
+    pub profile: String,
+}
+
+/// Summary of the retention job for this profile.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetentionSummary {
+    /// Retention in days currently applied.
+    #[serde(default)]
+    pub days: i32,
+    /// When the retention job last finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_time: Option<Time>,
+    /// Recordings deleted by the last run.
+    #[serde(default)]
+    pub last_run_deleted: i64,
+    /// Recordings past expiry kept because of legal hold.
+    #[serde(default)]
+    pub held: i64,
+    /// Start time of the oldest recording still stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_recording_time: Option<Time>,
+}
