@@ -1,2 +1,6 @@
 //! Not built yet: see the project's issues.
 pub mod media;
+pub mod metadata;
+pub mod multipart;
+pub mod sdp;
+pub mod sip;

@@ -1,0 +1,550 @@
+//! SDP offers from recording sources (RFC 4566) and the recorder's answer
+//! (RFC 3264): one answer m-line per offered m-line, in order, receive-only.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use thiserror::Error;
+
+/// Offers beyond these sizes are not from a recording source.
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+pub const MAX_MEDIA: usize = 32;
+pub const MAX_FORMATS: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SdpError {
+    #[error("SDP of {0} bytes exceeds the {MAX_SDP_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("SDP is not valid UTF-8")]
+    NotUtf8,
+    #[error("SDP does not start with v=0")]
+    MissingVersion,
+    #[error("line {line}: {reason}")]
+    BadLine { line: usize, reason: String },
+    #[error("more than {MAX_MEDIA} m-lines")]
+    TooManyMedia,
+    #[error("m-line {index} has more than {MAX_FORMATS} formats")]
+    TooManyFormats { index: usize },
+    #[error("m-line {index} has no connection address (neither session nor media c=)")]
+    NoConnection { index: usize },
+    #[error("answer needs {needed} ports, {given} given")]
+    PortCount { needed: usize, given: usize },
+}
+
+/// `a=sendonly` etc. Absent everywhere means sendrecv (RFC 4566 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "sendrecv" => Self::SendRecv,
+            "sendonly" => Self::SendOnly,
+            "recvonly" => Self::RecvOnly,
+            "inactive" => Self::Inactive,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SendRecv => "sendrecv",
+            Self::SendOnly => "sendonly",
+            Self::RecvOnly => "recvonly",
+            Self::Inactive => "inactive",
+        }
+    }
+}
+
+/// `c=IN IP4 192.0.2.1` (a multicast `/ttl` suffix is dropped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    pub addr_type: String,
+    pub address: String,
+}
+
+impl Connection {
+    /// The address as an IP, when it is a literal.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.address.parse().ok()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub username: String,
+    pub session_id: String,
+    pub session_version: String,
+    pub address: String,
+}
+
+/// `a=rtpmap:<pt> <encoding>/<clock>[/<channels>]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtpMap {
+    pub payload_type: u8,
+    pub encoding: String,
+    pub clock_rate: u32,
+    pub channels: Option<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaDescription {
+    pub media: String,
+    pub port: u16,
+    pub proto: String,
+    /// Formats as listed on the m-line, in preference order.
+    pub formats: Vec<String>,
+    pub connection: Option<Connection>,
+    pub rtpmaps: Vec<RtpMap>,
+    pub fmtps: Vec<(u8, String)>,
+    pub label: Option<String>,
+    pub direction: Option<Direction>,
+    pub ptime: Option<u32>,
+    /// `a=rtcp:<port>` when RTCP is not on port + 1.
+    pub rtcp_port: Option<u16>,
+    /// Every `a=` line as (name, value), including the ones parsed above.
+    pub attributes: Vec<(String, Option<String>)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDescription {
+    pub origin: Option<Origin>,
+    pub session_name: String,
+    pub connection: Option<Connection>,
+    pub direction: Option<Direction>,
+    pub media: Vec<MediaDescription>,
+}
+
+/// An audio codec the recorder can decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Pcmu,
+    Pcma,
+    G722,
+    Opus,
+}
+
+impl Codec {
+    fn from_encoding(name: &str, clock: u32) -> Option<Self> {
+        let n = name.to_ascii_lowercase();
+        match (n.as_str(), clock) {
+            ("pcmu", 8000) => Some(Self::Pcmu),
+            ("pcma", 8000) => Some(Self::Pcma),
+            // G.722's RTP clock is 8000 for historical reasons (RFC 3551 §4.5.2).
+            ("g722", 8000) => Some(Self::G722),
+            ("opus", 48000) => Some(Self::Opus),
+            _ => None,
+        }
+    }
+
+    fn static_pt(pt: u8) -> Option<RtpMap> {
+        let (enc, clock) = match pt {
+            0 => ("PCMU", 8000),
+            8 => ("PCMA", 8000),
+            9 => ("G722", 8000),
+            _ => return None,
+        };
+        Some(RtpMap {
+            payload_type: pt,
+            encoding: enc.to_owned(),
+            clock_rate: clock,
+            channels: None,
+        })
+    }
+}
+
+impl MediaDescription {
+    /// Direction in force for this m-line: media level, else session level,
+    /// else sendrecv.
+    pub fn effective_direction(&self, session: &SessionDescription) -> Direction {
+        self.direction
+            .or(session.direction)
+            .unwrap_or(Direction::SendRecv)
+    }
+
+    /// Connection in force: media level, else session level.
+    pub fn effective_connection<'a>(
+        &'a self,
+        session: &'a SessionDescription,
+    ) -> Option<&'a Connection> {
+        self.connection.as_ref().or(session.connection.as_ref())
+    }
+
+    /// The rtpmap of a format, falling back to the static table (RFC 3551).
+    pub fn rtpmap(&self, pt: u8) -> Option<RtpMap> {
+        self.rtpmaps
+            .iter()
+            .find(|m| m.payload_type == pt)
+            .cloned()
+            .or_else(|| Codec::static_pt(pt))
+    }
+
+    pub fn fmtp(&self, pt: u8) -> Option<&str> {
+        self.fmtps
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses an SDP session description. Unknown lines and attributes are
+/// kept or skipped, never rejected: sources add vendor attributes freely.
+pub fn parse(bytes: &[u8]) -> Result<SessionDescription, SdpError> {
+    if bytes.len() > MAX_SDP_BYTES {
+        return Err(SdpError::TooLarge(bytes.len()));
+    }
+    let text = std::str::from_utf8(bytes).map_err(|_| SdpError::NotUtf8)?;
+    let mut lines = text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l).trim_end())
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty());
+    match lines.next() {
+        Some((_, "v=0")) => {}
+        _ => return Err(SdpError::MissingVersion),
+    }
+    let mut sd = SessionDescription {
+        origin: None,
+        session_name: String::new(),
+        connection: None,
+        direction: None,
+        media: Vec::new(),
+    };
+    for (idx, line) in lines {
+        let lineno = idx + 1;
+        let bad = |reason: &str| SdpError::BadLine {
+            line: lineno,
+            reason: reason.to_owned(),
+        };
+        let (kind, value) = match line.split_once('=') {
+            Some((k, v)) if k.len() == 1 => (k, v),
+            _ => return Err(bad("expected <type>=<value>")),
+        };
+        match kind {
+            "m" => {
+                if sd.media.len() >= MAX_MEDIA {
+                    return Err(SdpError::TooManyMedia);
+                }
+                let index = sd.media.len();
+                sd.media.push(parse_media_line(value).map_err(|e| match e {
+                    MediaLineError::Bad(r) => bad(r),
+                    MediaLineError::TooManyFormats => SdpError::TooManyFormats { index },
+                })?);
+            }
+            "c" => {
+                let c = parse_connection(value).ok_or_else(|| bad("invalid c= line"))?;
+                match sd.media.last_mut() {
+                    Some(m) => m.connection = Some(c),
+                    None => sd.connection = Some(c),
+                }
+            }
+            "o" if sd.media.is_empty() => {
+                let f: Vec<&str> = value.split_ascii_whitespace().collect();
+                if let [user, id, version, _, _, addr] = f.as_slice() {
+                    sd.origin = Some(Origin {
+                        username: (*user).to_owned(),
+                        session_id: (*id).to_owned(),
+                        session_version: (*version).to_owned(),
+                        address: (*addr).to_owned(),
+                    });
+                } else {
+                    return Err(bad("o= needs 6 fields"));
+                }
+            }
+            "s" if sd.media.is_empty() => sd.session_name = value.to_owned(),
+            "a" => {
+                let (name, val) = match value.split_once(':') {
+                    Some((n, v)) => (n.trim(), Some(v.trim())),
+                    None => (value.trim(), None),
+                };
+                match sd.media.last_mut() {
+                    Some(m) => apply_media_attribute(m, name, val).map_err(bad)?,
+                    None => {
+                        if let Some(d) = Direction::parse(name) {
+                            sd.direction = Some(d);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(sd)
+}
+
+enum MediaLineError {
+    Bad(&'static str),
+    TooManyFormats,
+}
+
+fn parse_media_line(value: &str) -> Result<MediaDescription, MediaLineError> {
+    let mut f = value.split_ascii_whitespace();
+    let media = f.next().ok_or(MediaLineError::Bad("empty m= line"))?;
+    let port_field = f.next().ok_or(MediaLineError::Bad("m= line has no port"))?;
+    // `port/count` is for layered multicast; only the base port matters here.
+    let port = port_field
+        .split('/')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .ok_or(MediaLineError::Bad("invalid m= port"))?;
+    let proto = f
+        .next()
+        .ok_or(MediaLineError::Bad("m= line has no protocol"))?;
+    let mut formats = Vec::new();
+    for fmt in f {
+        if formats.len() >= MAX_FORMATS {
+            return Err(MediaLineError::TooManyFormats);
+        }
+        formats.push(fmt.to_owned());
+    }
+    Ok(MediaDescription {
+        media: media.to_ascii_lowercase(),
+        port,
+        proto: proto.to_owned(),
+        formats,
+        connection: None,
+        rtpmaps: Vec::new(),
+        fmtps: Vec::new(),
+        label: None,
+        direction: None,
+        ptime: None,
+        rtcp_port: None,
+        attributes: Vec::new(),
+    })
+}
+
+fn parse_connection(value: &str) -> Option<Connection> {
+    let f: Vec<&str> = value.split_ascii_whitespace().collect();
+    match f.as_slice() {
+        [net, addr_type, addr] if net.eq_ignore_ascii_case("IN") => Some(Connection {
+            addr_type: addr_type.to_ascii_uppercase(),
+            address: addr.split('/').next().unwrap_or_default().to_owned(),
+        }),
+        _ => None,
+    }
+}
+
+fn apply_media_attribute(
+    m: &mut MediaDescription,
+    name: &str,
+    val: Option<&str>,
+) -> Result<(), &'static str> {
+    if m.attributes.len() >= 4 * MAX_FORMATS {
+        return Err("too many attributes on one m-line");
+    }
+    m.attributes.push((name.to_owned(), val.map(str::to_owned)));
+    if let Some(d) = Direction::parse(name) {
+        m.direction = Some(d);
+        return Ok(());
+    }
+    let Some(val) = val else { return Ok(()) };
+    match name {
+        "rtpmap" => {
+            let (pt, rest) = val.split_once(' ').ok_or("invalid rtpmap")?;
+            let pt: u8 = pt.parse().map_err(|_| "invalid rtpmap payload type")?;
+            let mut it = rest.trim().split('/');
+            let encoding = it.next().unwrap_or_default().to_owned();
+            let clock_rate = it
+                .next()
+                .and_then(|c| c.parse().ok())
+                .ok_or("invalid rtpmap clock rate")?;
+            let channels = it.next().and_then(|c| c.parse().ok());
+            m.rtpmaps.retain(|r| r.payload_type != pt);
+            m.rtpmaps.push(RtpMap {
+                payload_type: pt,
+                encoding,
+                clock_rate,
+                channels,
+            });
+        }
+        "fmtp" => {
+            let (pt, rest) = val.split_once(' ').unwrap_or((val, ""));
+            if let Ok(pt) = pt.parse() {
+                m.fmtps.push((pt, rest.trim().to_owned()));
+            }
+        }
+        "label" => m.label = Some(val.to_owned()),
+        "ptime" => m.ptime = val.parse().ok(),
+        "rtcp" => {
+            m.rtcp_port = val
+                .split_ascii_whitespace()
+                .next()
+                .and_then(|p| p.parse().ok())
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// What the recorder does with one offered m-line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaPlan {
+    /// Receive this stream.
+    Accept {
+        label: Option<String>,
+        codec: Codec,
+        payload_type: u8,
+        clock_rate: u32,
+        /// RFC 4733 events payload type, if offered at a matching rate.
+        telephone_event: Option<u8>,
+        /// Direction the answer states: recvonly, or inactive when the
+        /// offer is inactive (on hold / paused).
+        direction: Direction,
+    },
+    /// Answered with port 0.
+    Reject { reason: RejectReason },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    NotAudio,
+    /// Offered with port 0 (the source removed the stream).
+    Disabled,
+    /// SRTP or another profile the recorder cannot receive.
+    UnsupportedProtocol,
+    NoCommonCodec,
+}
+
+/// Decides, per offered m-line and in order, what the answer will say.
+/// The caller allocates one port pair per `Accept` before building the answer.
+pub fn plan(offer: &SessionDescription) -> Vec<MediaPlan> {
+    offer.media.iter().map(|m| plan_one(offer, m)).collect()
+}
+
+fn plan_one(offer: &SessionDescription, m: &MediaDescription) -> MediaPlan {
+    let reject = |reason| MediaPlan::Reject { reason };
+    if m.media != "audio" {
+        return reject(RejectReason::NotAudio);
+    }
+    if m.port == 0 {
+        return reject(RejectReason::Disabled);
+    }
+    if !matches!(
+        m.proto.to_ascii_uppercase().as_str(),
+        "RTP/AVP" | "RTP/AVPF"
+    ) {
+        return reject(RejectReason::UnsupportedProtocol);
+    }
+    let chosen = m.formats.iter().find_map(|f| {
+        let pt: u8 = f.parse().ok()?;
+        let map = m.rtpmap(pt)?;
+        Some((
+            Codec::from_encoding(&map.encoding, map.clock_rate)?,
+            pt,
+            map.clock_rate,
+        ))
+    });
+    let Some((codec, payload_type, clock_rate)) = chosen else {
+        return reject(RejectReason::NoCommonCodec);
+    };
+    let telephone_event = m.formats.iter().find_map(|f| {
+        let pt: u8 = f.parse().ok()?;
+        let map = m.rtpmaps.iter().find(|r| r.payload_type == pt)?;
+        (map.encoding.eq_ignore_ascii_case("telephone-event") && map.clock_rate == clock_rate)
+            .then_some(pt)
+    });
+    let direction = match m.effective_direction(offer) {
+        Direction::SendOnly | Direction::SendRecv => Direction::RecvOnly,
+        // A recorder never sends, so recvonly/inactive offers get inactive.
+        Direction::RecvOnly | Direction::Inactive => Direction::Inactive,
+    };
+    MediaPlan::Accept {
+        label: m.label.clone(),
+        codec,
+        payload_type,
+        clock_rate,
+        telephone_event,
+        direction,
+    }
+}
+
+/// The recorder's side of the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerParams<'a> {
+    /// Address RTP should be sent to (the pod's media address).
+    pub address: IpAddr,
+    /// One RTP port per `Accept` in the plan, in order.
+    pub ports: &'a [u16],
+    /// `o=` session id and version; bump the version on every re-answer.
+    pub session_id: u64,
+    pub session_version: u64,
+}
+
+/// Builds the SDP answer text for `offer` following `plans` (from [`plan`]).
+pub fn build_answer(
+    offer: &SessionDescription,
+    plans: &[MediaPlan],
+    params: &AnswerParams<'_>,
+) -> Result<String, SdpError> {
+    let needed = plans
+        .iter()
+        .filter(|p| matches!(p, MediaPlan::Accept { .. }))
+        .count();
+    if needed != params.ports.len() || plans.len() != offer.media.len() {
+        return Err(SdpError::PortCount {
+            needed,
+            given: params.ports.len(),
+        });
+    }
+    let ip_type = if params.address.is_ipv6() {
+        "IP6"
+    } else {
+        "IP4"
+    };
+    let mut s = String::with_capacity(256 + 160 * plans.len());
+    let _ = write!(
+        s,
+        "v=0\r\no=callvault {} {} IN {ip_type} {addr}\r\ns=callvault\r\nc=IN {ip_type} {addr}\r\nt=0 0\r\n",
+        params.session_id,
+        params.session_version,
+        addr = params.address
+    );
+    let mut ports = params.ports.iter();
+    for (m, p) in offer.media.iter().zip(plans) {
+        match p {
+            MediaPlan::Reject { .. } => {
+                let fmt = m.formats.first().map_or("0", String::as_str);
+                let _ = write!(s, "m={} 0 {} {fmt}\r\n", m.media, m.proto);
+            }
+            MediaPlan::Accept {
+                label,
+                payload_type,
+                telephone_event,
+                direction,
+                ..
+            } => {
+                let port = ports.next().copied().unwrap_or_default();
+                let _ = write!(s, "m=audio {port} {} {payload_type}", m.proto);
+                if let Some(te) = telephone_event {
+                    let _ = write!(s, " {te}");
+                }
+                s.push_str("\r\n");
+                for pt in std::iter::once(*payload_type).chain(*telephone_event) {
+                    if let Some(map) = m.rtpmap(pt) {
+                        let _ = write!(s, "a=rtpmap:{pt} {}/{}", map.encoding, map.clock_rate);
+                        if let Some(ch) = map.channels {
+                            let _ = write!(s, "/{ch}");
+                        }
+                        s.push_str("\r\n");
+                    }
+                    if let Some(f) = m.fmtp(pt) {
+                        let _ = write!(s, "a=fmtp:{pt} {f}\r\n");
+                    }
+                }
+                if let Some(pt) = m.ptime {
+                    let _ = write!(s, "a=ptime:{pt}\r\n");
+                }
+                if let Some(l) = label {
+                    let _ = write!(s, "a=label:{l}\r\n");
+                }
+                let _ = write!(s, "a={}\r\n", direction.as_str());
+            }
+        }
+    }
+    Ok(s)
+}
