@@ -1,1 +1,2 @@
 //! The recording vault: database, encrypted format, object storage, audit log.
+pub mod objstore;
