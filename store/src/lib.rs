@@ -1,2 +1,3 @@
 //! The recording vault: database, encrypted format, object storage, audit log.
+pub mod db;
 pub mod objstore;
