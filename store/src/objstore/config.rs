@@ -326,9 +326,9 @@ fn check_s3_bucket(name: &str) -> Result<(), ConfigError> {
 }
 
 fn check_gcs_bucket(name: &str) -> Result<(), ConfigError> {
-    let ok_chars = name.chars().all(|c| {
-        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.'
-    });
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || c == '.');
     let ok_ends = name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     if !(3..=222).contains(&name.len()) || !ok_chars || !ok_ends {

@@ -260,10 +260,9 @@ pub fn open_with(
                 .with_retry(retry);
             b = match (&credentials.account_key, &credentials.sas_token) {
                 (Some(key), _) => b.with_access_key(key.expose()),
-                (None, Some(sas)) => b.with_config(
-                    AzureConfigKey::SasKey,
-                    sas.expose().trim_start_matches('?'),
-                ),
+                (None, Some(sas)) => {
+                    b.with_config(AzureConfigKey::SasKey, sas.expose().trim_start_matches('?'))
+                }
                 (None, None) => {
                     return Err(StorageError::MissingCredentials {
                         kind,
@@ -527,7 +526,9 @@ impl Storage {
             op,
             key: key.to_owned(),
             target: self.target.to_string(),
-            detail: format!("source had {got} bytes where {expected} were expected (changed while uploading?); nothing was stored"),
+            detail: format!(
+                "source had {got} bytes where {expected} were expected (changed while uploading?); nothing was stored"
+            ),
         }
     }
 

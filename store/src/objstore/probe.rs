@@ -164,7 +164,10 @@ impl ProbeReport {
     /// A one-line message for the condition.
     pub fn condition_message(&self) -> String {
         match &self.failure {
-            None => format!("wrote, read back and deleted a probe object in {}", self.target),
+            None => format!(
+                "wrote, read back and deleted a probe object in {}",
+                self.target
+            ),
             Some(f) => format!("{} step failed on {}: {}", f.step, self.target, f.message),
         }
     }
@@ -210,28 +213,19 @@ fn classify_store(error: &object_store::Error) -> FailureReason {
     match error {
         E::NotFound { .. } => FailureReason::NotFound,
         E::Unauthenticated { .. } => FailureReason::AuthenticationFailed,
-        E::PermissionDenied { .. } => {
-            // S3 and Azure answer 403 both for bad credentials and for missing permissions;
-            // the error code in the body tells them apart.
-            let text = error.to_string();
-            const BAD_CREDENTIALS: [&str; 6] = [
-                "InvalidAccessKeyId",
-                "SignatureDoesNotMatch",
-                "AuthenticationFailed",
-                "InvalidAuthenticationInfo",
-                "InvalidToken",
-                "ExpiredToken",
-            ];
-            if BAD_CREDENTIALS.iter().any(|code| text.contains(code)) {
-                FailureReason::AuthenticationFailed
-            } else {
-                FailureReason::AccessDenied
-            }
-        }
+        E::PermissionDenied { .. } => denied(&error.to_string()),
         E::InvalidPath { .. } | E::UnknownConfigurationKey { .. } => {
             FailureReason::InvalidConfiguration
         }
         other => {
+            // Listing errors arrive as `Generic` with the HTTP status only in the text.
+            let text = other.to_string();
+            match http_status(&text) {
+                Some(404) => return FailureReason::NotFound,
+                Some(401) => return FailureReason::AuthenticationFailed,
+                Some(403) => return denied(&text),
+                _ => {}
+            }
             let mut cause: Option<&(dyn std::error::Error + 'static)> = other.source();
             while let Some(c) = cause {
                 if let Some(http) = c.downcast_ref::<HttpError>() {
@@ -249,6 +243,32 @@ fn classify_store(error: &object_store::Error) -> FailureReason {
             FailureReason::Error
         }
     }
+}
+
+/// S3 and Azure answer 403 both for bad credentials and for missing permissions; the error
+/// code in the body tells them apart.
+fn denied(text: &str) -> FailureReason {
+    const BAD_CREDENTIALS: [&str; 7] = [
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AuthenticationFailed",
+        "InvalidAuthenticationInfo",
+        "InvalidToken",
+        "ExpiredToken",
+        // Azure's message for a signature made with the wrong account key.
+        "failed to authenticate",
+    ];
+    if BAD_CREDENTIALS.iter().any(|code| text.contains(code)) {
+        FailureReason::AuthenticationFailed
+    } else {
+        FailureReason::AccessDenied
+    }
+}
+
+/// The HTTP status in an object_store error message ("... status code: 404 ...").
+fn http_status(text: &str) -> Option<u16> {
+    let at = text.find("status code: ")? + "status code: ".len();
+    text.get(at..at + 3)?.parse().ok()
 }
 
 fn classify_io(error: &std::io::Error) -> FailureReason {
@@ -270,7 +290,10 @@ fn probe_object(size: usize) -> (String, Bytes) {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or_default();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = format!("{PROBE_FOLDER}/probe-{nanos:x}-{:x}-{n}", std::process::id());
+    let name = format!(
+        "{PROBE_FOLDER}/probe-{nanos:x}-{:x}-{n}",
+        std::process::id()
+    );
     // xorshift64: varied bytes, so a store that returned zeros or another object is caught.
     let mut state = nanos ^ (n.wrapping_add(1)).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut data = Vec::with_capacity(size);
@@ -366,9 +389,9 @@ pub(super) async fn run(storage: &Storage, options: &ProbeOptions) -> ProbeRepor
             if let Some(last) = run.report.steps.last_mut() {
                 last.ok = true;
             }
-            run.report
-                .notes
-                .push(format!("listing is not permitted, usage is unknown: {detail}"));
+            run.report.notes.push(format!(
+                "listing is not permitted, usage is unknown: {detail}"
+            ));
             false
         }
         Err(failure) => {
@@ -454,4 +477,36 @@ pub(super) async fn run(storage: &Storage, options: &ProbeOptions) -> ProbeRepor
         }
     }
     run.report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_and_codes_in_messages_are_recognised() {
+        assert_eq!(
+            http_status("GET x in 1ms - Server returned non-2xx status code: 404 Not Found: <x>"),
+            Some(404)
+        );
+        assert_eq!(http_status("connection refused"), None);
+        assert_eq!(
+            denied("403 Forbidden: <Code>SignatureDoesNotMatch</Code>"),
+            FailureReason::AuthenticationFailed
+        );
+        assert_eq!(
+            denied("403 Forbidden: <Code>AccessDenied</Code>"),
+            FailureReason::AccessDenied
+        );
+    }
+
+    #[test]
+    fn probe_objects_are_unique_and_sized() {
+        let (a, da) = probe_object(1000);
+        let (b, db) = probe_object(1000);
+        assert_ne!(a, b);
+        assert!(a.starts_with(PROBE_FOLDER));
+        assert_eq!((da.len(), db.len()), (1000, 1000));
+        assert_ne!(da, db);
+    }
 }
