@@ -191,6 +191,17 @@ async fn operations(kind: Kind) {
         "{past_end:?}"
     );
 
+    let beyond = s.get_range("2025/01/02/call-1.cvr", 200_000..200_010).await;
+    assert!(
+        matches!(
+            beyond,
+            Err(StorageError::InvalidRange { size: 100_000, .. })
+        ),
+        "{beyond:?}"
+    );
+    let absent = s.get_range("2025/01/02/absent.cvr", 0..10).await;
+    assert!(matches!(&absent, Err(e) if e.is_not_found()), "{absent:?}");
+
     // Listing is by whole segments: `2025/01/02` must not include `2025/01/020`.
     let day = s.list("2025/01/02").await.expect("list day");
     assert_eq!(

@@ -591,19 +591,30 @@ impl Storage {
         if range.start >= range.end {
             return Err(invalid(0));
         }
-        let size = self.head(key).await?.size;
-        if range.end > size {
-            return Err(invalid(size));
-        }
         let opts = GetOptions {
             range: Some(GetRange::Bounded(range.clone())),
             ..Default::default()
         };
-        let res = self
-            .store
-            .get_opts(&location, opts)
-            .await
-            .map_err(|e| self.err(Op::Get, key, e))?;
+        // One request per read (the portal makes many); the object's size comes with it.
+        let res = match self.store.get_opts(&location, opts).await {
+            Ok(res) => res,
+            Err(e) => {
+                let err = self.err(Op::Get, key, e);
+                if err.is_not_found() {
+                    return Err(err);
+                }
+                // Stores reject ranges past the end in different ways (416, or a local
+                // error); if the object exists and is too short, say so plainly.
+                return match self.head(key).await {
+                    Ok(meta) if range.end > meta.size => Err(invalid(meta.size)),
+                    _ => Err(err),
+                };
+            }
+        };
+        let size = res.meta.size;
+        if range.end > size {
+            return Err(invalid(size));
+        }
         let bytes = res.bytes().await.map_err(|e| self.err(Op::Get, key, e))?;
         if bytes.len() as u64 != range.end - range.start {
             return Err(invalid(size));
