@@ -45,7 +45,10 @@ pub struct AccessProfileSpec {
     /// subjects may decrypt with. Playing, downloading or exporting audio needs a grant of the
     /// recording's key here; no admin permission overrides that.
     #[serde(default)]
-    #[schemars(length(max = 64), inner(length(min = 64, max = 64), regex(pattern = r"^[0-9a-f]{64}$")))]
+    #[schemars(
+        length(max = 64),
+        inner(length(min = 64, max = 64), regex(pattern = r"^[0-9a-f]{64}$"))
+    )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub keys: Vec<String>,
 }

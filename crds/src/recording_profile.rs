@@ -229,7 +229,10 @@ pub struct NumberFilter {
     pub list_type: ListType,
     /// Remote numbers, digits only (E.164 without `+`), e.g. `17326524689`.
     #[serde(default)]
-    #[schemars(length(max = 128), inner(length(min = 1, max = 15), regex(pattern = r"^[0-9]+$")))]
+    #[schemars(
+        length(max = 128),
+        inner(length(min = 1, max = 15), regex(pattern = r"^[0-9]+$"))
+    )]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub numbers: Vec<String>,
     /// Regular expression (RE2 syntax) on the remote number, e.g. `^1?(732|609)[0-9]*$`.
@@ -254,7 +257,10 @@ pub enum ListType {
 pub struct Schedule {
     /// IANA time zone the windows are read in, e.g. `Europe/London`.
     #[serde(default = "default_tz")]
-    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"))]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$")
+    )]
     pub time_zone: String,
     /// Windows in which calls are recorded; a call is judged by its start time. Windows do not
     /// cross midnight: split an overnight window in two. Empty means always.
@@ -288,10 +294,16 @@ pub struct Window {
     /// Day of the week.
     pub day: Weekday,
     /// Start time, `HH:MM` (24-hour, zero-padded), inclusive.
-    #[schemars(length(min = 5, max = 5), regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    #[schemars(
+        length(min = 5, max = 5),
+        regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    )]
     pub start: String,
     /// End time, `HH:MM` (24-hour, zero-padded, `24:00` for end of day), exclusive.
-    #[schemars(length(min = 5, max = 5), regex(pattern = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"))]
+    #[schemars(
+        length(min = 5, max = 5),
+        regex(pattern = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")
+    )]
     pub end: String,
 }
 

@@ -37,7 +37,10 @@ pub struct SpeechJobSpec {
     pub engine: Engine,
     /// Spoken language, BCP 47 (e.g. `en-US`, `de-DE`).
     #[serde(default = "default_language")]
-    #[schemars(length(min = 2, max = 35), regex(pattern = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"))]
+    #[schemars(
+        length(min = 2, max = 35),
+        regex(pattern = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+    )]
     pub language: String,
     /// Words and phrases the engine should expect (product names, domain terms). Keep it short.
     #[serde(default)]
@@ -111,11 +114,17 @@ pub struct Engine {
     pub model_path: Option<String>,
     /// PersistentVolumeClaim holding the model, mounted read-only (whisper only, optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub claim_name: Option<String>,
     /// Service base URL (openai, google; optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 8, max = 2048), regex(pattern = r"^https?://[^\s/?#]+[^\s]*$"))]
+    #[schemars(
+        length(min = 8, max = 2048),
+        regex(pattern = r"^https?://[^\s/?#]+[^\s]*$")
+    )]
     pub endpoint: Option<String>,
     /// Secret with the credentials: key `apiKey` (openai) or `serviceAccountJson` (google).
     #[serde(default, skip_serializing_if = "Option::is_none")]

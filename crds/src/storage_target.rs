@@ -82,11 +82,17 @@ pub struct StorageTargetSpec {
     pub type_: StorageType,
     /// Bucket name (s3 and gcs; required there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 3, max = 222), regex(pattern = r"^[a-z0-9][a-z0-9._\-]*[a-z0-9]$"))]
+    #[schemars(
+        length(min = 3, max = 222),
+        regex(pattern = r"^[a-z0-9][a-z0-9._\-]*[a-z0-9]$")
+    )]
     pub bucket: Option<String>,
     /// Blob container name (azure; required there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 3, max = 63), regex(pattern = r"^[a-z0-9][a-z0-9\-]*[a-z0-9]$"))]
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9\-]*[a-z0-9]$")
+    )]
     pub container: Option<String>,
     /// Storage account name (azure; required there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,11 +109,17 @@ pub struct StorageTargetSpec {
     pub path: Option<String>,
     /// PersistentVolumeClaim mounted at `path` (filesystem only, optional).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
     pub claim_name: Option<String>,
     /// Service URL, for S3-compatible stores, emulators or sovereign clouds (s3, azure, gcs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 8, max = 2048), regex(pattern = r"^https?://[^\s/?#]+[^\s]*$"))]
+    #[schemars(
+        length(min = 8, max = 2048),
+        regex(pattern = r"^https?://[^\s/?#]+[^\s]*$")
+    )]
     pub endpoint: Option<String>,
     /// Region, e.g. `eu-west-2` (s3 only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,7 +130,10 @@ pub struct StorageTargetSpec {
     pub virtual_hosted_style: bool,
     /// Parent folder inside the bucket, container or path, e.g. `recordings/emea`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^[A-Za-z0-9!_.*'()\-]+(/[A-Za-z0-9!_.*'()\-]+)*$"))]
+    #[schemars(
+        length(min = 1, max = 1024),
+        regex(pattern = r"^[A-Za-z0-9!_.*'()\-]+(/[A-Za-z0-9!_.*'()\-]+)*$")
+    )]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "!('/' + self + '/').contains('/../') && !('/' + self + '/').contains('/./')",
         "message": "spec.prefix must not contain '.' or '..' segments"

@@ -176,8 +176,8 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Value>, ValidationError> {
     use serde::Deserialize as _;
     let mut out = Vec::new();
     for (document, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(doc)
-            .map_err(|source| ValidationError::Yaml { document, source })?;
+        let value =
+            Value::deserialize(doc).map_err(|source| ValidationError::Yaml { document, source })?;
         if !value.is_null() {
             out.push(value);
         }
@@ -205,9 +205,9 @@ pub fn validate_yaml(text: &str) -> Result<Vec<Resource>, Vec<ValidationError>> 
 }
 
 fn validate(object: &Value, old: Option<&Value>) -> Result<Resource, ValidationError> {
-    let obj = object
-        .as_object()
-        .ok_or(ValidationError::NotAnObject("the document is not a mapping"))?;
+    let obj = object.as_object().ok_or(ValidationError::NotAnObject(
+        "the document is not a mapping",
+    ))?;
     let api_version = obj
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -216,7 +216,10 @@ fn validate(object: &Value, old: Option<&Value>) -> Result<Resource, ValidationE
         .get("kind")
         .and_then(Value::as_str)
         .ok_or(ValidationError::NotAnObject("kind is missing"))?;
-    let Some(crd) = crate::crds().into_iter().find(|c| c.spec.names.kind == kind) else {
+    let Some(crd) = crate::crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == kind)
+    else {
         return Err(ValidationError::NotCallVault {
             api_version: api_version.to_owned(),
             kind: kind.to_owned(),
@@ -270,11 +273,17 @@ fn validate(object: &Value, old: Option<&Value>) -> Result<Resource, ValidationE
     let prepared = prepare(&schema, object, &mut errors);
     check_metadata(&prepared, &mut errors);
     check_schema(&schema, &prepared, "", &mut errors);
-    if errors.is_empty() {
-        // CEL runs on a structurally valid object only, so rules see the types they expect.
-        let old_prepared = old.map(|o| prepare(&schema, o, &mut Vec::new()));
-        check_cel(&schema, &prepared, old_prepared.as_ref(), &mut errors);
-    }
+    // Like the API server, CEL runs even when the schema check failed; rules that cannot be
+    // evaluated on a malformed object are then dropped, as they would only add noise.
+    let structural_ok = errors.is_empty();
+    let old_prepared = old.map(|o| prepare(&schema, o, &mut Vec::new()));
+    check_cel(
+        &schema,
+        &prepared,
+        old_prepared.as_ref(),
+        structural_ok,
+        &mut errors,
+    );
     if !errors.is_empty() {
         return Err(invalid(errors));
     }
@@ -320,8 +329,10 @@ fn prune(schema: &Value, value: &mut Value, path: &str, errors: &mut Vec<FieldEr
                 let p = child(path, &key);
                 match props.get(&key) {
                     None => {
-                        // metadata is validated by the API server's ObjectMeta, not the schema.
-                        if path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind") {
+                        // The API server owns these root fields (ObjectMeta is checked apart).
+                        if path.is_empty()
+                            && matches!(key.as_str(), "apiVersion" | "kind" | "metadata")
+                        {
                             continue;
                         }
                         map.remove(&key);
@@ -428,7 +439,10 @@ fn check_schema(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Fiel
         if !ok {
             err(
                 FieldErrorKind::TypeInvalid,
-                format!("Invalid value: {}: must be of type {expected}", short(value)),
+                format!(
+                    "Invalid value: {}: must be of type {expected}",
+                    short(value)
+                ),
             );
             return;
         }
@@ -443,7 +457,10 @@ fn check_schema(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Fiel
             .join(", ");
         err(
             FieldErrorKind::NotSupported,
-            format!("Unsupported value: {}: supported values: {list}", short(value)),
+            format!(
+                "Unsupported value: {}: supported values: {list}",
+                short(value)
+            ),
         );
     }
     match value {
@@ -481,7 +498,10 @@ fn check_schema(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Fiel
             {
                 err(
                     FieldErrorKind::Invalid,
-                    format!("Invalid value: {}: should be at least {min} chars long", short(value)),
+                    format!(
+                        "Invalid value: {}: should be at least {min} chars long",
+                        short(value)
+                    ),
                 );
             }
             if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
@@ -497,12 +517,13 @@ fn check_schema(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Fiel
                     ),
                 }
             }
-            if schema.get("format").and_then(Value::as_str) == Some("date-time")
-                && !is_rfc3339(s)
-            {
+            if schema.get("format").and_then(Value::as_str) == Some("date-time") && !is_rfc3339(s) {
                 err(
                     FieldErrorKind::Invalid,
-                    format!("Invalid value: {}: must be an RFC 3339 date-time", short(value)),
+                    format!(
+                        "Invalid value: {}: must be an RFC 3339 date-time",
+                        short(value)
+                    ),
                 );
             }
         }
@@ -545,7 +566,12 @@ fn check_schema(schema: &Value, value: &Value, path: &str, errors: &mut Vec<Fiel
     }
 }
 
-fn check_object(schema: &Value, map: &Map<String, Value>, path: &str, errors: &mut Vec<FieldError>) {
+fn check_object(
+    schema: &Value,
+    map: &Map<String, Value>,
+    path: &str,
+    errors: &mut Vec<FieldError>,
+) {
     if let Some(required) = schema.get("required").and_then(Value::as_array) {
         for key in required.iter().filter_map(Value::as_str) {
             if !map.contains_key(key) {
@@ -575,12 +601,22 @@ fn is_rfc3339(s: &str) -> bool {
     .is_some_and(|re| re.is_match(s))
 }
 
-fn check_cel(schema: &Value, object: &Value, old: Option<&Value>, errors: &mut Vec<FieldError>) {
+fn check_cel(
+    schema: &Value,
+    object: &Value,
+    old: Option<&Value>,
+    structural_ok: bool,
+    errors: &mut Vec<FieldError>,
+) {
+    use kube::core::cel::ErrorKind;
     let validator = kube::core::cel::Validator::new();
     let Err(failures) = validator.validate(schema, object, old) else {
         return;
     };
     for f in failures.iter() {
+        if !structural_ok && f.kind != ErrorKind::ValidationFailure {
+            continue;
+        }
         let kind = match f.reason.as_deref() {
             Some("FieldValueRequired") => FieldErrorKind::Required,
             Some("FieldValueForbidden") => FieldErrorKind::Forbidden,
