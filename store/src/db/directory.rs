@@ -207,12 +207,12 @@ impl Db {
 
     /// Sets a user's legal hold; while it is on, none of their calls expire or can be deleted.
     pub async fn set_user_legal_hold(&self, tenant: &str, id: Uuid, hold: bool) -> Result<()> {
-        self.update_user(tenant, id, "legal_hold = $3", args![hold])
+        self.update_user(tenant, id, "legal_hold = $3", &args![hold])
             .await
     }
 
     pub async fn set_user_disabled(&self, tenant: &str, id: Uuid, disabled: bool) -> Result<()> {
-        self.update_user(tenant, id, "disabled = $3", args![disabled])
+        self.update_user(tenant, id, "disabled = $3", &args![disabled])
             .await
     }
 
@@ -227,7 +227,7 @@ impl Db {
             tenant,
             id,
             "password_hash = $3, must_change_password = $4, failed_logins = 0, locked_until = NULL",
-            args![hash, must_change],
+            &args![hash, must_change],
         )
         .await
     }
@@ -253,13 +253,8 @@ impl Db {
     }
 
     pub async fn record_login_success(&self, tenant: &str, id: Uuid) -> Result<()> {
-        self.update_user(
-            tenant,
-            id,
-            "failed_logins = 0, locked_until = NULL",
-            Vec::new(),
-        )
-        .await
+        self.update_user(tenant, id, "failed_logins = 0, locked_until = NULL", &[])
+            .await
     }
 
     async fn update_user(
@@ -267,10 +262,10 @@ impl Db {
         tenant: &str,
         id: Uuid,
         set: &str,
-        extra: Vec<super::Arg>,
+        extra: &[super::Arg],
     ) -> Result<()> {
-        let mut a = args![tenant, id];
-        a.extend(extra);
+        let mut a = args![tenant, id].to_vec();
+        a.extend_from_slice(extra);
         a.push(now_micros().into());
         let ts = a.len();
         let n = self

@@ -69,9 +69,9 @@ impl From<Option<Uuid>> for Arg {
     }
 }
 
-/// Builds a `Vec<Arg>` from heterogeneous values.
+/// Builds an array of [`Arg`] from heterogeneous values.
 macro_rules! args {
-    ($($v:expr),* $(,)?) => { vec![$($crate::db::Arg::from($v)),*] };
+    ($($v:expr),* $(,)?) => { [$($crate::db::Arg::from($v)),*] };
 }
 pub(crate) use args;
 
