@@ -121,8 +121,14 @@ pub fn split(boundary: &str, body: &[u8]) -> Result<Multipart, MultipartError> {
 /// Positions of delimiter lines: (start of the line break that belongs to
 /// the delimiter, offset just after the delimiter).
 fn delimiter_positions(body: &[u8], delim: &[u8]) -> Vec<(usize, usize)> {
+    // The delimiter must be followed by `--`, padding or the line end, so a
+    // boundary that prefixes a longer line in the content is not a match.
+    let ends_delimiter = |at: usize| {
+        body.get(at)
+            .is_none_or(|b| matches!(b, b'-' | b' ' | b'\t' | b'\r' | b'\n'))
+    };
     let mut out = Vec::new();
-    if body.starts_with(delim) {
+    if body.starts_with(delim) && ends_delimiter(delim.len()) {
         out.push((0, delim.len()));
     }
     let mut i = 0;
@@ -132,7 +138,9 @@ fn delimiter_positions(body: &[u8], delim: &[u8]) -> Vec<(usize, usize)> {
     {
         let nl = i + off;
         let after_nl = nl + 1;
-        if body.get(after_nl..).is_some_and(|r| r.starts_with(delim)) {
+        if body.get(after_nl..).is_some_and(|r| r.starts_with(delim))
+            && ends_delimiter(after_nl + delim.len())
+        {
             let line_start = if nl > 0 && body.get(nl - 1) == Some(&b'\r') {
                 nl - 1
             } else {

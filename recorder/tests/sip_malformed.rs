@@ -204,3 +204,13 @@ fn sdp_errors_name_the_line() {
         SdpError::TooManyMedia
     );
 }
+
+#[test]
+fn boundary_prefix_inside_content_is_not_a_delimiter() {
+    let ct = sip::MediaType::parse("multipart/mixed; boundary=\"b1\"").unwrap();
+    let body = b"preamble\r\n--b1\r\nContent-Type: text/plain\r\n\r\nline\r\n--b1x not a delimiter\r\n--b1--\r\nepilogue";
+    let mp = multipart::parse(&ct, body).unwrap();
+    assert!(mp.terminated);
+    assert_eq!(mp.parts.len(), 1);
+    assert_eq!(mp.parts[0].body, b"line\r\n--b1x not a delimiter");
+}
