@@ -79,6 +79,11 @@ pub struct StorageTargetSpec {
     /// Kind of storage: `s3` (AWS S3 or any S3-compatible store), `azure` (Blob Storage), `gcs`
     /// (Google Cloud Storage) or `filesystem` (a directory on a mounted volume).
     #[serde(rename = "type")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "spec.type is immutable: recordings already stored there would be orphaned; create a new StorageTarget instead",
+        "reason": "FieldValueForbidden"
+    }]))]
     pub type_: StorageType,
     /// Bucket name (s3 and gcs; required there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +91,11 @@ pub struct StorageTargetSpec {
         length(min = 3, max = 222),
         regex(pattern = r"^[a-z0-9][a-z0-9._\-]*[a-z0-9]$")
     )]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "spec.bucket is immutable: recordings already stored there would be orphaned; create a new StorageTarget instead",
+        "reason": "FieldValueForbidden"
+    }]))]
     pub bucket: Option<String>,
     /// Blob container name (azure; required there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,10 +103,20 @@ pub struct StorageTargetSpec {
         length(min = 3, max = 63),
         regex(pattern = r"^[a-z0-9][a-z0-9\-]*[a-z0-9]$")
     )]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "spec.container is immutable: recordings already stored there would be orphaned; create a new StorageTarget instead",
+        "reason": "FieldValueForbidden"
+    }]))]
     pub container: Option<String>,
     /// Storage account name (azure; required there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 3, max = 24), regex(pattern = r"^[a-z0-9]+$"))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "spec.account is immutable: recordings already stored there would be orphaned; create a new StorageTarget instead",
+        "reason": "FieldValueForbidden"
+    }]))]
     pub account: Option<String>,
     /// Directory recordings are written under (filesystem; required there). In a cluster it is
     /// where `claimName` (or a host path) is mounted; standalone may use a relative path.
@@ -105,6 +125,10 @@ pub struct StorageTargetSpec {
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "!('/' + self + '/').contains('/../')",
         "message": "spec.path must not contain '..' segments"
+    }, {
+        "rule": "self == oldSelf",
+        "message": "spec.path is immutable: recordings already stored there would be orphaned; create a new StorageTarget instead",
+        "reason": "FieldValueForbidden"
     }]))]
     pub path: Option<String>,
     /// PersistentVolumeClaim mounted at `path` (filesystem only, optional).

@@ -35,7 +35,10 @@ fn every_rule_compiles_and_fits_the_cost_budget() {
         walk(spec_schema(&crd), "spec".into(), &mut nodes);
         let mut rules = 0;
         for (path, node) in nodes {
-            let Some(list) = node.get("x-kubernetes-validations").and_then(Value::as_array) else {
+            let Some(list) = node
+                .get("x-kubernetes-validations")
+                .and_then(Value::as_array)
+            else {
                 continue;
             };
             let compiled = compile_schema(node);
@@ -46,7 +49,10 @@ fn every_rule_compiles_and_fits_the_cost_budget() {
                 let warnings = analyze_rule(text, &compiled, ScopeContext::CrdValidation);
                 assert!(warnings.is_empty(), "{path}: {text}: {warnings:?}");
                 let message = rule["message"].as_str().expect("every rule has a message");
-                assert!(message.contains("spec."), "{path}: message must name the field: {message}");
+                assert!(
+                    message.contains("spec."),
+                    "{path}: message must name the field: {message}"
+                );
             }
         }
         assert!(rules > 0, "{} has no CEL rules", crd["metadata"]["name"]);
@@ -66,7 +72,10 @@ fn every_spec_string_and_list_is_bounded() {
                         || node.get("format").and_then(Value::as_str) == Some("date-time");
                     assert!(bounded, "{path} is an unbounded string");
                 }
-                Some("array") => assert!(node.get("maxItems").is_some(), "{path} is an unbounded list"),
+                Some("array") => assert!(
+                    node.get("maxItems").is_some(),
+                    "{path} is an unbounded list"
+                ),
                 _ => {}
             }
         }
@@ -82,7 +91,10 @@ fn every_field_has_a_description_for_kubectl_explain() {
             if path.ends_with("[]") {
                 continue; // list items are described by their list
             }
-            assert!(node.get("description").is_some(), "{path} has no description");
+            assert!(
+                node.get("description").is_some(),
+                "{path} has no description"
+            );
         }
     }
 }
@@ -93,21 +105,55 @@ fn crds_carry_names_columns_and_status_conventions() {
         let name = crd["metadata"]["name"].as_str().expect("name").to_owned();
         assert!(name.ends_with(".callvault.io"), "{name}");
         assert_eq!(crd["spec"]["scope"], "Namespaced", "{name}");
-        assert_eq!(crd["spec"]["names"]["categories"], serde_json::json!(["callvault"]), "{name}");
-        assert!(!crd["spec"]["names"]["shortNames"].as_array().expect("short names").is_empty());
+        assert_eq!(
+            crd["spec"]["names"]["categories"],
+            serde_json::json!(["callvault"]),
+            "{name}"
+        );
+        assert!(
+            !crd["spec"]["names"]["shortNames"]
+                .as_array()
+                .expect("short names")
+                .is_empty()
+        );
         let version = &crd["spec"]["versions"][0];
         assert_eq!(version["name"], "v1alpha1");
-        assert!(version["subresources"]["status"].is_object(), "{name}: status subresource");
-        let columns = version["additionalPrinterColumns"].as_array().expect("columns");
-        assert!(columns.len() >= 4, "{name}: too few printer columns for an SRE");
+        assert!(
+            version["subresources"]["status"].is_object(),
+            "{name}: status subresource"
+        );
+        let columns = version["additionalPrinterColumns"]
+            .as_array()
+            .expect("columns");
+        assert!(
+            columns.len() >= 4,
+            "{name}: too few printer columns for an SRE"
+        );
         let status = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
         let conditions = &status["conditions"];
         assert_eq!(conditions["x-kubernetes-list-type"], "map", "{name}");
-        assert_eq!(conditions["x-kubernetes-list-map-keys"], serde_json::json!(["type"]), "{name}");
+        assert_eq!(
+            conditions["x-kubernetes-list-map-keys"],
+            serde_json::json!(["type"]),
+            "{name}"
+        );
         let condition = &conditions["items"]["properties"];
-        for field in ["type", "status", "reason", "message", "lastTransitionTime", "observedGeneration"] {
-            assert!(condition[field].is_object(), "{name}: condition lacks {field}");
+        for field in [
+            "type",
+            "status",
+            "reason",
+            "message",
+            "lastTransitionTime",
+            "observedGeneration",
+        ] {
+            assert!(
+                condition[field].is_object(),
+                "{name}: condition lacks {field}"
+            );
         }
-        assert!(status["observedGeneration"].is_object(), "{name}: observedGeneration");
+        assert!(
+            status["observedGeneration"].is_object(),
+            "{name}: observedGeneration"
+        );
     }
 }

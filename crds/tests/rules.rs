@@ -602,6 +602,35 @@ fn every_cel_rule_rejects_what_it_should_and_accepts_the_rest() {
         .expect_err("decrypting is refused");
     hit.extend(err.field_errors().iter().map(|e| e.message.clone()));
 
+    for (kind, field, value) in [
+        ("s3", "type", json!("gcs")),
+        ("s3", "bucket", json!("other-bucket")),
+        ("azure", "container", json!("other")),
+        ("azure", "account", json!("otheraccount")),
+        ("filesystem", "path", json!("/mnt/other")),
+    ] {
+        let old = storage_target(kind);
+        let new = with(storage_target(kind), &format!("/spec/{field}"), value);
+        let err = validate_update(&new, &old).expect_err("storage location is immutable");
+        let e = err
+            .field_errors()
+            .iter()
+            .find(|e| e.path == format!("spec.{field}"))
+            .unwrap_or_else(|| panic!("no error on spec.{field}: {err}"));
+        assert!(e.message.contains("immutable"), "{e}");
+        hit.insert(e.message.clone());
+    }
+    let old = storage_target("s3");
+    validate_update(
+        &with(
+            storage_target("s3"),
+            "/spec/capacityAlarmPercent",
+            json!(70),
+        ),
+        &old,
+    )
+    .expect("other StorageTarget fields may change");
+
     let missing: Vec<_> = rule_messages_in_crds().difference(&hit).cloned().collect();
     assert!(
         missing.is_empty(),
