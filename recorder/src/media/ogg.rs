@@ -1,5 +1,5 @@
 //! Ogg (RFC 3533) page framing and the Ogg Opus mapping (RFC 7845):
-//! OpusHead, OpusTags, audio pages with 48 kHz granule positions flushed
+//! OpusHead (two uncoupled mono streams, one per party), OpusTags, audio pages with 48 kHz granule positions flushed
 //! about once a second (so players and range requests can seek), and an
 //! end-of-stream page whose granule trims the output to the exact length.
 
@@ -203,12 +203,17 @@ impl Default for OpusConfig {
     }
 }
 
-/// Stereo Opus encoder writing an Ogg Opus stream to any `Write`.
+/// Two-channel Opus encoder writing an Ogg Opus stream to any `Write`.
 #[derive(Debug)]
 pub struct OggOpusWriter<W: Write> {
     ogg: OggPageWriter<W>,
-    encoder: Encoder,
+    /// One mono encoder per channel: a coupled stereo encoder at speech
+    /// bitrates narrows the stereo image and leaks one party into the other
+    /// channel, which breaks per-channel review and transcription.
+    encoders: [Encoder; 2],
     config: OpusConfig,
+    mono: [Vec<i16>; 2],
+    second: Vec<u8>,
     pre_skip: u64,
     /// 48 kHz samples encoded so far.
     encoded_48k: u64,
@@ -235,22 +240,30 @@ impl<W: Write> OggOpusWriter<W> {
         if config.packets_per_page == 0 {
             return Err(OggError::Config("packets_per_page must be positive".into()));
         }
-        let mut encoder = Encoder::new(rate, Channels::Stereo, config.application)?;
-        encoder.set_bitrate(Bitrate::BitsPerSecond(config.bitrate))?;
-        encoder.set_complexity(config.complexity)?;
-        encoder.set_signal(Signal::Voice)?;
-        let lookahead = u64::from(encoder.lookahead()?);
+        let make = || -> Result<Encoder, OggError> {
+            let mut e = Encoder::new(rate, Channels::Mono, config.application)?;
+            e.set_bitrate(Bitrate::BitsPerSecond(config.bitrate / 2))?;
+            e.set_complexity(config.complexity)?;
+            e.set_signal(Signal::Voice)?;
+            Ok(e)
+        };
+        let encoders = [make()?, make()?];
+        let lookahead = u64::from(encoders[0].lookahead()?);
         let pre_skip = lookahead * 48_000 / u64::from(config.input_rate);
 
         let mut ogg = OggPageWriter::new(inner, config.serial);
-        let mut head = Vec::with_capacity(19);
+        let mut head = Vec::with_capacity(23);
         head.extend_from_slice(b"OpusHead");
         head.push(1); // version
         head.push(2); // channels
         head.extend_from_slice(&(pre_skip as u16).to_le_bytes());
         head.extend_from_slice(&config.input_rate.to_le_bytes());
         head.extend_from_slice(&0i16.to_le_bytes()); // output gain
-        head.push(0); // mapping family 0: mono/stereo
+        // Mapping family 1: two uncoupled mono streams, left = party A.
+        head.push(1);
+        head.push(2); // streams
+        head.push(0); // coupled streams
+        head.extend_from_slice(&[0, 1]); // channel mapping
         ogg.push_packet(&head, 0)?;
         ogg.flush_page(false)?;
 
@@ -269,11 +282,13 @@ impl<W: Write> OggOpusWriter<W> {
 
         Ok(OggOpusWriter {
             ogg,
-            encoder,
+            encoders,
+            mono: [Vec::new(), Vec::new()],
+            second: vec![0; 1500],
             config,
             pre_skip,
             encoded_48k: 0,
-            packet: vec![0; 4000],
+            packet: vec![0; 3200],
             packets: 0,
         })
     }
@@ -295,7 +310,16 @@ impl<W: Write> OggOpusWriter<W> {
                 2 * self.config.frame_len
             )));
         }
-        let n = self.encoder.encode(interleaved, &mut self.packet)?;
+        for (c, buf) in self.mono.iter_mut().enumerate() {
+            buf.clear();
+            buf.extend(interleaved.iter().skip(c).step_by(2));
+        }
+        // Multistream packet (RFC 7845 §5.1.1.2): every stream but the last
+        // uses self-delimiting framing (RFC 6716 Appendix B).
+        let n0 = self.encoders[0].encode(&self.mono[0], &mut self.second)?;
+        let mut n = self_delimit(&self.second[..n0], &mut self.packet)?;
+        let n1 = self.encoders[1].encode(&self.mono[1], &mut self.packet[n..])?;
+        n += n1;
         self.encoded_48k +=
             self.config.frame_len as u64 * 48_000 / u64::from(self.config.input_rate);
         if self.ogg.buffered_packets() >= self.config.packets_per_page {
@@ -312,7 +336,13 @@ impl<W: Write> OggOpusWriter<W> {
     /// by the final granule position.
     pub fn finish(mut self, total_samples: u64) -> Result<(W, u64), OggError> {
         let exact = total_samples * 48_000 / u64::from(self.config.input_rate);
-        let granule = self.pre_skip + exact.min(self.encoded_48k);
+        // The encoder lags by its lookahead (the pre-skip): feed silence until
+        // the last real sample has come out of it.
+        let silence = vec![0i16; 2 * self.config.frame_len];
+        while self.encoded_48k < self.pre_skip + exact {
+            self.write_frame(&silence)?;
+        }
+        let granule = self.pre_skip + exact;
         self.ogg.set_granule(granule);
         self.ogg.flush_page(true)?;
         let bytes = self.ogg.bytes_written();
@@ -324,6 +354,42 @@ impl<W: Write> OggOpusWriter<W> {
     pub fn get_mut(&mut self) -> &mut W {
         self.ogg.get_mut()
     }
+}
+
+/// Rewrites a single-stream Opus packet in self-delimiting form into `out`.
+/// libopus emits code 0 (one frame) or code 1 (two equal frames) packets for
+/// 20 ms VBR frames; other codes are reported rather than guessed.
+fn self_delimit(packet: &[u8], out: &mut [u8]) -> Result<usize, OggError> {
+    let (&toc, data) = packet
+        .split_first()
+        .ok_or_else(|| OggError::Config("empty Opus packet".into()))?;
+    let frame = match toc & 3 {
+        0 => data.len(),
+        1 => data.len() / 2,
+        code => {
+            return Err(OggError::Config(format!(
+                "cannot self-delimit Opus packet code {code}"
+            )));
+        }
+    };
+    let mut len = [0u8; 2];
+    let len = if frame < 252 {
+        len[0] = frame as u8;
+        &len[..1]
+    } else {
+        let first = 252 + (frame & 3);
+        len[0] = first as u8;
+        len[1] = ((frame - first) / 4) as u8;
+        &len[..2]
+    };
+    let total = 1 + len.len() + data.len();
+    let dest = out
+        .get_mut(..total)
+        .ok_or(OggError::PacketTooLarge(total))?;
+    dest[0] = toc;
+    dest[1..1 + len.len()].copy_from_slice(len);
+    dest[1 + len.len()..].copy_from_slice(data);
+    Ok(total)
 }
 
 #[cfg(test)]
