@@ -1,6 +1,11 @@
 //! The five CallVault custom resources (`callvault.io/v1alpha1`), their shared status types and
 //! CEL rules, the generated CustomResourceDefinitions, and an offline validator that checks
 //! resource YAML the way the Kubernetes API server would.
+//!
+//! Use [`validate_yaml`] to load a multi-document file (other kinds such as Secrets are skipped),
+//! [`validate_document`] for one parsed object and [`validate_update`] to also enforce the
+//! one-way and immutable fields against the previous version. Each returns typed resources with
+//! the schema defaults applied, or errors that name the field (`FieldError::path`).
 
 pub mod access_profile;
 pub mod common;
