@@ -137,3 +137,6 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     use rsa::sha2::{Digest, Sha256};
     Sha256::digest(data).into()
 }
+
+#[cfg(test)]
+mod vector;
