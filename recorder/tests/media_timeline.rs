@@ -88,8 +88,7 @@ fn send(
     seed: u64,
 ) {
     let mut g722 = G722Encoder::new();
-    let opus =
-        Encoder::new(SampleRate::Hz48000, Channels::Mono, Application::Voip).expect("enc");
+    let opus = Encoder::new(SampleRate::Hz48000, Channels::Mono, Application::Voip).expect("enc");
     let mut i = 0u64;
     let mut t = t0;
     while t < t1 - 1e-9 {
@@ -161,6 +160,11 @@ fn read_ogg_opus(data: &[u8]) -> Decoded {
             last_granule = granule;
         }
         eos = data[pos + 5] & 0x04 != 0;
+        if pages == 2 {
+            // First audio page: its packets start at granule 0 (RFC 7845 §4).
+            let on_page = lacing.iter().filter(|&&l| l < 255).count() as u64;
+            assert_eq!(granule, on_page * 960, "first audio page granule");
+        }
         let mut body = &data[pos + 27 + nseg..end];
         for &l in lacing {
             partial.extend_from_slice(&body[..usize::from(l)]);

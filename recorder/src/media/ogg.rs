@@ -325,7 +325,9 @@ impl<W: Write> OggOpusWriter<W> {
         if self.ogg.buffered_packets() >= self.config.packets_per_page {
             self.ogg.flush_page(false)?;
         }
-        let granule = self.pre_skip + self.encoded_48k;
+        // The granule counts every decoded sample, pre-skip included
+        // (RFC 7845 §4), so the stream starts at granule 0.
+        let granule = self.encoded_48k;
         self.ogg.push_packet(&self.packet[..n], granule)?;
         self.packets += 1;
         Ok(())
