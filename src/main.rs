@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 mod cmd;
 
 #[derive(Debug, Parser)]
-#[command(name = "callvault", version, about = "Compliance call recording, run the Kubernetes way")]
+#[command(
+    name = "callvault",
+    version,
+    about = "Compliance call recording, run the Kubernetes way"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
