@@ -24,6 +24,9 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# ensure_build_packages: what the Rust build itself links against (the recorder uses libopus).
+ensure_build_packages() { ensure_packages pkg-config libopus-dev; }
+
 # start_postgres: a throwaway PostgreSQL cluster on 127.0.0.1:$CALLVAULT_PG_PORT, trust auth on
 # loopback only. Exports CALLVAULT_TEST_DATABASE_URL (the tests create one database per test).
 start_postgres() {
