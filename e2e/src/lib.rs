@@ -167,3 +167,12 @@ pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
     files.sort();
     Ok(files)
 }
+
+/// The CallVault CRDs the tests install: `CALLVAULT_E2E_CRD_DIR` if set (to try CRDs from
+/// another build), else the chart's `charts/callvault/crds`.
+pub fn callvault_crd_dir() -> PathBuf {
+    std::env::var_os("CALLVAULT_E2E_CRD_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_path("charts/callvault/crds"))
+}
