@@ -46,8 +46,8 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
 
 pub mod validate;
 pub use validate::{
-    FieldError, FieldErrorKind, Resource, ValidationError, validate_document, validate_update,
-    validate_yaml,
+    FieldError, FieldErrorKind, Resource, ValidationError, check_schema_defaults,
+    validate_document, validate_update, validate_yaml,
 };
 
 /// One generated CRD file.

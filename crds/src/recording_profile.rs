@@ -38,8 +38,8 @@ pub struct RecordingProfileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
     pub description: Option<String>,
-    /// Whose calls, which calls and when they are recorded.
-    #[serde(default)]
+    /// Whose calls, which calls and when they are recorded. Required: its rules (at least one
+    /// group unless `allUsers`) leave no valid default.
     pub selector: RecordingSelector,
     /// How long recordings are kept before the daily retention run deletes them.
     #[serde(default)]

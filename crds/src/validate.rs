@@ -204,6 +204,42 @@ pub fn validate_yaml(text: &str) -> Result<Vec<Resource>, Vec<ValidationError>> 
     }
 }
 
+/// Check every `default` in a CRD schema against its own node's schema and CEL rules.
+///
+/// The API server refuses to install a CRD whose defaults do not pass their own validation, so
+/// this tells offline whether generated CRDs will install.
+pub fn check_schema_defaults(schema: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    walk_defaults(schema, "", &mut errors);
+    errors
+}
+
+fn walk_defaults(schema: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    if let Some(default) = schema.get("default") {
+        let value = kube::core::cel::apply_defaults(schema, default);
+        let before = errors.len();
+        check_schema(schema, &value, path, errors);
+        let structural_ok = errors.len() == before;
+        let start = errors.len();
+        check_cel(schema, &value, None, structural_ok, errors);
+        for e in &mut errors[start..] {
+            e.path = if e.path.is_empty() {
+                path.to_owned()
+            } else {
+                child(path, e.path.trim_start_matches('.'))
+            };
+        }
+    }
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (key, node) in props {
+            walk_defaults(node, &child(path, key), errors);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        walk_defaults(items, &format!("{path}[*]"), errors);
+    }
+}
+
 fn validate(object: &Value, old: Option<&Value>) -> Result<Resource, ValidationError> {
     let obj = object.as_object().ok_or(ValidationError::NotAnObject(
         "the document is not a mapping",

@@ -157,3 +157,20 @@ fn crds_carry_names_columns_and_status_conventions() {
         );
     }
 }
+
+/// The API server validates every schema default against its own node (CEL included) and
+/// refuses the whole CRD if one fails: a defaulted field whose default breaks a rule.
+#[test]
+fn every_default_passes_its_own_rules() {
+    for crd in crd_json() {
+        let name = crd["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let errors = callvault_crds::check_schema_defaults(spec_schema(&crd));
+        assert!(
+            errors.is_empty(),
+            "{name}: defaults the API server would refuse: {errors:?}"
+        );
+    }
+}
