@@ -1,0 +1,1 @@
+//! Typed runtime configuration of the CallVault workloads (recorder first).
