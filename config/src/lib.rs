@@ -1,1 +1,20 @@
-//! Typed runtime configuration of the CallVault workloads (recorder first).
+//! Typed runtime configuration of the CallVault workloads, each validated in one place.
+//!
+//! The recorder's [`RecorderConfig`] is rendered by the operator (cluster) or built in-process
+//! (standalone) from the same resources. This crate links neither kube nor the CRD types, so
+//! the recorder never does either.
+
+mod problem;
+mod recorder;
+pub mod rules;
+
+pub use problem::{Invalid, Problem};
+pub use recorder::{
+    Advertise, EncryptionConfig, LoadError, MediaAddress, MediaConfig, PortRange, RecorderConfig,
+    SipConfig, SipTransport, ValidRecorderConfig,
+};
+pub use rules::{RecordingRules, Rules};
+
+/// Instants the recording rules are evaluated at (re-exported so callers need not depend on
+/// the time library themselves).
+pub use jiff::Timestamp;

@@ -2,5 +2,6 @@
 pub mod media;
 pub mod metadata;
 pub mod multipart;
+pub mod rules;
 pub mod sdp;
 pub mod sip;

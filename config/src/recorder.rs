@@ -1,0 +1,483 @@
+//! The recorder's configuration: rendered by the operator from a RecordingProfile and its
+//! StorageTarget into a ConfigMap, or built in-process by `callvault standalone`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use callvault_store::objstore::{ConfigError as StorageError, StorageConfig, ValidatedConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::problem::{Invalid, Problems};
+use crate::rules::{RecordingRules, Rules};
+
+/// Everything one recorder pod needs. Secrets are never inline: the database URL, the storage
+/// credentials and the TLS key are read from the files named here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecorderConfig {
+    /// Tenant: the RecordingProfile's namespace (`default` standalone).
+    pub tenant: String,
+    /// The RecordingProfile's name, stamped on each recording.
+    pub profile: String,
+    /// SIP listener.
+    #[serde(default)]
+    pub sip: SipConfig,
+    /// Address RTP is bound to and the one written into SDP answers.
+    #[serde(default)]
+    pub media_address: MediaAddress,
+    /// UDP ports for RTP (even) and RTCP (the next odd one).
+    #[serde(default)]
+    pub rtp_port_range: PortRange,
+    /// Concurrent calls this pod records before it answers 503.
+    #[serde(default = "default_sessions")]
+    pub sessions_per_replica: u32,
+    /// When full, answer 503 so the call source can fail the call instead of continuing it
+    /// unrecorded.
+    #[serde(default = "yes")]
+    pub fail_closed: bool,
+    /// Opus encoding.
+    #[serde(default)]
+    pub media: MediaConfig,
+    /// Longest single recording segment; longer calls continue in a new segment.
+    #[serde(default = "default_max_duration")]
+    pub max_duration_seconds: u32,
+    /// Days each recording is kept; stamped as its expiry.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// The StorageTarget's spec.
+    pub storage: StorageConfig,
+    /// Directory where the StorageTarget's credentials Secret is mounted (one file per key);
+    /// absent when the target needs none (filesystem, workload identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_credentials_dir: Option<PathBuf>,
+    /// The public key every recording's key is wrapped with.
+    pub encryption: EncryptionConfig,
+    /// Crash-safe local spool, the source of truth until upload and DB row are committed.
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: PathBuf,
+    /// File holding the database URL (it may contain a password, so it is never inline).
+    pub database_url_file: PathBuf,
+    /// On SIGTERM, how long live calls may go on before the pod stops; their spool survives.
+    #[serde(default = "default_drain_grace")]
+    pub drain_grace_seconds: u32,
+    /// Which calls are recorded.
+    pub rules: Rules,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_sessions() -> u32 {
+    200
+}
+fn default_max_duration() -> u32 {
+    18000
+}
+fn default_retention_days() -> u32 {
+    365
+}
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("/var/lib/callvault/spool")
+}
+fn default_drain_grace() -> u32 {
+    600
+}
+
+/// SIP listener settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SipConfig {
+    /// Port for UDP and TCP (TLS listens on the same number).
+    #[serde(default = "default_sip_port")]
+    pub port: u16,
+    /// Transports to listen on.
+    #[serde(default = "default_transports")]
+    pub transports: Vec<SipTransport>,
+    /// Directory with `tls.crt` and `tls.key` (a mounted kubernetes.io/tls Secret); required
+    /// with TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_dir: Option<PathBuf>,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            port: default_sip_port(),
+            transports: default_transports(),
+            tls_dir: None,
+        }
+    }
+}
+
+fn default_sip_port() -> u16 {
+    5060
+}
+fn default_transports() -> Vec<SipTransport> {
+    vec![SipTransport::Udp, SipTransport::Tcp]
+}
+
+/// SIP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+#[allow(missing_docs)]
+pub enum SipTransport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// Where RTP is received and what address is advertised for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaAddress {
+    /// Local address RTP sockets bind to.
+    #[serde(default = "default_bind")]
+    pub bind: String,
+    /// Address put in SDP answers.
+    #[serde(default)]
+    pub advertise: Advertise,
+}
+
+impl Default for MediaAddress {
+    fn default() -> Self {
+        Self {
+            bind: default_bind(),
+            advertise: Advertise::default(),
+        }
+    }
+}
+
+fn default_bind() -> String {
+    "0.0.0.0".to_owned()
+}
+
+/// The advertised media address: exactly one of `fromEnv` and `address`. One ConfigMap serves
+/// every pod of a StatefulSet, so in a cluster each pod's own IP comes from an environment
+/// variable (the downward API).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Advertise {
+    /// Read the IP address from this environment variable at start-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_env: Option<String>,
+    /// This IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+impl Default for Advertise {
+    fn default() -> Self {
+        Self {
+            from_env: Some("POD_IP".to_owned()),
+            address: None,
+        }
+    }
+}
+
+/// A UDP port range, both ends inclusive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortRange {
+    /// First port, even, at least 1024.
+    #[serde(default = "default_rtp_start")]
+    pub start: u16,
+    /// Last port.
+    #[serde(default = "default_rtp_end")]
+    pub end: u16,
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        Self {
+            start: default_rtp_start(),
+            end: default_rtp_end(),
+        }
+    }
+}
+
+fn default_rtp_start() -> u16 {
+    20000
+}
+fn default_rtp_end() -> u16 {
+    29999
+}
+
+/// Opus encoding of the stored recording.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaConfig {
+    /// Bits per second, 6000 to 510000.
+    #[serde(default = "default_bitrate")]
+    pub bitrate: u32,
+    /// Encoder complexity, 0 (fastest) to 10 (best).
+    #[serde(default = "default_complexity")]
+    pub complexity: u8,
+    /// One channel per direction instead of a mono mix.
+    #[serde(default = "yes")]
+    pub stereo: bool,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            bitrate: default_bitrate(),
+            complexity: default_complexity(),
+            stereo: true,
+        }
+    }
+}
+
+fn default_bitrate() -> u32 {
+    32000
+}
+fn default_complexity() -> u8 {
+    5
+}
+
+/// The profile's public key. The recorder never gets a private key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionConfig {
+    /// PEM file with the RSA public key (SPKI).
+    pub public_key_path: PathBuf,
+    /// SHA-256 of the key's SPKI DER, 64 lowercase hex digits, written into each recording.
+    pub key_id: String,
+}
+
+/// A [`RecorderConfig`] that passed [`RecorderConfig::validate`], with the parts the recorder
+/// uses already parsed and compiled.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ValidRecorderConfig {
+    /// The configuration as given.
+    pub config: RecorderConfig,
+    /// Parsed bind address.
+    pub bind: IpAddr,
+    /// The validated storage location.
+    pub storage: ValidatedConfig,
+    /// The compiled recording rules.
+    pub rules: RecordingRules,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The text is not a recorder configuration.
+    #[error("not a recorder configuration: {0}")]
+    Parse(String),
+    /// It parsed but some settings are wrong.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+}
+
+impl RecorderConfig {
+    /// Parses YAML or JSON (JSON is YAML).
+    pub fn parse(text: &str) -> Result<Self, LoadError> {
+        serde_yaml::from_str(text).map_err(|e| LoadError::Parse(e.to_string()))
+    }
+
+    /// Reads, parses and validates the file the operator mounted (or standalone wrote).
+    pub fn load(path: &Path) -> Result<ValidRecorderConfig, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Self::parse(&text)?.validate()?)
+    }
+
+    /// The one place the recorder configuration is checked. Returns every problem found.
+    pub fn validate(&self) -> Result<ValidRecorderConfig, Invalid> {
+        let mut p = Problems::default();
+        p.check(
+            is_dns_label(&self.tenant),
+            "tenant",
+            "must be a namespace name (lowercase letters, digits, `-`; at most 63)",
+        );
+        p.check(
+            is_dns_subdomain(&self.profile),
+            "profile",
+            "must be a resource name (lowercase letters, digits, `-`, `.`; at most 253)",
+        );
+
+        let sip = &self.sip;
+        p.check(sip.port != 0, "sip.port", "must be 1 to 65535");
+        p.check(
+            !sip.transports.is_empty(),
+            "sip.transports",
+            "name at least one of UDP, TCP, TLS",
+        );
+        p.check(
+            !sip.transports.contains(&SipTransport::Tls) || sip.tls_dir.is_some(),
+            "sip.tlsDir",
+            "required when transports include TLS",
+        );
+
+        let bind = self.media_address.bind.parse::<IpAddr>().ok();
+        p.check(
+            bind.is_some(),
+            "mediaAddress.bind",
+            format!("{:?} is not an IP address", self.media_address.bind),
+        );
+        let advertise = &self.media_address.advertise;
+        match (&advertise.from_env, &advertise.address) {
+            (Some(var), None) => p.check(
+                is_env_name(var),
+                "mediaAddress.advertise.fromEnv",
+                format!("{var:?} is not an environment variable name"),
+            ),
+            (None, Some(addr)) => p.check(
+                addr.parse::<IpAddr>()
+                    .is_ok_and(|ip| !ip.is_unspecified() && !ip.is_multicast()),
+                "mediaAddress.advertise.address",
+                format!("{addr:?} is not a unicast IP address callers can send media to"),
+            ),
+            _ => p.add(
+                "mediaAddress.advertise",
+                "set exactly one of fromEnv and address",
+            ),
+        }
+
+        let rtp = &self.rtp_port_range;
+        p.check(
+            rtp.start >= 1024,
+            "rtpPortRange.start",
+            "must be at least 1024",
+        );
+        p.check(
+            rtp.start.is_multiple_of(2),
+            "rtpPortRange.start",
+            "must be even (RTP uses even ports, RTCP the next odd one)",
+        );
+        p.check(
+            rtp.start < rtp.end,
+            "rtpPortRange.end",
+            "must be above rtpPortRange.start",
+        );
+        p.check(
+            (1..=5000).contains(&self.sessions_per_replica),
+            "sessionsPerReplica",
+            "must be 1 to 5000",
+        );
+        // Each session takes RTP and RTCP for both directions.
+        let ports = u64::from(rtp.end.saturating_sub(rtp.start)) + 1;
+        p.check(
+            rtp.start >= rtp.end || ports >= 4 * u64::from(self.sessions_per_replica),
+            "rtpPortRange",
+            format!(
+                "{ports} ports cannot carry {} sessions: each needs 4",
+                self.sessions_per_replica
+            ),
+        );
+        p.check(
+            !(rtp.start..=rtp.end).contains(&sip.port),
+            "sip.port",
+            "must lie outside rtpPortRange",
+        );
+
+        p.check(
+            (6000..=510_000).contains(&self.media.bitrate),
+            "media.bitrate",
+            "must be 6000 to 510000 bits per second",
+        );
+        p.check(
+            self.media.complexity <= 10,
+            "media.complexity",
+            "must be 0 to 10",
+        );
+        p.check(
+            (60..=86_400).contains(&self.max_duration_seconds),
+            "maxDurationSeconds",
+            "must be 60 to 86400",
+        );
+        p.check(
+            (1..=36_500).contains(&self.retention_days),
+            "retentionDays",
+            "must be 1 to 36500 (there is no keep-forever: use legal hold)",
+        );
+
+        let storage = match self.storage.validate() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let field = match &e {
+                    StorageError::Missing { field, .. }
+                    | StorageError::NotApplicable { field, .. }
+                    | StorageError::Invalid { field, .. } => *field,
+                };
+                p.add(format!("storage.{field}"), e.to_string());
+                None
+            }
+        };
+        check_path(
+            &mut p,
+            "storageCredentialsDir",
+            self.storage_credentials_dir.as_deref(),
+        );
+        check_path(&mut p, "sip.tlsDir", sip.tls_dir.as_deref());
+        check_path(
+            &mut p,
+            "encryption.publicKeyPath",
+            Some(&self.encryption.public_key_path),
+        );
+        let key_id = &self.encryption.key_id;
+        p.check(
+            key_id.len() == 64
+                && key_id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "encryption.keyId",
+            "must be the SHA-256 of the public key's SPKI DER: 64 lowercase hex digits",
+        );
+        check_path(&mut p, "spoolDir", Some(&self.spool_dir));
+        check_path(&mut p, "databaseUrlFile", Some(&self.database_url_file));
+        p.check(
+            self.drain_grace_seconds <= 86_400,
+            "drainGraceSeconds",
+            "must be at most 86400",
+        );
+
+        let rules = self.rules.compile("rules.", &mut p);
+        match (bind, storage, rules) {
+            (Some(bind), Some(storage), Some(rules)) => p.into_result(ValidRecorderConfig {
+                config: self.clone(),
+                bind,
+                storage,
+                rules,
+            }),
+            _ => Err(Invalid { problems: p.0 }),
+        }
+    }
+}
+
+fn check_path(p: &mut Problems, field: &str, path: Option<&Path>) {
+    if let Some(path) = path {
+        p.check(!path.as_os_str().is_empty(), field, "must not be empty");
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && !s.is_empty() && s.split('.').all(is_dns_label)
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
