@@ -6,6 +6,9 @@ mod error;
 mod framer;
 mod header;
 mod message;
+pub mod server;
+pub mod transaction;
+pub mod transport;
 mod txn;
 
 pub use error::SipError;

@@ -1,0 +1,1 @@
+//! SIP server dispatching to a session handler (work in progress).

@@ -1,0 +1,512 @@
+//! UDP and TCP listeners (RFC 3261 §18). They parse what arrives, stamp the
+//! top Via with where it really came from, answer 400 to requests that are
+//! malformed but still answerable, and hand valid requests upwards together
+//! with the way back to the sender.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::header::{Headers, Param, Via, split_list};
+use super::message::{Limits, SipMessage, parse_with_limits};
+use super::{SipError, StreamFramer};
+
+/// Largest datagram accepted; bigger SIPREC INVITEs must use TCP.
+const MAX_DATAGRAM: usize = 65_535;
+/// Responses queued for one TCP connection before it counts as stuck.
+const TCP_QUEUE: usize = 256;
+const DEFAULT_SIP_PORT: u16 = 5060;
+
+#[derive(Debug, Error)]
+pub enum TransportError {
+    #[error("cannot bind SIP {transport} listener on {addr}: {source}")]
+    Bind {
+        transport: Transport,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    /// Whether the transport retransmits by itself (no SIP timers needed).
+    pub fn reliable(self) -> bool {
+        matches!(self, Self::Tcp)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Udp => "UDP",
+            Self::Tcp => "TCP",
+        }
+    }
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where responses to one request go: the connection it came on (TCP), or
+/// the address RFC 3261 §18.2.2 / RFC 3581 pick from its top Via (UDP).
+#[derive(Debug, Clone)]
+pub enum ReplyPath {
+    Udp {
+        socket: Arc<UdpSocket>,
+        to: SocketAddr,
+    },
+    Tcp {
+        conn: mpsc::Sender<Vec<u8>>,
+        peer: SocketAddr,
+    },
+    /// In-memory peer for unit tests of the layers above.
+    #[cfg(test)]
+    Memory {
+        tx: mpsc::UnboundedSender<SipMessage>,
+        transport: Transport,
+    },
+}
+
+impl ReplyPath {
+    pub fn transport(&self) -> Transport {
+        match self {
+            Self::Udp { .. } => Transport::Udp,
+            Self::Tcp { .. } => Transport::Tcp,
+            #[cfg(test)]
+            Self::Memory { transport, .. } => *transport,
+        }
+    }
+
+    pub fn destination(&self) -> SocketAddr {
+        match self {
+            Self::Udp { to, .. } => *to,
+            Self::Tcp { peer, .. } => *peer,
+            #[cfg(test)]
+            Self::Memory { .. } => SocketAddr::from(([127, 0, 0, 1], DEFAULT_SIP_PORT)),
+        }
+    }
+
+    /// Sends without waiting, so transaction state can be updated under a
+    /// lock. A failure is logged: SIP recovers lost messages through
+    /// retransmission, and a dead TCP connection is the peer's to reopen.
+    pub fn send(&self, msg: &SipMessage) {
+        let bytes = msg.to_bytes();
+        match self {
+            Self::Udp { socket, to } => {
+                if let Err(e) = socket.try_send_to(&bytes, *to) {
+                    tracing::warn!(%to, error = %e, "UDP send failed");
+                }
+            }
+            Self::Tcp { conn, peer } => {
+                if let Err(e) = conn.try_send(bytes) {
+                    tracing::warn!(%peer, error = %e, "TCP connection cannot take a response");
+                }
+            }
+            #[cfg(test)]
+            Self::Memory { tx, .. } => {
+                let _ = tx.send(msg.clone());
+            }
+        }
+    }
+}
+
+/// A well-formed request, its top Via already carrying `received`/`rport`.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub msg: SipMessage,
+    pub source: SocketAddr,
+    /// Address of the listener it arrived on (for Contact).
+    pub local: SocketAddr,
+    pub reply: ReplyPath,
+}
+
+impl Inbound {
+    pub fn transport(&self) -> Transport {
+        self.reply.transport()
+    }
+}
+
+/// Running listeners; dropping this does not stop them, [`Listeners::abort`] does.
+#[derive(Debug)]
+pub struct Listeners {
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Listeners {
+    /// Binds UDP and TCP on `addr` (port 0: a free port, the same one for
+    /// both when possible) and forwards requests to `tx`.
+    pub async fn bind(
+        addr: SocketAddr,
+        limits: Limits,
+        tx: mpsc::Sender<Inbound>,
+    ) -> Result<Self, TransportError> {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| TransportError::Bind {
+                transport: Transport::Udp,
+                addr,
+                source,
+            })?;
+        let udp_addr = udp.local_addr().map_err(|source| TransportError::Bind {
+            transport: Transport::Udp,
+            addr,
+            source,
+        })?;
+        // SIP peers expect UDP and TCP on one port.
+        let tcp_addr = SocketAddr::new(addr.ip(), udp_addr.port());
+        let tcp = TcpListener::bind(tcp_addr)
+            .await
+            .map_err(|source| TransportError::Bind {
+                transport: Transport::Tcp,
+                addr: tcp_addr,
+                source,
+            })?;
+        let tcp_addr = tcp.local_addr().map_err(|source| TransportError::Bind {
+            transport: Transport::Tcp,
+            addr: tcp_addr,
+            source,
+        })?;
+        let udp = Arc::new(udp);
+        let tasks = vec![
+            tokio::spawn(udp_loop(udp, udp_addr, limits, tx.clone())),
+            tokio::spawn(tcp_accept_loop(tcp, tcp_addr, limits, tx)),
+        ];
+        tracing::info!(udp = %udp_addr, tcp = %tcp_addr, "SIP listeners bound");
+        Ok(Self {
+            udp: udp_addr,
+            tcp: tcp_addr,
+            tasks,
+        })
+    }
+
+    /// Stops accepting; open TCP connections end with their peers.
+    pub fn abort(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn udp_loop(
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    limits: Limits,
+    tx: mpsc::Sender<Inbound>,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (n, source) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            // ICMP errors from earlier sends surface here on some systems.
+            Err(e) => {
+                tracing::debug!(error = %e, "UDP receive error");
+                continue;
+            }
+        };
+        let data = buf.get(..n).unwrap_or_default();
+        if data.iter().all(|b| b.is_ascii_whitespace()) {
+            continue; // keep-alive
+        }
+        let msg = match parse_with_limits(data, &limits) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(%source, error = %e, "dropping unparseable UDP datagram");
+                continue;
+            }
+        };
+        let Some(msg) = accept_request(msg, source, Transport::Udp) else {
+            continue;
+        };
+        let via = match &msg {
+            Ok(m) | Err(m) => m.top_via(),
+        };
+        let to = match via {
+            Ok(via) => udp_response_target(&via, source),
+            Err(_) => source,
+        };
+        let reply = ReplyPath::Udp {
+            socket: socket.clone(),
+            to,
+        };
+        match msg {
+            Ok(msg) => {
+                let inbound = Inbound {
+                    msg,
+                    source,
+                    local,
+                    reply,
+                };
+                if tx.send(inbound).await.is_err() {
+                    return; // server gone
+                }
+            }
+            Err(bad) => reply.send(&bad),
+        }
+    }
+}
+
+async fn tcp_accept_loop(
+    listener: TcpListener,
+    local: SocketAddr,
+    limits: Limits,
+    tx: mpsc::Sender<Inbound>,
+) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(tcp_connection(stream, peer, local, limits, tx.clone()));
+            }
+            Err(e) => tracing::warn!(error = %e, "TCP accept failed"),
+        }
+    }
+}
+
+async fn tcp_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    limits: Limits,
+    tx: mpsc::Sender<Inbound>,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = out_rx.recv().await {
+            if let Err(e) = wr.write_all(&bytes).await {
+                tracing::debug!(%peer, error = %e, "TCP write failed");
+                return;
+            }
+        }
+    });
+    let reply = ReplyPath::Tcp { conn: out_tx, peer };
+    let mut framer = StreamFramer::new(limits);
+    let mut buf = vec![0u8; 16 * 1024];
+    'read: loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "TCP read failed");
+                break;
+            }
+        };
+        framer.push(buf.get(..n).unwrap_or_default());
+        loop {
+            let msg = match framer.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    // The stream cannot be resynchronised after a framing error.
+                    tracing::warn!(%peer, error = %e, "closing TCP connection after bad SIP framing");
+                    break 'read;
+                }
+            };
+            match accept_request(msg, peer, Transport::Tcp) {
+                Some(Ok(msg)) => {
+                    let inbound = Inbound {
+                        msg,
+                        source: peer,
+                        local,
+                        reply: reply.clone(),
+                    };
+                    if tx.send(inbound).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Some(Err(bad)) => reply.send(&bad),
+                None => {}
+            }
+        }
+    }
+    drop(reply);
+    // Let queued responses (a final 400, a BYE's 200) go out before closing.
+    let _ = writer.await;
+}
+
+/// Stamps the Via of a request and validates it. `None`: dropped (a
+/// response, or a request too broken to answer); `Some(Err(resp))`: answer
+/// `resp` (400) and go no further.
+fn accept_request(
+    msg: SipMessage,
+    source: SocketAddr,
+    transport: Transport,
+) -> Option<Result<SipMessage, SipMessage>> {
+    if !msg.is_request() {
+        tracing::debug!(%source, %transport, "ignoring a response: the recorder has no client transactions");
+        return None;
+    }
+    let mut msg = msg;
+    if let Err(e) = stamp_top_via(&mut msg, source) {
+        return bad_request(&msg, source, &e);
+    }
+    if let Err(e) = msg.validate_request() {
+        return bad_request(&msg, source, &e);
+    }
+    Some(Ok(msg))
+}
+
+fn bad_request(
+    msg: &SipMessage,
+    source: SocketAddr,
+    e: &SipError,
+) -> Option<Result<SipMessage, SipMessage>> {
+    // ACKs are never answered (RFC 3261 §17.2.1).
+    if msg.method() == Some(&super::Method::Ack) {
+        tracing::warn!(%source, error = %e, "dropping malformed ACK");
+        return None;
+    }
+    let reason = format!("Bad Request ({e})");
+    match msg.response(400, &reason, "") {
+        Ok(resp) => {
+            tracing::warn!(%source, error = %e, "answering malformed request with 400");
+            Some(Err(resp))
+        }
+        Err(_) => {
+            tracing::warn!(%source, error = %e, "dropping malformed request that cannot be answered");
+            None
+        }
+    }
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581 §4: add `received` when the sent-by host is
+/// not the packet's source address, and fill a bare `rport`.
+fn stamp_top_via(msg: &mut SipMessage, source: SocketAddr) -> Result<(), SipError> {
+    let mut via = msg.top_via()?;
+    let wants_rport = matches!(via.rport(), Some(None));
+    let host_is_source = via
+        .host
+        .trim_matches(['[', ']'])
+        .parse::<IpAddr>()
+        .is_ok_and(|ip| ip == source.ip());
+    if !host_is_source || wants_rport {
+        set_param(&mut via.params, "received", source.ip().to_string());
+    }
+    if wants_rport {
+        set_param(&mut via.params, "rport", source.port().to_string());
+    }
+    let mut headers = Headers::new();
+    let mut done = false;
+    for h in msg.headers.iter() {
+        if !done && h.name.eq_ignore_ascii_case("Via") {
+            done = true;
+            let mut values: Vec<String> = split_list(&h.value)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            if let Some(first) = values.first_mut() {
+                *first = via.to_string();
+            }
+            headers.push(&h.name, values.join(", "));
+        } else {
+            headers.push(&h.name, h.value.clone());
+        }
+    }
+    msg.headers = headers;
+    Ok(())
+}
+
+fn set_param(params: &mut Vec<Param>, name: &str, value: String) {
+    match params
+        .iter_mut()
+        .find(|p| p.name.eq_ignore_ascii_case(name))
+    {
+        Some(p) => p.value = Some(value),
+        None => params.push(Param {
+            name: name.to_owned(),
+            value: Some(value),
+        }),
+    }
+}
+
+/// RFC 3261 §18.2.2 (unicast) with RFC 3581: the `received` address, at
+/// the `rport` port if filled, else the sent-by port, else 5060. A sent-by
+/// that is a host name and no `received` falls back to the source address.
+pub fn udp_response_target(via: &Via, source: SocketAddr) -> SocketAddr {
+    let ip = via
+        .received()
+        .and_then(|r| r.trim_matches(['[', ']']).parse::<IpAddr>().ok())
+        .or_else(|| via.host.trim_matches(['[', ']']).parse().ok());
+    let Some(ip) = ip else {
+        return source;
+    };
+    let port = match via.rport() {
+        Some(Some(p)) => p,
+        _ => via.port.unwrap_or(DEFAULT_SIP_PORT),
+    };
+    SocketAddr::new(ip, port)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn stamped(via: &str, source: SocketAddr) -> SipMessage {
+        let mut m = req(via);
+        stamp_top_via(&mut m, source).unwrap();
+        m
+    }
+
+    fn req(via: &str) -> SipMessage {
+        let raw = format!(
+            "OPTIONS sip:rec@example.com SIP/2.0\r\nVia: {via}\r\nVia: SIP/2.0/UDP proxy.example.com;branch=z9hG4bKp\r\n\
+             From: <sip:a@example.com>;tag=1\r\nTo: <sip:rec@example.com>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        super::super::parse_datagram(raw.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn rport_sends_responses_to_the_packet_source_behind_nat() {
+        let source: SocketAddr = "203.0.113.9:40123".parse().unwrap();
+        let msg = stamped("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKa;rport", source);
+        let via = msg.top_via().unwrap();
+        assert_eq!(via.received(), Some("203.0.113.9"));
+        assert_eq!(via.rport(), Some(Some(40123)));
+        assert_eq!(udp_response_target(&via, source), source);
+        // The second Via is untouched.
+        assert_eq!(msg.vias().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn without_rport_responses_go_to_received_at_the_sent_by_port() {
+        let source: SocketAddr = "203.0.113.9:40123".parse().unwrap();
+        let msg = stamped("SIP/2.0/UDP sbc.example.com:5070;branch=z9hG4bKa", source);
+        let via = msg.top_via().unwrap();
+        assert_eq!(via.received(), Some("203.0.113.9"));
+        assert_eq!(
+            udp_response_target(&via, source),
+            "203.0.113.9:5070".parse().unwrap()
+        );
+        // Same IP as the source: no received, default port.
+        let source: SocketAddr = "192.0.2.1:6000".parse().unwrap();
+        let msg = stamped("SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa", source);
+        let via = msg.top_via().unwrap();
+        assert_eq!(via.received(), None);
+        assert_eq!(
+            udp_response_target(&via, source),
+            "192.0.2.1:5060".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn request_with_mismatched_cseq_is_answered_400() {
+        let raw = "OPTIONS sip:rec@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKa\r\n\
+                   From: <sip:a@example.com>;tag=1\r\nTo: <sip:rec@example.com>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let msg = super::super::parse_datagram(raw.as_bytes()).unwrap();
+        let out = accept_request(msg, "192.0.2.1:5060".parse().unwrap(), Transport::Udp);
+        assert!(matches!(out, Some(Err(ref r)) if r.status() == Some(400)));
+    }
+}
