@@ -1,1 +1,557 @@
-//! SIP server dispatching to a session handler (work in progress).
+//! The recorder's SIP server: transports + transactions + a dialog table,
+//! dispatching session events to a [`SessionHandler`]. It knows SIP, not
+//! media: the handler turns an offer into an answer.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::transaction::{Received, ServerTxn, Timers, Transactions, TxnEvent, new_tag};
+use super::transport::{Inbound, Listeners, Transport, TransportError};
+use super::{DialogId, Limits, Method, SipMessage};
+use crate::multipart::siprec_body;
+
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE";
+const ACCEPT: &str =
+    "application/sdp, multipart/mixed, application/rs-metadata+xml, application/rs-metadata";
+/// Option tags the recorder understands in `Require`.
+const SUPPORTED: &[&str] = &["siprec"];
+
+/// Where and how the server runs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// UDP and TCP listen address; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// Host written in Contact (the pod IP when `bind` is a wildcard).
+    pub advertised_host: Option<String>,
+    pub timers: Timers,
+    pub limits: Limits,
+    /// Retry-After on 503 while draining or full.
+    pub retry_after: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([0, 0, 0, 0], 5060)),
+            advertised_host: None,
+            timers: Timers::default(),
+            limits: Limits::default(),
+            retry_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An SDP offer from the source: an initial INVITE, a re-INVITE or an UPDATE.
+#[derive(Debug, Clone)]
+pub struct SessionOffer {
+    pub dialog: DialogId,
+    pub sdp: Vec<u8>,
+    /// RFC 7866 rs-metadata XML, when the body carried it.
+    pub metadata: Option<Vec<u8>>,
+    /// The source asked for SIPREC (`Require: siprec` or `+sip.src`).
+    pub siprec: bool,
+    /// The request as received, for headers the handler may want.
+    pub request: SipMessage,
+    pub source: SocketAddr,
+    pub transport: Transport,
+}
+
+/// A handler's refusal, sent as the final response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub reason: String,
+}
+
+impl Rejection {
+    pub fn new(status: u16, reason: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// The source sent BYE.
+    Bye,
+    /// The source cancelled the INVITE before the answer reached it.
+    Cancelled,
+    /// The source never acknowledged the 2xx.
+    AckTimeout,
+}
+
+/// What the recording session layer provides. Futures must be `Send`
+/// because each request is handled on its own task.
+pub trait SessionHandler: Send + Sync + 'static {
+    /// A new session: returns the SDP answer or a rejection.
+    fn offer(&self, offer: SessionOffer)
+    -> impl Future<Output = Result<Vec<u8>, Rejection>> + Send;
+
+    /// A new offer within a live dialog (re-INVITE or UPDATE).
+    fn reoffer(
+        &self,
+        offer: SessionOffer,
+    ) -> impl Future<Output = Result<Vec<u8>, Rejection>> + Send;
+
+    /// The dialog is over; the recording must be finalised.
+    fn ended(&self, dialog: DialogId, reason: EndReason) -> impl Future<Output = ()> + Send;
+
+    /// Whether a new session could be taken now (OPTIONS and INVITE get 503 if not).
+    fn has_capacity(&self) -> bool {
+        true
+    }
+}
+
+#[derive(Debug, Clone)]
+struct DialogState {
+    /// Last answer sent, reused for an offerless re-INVITE.
+    answer: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Shared<H> {
+    handler: Arc<H>,
+    txns: Transactions,
+    dialogs: Mutex<HashMap<DialogId, DialogState>>,
+    live: watch::Sender<usize>,
+    draining: AtomicBool,
+    config: ServerConfig,
+}
+
+/// Outcome of [`SipServer::drain`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Dialogs still live when the grace period ran out (0: clean drain).
+    pub remaining: usize,
+}
+
+/// A running SIP server.
+#[derive(Debug)]
+pub struct SipServer<H> {
+    shared: Arc<Shared<H>>,
+    listeners: Listeners,
+    dispatcher: JoinHandle<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<H: SessionHandler> SipServer<H> {
+    /// Binds the listeners and starts dispatching.
+    pub async fn start(config: ServerConfig, handler: Arc<H>) -> Result<Self, TransportError> {
+        let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(1024);
+        let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
+        let listeners = Listeners::bind(config.bind, config.limits, in_tx).await?;
+        let shared = Arc::new(Shared {
+            handler,
+            txns: Transactions::new(config.timers, ev_tx),
+            dialogs: Mutex::new(HashMap::new()),
+            live: watch::channel(0).0,
+            draining: AtomicBool::new(false),
+            config,
+        });
+        let s = shared.clone();
+        let dispatcher = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    inbound = in_rx.recv() => match inbound {
+                        Some(inbound) => s.clone().on_inbound(inbound),
+                        None => return,
+                    },
+                    Some(TxnEvent::AckTimeout { dialog }) = ev_rx.recv() => {
+                        if s.remove_dialog(&dialog).is_some() {
+                            s.handler.ended(dialog, EndReason::AckTimeout).await;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            shared,
+            listeners,
+            dispatcher,
+        })
+    }
+
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.listeners.udp
+    }
+
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.listeners.tcp
+    }
+
+    /// Number of live dialogs (sessions answered and not ended).
+    pub fn live_dialogs(&self) -> usize {
+        *self.shared.live.borrow()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::SeqCst)
+    }
+
+    /// Stops taking new sessions (503 with Retry-After to INVITE and
+    /// OPTIONS) and waits up to `grace` for live dialogs to end. In-dialog
+    /// requests, BYE above all, keep being served so no recording is cut.
+    pub async fn drain(&self, grace: Duration) -> DrainReport {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        tracing::info!(live = self.live_dialogs(), ?grace, "SIP server draining");
+        let mut rx = self.shared.live.subscribe();
+        let _ = tokio::time::timeout(grace, rx.wait_for(|n| *n == 0)).await;
+        DrainReport {
+            remaining: self.live_dialogs(),
+        }
+    }
+
+    /// Stops the listeners and the dispatcher.
+    pub fn shutdown(&self) {
+        self.listeners.abort();
+        self.dispatcher.abort();
+    }
+}
+
+impl<H> Drop for SipServer<H> {
+    fn drop(&mut self) {
+        self.listeners.abort();
+        self.dispatcher.abort();
+    }
+}
+
+impl<H: SessionHandler> Shared<H> {
+    fn remove_dialog(&self, d: &DialogId) -> Option<DialogState> {
+        let mut dialogs = lock(&self.dialogs);
+        let out = dialogs.remove(d);
+        self.live.send_replace(dialogs.len());
+        out
+    }
+
+    fn insert_dialog(&self, d: DialogId, state: DialogState) {
+        let mut dialogs = lock(&self.dialogs);
+        dialogs.insert(d, state);
+        self.live.send_replace(dialogs.len());
+    }
+
+    fn contact(&self, local: SocketAddr, transport: Transport) -> String {
+        let host = self
+            .config
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| local.ip().to_string());
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        let t = match transport {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        };
+        format!("<sip:callvault@{host}:{};transport={t}>", local.port())
+    }
+
+    /// Runs on the dispatcher: matching is synchronous and ordered; each
+    /// new request then gets its own task so a slow handler blocks nobody.
+    fn on_inbound(self: Arc<Self>, inbound: Inbound) {
+        let call_id = inbound.msg.call_id().unwrap_or_default().to_owned();
+        let method = inbound
+            .msg
+            .method()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        let span = tracing::info_span!("sip", %call_id, %method, source = %inbound.source);
+        let _enter = span.enter();
+        let Inbound {
+            msg,
+            source,
+            local,
+            reply,
+        } = inbound;
+        match self.txns.on_request(msg, reply) {
+            Err(e) => tracing::warn!(error = %e, "request does not match a transaction"),
+            Ok(Received::Absorbed) => tracing::debug!("retransmission absorbed"),
+            Ok(Received::Ack(dialog)) => {
+                tracing::debug!(confirmed = dialog.is_some(), "ACK");
+            }
+            Ok(Received::Cancelled { .. }) => tracing::info!("INVITE cancelled by the source"),
+            Ok(Received::New(txn)) => {
+                let task = self.clone().handle(txn, source, local);
+                drop(_enter);
+                tokio::spawn(task.instrument(span));
+            }
+        }
+    }
+
+    async fn handle(self: Arc<Self>, txn: ServerTxn, source: SocketAddr, local: SocketAddr) {
+        let req = txn.request().clone();
+        let Some(method) = req.method().cloned() else {
+            return;
+        };
+        let dialog = match DialogId::for_incoming(&req) {
+            Ok(d) => d,
+            Err(e) => {
+                self.send(&txn, 400, &format!("Bad Request ({e})"), None);
+                return;
+            }
+        };
+        match (method, dialog) {
+            (Method::Invite, None) => self.new_session(txn, source, local).await,
+            (Method::Options, _) => self.options(&txn),
+            (Method::Invite | Method::Update | Method::Bye, Some(d))
+                if !lock(&self.dialogs).contains_key(&d) =>
+            {
+                self.send(&txn, 481, "Call/Transaction Does Not Exist", None);
+            }
+            (Method::Invite | Method::Update, Some(d)) => {
+                self.reoffer(txn, d, source, local).await;
+            }
+            (Method::Bye, Some(d)) => {
+                // Acknowledge first: the source should not retransmit while
+                // the recording is finalised.
+                self.send(&txn, 200, "OK", None);
+                if self.remove_dialog(&d).is_some() {
+                    tracing::info!("session ended by BYE");
+                    self.handler.ended(d, EndReason::Bye).await;
+                }
+            }
+            (Method::Bye | Method::Update, None) => {
+                self.send(&txn, 481, "Call/Transaction Does Not Exist", None);
+            }
+            (Method::Other(_), _) => {
+                let mut resp = self.build(&txn, 501, "Not Implemented", None);
+                if let Some(r) = resp.as_mut() {
+                    r.headers.push("Allow", ALLOW);
+                }
+                self.respond(&txn, resp);
+            }
+            _ => {
+                let mut resp = self.build(&txn, 405, "Method Not Allowed", None);
+                if let Some(r) = resp.as_mut() {
+                    r.headers.push("Allow", ALLOW);
+                }
+                self.respond(&txn, resp);
+            }
+        }
+    }
+
+    fn unavailable(&self) -> bool {
+        self.draining.load(Ordering::SeqCst) || !self.handler.has_capacity()
+    }
+
+    fn send_unavailable(&self, txn: &ServerTxn) {
+        let mut resp = self.build(txn, 503, "Service Unavailable", None);
+        if let Some(r) = resp.as_mut() {
+            r.headers
+                .push("Retry-After", self.config.retry_after.as_secs().to_string());
+        }
+        self.respond(txn, resp);
+    }
+
+    fn options(&self, txn: &ServerTxn) {
+        if self.unavailable() {
+            return self.send_unavailable(txn);
+        }
+        let mut resp = self.build(txn, 200, "OK", None);
+        if let Some(r) = resp.as_mut() {
+            r.headers.push("Allow", ALLOW);
+            r.headers.push("Accept", ACCEPT);
+            r.headers.push("Supported", "siprec");
+        }
+        self.respond(txn, resp);
+    }
+
+    async fn new_session(&self, txn: ServerTxn, source: SocketAddr, local: SocketAddr) {
+        if self.unavailable() {
+            tracing::info!(
+                draining = self.draining.load(Ordering::SeqCst),
+                "refusing new session"
+            );
+            return self.send_unavailable(&txn);
+        }
+        let req = txn.request();
+        let unsupported: Vec<&str> = req
+            .headers
+            .values("Require")
+            .into_iter()
+            .filter(|t| !SUPPORTED.iter().any(|s| s.eq_ignore_ascii_case(t)))
+            .collect();
+        if !unsupported.is_empty() {
+            let mut resp = self.build(&txn, 420, "Bad Extension", None);
+            if let Some(r) = resp.as_mut() {
+                r.headers.push("Unsupported", unsupported.join(", "));
+            }
+            return self.respond(&txn, resp);
+        }
+        let tag = new_tag();
+        let dialog = match DialogId::created_by(req, &tag) {
+            Ok(d) => d,
+            Err(e) => return self.send(&txn, 400, &format!("Bad Request ({e})"), None),
+        };
+        let Some(offer) = self.offer_of(&txn, dialog.clone(), source) else {
+            return;
+        };
+        let answer = match self.handler.offer(offer).await {
+            Ok(a) => a,
+            Err(rej) => {
+                tracing::info!(status = rej.status, reason = %rej.reason, "session rejected");
+                return self.send(&txn, rej.status, &rej.reason, Some(&tag));
+            }
+        };
+        let Ok(mut resp) = req.response(200, "OK", &tag) else {
+            return;
+        };
+        resp.headers
+            .push("Contact", self.contact(local, txn.reply_path().transport()));
+        resp.headers.push("Allow", ALLOW);
+        resp.headers.push("Supported", "siprec");
+        let resp = resp.with_body("application/sdp", answer.clone());
+        // Register the dialog before the 200 leaves so a quick BYE finds it.
+        self.insert_dialog(dialog.clone(), DialogState { answer });
+        if txn.respond(resp).is_err() {
+            // CANCEL won the race: the source got 487, the session never was.
+            self.remove_dialog(&dialog);
+            tracing::info!("answer dropped: the INVITE was cancelled meanwhile");
+            self.handler.ended(dialog, EndReason::Cancelled).await;
+        } else {
+            tracing::info!(live = *self.live.borrow(), "session answered");
+        }
+    }
+
+    async fn reoffer(
+        &self,
+        txn: ServerTxn,
+        dialog: DialogId,
+        source: SocketAddr,
+        local: SocketAddr,
+    ) {
+        let req = txn.request();
+        let answer = if req.body.is_empty() {
+            if req.method() == Some(&Method::Update) {
+                return self.send(&txn, 200, "OK", None);
+            }
+            // Offerless re-INVITE: our 200 carries the current description.
+            lock(&self.dialogs)
+                .get(&dialog)
+                .map(|d| d.answer.clone())
+                .unwrap_or_default()
+        } else {
+            let Some(offer) = self.offer_of(&txn, dialog.clone(), source) else {
+                return;
+            };
+            match self.handler.reoffer(offer).await {
+                Ok(a) => {
+                    if let Some(d) = lock(&self.dialogs).get_mut(&dialog) {
+                        d.answer = a.clone();
+                    }
+                    a
+                }
+                Err(rej) => return self.send(&txn, rej.status, &rej.reason, None),
+            }
+        };
+        let Ok(mut resp) = req.response(200, "OK", "") else {
+            return;
+        };
+        resp.headers
+            .push("Contact", self.contact(local, txn.reply_path().transport()));
+        let resp = resp.with_body("application/sdp", answer);
+        let _ = txn.respond(resp);
+    }
+
+    /// Extracts the offer from a request body, answering the error itself.
+    fn offer_of(
+        &self,
+        txn: &ServerTxn,
+        dialog: DialogId,
+        source: SocketAddr,
+    ) -> Option<SessionOffer> {
+        let req = txn.request();
+        let ct = match req.content_type() {
+            Ok(Some(ct)) => ct,
+            Ok(None) if req.body.is_empty() => {
+                // Delayed offer: the recorder only answers, it never offers.
+                self.send(txn, 488, "Not Acceptable Here (no SDP offer)", None);
+                return None;
+            }
+            Ok(None) => {
+                self.send(txn, 400, "Bad Request (body without Content-Type)", None);
+                return None;
+            }
+            Err(e) => {
+                self.send(txn, 400, &format!("Bad Request ({e})"), None);
+                return None;
+            }
+        };
+        if !ct.is("application/sdp") && ct.kind != "multipart" {
+            let mut resp = self.build(txn, 415, "Unsupported Media Type", None);
+            if let Some(r) = resp.as_mut() {
+                r.headers.push("Accept", ACCEPT);
+            }
+            self.respond(txn, resp);
+            return None;
+        }
+        let body = match siprec_body(&ct, &req.body) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "unusable INVITE body");
+                self.send(txn, 400, &format!("Bad Request ({e})"), None);
+                return None;
+            }
+        };
+        let siprec = req.requires("siprec")
+            || req
+                .contacts()
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.param("+sip.src").is_some());
+        Some(SessionOffer {
+            dialog,
+            sdp: body.sdp,
+            metadata: body.metadata,
+            siprec,
+            request: req.clone(),
+            source,
+            transport: txn.reply_path().transport(),
+        })
+    }
+
+    fn build(
+        &self,
+        txn: &ServerTxn,
+        status: u16,
+        reason: &str,
+        tag: Option<&str>,
+    ) -> Option<SipMessage> {
+        let tag = tag.map_or_else(new_tag, str::to_owned);
+        match txn.request().response(status, reason, &tag) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, status, "cannot build response");
+                None
+            }
+        }
+    }
+
+    fn respond(&self, txn: &ServerTxn, resp: Option<SipMessage>) {
+        if let Some(resp) = resp
+            && let Err(e) = txn.respond(resp)
+        {
+            tracing::debug!(error = %e, "response not sent");
+        }
+    }
+
+    fn send(&self, txn: &ServerTxn, status: u16, reason: &str, tag: Option<&str>) {
+        let resp = self.build(txn, status, reason, tag);
+        self.respond(txn, resp);
+    }
+}

@@ -237,14 +237,19 @@ impl Transactions {
             Some(invite) => {
                 let tag = new_tag();
                 let terminated = invite.request.response(487, "Request Terminated", &tag)?;
+                let ok = cancel.response(200, "OK", &tag)?;
+                // The CANCEL's 200 first, as sources script it (RFC 3261 §9.2 order).
+                reply.send(&ok);
                 self.inner.finalise(&invite_key, invite, terminated);
                 outcome = Received::Cancelled {
                     invite: invite_key.clone(),
                 };
-                cancel.response(200, "OK", &tag)?
+                ok
             }
         };
-        reply.send(&response);
+        if !matches!(outcome, Received::Cancelled { .. }) {
+            reply.send(&response);
+        }
         entries.insert(
             key.clone(),
             Entry {
