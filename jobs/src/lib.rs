@@ -1,1 +1,8 @@
-//! Not built yet: see the project's issues.
+//! CronJob workloads: retention (expiry, deferred deletions, audit purge); archive and
+//! transcription come later.
+pub mod retention;
+
+pub use retention::{
+    DELETE_ACTION, EXPIRE_ACTION, FailedStep, HOLD_SKIP_ACTION, RetentionError, RetentionFailure,
+    RetentionOptions, RetentionSummary, SYSTEM_ACTOR, run_retention,
+};
