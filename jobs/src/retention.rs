@@ -283,7 +283,9 @@ impl Run<'_> {
                     "expires_at": rec.expires_at,
                 }),
             ),
-            Reason::Requested(mode) => {
+            Reason::Requested(listed) => {
+                // The request as it stands now, should it have been changed since the listing.
+                let mode = rec.delete_mode.unwrap_or(listed);
                 // Removing the row drops its list of archive copies: keep where they are.
                 let copies = match self.db.archive_copies(self.tenant, id).await {
                     Ok(c) => c,
