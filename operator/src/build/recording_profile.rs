@@ -1,0 +1,617 @@
+//! The objects a RecordingProfile owns: the recorder StatefulSet, its headless and SIP
+//! Services, the ConfigMap with the rendered configuration, a PodDisruptionBudget and the daily
+//! retention CronJob. Pure: the controller fetches, these build, the controller applies.
+
+use std::collections::BTreeMap;
+
+use callvault_config::{RecorderConfig, SipTransport};
+use callvault_crds::{RecordingProfile, StorageTarget};
+use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+
+use super::names::{child_name, digest, label_value};
+use crate::render::paths;
+
+/// Port of the recorder's `/healthz`, `/readyz` and `/metrics`.
+pub const HTTP_PORT: i32 = 8080;
+/// When the retention job runs (daily, in [`RETENTION_TIME_ZONE`]).
+pub const RETENTION_SCHEDULE: &str = "30 2 * * *";
+/// Time zone of [`RETENTION_SCHEDULE`].
+pub const RETENTION_TIME_ZONE: &str = "Etc/UTC";
+/// Pod annotation holding a digest of the rendered configuration: a change rolls the pods.
+pub const CONFIG_DIGEST_ANNOTATION: &str = "callvault.io/config-digest";
+/// Seconds added to the drain grace so the last segment can be finalised after it.
+const TERMINATION_MARGIN_SECONDS: i64 = 30;
+const RUN_AS: i64 = 65532;
+const MANAGER: &str = "callvault-operator";
+
+/// Settings of the operator's installation, the same for every profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecorderSettings {
+    /// Container image with the `callvault` binary.
+    pub image: String,
+    /// Secret (in the profile's namespace) holding the database URL.
+    pub database_secret: String,
+    /// Key of the URL in that Secret.
+    pub database_secret_key: String,
+    /// Size of each recorder's spool volume, e.g. `20Gi`.
+    pub spool_size: String,
+    /// StorageClass of the spool volumes; the cluster default when absent.
+    pub spool_storage_class: Option<String>,
+}
+
+/// Why the children could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The profile lacks a field the API server always sets.
+    #[error("the RecordingProfile has no metadata.{0}")]
+    MissingMetadata(&'static str),
+    /// The rendered configuration could not be written as YAML.
+    #[error("cannot write the recorder configuration as YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+}
+
+/// Every object a RecordingProfile owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Children {
+    /// The recorder pods.
+    pub stateful_set: StatefulSet,
+    /// Headless Service: per-pod DNS and SRV records.
+    pub headless_service: Service,
+    /// Service call sources send SIP to.
+    pub sip_service: Service,
+    /// The rendered recorder configuration.
+    pub config_map: ConfigMap,
+    /// At most one recorder down at a time for voluntary disruptions.
+    pub pod_disruption_budget: PodDisruptionBudget,
+    /// Daily deletion of expired recordings.
+    pub retention_cron_job: CronJob,
+}
+
+/// Names of the children, derived only from the profile's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildNames {
+    /// StatefulSet and PodDisruptionBudget.
+    pub recorder: String,
+    /// Headless Service (the StatefulSet's `serviceName`).
+    pub headless: String,
+    /// SIP Service.
+    pub sip: String,
+    /// ConfigMap.
+    pub config: String,
+    /// Retention CronJob.
+    pub retention: String,
+}
+
+impl ChildNames {
+    /// The names for the profile called `profile`.
+    pub fn new(profile: &str) -> Self {
+        Self {
+            recorder: child_name(profile, "recorder"),
+            headless: child_name(profile, "recorder-headless"),
+            sip: child_name(profile, "recorder-sip"),
+            config: child_name(profile, "recorder-config"),
+            retention: child_name(profile, "retention"),
+        }
+    }
+}
+
+/// Builds every child of `profile`. `replicas` is what the scaler wants; a disabled profile
+/// gets 0 (its children stay, so its Services and history do not vanish). `config` is the
+/// output of [`crate::render_recorder_config`] for the same profile and target.
+pub fn build(
+    profile: &RecordingProfile,
+    storage: &StorageTarget,
+    config: &RecorderConfig,
+    replicas: i32,
+    settings: &RecorderSettings,
+) -> Result<Children, BuildError> {
+    let ctx = Ctx::new(profile)?;
+    let config_yaml = serde_yaml::to_string(config)?;
+    Ok(Children {
+        stateful_set: stateful_set(
+            &ctx,
+            profile,
+            storage,
+            config,
+            &config_yaml,
+            replicas,
+            settings,
+        ),
+        headless_service: service(&ctx, &ctx.names.headless, config, true),
+        sip_service: service(&ctx, &ctx.names.sip, config, false),
+        config_map: config_map(&ctx, config_yaml),
+        pod_disruption_budget: pod_disruption_budget(&ctx),
+        retention_cron_job: retention_cron_job(&ctx, storage, settings),
+    })
+}
+
+struct Ctx {
+    name: String,
+    namespace: String,
+    owner: OwnerReference,
+    names: ChildNames,
+}
+
+impl Ctx {
+    fn new(profile: &RecordingProfile) -> Result<Self, BuildError> {
+        let name = profile
+            .meta()
+            .name
+            .clone()
+            .ok_or(BuildError::MissingMetadata("name"))?;
+        let namespace = profile
+            .meta()
+            .namespace
+            .clone()
+            .ok_or(BuildError::MissingMetadata("namespace"))?;
+        let owner = profile
+            .controller_owner_ref(&())
+            .ok_or(BuildError::MissingMetadata("uid"))?;
+        Ok(Self {
+            names: ChildNames::new(&name),
+            name,
+            namespace,
+            owner,
+        })
+    }
+
+    fn selector(&self, component: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("app.kubernetes.io/name".to_owned(), "callvault".to_owned()),
+            (
+                "app.kubernetes.io/instance".to_owned(),
+                label_value(&self.name),
+            ),
+            (
+                "app.kubernetes.io/component".to_owned(),
+                component.to_owned(),
+            ),
+        ])
+    }
+
+    fn labels(&self, component: &str) -> BTreeMap<String, String> {
+        let mut labels = self.selector(component);
+        labels.insert(
+            "app.kubernetes.io/managed-by".to_owned(),
+            MANAGER.to_owned(),
+        );
+        labels.insert(
+            "app.kubernetes.io/part-of".to_owned(),
+            "callvault".to_owned(),
+        );
+        labels
+    }
+
+    fn meta(&self, name: &str, component: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(self.labels(component)),
+            owner_references: Some(vec![self.owner.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+const RECORDER: &str = "recorder";
+const RETENTION: &str = "retention";
+
+fn stateful_set(
+    ctx: &Ctx,
+    profile: &RecordingProfile,
+    storage: &StorageTarget,
+    config: &RecorderConfig,
+    config_yaml: &str,
+    replicas: i32,
+    settings: &RecorderSettings,
+) -> StatefulSet {
+    let replicas = if profile.spec.disabled {
+        0
+    } else {
+        replicas.max(0)
+    };
+
+    let mut volumes = vec![
+        config_volume(ctx),
+        // Only the named public-key item is projected: a private key stored alongside it in
+        // the same Secret never reaches a recorder.
+        Volume {
+            name: "public-key".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(profile.spec.encryption.key_secret_ref.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: profile.spec.encryption.key_secret_ref.key.clone(),
+                    path: paths::PUBLIC_KEY_FILE.to_owned(),
+                    ..KeyToPath::default()
+                }]),
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        database_volume(settings),
+        Volume {
+            name: "tmp".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    let mut mounts = vec![
+        mount("config", paths::CONFIG_DIR),
+        mount("public-key", paths::PUBLIC_KEY_DIR),
+        mount("database", paths::DATABASE_DIR),
+        VolumeMount {
+            read_only: None,
+            ..mount("tmp", "/tmp")
+        },
+        VolumeMount {
+            read_only: None,
+            ..mount("spool", paths::SPOOL_DIR)
+        },
+    ];
+    if let Some(tls) = &profile.spec.recorder.sip.tls_secret_ref {
+        volumes.push(secret_volume("sip-tls", &tls.name));
+        mounts.push(mount("sip-tls", paths::SIP_TLS_DIR));
+    }
+    add_storage_volumes(storage, &mut volumes, &mut mounts);
+
+    let mut ports = sip_ports(config)
+        .into_iter()
+        .map(|(name, protocol)| ContainerPort {
+            name: Some(name.to_owned()),
+            container_port: i32::from(config.sip.port),
+            protocol: Some(protocol.to_owned()),
+            ..ContainerPort::default()
+        })
+        .collect::<Vec<_>>();
+    // RTP is not listed: each pod advertises its own IP in SDP, so media goes straight to the
+    // pod and a range of thousands of ports has no place in a port list.
+    ports.push(ContainerPort {
+        name: Some("http".to_owned()),
+        container_port: HTTP_PORT,
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    });
+
+    let container = Container {
+        name: RECORDER.to_owned(),
+        image: Some(settings.image.clone()),
+        command: Some(
+            ["callvault", "recorder", "--config", paths::CONFIG_FILE]
+                .map(str::to_owned)
+                .to_vec(),
+        ),
+        env: Some(vec![EnvVar {
+            name: paths::POD_IP_ENV.to_owned(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: "status.podIP".to_owned(),
+                    api_version: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+            value: None,
+        }]),
+        ports: Some(ports),
+        readiness_probe: Some(http_probe("/readyz", 5)),
+        liveness_probe: Some(http_probe("/healthz", 10)),
+        volume_mounts: Some(mounts),
+        security_context: Some(container_security()),
+        ..Container::default()
+    };
+
+    let mut spool_resources = BTreeMap::new();
+    spool_resources.insert("storage".to_owned(), Quantity(settings.spool_size.clone()));
+    let spool_claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("spool".to_owned()),
+            labels: Some(ctx.labels(RECORDER)),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: settings.spool_storage_class.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(spool_resources),
+                limits: None,
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        status: None,
+    };
+
+    StatefulSet {
+        metadata: ctx.meta(&ctx.names.recorder, RECORDER),
+        spec: StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(ctx.names.headless.clone()),
+            // Recorders do not depend on each other: start and stop them all at once.
+            pod_management_policy: Some("Parallel".to_owned()),
+            selector: LabelSelector {
+                match_labels: Some(ctx.selector(RECORDER)),
+                match_expressions: None,
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(ctx.labels(RECORDER)),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_DIGEST_ANNOTATION.to_owned(),
+                        digest(config_yaml),
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    termination_grace_period_seconds: Some(
+                        i64::from(config.drain_grace_seconds) + TERMINATION_MARGIN_SECONDS,
+                    ),
+                    // Recorders never talk to the API server.
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    security_context: Some(pod_security()),
+                    ..PodSpec::default()
+                }),
+            },
+            volume_claim_templates: Some(vec![spool_claim]),
+            ..StatefulSetSpec::default()
+        },
+        status: None,
+    }
+}
+
+fn sip_ports(config: &RecorderConfig) -> Vec<(&'static str, &'static str)> {
+    let t = &config.sip.transports;
+    let mut ports = Vec::new();
+    if t.contains(&SipTransport::Udp) {
+        ports.push(("sip-udp", "UDP"));
+    }
+    // TLS listens on the same number over TCP.
+    if t.contains(&SipTransport::Tcp) || t.contains(&SipTransport::Tls) {
+        ports.push(("sip-tcp", "TCP"));
+    }
+    ports
+}
+
+fn service(ctx: &Ctx, name: &str, config: &RecorderConfig, headless: bool) -> Service {
+    let ports = sip_ports(config)
+        .into_iter()
+        .map(|(port_name, protocol)| ServicePort {
+            name: Some(port_name.to_owned()),
+            port: i32::from(config.sip.port),
+            protocol: Some(protocol.to_owned()),
+            target_port: Some(IntOrString::String(port_name.to_owned())),
+            ..ServicePort::default()
+        })
+        .collect();
+    Service {
+        metadata: ctx.meta(name, RECORDER),
+        spec: Some(ServiceSpec {
+            cluster_ip: headless.then(|| "None".to_owned()),
+            selector: Some(ctx.selector(RECORDER)),
+            ports: Some(ports),
+            // A call's in-dialog requests should reach the pod that answered the INVITE.
+            session_affinity: (!headless).then(|| "ClientIP".to_owned()),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn config_map(ctx: &Ctx, config_yaml: String) -> ConfigMap {
+    ConfigMap {
+        metadata: ctx.meta(&ctx.names.config, RECORDER),
+        data: Some(BTreeMap::from([(
+            paths::CONFIG_KEY.to_owned(),
+            config_yaml,
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+fn pod_disruption_budget(ctx: &Ctx) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: ctx.meta(&ctx.names.recorder, RECORDER),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(ctx.selector(RECORDER)),
+                match_expressions: None,
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn retention_cron_job(ctx: &Ctx, storage: &StorageTarget, settings: &RecorderSettings) -> CronJob {
+    let mut volumes = vec![config_volume(ctx), database_volume(settings)];
+    let mut mounts = vec![
+        mount("config", paths::CONFIG_DIR),
+        mount("database", paths::DATABASE_DIR),
+    ];
+    add_storage_volumes(storage, &mut volumes, &mut mounts);
+    let container = Container {
+        name: RETENTION.to_owned(),
+        image: Some(settings.image.clone()),
+        command: Some(vec![
+            "callvault".to_owned(),
+            "job".to_owned(),
+            "retention".to_owned(),
+            "--profile".to_owned(),
+            ctx.name.clone(),
+        ]),
+        volume_mounts: Some(mounts),
+        security_context: Some(container_security()),
+        ..Container::default()
+    };
+    CronJob {
+        metadata: ctx.meta(&ctx.names.retention, RETENTION),
+        spec: CronJobSpec {
+            schedule: RETENTION_SCHEDULE.to_owned(),
+            time_zone: Some(RETENTION_TIME_ZONE.to_owned()),
+            // A slow run must not overlap the next: both would delete the same objects.
+            concurrency_policy: Some("Forbid".to_owned()),
+            starting_deadline_seconds: Some(3600),
+            successful_jobs_history_limit: Some(3),
+            failed_jobs_history_limit: Some(3),
+            job_template: JobTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(ctx.labels(RETENTION)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(JobSpec {
+                    backoff_limit: Some(2),
+                    template: PodTemplateSpec {
+                        metadata: Some(ObjectMeta {
+                            labels: Some(ctx.labels(RETENTION)),
+                            ..ObjectMeta::default()
+                        }),
+                        spec: Some(PodSpec {
+                            containers: vec![container],
+                            volumes: Some(volumes),
+                            restart_policy: Some("OnFailure".to_owned()),
+                            automount_service_account_token: Some(false),
+                            enable_service_links: Some(false),
+                            security_context: Some(pod_security()),
+                            ..PodSpec::default()
+                        }),
+                    },
+                    ..JobSpec::default()
+                }),
+            },
+            ..CronJobSpec::default()
+        },
+        status: None,
+    }
+}
+
+fn config_volume(ctx: &Ctx) -> Volume {
+    Volume {
+        name: "config".to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: ctx.names.config.clone(),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn database_volume(settings: &RecorderSettings) -> Volume {
+    Volume {
+        name: "database".to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(settings.database_secret.clone()),
+            items: Some(vec![KeyToPath {
+                key: settings.database_secret_key.clone(),
+                path: paths::DATABASE_URL_FILE_NAME.to_owned(),
+                ..KeyToPath::default()
+            }]),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn secret_volume(name: &str, secret: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.to_owned()),
+            default_mode: Some(0o440),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The StorageTarget's credentials (read-only) and, for a filesystem target on a claim, the
+/// claim at the target's path (read-write: recordings are written there).
+fn add_storage_volumes(
+    storage: &StorageTarget,
+    volumes: &mut Vec<Volume>,
+    mounts: &mut Vec<VolumeMount>,
+) {
+    if let Some(creds) = &storage.spec.credentials_secret_ref {
+        volumes.push(secret_volume("storage-credentials", &creds.name));
+        mounts.push(mount("storage-credentials", paths::STORAGE_CREDENTIALS_DIR));
+    }
+    if let (Some(claim), Some(path)) = (&storage.spec.claim_name, &storage.spec.path) {
+        volumes.push(Volume {
+            name: "recordings".to_owned(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: None,
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            read_only: None,
+            ..mount("recordings", path)
+        });
+    }
+}
+
+/// A read-only mount; writable ones override `read_only`.
+fn mount(volume: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: volume.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn http_probe(path: &str, period_seconds: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("http".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    }
+}
+
+fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(RUN_AS),
+        run_as_group: Some(RUN_AS),
+        // The spool volume must be writable by that user.
+        fs_group: Some(RUN_AS),
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".to_owned(),
+            localhost_profile: None,
+        }),
+        ..PodSecurityContext::default()
+    }
+}
+
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
+    }
+}

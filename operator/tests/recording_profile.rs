@@ -1,0 +1,274 @@
+//! The RecordingProfile controller's build step, from resource YAML to child objects.
+
+use std::path::{Path, PathBuf};
+
+use callvault_crds::{RecordingProfile, StorageTarget};
+use callvault_operator::build::recording_profile::{Children, RecorderSettings, build};
+use callvault_operator::render::paths;
+use callvault_operator::render_recorder_config;
+use k8s_openapi::api::core::v1::PodSpec;
+use serde::Deserialize;
+
+const KEY_ID: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+fn settings() -> RecorderSettings {
+    RecorderSettings {
+        image: "ghcr.io/callvault/callvault:0.1.0".to_owned(),
+        database_secret: "callvault-database".to_owned(),
+        database_secret_key: "url".to_owned(),
+        spool_size: "20Gi".to_owned(),
+        spool_storage_class: None,
+    }
+}
+
+/// Every document of every YAML file in `examples/cluster`, by kind.
+fn examples() -> (Vec<RecordingProfile>, Vec<StorageTarget>) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cluster");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("examples/cluster exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let (mut profiles, mut targets) = (Vec::new(), Vec::new());
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable example");
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_json::Value::deserialize(doc).expect("example is YAML");
+            match value["kind"].as_str() {
+                Some("RecordingProfile") => profiles.push(
+                    serde_json::from_value(value)
+                        .unwrap_or_else(|e| panic!("{}: {e}", file.display())),
+                ),
+                Some("StorageTarget") => targets.push(
+                    serde_json::from_value(value)
+                        .unwrap_or_else(|e| panic!("{}: {e}", file.display())),
+                ),
+                _ => {}
+            }
+        }
+    }
+    (profiles, targets)
+}
+
+fn target_of<'a>(profile: &RecordingProfile, targets: &'a [StorageTarget]) -> &'a StorageTarget {
+    targets
+        .iter()
+        .find(|t| {
+            t.metadata.namespace == profile.metadata.namespace
+                && t.metadata.name.as_deref() == Some(profile.spec.storage_target_ref.name.as_str())
+        })
+        .expect("every example profile's StorageTarget is in the examples")
+}
+
+fn with_uid(mut profile: RecordingProfile) -> RecordingProfile {
+    profile.metadata.uid = Some("0b6c7ad5-55a4-4c4e-9d7e-3f1e0c9b2a11".to_owned());
+    profile
+}
+
+fn children(profile: &RecordingProfile, target: &StorageTarget, replicas: i32) -> Children {
+    let ns = profile.metadata.namespace.as_deref().expect("namespaced");
+    let config = render_recorder_config(ns, profile, target, KEY_ID).expect("renders");
+    build(profile, target, &config, replicas, &settings()).expect("builds")
+}
+
+fn all_objects(c: &Children) -> Vec<serde_json::Value> {
+    [
+        serde_json::to_value(&c.stateful_set),
+        serde_json::to_value(&c.headless_service),
+        serde_json::to_value(&c.sip_service),
+        serde_json::to_value(&c.config_map),
+        serde_json::to_value(&c.pod_disruption_budget),
+        serde_json::to_value(&c.retention_cron_job),
+    ]
+    .into_iter()
+    .map(|v| v.expect("serializes"))
+    .collect()
+}
+
+fn recorder_pod(c: &Children) -> &PodSpec {
+    c.stateful_set
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .expect("pod spec")
+}
+
+#[test]
+fn every_example_profile_renders_a_config_the_recorder_accepts() {
+    let (profiles, targets) = examples();
+    assert!(profiles.len() >= 2, "examples hold RecordingProfiles");
+    for profile in &profiles {
+        let ns = profile.metadata.namespace.as_deref().expect("namespaced");
+        let config = render_recorder_config(ns, profile, target_of(profile, &targets), KEY_ID)
+            .unwrap_or_else(|e| panic!("{:?}: {e}", profile.metadata.name));
+        // What the ConfigMap carries is what the recorder parses and validates at start-up.
+        let yaml = serde_yaml::to_string(&config).expect("serializes");
+        let loaded = callvault_config::RecorderConfig::parse(&yaml).expect("parses back");
+        assert_eq!(loaded, config);
+        loaded.validate().expect("validates");
+    }
+}
+
+#[test]
+fn children_match_the_committed_snapshot() {
+    let (profiles, targets) = examples();
+    let profile = profiles
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some("retail-banking-agents"))
+        .expect("example profile");
+    let profile = with_uid(profile);
+    let c = children(&profile, target_of(&profile, &targets), 3);
+    let mut actual = String::new();
+    for object in all_objects(&c) {
+        actual.push_str("---\n");
+        actual.push_str(&serde_yaml::to_string(&object).expect("serializes"));
+    }
+    let snapshot =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/retail-banking-agents.yaml");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&snapshot, &actual).expect("snapshot written");
+    }
+    let expected = std::fs::read_to_string(&snapshot)
+        .expect("snapshot exists (run with UPDATE_SNAPSHOTS=1 to create it)");
+    assert!(
+        actual == expected,
+        "built objects differ from {}; review and rerun with UPDATE_SNAPSHOTS=1\n{actual}",
+        snapshot.display()
+    );
+}
+
+#[test]
+fn every_child_is_owned_labelled_and_deterministically_named() {
+    let (profiles, targets) = examples();
+    for profile in profiles.into_iter().map(with_uid) {
+        let target = target_of(&profile, &targets);
+        let first = children(&profile, target, 2);
+        assert_eq!(
+            first,
+            children(&profile, target, 2),
+            "same input, same objects"
+        );
+        let name = profile.metadata.name.clone().expect("named");
+        for object in all_objects(&first) {
+            let meta = &object["metadata"];
+            let owners = meta["ownerReferences"]
+                .as_array()
+                .expect("owner references");
+            assert_eq!(owners.len(), 1, "{meta}");
+            assert_eq!(owners[0]["kind"], "RecordingProfile");
+            assert_eq!(owners[0]["name"], name.as_str());
+            assert_eq!(owners[0]["uid"], "0b6c7ad5-55a4-4c4e-9d7e-3f1e0c9b2a11");
+            assert_eq!(owners[0]["controller"], true);
+            assert_eq!(
+                meta["namespace"],
+                profile.metadata.namespace.as_deref().unwrap_or("")
+            );
+            let labels = &meta["labels"];
+            assert_eq!(labels["app.kubernetes.io/name"], "callvault");
+            assert_eq!(labels["app.kubernetes.io/instance"], name.as_str());
+            assert_eq!(labels["app.kubernetes.io/managed-by"], "callvault-operator");
+            assert_eq!(labels["app.kubernetes.io/part-of"], "callvault");
+            assert!(labels["app.kubernetes.io/component"].is_string(), "{meta}");
+            assert!(
+                meta["name"].as_str().is_some_and(|n| n.starts_with(&name)),
+                "{meta}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_recorder_gets_only_the_public_key_never_the_private_one() {
+    let (profiles, targets) = examples();
+    for profile in profiles.into_iter().map(with_uid) {
+        let c = children(&profile, target_of(&profile, &targets), 2);
+        let key = &profile.spec.encryption.key_secret_ref;
+        let pod = recorder_pod(&c);
+        let volumes = pod.volumes.as_deref().unwrap_or_default();
+        let key_volumes: Vec<_> = volumes
+            .iter()
+            .filter_map(|v| v.secret.as_ref())
+            .filter(|s| s.secret_name.as_deref() == Some(key.name.as_str()))
+            .collect();
+        assert_eq!(key_volumes.len(), 1, "the key Secret is mounted once");
+        let items = key_volumes[0].items.as_deref().unwrap_or_default();
+        assert_eq!(
+            items.len(),
+            1,
+            "only one item of the key Secret is projected"
+        );
+        assert_eq!(items[0].key, key.key);
+        assert_eq!(items[0].path, paths::PUBLIC_KEY_FILE);
+        let yaml = serde_yaml::to_string(&c.stateful_set).expect("serializes");
+        assert!(!yaml.to_lowercase().contains("private"), "{yaml}");
+        // Every Secret is mounted read-only.
+        for m in recorder_pod(&c).containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+        {
+            let is_secret = volumes
+                .iter()
+                .any(|v| v.name == m.name && v.secret.is_some());
+            assert!(!is_secret || m.read_only == Some(true), "{m:?}");
+        }
+    }
+}
+
+#[test]
+fn a_disabled_profile_keeps_its_children_with_no_recorders() {
+    let (profiles, targets) = examples();
+    let mut profile = with_uid(profiles.into_iter().next().expect("an example profile"));
+    let target = target_of(&profile, &targets).clone();
+    assert_eq!(
+        children(&profile, &target, 3).stateful_set.spec.replicas,
+        Some(3)
+    );
+    profile.spec.disabled = true;
+    let c = children(&profile, &target, 3);
+    assert_eq!(c.stateful_set.spec.replicas, Some(0));
+    assert!(c.retention_cron_job.spec.schedule.split(' ').count() == 5);
+    assert!(c.config_map.data.is_some());
+}
+
+#[test]
+fn the_recorder_runs_the_rendered_config_and_drains_before_it_is_killed() {
+    let (profiles, targets) = examples();
+    let profile = with_uid(profiles.into_iter().next().expect("an example profile"));
+    let target = target_of(&profile, &targets);
+    let ns = profile.metadata.namespace.as_deref().expect("namespaced");
+    let config = render_recorder_config(ns, &profile, target, KEY_ID).expect("renders");
+    let c = build(&profile, target, &config, 2, &settings()).expect("builds");
+
+    let stored = &c.config_map.data.as_ref().expect("data")[paths::CONFIG_KEY];
+    assert_eq!(
+        callvault_config::RecorderConfig::parse(stored).expect("parses"),
+        config
+    );
+    let pod = recorder_pod(&c);
+    let container = &pod.containers[0];
+    assert_eq!(
+        container.command.as_deref().unwrap_or_default(),
+        ["callvault", "recorder", "--config", paths::CONFIG_FILE]
+    );
+    assert!(
+        pod.termination_grace_period_seconds
+            .is_some_and(|s| s > i64::from(config.drain_grace_seconds)),
+        "pods are not killed before the drain grace ends"
+    );
+    let retention = c
+        .retention_cron_job
+        .spec
+        .job_template
+        .spec
+        .as_ref()
+        .expect("job");
+    let args = retention.template.spec.as_ref().expect("pod").containers[0]
+        .command
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(args[1..4], ["job", "retention", "--profile"]);
+    assert_eq!(Some(&args[4]), profile.metadata.name.as_ref());
+}
