@@ -222,15 +222,61 @@ fn a_disabled_profile_keeps_its_children_with_no_recorders() {
     let (profiles, targets) = examples();
     let mut profile = with_uid(profiles.into_iter().next().expect("an example profile"));
     let target = target_of(&profile, &targets).clone();
-    assert_eq!(
-        children(&profile, &target, 3).stateful_set.spec.replicas,
-        Some(3)
-    );
+    let enabled = children(&profile, &target, 3);
+    assert_eq!(enabled.stateful_set.spec.replicas, Some(3));
     profile.spec.disabled = true;
-    let c = children(&profile, &target, 3);
-    assert_eq!(c.stateful_set.spec.replicas, Some(0));
-    assert!(c.retention_cron_job.spec.schedule.split(' ').count() == 5);
-    assert!(c.config_map.data.is_some());
+    let disabled = children(&profile, &target, 3);
+    assert_eq!(disabled.stateful_set.spec.replicas, Some(0));
+    // Same objects, same names: only the replica count differs.
+    let names = |c: &Children| -> Vec<serde_json::Value> {
+        all_objects(c)
+            .into_iter()
+            .map(|o| o["metadata"]["name"].clone())
+            .collect()
+    };
+    assert_eq!(names(&enabled), names(&disabled));
+}
+
+#[test]
+fn a_filesystem_target_on_a_claim_is_mounted_writable_at_its_path() {
+    let (profiles, _) = examples();
+    let profile = with_uid(profiles.into_iter().next().expect("an example profile"));
+    let target: StorageTarget = serde_yaml::from_str(
+        "
+apiVersion: callvault.io/v1alpha1
+kind: StorageTarget
+metadata: {name: primary, namespace: contact-centre}
+spec: {type: filesystem, path: /srv/recordings, claimName: recordings-nfs}
+",
+    )
+    .expect("parses");
+    let c = children(&profile, &target, 2);
+    let pod = recorder_pod(&c);
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|p| p.claim_name == "recordings-nfs")
+        })
+        .expect("the claim is a volume");
+    let mount = pod.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == volume.name)
+        .expect("the claim is mounted");
+    assert_eq!(mount.mount_path, "/srv/recordings");
+    assert_ne!(mount.read_only, Some(true));
+    // No credentials Secret for a filesystem target.
+    assert!(
+        !pod.volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == "storage-credentials")
+    );
 }
 
 #[test]
