@@ -425,3 +425,56 @@ async fn portal_reads_only_the_key_secrets_it_is_granted() {
         "portal listing AccessProfiles outside its namespaces",
     );
 }
+
+#[tokio::test]
+async fn helm_install_deploys_the_release_and_says_how_to_reach_the_portal() {
+    let cp = ControlPlane::shared().await.expect("control plane");
+    // helm installs the chart's crds/ itself (and leaves CRDs that already exist alone).
+    let ns = cp
+        .create_namespace("chart-install")
+        .await
+        .expect("namespace");
+    let mut cmd = helm();
+    cmd.arg("--kubeconfig")
+        .arg(cp.kubeconfig_path())
+        .args(["install", "inst"])
+        .arg(chart_dir())
+        .args(["--namespace", &ns]);
+    let out = run(cmd);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "helm install failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        &format!("kubectl -n {ns} port-forward service/inst-callvault-portal 8080:80"),
+        "kubectl apply -f examples/cluster/",
+        &format!("kubectl -n {ns} create secret generic callvault-database"),
+    ] {
+        assert!(stdout.contains(line), "NOTES lack {line:?}:\n{stdout}");
+    }
+
+    let client = cp.client().expect("client");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), &ns);
+    let operator = deployments
+        .get("inst-callvault-operator")
+        .await
+        .expect("the operator Deployment exists");
+    let operator = serde_json::to_value(operator).expect("JSON");
+    assert_eq!(
+        operator["spec"]["template"]["spec"]["containers"][0]["args"],
+        serde_json::json!(["operator"])
+    );
+    deployments
+        .get("inst-callvault-portal")
+        .await
+        .expect("the portal Deployment exists");
+    // The CRDs the operator serves are installed.
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client);
+    crds.get("recordingprofiles.callvault.io")
+        .await
+        .expect("the RecordingProfile CRD is installed");
+}
