@@ -146,37 +146,17 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    /// Binds UDP and TCP on `addr` (port 0: a free port, the same one for
-    /// both when possible) and forwards requests to `tx`.
+    /// Binds UDP and TCP on `addr` (port 0: a free port, the same one for both) and forwards
+    /// requests to `tx`.
     pub async fn bind(
         addr: SocketAddr,
         limits: Limits,
         tx: mpsc::Sender<Inbound>,
     ) -> Result<Self, TransportError> {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| TransportError::Bind {
-                transport: Transport::Udp,
-                addr,
-                source,
-            })?;
-        let udp_addr = udp.local_addr().map_err(|source| TransportError::Bind {
-            transport: Transport::Udp,
-            addr,
-            source,
-        })?;
-        // SIP peers expect UDP and TCP on one port.
-        let tcp_addr = SocketAddr::new(addr.ip(), udp_addr.port());
-        let tcp = TcpListener::bind(tcp_addr)
-            .await
-            .map_err(|source| TransportError::Bind {
-                transport: Transport::Tcp,
-                addr: tcp_addr,
-                source,
-            })?;
+        let (udp, udp_addr, tcp) = bind_pair(addr).await?;
         let tcp_addr = tcp.local_addr().map_err(|source| TransportError::Bind {
             transport: Transport::Tcp,
-            addr: tcp_addr,
+            addr,
             source,
         })?;
         let udp = Arc::new(udp);
@@ -196,6 +176,44 @@ impl Listeners {
     pub fn abort(&self) {
         for t in &self.tasks {
             t.abort();
+        }
+    }
+}
+
+/// Binds UDP and TCP on one port, as SIP peers expect. With port 0 the UDP port is chosen by the
+/// system and may already be taken on TCP by an unrelated socket, so a few fresh picks are made.
+async fn bind_pair(
+    addr: SocketAddr,
+) -> Result<(UdpSocket, SocketAddr, TcpListener), TransportError> {
+    const EPHEMERAL_ATTEMPTS: u32 = 16;
+    let attempts = if addr.port() == 0 {
+        EPHEMERAL_ATTEMPTS
+    } else {
+        1
+    };
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp_err = |source| TransportError::Bind {
+            transport: Transport::Udp,
+            addr,
+            source,
+        };
+        let udp = UdpSocket::bind(addr).await.map_err(udp_err)?;
+        let udp_addr = udp.local_addr().map_err(udp_err)?;
+        let tcp_addr = SocketAddr::new(addr.ip(), udp_addr.port());
+        match TcpListener::bind(tcp_addr).await {
+            Ok(tcp) => return Ok((udp, udp_addr, tcp)),
+            Err(source) if attempt < attempts && source.kind() == std::io::ErrorKind::AddrInUse => {
+                continue;
+            }
+            Err(source) => {
+                return Err(TransportError::Bind {
+                    transport: Transport::Tcp,
+                    addr: tcp_addr,
+                    source,
+                });
+            }
         }
     }
 }
