@@ -12,72 +12,9 @@ use callvault_store::db::{
 };
 use uuid::Uuid;
 
-struct Fixture {
-    db: Db,
-    _dir: Option<tempfile::TempDir>,
-}
+use callvault_store::db::testing::TestDb as Fixture;
 
-impl Fixture {
-    async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite:{}", dir.path().join("vault.db").display());
-        let db = Db::connect(&url).await.expect("connect sqlite");
-        Fixture {
-            db,
-            _dir: Some(dir),
-        }
-    }
-
-    async fn postgres() -> Self {
-        let url = std::env::var("CALLVAULT_TEST_DATABASE_URL").expect(
-            "CALLVAULT_TEST_DATABASE_URL is not set: run `source scripts/services.sh && \
-             start_postgres` first (PostgreSQL tests never skip)",
-        );
-        let name = format!("cv_db_{}", Uuid::new_v4().simple());
-        let admin = pg_admin(&url).await;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&admin)
-            .await
-            .expect("create test database");
-        admin.close().await;
-        let (base, query) = match url.split_once('?') {
-            Some((b, q)) => (b, format!("?{q}")),
-            None => (url.as_str(), String::new()),
-        };
-        let (server, _) = base.rsplit_once('/').expect("database URL has a path");
-        let db = Db::connect(&format!("{server}/{name}{query}"))
-            .await
-            .expect("connect postgres");
-        Fixture { db, _dir: None }
-    }
-}
-
-/// Admin pool on the server URL (creating databases does not need the vault schema).
-async fn pg_admin(url: &str) -> sqlx::PgPool {
-    sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(url)
-        .await
-        .expect("connect to CALLVAULT_TEST_DATABASE_URL")
-}
-
-/// Instantiates each test on both backends.
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Fixture::sqlite().await).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Fixture::postgres().await).await
-            }
-        }
-    )*};
-}
-
-both!(
+callvault_store::on_both_backends!(
     migrations_are_idempotent,
     recording_lifecycle,
     party_wildcards,

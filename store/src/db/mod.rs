@@ -14,6 +14,8 @@ mod exec;
 mod model;
 mod recordings;
 mod search;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::str::FromStr;
 use std::time::Duration;
