@@ -223,6 +223,12 @@ pub struct NumberFilters {
 /// numbers. Numbers are digits only, without `+`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.listType != 'Allow' || size(self.numbers) > 0 || has(self.regex)",
+    "message": "spec.selector.numbers: an Allow filter needs at least one number or a regex; empty, it would record no call",
+    "fieldPath": ".numbers",
+    "reason": "FieldValueRequired"
+}]))]
 pub struct NumberFilter {
     /// `Block` records all calls except matches; `Allow` records only matches.
     #[serde(default)]

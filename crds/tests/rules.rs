@@ -198,6 +198,34 @@ fn every_cel_rule_rejects_what_it_should_and_accepts_the_rest() {
         "spec.selector.groups",
         "at least one group",
     );
+    // An empty Allow number filter would silently record nothing.
+    reject(
+        with(
+            rp(),
+            "/spec/selector/numbers/placed/listType",
+            json!("Allow"),
+        ),
+        "spec.selector.numbers.placed.numbers",
+        "at least one number or a regex",
+    );
+    accepted(&with(
+        with(
+            rp(),
+            "/spec/selector/numbers/placed/listType",
+            json!("Allow"),
+        ),
+        "/spec/selector/numbers/placed/regex",
+        json!("^44"),
+    ));
+    accepted(&with(
+        with(
+            rp(),
+            "/spec/selector/numbers/received/listType",
+            json!("Allow"),
+        ),
+        "/spec/selector/numbers/received/numbers",
+        json!(["17326524689"]),
+    ));
     accepted(&with(rp(), "/spec/selector/samplePercent", json!(1)));
     reject(
         with(rp(), "/spec/selector/samplePercent", json!(0)),
