@@ -4,5 +4,5 @@ pub mod retention;
 
 pub use retention::{
     DELETE_ACTION, EXPIRE_ACTION, FailedStep, HOLD_SKIP_ACTION, RetentionError, RetentionFailure,
-    RetentionOptions, RetentionSummary, SYSTEM_ACTOR, run_retention,
+    RetentionOptions, RetentionSummary, SYSTEM_ACTOR, Target, run_retention,
 };

@@ -65,6 +65,17 @@ pub enum FailedStep {
     Audit,
     /// Marking the row deleted (the media is gone and the removal audited).
     MarkDeleted,
+    /// The media is on another storage target than the one this run was given (the profile
+    /// moved): deleting the key here would remove nothing and lose track of the media.
+    WrongTarget,
+}
+
+/// The storage target a run removes media from: its name as recorded on each recording, and
+/// the opened binding.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub name: &'a str,
+    pub storage: &'a Storage,
 }
 
 /// One recording the run could not remove.
@@ -93,11 +104,11 @@ enum Reason {
     Requested(DeleteMode),
 }
 
-/// Runs retention for `profile` of `tenant` at `now` (µs since the Unix epoch). `storage` is
+/// Runs retention for `profile` of `tenant` at `now` (µs since the Unix epoch). `target` is
 /// the profile's storage target, holding the primary copies.
 pub async fn run_retention(
     db: &Db,
-    storage: &Storage,
+    target: Target<'_>,
     tenant: &str,
     profile: &str,
     now: i64,
@@ -125,7 +136,7 @@ pub async fn run_retention(
     }
     let run = Run {
         db,
-        storage,
+        target,
         tenant,
         profile,
         limit: i64::from(opts.batch_size),
@@ -155,7 +166,7 @@ pub async fn run_retention(
 
 struct Run<'a> {
     db: &'a Db,
-    storage: &'a Storage,
+    target: Target<'a>,
     tenant: &'a str,
     profile: &'a str,
     limit: i64,
@@ -266,8 +277,17 @@ impl Run<'_> {
             return Outcome::Held;
         }
 
+        if rec.object_key.is_some() && rec.storage_target != self.target.name {
+            return fail(
+                FailedStep::WrongTarget,
+                format!(
+                    "the media is on storage target {:?}, this run removes from {:?}",
+                    rec.storage_target, self.target.name
+                ),
+            );
+        }
         if let Some(key) = &rec.object_key
-            && let Err(e) = self.storage.delete(key).await
+            && let Err(e) = self.target.storage.delete(key).await
         {
             return fail(FailedStep::DeleteMedia, e.to_string());
         }

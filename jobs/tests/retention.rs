@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use callvault_jobs::retention::{
     DELETE_ACTION, EXPIRE_ACTION, FailedStep, RetentionError, RetentionOptions, SYSTEM_ACTOR,
-    run_retention,
+    Target, run_retention,
 };
 use callvault_store::db::{
     ArchiveCopy, AuditEntry, AuditFilter, Db, DeleteMode, Direction, FinishRecording, NewRecording,
@@ -32,6 +32,7 @@ callvault_store::on_both_backends!(
     deferred_deletions_follow_the_request_and_keep_archive_copies,
     run_killed_after_deleting_media_completes,
     storage_failure_leaves_rows_for_the_next_run,
+    media_on_another_target_is_left_alone,
     audit_purge_is_audited_and_chain_verifies,
 );
 
@@ -51,6 +52,14 @@ impl Media {
 
     fn root(&self) -> PathBuf {
         self.dir.path().join("media")
+    }
+
+    /// The target every test call's media is stored on.
+    fn target(&self) -> Target<'_> {
+        Target {
+            name: "primary",
+            storage: &self.storage,
+        }
     }
 
     async fn exists(&self, key: &str) -> bool {
@@ -163,7 +172,7 @@ async fn expires_only_unheld_recordings_of_the_profile(f: Fixture) {
     let other_profile = call(db, &media, "support", T0 + DAY, None).await;
 
     // Batches of 2: the held and other-profile rows interleave with the expired ones.
-    let summary = run_retention(db, &media.storage, T, P, NOW, opts(2))
+    let summary = run_retention(db, media.target(), T, P, NOW, opts(2))
         .await
         .expect("run");
     assert_eq!(summary.expired, 5, "{summary:?}");
@@ -186,7 +195,7 @@ async fn expires_only_unheld_recordings_of_the_profile(f: Fixture) {
 
     // A second run finds nothing and writes nothing.
     let before = audit_count(db).await;
-    let again = run_retention(db, &media.storage, T, P, NOW, opts(2))
+    let again = run_retention(db, media.target(), T, P, NOW, opts(2))
         .await
         .expect("second run");
     assert_eq!(
@@ -199,7 +208,7 @@ async fn expires_only_unheld_recordings_of_the_profile(f: Fixture) {
     db.set_user_legal_hold(T, held_user.id, false)
         .await
         .expect("release");
-    let released = run_retention(db, &media.storage, T, P, NOW, opts(2))
+    let released = run_retention(db, media.target(), T, P, NOW, opts(2))
         .await
         .expect("third run");
     assert_eq!(released.expired, 1);
@@ -250,7 +259,7 @@ async fn deferred_deletions_follow_the_request_and_keep_archive_copies(f: Fixtur
         .await
         .expect("hold after request");
 
-    let summary = run_retention(db, &media.storage, T, P, NOW, opts(1))
+    let summary = run_retention(db, media.target(), T, P, NOW, opts(1))
         .await
         .expect("run");
     assert_eq!(summary.deferred_deleted, 2, "{summary:?}");
@@ -282,7 +291,7 @@ async fn deferred_deletions_follow_the_request_and_keep_archive_copies(f: Fixtur
         assert_eq!(status(db, id).await, Some(RecordingStatus::Available));
         assert!(media.exists(&key_of(id)).await);
     }
-    let again = run_retention(db, &media.storage, T, P, NOW, opts(1))
+    let again = run_retention(db, media.target(), T, P, NOW, opts(1))
         .await
         .expect("second run");
     assert_eq!((again.deferred_deleted, again.expired), (0, 0));
@@ -297,7 +306,7 @@ async fn run_killed_after_deleting_media_completes(f: Fixture) {
     for id in [a, b] {
         media.storage.delete(&key_of(id)).await.expect("delete");
     }
-    let summary = run_retention(db, &media.storage, T, P, NOW, opts(10))
+    let summary = run_retention(db, media.target(), T, P, NOW, opts(10))
         .await
         .expect("run");
     assert_eq!(summary.expired, 2, "{summary:?}");
@@ -306,6 +315,45 @@ async fn run_killed_after_deleting_media_completes(f: Fixture) {
         assert_eq!(status(db, id).await, Some(RecordingStatus::Deleted));
         assert_eq!(audit_for(db, id).await.len(), 1);
     }
+}
+
+/// A profile moved to a new storage target: its older recordings' media is still on the old
+/// one. A run given the new target must neither report them removed nor mark their rows
+/// deleted, since the media would survive unaccounted for.
+async fn media_on_another_target_is_left_alone(f: Fixture) {
+    let db = &f.db;
+    let old = Media::new();
+    let id = call(db, &old, P, T0 + DAY, None).await;
+    let new = Media::new();
+    let moved = Target {
+        name: "secondary",
+        storage: &new.storage,
+    };
+
+    let summary = run_retention(db, moved, T, P, NOW, opts(10))
+        .await
+        .expect("run");
+    assert_eq!(summary.expired, 0, "{summary:?}");
+    let failed: Vec<_> = summary
+        .failures
+        .iter()
+        .map(|f| (f.recording_id, f.step))
+        .collect();
+    assert_eq!(failed, vec![(id, FailedStep::WrongTarget)]);
+    assert_eq!(status(db, id).await, Some(RecordingStatus::Available));
+    assert!(old.exists(&key_of(id)).await, "the media is untouched");
+    assert!(
+        audit_for(db, id).await.is_empty(),
+        "nothing removed, nothing audited"
+    );
+
+    // Run against the target the media is really on: it goes.
+    let right = run_retention(db, old.target(), T, P, NOW, opts(10))
+        .await
+        .expect("run");
+    assert_eq!(right.expired, 1, "{right:?}");
+    assert_eq!(status(db, id).await, Some(RecordingStatus::Deleted));
+    assert!(!old.exists(&key_of(id)).await);
 }
 
 async fn storage_failure_leaves_rows_for_the_next_run(f: Fixture) {
@@ -318,7 +366,7 @@ async fn storage_failure_leaves_rows_for_the_next_run(f: Fixture) {
     std::fs::rename(media.root(), &moved).expect("move media away");
     std::fs::write(media.root(), b"not a directory").expect("block");
 
-    let summary = run_retention(db, &media.storage, T, P, NOW, opts(1))
+    let summary = run_retention(db, media.target(), T, P, NOW, opts(1))
         .await
         .expect("a storage outage does not fail the run");
     assert_eq!(summary.expired, 0, "{summary:?}");
@@ -344,7 +392,7 @@ async fn storage_failure_leaves_rows_for_the_next_run(f: Fixture) {
     // The storage is back: the next run removes both.
     std::fs::remove_file(media.root()).expect("unblock");
     std::fs::rename(&moved, media.root()).expect("move media back");
-    let retry = run_retention(db, &media.storage, T, P, NOW, opts(1))
+    let retry = run_retention(db, media.target(), T, P, NOW, opts(1))
         .await
         .expect("retry");
     assert_eq!(retry.expired, 2, "{retry:?}");
@@ -362,7 +410,7 @@ async fn audit_purge_is_audited_and_chain_verifies(f: Fixture) {
         call(db, &media, P, T0 + DAY, None).await,
         call(db, &media, P, T0 + DAY, None).await,
     ];
-    let first = run_retention(db, &media.storage, T, P, NOW, opts(10))
+    let first = run_retention(db, media.target(), T, P, NOW, opts(10))
         .await
         .expect("run");
     assert_eq!(first.expired, 2);
@@ -372,7 +420,7 @@ async fn audit_purge_is_audited_and_chain_verifies(f: Fixture) {
 
     // 400 days on, with entries kept 365 days: every entry so far goes.
     let later = now_micros() + 400 * DAY;
-    let purge = run_retention(db, &media.storage, T, P, later, opts(10))
+    let purge = run_retention(db, media.target(), T, P, later, opts(10))
         .await
         .expect("purge run");
     assert_eq!(purge.audit_purged, entries as u64);
@@ -401,7 +449,7 @@ async fn out_of_range_options_are_refused_before_anything_is_removed() {
             batch_size,
             audit_retention_days,
         };
-        let r = run_retention(&f.db, &media.storage, T, P, NOW, o).await;
+        let r = run_retention(&f.db, media.target(), T, P, NOW, o).await;
         assert!(
             matches!(r, Err(RetentionError::InvalidOption { .. })),
             "{r:?}"
