@@ -6,6 +6,8 @@ use std::net::IpAddr;
 
 use thiserror::Error;
 
+use crate::media::codec::{Codec, PayloadType};
+
 /// Offers beyond these sizes are not from a recording source.
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
 pub const MAX_MEDIA: usize = 32;
@@ -120,44 +122,6 @@ pub struct SessionDescription {
     pub media: Vec<MediaDescription>,
 }
 
-/// An audio codec the recorder can decode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Codec {
-    Pcmu,
-    Pcma,
-    G722,
-    Opus,
-}
-
-impl Codec {
-    fn from_encoding(name: &str, clock: u32) -> Option<Self> {
-        let n = name.to_ascii_lowercase();
-        match (n.as_str(), clock) {
-            ("pcmu", 8000) => Some(Self::Pcmu),
-            ("pcma", 8000) => Some(Self::Pcma),
-            // G.722's RTP clock is 8000 for historical reasons (RFC 3551 §4.5.2).
-            ("g722", 8000) => Some(Self::G722),
-            ("opus", 48000) => Some(Self::Opus),
-            _ => None,
-        }
-    }
-
-    fn static_pt(pt: u8) -> Option<RtpMap> {
-        let (enc, clock) = match pt {
-            0 => ("PCMU", 8000),
-            8 => ("PCMA", 8000),
-            9 => ("G722", 8000),
-            _ => return None,
-        };
-        Some(RtpMap {
-            payload_type: pt,
-            encoding: enc.to_owned(),
-            clock_rate: clock,
-            channels: None,
-        })
-    }
-}
-
 impl MediaDescription {
     /// Direction in force for this m-line: media level, else session level,
     /// else sendrecv.
@@ -181,7 +145,14 @@ impl MediaDescription {
             .iter()
             .find(|m| m.payload_type == pt)
             .cloned()
-            .or_else(|| Codec::static_pt(pt))
+            .or_else(|| {
+                PayloadType::static_type(pt).map(|t| RtpMap {
+                    payload_type: pt,
+                    encoding: t.codec.encoding_name().to_owned(),
+                    clock_rate: t.clock_rate,
+                    channels: None,
+                })
+            })
     }
 
     pub fn fmtp(&self, pt: u8) -> Option<&str> {
@@ -387,9 +358,8 @@ pub enum MediaPlan {
     /// Receive this stream.
     Accept {
         label: Option<String>,
-        codec: Codec,
-        payload_type: u8,
-        clock_rate: u32,
+        /// The first offered codec the recorder decodes, with its payload type and clock.
+        payload: PayloadType,
         /// RFC 4733 events payload type, if offered at a matching rate.
         telephone_event: Option<u8>,
         /// Direction the answer states: recvonly, or inactive when the
@@ -433,15 +403,13 @@ fn plan_one(offer: &SessionDescription, m: &MediaDescription) -> MediaPlan {
     let chosen = m.formats.iter().find_map(|f| {
         let pt: u8 = f.parse().ok()?;
         let map = m.rtpmap(pt)?;
-        Some((
-            Codec::from_encoding(&map.encoding, map.clock_rate)?,
-            pt,
-            map.clock_rate,
-        ))
+        let codec = Codec::from_rtpmap(&map.encoding, map.clock_rate)?;
+        (codec != Codec::TelephoneEvent).then(|| PayloadType::dynamic(pt, codec, map.clock_rate))
     });
-    let Some((codec, payload_type, clock_rate)) = chosen else {
+    let Some(payload) = chosen else {
         return reject(RejectReason::NoCommonCodec);
     };
+    let clock_rate = payload.clock_rate;
     let telephone_event = m.formats.iter().find_map(|f| {
         let pt: u8 = f.parse().ok()?;
         let map = m.rtpmaps.iter().find(|r| r.payload_type == pt)?;
@@ -455,9 +423,7 @@ fn plan_one(offer: &SessionDescription, m: &MediaDescription) -> MediaPlan {
     };
     MediaPlan::Accept {
         label: m.label.clone(),
-        codec,
-        payload_type,
-        clock_rate,
+        payload,
         telephone_event,
         direction,
     }
@@ -513,18 +479,18 @@ pub fn build_answer(
             }
             MediaPlan::Accept {
                 label,
-                payload_type,
+                payload,
                 telephone_event,
                 direction,
                 ..
             } => {
                 let port = ports.next().copied().unwrap_or_default();
-                let _ = write!(s, "m=audio {port} {} {payload_type}", m.proto);
+                let _ = write!(s, "m=audio {port} {} {}", m.proto, payload.pt);
                 if let Some(te) = telephone_event {
                     let _ = write!(s, " {te}");
                 }
                 s.push_str("\r\n");
-                for pt in std::iter::once(*payload_type).chain(*telephone_event) {
+                for pt in std::iter::once(payload.pt).chain(*telephone_event) {
                     if let Some(map) = m.rtpmap(pt) {
                         let _ = write!(s, "a=rtpmap:{pt} {}/{}", map.encoding, map.clock_rate);
                         if let Some(ch) = map.channels {

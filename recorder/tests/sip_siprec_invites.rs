@@ -4,9 +4,10 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use callvault_recorder::media::{Codec, PayloadType};
 use callvault_recorder::metadata::{self, DataMode, RecordingMetadata};
 use callvault_recorder::multipart::{self, SiprecBody};
-use callvault_recorder::sdp::{self, AnswerParams, Codec, Direction, MediaPlan, RejectReason};
+use callvault_recorder::sdp::{self, AnswerParams, Direction, MediaPlan, RejectReason};
 use callvault_recorder::sip::{self, Method, SipMessage};
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -132,8 +133,11 @@ fn avaya_draft_format_with_bare_lf_and_quoted_boundary() {
     assert!(matches!(
         plans[0],
         MediaPlan::Accept {
-            codec: Codec::Pcma,
-            payload_type: 8,
+            payload: PayloadType {
+                codec: Codec::Pcma,
+                pt: 8,
+                ..
+            },
             telephone_event: Some(101),
             ..
         }
@@ -142,7 +146,10 @@ fn avaya_draft_format_with_bare_lf_and_quoted_boundary() {
     assert!(matches!(
         plans[1],
         MediaPlan::Accept {
-            codec: Codec::Pcma,
+            payload: PayloadType {
+                codec: Codec::Pcma,
+                ..
+            },
             ..
         }
     ));

@@ -28,6 +28,30 @@ impl Codec {
             _ => None,
         }
     }
+
+    /// The codec of an `a=rtpmap` encoding at its RTP clock, or `None` when the recorder cannot
+    /// receive it. G.722's RTP clock is 8000 although it samples at 16 kHz (RFC 3551 §4.5.2);
+    /// Opus always uses 48000 (RFC 7587).
+    pub fn from_rtpmap(name: &str, clock_rate: u32) -> Option<Codec> {
+        let codec = Self::from_encoding_name(name)?;
+        let clock_ok = match codec {
+            Codec::Pcmu | Codec::Pcma | Codec::G722 => clock_rate == 8000,
+            Codec::Opus => clock_rate == 48000,
+            Codec::TelephoneEvent => true,
+        };
+        clock_ok.then_some(codec)
+    }
+
+    /// The encoding name an SDP answer uses.
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+            Codec::G722 => "G722",
+            Codec::Opus => "opus",
+            Codec::TelephoneEvent => "telephone-event",
+        }
+    }
 }
 
 /// One negotiated payload type of a stream (from SDP, or the static ones).
@@ -60,6 +84,11 @@ impl PayloadType {
                 clock_rate: 8000,
             },
         ]
+    }
+
+    /// The static payload type `pt`, if it is one the recorder decodes.
+    pub fn static_type(pt: u8) -> Option<PayloadType> {
+        Self::static_types().into_iter().find(|t| t.pt == pt)
     }
 
     /// Dynamic payload type with the codec's standard clock.
