@@ -1,4 +1,18 @@
-//! One module per subcommand that the binary implements itself.
+//! One module per subcommand; each owns its options and its `run`.
+pub mod call;
 pub mod crdgen;
+pub mod job;
 pub mod keys;
+pub mod operator;
+pub mod portal;
+pub mod recorder;
+pub mod standalone;
 pub mod verify;
+
+use std::process::ExitCode;
+
+/// Subcommands whose workload is not built yet say so and fail, rather than pretend.
+pub(crate) fn not_built(what: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("callvault {what}: not built yet in this version");
+    Ok(ExitCode::from(2))
+}

@@ -1,0 +1,1 @@
+//! A SIPREC client: places test calls against a recorder, one or many.
