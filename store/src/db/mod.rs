@@ -12,6 +12,7 @@ mod audit;
 mod directory;
 mod exec;
 mod model;
+mod recorder;
 mod recordings;
 mod search;
 #[cfg(feature = "testing")]
@@ -34,6 +35,7 @@ pub use model::{
     ArchiveCopy, CallType, DeleteMode, Direction, FinishRecording, NewRecording, Party, Recording,
     RecordingStatus, ReleaseCause,
 };
+pub use recorder::RecoveredRecording;
 pub use search::{
     AccessScope, DurationFilter, DurationOp, PartyPattern, SearchPage, SearchQuery, SortDirection,
     SortKey, TagMatch,
