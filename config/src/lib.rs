@@ -1,13 +1,21 @@
 //! Typed runtime configuration of the CallVault workloads, each validated in one place.
 //!
-//! The recorder's [`RecorderConfig`] is rendered by the operator (cluster) or built in-process
+//! The recorder's [`RecorderConfig`] and the jobs' [`ArchiveJobConfig`] and
+//! [`TranscribeJobConfig`] are rendered by the operator (cluster) or built in-process
 //! (standalone) from the same resources. This crate links neither kube nor the CRD types, so
 //! the recorder never does either.
 
+mod jobs;
 mod problem;
 mod recorder;
 pub mod rules;
 
+pub use jobs::{
+    ArchiveJobConfig, DEFAULT_JOB_CONFIG_PATH, DirectionFilter, EngineConfig, EngineKind,
+    JobConfigError, KeyRingConfig, SmtpConfig, SmtpSecurity, SpeechFilterConfig, StorageBinding,
+    TranscribeJobConfig, TranscribeMode, ValidArchiveJobConfig, ValidStorageBinding,
+    ValidTranscribeJobConfig,
+};
 pub use problem::{Invalid, Problem};
 pub use recorder::{
     Advertise, EncryptionConfig, LoadError, MediaAddress, MediaConfig, PortRange, RecorderConfig,

@@ -403,18 +403,7 @@ impl RecorderConfig {
             "must be 1 to 36500 (there is no keep-forever: use legal hold)",
         );
 
-        let storage = match self.storage.validate() {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let field = match &e {
-                    StorageError::Missing { field, .. }
-                    | StorageError::NotApplicable { field, .. }
-                    | StorageError::Invalid { field, .. } => *field,
-                };
-                p.add(format!("storage.{field}"), e.to_string());
-                None
-            }
-        };
+        let storage = check_storage(&mut p, "storage", &self.storage);
         check_path(
             &mut p,
             "storageCredentialsDir",
@@ -456,13 +445,33 @@ impl RecorderConfig {
     }
 }
 
-fn check_path(p: &mut Problems, field: &str, path: Option<&Path>) {
+/// Validates a StorageTarget spec found at `at`, reporting its problem at the field's path.
+pub(crate) fn check_storage(
+    p: &mut Problems,
+    at: &str,
+    storage: &StorageConfig,
+) -> Option<ValidatedConfig> {
+    match storage.validate() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let field = match &e {
+                StorageError::Missing { field, .. }
+                | StorageError::NotApplicable { field, .. }
+                | StorageError::Invalid { field, .. } => *field,
+            };
+            p.add(format!("{at}.{field}"), e.to_string());
+            None
+        }
+    }
+}
+
+pub(crate) fn check_path(p: &mut Problems, field: &str, path: Option<&Path>) {
     if let Some(path) = path {
         p.check(!path.as_os_str().is_empty(), field, "must not be empty");
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     (1..=63).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -470,7 +479,7 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn is_dns_subdomain(s: &str) -> bool {
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
     s.len() <= 253 && !s.is_empty() && s.split('.').all(is_dns_label)
 }
 
