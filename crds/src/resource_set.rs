@@ -74,27 +74,38 @@ impl ResourceSet {
     /// Load every `.yaml`/`.yml` file of `dir` (not recursive; documents of other API groups,
     /// such as Secrets, are skipped) and check the set as a whole.
     pub fn load_dir(dir: &Path) -> Result<Self, SetError> {
+        Self::load_dirs(&[dir])
+    }
+
+    /// [`Self::load_dir`] over several directories read as one set (standalone adds the
+    /// resources it generates itself to the user's).
+    pub fn load_dirs(dirs: &[&Path]) -> Result<Self, SetError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| SetError::Io { path, source }
         };
         let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-            let path = entry.map_err(io(dir))?.path();
-            let is_yaml = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| e == "yaml" || e == "yml");
-            if is_yaml && path.is_file() {
-                let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-                files.push((path, text));
+        for dir in dirs {
+            let mut in_dir = Vec::new();
+            for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+                let path = entry.map_err(io(dir))?.path();
+                let is_yaml = path
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| e == "yaml" || e == "yml");
+                if is_yaml && path.is_file() {
+                    let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+                    in_dir.push((path, text));
+                }
             }
+            // A stable order makes "declared twice" point at the same file every time.
+            in_dir.sort();
+            files.extend(in_dir);
         }
-        // A stable order makes "declared twice" point at the same file every time.
-        files.sort();
         let set = Self::from_files(files.iter().map(|(p, t)| (p.as_path(), t.as_str())))?;
         if set.is_empty() {
-            return Err(SetError::Empty(dir.to_owned()));
+            let first = dirs.first().map(|d| d.to_path_buf()).unwrap_or_default();
+            return Err(SetError::Empty(first));
         }
         Ok(set)
     }
