@@ -52,6 +52,17 @@ pub struct RetentionSummary {
     pub failures: Vec<RetentionFailure>,
     /// Audit entries removed by the purge.
     pub audit_purged: u64,
+    /// Recordings of the profile past expiry that a legal hold keeps, after the run.
+    pub held_past_expiry: u64,
+    /// Start time (µs) of the oldest recording of the profile still stored, after the run.
+    pub oldest_start_time: Option<i64>,
+}
+
+impl RetentionSummary {
+    /// Recordings removed by this run (expired and deferred deletions).
+    pub fn removed(&self) -> u64 {
+        self.expired + self.deferred_deleted
+    }
 }
 
 /// The step at which a recording's removal failed.
@@ -150,6 +161,9 @@ pub async fn run_retention(
     let cutoff = now.saturating_sub(i64::from(opts.audit_retention_days) * DAY_MICROS);
     let purge = db.purge_audit(tenant, cutoff, SYSTEM_ACTOR).await?;
     summary.audit_purged = purge.purged;
+    let overview = db.retention_overview(tenant, profile, now).await?;
+    summary.held_past_expiry = u64::try_from(overview.held_past_expiry).unwrap_or(0);
+    summary.oldest_start_time = overview.oldest_start_time;
 
     tracing::info!(
         tenant,
@@ -159,6 +173,7 @@ pub async fn run_retention(
         skipped_under_hold = summary.skipped_under_hold,
         failures = summary.failures.len(),
         audit_purged = summary.audit_purged,
+        held_past_expiry = summary.held_past_expiry,
         "retention run finished"
     );
     Ok(summary)
@@ -218,7 +233,7 @@ impl Run<'_> {
         loop {
             let rows = self
                 .db
-                .expired_recordings(self.tenant, now, after, self.limit)
+                .expired_recordings_of_profile(self.tenant, self.profile, now, after, self.limit)
                 .await?;
             let Some(last) = rows.last() else {
                 return Ok(());
@@ -227,7 +242,7 @@ impl Run<'_> {
             after = last.expires_at.map(|t| (t, last.id));
             let done = rows.len() < usize::try_from(self.limit).unwrap_or(usize::MAX);
             for rec in rows {
-                if rec.profile != self.profile || failed.contains(&rec.id) {
+                if failed.contains(&rec.id) {
                     continue;
                 }
                 match self.remove(rec.id, Reason::Expired).await {

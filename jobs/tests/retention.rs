@@ -178,6 +178,9 @@ async fn expires_only_unheld_recordings_of_the_profile(f: Fixture) {
     assert_eq!(summary.expired, 5, "{summary:?}");
     assert!(summary.failures.is_empty(), "{summary:?}");
     assert_eq!(summary.deferred_deleted, 0);
+    // The profile's status reports what the holds keep and how far back its media goes.
+    assert_eq!(summary.held_past_expiry, 2, "{summary:?}");
+    assert_eq!(summary.oldest_start_time, Some(T0));
     for id in &expired {
         assert_eq!(status(db, *id).await, Some(RecordingStatus::Deleted));
         assert!(!media.exists(&key_of(*id)).await, "media of {id} is gone");
@@ -212,6 +215,7 @@ async fn expires_only_unheld_recordings_of_the_profile(f: Fixture) {
         .await
         .expect("third run");
     assert_eq!(released.expired, 1);
+    assert_eq!(released.held_past_expiry, 1, "{released:?}");
     assert_eq!(status(db, owner_held).await, Some(RecordingStatus::Deleted));
     assert!(!media.exists(&key_of(owner_held)).await);
     assert_eq!(status(db, rec_held).await, Some(RecordingStatus::Available));

@@ -11,6 +11,7 @@ mod annotations;
 mod audit;
 mod directory;
 mod exec;
+mod jobs;
 mod model;
 mod recorder;
 mod recordings;
@@ -31,6 +32,7 @@ pub use audit::{
     PURGE_ACTION, PurgeReport, audit_entry_hash,
 };
 pub use directory::{Group, NewUser, User, UserSource, WebSession};
+pub use jobs::{ArchiveCounts, RetentionOverview};
 pub use model::{
     ArchiveCopy, CallType, DeleteMode, Direction, FinishRecording, NewRecording, Party, Recording,
     RecordingStatus, ReleaseCause,
