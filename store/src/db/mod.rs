@@ -16,6 +16,7 @@ mod model;
 mod recorder;
 mod recordings;
 mod search;
+mod speech;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -42,6 +43,7 @@ pub use search::{
     AccessScope, DurationFilter, DurationOp, PartyPattern, SearchPage, SearchQuery, SortDirection,
     SortKey, TagMatch,
 };
+pub use speech::{SpeechCounts, SpeechJobState, SpeechPosition, SpeechSelection};
 
 pub(crate) use exec::Arg;
 

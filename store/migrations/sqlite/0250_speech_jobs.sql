@@ -1,0 +1,28 @@
+-- Transcription (SpeechJob) bookkeeping. The transcripts themselves live in `transcripts`.
+
+-- One row per SpeechJob: its Incremental watermark (the (start_time, id) position up to which
+-- every matching recording has been settled) and its run times (standalone has no status).
+CREATE TABLE speech_job_state (
+    tenant            TEXT   NOT NULL,
+    job               TEXT   NOT NULL,
+    watermark_start   INTEGER,
+    watermark_id      BLOB,
+    last_run_time     INTEGER,
+    last_success_time INTEGER,
+    PRIMARY KEY (tenant, job)
+);
+
+-- What a SpeechJob did with each recording it attempted: 'complete' (transcripts stored) or
+-- 'failed' (retried by the next run, whatever the watermark says).
+CREATE TABLE speech_job_records (
+    tenant       TEXT   NOT NULL,
+    job          TEXT   NOT NULL,
+    recording_id BLOB   NOT NULL,
+    status       TEXT   NOT NULL CHECK (status IN ('complete', 'failed')),
+    attempts     INTEGER NOT NULL DEFAULT 1,
+    error        TEXT   NOT NULL DEFAULT '',
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (tenant, job, recording_id),
+    FOREIGN KEY (tenant, recording_id) REFERENCES recordings (tenant, id) ON DELETE CASCADE
+);
+CREATE INDEX speech_job_records_status ON speech_job_records (tenant, job, status);
