@@ -122,6 +122,9 @@ pub struct ArchiveJobConfig {
     /// Recordings read per database query.
     #[serde(default = "default_batch_size")]
     pub batch_size: u32,
+    /// Copies in flight at once.
+    #[serde(default = "default_archive_concurrency")]
+    pub concurrency: u32,
     /// Alarm emails (connector failing, storage unreachable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<SmtpConfig>,
@@ -132,6 +135,9 @@ fn yes() -> bool {
 }
 fn default_batch_size() -> u32 {
     500
+}
+fn default_archive_concurrency() -> u32 {
+    4
 }
 
 /// An [`ArchiveJobConfig`] that passed [`ArchiveJobConfig::validate`].
@@ -366,6 +372,11 @@ impl ArchiveJobConfig {
             (1..=10_000).contains(&self.batch_size),
             "batchSize",
             "must be 1 to 10000",
+        );
+        p.check(
+            (1..=64).contains(&self.concurrency),
+            "concurrency",
+            "must be 1 to 64",
         );
         if let Some(smtp) = &self.smtp {
             smtp.check(&mut p, "smtp");

@@ -45,6 +45,7 @@ fn archive_defaults_keep_the_envelope_and_need_no_key() {
     assert!(c.key_ring.is_none());
     assert!(c.recording_profiles.is_empty());
     assert_eq!(c.batch_size, 500);
+    assert_eq!(c.concurrency, 4);
     assert_eq!(valid.sources.len(), 1);
     assert_eq!(valid.destination.binding.name, "archive");
 }
@@ -87,6 +88,7 @@ destination:
   name: primary
   storage: {type: azure, account: acct, container: rec, bucket: b}
 batchSize: 0
+concurrency: 65
 smtp:
   host: mail
   from: "CallVault <alarms@example.com>"
@@ -106,6 +108,7 @@ smtp:
         "destination.storage.bucket",
         "destination.name",
         "batchSize",
+        "concurrency",
         "smtp.from",
         "smtp.to",
         "smtp.passwordFile",

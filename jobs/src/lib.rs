@@ -1,7 +1,12 @@
-//! CronJob workloads: retention (expiry, deferred deletions, audit purge); archive and
-//! transcription come later.
+//! CronJob workloads: retention (expiry, deferred deletions, audit purge) and archive
+//! (Connector copies); transcription lives in its own module.
+pub mod archive;
 pub mod retention;
+pub mod vault;
 
+pub use archive::{
+    ArchiveFailure, ArchiveJob, ArchiveMode, ArchiveSummary, RunOutcome, run_archive,
+};
 pub use retention::{
     DELETE_ACTION, EXPIRE_ACTION, FailedStep, HOLD_SKIP_ACTION, RetentionError, RetentionFailure,
     RetentionOptions, RetentionSummary, SYSTEM_ACTOR, Target, run_retention,
