@@ -1,11 +1,207 @@
-//! `callvault portal`.
+//! `callvault portal`: the HTTP API (and later the web UI) over the vault database.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Options of `callvault portal`.
+use anyhow::Context;
+use callvault_portal::{
+    AccessSource, FileAccessSource, KubeAccessSource, Portal, PortalConfig, Storages,
+};
+use callvault_store::db::Db;
+use callvault_store::keys::{KeyRing, is_encrypted_pem};
+use callvault_store::objstore::{self, Credentials, StorageConfig};
+
+/// Options of `callvault portal`. The database URL is read from `CALLVAULT_DATABASE_URL`
+/// only (it holds a password, so it is never an argument).
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Address to serve HTTP on.
+    #[arg(long, env = "CALLVAULT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: String,
+    /// Audit entries are kept this many days (1-3650).
+    #[arg(long, env = "CALLVAULT_AUDIT_RETENTION_DAYS", default_value_t = 365)]
+    pub audit_retention_days: u32,
+    /// Minutes without a request after which a session ends.
+    #[arg(
+        long,
+        env = "CALLVAULT_SESSION_IDLE_TIMEOUT_MINUTES",
+        default_value_t = 15
+    )]
+    pub session_idle_timeout_minutes: u64,
+    /// Minutes after sign-in at which a session ends, active or not.
+    #[arg(
+        long,
+        env = "CALLVAULT_SESSION_ABSOLUTE_TIMEOUT_MINUTES",
+        default_value_t = 720
+    )]
+    pub session_absolute_timeout_minutes: u64,
+    /// Tenant of sign-ins that name none (the pod's namespace in a cluster).
+    #[arg(long, env = "CALLVAULT_POD_NAMESPACE", default_value = "default")]
+    pub tenant: String,
+    /// A directory of AccessProfile YAML (standalone). Without it, AccessProfiles are watched
+    /// through the Kubernetes API.
+    #[arg(long, env = "CALLVAULT_ACCESS_PROFILES_DIR")]
+    pub access_profiles: Option<PathBuf>,
+    /// Namespaces to watch, comma-separated; empty = all.
+    #[arg(long, env = "CALLVAULT_WATCH_NAMESPACES", default_value = "")]
+    pub watch_namespaces: String,
+    /// Directory of private keys (`<key-id>.pem`, PKCS#8) used to decrypt recordings.
+    #[arg(long, env = "CALLVAULT_KEY_DIR")]
+    pub key_dir: Option<PathBuf>,
+    /// File holding the passphrase of protected private keys.
+    #[arg(long, env = "CALLVAULT_KEY_PASSPHRASE_FILE")]
+    pub key_passphrase_file: Option<PathBuf>,
+    /// Directory of StorageTarget YAML the recordings live on.
+    #[arg(long, env = "CALLVAULT_STORAGE_TARGETS_DIR")]
+    pub storage_targets: Option<PathBuf>,
+    /// Directory with one sub-directory of credential files per StorageTarget name.
+    #[arg(long, env = "CALLVAULT_STORAGE_CREDENTIALS_DIR")]
+    pub storage_credentials: Option<PathBuf>,
+    /// The portal's public URL (links in exports).
+    #[arg(long, env = "CALLVAULT_PUBLIC_URL", default_value = "")]
+    pub public_url: String,
+    /// Send cookies without `Secure` (plain-HTTP development only).
+    #[arg(long)]
+    pub insecure_cookies: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    super::not_built("portal")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = PortalConfig {
+        default_tenant: args.tenant.clone(),
+        audit_retention_days: args.audit_retention_days,
+        session_idle: Duration::from_secs(args.session_idle_timeout_minutes.saturating_mul(60)),
+        session_absolute: Duration::from_secs(
+            args.session_absolute_timeout_minutes.saturating_mul(60),
+        ),
+        secure_cookies: !args.insecure_cookies,
+        public_url: args.public_url.clone(),
+        ..PortalConfig::default()
+    }
+    .validate()?;
+    let url = std::env::var("CALLVAULT_DATABASE_URL")
+        .context("CALLVAULT_DATABASE_URL is not set (the vault database URL)")?;
+    let keys = load_keys(args.key_dir.as_deref(), args.key_passphrase_file.as_deref())?;
+    let storages = load_storages(
+        args.storage_targets.as_deref(),
+        args.storage_credentials.as_deref(),
+    )?;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let db = Db::connect(&url)
+            .await
+            .context("connecting to the database")?;
+        let access: Arc<dyn AccessSource> = match &args.access_profiles {
+            Some(dir) => Arc::new(
+                FileAccessSource::load_dir(dir, &config.default_tenant)
+                    .context("loading AccessProfiles")?,
+            ),
+            None => {
+                let ns: Vec<String> = args
+                    .watch_namespaces
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                Arc::new(
+                    KubeAccessSource::connect(&ns)
+                        .await
+                        .context("connecting to the Kubernetes API to watch AccessProfiles")?,
+                )
+            }
+        };
+        tracing::info!(
+            keys = keys.len(),
+            storages = storages.len(),
+            "portal starting"
+        );
+        let router = Portal::new(config, db, access, keys, storages);
+        let listener = tokio::net::TcpListener::bind(&args.http_addr)
+            .await
+            .with_context(|| format!("binding {}", args.http_addr))?;
+        tracing::info!(addr = %args.http_addr, "portal listening");
+        callvault_portal::serve(listener, router, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_keys(dir: Option<&Path>, pass_file: Option<&Path>) -> anyhow::Result<KeyRing> {
+    let mut ring = KeyRing::new();
+    let Some(dir) = dir else {
+        tracing::warn!("no key directory: recordings cannot be played or downloaded");
+        return Ok(ring);
+    };
+    let pass = match pass_file {
+        Some(p) => Some(zeroize::Zeroizing::new(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading {}", p.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        )),
+        None => None,
+    };
+    let needs = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .any(|t| is_encrypted_pem(&zeroize::Zeroizing::new(t)));
+    if needs && pass.is_none() {
+        anyhow::bail!(
+            "{} holds passphrase-protected keys: set CALLVAULT_KEY_PASSPHRASE_FILE",
+            dir.display()
+        );
+    }
+    ring.load_dir(dir, pass.as_ref().map(|p| p.as_bytes()))?;
+    Ok(ring)
+}
+
+fn load_storages(dir: Option<&Path>, creds: Option<&Path>) -> anyhow::Result<Storages> {
+    let mut out = Storages::new();
+    let Some(dir) = dir else {
+        return Ok(out);
+    };
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if !matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)?;
+        let resources = callvault_crds::validate_yaml(&text).map_err(|errors| {
+            anyhow::anyhow!(
+                "{}: {}",
+                path.display(),
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
+        })?;
+        for r in resources {
+            if let callvault_crds::Resource::StorageTarget(st) = r {
+                let name = st.metadata.name.clone().unwrap_or_default();
+                let spec = serde_json::to_value(&st.spec)?;
+                let config = StorageConfig::from_spec(&spec)
+                    .with_context(|| format!("StorageTarget {name}"))?;
+                let credentials = match creds.map(|c| c.join(&name)).filter(|p| p.is_dir()) {
+                    Some(p) => Credentials::from_dir(&p)
+                        .with_context(|| format!("credentials of StorageTarget {name}"))?,
+                    None => Credentials::none(),
+                };
+                let storage = objstore::open(&config, &credentials)
+                    .with_context(|| format!("opening StorageTarget {name}"))?;
+                out.insert(name, storage);
+            }
+        }
+    }
+    Ok(out)
 }

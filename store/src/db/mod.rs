@@ -13,6 +13,7 @@ mod directory;
 mod exec;
 mod jobs;
 mod model;
+mod portal;
 mod recorder;
 mod recordings;
 mod search;
@@ -38,6 +39,7 @@ pub use model::{
     ArchiveCopy, CallType, DeleteMode, Direction, FinishRecording, NewRecording, Party, Recording,
     RecordingStatus, ReleaseCause,
 };
+pub use portal::{LiveSession, SessionLookup};
 pub use recorder::RecoveredRecording;
 pub use search::{
     AccessScope, DurationFilter, DurationOp, PartyPattern, SearchPage, SearchQuery, SortDirection,

@@ -1,0 +1,643 @@
+//! Access control, in one place: AccessProfiles come from an [`AccessSource`] (files in
+//! standalone, a live Kubernetes watch in a cluster); [`resolve`] turns the profiles naming a
+//! user into [`Grants`]; every endpoint asks [`Grants`] (through `api::Caller`) and nothing
+//! else.
+//!
+//! Rules (compliance-recorder F-46..F-52, DESIGN §6):
+//! - a user's permissions are the union of every AccessProfile naming them (as a user, or
+//!   through one of their groups);
+//! - an action is allowed on a call only if one profile grants that action *and* has the call
+//!   in its scope (so a broad read-only profile and a narrow one with "delete" never combine
+//!   into "delete everything");
+//! - playing, downloading and exporting audio also need a grant of the recording's key id in
+//!   any of the user's profiles; no admin permission overrides that;
+//! - calls not assigned to a user are seen only with scope `All`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use callvault_crds::access_profile::{AccessProfile, AccessProfileSpec, CallScope};
+use callvault_crds::validate::{Resource, validate_yaml};
+use callvault_store::db::{AccessScope, Group, Recording, User};
+use serde::Serialize;
+use uuid::Uuid;
+
+/// One AccessProfile as the portal applies it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// The tenant (namespace) it belongs to.
+    pub tenant: String,
+    pub name: String,
+    pub spec: AccessProfileSpec,
+}
+
+impl Profile {
+    pub fn from_resource(default_tenant: &str, ap: AccessProfile) -> Self {
+        Profile {
+            tenant: ap
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| default_tenant.to_owned()),
+            name: ap.metadata.name.clone().unwrap_or_default(),
+            spec: ap.spec,
+        }
+    }
+}
+
+/// Where AccessProfiles come from.
+pub trait AccessSource: Send + Sync + fmt::Debug + 'static {
+    /// The tenant's profiles as of now.
+    fn profiles(&self, tenant: &str) -> Vec<Arc<Profile>>;
+    /// Whether the source has loaded its initial state (the portal is not ready before).
+    fn is_ready(&self) -> bool;
+}
+
+/// Errors loading AccessProfiles.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// AccessProfiles from resource YAML files (standalone): every `*.yaml`/`*.yml` in a
+/// directory, validated like the API server would; other kinds in the files are ignored.
+#[derive(Debug)]
+pub struct FileAccessSource {
+    dir: Option<PathBuf>,
+    tenant: String,
+    profiles: RwLock<Vec<Arc<Profile>>>,
+}
+
+impl FileAccessSource {
+    /// Loads `dir`; profiles without a namespace belong to `tenant`. Any invalid file fails
+    /// the whole load, naming the file and the field.
+    pub fn load_dir(dir: &Path, tenant: &str) -> Result<Self, AccessError> {
+        let source = FileAccessSource {
+            dir: Some(dir.to_owned()),
+            tenant: tenant.to_owned(),
+            profiles: RwLock::new(Vec::new()),
+        };
+        source.reload()?;
+        Ok(source)
+    }
+
+    /// A fixed set of profiles (embedding, tests).
+    pub fn from_profiles(tenant: &str, profiles: Vec<AccessProfile>) -> Self {
+        FileAccessSource {
+            dir: None,
+            tenant: tenant.to_owned(),
+            profiles: RwLock::new(
+                profiles
+                    .into_iter()
+                    .map(|p| Arc::new(Profile::from_resource(tenant, p)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Replaces the profiles (embedding, tests: "edit the file").
+    pub fn set(&self, profiles: Vec<AccessProfile>) {
+        let list = profiles
+            .into_iter()
+            .map(|p| Arc::new(Profile::from_resource(&self.tenant, p)))
+            .collect();
+        *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = list;
+    }
+
+    /// Re-reads the directory; on error the previous profiles stay in force.
+    pub fn reload(&self) -> Result<usize, AccessError> {
+        let Some(dir) = &self.dir else {
+            return Ok(self.profiles(&self.tenant).len());
+        };
+        let entries = std::fs::read_dir(dir).map_err(|source| AccessError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+            .collect();
+        paths.sort();
+        let mut list = Vec::new();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).map_err(|source| AccessError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let resources = validate_yaml(&text).map_err(|errors| AccessError::Invalid {
+                path: path.clone(),
+                message: errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            })?;
+            for r in resources {
+                if let Resource::AccessProfile(ap) = r {
+                    list.push(Arc::new(Profile::from_resource(&self.tenant, ap)));
+                }
+            }
+        }
+        let n = list.len();
+        *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = list;
+        Ok(n)
+    }
+}
+
+impl AccessSource for FileAccessSource {
+    fn profiles(&self, tenant: &str) -> Vec<Arc<Profile>> {
+        self.profiles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|p| p.tenant == tenant)
+            .cloned()
+            .collect()
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+/// AccessProfiles watched live through the Kubernetes API (a reflector per watched
+/// namespace, or one over all namespaces). Changes apply to the next request.
+#[derive(Debug, Clone)]
+pub struct KubeAccessSource {
+    stores: Vec<kube::runtime::reflector::Store<AccessProfile>>,
+    ready: Arc<AtomicBool>,
+}
+
+impl KubeAccessSource {
+    /// Connects with the in-cluster (or kubeconfig) credentials and starts watching.
+    pub async fn connect(namespaces: &[String]) -> Result<Self, kube::Error> {
+        let client = kube::Client::try_default().await?;
+        Ok(Self::start(client, namespaces))
+    }
+
+    /// Starts watching; `namespaces` empty = every namespace. The watch runs on the current
+    /// tokio runtime until the process ends, retrying with backoff on API errors.
+    pub fn start(client: kube::Client, namespaces: &[String]) -> Self {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, reflector, watcher};
+
+        let apis: Vec<kube::Api<AccessProfile>> = if namespaces.is_empty() {
+            vec![kube::Api::all(client)]
+        } else {
+            namespaces
+                .iter()
+                .map(|ns| kube::Api::namespaced(client.clone(), ns))
+                .collect()
+        };
+        let ready = Arc::new(AtomicBool::new(false));
+        let mut stores = Vec::new();
+        for api in apis {
+            let (reader, writer) = reflector::store();
+            let stream = reflector(writer, watcher(api, watcher::Config::default()))
+                .default_backoff()
+                .touched_objects();
+            tokio::spawn(async move {
+                futures::pin_mut!(stream);
+                while let Some(item) = stream.next().await {
+                    if let Err(e) = item {
+                        tracing::warn!(error = %e, "watching AccessProfiles");
+                    }
+                }
+            });
+            stores.push(reader);
+        }
+        let waiting = stores.clone();
+        let flag = ready.clone();
+        tokio::spawn(async move {
+            for s in &waiting {
+                if s.wait_until_ready().await.is_err() {
+                    return;
+                }
+            }
+            flag.store(true, Ordering::SeqCst);
+            tracing::info!("AccessProfiles loaded from the Kubernetes API");
+        });
+        KubeAccessSource { stores, ready }
+    }
+}
+
+impl AccessSource for KubeAccessSource {
+    fn profiles(&self, tenant: &str) -> Vec<Arc<Profile>> {
+        self.stores
+            .iter()
+            .flat_map(|s| s.state())
+            .filter(|ap| ap.metadata.namespace.as_deref() == Some(tenant))
+            .map(|ap| Arc::new(Profile::from_resource(tenant, (*ap).clone())))
+            .collect()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// Actions on calls (AccessProfile `calls.actions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Action {
+    Play,
+    Download,
+    Export,
+    Tag,
+    AddNotes,
+    DeleteOthersNotes,
+    DeleteCalls,
+    LegalHold,
+}
+
+impl Action {
+    pub const ALL: [Action; 8] = [
+        Action::Play,
+        Action::Download,
+        Action::Export,
+        Action::Tag,
+        Action::AddNotes,
+        Action::DeleteOthersNotes,
+        Action::DeleteCalls,
+        Action::LegalHold,
+    ];
+
+    /// Whether the action reveals audio, and so also needs a key grant.
+    pub fn needs_key(self) -> bool {
+        matches!(self, Action::Play | Action::Download | Action::Export)
+    }
+
+    fn granted_by(self, spec: &AccessProfileSpec) -> bool {
+        let a = &spec.calls.actions;
+        match self {
+            Action::Play => a.play,
+            Action::Download => a.download,
+            Action::Export => a.export,
+            Action::Tag => a.tag,
+            Action::AddNotes => a.add_notes,
+            Action::DeleteOthersNotes => a.delete_others_notes,
+            Action::DeleteCalls => a.delete_calls,
+            Action::LegalHold => a.legal_hold,
+        }
+    }
+}
+
+/// Administrative permissions (AccessProfile `admin`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AdminPermission {
+    ManageRecordingProfiles,
+    ManageAccessProfiles,
+    ManageTags,
+    ConfigureSystem,
+    AuditTrail,
+}
+
+impl AdminPermission {
+    pub const ALL: [AdminPermission; 5] = [
+        AdminPermission::ManageRecordingProfiles,
+        AdminPermission::ManageAccessProfiles,
+        AdminPermission::ManageTags,
+        AdminPermission::ConfigureSystem,
+        AdminPermission::AuditTrail,
+    ];
+
+    fn granted_by(self, spec: &AccessProfileSpec) -> bool {
+        let a = &spec.admin;
+        match self {
+            AdminPermission::ManageRecordingProfiles => a.manage_recording_profiles,
+            AdminPermission::ManageAccessProfiles => a.manage_access_profiles,
+            AdminPermission::ManageTags => a.manage_tags,
+            AdminPermission::ConfigureSystem => a.configure_system,
+            AdminPermission::AuditTrail => a.audit_trail,
+        }
+    }
+}
+
+/// What one user may see and do, resolved from their profiles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grants {
+    pub user_id: Uuid,
+    /// Names of the profiles that apply.
+    pub profiles: Vec<String>,
+    /// Calls visible at all: the union of every profile's scope.
+    pub view: AccessScope,
+    /// Per action, the calls it is allowed on (union over profiles granting it).
+    pub actions: HashMap<Action, AccessScope>,
+    pub admin: BTreeSet<AdminPermission>,
+    /// Key ids (lowercase hex) granted.
+    pub keys: BTreeSet<String>,
+}
+
+/// The union of two scopes for the same user.
+pub fn union(a: &AccessScope, b: &AccessScope) -> AccessScope {
+    use AccessScope as S;
+    match (a, b) {
+        (S::All, _) | (_, S::All) => S::All,
+        (S::None, x) | (x, S::None) => x.clone(),
+        (S::Own { user_id }, S::Own { .. }) => S::Own { user_id: *user_id },
+        (S::Own { user_id }, S::OwnAndGroups { groups, .. })
+        | (S::OwnAndGroups { groups, .. }, S::Own { user_id }) => S::OwnAndGroups {
+            user_id: *user_id,
+            groups: groups.clone(),
+        },
+        (
+            S::OwnAndGroups {
+                user_id,
+                groups: g1,
+            },
+            S::OwnAndGroups { groups: g2, .. },
+        ) => {
+            let mut groups: Vec<Uuid> = g1.iter().chain(g2).copied().collect();
+            groups.sort();
+            groups.dedup();
+            S::OwnAndGroups {
+                user_id: *user_id,
+                groups,
+            }
+        }
+    }
+}
+
+/// Whether a call (its owner and the groups captured on it) is inside a scope.
+pub fn scope_contains(scope: &AccessScope, owner: Option<Uuid>, rec_groups: &[Uuid]) -> bool {
+    match scope {
+        AccessScope::None => false,
+        AccessScope::All => true,
+        AccessScope::Own { user_id } => owner == Some(*user_id),
+        AccessScope::OwnAndGroups { user_id, groups } => {
+            owner == Some(*user_id) || rec_groups.iter().any(|g| groups.contains(g))
+        }
+    }
+}
+
+/// Whether a user (their id and current groups) is inside a scope: whose legal hold a
+/// holder of the scope may set.
+pub fn scope_covers_user(scope: &AccessScope, target: Uuid, target_groups: &[Uuid]) -> bool {
+    scope_contains(scope, Some(target), target_groups)
+}
+
+/// Resolves a user's grants from the tenant's profiles. `user_groups` are the user's groups,
+/// `tenant_groups` every group of the tenant (to map the group names profiles use to ids).
+/// Pure, so every rule is unit-tested.
+pub fn resolve(
+    user: &User,
+    user_groups: &[Group],
+    tenant_groups: &[Group],
+    profiles: &[Arc<Profile>],
+) -> Grants {
+    let mine: BTreeSet<&str> = user_groups.iter().map(|g| g.name.as_str()).collect();
+    let ids: HashMap<&str, Uuid> = tenant_groups
+        .iter()
+        .map(|g| (g.name.as_str(), g.id))
+        .collect();
+    let mut grants = Grants {
+        user_id: user.id,
+        profiles: Vec::new(),
+        view: AccessScope::None,
+        actions: HashMap::new(),
+        admin: BTreeSet::new(),
+        keys: BTreeSet::new(),
+    };
+    for p in profiles {
+        let s = &p.spec.subjects;
+        let applies = s.users.iter().any(|u| u == &user.username)
+            || s.groups.iter().any(|g| mine.contains(g.as_str()));
+        if !applies {
+            continue;
+        }
+        grants.profiles.push(p.name.clone());
+        let scope = match p.spec.calls.scope {
+            CallScope::None => AccessScope::None,
+            CallScope::Own => AccessScope::Own { user_id: user.id },
+            CallScope::OwnAndGroups => {
+                let mut groups: Vec<Uuid> = p
+                    .spec
+                    .calls
+                    .groups
+                    .iter()
+                    .filter_map(|n| ids.get(n.as_str()).copied())
+                    .collect();
+                groups.sort();
+                groups.dedup();
+                AccessScope::OwnAndGroups {
+                    user_id: user.id,
+                    groups,
+                }
+            }
+            CallScope::All => AccessScope::All,
+        };
+        grants.view = union(&grants.view, &scope);
+        for action in Action::ALL {
+            if action.granted_by(&p.spec) {
+                let entry = grants.actions.entry(action).or_insert(AccessScope::None);
+                *entry = union(entry, &scope);
+            }
+        }
+        for perm in AdminPermission::ALL {
+            if perm.granted_by(&p.spec) {
+                grants.admin.insert(perm);
+            }
+        }
+        grants
+            .keys
+            .extend(p.spec.keys.iter().map(|k| k.to_ascii_lowercase()));
+    }
+    grants
+}
+
+/// Why an action on a call is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// The call is not visible at all (answered as "not found", so its existence leaks not).
+    NotVisible,
+    /// Visible, but no profile grants the action on it.
+    Action,
+    /// Allowed, but the recording's key is not granted.
+    Key,
+}
+
+impl Grants {
+    /// The scope of an action (None when no profile grants it).
+    pub fn action_scope(&self, action: Action) -> AccessScope {
+        self.actions
+            .get(&action)
+            .cloned()
+            .unwrap_or(AccessScope::None)
+    }
+
+    pub fn has_admin(&self, perm: AdminPermission) -> bool {
+        self.admin.contains(&perm)
+    }
+
+    pub fn can_see(&self, rec: &Recording, rec_groups: &[Uuid]) -> bool {
+        scope_contains(&self.view, rec.owner_user_id, rec_groups)
+    }
+
+    pub fn key_granted(&self, key_id: Option<&str>) -> bool {
+        key_id.is_some_and(|k| self.keys.contains(&k.to_ascii_lowercase()))
+    }
+
+    /// The one check for an action on a call.
+    pub fn check(
+        &self,
+        action: Action,
+        rec: &Recording,
+        rec_groups: &[Uuid],
+    ) -> Result<(), Denial> {
+        if !self.can_see(rec, rec_groups) {
+            return Err(Denial::NotVisible);
+        }
+        if !scope_contains(&self.action_scope(action), rec.owner_user_id, rec_groups) {
+            return Err(Denial::Action);
+        }
+        if action.needs_key() && !self.key_granted(rec.key_id.as_deref()) {
+            return Err(Denial::Key);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use callvault_crds::access_profile::{CallActions, CallPermissions, Subjects};
+
+    fn user(name: &str) -> User {
+        User {
+            tenant: "t".into(),
+            id: Uuid::new_v4(),
+            username: name.into(),
+            display_name: name.into(),
+            email: String::new(),
+            password_hash: None,
+            must_change_password: false,
+            disabled: false,
+            failed_logins: 0,
+            locked_until: None,
+            legal_hold: false,
+            time_zone: "UTC".into(),
+            source: callvault_store::db::UserSource::Local,
+            external_id: None,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn group(name: &str) -> Group {
+        Group {
+            tenant: "t".into(),
+            id: Uuid::new_v4(),
+            name: name.into(),
+            description: String::new(),
+            external_id: None,
+        }
+    }
+
+    fn profile(
+        name: &str,
+        users: &[&str],
+        scope: CallScope,
+        groups: &[&str],
+        delete: bool,
+    ) -> Arc<Profile> {
+        Arc::new(Profile {
+            tenant: "t".into(),
+            name: name.into(),
+            spec: AccessProfileSpec {
+                description: None,
+                subjects: Subjects {
+                    groups: Default::default(),
+                    users: users.iter().map(|s| s.to_string()).collect(),
+                },
+                calls: CallPermissions {
+                    scope,
+                    groups: groups.iter().map(|s| s.to_string()).collect(),
+                    actions: CallActions {
+                        delete_calls: delete,
+                        ..Default::default()
+                    },
+                },
+                admin: Default::default(),
+                keys: vec![],
+            },
+        })
+    }
+
+    #[test]
+    fn actions_do_not_combine_across_profiles() {
+        let u = user("sup");
+        let sales = group("sales");
+        let all_read = profile("read-all", &["sup"], CallScope::All, &[], false);
+        let own_delete = profile("delete-own", &["sup"], CallScope::Own, &[], true);
+        let g = resolve(
+            &u,
+            &[],
+            std::slice::from_ref(&sales),
+            &[all_read, own_delete],
+        );
+        assert_eq!(g.view, AccessScope::All);
+        assert_eq!(
+            g.action_scope(Action::DeleteCalls),
+            AccessScope::Own { user_id: u.id }
+        );
+        assert_eq!(g.action_scope(Action::Play), AccessScope::None);
+    }
+
+    #[test]
+    fn scopes_union_and_group_names_map_to_ids() {
+        let u = user("sup");
+        let (a, b) = (group("a"), group("b"));
+        let p1 = profile("p1", &["sup"], CallScope::OwnAndGroups, &["a"], false);
+        let p2 = profile(
+            "p2",
+            &["sup"],
+            CallScope::OwnAndGroups,
+            &["b", "ghost"],
+            false,
+        );
+        let g = resolve(&u, &[], &[a.clone(), b.clone()], &[p1, p2]);
+        let mut want = vec![a.id, b.id];
+        want.sort();
+        assert_eq!(
+            g.view,
+            AccessScope::OwnAndGroups {
+                user_id: u.id,
+                groups: want
+            }
+        );
+    }
+
+    #[test]
+    fn profiles_for_others_do_not_apply() {
+        let u = user("agent");
+        let p = profile("p", &["someone-else"], CallScope::All, &[], true);
+        let g = resolve(&u, &[], &[], &[p]);
+        assert_eq!(g.view, AccessScope::None);
+        assert!(g.profiles.is_empty());
+    }
+
+    #[test]
+    fn unassigned_calls_need_scope_all() {
+        let uid = Uuid::new_v4();
+        let own = AccessScope::Own { user_id: uid };
+        let grp = AccessScope::OwnAndGroups {
+            user_id: uid,
+            groups: vec![Uuid::new_v4()],
+        };
+        assert!(!scope_contains(&own, None, &[]));
+        assert!(!scope_contains(&grp, None, &[]));
+        assert!(scope_contains(&AccessScope::All, None, &[]));
+    }
+}

@@ -1,0 +1,472 @@
+//! Sign-in, sign-out, password change and reset, and web sessions.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use callvault_store::db::{LiveSession, NewAuditEntry, User, UserSource, now_micros};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{Caller, SessionCaller, St, client_ip};
+use crate::AppState;
+use crate::access::AdminPermission;
+use crate::auth::{
+    burn_password_check, clear_cookies, csrf_token, hash_password, new_token, password_problem,
+    session_cookies, token_hash, verify_password,
+};
+use crate::error::{ApiError, ApiResult, Code};
+use crate::metrics::Metrics;
+
+#[derive(Debug, Deserialize)]
+pub struct LoginRequest {
+    #[serde(default)]
+    pub tenant: Option<String>,
+    pub username: String,
+    pub password: String,
+}
+
+/// A new session, as handed to the browser.
+#[derive(Debug)]
+pub struct SignedIn {
+    pub set_cookies: [String; 2],
+    pub csrf_token: String,
+    pub session: LiveSession,
+}
+
+/// Starts a session for an authenticated user and audits the sign-in. Every sign-in method
+/// (password here; single sign-on later) ends here.
+pub async fn sign_in(
+    state: &AppState,
+    tenant: &str,
+    user: &User,
+    method: &str,
+    headers: &HeaderMap,
+) -> ApiResult<SignedIn> {
+    if user.disabled {
+        return Err(ApiError::new(
+            Code::AccountDisabled,
+            "the account is disabled",
+        ));
+    }
+    let token = new_token();
+    let hash = token_hash(&token);
+    let now = now_micros();
+    let absolute = i64::try_from(state.config.session_absolute.as_micros()).unwrap_or(i64::MAX);
+    let ip = client_ip(headers);
+    let ua = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .chars()
+        .take(512)
+        .collect::<String>();
+    let s = state
+        .db
+        .create_session(
+            tenant,
+            &hash,
+            user.id,
+            now.saturating_add(absolute),
+            &ip,
+            &ua,
+        )
+        .await?;
+    state.db.record_login_success(tenant, user.id).await?;
+    state
+        .db
+        .append_audit(
+            tenant,
+            &NewAuditEntry::new(&user.username, "login")
+                .item("user", user.id.to_string())
+                .details(json!({ "method": method, "ip": ip, "user_agent": ua })),
+        )
+        .await?;
+    Metrics::add(&state.metrics.logins_ok, 1);
+    Ok(SignedIn {
+        set_cookies: session_cookies(
+            tenant,
+            &token,
+            state.config.secure_cookies,
+            state.config.session_absolute,
+        ),
+        csrf_token: csrf_token(&token),
+        session: LiveSession {
+            id_hash: s.id_hash,
+            user_id: s.user_id,
+            created_at: s.created_at,
+            last_seen_at: s.last_seen_at,
+            expires_at: s.expires_at,
+            ip: s.ip,
+            user_agent: s.user_agent,
+            impersonating: None,
+        },
+    })
+}
+
+async fn login_failed(
+    state: &AppState,
+    tenant: &str,
+    username: &str,
+    reason: &str,
+    ip: &str,
+) -> ApiResult<()> {
+    Metrics::add(&state.metrics.logins_failed, 1);
+    state
+        .db
+        .append_audit(
+            tenant,
+            &NewAuditEntry::new(username, "login.failed")
+                .item("user", username)
+                .details(json!({ "reason": reason, "ip": ip })),
+        )
+        .await?;
+    Ok(())
+}
+
+fn with_cookies(status: StatusCode, cookies: &[String], body: serde_json::Value) -> Response {
+    let mut resp = (status, Json(body)).into_response();
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+pub async fn login(
+    State(state): St,
+    headers: HeaderMap,
+    Json(req): Json<LoginRequest>,
+) -> ApiResult<Response> {
+    let tenant = req
+        .tenant
+        .clone()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| state.config.default_tenant.clone());
+    let ip = client_ip(&headers);
+    let keys = [
+        format!("ip:{ip}"),
+        format!("user:{tenant}/{}", req.username.to_lowercase()),
+    ];
+    if let Err(wait) = state.throttle.attempt(&keys, Instant::now()) {
+        login_failed(&state, &tenant, &req.username, "throttled", &ip).await?;
+        let mut e = ApiError::new(
+            Code::TooManyAttempts,
+            format!("too many sign-in attempts; retry in {wait} s"),
+        );
+        e.retry_after = Some(wait);
+        return Err(e);
+    }
+    let user = state.db.user_by_username(&tenant, &req.username).await?;
+    let Some(user) = user.filter(|u| u.source == UserSource::Local && u.password_hash.is_some())
+    else {
+        burn_password_check(&req.password);
+        login_failed(
+            &state,
+            &tenant,
+            &req.username,
+            "unknown user or no local password",
+            &ip,
+        )
+        .await?;
+        return Err(ApiError::new(
+            Code::InvalidCredentials,
+            "wrong username or password",
+        ));
+    };
+    let now = now_micros();
+    if user.locked_until.is_some_and(|t| t > now) {
+        login_failed(&state, &tenant, &req.username, "locked", &ip).await?;
+        return Err(ApiError::new(
+            Code::AccountLocked,
+            "the account is locked after repeated failed sign-ins; try later or ask an admin to reset the password",
+        ));
+    }
+    let hash = user.password_hash.clone().unwrap_or_default();
+    let password = req.password.clone();
+    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+        .await
+        .map_err(|e| ApiError::internal("password check", e))?;
+    if !ok {
+        let lock_until =
+            now.saturating_add(i64::try_from(state.config.lockout.as_micros()).unwrap_or(i64::MAX));
+        let failures = state
+            .db
+            .record_login_failure(&tenant, user.id, state.config.lockout_failures, lock_until)
+            .await?;
+        let locked = failures >= state.config.lockout_failures;
+        login_failed(
+            &state,
+            &tenant,
+            &req.username,
+            if locked {
+                "wrong password; account locked"
+            } else {
+                "wrong password"
+            },
+            &ip,
+        )
+        .await?;
+        return Err(ApiError::new(
+            Code::InvalidCredentials,
+            "wrong username or password",
+        ));
+    }
+    if user.disabled {
+        login_failed(&state, &tenant, &req.username, "disabled", &ip).await?;
+        return Err(ApiError::new(
+            Code::AccountDisabled,
+            "the account is disabled",
+        ));
+    }
+    let s = sign_in(&state, &tenant, &user, "password", &headers).await?;
+    Ok(with_cookies(
+        StatusCode::OK,
+        &s.set_cookies,
+        json!({
+            "user": user,
+            "csrf_token": s.csrf_token,
+            "must_change_password": user.must_change_password,
+            "expires_at": s.session.expires_at,
+        }),
+    ))
+}
+
+pub async fn logout(State(state): St, SessionCaller(c): SessionCaller) -> ApiResult<Response> {
+    state.db.revoke_session(&c.tenant, &c.session_id).await?;
+    let mut e =
+        NewAuditEntry::new(&c.actor.username, "logout").item("user", c.actor.id.to_string());
+    if c.impersonating {
+        e = e.details(json!({ "ended_impersonation_of": c.user.username }));
+    }
+    state.db.append_audit(&c.tenant, &e).await?;
+    Ok(with_cookies(
+        StatusCode::OK,
+        &clear_cookies(state.config.secure_cookies),
+        json!({ "signed_out": true }),
+    ))
+}
+
+/// What the signed-in caller is and may do (the UI's menus and the impersonation banner).
+#[derive(Debug, Serialize)]
+pub struct Me {
+    pub user: User,
+    pub actor: User,
+    pub impersonating: bool,
+    pub profiles: Vec<String>,
+    pub scope: String,
+    pub actions: Vec<crate::access::Action>,
+    pub admin: Vec<AdminPermission>,
+    pub keys: Vec<String>,
+    pub must_change_password: bool,
+}
+
+pub async fn me(SessionCaller(c): SessionCaller) -> Json<Me> {
+    let mut actions: Vec<_> = c
+        .grants
+        .actions
+        .iter()
+        .filter(|(_, s)| **s != callvault_store::db::AccessScope::None)
+        .map(|(a, _)| *a)
+        .collect();
+    actions.sort();
+    let scope = match &c.grants.view {
+        callvault_store::db::AccessScope::None => "None",
+        callvault_store::db::AccessScope::Own { .. } => "Own",
+        callvault_store::db::AccessScope::OwnAndGroups { .. } => "OwnAndGroups",
+        callvault_store::db::AccessScope::All => "All",
+    };
+    Json(Me {
+        must_change_password: c.actor.must_change_password,
+        user: c.user,
+        actor: c.actor,
+        impersonating: c.impersonating,
+        profiles: c.grants.profiles,
+        scope: scope.to_owned(),
+        actions,
+        admin: c.grants.admin.into_iter().collect(),
+        keys: c.grants.keys.into_iter().collect(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChangePassword {
+    pub current_password: String,
+    pub new_password: String,
+}
+
+/// Sets a new password after checking the current one (also clears must-change-password);
+/// every other session of the user ends.
+pub async fn change_password(
+    State(state): St,
+    SessionCaller(c): SessionCaller,
+    Json(req): Json<ChangePassword>,
+) -> ApiResult<Json<serde_json::Value>> {
+    if c.impersonating {
+        return Err(ApiError::new(
+            Code::ImpersonationReadOnly,
+            "impersonation is read-only",
+        ));
+    }
+    let u = &c.actor;
+    let stored = u.password_hash.clone().ok_or_else(|| {
+        ApiError::invalid("this account signs in through single sign-on and has no local password")
+    })?;
+    let current = req.current_password.clone();
+    let ok = tokio::task::spawn_blocking(move || verify_password(&stored, &current))
+        .await
+        .map_err(|e| ApiError::internal("password check", e))?;
+    if !ok {
+        return Err(ApiError::new(
+            Code::InvalidCredentials,
+            "the current password is wrong",
+        ));
+    }
+    set_password(&state, &c.tenant, u, &req.new_password, false).await?;
+    // Other sessions end; this one goes on.
+    for s in state
+        .db
+        .live_user_sessions(&c.tenant, u.id, now_micros())
+        .await?
+    {
+        if s.id_hash != c.session_id {
+            state.db.revoke_session(&c.tenant, &s.id_hash).await?;
+        }
+    }
+    c.audit(
+        &state,
+        "password.change",
+        "user",
+        u.id.to_string(),
+        json!({}),
+    )
+    .await?;
+    Ok(Json(json!({ "changed": true })))
+}
+
+/// Checks the policy, hashes and stores a password (clearing failures and lockout).
+pub(super) async fn set_password(
+    state: &AppState,
+    tenant: &str,
+    user: &User,
+    password: &str,
+    must_change: bool,
+) -> ApiResult<()> {
+    if let Some(p) = password_problem(&user.username, password) {
+        return Err(ApiError::invalid(p));
+    }
+    let pw = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
+        .await
+        .map_err(|e| ApiError::internal("password hashing", e))?
+        .map_err(|e| ApiError::internal("password hashing", e))?;
+    state
+        .db
+        .set_password_hash(tenant, user.id, &hash, must_change)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RedeemReset {
+    #[serde(default)]
+    pub tenant: Option<String>,
+    pub token: String,
+    pub new_password: String,
+}
+
+/// Sets a password with a one-time reset token (no session needed); ends every session of
+/// the user.
+pub async fn redeem_reset(
+    State(state): St,
+    headers: HeaderMap,
+    Json(req): Json<RedeemReset>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let tenant = req
+        .tenant
+        .clone()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| state.config.default_tenant.clone());
+    let ip = client_ip(&headers);
+    if let Err(wait) = state
+        .throttle
+        .attempt(&[format!("ip:{ip}")], Instant::now())
+    {
+        let mut e = ApiError::new(
+            Code::TooManyAttempts,
+            format!("too many attempts; retry in {wait} s"),
+        );
+        e.retry_after = Some(wait);
+        return Err(e);
+    }
+    let user_id = state
+        .db
+        .consume_password_reset(&tenant, &token_hash(&req.token), now_micros())
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::InvalidCredentials,
+                "the reset token is unknown, used or expired",
+            )
+        })?;
+    let user = state
+        .db
+        .user(&tenant, user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("user"))?;
+    set_password(&state, &tenant, &user, &req.new_password, false).await?;
+    state.db.revoke_user_sessions(&tenant, user.id).await?;
+    state
+        .db
+        .append_audit(
+            &tenant,
+            &NewAuditEntry::new(&user.username, "password.reset.redeem")
+                .item("user", user.id.to_string()),
+        )
+        .await?;
+    Ok(Json(json!({ "changed": true })))
+}
+
+pub async fn my_sessions(State(state): St, c: Caller) -> ApiResult<Json<Vec<LiveSession>>> {
+    Ok(Json(
+        state
+            .db
+            .live_user_sessions(&c.tenant, c.actor.id, now_micros())
+            .await?,
+    ))
+}
+
+/// Every live session of the tenant ("User Web Sessions"): configureSystem.
+pub async fn all_sessions(State(state): St, c: Caller) -> ApiResult<Json<Vec<LiveSession>>> {
+    c.require(AdminPermission::ConfigureSystem)?;
+    Ok(Json(state.db.live_sessions(&c.tenant, now_micros()).await?))
+}
+
+/// Ends a session: one's own, or anyone's with configureSystem.
+pub async fn terminate_session(
+    State(state): St,
+    c: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let live = state.db.live_sessions(&c.tenant, now_micros()).await?;
+    let s = live
+        .iter()
+        .find(|s| s.id_hash == id)
+        .ok_or_else(|| ApiError::not_found("session"))?;
+    if s.user_id != c.actor.id {
+        c.require(AdminPermission::ConfigureSystem)?;
+    }
+    state.db.revoke_session(&c.tenant, &id).await?;
+    c.audit(
+        &state,
+        "session.terminate",
+        "session",
+        &id,
+        json!({ "user_id": s.user_id }),
+    )
+    .await?;
+    Ok(Json(json!({ "terminated": true })))
+}
