@@ -116,3 +116,28 @@ fn crd_output_is_deterministic() {
     let b = callvault_crds::crd_files().expect("CRDs render");
     assert_eq!(a, b);
 }
+
+#[test]
+fn committed_resource_reference_matches_the_crds() {
+    let generated = callvault_crds::reference_markdown().expect("reference renders");
+    let committed =
+        std::fs::read_to_string(repo_root().join("docs/resources.md")).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/resources.md is stale: run `callvault crdgen`"
+    );
+    for kind in [
+        "RecordingProfile",
+        "AccessProfile",
+        "StorageTarget",
+        "Connector",
+        "SpeechJob",
+    ] {
+        assert!(
+            generated.contains(&format!("\n## {kind}\n")),
+            "no section for {kind}"
+        );
+    }
+    // A field's description, default and limits reach the reference.
+    assert!(generated.contains("| `spec.retention.days` | integer | `365` |"));
+}
