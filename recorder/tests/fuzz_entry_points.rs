@@ -1,61 +1,81 @@
-//! Random and mutated input never panics any signalling parser (the fuzz
-//! targets in fuzz/ do the same with coverage guidance).
-#![allow(clippy::unwrap_used)]
+//! Random and mutated input never panics the recorder's parsers and media
+//! path. The entry points are the fuzz targets' own (recorder/fuzz, run with
+//! coverage guidance in CI); here proptest drives them from random bytes and
+//! from mutations of the committed seed corpora, so `cargo test` covers them.
 
-use callvault_recorder::sip::{self, Limits, StreamFramer};
-use callvault_recorder::{metadata, multipart, sdp};
+#[path = "../fuzz/src/lib.rs"]
+mod entry;
+
 use proptest::prelude::*;
+use proptest::sample::Index;
 
-fn seeds() -> Vec<Vec<u8>> {
-    let dir = format!("{}/tests/fixtures/sip", env!("CARGO_MANIFEST_DIR"));
-    let mut out: Vec<Vec<u8>> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
-        .collect();
+/// The files of a directory under the crate, in a stable order.
+fn files(dir: &str) -> Vec<Vec<u8>> {
+    let dir = format!("{}/{dir}", env!("CARGO_MANIFEST_DIR"));
+    let mut out: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .and_then(|entries| entries.map(|e| std::fs::read(e?.path())).collect())
+        .unwrap_or_else(|e| panic!("{dir}: {e}"));
+    assert!(!out.is_empty(), "{dir} is empty");
     out.sort();
     out
 }
 
-/// Feeds bytes to every parser, the way the recorder chains them.
-fn exercise(data: &[u8]) {
-    if let Ok(msg) = sip::parse_datagram(data) {
-        let _ = msg.validate_request();
-        let _ = sip::TransactionKey::of(&msg);
-        let _ = sip::DialogId::for_incoming(&msg);
-        let _ = msg.response(200, "OK", "t").map(|r| r.to_bytes());
-        if let Ok(Some(ct)) = msg.content_type()
-            && let Ok(body) = multipart::siprec_body(&ct, &msg.body)
-        {
-            if let Ok(offer) = sdp::parse(&body.sdp) {
-                let plans = sdp::plan(&offer);
-                let n = plans
-                    .iter()
-                    .filter(|p| matches!(p, sdp::MediaPlan::Accept { .. }))
-                    .count();
-                let ports: Vec<u16> = (0..n).map(|i| 20000 + 2 * i as u16).collect();
-                let params = sdp::AnswerParams {
-                    address: [127, 0, 0, 1].into(),
-                    ports: &ports,
-                    session_id: 1,
-                    session_version: 1,
-                };
-                sdp::build_answer(&offer, &plans, &params).unwrap();
+/// The seed corpus of a fuzz target; the SIP one also takes the SIP fixtures.
+fn seeds(target: &str) -> Vec<Vec<u8>> {
+    let mut out = files(&format!("fuzz/seeds/{target}"));
+    if target == "sip_message" {
+        out.extend(files("tests/fixtures/sip"));
+    }
+    out
+}
+
+/// Applies byte edits (overwrite, delete, insert) to one seed.
+fn mutate(seed: &[u8], edits: &[(Index, u8, u8)]) -> Vec<u8> {
+    let mut data = seed.to_vec();
+    for (at, byte, op) in edits {
+        if data.is_empty() {
+            data.push(*byte);
+            continue;
+        }
+        let i = at.index(data.len());
+        match op % 3 {
+            0 => data[i] = *byte,
+            1 => {
+                data.remove(i);
             }
-            if let Some(md) = body
-                .metadata
-                .as_deref()
-                .and_then(|m| metadata::parse(m).ok())
-            {
-                let _ = md.label_senders();
-            }
+            _ => data.insert(i, *byte),
         }
     }
-    let _ = sdp::parse(data);
-    let _ = metadata::parse(data);
-    let mut framer = StreamFramer::new(Limits::default());
-    for chunk in data.chunks(13) {
-        framer.push(chunk);
-        while let Ok(Some(_)) = framer.next_message() {}
+    data
+}
+
+/// One seed of `target`, picked by `which`, after `edits`.
+fn mutated(target: &str, which: Index, edits: &[(Index, u8, u8)]) -> Vec<u8> {
+    let all = seeds(target);
+    mutate(&all[which.index(all.len())], edits)
+}
+
+fn edits() -> impl Strategy<Value = Vec<(Index, u8, u8)>> {
+    proptest::collection::vec((any::<Index>(), any::<u8>(), any::<u8>()), 1..16)
+}
+
+/// The seeds themselves go through without tripping an invariant.
+#[test]
+fn seeds_pass() {
+    for seed in seeds("sip_message") {
+        entry::sip_message(&seed);
+    }
+    for seed in seeds("sdp") {
+        entry::sdp_offer(&seed);
+    }
+    for seed in seeds("rs_metadata") {
+        entry::rs_metadata(&seed);
+    }
+    for seed in seeds("multipart") {
+        entry::multipart(&seed);
+    }
+    for seed in seeds("rtp_path") {
+        entry::rtp_path(&seed);
     }
 }
 
@@ -63,29 +83,52 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn random_bytes(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
-        exercise(&data);
+    fn sip_message_random(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        entry::sip_message(&data);
     }
 
     #[test]
-    fn mutated_fixtures(
-        which in 0usize..64,
-        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..12),
-    ) {
-        let all = seeds();
-        let mut data = all[which % all.len()].clone();
-        for (at, byte, op) in edits {
-            if data.is_empty() {
-                data.push(byte);
-                continue;
-            }
-            let i = at.index(data.len());
-            match op {
-                0 => data[i] = byte,
-                1 => { data.remove(i); }
-                _ => data.insert(i, byte),
-            }
-        }
-        exercise(&data);
+    fn sip_message_mutated(which in any::<Index>(), edits in edits()) {
+        entry::sip_message(&mutated("sip_message", which, &edits));
+    }
+
+    #[test]
+    fn sdp_random(data in proptest::collection::vec(any::<u8>(), 0..1024)) {
+        entry::sdp_offer(&data);
+    }
+
+    #[test]
+    fn sdp_mutated(which in any::<Index>(), edits in edits()) {
+        entry::sdp_offer(&mutated("sdp", which, &edits));
+    }
+
+    #[test]
+    fn rs_metadata_random(data in proptest::collection::vec(any::<u8>(), 0..1024)) {
+        entry::rs_metadata(&data);
+    }
+
+    #[test]
+    fn rs_metadata_mutated(which in any::<Index>(), edits in edits()) {
+        entry::rs_metadata(&mutated("rs_metadata", which, &edits));
+    }
+
+    #[test]
+    fn multipart_random(data in proptest::collection::vec(any::<u8>(), 0..1024)) {
+        entry::multipart(&data);
+    }
+
+    #[test]
+    fn multipart_mutated(which in any::<Index>(), edits in edits()) {
+        entry::multipart(&mutated("multipart", which, &edits));
+    }
+
+    #[test]
+    fn rtp_path_random(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        entry::rtp_path(&data);
+    }
+
+    #[test]
+    fn rtp_path_mutated(which in any::<Index>(), edits in edits()) {
+        entry::rtp_path(&mutated("rtp_path", which, &edits));
     }
 }
