@@ -1,9 +1,16 @@
-//! The CallVault operator: one controller per custom resource. Each controller's build step is
-//! pure (resources in, child objects out) so it is tested without a cluster.
+//! The CallVault operator: one controller per custom resource. Each follows dereference →
+//! validate → build (pure, in [`build`]) → apply (server-side apply, one field manager) →
+//! status. [`run`] starts them all with the HTTP endpoints.
 
+pub mod backoff;
 pub mod build;
+pub mod conditions;
+pub mod controller;
+pub mod load;
+pub mod metrics;
 pub mod render;
 pub mod scale;
 
+pub use controller::{Config, ConfigError, Error, Scope, connect, run};
 pub use render::{RenderError, render_recorder_config};
 pub use scale::desired_replicas;

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use callvault_crds::{RecordingProfile, StorageTarget};
+use callvault_operator::build::pod::DatabaseSecret;
 use callvault_operator::build::recording_profile::{Children, RecorderSettings, build};
 use callvault_operator::render::paths;
 use callvault_operator::render_recorder_config;
@@ -14,8 +15,10 @@ const KEY_ID: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0
 fn settings() -> RecorderSettings {
     RecorderSettings {
         image: "ghcr.io/callvault/callvault:0.1.0".to_owned(),
-        database_secret: "callvault-database".to_owned(),
-        database_secret_key: "url".to_owned(),
+        database: DatabaseSecret {
+            name: "callvault-database".to_owned(),
+            key: "url".to_owned(),
+        },
         spool_size: "20Gi".to_owned(),
         spool_storage_class: None,
     }

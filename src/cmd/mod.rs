@@ -16,3 +16,25 @@ pub(crate) fn not_built(what: &str) -> anyhow::Result<ExitCode> {
     eprintln!("callvault {what}: not built yet in this version");
     Ok(ExitCode::from(2))
 }
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+pub(crate) async fn terminated() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGTERM handler; stopping on Ctrl-C only");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,7 +1,13 @@
 //! Pure builders of the objects each controller applies.
 
+pub mod connector;
+pub mod meta;
+pub mod pod;
 pub mod recording_profile;
+pub mod speech_job;
 
 mod names;
 
+pub use meta::{MANAGER, Owner};
 pub use names::child_name;
+pub(crate) use names::digest;

@@ -9,19 +9,22 @@ use callvault_crds::{RecordingProfile, StorageTarget};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
+    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
 
-use super::names::{child_name, digest, label_value};
+use super::meta::{MissingMetadata, Owner};
+use super::names::{child_name, digest};
+use super::pod::{
+    DatabaseSecret, container_security, database_volume, mount, pod_security, secret_volume,
+};
 use crate::render::paths;
 
 /// Port of the recorder's `/healthz`, `/readyz` and `/metrics`.
@@ -34,18 +37,14 @@ pub const RETENTION_TIME_ZONE: &str = "Etc/UTC";
 pub const CONFIG_DIGEST_ANNOTATION: &str = "callvault.io/config-digest";
 /// Seconds added to the drain grace so the last segment can be finalised after it.
 const TERMINATION_MARGIN_SECONDS: i64 = 30;
-const RUN_AS: i64 = 65532;
-const MANAGER: &str = "callvault-operator";
 
 /// Settings of the operator's installation, the same for every profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecorderSettings {
     /// Container image with the `callvault` binary.
     pub image: String,
-    /// Secret (in the profile's namespace) holding the database URL.
-    pub database_secret: String,
-    /// Key of the URL in that Secret.
-    pub database_secret_key: String,
+    /// Secret (in the profile's namespace) holding the database URL, and its key.
+    pub database: DatabaseSecret,
     /// Size of each recorder's spool volume, e.g. `20Gi`.
     pub spool_size: String,
     /// StorageClass of the spool volumes; the cluster default when absent.
@@ -56,8 +55,8 @@ pub struct RecorderSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// The profile lacks a field the API server always sets.
-    #[error("the RecordingProfile has no metadata.{0}")]
-    MissingMetadata(&'static str),
+    #[error(transparent)]
+    MissingMetadata(#[from] MissingMetadata),
     /// The rendered configuration could not be written as YAML.
     #[error("cannot write the recorder configuration as YAML: {0}")]
     Yaml(#[from] serde_yaml::Error),
@@ -139,75 +138,36 @@ pub fn build(
 }
 
 struct Ctx {
-    name: String,
-    namespace: String,
-    owner: OwnerReference,
+    owner: Owner,
     names: ChildNames,
 }
 
 impl Ctx {
     fn new(profile: &RecordingProfile) -> Result<Self, BuildError> {
-        let name = profile
-            .meta()
-            .name
-            .clone()
-            .ok_or(BuildError::MissingMetadata("name"))?;
-        let namespace = profile
-            .meta()
-            .namespace
-            .clone()
-            .ok_or(BuildError::MissingMetadata("namespace"))?;
-        let owner = profile
-            .controller_owner_ref(&())
-            .ok_or(BuildError::MissingMetadata("uid"))?;
+        let owner = Owner::of(profile)?;
         Ok(Self {
-            names: ChildNames::new(&name),
-            name,
-            namespace,
+            names: ChildNames::new(&owner.name),
             owner,
         })
     }
 
     fn selector(&self, component: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([
-            ("app.kubernetes.io/name".to_owned(), "callvault".to_owned()),
-            (
-                "app.kubernetes.io/instance".to_owned(),
-                label_value(&self.name),
-            ),
-            (
-                "app.kubernetes.io/component".to_owned(),
-                component.to_owned(),
-            ),
-        ])
+        self.owner.selector(component)
     }
 
     fn labels(&self, component: &str) -> BTreeMap<String, String> {
-        let mut labels = self.selector(component);
-        labels.insert(
-            "app.kubernetes.io/managed-by".to_owned(),
-            MANAGER.to_owned(),
-        );
-        labels.insert(
-            "app.kubernetes.io/part-of".to_owned(),
-            "callvault".to_owned(),
-        );
-        labels
+        self.owner.labels(component)
     }
 
     fn meta(&self, name: &str, component: &str) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(self.namespace.clone()),
-            labels: Some(self.labels(component)),
-            owner_references: Some(vec![self.owner.clone()]),
-            ..ObjectMeta::default()
-        }
+        self.owner.meta(name, component)
     }
 }
 
-const RECORDER: &str = "recorder";
-const RETENTION: &str = "retention";
+/// Component label of the recorder pods and their Services, ConfigMap and budget.
+pub const RECORDER: &str = "recorder";
+/// Component label of the retention CronJob.
+pub const RETENTION: &str = "retention";
 
 fn stateful_set(
     ctx: &Ctx,
@@ -242,7 +202,7 @@ fn stateful_set(
             }),
             ..Volume::default()
         },
-        database_volume(settings),
+        database_volume(&settings.database),
         Volume {
             name: "tmp".to_owned(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -438,7 +398,7 @@ fn pod_disruption_budget(ctx: &Ctx) -> PodDisruptionBudget {
 }
 
 fn retention_cron_job(ctx: &Ctx, storage: &StorageTarget, settings: &RecorderSettings) -> CronJob {
-    let mut volumes = vec![config_volume(ctx), database_volume(settings)];
+    let mut volumes = vec![config_volume(ctx), database_volume(&settings.database)];
     let mut mounts = vec![
         mount("config", paths::CONFIG_DIR),
         mount("database", paths::DATABASE_DIR),
@@ -452,7 +412,7 @@ fn retention_cron_job(ctx: &Ctx, storage: &StorageTarget, settings: &RecorderSet
             "job".to_owned(),
             "retention".to_owned(),
             "--profile".to_owned(),
-            ctx.name.clone(),
+            ctx.owner.name.clone(),
         ]),
         volume_mounts: Some(mounts),
         security_context: Some(container_security()),
@@ -510,38 +470,9 @@ fn config_volume(ctx: &Ctx) -> Volume {
     }
 }
 
-fn database_volume(settings: &RecorderSettings) -> Volume {
-    Volume {
-        name: "database".to_owned(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(settings.database_secret.clone()),
-            items: Some(vec![KeyToPath {
-                key: settings.database_secret_key.clone(),
-                path: paths::DATABASE_URL_FILE_NAME.to_owned(),
-                ..KeyToPath::default()
-            }]),
-            default_mode: Some(0o440),
-            ..SecretVolumeSource::default()
-        }),
-        ..Volume::default()
-    }
-}
-
-fn secret_volume(name: &str, secret: &str) -> Volume {
-    Volume {
-        name: name.to_owned(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.to_owned()),
-            default_mode: Some(0o440),
-            ..SecretVolumeSource::default()
-        }),
-        ..Volume::default()
-    }
-}
-
 /// The StorageTarget's credentials (read-only) and, for a filesystem target on a claim, the
 /// claim at the target's path (read-write: recordings are written there).
-fn add_storage_volumes(
+pub(crate) fn add_storage_volumes(
     storage: &StorageTarget,
     volumes: &mut Vec<Volume>,
     mounts: &mut Vec<VolumeMount>,
@@ -566,16 +497,6 @@ fn add_storage_volumes(
     }
 }
 
-/// A read-only mount; writable ones override `read_only`.
-fn mount(volume: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: volume.to_owned(),
-        mount_path: path.to_owned(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    }
-}
-
 fn http_probe(path: &str, period_seconds: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -586,32 +507,5 @@ fn http_probe(path: &str, period_seconds: i32) -> Probe {
         period_seconds: Some(period_seconds),
         failure_threshold: Some(3),
         ..Probe::default()
-    }
-}
-
-fn pod_security() -> PodSecurityContext {
-    PodSecurityContext {
-        run_as_non_root: Some(true),
-        run_as_user: Some(RUN_AS),
-        run_as_group: Some(RUN_AS),
-        // The spool volume must be writable by that user.
-        fs_group: Some(RUN_AS),
-        seccomp_profile: Some(SeccompProfile {
-            type_: "RuntimeDefault".to_owned(),
-            localhost_profile: None,
-        }),
-        ..PodSecurityContext::default()
-    }
-}
-
-fn container_security() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".to_owned()]),
-            add: None,
-        }),
-        ..SecurityContext::default()
     }
 }

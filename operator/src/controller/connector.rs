@@ -1,0 +1,196 @@
+//! Connector → archive CronJob, and a finalizer that keeps a Connector which archived anything
+//! from being deleted (its archive copies must stay traceable to it).
+
+use std::sync::Arc;
+
+use callvault_crds::{ConditionStatus, Connector, StorageTarget, condition_type as ct, reason};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use super::{Context, Error, Scope, current_conditions, succeeded};
+use crate::build::connector::{cron_job, cron_job_name};
+use crate::conditions::{self, Observed};
+
+/// Controller name in metrics and logs.
+pub(super) const NAME: &str = "connector";
+/// Finalizer held while a Connector may have archive copies.
+pub const FINALIZER: &str = "callvault.io/archive-copies";
+
+pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<Connector> {
+    let connectors = Controller::new(scope.api::<Connector>(client), Default::default());
+    let store = connectors.store();
+    // A destination that becomes (un)reachable changes the Connector's Reachable condition.
+    connectors.watches(
+        scope.api::<StorageTarget>(client),
+        Default::default(),
+        move |target: StorageTarget| {
+            let ns = target.namespace();
+            let name = target.name_any();
+            store
+                .state_filter(|c| c.namespace() == ns && c.spec.storage_target_ref.name == name)
+                .iter()
+                .map(|c| ObjectRef::from_obj(&**c))
+                .collect::<Vec<_>>()
+        },
+    )
+}
+
+#[tracing::instrument(skip_all, fields(namespace = connector.namespace(), name = connector.name_any()))]
+pub(super) async fn reconcile(
+    connector: Arc<Connector>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile(NAME);
+    let ns = connector.namespace().unwrap_or_default();
+    let generation = connector.metadata.generation;
+    let status = connector.status.as_ref();
+    let current = current_conditions(status.map(|s| &s.conditions));
+    let archived = status.map(|s| s.archived_files).unwrap_or(0);
+
+    if connector.metadata.deletion_timestamp.is_some() {
+        if archived > 0 {
+            let blocked = Observed::yes(
+                ct::DELETION_BLOCKED,
+                reason::ARCHIVES_EXIST,
+                format!(
+                    "{archived} recordings were archived through this Connector; it cannot be \
+                     deleted while its archive copies exist (status.archivedFiles must be 0)"
+                ),
+            );
+            let merged = conditions::merge(current, &[blocked], generation, &conditions::now());
+            let transitions = conditions::transitions(current, &merged);
+            ctx.apply_status(
+                &*connector,
+                json!({"observedGeneration": generation, "conditions": merged}),
+                &transitions,
+            )
+            .await?;
+            succeeded(NAME, &*connector, &ctx);
+            // The archive job's status write (archivedFiles) triggers the next look.
+            return Ok(Action::await_change());
+        }
+        set_finalizer(&ctx, &connector, false).await?;
+        tracing::info!("no archive copies: deletion allowed");
+        succeeded(NAME, &*connector, &ctx);
+        return Ok(Action::await_change());
+    }
+
+    if !connector.finalizers().iter().any(|f| f == FINALIZER) {
+        set_finalizer(&ctx, &connector, true).await?;
+    }
+
+    let target_name = &connector.spec.storage_target_ref.name;
+    let target = ctx
+        .storage_targets
+        .get(&ObjectRef::new(target_name).within(&ns));
+    let job = cron_job(
+        &connector,
+        target.as_deref(),
+        &ctx.config.image,
+        &ctx.config.database,
+    )?;
+    ctx.apply(&ctx.children.archive_cron_jobs, job).await?;
+    let uid = connector.uid().unwrap_or_default();
+    ctx.delete_orphans(
+        &ctx.children.archive_cron_jobs,
+        &uid,
+        &[cron_job_name(&connector.name_any())],
+    )
+    .await?;
+
+    let reachable = match &target {
+        None => Observed::no(
+            ct::REACHABLE,
+            reason::STORAGE_TARGET_NOT_FOUND,
+            format!("StorageTarget {target_name} does not exist in namespace {ns}"),
+        ),
+        Some(t) => match t
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == ct::REACHABLE))
+        {
+            Some(c) if c.status == ConditionStatus::True => Observed::yes(
+                ct::REACHABLE,
+                reason::PROBE_SUCCEEDED,
+                format!("StorageTarget {target_name} is reachable"),
+            ),
+            Some(c) if c.status == ConditionStatus::False => Observed::no(
+                ct::REACHABLE,
+                reason::STORAGE_TARGET_UNREACHABLE,
+                format!("StorageTarget {target_name}: {}", c.message),
+            ),
+            _ => Observed::unknown(
+                ct::REACHABLE,
+                reason::PENDING,
+                format!("StorageTarget {target_name} has not been probed yet"),
+            ),
+        },
+    };
+    let ready = if target.is_none() {
+        Observed::no(
+            ct::READY,
+            reachable.reason.clone(),
+            reachable.message.clone(),
+        )
+    } else if connector.spec.active {
+        Observed::yes(
+            ct::READY,
+            reason::RECONCILED,
+            format!("archiving on schedule {}", connector.spec.schedule),
+        )
+    } else {
+        Observed::yes(
+            ct::READY,
+            reason::RECONCILED,
+            "inactive: the archive CronJob is suspended",
+        )
+    };
+    let merged = conditions::merge(current, &[ready, reachable], generation, &conditions::now());
+    let transitions = conditions::transitions(current, &merged);
+    ctx.apply_status(
+        &*connector,
+        json!({"observedGeneration": generation, "conditions": merged}),
+        &transitions,
+    )
+    .await?;
+    succeeded(NAME, &*connector, &ctx);
+    Ok(Action::await_change())
+}
+
+/// Adds or removes [`FINALIZER`], guarded by the resourceVersion read (a concurrent change
+/// makes the patch fail and the reconcile retry with fresh data).
+async fn set_finalizer(ctx: &Context, connector: &Connector, present: bool) -> Result<(), Error> {
+    let mut finalizers: Vec<String> = connector
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if present {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    let api: Api<Connector> = Api::namespaced(
+        ctx.client.clone(),
+        &connector.namespace().unwrap_or_default(),
+    );
+    let patch = json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": connector.resource_version(),
+    }});
+    match api
+        .patch(
+            &connector.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Already gone: nothing left to guard.
+        Err(kube::Error::Api(s)) if s.code == 404 && !present => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,791 @@
+//! The controller runtime: one kube `Controller` per resource, the children they own watched
+//! through our own reflectors (so a child is compared before it is applied), server-side apply
+//! with one field manager, status conditions, Events, per-object back-off, and the HTTP
+//! endpoints `/healthz`, `/readyz`, `/metrics`.
+
+mod access_profile;
+mod connector;
+mod http;
+mod recording_profile;
+mod speech_job;
+mod storage_target;
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use callvault_crds::Condition;
+use callvault_store::objstore::ProbeOptions;
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::backoff::Failures;
+use crate::build::digest;
+use crate::build::meta::{COMPONENT_LABEL, MANAGED_BY_LABEL, MANAGER, MissingMetadata};
+use crate::build::pod::DatabaseSecret;
+use crate::conditions::Transition;
+use crate::metrics::Metrics;
+
+/// Annotation on every child: a digest of what the operator last applied. A child whose digest
+/// matches the desired object is not applied again, so an unchanged resource costs no write.
+pub const APPLIED_DIGEST_ANNOTATION: &str = "callvault.io/applied-digest";
+
+/// What the operator watches and how it builds workloads. Built by `callvault operator` from
+/// its environment ([`Config::from_env`]) or directly by tests.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Namespaces to reconcile; empty means every namespace.
+    pub namespaces: Vec<String>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served; `None` serves nothing.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The image every workload runs (`callvault <subcommand>`).
+    pub image: String,
+    /// The database URL Secret the workloads mount, in each namespace.
+    pub database: DatabaseSecret,
+    /// Size of each recorder's spool volume.
+    pub spool_size: String,
+    /// StorageClass of the spool volumes (cluster default when absent).
+    pub spool_storage_class: Option<String>,
+    /// How often a StorageTarget is probed when nothing changes.
+    pub probe_interval: Duration,
+    /// The connection test's bounds.
+    pub probe: ProbeOptions,
+    /// How often a running recorder pool's load is read.
+    pub load_interval: Duration,
+    /// Identifies this operator in Events (its pod name).
+    pub instance: Option<String>,
+}
+
+/// A problem with the operator's environment.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable.
+    pub variable: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl Config {
+    /// Reads the settings the Helm chart passes (`CALLVAULT_*`); `var` looks one up.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let image = get("CALLVAULT_IMAGE").ok_or(ConfigError {
+            variable: "CALLVAULT_IMAGE",
+            problem: "required: the image the operator's workloads run".to_owned(),
+        })?;
+        let metrics_addr = match get("CALLVAULT_METRICS_ADDR") {
+            None => Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
+            Some(a) if a == "off" => None,
+            Some(a) => Some(a.parse().map_err(|e| ConfigError {
+                variable: "CALLVAULT_METRICS_ADDR",
+                problem: format!("{a:?} is not an address like 0.0.0.0:8080: {e}"),
+            })?),
+        };
+        let namespaces = get("CALLVAULT_WATCH_NAMESPACES")
+            .map(|v| {
+                v.split(',')
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| !n.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let seconds = |name: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            match get(name) {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => match v.parse::<u64>() {
+                    Ok(s) if s > 0 => Ok(Duration::from_secs(s)),
+                    _ => Err(ConfigError {
+                        variable: name,
+                        problem: format!("{v:?} is not a positive number of seconds"),
+                    }),
+                },
+            }
+        };
+        Ok(Self {
+            namespaces,
+            metrics_addr,
+            image,
+            database: DatabaseSecret {
+                name: get("CALLVAULT_DATABASE_SECRET_NAME")
+                    .unwrap_or_else(|| "callvault-database".to_owned()),
+                key: get("CALLVAULT_DATABASE_SECRET_KEY").unwrap_or_else(|| "url".to_owned()),
+            },
+            spool_size: get("CALLVAULT_SPOOL_SIZE").unwrap_or_else(|| "20Gi".to_owned()),
+            spool_storage_class: get("CALLVAULT_SPOOL_STORAGE_CLASS"),
+            probe_interval: seconds("CALLVAULT_PROBE_INTERVAL_SECONDS", 300)?,
+            probe: ProbeOptions::default(),
+            load_interval: seconds("CALLVAULT_LOAD_INTERVAL_SECONDS", 30)?,
+            instance: get("CALLVAULT_POD_NAME"),
+        })
+    }
+}
+
+/// Why a reconcile or the operator failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the API server failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// An object lacks metadata the API server always sets.
+    #[error(transparent)]
+    Metadata(#[from] MissingMetadata),
+    /// A RecordingProfile's children could not be built.
+    #[error(transparent)]
+    Build(#[from] crate::build::recording_profile::BuildError),
+    /// An object could not be serialized.
+    #[error("serializing: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The HTTP endpoints could not be served.
+    #[error("serving /metrics on {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A watch ended with an error the controller could not recover from.
+    #[error("{controller} controller stopped: {message}")]
+    Stopped {
+        /// Which controller.
+        controller: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+impl Error {
+    /// A short, stable label for the errors metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Metadata(_) => "metadata",
+            Error::Build(_) => "build",
+            Error::Json(_) => "json",
+            Error::Http { .. } => "http",
+            Error::Stopped { .. } => "stopped",
+        }
+    }
+}
+
+/// Stores of the children each controller owns (only their metadata, and a StatefulSet's
+/// replica counts, are kept: enough to compare digests and read availability).
+#[derive(Clone)]
+pub(crate) struct ChildStores {
+    pub stateful_sets: Store<k8s_openapi::api::apps::v1::StatefulSet>,
+    pub services: Store<k8s_openapi::api::core::v1::Service>,
+    pub config_maps: Store<k8s_openapi::api::core::v1::ConfigMap>,
+    pub pod_disruption_budgets: Store<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
+    pub retention_cron_jobs: Store<k8s_openapi::api::batch::v1::CronJob>,
+    pub archive_cron_jobs: Store<k8s_openapi::api::batch::v1::CronJob>,
+    pub transcribe_cron_jobs: Store<k8s_openapi::api::batch::v1::CronJob>,
+    pub transcribe_jobs: Store<k8s_openapi::api::batch::v1::Job>,
+}
+
+/// What every reconcile shares.
+pub(crate) struct Context {
+    pub client: Client,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub failures: Failures,
+    pub recorder: Recorder,
+    pub http: reqwest::Client,
+    pub storage_targets: Store<callvault_crds::StorageTarget>,
+    pub recording_profiles: Store<callvault_crds::RecordingProfile>,
+    pub children: ChildStores,
+}
+
+impl Context {
+    /// Server-side applies `desired` unless the stored child already carries its digest.
+    /// Returns whether it wrote.
+    pub async fn apply<K>(&self, store: &Store<K>, mut desired: K) -> Result<bool, Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let missing = |field| MissingMetadata {
+            kind: K::kind(&()).into_owned(),
+            field,
+        };
+        let name = desired.meta().name.clone().ok_or_else(|| missing("name"))?;
+        let ns = desired
+            .meta()
+            .namespace
+            .clone()
+            .ok_or_else(|| missing("namespace"))?;
+        let wanted = digest(&serde_json::to_string(&desired)?);
+        if let Some(existing) = store.get(&ObjectRef::new(&name).within(&ns))
+            && existing.annotations().get(APPLIED_DIGEST_ANNOTATION) == Some(&wanted)
+        {
+            return Ok(false);
+        }
+        desired
+            .meta_mut()
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(APPLIED_DIGEST_ANNOTATION.to_owned(), wanted);
+        let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
+        api.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&desired),
+        )
+        .await?;
+        tracing::info!(kind = %K::kind(&()), namespace = %ns, name = %name, "applied");
+        Ok(true)
+    }
+
+    /// Deletes the children in `store` controlled by `owner_uid` whose names are not in `keep`.
+    pub async fn delete_orphans<K>(
+        &self,
+        store: &Store<K>,
+        owner_uid: &str,
+        keep: &[String],
+    ) -> Result<usize, Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + Debug
+            + DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let orphans = store.state_filter(|child| {
+            child
+                .owner_references()
+                .iter()
+                .any(|o| o.uid == owner_uid && o.controller == Some(true))
+                && !keep.contains(&child.name_any())
+        });
+        for orphan in &orphans {
+            let ns = orphan.namespace().unwrap_or_default();
+            let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
+            match api
+                .delete(&orphan.name_any(), &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(kind = %K::kind(&()), namespace = %ns, name = %orphan.name_any(), "deleted orphan");
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(orphans.len())
+    }
+
+    /// Server-side applies `status` (only the fields the operator owns, so fields written by
+    /// the jobs under their own field managers stay) unless the object already shows it.
+    /// Publishes an Event per transition when it wrote. Returns whether it wrote.
+    pub async fn apply_status<K>(
+        &self,
+        object: &K,
+        status: serde_json::Value,
+        transitions: &[Transition],
+    ) -> Result<bool, Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        let current = serde_json::to_value(object)?;
+        if status_shown(&current["status"], &status) {
+            return Ok(false);
+        }
+        let name = object.name_any();
+        let api: Api<K> =
+            Api::namespaced(self.client.clone(), &object.namespace().unwrap_or_default());
+        let body = serde_json::json!({
+            "apiVersion": K::api_version(&()),
+            "kind": K::kind(&()),
+            "status": status,
+        });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+        self.publish(object, transitions).await;
+        Ok(true)
+    }
+
+    /// Publishes one Event per transition; a failure is logged, never fails the reconcile.
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        transitions: &[Transition],
+    ) {
+        let reference = object.object_ref(&());
+        for t in transitions {
+            let event = Event {
+                type_: if t.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: t.reason.clone(),
+                note: Some(truncate(&t.note, 1000)),
+                action: "Reconcile".to_owned(),
+                secondary: None,
+            };
+            if let Err(e) = self.recorder.publish(&event, &reference).await {
+                tracing::warn!(error = %e, "publishing an Event failed");
+            }
+        }
+    }
+}
+
+/// Whether `current` status already shows every field of `desired`. Conditions are compared
+/// by type (other writers' conditions are not ours to compare).
+pub(crate) fn status_shown(current: &serde_json::Value, desired: &serde_json::Value) -> bool {
+    let Some(desired) = desired.as_object() else {
+        return false;
+    };
+    desired.iter().all(|(key, want)| {
+        let have = &current[key];
+        if key == "conditions" {
+            let mine: Vec<&serde_json::Value> = want.as_array().into_iter().flatten().collect();
+            let theirs: Vec<&serde_json::Value> = mine
+                .iter()
+                .filter_map(|w| have.as_array()?.iter().find(|h| h["type"] == w["type"]))
+                .collect();
+            mine == theirs
+        } else {
+            have == want
+        }
+    })
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
+/// The current conditions of a status, for merging.
+pub(crate) fn current_conditions(conditions: Option<&Vec<Condition>>) -> &[Condition] {
+    conditions.map(Vec::as_slice).unwrap_or_default()
+}
+
+/// The error policy shared by every controller: count the failure and back off per object.
+pub(crate) fn error_policy<K: Resource<DynamicType = ()>>(
+    controller: &'static str,
+    object: &K,
+    error: &Error,
+    ctx: &Context,
+) -> Action {
+    ctx.metrics.error(controller, error.label());
+    let delay = ctx.failures.failed(&key(controller, object));
+    tracing::warn!(
+        controller,
+        namespace = object.meta().namespace.as_deref().unwrap_or_default(),
+        name = object.meta().name.as_deref().unwrap_or_default(),
+        error = %error,
+        retry_in = ?delay,
+        "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// Resets the back-off of `object` after a successful reconcile.
+pub(crate) fn succeeded<K: Resource<DynamicType = ()>>(
+    controller: &'static str,
+    object: &K,
+    ctx: &Context,
+) {
+    ctx.failures.succeeded(&key(controller, object));
+}
+
+fn key<K: Resource<DynamicType = ()>>(controller: &'static str, object: &K) -> String {
+    format!(
+        "{controller}/{}/{}",
+        object.meta().namespace.as_deref().unwrap_or_default(),
+        object.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Which objects one set of controllers sees: every namespace, or one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace.
+    All,
+    /// One namespace.
+    Namespace(String),
+}
+
+impl Scope {
+    fn api<K>(&self, client: &Client) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+    {
+        match self {
+            Scope::All => Api::all(client.clone()),
+            Scope::Namespace(ns) => Api::namespaced(client.clone(), ns),
+        }
+    }
+}
+
+/// A watch of one kind of child (managed by the operator, of one component), kept in a store
+/// with only what `strip` leaves, and the stream that triggers the owners' reconciles.
+fn children<K>(
+    api: Api<K>,
+    component: &str,
+    strip: fn(&mut K),
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let config = watcher::Config::default().labels(&format!(
+        "{MANAGED_BY_LABEL}={MANAGER},{COMPONENT_LABEL}={component}"
+    ));
+    let stream = watcher(api, config)
+        .modify(move |child: &mut K| {
+            child.meta_mut().managed_fields = None;
+            strip(child);
+        })
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    (store, stream)
+}
+
+type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
+
+/// A client for the cluster the operator runs in (its service account), or the one
+/// `KUBECONFIG` names when run outside.
+pub async fn connect() -> Result<Client, Error> {
+    Ok(Client::try_default().await?)
+}
+
+/// Runs every controller until `shutdown` completes, serving the HTTP endpoints meanwhile.
+pub async fn run(
+    client: Client,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let shutdown: ShutdownSignal = shutdown.boxed().shared();
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let scopes = if config.namespaces.is_empty() {
+        vec![Scope::All]
+    } else {
+        config
+            .namespaces
+            .iter()
+            .map(|n| Scope::Namespace(n.clone()))
+            .collect()
+    };
+    let server = match config.metrics_addr {
+        Some(addr) => {
+            Some(http::serve(addr, metrics.clone(), ready.clone(), shutdown.clone()).await?)
+        }
+        None => None,
+    };
+    tracing::info!(?scopes, "operator starting");
+    let mut sets = Vec::new();
+    let mut ready_waits = Vec::new();
+    for scope in scopes {
+        let (set, wait) = controllers(&client, &config, &metrics, &scope, shutdown.clone());
+        sets.push(set);
+        ready_waits.push(wait);
+    }
+    let ready_flag = ready.clone();
+    let readiness = async move {
+        for wait in ready_waits {
+            wait.await;
+        }
+        ready_flag.store(true, Ordering::Relaxed);
+        tracing::info!("caches synced; ready");
+    };
+    let (results, ()) = futures::join!(futures::future::join_all(sets), readiness);
+    ready.store(false, Ordering::Relaxed);
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    results.into_iter().collect::<Result<Vec<()>, Error>>()?;
+    Ok(())
+}
+
+/// The five controllers of one scope, and a future that completes once their caches are
+/// filled.
+fn controllers(
+    client: &Client,
+    config: &Arc<Config>,
+    metrics: &Arc<Metrics>,
+    scope: &Scope,
+    shutdown: ShutdownSignal,
+) -> (
+    BoxFuture<'static, Result<(), Error>>,
+    BoxFuture<'static, ()>,
+) {
+    use crate::build::connector::ARCHIVE;
+    use crate::build::recording_profile::{RECORDER, RETENTION};
+    use crate::build::speech_job::TRANSCRIBE;
+
+    let (stateful_sets, ss_stream) = children(
+        scope.api(client),
+        RECORDER,
+        |ss: &mut k8s_openapi::api::apps::v1::StatefulSet| {
+            // Only the replica counts are read back.
+            let replicas = ss.spec.replicas;
+            ss.spec = Default::default();
+            ss.spec.replicas = replicas;
+        },
+    );
+    let (services, svc_stream) = children(
+        scope.api(client),
+        RECORDER,
+        |s: &mut k8s_openapi::api::core::v1::Service| {
+            s.spec = None;
+            s.status = None;
+        },
+    );
+    let (config_maps, cm_stream) = children(
+        scope.api(client),
+        RECORDER,
+        |c: &mut k8s_openapi::api::core::v1::ConfigMap| {
+            c.data = None;
+        },
+    );
+    let (pdbs, pdb_stream) = children(
+        scope.api(client),
+        RECORDER,
+        |p: &mut k8s_openapi::api::policy::v1::PodDisruptionBudget| {
+            p.spec = None;
+            p.status = None;
+        },
+    );
+    let strip_cron = |c: &mut k8s_openapi::api::batch::v1::CronJob| {
+        c.spec = Default::default();
+        c.status = None;
+    };
+    let (retention_cron_jobs, ret_stream) = children(scope.api(client), RETENTION, strip_cron);
+    let (archive_cron_jobs, arch_stream) = children(scope.api(client), ARCHIVE, strip_cron);
+    let (transcribe_cron_jobs, tcj_stream) = children(scope.api(client), TRANSCRIBE, strip_cron);
+    let (transcribe_jobs, tj_stream) = children(
+        scope.api(client),
+        TRANSCRIBE,
+        |j: &mut k8s_openapi::api::batch::v1::Job| {
+            j.spec = None;
+        },
+    );
+
+    let st = storage_target::controller(client, scope);
+    let rp = recording_profile::controller(client, scope);
+    let reporter = Reporter {
+        controller: MANAGER.to_owned(),
+        instance: config.instance.clone(),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        config: config.clone(),
+        metrics: metrics.clone(),
+        failures: Failures::default(),
+        recorder: Recorder::new(client.clone(), reporter),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_default(),
+        storage_targets: st.store(),
+        recording_profiles: rp.store(),
+        children: ChildStores {
+            stateful_sets,
+            services,
+            config_maps,
+            pod_disruption_budgets: pdbs,
+            retention_cron_jobs,
+            archive_cron_jobs,
+            transcribe_cron_jobs,
+            transcribe_jobs,
+        },
+    });
+
+    let ap = access_profile::controller(client, scope);
+    let conn = connector::controller(client, scope);
+    let sj = speech_job::controller(client, scope);
+
+    let stores_ready = {
+        let c = ctx.clone();
+        let (ap_store, conn_store, sj_store) = (ap.store(), conn.store(), sj.store());
+        async move {
+            let _ = c.storage_targets.wait_until_ready().await;
+            let _ = c.recording_profiles.wait_until_ready().await;
+            let _ = ap_store.wait_until_ready().await;
+            let _ = conn_store.wait_until_ready().await;
+            let _ = sj_store.wait_until_ready().await;
+            let s = &c.children;
+            let _ = s.stateful_sets.wait_until_ready().await;
+            let _ = s.services.wait_until_ready().await;
+            let _ = s.config_maps.wait_until_ready().await;
+            let _ = s.pod_disruption_budgets.wait_until_ready().await;
+            let _ = s.retention_cron_jobs.wait_until_ready().await;
+            let _ = s.archive_cron_jobs.wait_until_ready().await;
+            let _ = s.transcribe_cron_jobs.wait_until_ready().await;
+            let _ = s.transcribe_jobs.wait_until_ready().await;
+        }
+        .boxed()
+    };
+
+    let rp_run = rp
+        .owns_stream(ss_stream)
+        .owns_stream(svc_stream)
+        .owns_stream(cm_stream)
+        .owns_stream(pdb_stream)
+        .owns_stream(ret_stream)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            recording_profile::reconcile,
+            |o, e, c| error_policy(recording_profile::NAME, &*o, e, &c),
+            ctx.clone(),
+        );
+    let st_run = st.graceful_shutdown_on(shutdown.clone()).run(
+        storage_target::reconcile,
+        |o, e, c| error_policy(storage_target::NAME, &*o, e, &c),
+        ctx.clone(),
+    );
+    let ap_run = ap.graceful_shutdown_on(shutdown.clone()).run(
+        access_profile::reconcile,
+        |o, e, c| error_policy(access_profile::NAME, &*o, e, &c),
+        ctx.clone(),
+    );
+    let conn_run = conn
+        .owns_stream(arch_stream)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            connector::reconcile,
+            |o, e, c| error_policy(connector::NAME, &*o, e, &c),
+            ctx.clone(),
+        );
+    let sj_run = sj
+        .owns_stream(tcj_stream)
+        .owns_stream(tj_stream)
+        .graceful_shutdown_on(shutdown)
+        .run(
+            speech_job::reconcile,
+            |o, e, c| error_policy(speech_job::NAME, &*o, e, &c),
+            ctx,
+        );
+    let all = async move {
+        futures::join!(
+            drain(recording_profile::NAME, rp_run),
+            drain(storage_target::NAME, st_run),
+            drain(access_profile::NAME, ap_run),
+            drain(connector::NAME, conn_run),
+            drain(speech_job::NAME, sj_run),
+        );
+        Ok(())
+    }
+    .boxed();
+    (all, stores_ready)
+}
+
+/// Consumes a controller's result stream, logging what failed.
+async fn drain<T: Debug, E: std::fmt::Display>(
+    controller: &'static str,
+    stream: impl Stream<Item = Result<T, E>>,
+) {
+    stream
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(controller, error = %e, "reconcile result");
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_status_already_shown_is_not_written_again() {
+        let current = json!({
+            "observedGeneration": 2,
+            "archivedFiles": 7,
+            "conditions": [
+                {"type": "LastRunSucceeded", "status": "True", "reason": "RunSucceeded"},
+                {"type": "Ready", "status": "True", "reason": "Reconciled"}
+            ]
+        });
+        let desired = json!({
+            "observedGeneration": 2,
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Reconciled"}]
+        });
+        assert!(status_shown(&current, &desired));
+        let newer = json!({"observedGeneration": 3, "conditions": desired["conditions"]});
+        assert!(!status_shown(&current, &newer));
+        let changed = json!({
+            "observedGeneration": 2,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "Disabled"}]
+        });
+        assert!(!status_shown(&current, &changed));
+        assert!(!status_shown(&json!(null), &desired));
+    }
+
+    #[test]
+    fn environment_settings_are_read_and_checked_in_one_place() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let c = Config::from_env(env(&[
+            ("CALLVAULT_IMAGE", "callvault:1"),
+            ("CALLVAULT_WATCH_NAMESPACES", "bank, , shop"),
+            ("CALLVAULT_METRICS_ADDR", "127.0.0.1:9090"),
+        ]))
+        .expect("valid");
+        assert_eq!(c.namespaces, ["bank", "shop"]);
+        assert_eq!(
+            c.metrics_addr,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9090)))
+        );
+        assert_eq!(c.database.name, "callvault-database");
+        assert_eq!(c.database.key, "url");
+
+        let e = Config::from_env(env(&[])).expect_err("image required");
+        assert_eq!(e.variable, "CALLVAULT_IMAGE");
+        let e = Config::from_env(env(&[
+            ("CALLVAULT_IMAGE", "callvault:1"),
+            ("CALLVAULT_METRICS_ADDR", "everywhere"),
+        ]))
+        .expect_err("bad address");
+        assert!(e.to_string().contains("CALLVAULT_METRICS_ADDR"), "{e}");
+    }
+}

@@ -1,0 +1,355 @@
+//! RecordingProfile → recorder StatefulSet, Services, ConfigMap, PodDisruptionBudget and
+//! retention CronJob; replicas follow the load the recorder pods report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use callvault_crds::{
+    ConditionStatus, RecordingProfile, StorageTarget, condition_type as ct, reason,
+};
+use callvault_store::keys::PublicKey;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use super::{Context, Error, Scope, current_conditions, succeeded};
+use crate::build::Owner;
+use crate::build::recording_profile::{ChildNames, HTTP_PORT, RECORDER, RecorderSettings, build};
+use crate::conditions::{self, Observed};
+use crate::load::{PoolLoad, RecorderStatus, aggregate};
+use crate::{desired_replicas, render_recorder_config};
+
+/// Controller name in metrics and logs.
+pub(super) const NAME: &str = "recordingprofile";
+
+/// The controller, reconciling on spec changes (its own status writes do not trigger it) and
+/// on changes of the StorageTargets its profiles use.
+pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<RecordingProfile> {
+    let (store, writer) = reflector::store();
+    let profiles = watcher(
+        scope.api::<RecordingProfile>(client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    let by_target = store.clone();
+    Controller::for_stream(profiles, store).watches(
+        scope.api::<StorageTarget>(client),
+        watcher::Config::default(),
+        move |target: StorageTarget| {
+            let ns = target.namespace();
+            let name = target.name_any();
+            by_target
+                .state_filter(|p| p.namespace() == ns && p.spec.storage_target_ref.name == name)
+                .iter()
+                .map(|p| ObjectRef::from_obj(&**p))
+                .collect::<Vec<_>>()
+        },
+    )
+}
+
+/// The storage binding: the target and the key id, or the condition saying what is missing.
+struct Binding {
+    target: Arc<StorageTarget>,
+    key_id: String,
+    condition: Observed,
+}
+
+#[tracing::instrument(skip_all, fields(namespace = profile.namespace(), name = profile.name_any()))]
+pub(super) async fn reconcile(
+    profile: Arc<RecordingProfile>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile(NAME);
+    let owner = Owner::of(&*profile)?;
+    let names = ChildNames::new(&owner.name);
+    let spec = &profile.spec;
+    let generation = profile.metadata.generation;
+
+    let binding = bind(&ctx, &profile, &owner.namespace).await?;
+    let stateful_set = ctx
+        .children
+        .stateful_sets
+        .get(&ObjectRef::new(&names.recorder).within(&owner.namespace));
+    let pods_status = stateful_set.as_ref().and_then(|s| s.status.clone());
+    let ready = pods_status
+        .as_ref()
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let existing = pods_status.as_ref().map(|s| s.replicas).unwrap_or(0);
+    let (load, complete) = if ready > 0 && !spec.disabled {
+        pool_load(&ctx, &owner).await?
+    } else {
+        (PoolLoad::default(), true)
+    };
+    let per = u32::try_from(spec.recorder.sessions_per_replica).unwrap_or(1);
+    let min = u32::try_from(spec.recorder.min_replicas).unwrap_or(1);
+    let max = u32::try_from(spec.recorder.max_replicas).unwrap_or(min);
+    let mut replicas =
+        i32::try_from(desired_replicas(load.active_sessions, per, min, max)).unwrap_or(i32::MAX);
+    if !complete {
+        // A pod whose load could not be read may be busy: never scale down blind.
+        let current = stateful_set
+            .as_ref()
+            .and_then(|s| s.spec.replicas)
+            .unwrap_or(0);
+        replicas = replicas.max(current);
+    }
+
+    let mut problem: Option<Observed> = None;
+    let storage_bound = match &binding {
+        Ok(b) => {
+            let settings = RecorderSettings {
+                image: ctx.config.image.clone(),
+                database: ctx.config.database.clone(),
+                spool_size: ctx.config.spool_size.clone(),
+                spool_storage_class: ctx.config.spool_storage_class.clone(),
+            };
+            match render_recorder_config(&owner.namespace, &profile, &b.target, &b.key_id) {
+                Ok(config) => {
+                    let c = build(&profile, &b.target, &config, replicas, &settings)?;
+                    let s = &ctx.children;
+                    ctx.apply(&s.config_maps, c.config_map).await?;
+                    ctx.apply(&s.services, c.headless_service).await?;
+                    ctx.apply(&s.services, c.sip_service).await?;
+                    ctx.apply(&s.pod_disruption_budgets, c.pod_disruption_budget)
+                        .await?;
+                    ctx.apply(&s.stateful_sets, c.stateful_set).await?;
+                    ctx.apply(&s.retention_cron_jobs, c.retention_cron_job)
+                        .await?;
+                }
+                Err(e) => {
+                    problem = Some(Observed::no(
+                        ct::READY,
+                        reason::INVALID_SPEC,
+                        format!("cannot render the recorder configuration: {e}"),
+                    ));
+                }
+            }
+            b.condition.clone()
+        }
+        Err(condition) => condition.clone(),
+    };
+
+    let recorders = if spec.disabled {
+        Observed::no(
+            ct::RECORDERS_AVAILABLE,
+            reason::DISABLED,
+            "the profile is disabled: recorders scaled to 0, recordings kept",
+        )
+    } else if ready > 0 {
+        Observed::yes(
+            ct::RECORDERS_AVAILABLE,
+            reason::RECONCILED,
+            format!("{ready} of {replicas} recorders ready"),
+        )
+    } else {
+        Observed::no(
+            ct::RECORDERS_AVAILABLE,
+            reason::RECORDERS_UNAVAILABLE,
+            format!("0 of {replicas} recorders ready"),
+        )
+    };
+    let ready_condition = if spec.disabled {
+        Observed::no(
+            ct::READY,
+            reason::DISABLED,
+            "the profile is disabled; nothing more is recorded",
+        )
+    } else if let Some(p) = problem {
+        p
+    } else if storage_bound.status != ConditionStatus::True {
+        Observed::no(
+            ct::READY,
+            storage_bound.reason.clone(),
+            storage_bound.message.clone(),
+        )
+    } else if recorders.status != ConditionStatus::True {
+        Observed::no(
+            ct::READY,
+            recorders.reason.clone(),
+            recorders.message.clone(),
+        )
+    } else {
+        Observed::yes(ct::READY, reason::RECONCILED, "recording")
+    };
+
+    let status = profile.status.as_ref();
+    let current = current_conditions(status.map(|s| &s.conditions));
+    let merged = conditions::merge(
+        current,
+        &[ready_condition, recorders, storage_bound],
+        generation,
+        &conditions::now(),
+    );
+    let transitions = conditions::transitions(current, &merged);
+    let mut desired = json!({
+        "observedGeneration": generation,
+        "conditions": merged,
+        "replicas": existing,
+        "readyReplicas": ready,
+        "activeSessions": load.active_sessions,
+        "capacity": load.capacity,
+        "usersMatched": load.users_matched,
+        "conflicts": load.conflicts,
+    });
+    if let Some(t) = &load.last_recording_time {
+        desired["lastRecordingTime"] = json!(t);
+    }
+    ctx.apply_status(&*profile, desired, &transitions).await?;
+    succeeded(NAME, &*profile, &ctx);
+
+    Ok(if spec.disabled {
+        Action::await_change()
+    } else if ready > 0 {
+        Action::requeue(ctx.config.load_interval)
+    } else if binding.is_err() {
+        // A Secret appearing later triggers nothing: look again soon.
+        Action::requeue(Duration::from_secs(30))
+    } else {
+        Action::requeue(Duration::from_secs(300))
+    })
+}
+
+/// Resolves the StorageTarget and the public key, or says which is missing.
+async fn bind(
+    ctx: &Context,
+    profile: &RecordingProfile,
+    ns: &str,
+) -> Result<Result<Binding, Observed>, Error> {
+    let target_name = &profile.spec.storage_target_ref.name;
+    let Some(target) = ctx
+        .storage_targets
+        .get(&ObjectRef::new(target_name).within(ns))
+    else {
+        return Ok(Err(Observed::no(
+            ct::STORAGE_BOUND,
+            reason::STORAGE_TARGET_NOT_FOUND,
+            format!("StorageTarget {target_name} does not exist in namespace {ns}"),
+        )));
+    };
+    let key_ref = &profile.spec.encryption.key_secret_ref;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(secret) = secrets.get_opt(&key_ref.name).await? else {
+        return Ok(Err(Observed::no(
+            ct::STORAGE_BOUND,
+            reason::KEY_SECRET_NOT_FOUND,
+            format!(
+                "Secret {} (the encryption public key) does not exist",
+                key_ref.name
+            ),
+        )));
+    };
+    let pem = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&key_ref.key))
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned());
+    let Some(pem) = pem else {
+        return Ok(Err(Observed::no(
+            ct::STORAGE_BOUND,
+            reason::KEY_SECRET_NOT_FOUND,
+            format!("Secret {} has no key {}", key_ref.name, key_ref.key),
+        )));
+    };
+    let key_id = match PublicKey::from_pem(&pem) {
+        Ok(key) => key.id().to_hex(),
+        Err(e) => {
+            return Ok(Err(Observed::no(
+                ct::STORAGE_BOUND,
+                reason::INVALID_KEY,
+                format!("Secret {} key {}: {e}", key_ref.name, key_ref.key),
+            )));
+        }
+    };
+    let reachable = target
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == ct::REACHABLE));
+    let condition = match reachable {
+        Some(c) if c.status == ConditionStatus::False => Observed::no(
+            ct::STORAGE_BOUND,
+            reason::STORAGE_TARGET_UNREACHABLE,
+            format!(
+                "StorageTarget {target_name} is not reachable ({}: {}); recorders keep recordings in their spool until it is",
+                c.reason, c.message
+            ),
+        ),
+        Some(c) if c.status == ConditionStatus::True => Observed::yes(
+            ct::STORAGE_BOUND,
+            reason::RECONCILED,
+            format!(
+                "StorageTarget {target_name} is reachable; recordings are encrypted with key {key_id}"
+            ),
+        ),
+        _ => Observed::yes(
+            ct::STORAGE_BOUND,
+            reason::RECONCILED,
+            format!(
+                "StorageTarget {target_name} bound (not probed yet); recordings are encrypted with key {key_id}"
+            ),
+        ),
+    };
+    Ok(Ok(Binding {
+        target,
+        key_id,
+        condition,
+    }))
+}
+
+/// Reads `GET /status` of every ready recorder pod. The flag is false when some ready pod
+/// did not answer.
+async fn pool_load(ctx: &Context, owner: &Owner) -> Result<(PoolLoad, bool), Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let selector = owner
+        .selector(RECORDER)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+    let mut reports: Vec<RecorderStatus> = Vec::new();
+    let mut complete = true;
+    for pod in list.items.iter().filter(|p| is_ready(p)) {
+        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) else {
+            continue;
+        };
+        let host = if ip.contains(':') {
+            format!("[{ip}]")
+        } else {
+            ip.to_owned()
+        };
+        let url = format!("http://{host}:{HTTP_PORT}/status");
+        match ctx.http.get(&url).send().await {
+            Ok(r) if r.status().is_success() => match r.json::<RecorderStatus>().await {
+                Ok(status) => reports.push(status),
+                Err(e) => {
+                    tracing::warn!(pod = %pod.name_any(), error = %e, "unreadable /status");
+                    complete = false;
+                }
+            },
+            Ok(r) => {
+                tracing::warn!(pod = %pod.name_any(), status = %r.status(), "/status failed");
+                complete = false;
+            }
+            Err(e) => {
+                tracing::warn!(pod = %pod.name_any(), error = %e, "/status unreachable");
+                complete = false;
+            }
+        }
+    }
+    Ok((aggregate(&reports), complete))
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}

@@ -1,0 +1,166 @@
+//! StorageTarget → connection test (write, read, delete a probe object) on create, on change
+//! and every `probe_interval`; the `Reachable` condition names the failing step.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use callvault_crds::{StorageTarget, condition_type as ct, reason};
+use callvault_store::objstore::{Credentials, Secret as Sensitive, StorageConfig, test_connection};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use super::{Context, Error, Scope, current_conditions, succeeded};
+use crate::conditions::{self, Observed};
+
+/// Controller name in metrics and logs.
+pub(super) const NAME: &str = "storagetarget";
+
+pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<StorageTarget> {
+    Controller::new(scope.api(client), Default::default())
+}
+
+#[tracing::instrument(skip_all, fields(namespace = target.namespace(), name = target.name_any()))]
+pub(super) async fn reconcile(
+    target: Arc<StorageTarget>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile(NAME);
+    let generation = target.metadata.generation;
+    let status = target.status.as_ref();
+    let now = conditions::now();
+    let interval = ctx.config.probe_interval;
+
+    // Probe when the spec changed, when never probed, or when the last probe is due again;
+    // a reconcile caused by our own status write finds nothing due and writes nothing.
+    let since_probe = status
+        .and_then(|s| s.last_probe_time.as_ref())
+        .map(|t| now.0.duration_since(t.0).unsigned_abs());
+    let changed = status.and_then(|s| s.observed_generation) != generation;
+    if let Some(elapsed) = since_probe
+        && !changed
+        && elapsed < interval
+    {
+        succeeded(NAME, &*target, &ctx);
+        return Ok(Action::requeue(interval - elapsed + Duration::from_secs(1)));
+    }
+
+    let ns = target.namespace().unwrap_or_default();
+    let (reachable, usage) = match credentials(&ctx, &ns, &target).await? {
+        Err(missing) => (missing, None),
+        Ok(credentials) => {
+            let config = StorageConfig::from_spec(&serde_json::to_value(&target.spec)?);
+            match config {
+                Err(e) => (
+                    Observed::no(ct::REACHABLE, reason::INVALID_SPEC, e.to_string()),
+                    None,
+                ),
+                Ok(config) => {
+                    let report = test_connection(&config, &credentials, &ctx.config.probe).await;
+                    let condition = if report.succeeded() {
+                        Observed::yes(
+                            ct::REACHABLE,
+                            report.condition_reason(),
+                            report.condition_message(),
+                        )
+                    } else {
+                        Observed::no(
+                            ct::REACHABLE,
+                            report.condition_reason(),
+                            report.condition_message(),
+                        )
+                    };
+                    (condition, report.usage)
+                }
+            }
+        }
+    };
+    tracing::info!(reachable = ?reachable.status, reason = %reachable.reason, "probed");
+
+    let current = current_conditions(status.map(|s| &s.conditions));
+    let merged = conditions::merge(current, &[reachable], generation, &now);
+    let transitions = conditions::transitions(current, &merged);
+    let mut desired = json!({
+        "observedGeneration": generation,
+        "conditions": merged,
+        "lastProbeTime": now,
+    });
+    if let Some(u) = usage {
+        desired["usedBytes"] = json!(u.bytes);
+        desired["objects"] = json!(u.objects);
+    }
+    ctx.apply_status(&*target, desired, &transitions).await?;
+    succeeded(NAME, &*target, &ctx);
+    Ok(Action::requeue(interval))
+}
+
+/// The credentials from the target's Secret, or the condition saying what is missing.
+async fn credentials(
+    ctx: &Context,
+    ns: &str,
+    target: &StorageTarget,
+) -> Result<Result<Credentials, Observed>, Error> {
+    let Some(reference) = &target.spec.credentials_secret_ref else {
+        return Ok(Ok(Credentials::none()));
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    match secrets.get_opt(&reference.name).await? {
+        None => Ok(Err(Observed::no(
+            ct::REACHABLE,
+            reason::CREDENTIALS_NOT_FOUND,
+            format!("credentials Secret {} does not exist", reference.name),
+        ))),
+        Some(secret) => Ok(Ok(from_secret(&secret.data.unwrap_or_default()))),
+    }
+}
+
+/// Credentials from a Secret's data, with the same key names as the mounted files
+/// ([`Credentials::from_dir`]); trailing newlines trimmed.
+fn from_secret(data: &BTreeMap<String, ByteString>) -> Credentials {
+    let get = |key: &str| {
+        data.get(key)
+            .map(|b| {
+                String::from_utf8_lossy(&b.0)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned()
+            })
+            .filter(|v| !v.is_empty())
+            .map(Sensitive::new)
+    };
+    Credentials {
+        access_key_id: get(Credentials::ACCESS_KEY_ID),
+        secret_access_key: get(Credentials::SECRET_ACCESS_KEY),
+        account_key: get(Credentials::ACCOUNT_KEY),
+        sas_token: get(Credentials::SAS_TOKEN),
+        service_account_json: get(Credentials::SERVICE_ACCOUNT_JSON),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_keys_map_to_credentials_like_mounted_files() {
+        let data = BTreeMap::from([
+            ("accessKeyId".to_owned(), ByteString(b"AKIA\n".to_vec())),
+            ("secretAccessKey".to_owned(), ByteString(b"s3cr3t".to_vec())),
+            ("accountKey".to_owned(), ByteString(Vec::new())),
+        ]);
+        let c = from_secret(&data);
+        assert_eq!(
+            c.access_key_id.as_ref().map(Sensitive::expose),
+            Some("AKIA")
+        );
+        assert_eq!(
+            c.secret_access_key.as_ref().map(Sensitive::expose),
+            Some("s3cr3t")
+        );
+        assert!(c.account_key.is_none());
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+}
