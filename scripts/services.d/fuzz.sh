@@ -4,7 +4,8 @@
 # Without a sanitizer, as memory errors are ruled out by safe Rust; panics, integer overflow and
 # debug assertions abort the run (the profile in recorder/fuzz/Cargo.toml keeps them on).
 #
-# `cargo fuzz run <target>` keeps working in recorder/fuzz for whoever has a nightly toolchain.
+# By hand: `source scripts/services.sh; run_fuzz_targets 600` fuzzes each target for ten minutes;
+# `$(fuzz_bin_dir)/<target> <file>` replays one input.
 
 FUZZ_TARGETS=(sip_message sdp rs_metadata multipart rtp_path)
 FUZZ_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
