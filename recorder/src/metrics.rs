@@ -1,0 +1,159 @@
+//! Counters the recorder exposes on `/metrics` (Prometheus text format) and `/status`.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub sessions_active: AtomicU64,
+    pub sessions_total: AtomicU64,
+    pub sessions_rejected: AtomicU64,
+    pub sessions_not_recorded: AtomicU64,
+    pub segments_total: AtomicU64,
+    pub rtp_packets: AtomicU64,
+    pub rtp_lost: AtomicU64,
+    pub rtp_late: AtomicU64,
+    pub rtp_malformed: AtomicU64,
+    pub commits: AtomicU64,
+    pub commits_incomplete: AtomicU64,
+    pub commit_failures: AtomicU64,
+    pub commits_pending: AtomicU64,
+    pub users_matched: AtomicU64,
+    /// End of the latest committed recording, µs since the Unix epoch.
+    pub last_recording_time: Mutex<Option<i64>>,
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+pub fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+pub fn dec(c: &AtomicU64) {
+    let _ = c.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1));
+}
+
+impl Metrics {
+    pub fn last_recording_time(&self) -> Option<i64> {
+        *self
+            .last_recording_time
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn committed(&self, end_time: i64) {
+        let mut last = self
+            .last_recording_time
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *last = Some(last.map_or(end_time, |l| l.max(end_time)));
+    }
+
+    /// The Prometheus exposition text.
+    pub fn render(&self, capacity: u32, draining: bool) -> String {
+        let mut s = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(s, "# HELP callvault_recorder_{name} {help}");
+            let _ = writeln!(s, "# TYPE callvault_recorder_{name} {kind}");
+            let _ = writeln!(s, "callvault_recorder_{name} {value}");
+        };
+        metric(
+            "sessions_active",
+            "gauge",
+            "Recording sessions in progress.",
+            get(&self.sessions_active),
+        );
+        metric(
+            "sessions_capacity",
+            "gauge",
+            "Sessions this recorder takes before answering 503.",
+            u64::from(capacity),
+        );
+        metric(
+            "draining",
+            "gauge",
+            "1 while draining.",
+            u64::from(draining),
+        );
+        metric(
+            "sessions_total",
+            "counter",
+            "Sessions answered.",
+            get(&self.sessions_total),
+        );
+        metric(
+            "sessions_rejected_total",
+            "counter",
+            "Session offers refused (bad offer, no capacity, no ports).",
+            get(&self.sessions_rejected),
+        );
+        metric(
+            "sessions_not_recorded_total",
+            "counter",
+            "Sessions answered without recording (the profile's rules left them out).",
+            get(&self.sessions_not_recorded),
+        );
+        metric(
+            "segments_total",
+            "counter",
+            "Recording segments started.",
+            get(&self.segments_total),
+        );
+        metric(
+            "rtp_packets_total",
+            "counter",
+            "RTP and RTCP datagrams received.",
+            get(&self.rtp_packets),
+        );
+        metric(
+            "rtp_lost_total",
+            "counter",
+            "RTP packets never received (sequence gaps).",
+            get(&self.rtp_lost),
+        );
+        metric(
+            "rtp_late_total",
+            "counter",
+            "RTP packets that arrived after their playout point.",
+            get(&self.rtp_late),
+        );
+        metric(
+            "rtp_malformed_total",
+            "counter",
+            "Datagrams that were not RTP or RTCP.",
+            get(&self.rtp_malformed),
+        );
+        metric(
+            "commits_total",
+            "counter",
+            "Recordings committed (object stored and row finished).",
+            get(&self.commits),
+        );
+        metric(
+            "commits_incomplete_total",
+            "counter",
+            "Recordings committed as incomplete (recovered after a crash).",
+            get(&self.commits_incomplete),
+        );
+        metric(
+            "commit_failures_total",
+            "counter",
+            "Failed commit attempts (each is retried).",
+            get(&self.commit_failures),
+        );
+        metric(
+            "commits_pending",
+            "gauge",
+            "Ended recordings in the spool waiting for their commit.",
+            get(&self.commits_pending),
+        );
+        s
+    }
+}

@@ -1,0 +1,769 @@
+//! The recording session layer: the [`SessionHandler`] the SIP server calls. An offer is
+//! decided by the profile's rules, gets RTP ports from the profile's range and a recvonly
+//! answer, and starts a [`Call`]; re-offers add, change or remove streams; the end of the
+//! dialog finishes the recording and hands it to the committer.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use callvault_config::Timestamp;
+use callvault_config::rules::RecordingRules;
+use callvault_store::db::{CallType, Db, Direction, Party};
+use serde::Serialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::call::{Call, CallContext, Control, Stop};
+use crate::media::{Channel, Codec, PayloadType, StreamConfig};
+use crate::metadata::{self, RecordingMetadata};
+use crate::metrics::{self, Metrics};
+use crate::rules::{self, CallFacts, Decision, MatchedUser};
+use crate::sdp::{self, AnswerParams, MediaPlan, SessionDescription};
+use crate::sip::DialogId;
+use crate::sip::server::{EndReason, Rejection, SessionHandler, SessionOffer};
+use crate::spool::RowFacts;
+
+/// The profile's settings the session layer applies.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    pub profile: String,
+    pub storage_target: String,
+    pub key_id: String,
+    pub media_bind: IpAddr,
+    /// Address written into SDP answers.
+    pub advertise: IpAddr,
+    pub capacity: u32,
+    pub fail_closed: bool,
+    pub retention_days: u32,
+    pub rules: RecordingRules,
+}
+
+enum Entry {
+    Recorded {
+        control: mpsc::UnboundedSender<Control>,
+        task: JoinHandle<()>,
+        /// Port per offered m-line (`None`: rejected or removed).
+        ports: Vec<Option<u16>>,
+        session_id: u64,
+        version: u64,
+    },
+    /// Answered without recording (rules left it out, or no capacity with fail-open).
+    Unrecorded { media: usize },
+}
+
+/// The recorder's [`SessionHandler`].
+pub struct Recorder {
+    settings: SessionSettings,
+    ctx: Arc<CallContext>,
+    calls: Mutex<HashMap<DialogId, Entry>>,
+    active: AtomicU32,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("profile", &self.settings.profile)
+            .field("active", &self.active)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `GET /status`, as the operator reads it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub profile: String,
+    pub active_sessions: u32,
+    pub capacity: u32,
+    pub draining: bool,
+    pub users_matched: u32,
+    pub conflicts: Vec<Conflict>,
+    pub last_recording_time: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Conflict {
+    pub user: String,
+    pub profile: String,
+}
+
+fn reject(status: u16, reason: impl Into<String>) -> Rejection {
+    Rejection::new(status, reason)
+}
+
+impl Recorder {
+    pub fn new(settings: SessionSettings, ctx: Arc<CallContext>) -> Self {
+        Recorder {
+            settings,
+            ctx,
+            calls: Mutex::new(HashMap::new()),
+            active: AtomicU32::new(0),
+        }
+    }
+
+    fn calls(&self) -> MutexGuard<'_, HashMap<DialogId, Entry>> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.ctx.metrics
+    }
+
+    pub fn settings(&self) -> &SessionSettings {
+        &self.settings
+    }
+
+    pub fn active_sessions(&self) -> u32 {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    pub fn status(&self, draining: bool) -> Status {
+        Status {
+            profile: self.settings.profile.clone(),
+            active_sessions: self.active_sessions(),
+            capacity: self.settings.capacity,
+            draining,
+            users_matched: u32::try_from(self.ctx.metrics.users_matched.load(Ordering::Relaxed))
+                .unwrap_or(u32::MAX),
+            conflicts: Vec::new(),
+            last_recording_time: self
+                .ctx
+                .metrics
+                .last_recording_time()
+                .and_then(|t| Timestamp::from_microsecond(t).ok())
+                .map(|t| t.to_string()),
+        }
+    }
+
+    /// Stops every live call (after the drain grace ran out); their recordings are committed.
+    pub async fn stop_all(&self) {
+        let entries: Vec<Entry> = self.calls().drain().map(|(_, e)| e).collect();
+        for e in entries {
+            if let Entry::Recorded { control, task, .. } = e {
+                let _ = control.send(Control::Stop(Stop::Shutdown));
+                let _ = task.await;
+                self.active.fetch_sub(1, Ordering::SeqCst);
+                metrics::dec(&self.ctx.metrics.sessions_active);
+            }
+        }
+    }
+
+    /// Users the profile records, counted from the directory (for `/status`).
+    pub async fn count_users_matched(&self, db: &Db) -> Result<u32, callvault_store::db::DbError> {
+        let tenant = &self.ctx.tenant;
+        let rules = &self.settings.rules;
+        let n = if rules.all_users {
+            db.list_users(tenant).await?.len()
+        } else {
+            let mut users = std::collections::BTreeSet::new();
+            for g in db.list_groups(tenant).await? {
+                if rules.groups.contains(&g.name) {
+                    for u in db.group_members(tenant, g.id).await? {
+                        users.insert(u.id);
+                    }
+                }
+            }
+            users.len()
+        };
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    fn reserve(&self) -> bool {
+        let cap = self.settings.capacity;
+        self.active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn unreserve(&self) {
+        self.active.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    async fn start_session(&self, offer: SessionOffer) -> Result<Vec<u8>, Rejection> {
+        let parsed = sdp::parse(&offer.sdp)
+            .map_err(|e| reject(488, format!("Not Acceptable Here (SDP: {e})")))?;
+        let md = match offer.metadata.as_deref() {
+            Some(xml) => Some(
+                metadata::parse(xml)
+                    .map_err(|e| reject(400, format!("Bad Request (rs-metadata: {e})")))?,
+            ),
+            None => None,
+        };
+        let plans = sdp::plan(&parsed);
+        if !plans.iter().any(|p| matches!(p, MediaPlan::Accept { .. })) {
+            return Err(reject(
+                488,
+                "Not Acceptable Here (no audio stream the recorder decodes)",
+            ));
+        }
+        let parties = parties(&offer, md.as_ref());
+        let (decision, owner) = self.decide(&parties).await;
+        let session_id = u64::from_be_bytes(
+            Uuid::new_v4().as_bytes()[..8]
+                .try_into()
+                .unwrap_or_default(),
+        ) >> 1;
+        let record = match decision {
+            Ok(d) => d,
+            Err(reason) => {
+                tracing::info!(reason, "call not recorded by the profile's rules");
+                metrics::inc(&self.ctx.metrics.sessions_not_recorded);
+                return self.answer_unrecorded(&offer, &parsed, session_id);
+            }
+        };
+        if !self.reserve() {
+            if self.settings.fail_closed {
+                return Err(reject(503, "Service Unavailable (recorder at capacity)"));
+            }
+            tracing::warn!("at capacity: call answered without recording (failClosed is off)");
+            metrics::inc(&self.ctx.metrics.sessions_not_recorded);
+            return self.answer_unrecorded(&offer, &parsed, session_id);
+        }
+        let (raw, participants) = metadata_json(md.as_ref(), &parsed);
+        let row = RowFacts {
+            call_id: md
+                .as_ref()
+                .and_then(|m| m.sessions.first().map(|s| s.id.clone()))
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| offer.dialog.call_id.clone()),
+            sip_call_id: offer.dialog.call_id.clone(),
+            session_id: md
+                .as_ref()
+                .and_then(|m| m.groups.first().map(|g| g.id.clone()))
+                .unwrap_or_default(),
+            segment: 0,
+            start_time: callvault_store::db::now_micros(),
+            direction: record.direction,
+            call_type: record.call_type,
+            calling: parties.calling.clone(),
+            called: parties.called.clone(),
+            participants,
+            owner_user_id: owner,
+            owner_item: record.owner_item,
+            profile: self.settings.profile.clone(),
+            storage_target: self.settings.storage_target.clone(),
+            key_id: self.settings.key_id.clone(),
+            expires_at: Some(
+                callvault_store::db::now_micros()
+                    + i64::from(self.settings.retention_days) * 86_400_000_000,
+            ),
+            raw_metadata: raw,
+        };
+        let call = match Call::start(self.ctx.clone(), row) {
+            Ok(c) => c,
+            Err(e) => {
+                self.unreserve();
+                tracing::error!(error = %e, "cannot open the spool");
+                return Err(reject(500, "Server Internal Error (spool unavailable)"));
+            }
+        };
+        let (control, rx) = mpsc::unbounded_channel();
+        let ports = match self.open_streams(&parsed, &plans, md.as_ref(), &[], &control) {
+            Ok(p) => p,
+            Err(rej) => {
+                let _ = control.send(Control::Stop(Stop::Cancelled));
+                tokio::spawn(call.run(rx));
+                self.unreserve();
+                return Err(rej);
+            }
+        };
+        let answer = self.answer(&parsed, &plans, &ports, session_id, 1)?;
+        let task = tokio::spawn(call.run(rx).in_current_span());
+        metrics::inc(&self.ctx.metrics.sessions_total);
+        metrics::inc(&self.ctx.metrics.sessions_active);
+        self.calls().insert(
+            offer.dialog.clone(),
+            Entry::Recorded {
+                control,
+                task,
+                ports,
+                session_id,
+                version: 1,
+            },
+        );
+        Ok(answer)
+    }
+
+    /// Binds a port pair per accepted m-line that has none yet, and tells the call about
+    /// new, changed and removed streams. Returns the port per m-line.
+    fn open_streams(
+        &self,
+        offer: &SessionDescription,
+        plans: &[MediaPlan],
+        md: Option<&RecordingMetadata>,
+        current: &[Option<u16>],
+        control: &mpsc::UnboundedSender<Control>,
+    ) -> Result<Vec<Option<u16>>, Rejection> {
+        let accepted = plans
+            .iter()
+            .filter(|p| matches!(p, MediaPlan::Accept { .. }))
+            .count();
+        let mut ports = Vec::with_capacity(plans.len());
+        let mut nth = 0usize;
+        for (index, (m, plan)) in offer.media.iter().zip(plans).enumerate() {
+            let existing = current.get(index).copied().flatten();
+            match plan {
+                MediaPlan::Accept { label, .. } => {
+                    let channel = channel_for(nth, accepted, label.as_deref(), md);
+                    nth += 1;
+                    let config = stream_config(m, channel);
+                    if let Some(port) = existing {
+                        let _ = control.send(Control::UpdateStream { index, config });
+                        ports.push(Some(port));
+                        continue;
+                    }
+                    let Some(pair) = self.ctx.ports.allocate(self.settings.media_bind) else {
+                        // Free what this offer already took.
+                        for (i, p) in ports.iter().enumerate() {
+                            if p.is_some() && current.get(i).copied().flatten().is_none() {
+                                let _ = control.send(Control::CloseStream { index: i });
+                            }
+                        }
+                        return Err(reject(503, "Service Unavailable (no free RTP ports)"));
+                    };
+                    ports.push(Some(pair.port));
+                    let _ = control.send(Control::AddStream {
+                        index,
+                        pair,
+                        config,
+                    });
+                }
+                MediaPlan::Reject { .. } => {
+                    if existing.is_some() {
+                        let _ = control.send(Control::CloseStream { index });
+                    }
+                    ports.push(None);
+                }
+            }
+        }
+        // m-lines the new offer no longer lists.
+        for (index, port) in current.iter().enumerate().skip(plans.len()) {
+            if port.is_some() {
+                let _ = control.send(Control::CloseStream { index });
+            }
+        }
+        Ok(ports)
+    }
+
+    fn answer(
+        &self,
+        offer: &SessionDescription,
+        plans: &[MediaPlan],
+        ports: &[Option<u16>],
+        session_id: u64,
+        version: u64,
+    ) -> Result<Vec<u8>, Rejection> {
+        let ports: Vec<u16> = ports.iter().flatten().copied().collect();
+        sdp::build_answer(
+            offer,
+            plans,
+            &AnswerParams {
+                address: self.settings.advertise,
+                ports: &ports,
+                session_id,
+                session_version: version,
+            },
+        )
+        .map(String::into_bytes)
+        .map_err(|e| reject(500, format!("Server Internal Error ({e})")))
+    }
+
+    /// Accepts the session but declines every stream (port 0): the call goes on, unrecorded.
+    fn answer_unrecorded(
+        &self,
+        offer: &SessionOffer,
+        parsed: &SessionDescription,
+        session_id: u64,
+    ) -> Result<Vec<u8>, Rejection> {
+        let plans: Vec<MediaPlan> = parsed
+            .media
+            .iter()
+            .map(|_| MediaPlan::Reject {
+                reason: sdp::RejectReason::Disabled,
+            })
+            .collect();
+        let answer = self.answer(parsed, &plans, &[], session_id, 1)?;
+        self.calls().insert(
+            offer.dialog.clone(),
+            Entry::Unrecorded {
+                media: parsed.media.len(),
+            },
+        );
+        Ok(answer)
+    }
+
+    async fn update_session(&self, offer: SessionOffer) -> Result<Vec<u8>, Rejection> {
+        let parsed = sdp::parse(&offer.sdp)
+            .map_err(|e| reject(488, format!("Not Acceptable Here (SDP: {e})")))?;
+        let md = match offer.metadata.as_deref() {
+            Some(xml) => Some(
+                metadata::parse(xml)
+                    .map_err(|e| reject(400, format!("Bad Request (rs-metadata: {e})")))?,
+            ),
+            None => None,
+        };
+        let plans = sdp::plan(&parsed);
+        let mut calls = self.calls();
+        let Some(entry) = calls.get_mut(&offer.dialog) else {
+            return Err(reject(481, "Call/Transaction Does Not Exist"));
+        };
+        match entry {
+            Entry::Unrecorded { media } => {
+                *media = parsed.media.len();
+                let plans: Vec<MediaPlan> = parsed
+                    .media
+                    .iter()
+                    .map(|_| MediaPlan::Reject {
+                        reason: sdp::RejectReason::Disabled,
+                    })
+                    .collect();
+                drop(calls);
+                self.answer(&parsed, &plans, &[], 1, 2)
+            }
+            Entry::Recorded {
+                control,
+                ports,
+                session_id,
+                version,
+                ..
+            } => {
+                let new_ports = self.open_streams(&parsed, &plans, md.as_ref(), ports, control)?;
+                if let Some(md) = md.as_ref() {
+                    let (raw, participants) = metadata_json(Some(md), &parsed);
+                    let _ = control.send(Control::Metadata { raw, participants });
+                }
+                *ports = new_ports.clone();
+                *version += 1;
+                let (sid, ver) = (*session_id, *version);
+                drop(calls);
+                self.answer(&parsed, &plans, &new_ports, sid, ver)
+            }
+        }
+    }
+
+    async fn end_session(&self, dialog: DialogId, reason: EndReason) {
+        let entry = self.calls().remove(&dialog);
+        if let Some(Entry::Recorded { control, task, .. }) = entry {
+            let stop = match reason {
+                EndReason::Bye => Stop::Bye,
+                EndReason::Cancelled => Stop::Cancelled,
+                EndReason::AckTimeout => Stop::AckTimeout,
+            };
+            if reason == EndReason::AckTimeout {
+                tracing::warn!(
+                    "the source never acknowledged the answer: keeping what was recorded"
+                );
+            }
+            let _ = control.send(Control::Stop(stop));
+            let _ = task.await;
+            self.unreserve();
+            metrics::dec(&self.ctx.metrics.sessions_active);
+        }
+    }
+
+    /// Applies the rules. `Err(reason)`: not recorded. The owner is the first selected user.
+    async fn decide(&self, parties: &Parties) -> (Result<RecordFacts, &'static str>, Option<Uuid>) {
+        let matched = match self.ctx.db.get().await {
+            Ok(db) => tokio::time::timeout(
+                Duration::from_secs(2),
+                resolve(&db, &self.ctx.tenant, parties),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok),
+            Err(_) => None,
+        };
+        let Some(matched) = matched else {
+            // No directory: record (a compliance recorder errs on the side of recording).
+            tracing::warn!("user directory unreachable: recording the call unassigned");
+            return (Ok(RecordFacts::unassigned()), None);
+        };
+        let (calling_user, called_user) = (&matched.calling, &matched.called);
+        let (direction, row_direction) = match (calling_user.is_some(), called_user.is_some()) {
+            (true, false) => (rules::Direction::Placed, Direction::Outbound),
+            (true, true) => (rules::Direction::Placed, Direction::Internal),
+            _ => (rules::Direction::Received, Direction::Inbound),
+        };
+        let remote = match direction {
+            rules::Direction::Placed => &parties.called.number,
+            rules::Direction::Received => &parties.calling.number,
+        };
+        let (call_type, row_type) = if calling_user.is_some() && called_user.is_some() {
+            (rules::CallType::Internal, CallType::InternalP2p)
+        } else if is_pstn_number(remote) {
+            (rules::CallType::Pstn, CallType::PstnP2p)
+        } else {
+            (rules::CallType::External, CallType::ExternalP2p)
+        };
+        let users: Vec<MatchedUser> = [calling_user, called_user]
+            .into_iter()
+            .flatten()
+            .map(|(_, u)| u.clone())
+            .collect();
+        let facts = CallFacts {
+            direction,
+            call_type,
+            calling_number: Some(parties.calling.number.as_str()).filter(|s| !s.is_empty()),
+            called_number: Some(parties.called.number.as_str()).filter(|s| !s.is_empty()),
+            users: &users,
+            start: Timestamp::now(),
+        };
+        let bytes = Uuid::new_v4();
+        let draw = (u16::from_be_bytes([bytes.as_bytes()[0], bytes.as_bytes()[1]]) % 100) as u8;
+        match rules::decide(&self.settings.rules, &facts, draw) {
+            Decision::Record(r) => {
+                let owner = [calling_user, called_user]
+                    .into_iter()
+                    .flatten()
+                    .find(|(_, u)| r.users.contains(&u.user));
+                let owner_item = match owner {
+                    Some(_)
+                        if calling_user
+                            .as_ref()
+                            .is_some_and(|(_, u)| r.users.contains(&u.user)) =>
+                    {
+                        parties.calling.number.clone()
+                    }
+                    Some(_) => parties.called.number.clone(),
+                    None => String::new(),
+                };
+                (
+                    Ok(RecordFacts {
+                        direction: row_direction,
+                        call_type: row_type,
+                        owner_item,
+                    }),
+                    owner.map(|(id, _)| *id),
+                )
+            }
+            Decision::DontRecord(reason) => (Err(reason.as_str()), None),
+        }
+    }
+}
+
+struct RecordFacts {
+    direction: Direction,
+    call_type: CallType,
+    owner_item: String,
+}
+
+impl RecordFacts {
+    fn unassigned() -> Self {
+        RecordFacts {
+            direction: Direction::Inbound,
+            call_type: CallType::Unknown,
+            owner_item: String::new(),
+        }
+    }
+}
+
+/// A public number: `+` and digits, or more digits than an extension has.
+fn is_pstn_number(n: &str) -> bool {
+    let digits = n.strip_prefix('+').unwrap_or(n);
+    !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (n.starts_with('+') || digits.len() > 6)
+}
+
+#[derive(Debug, Clone, Default)]
+struct Parties {
+    calling: Party,
+    called: Party,
+}
+
+struct Matched {
+    calling: Option<(Uuid, MatchedUser)>,
+    called: Option<(Uuid, MatchedUser)>,
+}
+
+async fn resolve(
+    db: &Db,
+    tenant: &str,
+    parties: &Parties,
+) -> Result<Matched, callvault_store::db::DbError> {
+    async fn one(
+        db: &Db,
+        tenant: &str,
+        number: &str,
+    ) -> Result<Option<(Uuid, MatchedUser)>, callvault_store::db::DbError> {
+        if number.is_empty() {
+            return Ok(None);
+        }
+        let Some(id) = db.extension_owner(tenant, number).await? else {
+            return Ok(None);
+        };
+        let Some(user) = db.user(tenant, id).await? else {
+            return Ok(None);
+        };
+        let groups = db
+            .user_groups(tenant, id)
+            .await?
+            .into_iter()
+            .map(|g| g.name)
+            .collect();
+        Ok(Some((
+            id,
+            MatchedUser {
+                user: user.username,
+                groups,
+            },
+        )))
+    }
+    Ok(Matched {
+        calling: one(db, tenant, &parties.calling.number).await?,
+        called: one(db, tenant, &parties.called.number).await?,
+    })
+}
+
+/// The user part of a SIP/tel URI (`sip:+4420@sbc` → `+4420`).
+fn uri_user(uri: &str) -> String {
+    let s = uri.trim().trim_start_matches('<').trim_end_matches('>');
+    let s = s
+        .strip_prefix("sips:")
+        .or_else(|| s.strip_prefix("sip:"))
+        .or_else(|| s.strip_prefix("tel:"))
+        .unwrap_or(s);
+    let s = s.split(['@', ';', '?']).next().unwrap_or_default();
+    s.to_owned()
+}
+
+/// Calling and called party: the first two participants of the metadata (the source lists
+/// the caller first), else From and To of a plain INVITE.
+fn parties(offer: &SessionOffer, md: Option<&RecordingMetadata>) -> Parties {
+    let party = |p: &metadata::Participant| {
+        Party::new(
+            p.aor.as_deref().map(uri_user).unwrap_or_default(),
+            p.name.clone().unwrap_or_default(),
+        )
+    };
+    if let Some(md) = md
+        && let [a, b, ..] = md.participants.as_slice()
+    {
+        return Parties {
+            calling: party(a),
+            called: party(b),
+        };
+    }
+    let header = |h: Result<crate::sip::NameAddr, _>| {
+        h.map(|n| Party::new(uri_user(&n.uri), n.display.unwrap_or_default()))
+            .unwrap_or_default()
+    };
+    Parties {
+        calling: header(offer.request.from()),
+        called: header(offer.request.to()),
+    }
+}
+
+/// Which output channel an accepted m-line feeds: a lone stream is the mix (both channels);
+/// otherwise the first party's streams go left and the others right. The party comes from
+/// the metadata's label association when there is one, else the stream's order.
+fn channel_for(
+    nth: usize,
+    accepted: usize,
+    label: Option<&str>,
+    md: Option<&RecordingMetadata>,
+) -> Channel {
+    if accepted == 1 {
+        return Channel::Both;
+    }
+    if let (Some(md), Some(label)) = (md, label)
+        && let Some(sender) = md.sender_of_label(label)
+        && let Some(first) = md.participants.first()
+    {
+        return if sender.id == first.id {
+            Channel::A
+        } else {
+            Channel::B
+        };
+    }
+    if nth.is_multiple_of(2) {
+        Channel::A
+    } else {
+        Channel::B
+    }
+}
+
+/// Every decodable format of the m-line (a source may switch among those it offered).
+fn stream_config(m: &sdp::MediaDescription, channel: Channel) -> StreamConfig {
+    let mut config = StreamConfig::new(channel);
+    for f in &m.formats {
+        let Ok(pt) = f.parse::<u8>() else { continue };
+        if let Some(map) = m.rtpmap(pt)
+            && let Some(codec) = Codec::from_rtpmap(&map.encoding, map.clock_rate)
+        {
+            config = config.with_payload_type(PayloadType::dynamic(pt, codec, map.clock_rate));
+        }
+    }
+    config
+}
+
+/// The row's raw metadata (JSON: participants, stream ↔ participant associations by label,
+/// session and group ids, unknown extensions as raw XML) and its participants.
+fn metadata_json(md: Option<&RecordingMetadata>, sdp: &SessionDescription) -> (String, Vec<Party>) {
+    let labels: Vec<String> = sdp.media.iter().filter_map(|m| m.label.clone()).collect();
+    let Some(md) = md else {
+        return (json!({ "sdpLabels": labels }).to_string(), Vec::new());
+    };
+    let participants: Vec<Party> = md
+        .participants
+        .iter()
+        .map(|p| {
+            Party::new(
+                p.aor.as_deref().map(uri_user).unwrap_or_default(),
+                p.name.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let doc = json!({
+        "groups": md.groups.iter().map(|g| json!({
+            "id": g.id, "associateTime": g.associate_time, "extensions": g.extensions,
+        })).collect::<Vec<_>>(),
+        "sessions": md.sessions.iter().map(|s| json!({
+            "id": s.id, "groupRef": s.group_ref, "sipSessionIds": s.sip_session_ids,
+            "startTime": s.start_time, "stopTime": s.stop_time, "extensions": s.extensions,
+        })).collect::<Vec<_>>(),
+        "participants": md.participants.iter().map(|p| json!({
+            "id": p.id, "aor": p.aor, "name": p.name, "send": p.send, "recv": p.recv,
+            "extensions": p.extensions,
+        })).collect::<Vec<_>>(),
+        "streams": md.streams.iter().map(|s| json!({
+            "id": s.id, "label": s.label, "sessionId": s.session_id,
+            "sender": s.label.as_deref().and_then(|l| md.sender_of_label(l)).map(|p| p.id.clone()),
+            "extensions": s.extensions,
+        })).collect::<Vec<_>>(),
+        "extensions": md.extensions,
+        "sdpLabels": labels,
+    });
+    (doc.to_string(), participants)
+}
+
+impl SessionHandler for Recorder {
+    async fn offer(&self, offer: SessionOffer) -> Result<Vec<u8>, Rejection> {
+        let result = self.start_session(offer).await;
+        if let Err(r) = &result {
+            metrics::inc(&self.ctx.metrics.sessions_rejected);
+            tracing::info!(status = r.status, reason = %r.reason, "offer refused");
+        }
+        result
+    }
+
+    async fn reoffer(&self, offer: SessionOffer) -> Result<Vec<u8>, Rejection> {
+        self.update_session(offer).await
+    }
+
+    async fn ended(&self, dialog: DialogId, reason: EndReason) {
+        self.end_session(dialog, reason).await;
+    }
+
+    fn has_capacity(&self) -> bool {
+        !self.settings.fail_closed || self.active_sessions() < self.settings.capacity
+    }
+}

@@ -1,0 +1,1133 @@
+//! `callvault recorder` as a process, with sipp (Debian `sip-tester`) as the SIPREC client,
+//! PostgreSQL for the rows and MinIO for the objects: each call's recording is fetched,
+//! decrypted with the profile's private key and checked (two channels, the session's length,
+//! each channel carrying the audio sent on it), and its row and metadata are checked. Then the
+//! faults: SIGKILL mid-call, storage unreachable during calls, SIGTERM with calls live.
+//!
+//! Needs `source scripts/services.sh; start_postgres; start_object_stores;
+//! ensure_recorder_test_tools` (scripts/test does it). Nothing here is skipped when a service
+//! is missing: the tests fail and say what is missing.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use audiopus::coder::{Decoder, Encoder};
+use audiopus::{Application, Channels, SampleRate};
+use callvault_recorder::media::{g711, g722};
+use callvault_store::db::{Db, Recording, RecordingStatus};
+use callvault_store::format::{decrypt_stream, recover_truncated, sha256};
+use callvault_store::keys::{KeyRing, PrivateKey};
+use callvault_store::objstore::{self, Credentials, StorageConfig};
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_callvault");
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run `source scripts/services.sh; start_postgres; start_object_stores` first")
+    })
+}
+
+fn free_port() -> u16 {
+    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_tcp_port() -> u16 {
+    StdTcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Each rig gets its own RTP range so tests running side by side never share a port.
+fn rtp_range() -> (u16, u16) {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let start = 31000 + (std::process::id() as u16 % 40) * 400 + n * 40;
+    (start, start + 39)
+}
+
+/// Polls `check` until it returns `Some`, failing with `what` after `limit`.
+async fn poll<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A recorder process with its own tenant, key pair, spool and storage prefix.
+struct Rig {
+    dir: tempfile::TempDir,
+    tenant: String,
+    key: PrivateKey,
+    sip: SocketAddr,
+    http: SocketAddr,
+    db: Db,
+    storage: objstore::Storage,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Rig {
+    /// Writes the configuration; `s3_endpoint` overrides MinIO's (a proxy in the outage test).
+    async fn new(s3_endpoint: Option<String>, capacity: u32) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let tenant = format!("t{}", &uuid_hex()[..12]);
+        let key = PrivateKey::generate(2048).unwrap();
+        let pem = key.public_key().to_pem().unwrap();
+        std::fs::write(dir.path().join("key.pem"), pem).unwrap();
+        let db_url = env("CALLVAULT_TEST_DATABASE_URL");
+        std::fs::write(dir.path().join("db-url"), format!("{db_url}\n")).unwrap();
+        let creds = dir.path().join("creds");
+        std::fs::create_dir(&creds).unwrap();
+        std::fs::write(
+            creds.join(Credentials::ACCESS_KEY_ID),
+            env("CALLVAULT_TEST_S3_ACCESS_KEY_ID"),
+        )
+        .unwrap();
+        std::fs::write(
+            creds.join(Credentials::SECRET_ACCESS_KEY),
+            env("CALLVAULT_TEST_S3_SECRET_ACCESS_KEY"),
+        )
+        .unwrap();
+        let storage_spec = serde_json::json!({
+            "type": "s3",
+            "bucket": env("CALLVAULT_TEST_S3_BUCKET"),
+            "endpoint": s3_endpoint.clone().unwrap_or_else(|| env("CALLVAULT_TEST_S3_ENDPOINT")),
+            "region": env("CALLVAULT_TEST_S3_REGION"),
+            "prefix": format!("recorder-tests/{tenant}"),
+        });
+        let rtp = rtp_range();
+        let sip = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let http = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
+        let config = serde_json::json!({
+            "tenant": tenant,
+            "profile": "compliance",
+            "sip": {"port": sip.port()},
+            "mediaAddress": {"bind": "127.0.0.1", "advertise": {"address": "127.0.0.1"}},
+            "rtpPortRange": {"start": rtp.0, "end": rtp.1},
+            "sessionsPerReplica": capacity,
+            "storage": storage_spec,
+            "storageCredentialsDir": creds,
+            "encryption": {
+                "publicKeyPath": dir.path().join("key.pem"),
+                "keyId": key.id().to_hex(),
+            },
+            "spoolDir": dir.path().join("spool"),
+            "databaseUrlFile": dir.path().join("db-url"),
+            "drainGraceSeconds": 30,
+            "rules": {"allUsers": true},
+        });
+        std::fs::write(dir.path().join("recorder.yaml"), config.to_string()).unwrap();
+        let db = Db::connect(&db_url).await.unwrap();
+        // The test reads objects from MinIO itself, never through the proxy.
+        let mut direct: StorageConfig = serde_json::from_value(storage_spec).unwrap();
+        direct.endpoint = Some(env("CALLVAULT_TEST_S3_ENDPOINT"));
+        let storage = objstore::open(
+            &direct,
+            &Credentials::s3(
+                env("CALLVAULT_TEST_S3_ACCESS_KEY_ID"),
+                env("CALLVAULT_TEST_S3_SECRET_ACCESS_KEY"),
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("recorder.log");
+        Rig {
+            dir,
+            tenant,
+            key,
+            sip,
+            http,
+            db,
+            storage,
+            child: None,
+            log,
+        }
+    }
+
+    async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(BIN)
+            .args(["recorder", "--config"])
+            .arg(self.dir.path().join("recorder.yaml"))
+            .args(["--http", &self.http.to_string()])
+            .env("RUST_LOG", "info,callvault_recorder=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let http = self.http;
+        poll("the recorder to be ready", Duration::from_secs(30), || async move {
+            (get(http, "/readyz").await.map(|(s, _)| s) == Some(200)).then_some(())
+        })
+        .await;
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id().unwrap() as i32
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.pid().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// Finished recordings (available or incomplete) of this rig's tenant, oldest first.
+    async fn finished(&self) -> Vec<Recording> {
+        self.db
+            .recordings_to_archive(&self.tenant, "none", 100)
+            .await
+            .unwrap()
+    }
+
+    async fn wait_finished(&self, n: usize, limit: Duration) -> Vec<Recording> {
+        let what = format!("{n} committed recordings");
+        let logs = || self.logs();
+        let rows = tokio::time::timeout(limit, async {
+            loop {
+                let rows = self.finished().await;
+                if rows.len() >= n {
+                    return rows;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        rows.unwrap_or_else(|_| panic!("timed out waiting for {what}; recorder log:\n{}", logs()))
+    }
+
+    /// The decrypted Ogg of a committed recording.
+    async fn plaintext(&self, row: &Recording) -> Vec<u8> {
+        let data = self
+            .storage
+            .get(row.object_key.as_deref().unwrap())
+            .await
+            .unwrap();
+        let mut ring = KeyRing::new();
+        ring.insert(self.key.clone());
+        let mut out = Vec::new();
+        decrypt_stream(&data[..], &ring, &mut out).unwrap();
+        out
+    }
+}
+
+fn uuid_hex() -> String {
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A GET on the recorder's operations endpoint: status and body.
+async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut out = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out)
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((status, body))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Audio: two parties speaking different sentences (espeak-ng, resampled by sox).
+
+/// `text` spoken at `rate` Hz, mono 16-bit.
+fn speech(dir: &Path, text: &str, rate: u32) -> Vec<i16> {
+    let wav = dir.join(format!("{}.wav", &hex(sha256(text.as_bytes()))[..12]));
+    if !wav.exists() {
+        let st = std::process::Command::new("espeak-ng")
+            .args(["-s", "150", "-w"])
+            .arg(&wav)
+            .arg(text)
+            .status()
+            .expect("espeak-ng is not installed (Debian package espeak-ng)");
+        assert!(st.success());
+    }
+    let out = std::process::Command::new("sox")
+        .arg(&wav)
+        .args([
+            "-t",
+            "raw",
+            "-e",
+            "signed-integer",
+            "-b",
+            "16",
+            "-c",
+            "1",
+            "-r",
+        ])
+        .arg(rate.to_string())
+        .arg("-")
+        .output()
+        .expect("sox is not installed (Debian package sox)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+        .chunks_exact(2)
+        .map(|c| i16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+fn hex(b: [u8; 32]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+const PARTY_A: &str =
+    "Good morning, this is Alice from the bank. How can I help you today with your account?";
+const PARTY_B: &str =
+    "Hello. Yes. I would like to move five thousand pounds to my savings, please. Thanks!";
+
+#[derive(Debug, Clone, Copy)]
+enum Codec {
+    Pcmu,
+    Pcma,
+    G722,
+    Opus,
+}
+
+impl Codec {
+    fn pt(self) -> u8 {
+        match self {
+            Codec::Pcmu => 0,
+            Codec::Pcma => 8,
+            Codec::G722 => 9,
+            Codec::Opus => 111,
+        }
+    }
+    fn rtpmap(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU/8000",
+            Codec::Pcma => "PCMA/8000",
+            Codec::G722 => "G722/8000",
+            Codec::Opus => "opus/48000/2",
+        }
+    }
+    /// PCM rate the encoder takes and RTP clock ticks per 20 ms.
+    fn pcm_rate(self) -> u32 {
+        match self {
+            Codec::Pcmu | Codec::Pcma => 8000,
+            Codec::G722 => 16000,
+            Codec::Opus => 48000,
+        }
+    }
+    fn ticks(self) -> u32 {
+        match self {
+            Codec::Pcmu | Codec::Pcma | Codec::G722 => 160,
+            Codec::Opus => 960,
+        }
+    }
+    /// 20 ms payloads of `pcm`.
+    fn payloads(self, pcm: &[i16]) -> Vec<Vec<u8>> {
+        let frame = self.pcm_rate() as usize / 50;
+        let mut g722 = g722::G722Encoder::new();
+        let opus = Encoder::new(SampleRate::Hz48000, Channels::Mono, Application::Voip).unwrap();
+        pcm.chunks(frame)
+            .map(|f| {
+                let mut f = f.to_vec();
+                f.resize(frame, 0);
+                match self {
+                    Codec::Pcmu => f.iter().map(|&s| g711::encode_ulaw(s)).collect(),
+                    Codec::Pcma => f.iter().map(|&s| g711::encode_alaw(s)).collect(),
+                    Codec::G722 => {
+                        let mut out = Vec::new();
+                        g722.encode(&f, &mut out);
+                        out
+                    }
+                    Codec::Opus => {
+                        let mut out = vec![0u8; 400];
+                        let n = opus.encode(&f, &mut out).unwrap();
+                        out.truncate(n);
+                        out
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// One stream's packets: (send time, RTP datagram).
+fn rtp_stream(
+    codec: Codec,
+    pcm: &[i16],
+    ssrc: u32,
+    start: Duration,
+    skip: Option<(Duration, Duration)>,
+) -> Vec<(Duration, Vec<u8>)> {
+    codec
+        .payloads(pcm)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, payload)| {
+            let at = start + Duration::from_millis(20 * i as u64);
+            if let Some((from, to)) = skip
+                && at >= from
+                && at < to
+            {
+                return None;
+            }
+            let mut p = vec![0x80, codec.pt()];
+            p.extend_from_slice(&(i as u16).to_be_bytes());
+            p.extend_from_slice(&(i as u32 * codec.ticks()).to_be_bytes());
+            p.extend_from_slice(&ssrc.to_be_bytes());
+            p.extend_from_slice(&payload);
+            Some((at, p))
+        })
+        .collect()
+}
+
+/// A pcap sipp replays: stream k goes to the answer's first port + 2k.
+fn write_pcap(path: &Path, streams: &[Vec<(Duration, Vec<u8>)>]) {
+    let mut all: Vec<(Duration, u16, &Vec<u8>)> = streams
+        .iter()
+        .enumerate()
+        .flat_map(|(k, s)| s.iter().map(move |(t, p)| (*t, 6000 + 2 * k as u16, p)))
+        .collect();
+    all.sort_by_key(|(t, port, _)| (*t, *port));
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
+    for (t, port, rtp) in all {
+        let udp_len = 8 + rtp.len();
+        let ip_len = 20 + udp_len;
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00]);
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
+        ];
+        ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        frame.extend_from_slice(&ip);
+        frame.extend_from_slice(&(port + 1000).to_be_bytes());
+        frame.extend_from_slice(&port.to_be_bytes());
+        frame.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        frame.extend_from_slice(&[0, 0]);
+        frame.extend_from_slice(rtp);
+        out.extend_from_slice(&(t.as_secs() as u32).to_le_bytes());
+        out.extend_from_slice(&t.subsec_micros().to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Fills a scenario template from tests/sipp and runs one call of it with sipp.
+async fn sipp(
+    rig: &Rig,
+    scenario: &str,
+    vars: &[(&str, String)],
+    transport: &str,
+) -> std::process::Output {
+    run_sipp(rig.sip, rig.dir.path(), scenario, vars, transport).await
+}
+
+async fn run_sipp(
+    target: SocketAddr,
+    dir: &Path,
+    scenario: &str,
+    vars: &[(&str, String)],
+    transport: &str,
+) -> std::process::Output {
+    let path = format!("{}/tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    for (k, v) in vars {
+        text = text.replace(&format!("@{k}@"), v);
+    }
+    let filled = dir.join(format!("{}-{scenario}", uuid_hex()));
+    std::fs::write(&filled, text).unwrap();
+    let child = Command::new("sipp")
+        .arg(target.to_string())
+        .arg("-sf")
+        .arg(&filled)
+        .args([
+            "-m",
+            "1",
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+            "-t",
+            transport,
+        ])
+        .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
+        .args(["-mp", &free_port().to_string()])
+        .kill_on_drop(true)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sipp is not installed (Debian package sip-tester)");
+    tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
+        .await
+        .expect("sipp did not finish")
+        .unwrap()
+}
+
+fn assert_ok(out: &std::process::Output, rig: &Rig) {
+    assert!(
+        out.status.success(),
+        "sipp failed ({}):\n{}\n{}\nrecorder log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        rig.logs()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading recordings back.
+
+/// Two channels of 48 kHz PCM from the recorder's Ogg Opus (two mono Opus streams,
+/// channel mapping family 1), trimmed by pre-skip and the final granule as a player does.
+fn decode_ogg(data: &[u8]) -> [Vec<f32>; 2] {
+    let mut packets: Vec<Vec<u8>> = Vec::new();
+    let mut partial = Vec::new();
+    let mut pos = 0;
+    let mut granule = 0u64;
+    while pos + 27 <= data.len() {
+        assert_eq!(&data[pos..pos + 4], b"OggS", "Ogg page at {pos}");
+        let g = u64::from_le_bytes(data[pos + 6..pos + 14].try_into().unwrap());
+        if g != u64::MAX {
+            granule = g;
+        }
+        let n = usize::from(data[pos + 26]);
+        let lacing = &data[pos + 27..pos + 27 + n];
+        let mut body = pos + 27 + n;
+        for &l in lacing {
+            partial.extend_from_slice(&data[body..body + usize::from(l)]);
+            body += usize::from(l);
+            if l < 255 {
+                packets.push(std::mem::take(&mut partial));
+            }
+        }
+        pos = body;
+    }
+    let head = &packets[0];
+    assert_eq!(&head[..8], b"OpusHead");
+    assert_eq!(head[9], 2, "two channels");
+    let pre_skip = usize::from(u16::from_le_bytes([head[10], head[11]]));
+    let mut decs = [
+        Decoder::new(SampleRate::Hz48000, Channels::Mono).unwrap(),
+        Decoder::new(SampleRate::Hz48000, Channels::Mono).unwrap(),
+    ];
+    let mut chans = [Vec::new(), Vec::new()];
+    let mut buf = vec![0i16; 5760];
+    for p in &packets[2..] {
+        // The first stream is self-delimited (RFC 6716 appendix B).
+        let toc = p[0];
+        let (len, hdr) = if p[1] < 252 {
+            (usize::from(p[1]), 2)
+        } else {
+            (usize::from(p[1]) + 4 * usize::from(p[2]), 3)
+        };
+        let len = if toc & 3 == 1 { 2 * len } else { len };
+        let mut first = vec![toc];
+        first.extend_from_slice(&p[hdr..hdr + len]);
+        for (c, pkt) in [first, p[hdr + len..].to_vec()].iter().enumerate() {
+            let n = decs[c].decode(Some(&pkt[..]), &mut buf[..], false).unwrap();
+            chans[c].extend(buf[..n].iter().map(|&s| f32::from(s)));
+        }
+    }
+    let total = granule as usize - pre_skip;
+    chans.map(|c| c[pre_skip..(pre_skip + total).min(c.len())].to_vec())
+}
+
+/// Log energy per 20 ms of a signal at `rate` Hz.
+fn envelope(x: &[f32], rate: usize) -> Vec<f64> {
+    x.chunks(rate / 50)
+        .map(|c| {
+            (c.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / c.len() as f64 + 1.0)
+                .ln()
+        })
+        .collect()
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len()) as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    sab / (saa * sbb).sqrt().max(1e-9)
+}
+
+/// Best correlation of a recorded channel's envelope with the sent audio's, over the lags a
+/// call's set-up can introduce (0 to 3 s), and that lag in 20 ms frames.
+fn match_audio(channel: &[f32], sent: &[i16], sent_rate: usize) -> (f64, usize) {
+    let rec = envelope(channel, 48_000);
+    let sent: Vec<f32> = sent.iter().map(|&s| f32::from(s)).collect();
+    let reference = envelope(&sent, sent_rate);
+    (0..150)
+        .filter(|lag| lag + reference.len() <= rec.len())
+        .map(|lag| (pearson(&rec[lag..lag + reference.len()], &reference), lag))
+        .fold((f64::MIN, 0), |best, x| if x.0 > best.0 { x } else { best })
+}
+
+fn rms(x: &[f32]) -> f64 {
+    (x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / x.len().max(1) as f64).sqrt()
+}
+
+/// The checks every recorded call gets: committed row, digest, seal, decrypted two-channel
+/// Ogg exactly the session's length (within one 20 ms frame).
+async fn check_recording(rig: &Rig, row: &Recording) -> [Vec<f32>; 2] {
+    assert_eq!(row.status, RecordingStatus::Available, "{row:?}");
+    assert_eq!(row.codec, "opus");
+    assert_eq!(row.channels, 2);
+    assert_eq!(row.profile, "compliance");
+    assert_eq!(row.key_id.as_deref(), Some(rig.key.id().to_hex().as_str()));
+    assert!(
+        row.signature.as_deref().is_some_and(|s| s.len() == 64),
+        "sealed"
+    );
+    let ogg = rig.plaintext(row).await;
+    assert_eq!(
+        row.sha256.as_deref(),
+        Some(hex(sha256(&ogg)).as_str()),
+        "row digest is the plaintext's"
+    );
+    let pcm = decode_ogg(&ogg);
+    let session = (row.end_time.unwrap() - row.start_time) as f64 / 1e6;
+    let file = pcm[0].len() as f64 / 48_000.0;
+    assert!(
+        (file - session).abs() <= 0.020,
+        "recording {file:.3} s, session {session:.3} s"
+    );
+    pcm
+}
+
+// ---------------------------------------------------------------------------------------------
+// The call scenarios.
+
+async fn two_stream_call(codec: Codec, transport: &str) {
+    let mut rig = Rig::new(None, 10).await;
+    rig.start().await;
+    let a = speech(rig.dir.path(), PARTY_A, codec.pcm_rate());
+    let b = speech(rig.dir.path(), PARTY_B, codec.pcm_rate());
+    let pcap = rig.dir.path().join("call.pcap");
+    write_pcap(
+        &pcap,
+        &[
+            rtp_stream(codec, &a, 0x1111, Duration::ZERO, None),
+            rtp_stream(codec, &b, 0x2222, Duration::ZERO, None),
+        ],
+    );
+    let talk = a.len().max(b.len()) as u64 * 1000 / u64::from(codec.pcm_rate());
+    let out = sipp(
+        &rig,
+        "record_two_streams.xml",
+        &[
+            ("PT", codec.pt().to_string()),
+            ("RTPMAP", codec.rtpmap().into()),
+            ("PCAP", pcap.display().to_string()),
+            ("PAUSE_MS", (talk + 500).to_string()),
+        ],
+        transport,
+    )
+    .await;
+    assert_ok(&out, &rig);
+    let rows = rig.wait_finished(1, Duration::from_secs(30)).await;
+    let row = &rows[0];
+    let pcm = check_recording(&rig, row).await;
+    let rate = codec.pcm_rate() as usize;
+    let (aa, lag_a) = match_audio(&pcm[0], &a, rate);
+    let (bb, lag_b) = match_audio(&pcm[1], &b, rate);
+    let (ab, _) = match_audio(&pcm[0], &b, rate);
+    let (ba, _) = match_audio(&pcm[1], &a, rate);
+    assert!(
+        aa > 0.8 && bb > 0.8,
+        "{codec:?}: channels follow their party: A {aa:.2}, B {bb:.2}"
+    );
+    assert!(
+        aa > ab + 0.2 && bb > ba + 0.2,
+        "{codec:?}: no party in the other's channel: A~B {ab:.2}, B~A {ba:.2}"
+    );
+    assert!(
+        lag_a.abs_diff(lag_b) <= 2,
+        "both channels aligned (lags {lag_a}, {lag_b} frames)"
+    );
+    // Metadata: parties, participants, stream associations, vendor extension kept raw.
+    assert_eq!(row.calling.number, "1001");
+    assert_eq!(row.calling.name, "Alice Agent");
+    assert_eq!(row.called.number, "+15551234567");
+    let names: Vec<&str> = row.participants.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["Alice Agent", "Bob Customer"]);
+    let md: serde_json::Value = serde_json::from_str(row.raw_metadata.as_deref().unwrap()).unwrap();
+    assert_eq!(md["streams"][0]["label"], "1");
+    assert_eq!(md["streams"][0]["sender"], "cGFydHktYWxpY2U=");
+    assert_eq!(md["streams"][1]["sender"], "cGFydHktYm9i");
+    assert!(
+        md["extensions"][0]
+            .as_str()
+            .unwrap()
+            .contains("<acme:ucid>00001234567890</acme:ucid>"),
+        "{md}"
+    );
+    assert_eq!(row.session_id, "Z3JvdXAtMQ==");
+    assert_eq!(
+        row.metadata_digest.as_deref(),
+        Some(hex(sha256(row.raw_metadata.as_deref().unwrap().as_bytes())).as_str())
+    );
+    assert_eq!(
+        rig.db.active_recordings(&rig.tenant).await.unwrap().len(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_g711_streams_with_metadata_over_udp() {
+    two_stream_call(Codec::Pcmu, "u1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_g722_streams_over_tcp() {
+    two_stream_call(Codec::G722, "t1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_opus_streams() {
+    two_stream_call(Codec::Opus, "u1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_mixed_stream_fills_both_channels() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.start().await;
+    let a = speech(rig.dir.path(), PARTY_A, 8000);
+    let pcap = rig.dir.path().join("mixed.pcap");
+    write_pcap(
+        &pcap,
+        &[rtp_stream(Codec::Pcma, &a, 0x3333, Duration::ZERO, None)],
+    );
+    let talk = a.len() as u64 / 8;
+    let out = sipp(
+        &rig,
+        "record_mixed_stream.xml",
+        &[
+            ("PCAP", pcap.display().to_string()),
+            ("PAUSE_MS", (talk + 500).to_string()),
+        ],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    let row = rig
+        .wait_finished(1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    let pcm = check_recording(&rig, &row).await;
+    for ch in &pcm {
+        let (c, _) = match_audio(ch, &a, 8000);
+        assert!(c > 0.8, "the mixed stream is in both channels ({c:.2})");
+    }
+    assert_eq!(row.calling.number, "+442071234567");
+    assert_eq!(row.calling.name, "Carol Caller");
+    assert_eq!(row.called.number, "2002");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_by_reinvite_is_silence_and_the_call_resumes() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.start().await;
+    let a = speech(rig.dir.path(), PARTY_A, 8000);
+    let b = speech(rig.dir.path(), PARTY_B, 8000);
+    // 2 s of talk, 2 s of hold (nothing sent), then the rest.
+    let (talk, hold) = (Duration::from_secs(2), Duration::from_secs(2));
+    let shift = |pcm: &[i16]| -> Vec<i16> {
+        let cut = 16_000.min(pcm.len());
+        let mut v = pcm[..cut].to_vec();
+        v.extend(std::iter::repeat_n(0, 16_000));
+        v.extend_from_slice(&pcm[cut..]);
+        v
+    };
+    let (a2, b2) = (shift(&a), shift(&b));
+    let skip = Some((talk, talk + hold));
+    let pcap = rig.dir.path().join("hold.pcap");
+    write_pcap(
+        &pcap,
+        &[
+            rtp_stream(Codec::Pcmu, &a2, 0x4444, Duration::ZERO, skip),
+            rtp_stream(Codec::Pcmu, &b2, 0x5555, Duration::ZERO, skip),
+        ],
+    );
+    let rest = (a2.len().max(b2.len()) as u64 / 8).saturating_sub(4000) + 500;
+    let out = sipp(
+        &rig,
+        "record_hold.xml",
+        &[
+            ("PCAP", pcap.display().to_string()),
+            ("TALK_MS", "2000".into()),
+            ("HOLD_MS", "2000".into()),
+            ("PAUSE_MS", rest.to_string()),
+        ],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    let row = rig
+        .wait_finished(1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    let pcm = check_recording(&rig, &row).await;
+    let (aa, lag) = match_audio(&pcm[0], &a2, 8000);
+    assert!(aa > 0.8, "party A around the hold ({aa:.2})");
+    // The hold itself (with a margin for set-up lag) is silence on both channels.
+    let from = (lag * 960) + 48_000 * 2 + 9_600;
+    let to = (lag * 960) + 48_000 * 4 - 9_600;
+    for ch in &pcm {
+        assert!(
+            rms(&ch[from..to]) < 50.0,
+            "silence during hold: rms {:.1}",
+            rms(&ch[from..to])
+        );
+    }
+    assert!(
+        rms(&pcm[0][to + 19_200..]) > 300.0,
+        "audio after the call resumed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_rtp_is_recorded_as_silence_of_its_length() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.start().await;
+    let out = sipp(
+        &rig,
+        "record_no_rtp.xml",
+        &[("PAUSE_MS", "1500".into())],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    let row = rig
+        .wait_finished(1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    let pcm = check_recording(&rig, &row).await;
+    assert!(pcm[0].len() >= 48_000 * 3 / 2, "{} samples", pcm[0].len());
+    assert!(rms(&pcm[0]) < 5.0 && rms(&pcm[1]) < 5.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bodies_get_a_clean_4xx_and_no_recording() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.start().await;
+    for scenario in ["record_malformed_metadata.xml", "record_malformed_sdp.xml"] {
+        let out = sipp(&rig, scenario, &[], "u1").await;
+        assert_ok(&out, &rig);
+    }
+    // Still serving: a normal call right after is recorded.
+    let out = sipp(
+        &rig,
+        "record_no_rtp.xml",
+        &[("PAUSE_MS", "300".into())],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    let rows = rig.wait_finished(1, Duration::from_secs(30)).await;
+    assert_eq!(rows.len(), 1, "only the well-formed call was recorded");
+    let (status, body) = get(rig.http, "/status").await.unwrap();
+    assert_eq!(status, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["profile"], "compliance");
+    assert_eq!(status["activeSessions"], 0);
+    assert_eq!(status["capacity"], 10);
+    assert_eq!(status["draining"], false);
+    assert!(status["lastRecordingTime"].as_str().is_some(), "{status}");
+    let (_, metrics) = get(rig.http, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("callvault_recorder_sessions_rejected_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("callvault_recorder_commits_total 1"),
+        "{metrics}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Faults.
+
+/// Starts a long call in the background and waits until its row shows it being recorded.
+async fn live_calls(
+    rig: &Rig,
+    n: usize,
+    pause_ms: u64,
+) -> Vec<tokio::task::JoinHandle<std::process::Output>> {
+    let a = speech(rig.dir.path(), PARTY_A, 8000);
+    let pcap = rig.dir.path().join("long.pcap");
+    write_pcap(
+        &pcap,
+        &[
+            rtp_stream(Codec::Pcmu, &a, 0x6666, Duration::ZERO, None),
+            rtp_stream(Codec::Pcmu, &a, 0x7777, Duration::ZERO, None),
+        ],
+    );
+    let mut calls = Vec::new();
+    for _ in 0..n {
+        let vars = vec![
+            ("PT", "0".to_owned()),
+            ("RTPMAP", "PCMU/8000".to_owned()),
+            ("PCAP", pcap.display().to_string()),
+            ("PAUSE_MS", pause_ms.to_string()),
+        ];
+        let (sip, dir) = (rig.sip, rig.dir.path().to_owned());
+        calls.push(tokio::spawn(async move {
+            let vars: Vec<(&str, String)> = vars.iter().map(|(k, v)| (*k, v.clone())).collect();
+            run_sipp(sip, &dir, "record_two_streams.xml", &vars, "u1").await
+        }));
+    }
+    let (db, tenant) = (rig.db.clone(), rig.tenant.clone());
+    poll("the calls to be recorded", Duration::from_secs(20), || {
+        let (db, tenant) = (db.clone(), tenant.clone());
+        async move { (db.active_recordings(&tenant).await.unwrap().len() >= n).then_some(()) }
+    })
+    .await;
+    calls
+}
+
+/// Size of the largest media file in the spool.
+fn spooled_bytes(rig: &Rig) -> u64 {
+    std::fs::read_dir(rig.dir.path().join("spool"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "cvr"))
+                .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+}
+
+async fn wait_exit(rig: &mut Rig, limit: Duration) -> std::process::ExitStatus {
+    let child = rig.child.as_mut().unwrap();
+    let status = tokio::time::timeout(limit, child.wait()).await;
+    let status =
+        status.unwrap_or_else(|_| panic!("the recorder did not exit; log:\n{}", rig.logs()));
+    rig.child = None;
+    status.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_call_is_recovered_at_restart_as_incomplete() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.start().await;
+    let calls = live_calls(&rig, 1, 20_000).await;
+    // Some whole encrypted chunks (8 KiB each) reached the spool.
+    let rig_ref = &rig;
+    poll(
+        "audio in the spool",
+        Duration::from_secs(20),
+        || async move { (spooled_bytes(rig_ref) > 20_000).then_some(()) },
+    )
+    .await;
+    rig.signal("-KILL");
+    wait_exit(&mut rig, Duration::from_secs(10)).await;
+    for c in calls {
+        c.abort();
+    }
+    assert_eq!(
+        rig.db.active_recordings(&rig.tenant).await.unwrap().len(),
+        1,
+        "the row still says recording"
+    );
+    rig.start().await;
+    let row = rig
+        .wait_finished(1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    assert_eq!(row.status, RecordingStatus::Incomplete);
+    assert_eq!(
+        row.sha256, None,
+        "the recorder cannot digest what it cannot decrypt"
+    );
+    assert_eq!(row.signature, None);
+    assert!(row.end_time.unwrap() > row.start_time);
+    let data = rig
+        .storage
+        .get(row.object_key.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(row.size_bytes, Some(data.len() as i64));
+    let mut ring = KeyRing::new();
+    ring.insert(rig.key.clone());
+    let mut ogg = Vec::new();
+    let rec = recover_truncated(&data[..], &ring, &mut ogg).unwrap();
+    assert!(!rec.complete);
+    assert_eq!(
+        rec.discarded_bytes, 0,
+        "the spool file was cut at a chunk boundary"
+    );
+    assert!(ogg.len() >= 16 * 1024, "{} bytes recovered", ogg.len());
+    assert_eq!(&ogg[..4], b"OggS");
+    assert!(
+        rig.db
+            .active_recordings(&rig.tenant)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(spooled_bytes(&rig), 0, "the spool is empty once committed");
+}
+
+/// A TCP forwarder in front of MinIO that can be cut, as a storage outage.
+struct Proxy {
+    addr: SocketAddr,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn start(addr: SocketAddr) -> Proxy {
+        let upstream: SocketAddr = env("CALLVAULT_TEST_S3_ENDPOINT")
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut down, _)) = listener.accept().await else {
+                    continue;
+                };
+                conns.spawn(async move {
+                    if let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            task: Some(task),
+        }
+    }
+
+    /// Closes the listener and every forwarded connection.
+    fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_outage_delays_commits_and_loses_nothing() {
+    let mut proxy = Proxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await;
+    let mut rig = Rig::new(Some(format!("http://{}", proxy.addr)), 10).await;
+    rig.start().await;
+    proxy.cut();
+    for _ in 0..2 {
+        let out = sipp(
+            &rig,
+            "record_no_rtp.xml",
+            &[("PAUSE_MS", "800".into())],
+            "u1",
+        )
+        .await;
+        assert_ok(&out, &rig);
+    }
+    let http = rig.http;
+    poll(
+        "commit attempts to fail",
+        Duration::from_secs(30),
+        || async move {
+            let (_, m) = get(http, "/metrics").await?;
+            (!m.contains("callvault_recorder_commit_failures_total 0")).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        rig.finished().await.is_empty(),
+        "nothing can be committed while storage is down"
+    );
+    assert_eq!(
+        rig.db.active_recordings(&rig.tenant).await.unwrap().len(),
+        2
+    );
+    let _proxy = Proxy::start(proxy.addr).await;
+    let rows = rig.wait_finished(2, Duration::from_secs(90)).await;
+    for row in &rows {
+        check_recording(&rig, row).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_live_calls_and_commits_them_all() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.start().await;
+    let calls = live_calls(&rig, 3, 4_000).await;
+    rig.signal("-TERM");
+    let http = rig.http;
+    poll(
+        "readiness to drop while draining",
+        Duration::from_secs(5),
+        || async move {
+            match get(http, "/readyz").await {
+                Some((503, body)) if body.contains("draining") => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+    let (_, status) = get(http, "/status").await.unwrap();
+    assert!(status.contains(r#""draining":true"#), "{status}");
+    for c in calls {
+        let out = c.await.unwrap();
+        assert_ok(&out, &rig);
+    }
+    let exit = wait_exit(&mut rig, Duration::from_secs(40)).await;
+    assert!(exit.success(), "{exit}");
+    let rows = rig.finished().await;
+    assert_eq!(rows.len(), 3, "every live call committed before exit");
+    for row in &rows {
+        assert_eq!(row.status, RecordingStatus::Available);
+    }
+}
