@@ -1,0 +1,147 @@
+// The supervisor's workflow in Chromium, against a running portal (started by tests/ui.rs).
+// Environment: BASE_URL, CHROMIUM (browser binary), PLAYWRIGHT (playwright-core directory),
+// PASSWORD (of the users `supervisor` and `reviewer`), CALL_ID (the call from 1001 to 2002).
+
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+
+const { BASE_URL, CHROMIUM, PLAYWRIGHT, PASSWORD, CALL_ID } = process.env;
+const { chromium } = createRequire(import.meta.url)(PLAYWRIGHT);
+
+const browser = await chromium.launch({
+  executablePath: CHROMIUM,
+  // No sandbox: CI runs as root. Autoplay: the player is started by a script click.
+  args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required'],
+});
+const step = (s) => console.log(`ok - ${s}`);
+
+async function signIn(page, user) {
+  await page.goto(BASE_URL);
+  await page.fill('#f-username', user);
+  await page.fill('#f-password', PASSWORD);
+  await page.click('#login button[type=submit]');
+  await page.waitForSelector('#calls tbody tr');
+}
+
+try {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const violations = [];
+  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) violations.push(m.text()); });
+
+  // The page comes with a strict policy and no inline code.
+  const resp = await page.goto(BASE_URL);
+  const csp = resp.headers()['content-security-policy'];
+  assert.match(csp, /script-src 'self'/);
+  assert.doesNotMatch(csp, /unsafe-inline/);
+  step('the page is served with a strict Content-Security-Policy');
+
+  // Wrong password: a clear error, still on the sign-in form.
+  await page.fill('#f-username', 'supervisor');
+  await page.fill('#f-password', 'not the password at all');
+  await page.click('#login button[type=submit]');
+  await page.waitForSelector('#error:not([hidden])');
+  assert.match(await page.textContent('#error'), /wrong username or password/);
+  step('a wrong password is refused with a message');
+
+  await signIn(page, 'supervisor');
+  assert.equal(await page.locator('#calls tbody tr').count(), 2);
+  step('sign in shows both calls');
+
+  // Filter by calling party: only the matching call remains.
+  await page.fill('#f-calling', '1001');
+  await page.click('#search');
+  await page.waitForFunction(() => document.querySelectorAll('#calls tbody tr').length === 1);
+  assert.match(await page.textContent('#calls tbody'), /1001/);
+  assert.doesNotMatch(await page.textContent('#calls tbody'), /3003/);
+  assert.match(await page.textContent('#summary'), /^1 call$/);
+  step('the calling-party filter leaves only the matching call');
+
+  // Nothing secret in web storage.
+  const stored = await page.evaluate(() => JSON.stringify({ ...localStorage, ...sessionStorage }));
+  assert.doesNotMatch(stored, /csrf|session|token|password/i);
+
+  // Open the call.
+  await page.click(`#calls tr[data-id="${CALL_ID}"]`);
+  await page.waitForSelector('#details');
+  assert.match(await page.textContent('#participants'), /1001/);
+  assert.match(await page.textContent('#participants'), /2002/);
+  assert.equal(await page.locator('.lane').count(), 2);
+  step('the call opens with its participants and a lane per channel');
+
+  // Play: the audio element's position moves and the playhead follows.
+  await page.click('#play');
+  await page.waitForFunction(() => document.getElementById('audio').currentTime > 0.5, null, { timeout: 20000 });
+  await page.waitForFunction(() => Number(document.getElementById('playhead').dataset.fraction) > 0);
+  step('play: currentTime moves and the timeline shows it');
+
+  // Seek by clicking three quarters into the timeline.
+  const box = await page.locator('#timeline').boundingBox();
+  await page.mouse.click(box.x + box.width * 0.75, box.y + box.height / 2);
+  await page.waitForFunction(() => {
+    const a = document.getElementById('audio');
+    return a.currentTime >= a.duration * 0.7;
+  });
+  const fraction = Number(await page.getAttribute('#playhead', 'data-fraction'));
+  assert.ok(fraction >= 0.7, `playhead at ${fraction}`);
+  step(`seek: a click at 75% of the timeline moves playback there (playhead ${fraction})`);
+
+  // Speed.
+  await page.selectOption('#speed', '1.5');
+  assert.equal(await page.evaluate(() => document.getElementById('audio').playbackRate), 1.5);
+  await page.click('#play');
+  step('speed changes the playback rate');
+
+  // Tag and note, then reload: both are still there.
+  await page.selectOption('#tag-choice', { label: 'Escalated' });
+  await page.click('#save-tags');
+  await page.waitForFunction(() => document.getElementById('tags')?.textContent.includes('Escalated'));
+  await page.fill('#note-text', 'Customer asked for a callback');
+  await page.click('#add-note');
+  await page.waitForFunction(() => document.getElementById('notes')?.textContent.includes('Customer asked for a callback'));
+  await page.reload();
+  await page.waitForSelector('#details');
+  assert.match(await page.textContent('#tags'), /Escalated/);
+  assert.match(await page.textContent('#notes'), /Customer asked for a callback/);
+  step('a tag and a note are shown after reload');
+
+  // Integrity.
+  await page.click('#check-integrity');
+  await page.waitForFunction(() => document.getElementById('integrity-result').textContent.trim() !== '');
+  assert.match(await page.textContent('#integrity-result'), /intact/);
+  step('the integrity check says intact');
+
+  // The audit trail shows what the supervisor did.
+  await page.click('a[href="#/admin/audit"]');
+  await page.waitForSelector('#audit tbody tr');
+  await page.fill('#f-actor', 'supervisor');
+  await page.click('#audit-filters button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#audit tbody')?.textContent.includes('note.add'));
+  const audit = await page.textContent('#audit tbody');
+  for (const a of ['login', 'view', 'play', 'tag.set', 'note.add']) assert.ok(audit.includes(a), `audit lacks ${a}`);
+  const csv = await page.evaluate(async () => {
+    const r = await fetch(document.getElementById('audit-csv').href);
+    return { status: r.status, type: r.headers.get('content-type'), body: await r.text() };
+  });
+  assert.equal(csv.status, 200);
+  assert.match(csv.body, /note\.add/);
+  step('the audit trail lists login, view, play, tag.set and note.add and exports them as CSV');
+
+  // Sign out; a reviewer may see the call but not play it.
+  await page.click('#logout');
+  await page.waitForSelector('#login');
+  await signIn(page, 'reviewer');
+  await page.click(`#calls tr[data-id="${CALL_ID}"]`);
+  await page.waitForSelector('#details');
+  assert.equal(await page.locator('#play').count(), 0);
+  await page.waitForSelector('#no-play');
+  const status = await page.evaluate((id) => fetch(`/api/v1/recordings/${id}/media`).then((r) => r.status), CALL_ID);
+  assert.equal(status, 403);
+  assert.equal(await page.locator('a[href="#/admin/audit"]:visible').count(), 0);
+  step('a reviewer without play permission sees no play button and the API answers 403');
+
+  assert.deepEqual(violations, []);
+  await context.close();
+} finally {
+  await browser.close();
+}
