@@ -1,0 +1,339 @@
+//! Test fixture: a portal over a throwaway database (PostgreSQL or SQLite), a filesystem
+//! storage target in a temporary directory, a generated key pair, recordings written with the
+//! store's writer, and an in-process client that keeps its session cookie and CSRF token.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use callvault_crds::access_profile::AccessProfile;
+use callvault_portal::{FileAccessSource, Portal, PortalConfig, Storages};
+use callvault_store::db::testing::TestDb;
+use callvault_store::db::{
+    Db, Direction, FinishRecording, NewRecording, NewUser, Party, Recording, RecordingStatus,
+    ReleaseCause,
+};
+use callvault_store::format::{RecordingWriter, WriterOptions};
+use callvault_store::keys::{KeyRing, PrivateKey};
+use callvault_store::objstore::{self, Credentials, Storage, StorageConfig};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+pub const T: &str = "default";
+pub const TARGET: &str = "primary";
+pub const ARCHIVE: &str = "archive";
+pub const PASSWORD: &str = "a long test passphrase";
+/// Small chunks so that short recordings span many of them.
+pub const CHUNK: u32 = 4096;
+
+pub struct Fixture {
+    pub db: Db,
+    pub router: Router,
+    pub access: Arc<FileAccessSource>,
+    pub key: PrivateKey,
+    pub key_id: String,
+    pub storage: Storage,
+    pub archive: Storage,
+    _testdb: TestDb,
+    _dir: tempfile::TempDir,
+}
+
+fn fs_storage(dir: &std::path::Path, name: &str) -> Storage {
+    let path = dir.join(name);
+    std::fs::create_dir_all(&path).expect("storage dir");
+    let config: StorageConfig =
+        serde_json::from_value(json!({"type": "filesystem", "path": path})).expect("config");
+    objstore::open(&config, &Credentials::none()).expect("open storage")
+}
+
+/// One key pair for every test of a binary: RSA generation is the slow part.
+fn test_key() -> PrivateKey {
+    static KEY: std::sync::OnceLock<PrivateKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| PrivateKey::generate(2048).expect("generate key"))
+        .clone()
+}
+
+pub fn config() -> PortalConfig {
+    PortalConfig {
+        secure_cookies: false,
+        login_attempts_per_minute: 1000,
+        ..PortalConfig::default()
+    }
+}
+
+impl Fixture {
+    pub async fn postgres() -> Self {
+        Self::with(TestDb::postgres().await, config()).await
+    }
+
+    pub async fn sqlite() -> Self {
+        Self::with(TestDb::sqlite().await, config()).await
+    }
+
+    pub async fn with(testdb: TestDb, config: PortalConfig) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = fs_storage(dir.path(), TARGET);
+        let archive = fs_storage(dir.path(), ARCHIVE);
+        let key = test_key();
+        let key_id = key.id().to_hex();
+        let mut ring = KeyRing::new();
+        ring.insert(key.clone());
+        let mut storages = Storages::new();
+        storages.insert(TARGET.to_owned(), storage.clone());
+        storages.insert(ARCHIVE.to_owned(), archive.clone());
+        let access = Arc::new(FileAccessSource::from_profiles(T, vec![]));
+        let router = Portal::new(
+            config.validate().expect("config"),
+            testdb.db.clone(),
+            access.clone(),
+            ring,
+            storages,
+        );
+        Fixture {
+            db: testdb.db.clone(),
+            router,
+            access,
+            key,
+            key_id,
+            storage,
+            archive,
+            _testdb: testdb,
+            _dir: dir,
+        }
+    }
+
+    /// A local user with the test password and the given groups (created when missing).
+    pub async fn user(&self, name: &str, groups: &[&str]) -> Uuid {
+        let hash = callvault_portal::auth::hash_password(PASSWORD).expect("hash");
+        let mut nu = NewUser::local(name, format!("{name} display"));
+        nu.password_hash = Some(hash);
+        let u = self.db.create_user(T, &nu).await.expect("user");
+        for g in groups {
+            let gid = self.group(g).await;
+            self.db.add_member(T, gid, u.id).await.expect("member");
+        }
+        u.id
+    }
+
+    pub async fn group(&self, name: &str) -> Uuid {
+        if let Some(g) = self
+            .db
+            .list_groups(T)
+            .await
+            .expect("groups")
+            .into_iter()
+            .find(|g| g.name == name)
+        {
+            return g.id;
+        }
+        self.db.create_group(T, name, "").await.expect("group").id
+    }
+
+    /// Sets the tenant's AccessProfiles from YAML (validated like files in standalone).
+    pub fn profiles(&self, yaml: &str) {
+        let list: Vec<AccessProfile> = callvault_crds::validate_yaml(yaml)
+            .unwrap_or_else(|e| panic!("invalid profiles: {e:?}"))
+            .into_iter()
+            .filter_map(|r| match r {
+                callvault_crds::Resource::AccessProfile(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        self.access.set(list);
+    }
+
+    /// Writes an encrypted recording of `plaintext` to the primary target and commits its row.
+    pub async fn recording(
+        &self,
+        owner: Option<Uuid>,
+        groups: Vec<Uuid>,
+        calling: &str,
+        called: &str,
+        plaintext: &[u8],
+    ) -> Recording {
+        let mut rec = NewRecording::new(
+            format!("call-{}", Uuid::new_v4()),
+            1_750_000_000_000_000 + i64::from(rand_small()) * 1_000_000,
+            Direction::Inbound,
+        );
+        rec.calling = Party::new(calling, format!("{calling} name"));
+        rec.called = Party::new(called, format!("{called} name"));
+        rec.owner_user_id = owner;
+        rec.groups = groups;
+        rec.storage_target = TARGET.to_owned();
+        rec.key_id = Some(self.key_id.clone());
+        let id = rec.id;
+        self.db.create_recording(T, &rec).await.expect("create");
+        let meta = [7u8; 32];
+        let mut w = RecordingWriter::new(
+            Vec::new(),
+            self.key.public_key(),
+            WriterOptions { chunk_size: CHUNK },
+        )
+        .expect("writer");
+        std::io::Write::write_all(&mut w, plaintext).expect("write");
+        let (bytes, summary) = w.finish(&meta).expect("finish");
+        let key = format!("{T}/{id}.cvr");
+        self.storage
+            .put(&key, bytes::Bytes::from(bytes.clone()))
+            .await
+            .expect("put");
+        self.db
+            .finish_recording(
+                T,
+                id,
+                &FinishRecording {
+                    status: RecordingStatus::Available,
+                    end_time: rec.start_time + 60_000_000,
+                    answer_time: Some(rec.start_time),
+                    release_cause: Some(ReleaseCause::Normal),
+                    answering: None,
+                    object_key: key,
+                    size_bytes: bytes.len() as i64,
+                    codec: "opus".into(),
+                    channels: 2,
+                    sha256: hex::encode(summary.plaintext_sha256),
+                    metadata_digest: hex::encode(summary.metadata_sha256),
+                    signature: summary.seal.to_hex(),
+                    key_id: summary.key_id.to_hex(),
+                },
+            )
+            .await
+            .expect("finish")
+    }
+
+    /// An in-process client signed in as `name`.
+    pub async fn login(&self, name: &str) -> Client {
+        let mut c = Client::new(self.router.clone());
+        let (status, body) = c
+            .json(
+                Method::POST,
+                "/api/v1/auth/login",
+                json!({"username": name, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "login {name}: {body}");
+        c
+    }
+}
+
+fn rand_small() -> u16 {
+    let mut b = [0u8; 2];
+    getrandom::fill(&mut b).expect("random");
+    u16::from_le_bytes(b)
+}
+
+/// Deterministic pseudo-random bytes (stands in for Ogg/Opus: the portal never parses it).
+pub fn audio(len: usize, seed: u8) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ u32::from(seed);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x & 0xff) as u8
+        })
+        .collect()
+}
+
+/// A response: status, headers, body bytes.
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    pub fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// Keeps the session cookie and CSRF token like a browser would.
+#[derive(Clone)]
+pub struct Client {
+    router: Router,
+    pub cookie: Option<String>,
+    pub csrf: Option<String>,
+    /// Send the CSRF header on unsafe requests (tests turn it off to see the refusal).
+    pub send_csrf: bool,
+}
+
+impl Client {
+    pub fn new(router: Router) -> Self {
+        Client {
+            router,
+            cookie: None,
+            csrf: None,
+            send_csrf: true,
+        }
+    }
+
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = Request::builder().method(method.clone()).uri(path);
+        if let Some(c) = &self.cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        if self.send_csrf
+            && let Some(t) = &self.csrf
+            && method != Method::GET
+        {
+            req = req.header("x-csrf-token", t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = match body {
+            Some(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .expect("request");
+        let resp = tokio::time::timeout(Duration::from_secs(60), self.router.clone().oneshot(req))
+            .await
+            .expect("response in time")
+            .expect("infallible");
+        let (parts, body) = resp.into_parts();
+        for v in parts.headers.get_all(header::SET_COOKIE) {
+            let v = v.to_str().unwrap_or_default();
+            let first = v.split(';').next().unwrap_or_default();
+            if let Some(val) = first.strip_prefix("cv_session=") {
+                self.cookie = (!val.is_empty()).then(|| format!("cv_session={val}"));
+            }
+            if let Some(val) = first.strip_prefix("cv_csrf=") {
+                self.csrf = (!val.is_empty()).then(|| val.to_owned());
+            }
+        }
+        let body = body.collect().await.expect("body").to_bytes();
+        Resp {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> Resp {
+        self.send(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn json(&mut self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self.send(method, path, Some(body), &[]).await;
+        (r.status, r.json())
+    }
+}
