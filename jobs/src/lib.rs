@@ -2,6 +2,7 @@
 //! (Connector copies); transcription lives in its own module.
 pub mod archive;
 pub mod retention;
+pub mod transcribe;
 pub mod vault;
 
 pub use archive::{
