@@ -30,7 +30,8 @@ start_smtp() {
     "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --only-binary :all: \
       --require-hashes -r "$venv/requirements.txt" >&2 || { rm -rf "$venv"; return 1; }
   fi
-  mkdir -p "$maildir"
+  # Maildir needs its three folders; aiosmtpd creates them only for a path that does not exist.
+  mkdir -p "$maildir/tmp" "$maildir/new" "$maildir/cur"
   log "starting aiosmtpd 1.4.6 on 127.0.0.1:$port"
   setsid nohup "$venv/bin/aiosmtpd" -n -l "127.0.0.1:$port" \
     -c aiosmtpd.handlers.Mailbox "$maildir" \
