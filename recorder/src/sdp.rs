@@ -254,6 +254,12 @@ enum MediaLineError {
 }
 
 fn parse_media_line(value: &str) -> Result<MediaDescription, MediaLineError> {
+    // Tokens have no control characters (RFC 8866 §9); tabs pass as separators.
+    // Otherwise one such as a vertical tab becomes the protocol, which the
+    // answer echoes and line trimming then drops.
+    if value.chars().any(|c| c.is_ascii_control() && c != '\t') {
+        return Err(MediaLineError::Bad("m= line has a control character"));
+    }
     let mut f = value.split_ascii_whitespace();
     let media = f.next().ok_or(MediaLineError::Bad("empty m= line"))?;
     let port_field = f.next().ok_or(MediaLineError::Bad("m= line has no port"))?;
