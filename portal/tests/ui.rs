@@ -65,7 +65,9 @@ async fn supervisor_workflow_in_chromium() {
         std::env::var("CALLVAULT_TEST_CHROMIUM"),
         std::env::var("CALLVAULT_TEST_PLAYWRIGHT"),
     ) else {
-        eprintln!("skipped: CALLVAULT_TEST_CHROMIUM/CALLVAULT_TEST_PLAYWRIGHT not set (see scripts/services.d/browser.sh)");
+        eprintln!(
+            "skipped: CALLVAULT_TEST_CHROMIUM/CALLVAULT_TEST_PLAYWRIGHT not set (see scripts/services.d/browser.sh)"
+        );
         return;
     };
     let f = Fixture::sqlite().await;
@@ -117,15 +119,14 @@ async fn supervisor_workflow_in_chromium() {
     eprintln!("{stdout}");
 
     // What the browser did is in the audit trail, as the supervisor (not the test client).
-    let actions: Vec<String> = f
-        .db
-        .query_audit(T, &Default::default(), 10_000)
-        .await
-        .expect("audit")
-        .into_iter()
-        .filter(|e| e.actor == "supervisor")
-        .map(|e| e.action)
-        .collect();
+    let actions: Vec<String> =
+        f.db.query_audit(T, &Default::default(), 10_000)
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.actor == "supervisor")
+            .map(|e| e.action)
+            .collect();
     for a in ["login", "search", "view", "play", "tag.set", "note.add"] {
         assert!(
             actions.iter().any(|x| x == a),
