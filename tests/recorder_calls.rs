@@ -912,7 +912,7 @@ async fn live_calls(
     );
     let mut calls = Vec::new();
     for _ in 0..n {
-        let vars = vec![
+        let vars = [
             ("PT", "0".to_owned()),
             ("RTPMAP", "PCMU/8000".to_owned()),
             ("PCAP", pcap.display().to_string()),

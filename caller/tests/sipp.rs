@@ -131,10 +131,13 @@ impl Sipp {
     }
 }
 
+/// One received RTP packet: marker, payload type, sequence number, timestamp, payload.
+type RtpSeen = (bool, u8, u16, u32, Vec<u8>);
+
 /// RTP packets received on one socket, grouped by SSRC.
 #[derive(Debug, Default, Clone)]
 struct Received {
-    by_ssrc: BTreeMap<u32, Vec<(bool, u8, u16, u32, Vec<u8>)>>,
+    by_ssrc: BTreeMap<u32, Vec<RtpSeen>>,
 }
 
 /// A UDP socket standing where a recorder's RTP port would be.

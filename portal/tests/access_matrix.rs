@@ -218,15 +218,19 @@ async fn run_case(
         "scope={} action={:?} admin={:?} key={}",
         case.scope, case.action, case.admin, case.key
     );
-    let mut check = |what: String, got: u16, want: u16, code: String| {
-        *checked += 1;
+    // One tally for every assertion of the case, so checks and plain failures share it.
+    let tally = std::cell::RefCell::new((checked, failures));
+    let fail = |message: String| tally.borrow_mut().1.push(message);
+    let count = || *tally.borrow_mut().0 += 1;
+    let check = |what: String, got: u16, want: u16, code: String| {
+        count();
         // 403s must say which: a missing key grant is `key_not_granted`, else `forbidden`.
         let code_ok = match (got, want) {
             (403, 403) => code == "forbidden" || code == "key_not_granted",
             _ => true,
         };
         if got != want || !code_ok {
-            failures.push(format!("{label} {what}: got {got} ({code}), want {want}"));
+            fail(format!("{label} {what}: got {got} ({code}), want {want}"));
         }
     };
     let e = |kind, action: &str, audio_needed: bool| {
@@ -261,9 +265,9 @@ async fn run_case(
         .filter(|(k, _)| visible(case.scope, *k))
         .map(|(_, id)| id.to_string())
         .collect();
-    *checked += 1;
+    count();
     if s != StatusCode::OK || got != want {
-        failures.push(format!("{label} list: got {got:?}, want {want:?}"));
+        fail(format!("{label} list: got {got:?}, want {want:?}"));
     }
 
     for (kind, id) in calls {
@@ -306,7 +310,7 @@ async fn run_case(
             if r.status.is_success() && audio_needed {
                 let n = r.body.len();
                 if plain_prefix_mismatch(&r.body, n) {
-                    failures.push(format!("{label} {name} {kind:?}: wrong bytes"));
+                    fail(format!("{label} {name} {kind:?}: wrong bytes"));
                 }
             }
         }
