@@ -125,6 +125,7 @@ impl Rig {
             "mediaAddress": {"bind": "127.0.0.1", "advertise": {"address": "127.0.0.1"}},
             "rtpPortRange": {"start": rtp.0, "end": rtp.1},
             "sessionsPerReplica": capacity,
+            "storageTarget": "vault",
             "storage": storage_spec,
             "storageCredentialsDir": creds,
             "encryption": {

@@ -44,6 +44,10 @@ pub struct RecorderConfig {
     /// Days each recording is kept; stamped as its expiry.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// Name of the StorageTarget, written in each recording row: the portal and the jobs open
+    /// the media through the StorageTarget of that name.
+    #[serde(default)]
+    pub storage_target: String,
     /// The StorageTarget's spec.
     pub storage: StorageConfig,
     /// Directory where the StorageTarget's credentials Secret is mounted (one file per key);
@@ -423,6 +427,11 @@ impl RecorderConfig {
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
             "encryption.keyId",
             "must be the SHA-256 of the public key's SPKI DER: 64 lowercase hex digits",
+        );
+        p.check(
+            !self.storage_target.trim().is_empty(),
+            "storageTarget",
+            "must name the StorageTarget the recordings are stored on",
         );
         check_path(&mut p, "spoolDir", Some(&self.spool_dir));
         check_path(&mut p, "databaseUrlFile", Some(&self.database_url_file));

@@ -5,6 +5,7 @@ use callvault_config::{Advertise, RecorderConfig, SipTransport};
 const MINIMAL: &str = r#"
 tenant: bank-emea
 profile: traders
+storageTarget: vault
 storage:
   type: filesystem
   path: /recordings

@@ -129,6 +129,7 @@ pub fn render_recorder_config(
             .credentials_secret_ref
             .as_ref()
             .map(|_| paths::STORAGE_CREDENTIALS_DIR.into()),
+        storage_target: storage.metadata.name.clone().unwrap_or_default(),
         storage: storage_config,
         encryption: EncryptionConfig {
             public_key_path: paths::PUBLIC_KEY_PATH.into(),
@@ -269,6 +270,7 @@ spec: {type: filesystem, path: /recordings}
             "
 tenant: bank
 profile: everyone
+storageTarget: primary
 storage: {{type: filesystem, path: /recordings, capacityAlarmPercent: 90}}
 encryption: {{publicKeyPath: {key}, keyId: {KEY_ID}}}
 databaseUrlFile: {db}

@@ -189,6 +189,7 @@ fn main() {
         "mediaAddress": {"bind": "127.0.0.1", "advertise": {"address": "127.0.0.1"}},
         "rtpPortRange": {"start": 40000, "end": 59999},
         "sessionsPerReplica": 4000,
+        "storageTarget": "bench",
         "storage": {"type": "filesystem", "path": dir.path().join("store")},
         "encryption": {"publicKeyPath": dir.path().join("key.pem"), "keyId": key.id().to_hex()},
         "spoolDir": dir.path().join("spool"),

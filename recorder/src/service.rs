@@ -136,7 +136,8 @@ pub async fn run(
     };
     let storage = objstore::open(&config.storage, &credentials)
         .map_err(|e| ServiceError::Storage(Box::new(e)))?;
-    let storage_target = storage.target().to_owned();
+    // Rows name the StorageTarget, so the portal and the jobs open the media through it.
+    let storage_target = config.storage_target.clone();
     let spool = Spool::open(&config.spool_dir)?;
     let metrics = Arc::new(Metrics::default());
     let db = Arc::new(DbSlot::new(url.trim().to_owned()));
