@@ -1,0 +1,208 @@
+//! `callvault standalone`: the whole system in one process, on SQLite and local files, from the
+//! same resource YAML a cluster runs.
+//!
+//! One recorder per RecordingProfile (each on its profile's SIP port), the portal, and the
+//! jobs' schedules. The resource directory is polled; a valid change is applied (AccessProfiles
+//! live, a changed profile's recorder drained and restarted), an invalid one is reported and the
+//! last good configuration keeps running.
+
+mod admin;
+mod keys;
+mod recorders;
+mod resources;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use callvault_crds::ResourceSet;
+use callvault_portal::{FileAccessSource, Portal, PortalConfig, Storages};
+use callvault_store::db::Db;
+use callvault_store::objstore::{self, Credentials, StorageConfig};
+
+use crate::cmd::keys::PassphraseArgs;
+
+/// The only tenant of a standalone installation.
+pub const TENANT: &str = "default";
+/// User name of the first admin, created on first start.
+pub const FIRST_ADMIN: &str = "admin";
+
+/// Options of `callvault standalone`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Directory of resource YAML (RecordingProfiles, AccessProfiles, StorageTargets, Connectors,
+    /// SpeechJobs), reloaded when a file changes.
+    #[arg(long, default_value = "examples/standalone")]
+    pub resources: PathBuf,
+    /// Where recordings, keys, the database and the spool live.
+    #[arg(long, default_value = "data")]
+    pub data: PathBuf,
+    /// Address of the portal (web UI and API).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: String,
+    /// Address the recorders listen on for SIP and RTP and advertise in their SDP answers. Use
+    /// this machine's address on the network the call source reaches.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub media_address: String,
+    /// File holding the first admin's password (created on first start). Without it a random
+    /// password is generated and printed once.
+    #[arg(long)]
+    pub admin_password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub passphrase: PassphraseArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<ExitCode> {
+    let generated = args.data.join("resources");
+    std::fs::create_dir_all(&generated)
+        .with_context(|| format!("creating {}", generated.display()))?;
+    let set = resources::load(&args.resources, &generated)?;
+    let keys = keys::ensure(&args.data, &set, &args.passphrase)?;
+    keys::write_grant(&generated, FIRST_ADMIN, &keys)?;
+    // The grant file may have just been written: read the set again so it is part of it.
+    let set = resources::load(&args.resources, &generated)?;
+    let db = open_db(&args.data).await?;
+
+    let access = Arc::new(FileAccessSource::from_profiles(
+        TENANT,
+        set.access_profiles.values().cloned().collect(),
+    ));
+    let portal = Portal::new(
+        PortalConfig {
+            default_tenant: TENANT.to_owned(),
+            // Plain HTTP on this machine: a `Secure` cookie would never come back.
+            secure_cookies: false,
+            public_url: format!("http://{}", args.http),
+            ..PortalConfig::default()
+        }
+        .validate()?,
+        db.clone(),
+        access.clone(),
+        keys.ring,
+        storages(&args.data, &set)?,
+    );
+    let listener = tokio::net::TcpListener::bind(&args.http)
+        .await
+        .with_context(|| format!("binding the portal to {}", args.http))?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut portal_stop = stop_rx.clone();
+    let portal_task = tokio::spawn(callvault_portal::serve(listener, portal, async move {
+        let _ = portal_stop.wait_for(|stop| *stop).await;
+    }));
+
+    let local = recorders::Local {
+        data: args.data.clone(),
+        media_address: args.media_address.clone(),
+        public_keys: keys.by_name.clone(),
+    };
+    let mut pool = recorders::Pool::default();
+    pool.apply(&local, &set)?;
+    // Last, once nothing else can fail: a generated password is shown only at creation.
+    let first_admin = admin::ensure_first_admin(&db, args.admin_password_file.as_deref()).await?;
+
+    eprintln!("CallVault standalone is running.");
+    eprintln!("  portal:    http://{}/", args.http);
+    for (name, sip) in pool.sip_addresses() {
+        eprintln!("  recorder:  profile {name:?} takes SIPREC calls at sip:{sip}");
+    }
+    match &first_admin {
+        admin::FirstAdmin::Created { password } => eprintln!(
+            "  sign in as {FIRST_ADMIN:?} with password {password:?} (you will be asked to \
+             change it); shown only this once"
+        ),
+        admin::FirstAdmin::FromFile => {
+            eprintln!("  sign in as {FIRST_ADMIN:?} with the password from --admin-password-file")
+        }
+        admin::FirstAdmin::Exists => {}
+    }
+    eprintln!("  stop with Ctrl-C: live calls are finished and committed first.");
+
+    let watched = [args.resources.as_path(), generated.as_path()];
+    let mut last = resources::snapshot(&watched);
+    let mut tick = tokio::time::interval(resources::POLL);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tick.tick() => {}
+        }
+        let now = resources::snapshot(&watched);
+        if now == last {
+            continue;
+        }
+        last = now;
+        match resources::load(&args.resources, &generated) {
+            Ok(set) => {
+                access.set(set.access_profiles.values().cloned().collect());
+                if let Err(e) = pool.apply(&local, &set) {
+                    tracing::error!(error = %format!("{e:#}"), "keeping the running recorders");
+                } else {
+                    tracing::info!("resources reloaded");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "keeping the last good configuration");
+            }
+        }
+    }
+    eprintln!("stopping: finishing live calls and pending commits");
+    let _ = stop_tx.send(true);
+    pool.stop_all().await;
+    portal_task
+        .await
+        .context("portal task")?
+        .context("portal server")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The SQLite database under `<data>`, created and migrated on first start.
+async fn open_db(data: &Path) -> anyhow::Result<Db> {
+    let path = data.join("callvault.db");
+    let db = Db::connect(&database_url(data))
+        .await
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok(db)
+}
+
+fn database_url(data: &Path) -> String {
+    format!("sqlite://{}", data.join("callvault.db").display())
+}
+
+/// Every StorageTarget opened by name; credentials of one that names a Secret come from
+/// `<data>/secrets/<secret name>/` (one file per key, as a mounted Secret).
+fn storages(data: &Path, set: &ResourceSet) -> anyhow::Result<Storages> {
+    let mut out = Storages::new();
+    for (name, target) in &set.storage_targets {
+        // A local directory is created on first start, as the rest of `<data>` is.
+        if target.spec.type_ == callvault_crds::StorageType::Filesystem
+            && let Some(path) = &target.spec.path
+        {
+            std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
+        }
+        let config = StorageConfig::from_spec(&serde_json::to_value(&target.spec)?)
+            .with_context(|| format!("StorageTarget {name:?}"))?;
+        let credentials = match credentials_dir(data, target) {
+            Some(dir) => Credentials::from_dir(&dir)
+                .with_context(|| format!("credentials of StorageTarget {name:?}"))?,
+            None => Credentials::none(),
+        };
+        let storage = objstore::open(&config, &credentials)
+            .with_context(|| format!("opening StorageTarget {name:?}"))?;
+        out.insert(name.clone(), storage);
+    }
+    Ok(out)
+}
+
+fn credentials_dir(data: &Path, target: &callvault_crds::StorageTarget) -> Option<PathBuf> {
+    target
+        .spec
+        .credentials_secret_ref
+        .as_ref()
+        .map(|r| data.join("secrets").join(&r.name))
+}
