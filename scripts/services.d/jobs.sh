@@ -16,9 +16,12 @@ start_smtp() {
   local port=${CALLVAULT_SMTP_PORT:-58025}
   local maildir="$CALLVAULT_RUN/smtp/maildir"
   export CALLVAULT_TEST_SMTP_PORT=$port CALLVAULT_TEST_SMTP_MAILDIR=$maildir
-  # An SMTP server greets with "220" as soon as the connection opens.
-  if curl -s --max-time 2 "telnet://127.0.0.1:$port" </dev/null 2>/dev/null | grep -q '^220'; then
-    return 0
+  # A server already listening (an earlier run's) is reused: wait for its greeting rather than
+  # start a second one that cannot bind. A loaded machine can take seconds to greet.
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    smtp_greets "$port" 30 && return 0
+    log "something on 127.0.0.1:$port does not answer as an SMTP server"
+    return 1
   fi
   local key; key=$(printf '%s\n' "$SMTP_REQUIREMENTS" | sha256sum | cut -c1-12)
   local venv="$CALLVAULT_CACHE/smtp/venv-$key"
@@ -36,14 +39,20 @@ start_smtp() {
   setsid nohup "$venv/bin/aiosmtpd" -n -l "127.0.0.1:$port" \
     -c aiosmtpd.handlers.Mailbox "$maildir" \
     >"$CALLVAULT_RUN/smtp/log" 2>&1 </dev/null &
-  local i
-  for i in $(seq 1 150); do
-    if curl -s --max-time 2 "telnet://127.0.0.1:$port" </dev/null 2>/dev/null | grep -q '^220'; then
+  smtp_greets "$port" 30 && return 0
+  log "aiosmtpd did not start; last lines of $CALLVAULT_RUN/smtp/log:"
+  tail -n 20 "$CALLVAULT_RUN/smtp/log" >&2
+  return 1
+}
+
+# smtp_greets PORT SECONDS: whether an SMTP server on PORT sends its "220" greeting in time.
+smtp_greets() {
+  local deadline=$((SECONDS + $2))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    if curl -s --max-time 5 "telnet://127.0.0.1:$1" </dev/null 2>/dev/null | grep -q '^220'; then
       return 0
     fi
     sleep 0.2
   done
-  log "aiosmtpd did not start; last lines of $CALLVAULT_RUN/smtp/log:"
-  tail -n 20 "$CALLVAULT_RUN/smtp/log" >&2
   return 1
 }

@@ -1,8 +1,8 @@
 //! `callvault standalone`: the whole system in one process, on SQLite and local files, from the
 //! same resource YAML a cluster runs.
 //!
-//! One recorder per RecordingProfile (each on its profile's SIP port), the portal, and the
-//! jobs' schedules. The resource directory is polled; a valid change is applied (AccessProfiles
+//! One recorder per RecordingProfile (each on its profile's SIP port) and the portal; the
+//! jobs' schedules (retention, archive, transcription) are not run here yet. The resource directory is polled; a valid change is applied (AccessProfiles
 //! live, a changed profile's recorder drained and restarted), an invalid one is reported and the
 //! last good configuration keeps running.
 
