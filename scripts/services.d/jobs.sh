@@ -12,7 +12,7 @@ REQ
 )
 
 start_smtp() {
-  ensure_packages python3-venv curl
+  ensure_packages python3-venv
   local port=${CALLVAULT_SMTP_PORT:-58025}
   local maildir="$CALLVAULT_RUN/smtp/maildir"
   export CALLVAULT_TEST_SMTP_PORT=$port CALLVAULT_TEST_SMTP_MAILDIR=$maildir
@@ -49,7 +49,9 @@ start_smtp() {
 smtp_greets() {
   local deadline=$((SECONDS + $2))
   while [ "$SECONDS" -lt "$deadline" ]; do
-    if curl -s --max-time 5 "telnet://127.0.0.1:$1" </dev/null 2>/dev/null | grep -q '^220'; then
+    # Read the first line ourselves: a pipe from curl fails under pipefail when curl times out
+    # on the connection the server keeps open, even though the greeting arrived.
+    if timeout 6 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0"; read -r -t 5 line <&3; [[ $line == 220* ]]' "$1" 2>/dev/null; then
       return 0
     fi
     sleep 0.2
