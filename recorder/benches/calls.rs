@@ -152,6 +152,14 @@ fn metric(text: &str, name: &str) -> u64 {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs bench targets without `--bench`: a load run of minutes
+    // does not belong in the test suite, so it only runs under `cargo bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "calls: a benchmark; run it with `cargo bench -p callvault-recorder --bench calls`"
+        );
+        return;
+    }
     let levels: Vec<usize> = std::env::var("CALLVAULT_BENCH_LEVELS")
         .unwrap_or_else(|_| "50,100,150,200,250".into())
         .split(',')
