@@ -11,7 +11,7 @@ use callvault_portal::{
 };
 use callvault_store::db::Db;
 use callvault_store::keys::{KeyRing, is_encrypted_pem};
-use callvault_store::objstore::{self, Credentials, StorageConfig};
+use callvault_store::objstore::{self, Credentials, Storage, StorageConfig};
 
 /// Options of `callvault portal`. The database URL is read from `CALLVAULT_DATABASE_URL`
 /// only (it holds a password, so it is never an argument).
@@ -189,19 +189,28 @@ fn load_storages(dir: Option<&Path>, creds: Option<&Path>) -> anyhow::Result<Sto
         for r in resources {
             if let callvault_crds::Resource::StorageTarget(st) = r {
                 let name = st.metadata.name.clone().unwrap_or_default();
-                let spec = serde_json::to_value(&st.spec)?;
-                let config = StorageConfig::from_spec(&spec)
-                    .with_context(|| format!("StorageTarget {name}"))?;
-                let credentials = match creds.map(|c| c.join(&name)).filter(|p| p.is_dir()) {
-                    Some(p) => Credentials::from_dir(&p)
-                        .with_context(|| format!("credentials of StorageTarget {name}"))?,
-                    None => Credentials::none(),
-                };
-                let storage = objstore::open(&config, &credentials)
-                    .with_context(|| format!("opening StorageTarget {name}"))?;
+                let dir = creds.map(|c| c.join(&name)).filter(|p| p.is_dir());
+                let storage = open_storage(&name, &st, dir.as_deref())?;
                 out.insert(name, storage);
             }
         }
     }
     Ok(out)
+}
+
+/// Opens a StorageTarget, with its credentials from `credentials_dir` (one file per key, as a
+/// mounted Secret) when it has one.
+pub(crate) fn open_storage(
+    name: &str,
+    target: &callvault_crds::StorageTarget,
+    credentials_dir: Option<&Path>,
+) -> anyhow::Result<Storage> {
+    let config = StorageConfig::from_spec(&serde_json::to_value(&target.spec)?)
+        .with_context(|| format!("StorageTarget {name:?}"))?;
+    let credentials = match credentials_dir {
+        Some(dir) => Credentials::from_dir(dir)
+            .with_context(|| format!("credentials of StorageTarget {name:?}"))?,
+        None => Credentials::none(),
+    };
+    objstore::open(&config, &credentials).with_context(|| format!("opening StorageTarget {name:?}"))
 }

@@ -104,7 +104,8 @@ pub fn ensure(data: &Path, set: &ResourceSet, passphrase: &PassphraseArgs) -> an
 /// Writes the generated AccessProfile that grants standalone's keys to the first admin, a file
 /// in `<data>/resources/` the user can read like any other resource. Only a key added since
 /// the last start rewrites it, so an edit of a file that already grants every key stays.
-pub fn write_grant(dir: &Path, admin: &str, keys: &Keys) -> anyhow::Result<()> {
+/// Returns whether the file was written.
+pub fn write_grant(dir: &Path, admin: &str, keys: &Keys) -> anyhow::Result<bool> {
     let path = dir.join(GRANT_FILE);
     let current = std::fs::read_to_string(&path).unwrap_or_default();
     if keys
@@ -113,10 +114,11 @@ pub fn write_grant(dir: &Path, admin: &str, keys: &Keys) -> anyhow::Result<()> {
         .all(|k| current.contains(&k.id.to_hex()))
         && !current.is_empty()
     {
-        return Ok(());
+        return Ok(false);
     }
     std::fs::write(&path, grant_file(admin, keys))
-        .with_context(|| format!("writing {}", path.display()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(true)
 }
 
 /// The generated AccessProfile's YAML.

@@ -19,7 +19,6 @@ use anyhow::Context as _;
 use callvault_crds::ResourceSet;
 use callvault_portal::{FileAccessSource, Portal, PortalConfig, Storages};
 use callvault_store::db::Db;
-use callvault_store::objstore::{self, Credentials, StorageConfig};
 
 use crate::cmd::keys::PassphraseArgs;
 
@@ -62,11 +61,12 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     let generated = args.data.join("resources");
     std::fs::create_dir_all(&generated)
         .with_context(|| format!("creating {}", generated.display()))?;
-    let set = resources::load(&args.resources, &generated)?;
+    let mut set = resources::load(&args.resources, &generated)?;
     let keys = keys::ensure(&args.data, &set, &args.passphrase)?;
-    keys::write_grant(&generated, FIRST_ADMIN, &keys)?;
-    // The grant file may have just been written: read the set again so it is part of it.
-    let set = resources::load(&args.resources, &generated)?;
+    if keys::write_grant(&generated, FIRST_ADMIN, &keys)? {
+        // The grant file is part of the set: read it again with the new file.
+        set = resources::load(&args.resources, &generated)?;
+    }
     let db = open_db(&args.data).await?;
 
     let access = Arc::new(FileAccessSource::from_profiles(
@@ -185,15 +185,8 @@ fn storages(data: &Path, set: &ResourceSet) -> anyhow::Result<Storages> {
         {
             std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
         }
-        let config = StorageConfig::from_spec(&serde_json::to_value(&target.spec)?)
-            .with_context(|| format!("StorageTarget {name:?}"))?;
-        let credentials = match credentials_dir(data, target) {
-            Some(dir) => Credentials::from_dir(&dir)
-                .with_context(|| format!("credentials of StorageTarget {name:?}"))?,
-            None => Credentials::none(),
-        };
-        let storage = objstore::open(&config, &credentials)
-            .with_context(|| format!("opening StorageTarget {name:?}"))?;
+        let dir = credentials_dir(data, target);
+        let storage = crate::cmd::portal::open_storage(name, target, dir.as_deref())?;
         out.insert(name.clone(), storage);
     }
     Ok(out)
