@@ -19,6 +19,7 @@
 
 mod apply;
 mod control_plane;
+pub mod operator;
 mod process;
 
 use std::path::{Path, PathBuf};

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use callvault_crds::{ConditionStatus, Connector, StorageTarget, condition_type as ct, reason};
+use callvault_crds::{
+    ConditionStatus, Connector, RecordingProfile, StorageTarget, condition_type as ct, reason,
+};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -11,7 +13,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::{Context, Error, Scope, current_conditions, succeeded};
-use crate::build::connector::{cron_job, cron_job_name};
+use crate::build::connector::{build, config_map_name, cron_job_name};
 use crate::conditions::{self, Observed};
 
 /// Controller name in metrics and logs.
@@ -22,6 +24,20 @@ pub const FINALIZER: &str = "callvault.io/archive-copies";
 pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<Connector> {
     let connectors = Controller::new(scope.api::<Connector>(client), Default::default());
     let store = connectors.store();
+    // Its sources are the StorageTargets of the namespace's profiles.
+    let by_profile = store.clone();
+    let connectors = connectors.watches(
+        scope.api::<RecordingProfile>(client),
+        Default::default(),
+        move |profile: RecordingProfile| {
+            let ns = profile.namespace();
+            by_profile
+                .state_filter(|c| c.namespace() == ns)
+                .iter()
+                .map(|c| ObjectRef::from_obj(&**c))
+                .collect::<Vec<_>>()
+        },
+    );
     // A destination that becomes (un)reachable changes the Connector's Reachable condition.
     connectors.watches(
         scope.api::<StorageTarget>(client),
@@ -86,18 +102,55 @@ pub(super) async fn reconcile(
     let target = ctx
         .storage_targets
         .get(&ObjectRef::new(target_name).within(&ns));
-    let job = cron_job(
-        &connector,
-        target.as_deref(),
-        &ctx.config.image,
-        &ctx.config.database,
-    )?;
-    ctx.apply(&ctx.children.archive_cron_jobs, job).await?;
+    // Sources: the StorageTargets of the profiles it archives (all of the namespace's when
+    // it names none).
+    let wanted = &connector.spec.source.recording_profiles;
+    let mut source_names: Vec<String> = ctx
+        .recording_profiles
+        .state_filter(|p| {
+            p.namespace().as_deref() == Some(ns.as_str())
+                && (wanted.is_empty() || wanted.contains(&p.name_any()))
+        })
+        .iter()
+        .map(|p| p.spec.storage_target_ref.name.clone())
+        .collect();
+    source_names.sort();
+    source_names.dedup();
+    let sources: Vec<Arc<StorageTarget>> = source_names
+        .iter()
+        .filter_map(|n| ctx.storage_targets.get(&ObjectRef::new(n).within(&ns)))
+        .collect();
+    let mut invalid = None;
+    if let Some(destination) = &target {
+        let refs: Vec<&StorageTarget> = sources.iter().map(|s| &**s).collect();
+        match build(
+            &connector,
+            destination,
+            &refs,
+            &ctx.config.image,
+            &ctx.config.database,
+        ) {
+            Ok(children) => {
+                ctx.apply(&ctx.children.archive_config_maps, children.config_map)
+                    .await?;
+                ctx.apply(&ctx.children.archive_cron_jobs, children.cron_job)
+                    .await?;
+            }
+            Err(e) => invalid = Some(e.to_string()),
+        }
+    }
     let uid = connector.uid().unwrap_or_default();
+    let name = connector.name_any();
     ctx.delete_orphans(
         &ctx.children.archive_cron_jobs,
         &uid,
-        &[cron_job_name(&connector.name_any())],
+        &[cron_job_name(&name)],
+    )
+    .await?;
+    ctx.delete_orphans(
+        &ctx.children.archive_config_maps,
+        &uid,
+        &[config_map_name(&name)],
     )
     .await?;
 
@@ -135,6 +188,8 @@ pub(super) async fn reconcile(
             reachable.reason.clone(),
             reachable.message.clone(),
         )
+    } else if let Some(problem) = invalid {
+        Observed::no(ct::READY, reason::INVALID_SPEC, problem)
     } else if connector.spec.active {
         Observed::yes(
             ct::READY,

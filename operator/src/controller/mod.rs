@@ -190,6 +190,7 @@ pub(crate) struct ChildStores {
     pub pod_disruption_budgets: Store<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
     pub retention_cron_jobs: Store<k8s_openapi::api::batch::v1::CronJob>,
     pub archive_cron_jobs: Store<k8s_openapi::api::batch::v1::CronJob>,
+    pub archive_config_maps: Store<k8s_openapi::api::core::v1::ConfigMap>,
     pub transcribe_cron_jobs: Store<k8s_openapi::api::batch::v1::CronJob>,
     pub transcribe_jobs: Store<k8s_openapi::api::batch::v1::Job>,
 }
@@ -593,6 +594,13 @@ fn controllers(
     };
     let (retention_cron_jobs, ret_stream) = children(scope.api(client), RETENTION, strip_cron);
     let (archive_cron_jobs, arch_stream) = children(scope.api(client), ARCHIVE, strip_cron);
+    let (archive_config_maps, arch_cm_stream) = children(
+        scope.api(client),
+        ARCHIVE,
+        |c: &mut k8s_openapi::api::core::v1::ConfigMap| {
+            c.data = None;
+        },
+    );
     let (transcribe_cron_jobs, tcj_stream) = children(scope.api(client), TRANSCRIBE, strip_cron);
     let (transcribe_jobs, tj_stream) = children(
         scope.api(client),
@@ -627,6 +635,7 @@ fn controllers(
             pod_disruption_budgets: pdbs,
             retention_cron_jobs,
             archive_cron_jobs,
+            archive_config_maps,
             transcribe_cron_jobs,
             transcribe_jobs,
         },
@@ -652,6 +661,7 @@ fn controllers(
             let _ = s.pod_disruption_budgets.wait_until_ready().await;
             let _ = s.retention_cron_jobs.wait_until_ready().await;
             let _ = s.archive_cron_jobs.wait_until_ready().await;
+            let _ = s.archive_config_maps.wait_until_ready().await;
             let _ = s.transcribe_cron_jobs.wait_until_ready().await;
             let _ = s.transcribe_jobs.wait_until_ready().await;
         }
@@ -682,6 +692,7 @@ fn controllers(
     );
     let conn_run = conn
         .owns_stream(arch_stream)
+        .owns_stream(arch_cm_stream)
         .graceful_shutdown_on(shutdown.clone())
         .run(
             connector::reconcile,

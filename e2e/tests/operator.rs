@@ -1,0 +1,986 @@
+//! The operator against a real API server: it runs in-process, under the chart's operator
+//! ServiceAccount (impersonated), so every call it makes is also an RBAC check of the chart's
+//! ClusterRole. No controller manager or kubelet runs: where a test needs a StatefulSet's pods
+//! to be ready, it writes the StatefulSet's status itself, as the StatefulSet controller would.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use callvault_config::RecorderConfig;
+use callvault_crds::{Connector, RecordingProfile, SpeechJob, StorageTarget};
+use callvault_e2e::operator::{Operator, eventually, operator_client, test_config};
+use callvault_e2e::{
+    ControlPlane, apply_yaml, callvault_crd_dir, read_yaml_documents, repo_path, yaml_files,
+};
+use callvault_operator::build::child_name;
+use callvault_store::keys::PrivateKey;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A fresh namespace with the CRDs installed, the admin client and the operator's client.
+async fn setup(prefix: &str) -> (&'static ControlPlane, String, Client, Client) {
+    let cp = ControlPlane::shared().await.expect("control plane");
+    cp.install_crds(&callvault_crd_dir())
+        .await
+        .expect("CRDs install");
+    let ns = cp.create_namespace(prefix).await.expect("namespace");
+    let admin = cp.client().expect("admin client");
+    let operator = operator_client(cp, &ns)
+        .await
+        .expect("operator RBAC from the chart");
+    (cp, ns, admin, operator)
+}
+
+/// A real RSA public key (PEM) and its key id.
+fn public_key() -> (String, String) {
+    let key = PrivateKey::generate(2048).expect("key generation");
+    let pem = key.public_key().to_pem().expect("PEM");
+    (pem, key.id().to_hex())
+}
+
+fn key_secret(name: &str, pem: &str) -> String {
+    let indented = pem
+        .lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData:\n  public.pem: |\n{indented}\n"
+    )
+}
+
+fn condition(status: &serde_json::Value, type_: &str) -> Option<(String, String, String)> {
+    status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_owned(),
+                c["reason"].as_str().unwrap_or_default().to_owned(),
+                c["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+}
+
+async fn status_of<K>(api: &Api<K>, name: &str) -> Result<(serde_json::Value, K), String>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object = api.get(name).await.map_err(|e| e.to_string())?;
+    let value = serde_json::to_value(&object).map_err(|e| e.to_string())?;
+    Ok((value["status"].clone(), object))
+}
+
+/// Waits until condition `type_` of `name` has `status` (and, if given, `reason`); returns the
+/// whole status.
+async fn wait_condition<K>(
+    api: &Api<K>,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: Option<&str>,
+) -> serde_json::Value
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    eventually(
+        &format!("{name} {type_}={status} {reason:?}"),
+        WAIT,
+        || async {
+            let (s, _) = status_of(api, name).await?;
+            match condition(&s, type_) {
+                Some((st, r, _)) if st == status && reason.is_none_or(|want| want == r) => Ok(s),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+}
+
+fn owned_by<K: Resource<DynamicType = ()>>(child: &impl Resource, owner: &K) {
+    let refs = child.meta().owner_references.clone().unwrap_or_default();
+    assert!(
+        refs.iter().any(|r| r.kind == K::kind(&())
+            && Some(&r.name) == owner.meta().name.as_ref()
+            && Some(&r.uid) == owner.meta().uid.as_ref()
+            && r.controller == Some(true)),
+        "{:?} is not controlled by {:?}: {refs:?}",
+        child.meta().name,
+        owner.meta().name
+    );
+    let labels = child.meta().labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("app.kubernetes.io/managed-by")
+            .map(String::as_str),
+        Some("callvault-operator")
+    );
+}
+
+#[tokio::test]
+async fn cluster_examples_become_children_with_owners_and_conditions() {
+    let (cp, ns, admin, op_client) = setup("op-examples").await;
+    let (pem, key_id) = public_key();
+
+    // Every example, moved into the test's namespace; the placeholder public key replaced by a
+    // real one (the examples say to), and the key Secret the bank example names added.
+    let mut yaml = String::new();
+    for file in yaml_files(&repo_path("examples/cluster")).expect("examples") {
+        for mut doc in read_yaml_documents(&file).expect("example parses") {
+            if doc.object["kind"] == "Namespace" {
+                continue;
+            }
+            doc.object["metadata"]["namespace"] = json!(ns);
+            if doc.object["kind"] == "Secret"
+                && doc.object["metadata"]["name"] == "recording-key-2025"
+            {
+                doc.object["stringData"] = json!({"public.pem": pem});
+            }
+            yaml.push_str("---\n");
+            yaml.push_str(&serde_yaml::to_string(&doc.object).expect("YAML"));
+        }
+    }
+    yaml.push_str("---\n");
+    yaml.push_str(&key_secret("retail-recording-key", &pem));
+    apply_yaml(&admin, &yaml, "examples", &ns)
+        .await
+        .expect("examples apply");
+
+    let operator = Operator::start(op_client, test_config(&ns))
+        .await
+        .expect("operator starts");
+
+    let profiles: Api<RecordingProfile> = Api::namespaced(admin.clone(), &ns);
+    let targets: Api<StorageTarget> = Api::namespaced(admin.clone(), &ns);
+    // The examples' buckets are on the public cloud, which this network cannot reach.
+    for target in targets
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+    {
+        let status = wait_condition(&targets, &target.name_any(), "Reachable", "False", None).await;
+        let (_, reason, message) = condition(&status, "Reachable").expect("Reachable");
+        assert!(reason.starts_with("Connect"), "{reason}: {message}");
+        assert!(message.contains("connect step failed"), "{message}");
+        assert!(status["lastProbeTime"].is_string(), "{status}");
+    }
+
+    let list = profiles
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items;
+    assert_eq!(list.len(), 4, "the examples hold four RecordingProfiles");
+    for profile in &list {
+        let name = profile.name_any();
+        let status = wait_condition(
+            &profiles,
+            &name,
+            "StorageBound",
+            "False",
+            Some("StorageTargetUnreachable"),
+        )
+        .await;
+        assert_eq!(
+            status["observedGeneration"],
+            json!(profile.metadata.generation)
+        );
+        let (st, reason, _) = condition(&status, "RecordersAvailable").expect("RecordersAvailable");
+        assert_eq!(
+            (st.as_str(), reason.as_str()),
+            ("False", "RecordersUnavailable")
+        );
+        let (st, reason, _) = condition(&status, "Ready").expect("Ready");
+        assert_eq!(
+            (st.as_str(), reason.as_str()),
+            ("False", "StorageTargetUnreachable")
+        );
+        for c in status["conditions"].as_array().expect("conditions") {
+            assert_eq!(
+                c["observedGeneration"],
+                json!(profile.metadata.generation),
+                "{c}"
+            );
+        }
+
+        // The children exist, are owned and labelled, and carry the spec.
+        let sts: StatefulSet = Api::namespaced(admin.clone(), &ns)
+            .get(&child_name(&name, "recorder"))
+            .await
+            .expect("StatefulSet");
+        owned_by(&sts, profile);
+        assert_eq!(sts.spec.replicas, Some(profile.spec.recorder.min_replicas));
+        let pod = sts.spec.template.spec.as_ref().expect("pod spec");
+        assert_eq!(
+            pod.containers[0].image.as_deref(),
+            Some("ghcr.io/callvault/callvault:e2e")
+        );
+        let cm: ConfigMap = Api::namespaced(admin.clone(), &ns)
+            .get(&child_name(&name, "recorder-config"))
+            .await
+            .expect("ConfigMap");
+        owned_by(&cm, profile);
+        let config = RecorderConfig::parse(&cm.data.as_ref().expect("data")["recorder.yaml"])
+            .expect("recorder config parses");
+        assert_eq!(config.profile, name);
+        assert_eq!(config.tenant, ns);
+        assert_eq!(config.encryption.key_id, key_id);
+        assert_eq!(
+            i64::from(config.retention_days),
+            i64::from(profile.spec.retention.days)
+        );
+        for service in ["recorder-headless", "recorder-sip"] {
+            let svc: Service = Api::namespaced(admin.clone(), &ns)
+                .get(&child_name(&name, service))
+                .await
+                .expect("Service");
+            owned_by(&svc, profile);
+            let port = svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.ports.as_ref())
+                .expect("ports")[0]
+                .port;
+            assert_eq!(port, profile.spec.recorder.sip.port);
+        }
+        let pdb: PodDisruptionBudget = Api::namespaced(admin.clone(), &ns)
+            .get(&child_name(&name, "recorder"))
+            .await
+            .expect("PDB");
+        owned_by(&pdb, profile);
+        let cron: CronJob = Api::namespaced(admin.clone(), &ns)
+            .get(&child_name(&name, "retention"))
+            .await
+            .expect("retention CronJob");
+        owned_by(&cron, profile);
+        let command = cron
+            .spec
+            .job_template
+            .spec
+            .as_ref()
+            .expect("job")
+            .template
+            .spec
+            .as_ref()
+            .expect("pod")
+            .containers[0]
+            .command
+            .clone()
+            .expect("command");
+        assert_eq!(
+            command,
+            ["callvault", "job", "retention", "--profile", name.as_str()]
+        );
+    }
+
+    // Connectors: archive CronJob every 5 minutes, finalizer set.
+    let connectors: Api<Connector> = Api::namespaced(admin.clone(), &ns);
+    for connector in connectors
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+    {
+        let name = connector.name_any();
+        wait_condition(&connectors, &name, "Ready", "True", Some("Reconciled")).await;
+        let connector = connectors.get(&name).await.expect("connector");
+        assert!(
+            connector
+                .finalizers()
+                .contains(&"callvault.io/archive-copies".to_owned())
+        );
+        let cron: CronJob = Api::namespaced(admin.clone(), &ns)
+            .get(&child_name(&name, "archive"))
+            .await
+            .expect("archive CronJob");
+        owned_by(&cron, &connector);
+        assert_eq!(cron.spec.schedule, "*/5 * * * *");
+        assert_eq!(cron.spec.suspend, Some(false));
+        let command = cron
+            .spec
+            .job_template
+            .spec
+            .as_ref()
+            .expect("job")
+            .template
+            .spec
+            .as_ref()
+            .expect("pod")
+            .containers[0]
+            .command
+            .clone()
+            .expect("command");
+        assert_eq!(
+            command,
+            [
+                "callvault",
+                "job",
+                "archive",
+                "--connector",
+                name.as_str(),
+                "--config",
+                "/etc/callvault/job.yaml"
+            ]
+        );
+        // The job's configuration: every profile's target is a source, credentials by path.
+        let cm: ConfigMap = Api::namespaced(admin.clone(), &ns)
+            .get(&child_name(&name, "archive-config"))
+            .await
+            .expect("archive ConfigMap");
+        owned_by(&cm, &connector);
+        let job =
+            callvault_config::ArchiveJobConfig::parse(&cm.data.as_ref().expect("data")["job.yaml"])
+                .expect("job config parses");
+        job.validate().expect("the job accepts it");
+        let mut sources: Vec<&str> = job.sources.iter().map(|s| s.name.as_str()).collect();
+        sources.sort();
+        assert_eq!(sources, ["primary", "primary-s3"]);
+        assert_eq!(job.destination.name, connector.spec.storage_target_ref.name);
+        assert!(
+            !cm.data.as_ref().expect("data")["job.yaml"].contains("REPLACE-WITH"),
+            "a secret value leaked into the ConfigMap"
+        );
+        let status = wait_condition(
+            &connectors,
+            &name,
+            "Reachable",
+            "False",
+            Some("StorageTargetUnreachable"),
+        )
+        .await;
+        assert_eq!(
+            status["observedGeneration"],
+            json!(connector.metadata.generation)
+        );
+    }
+
+    // SpeechJobs: a CronJob on their schedule.
+    let speech: Api<SpeechJob> = Api::namespaced(admin.clone(), &ns);
+    for job in speech
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+    {
+        let name = job.name_any();
+        wait_condition(&speech, &name, "Ready", "True", Some("Reconciled")).await;
+        let cron: CronJob = Api::namespaced(admin.clone(), &ns)
+            .get(&child_name(&name, "transcribe"))
+            .await
+            .expect("transcribe CronJob");
+        owned_by(&cron, &job);
+        assert_eq!(Some(cron.spec.schedule.clone()), job.spec.schedule);
+    }
+
+    // AccessProfiles: validated; a granted key no profile uses is named.
+    let access: Api<callvault_crds::AccessProfile> = Api::namespaced(admin.clone(), &ns);
+    let status = wait_condition(&access, "compliance-officers", "Ready", "True", None).await;
+    let (_, _, message) = condition(&status, "Ready").expect("Ready");
+    assert!(message.contains("3f7a1c9e2b4d"), "{message}");
+
+    // The unreachable targets were reported as Warning Events an SRE sees.
+    let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
+    let warnings: Vec<Event> = eventually("Warning Events", WAIT, || async {
+        let all = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items;
+        let w: Vec<Event> = all
+            .into_iter()
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .collect();
+        if w.iter()
+            .any(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("StorageTarget"))
+        {
+            Ok(w)
+        } else {
+            Err(format!("{} warnings", w.len()))
+        }
+    })
+    .await;
+    assert!(
+        warnings
+            .iter()
+            .all(|e| e.reporting_controller.as_deref() == Some("callvault-operator"))
+    );
+
+    // Metrics count the reconciles.
+    let reconciles = operator
+        .metric("callvault_operator_reconciles_total{controller=\"recordingprofile\"}")
+        .await
+        .expect("metrics");
+    assert!(reconciles >= 4.0, "{reconciles}");
+    assert_eq!(operator.get("/healthz").await.expect("healthz").0, 200);
+    operator.stop().await.expect("operator stops cleanly");
+    let _ = cp;
+}
+
+/// Resource versions of a profile, its target and its six children.
+async fn versions(
+    admin: &Client,
+    ns: &str,
+    profile: &str,
+    target: &str,
+) -> BTreeMap<String, String> {
+    let mut v = BTreeMap::new();
+    let rv = |o: &dyn Fn() -> Option<String>| o().unwrap_or_default();
+    let p: RecordingProfile = Api::namespaced(admin.clone(), ns)
+        .get(profile)
+        .await
+        .expect("profile");
+    v.insert("profile".into(), rv(&|| p.resource_version()));
+    let t: StorageTarget = Api::namespaced(admin.clone(), ns)
+        .get(target)
+        .await
+        .expect("target");
+    v.insert("target".into(), rv(&|| t.resource_version()));
+    let s: StatefulSet = Api::namespaced(admin.clone(), ns)
+        .get(&child_name(profile, "recorder"))
+        .await
+        .expect("sts");
+    v.insert("statefulset".into(), rv(&|| s.resource_version()));
+    let c: ConfigMap = Api::namespaced(admin.clone(), ns)
+        .get(&child_name(profile, "recorder-config"))
+        .await
+        .expect("cm");
+    v.insert("configmap".into(), rv(&|| c.resource_version()));
+    for svc in ["recorder-headless", "recorder-sip"] {
+        let s: Service = Api::namespaced(admin.clone(), ns)
+            .get(&child_name(profile, svc))
+            .await
+            .expect("svc");
+        v.insert(svc.into(), rv(&|| s.resource_version()));
+    }
+    let d: PodDisruptionBudget = Api::namespaced(admin.clone(), ns)
+        .get(&child_name(profile, "recorder"))
+        .await
+        .expect("pdb");
+    v.insert("pdb".into(), rv(&|| d.resource_version()));
+    let j: CronJob = Api::namespaced(admin.clone(), ns)
+        .get(&child_name(profile, "retention"))
+        .await
+        .expect("cronjob");
+    v.insert("cronjob".into(), rv(&|| j.resource_version()));
+    v
+}
+
+fn s3_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: start MinIO first with `source scripts/services.sh && start_object_stores`")
+    })
+}
+
+/// A StorageTarget on the test MinIO (through `endpoint`), its credentials Secret and a key.
+fn minio_target(name: &str, endpoint: &str, prefix: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-credentials}}\nstringData: {{accessKeyId: {id}, secretAccessKey: {secret}}}\n---\n\
+         apiVersion: callvault.io/v1alpha1\nkind: StorageTarget\nmetadata: {{name: {name}}}\n\
+         spec: {{type: s3, bucket: {bucket}, endpoint: '{endpoint}', region: us-east-1, prefix: {prefix}, credentialsSecretRef: {{name: {name}-credentials}}}}\n",
+        id = s3_env("CALLVAULT_TEST_S3_ACCESS_KEY_ID"),
+        secret = s3_env("CALLVAULT_TEST_S3_SECRET_ACCESS_KEY"),
+        bucket = s3_env("CALLVAULT_TEST_S3_BUCKET"),
+    )
+}
+
+#[tokio::test]
+async fn children_follow_the_spec_and_nothing_is_written_when_nothing_changed() {
+    let (_cp, ns, admin, op_client) = setup("op-lifecycle").await;
+    let (pem, _) = public_key();
+    let yaml = format!(
+        "{}---\n{}---\napiVersion: callvault.io/v1alpha1\nkind: RecordingProfile\nmetadata: {{name: sales}}\n\
+         spec:\n  selector: {{groups: [sales]}}\n  storageTargetRef: {{name: primary}}\n  encryption: {{keySecretRef: {{name: key}}}}\n  retention: {{days: 90}}\n  recorder: {{minReplicas: 2, maxReplicas: 4}}\n",
+        minio_target(
+            "primary",
+            &s3_env("CALLVAULT_TEST_S3_ENDPOINT"),
+            &format!("{ns}/primary")
+        ),
+        key_secret("key", &pem),
+    );
+    apply_yaml(&admin, &yaml, "lifecycle", &ns)
+        .await
+        .expect("apply");
+    let mut config = test_config(&ns);
+    // Only a spec change probes again within this test.
+    config.probe_interval = Duration::from_secs(3600);
+    let operator = Operator::start(op_client.clone(), config.clone())
+        .await
+        .expect("operator");
+
+    let targets: Api<StorageTarget> = Api::namespaced(admin.clone(), &ns);
+    let status = wait_condition(
+        &targets,
+        "primary",
+        "Reachable",
+        "True",
+        Some("ProbeSucceeded"),
+    )
+    .await;
+    assert!(status["lastProbeTime"].is_string());
+    let profiles: Api<RecordingProfile> = Api::namespaced(admin.clone(), &ns);
+    wait_condition(
+        &profiles,
+        "sales",
+        "StorageBound",
+        "True",
+        Some("Reconciled"),
+    )
+    .await;
+    let status = wait_condition(
+        &profiles,
+        "sales",
+        "Ready",
+        "False",
+        Some("RecordersUnavailable"),
+    )
+    .await;
+    assert_eq!(status["readyReplicas"], 0);
+
+    // Play the StatefulSet controller: both recorder pods became ready.
+    let statefulsets: Api<StatefulSet> = Api::namespaced(admin.clone(), &ns);
+    let sts_name = child_name("sales", "recorder");
+    assert_eq!(
+        statefulsets
+            .get(&sts_name)
+            .await
+            .expect("sts")
+            .spec
+            .replicas,
+        Some(2)
+    );
+    statefulsets
+        .patch_status(
+            &sts_name,
+            &PatchParams::apply("e2e-statefulset-controller").force(),
+            &Patch::Apply(json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+                "status": {"replicas": 2, "readyReplicas": 2, "availableReplicas": 2}})),
+        )
+        .await
+        .expect("StatefulSet status");
+    let status = wait_condition(&profiles, "sales", "Ready", "True", Some("Reconciled")).await;
+    assert_eq!(status["readyReplicas"], 2);
+    assert_eq!(status["replicas"], 2);
+    let (_, _, message) = condition(&status, "RecordersAvailable").expect("RecordersAvailable");
+    assert_eq!(message, "2 of 2 recorders ready");
+
+    // A restarted operator reconciles everything again and writes nothing.
+    let before = versions(&admin, &ns, "sales", "primary").await;
+    operator.stop().await.expect("stops");
+    let operator = Operator::start(op_client.clone(), config.clone())
+        .await
+        .expect("operator again");
+    for controller in ["recordingprofile", "storagetarget"] {
+        let series = format!(
+            "callvault_operator_reconcile_duration_seconds_count{{controller=\"{controller}\"}}"
+        );
+        eventually(
+            &format!("a finished {controller} reconcile"),
+            WAIT,
+            || async {
+                let n = operator.metric(&series).await.map_err(|e| e.to_string())?;
+                if n >= 1.0 {
+                    Ok(())
+                } else {
+                    Err(format!("{n}"))
+                }
+            },
+        )
+        .await;
+    }
+    let after = versions(&admin, &ns, "sales", "primary").await;
+    assert_eq!(
+        before, after,
+        "a reconcile with nothing changed wrote something"
+    );
+
+    // A spec change: the children follow.
+    profiles
+        .patch(
+            "sales",
+            &PatchParams::apply("e2e-user").force(),
+            &Patch::Apply(json!({"apiVersion": "callvault.io/v1alpha1", "kind": "RecordingProfile",
+                "spec": {"selector": {"groups": ["sales"]}, "storageTargetRef": {"name": "primary"},
+                         "encryption": {"keySecretRef": {"name": "key"}}, "retention": {"days": 120},
+                         "recorder": {"minReplicas": 3, "maxReplicas": 4, "sip": {"port": 5070}}}})),
+        )
+        .await
+        .expect("spec change");
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
+    eventually("the ConfigMap to follow", WAIT, || async {
+        let cm = cms
+            .get(&child_name("sales", "recorder-config"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let config = RecorderConfig::parse(&cm.data.unwrap_or_default()["recorder.yaml"])
+            .map_err(|e| e.to_string())?;
+        if config.retention_days == 120 && config.sip.port == 5070 {
+            Ok(())
+        } else {
+            Err(format!("{} {}", config.retention_days, config.sip.port))
+        }
+    })
+    .await;
+    let svcs: Api<Service> = Api::namespaced(admin.clone(), &ns);
+    let sip = svcs
+        .get(&child_name("sales", "recorder-sip"))
+        .await
+        .expect("svc");
+    assert_eq!(sip.spec.and_then(|s| s.ports).expect("ports")[0].port, 5070);
+    let sts = statefulsets.get(&sts_name).await.expect("sts");
+    assert_eq!(sts.spec.replicas, Some(3), "minReplicas 3 raises the pool");
+    eventually("generation 2 observed and Ready", WAIT, || async {
+        let (s, _) = status_of(&profiles, "sales").await?;
+        let ready = condition(&s, "Ready").map(|c| c.0);
+        if s["observedGeneration"] == 2 && ready.as_deref() == Some("True") {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+
+    // Disabling scales to zero and keeps everything else (the recordings stay readable).
+    profiles
+        .patch(
+            "sales",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"disabled": true}})),
+        )
+        .await
+        .expect("disable");
+    wait_condition(&profiles, "sales", "Ready", "False", Some("Disabled")).await;
+    eventually("zero recorders", WAIT, || async {
+        let r = statefulsets
+            .get(&sts_name)
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .replicas;
+        if r == Some(0) {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    cms.get(&child_name("sales", "recorder-config"))
+        .await
+        .expect("ConfigMap kept");
+    operator.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn a_connector_that_archived_cannot_be_deleted_until_its_count_is_zero() {
+    let (_cp, ns, admin, op_client) = setup("op-connector").await;
+    let yaml = "apiVersion: callvault.io/v1alpha1\nkind: StorageTarget\nmetadata: {name: archive}\nspec: {type: filesystem, path: /nonexistent/archive}\n---\n\
+                apiVersion: callvault.io/v1alpha1\nkind: StorageTarget\nmetadata: {name: primary}\nspec: {type: filesystem, path: /nonexistent/primary}\n---\n\
+                apiVersion: callvault.io/v1alpha1\nkind: RecordingProfile\nmetadata: {name: sales}\nspec: {selector: {allUsers: true}, storageTargetRef: {name: primary}, encryption: {keySecretRef: {name: key}}}\n---\n\
+                apiVersion: callvault.io/v1alpha1\nkind: Connector\nmetadata: {name: used}\nspec: {storageTargetRef: {name: archive}}\n---\n\
+                apiVersion: callvault.io/v1alpha1\nkind: Connector\nmetadata: {name: unused}\nspec: {storageTargetRef: {name: archive}, active: false}\n";
+    apply_yaml(&admin, yaml, "connectors", &ns)
+        .await
+        .expect("apply");
+    let operator = Operator::start(op_client, test_config(&ns))
+        .await
+        .expect("operator");
+    let connectors: Api<Connector> = Api::namespaced(admin.clone(), &ns);
+    for name in ["used", "unused"] {
+        wait_condition(&connectors, name, "Ready", "True", None).await;
+    }
+    let cron: CronJob = Api::namespaced(admin.clone(), &ns)
+        .get(&child_name("unused", "archive"))
+        .await
+        .expect("CronJob");
+    assert_eq!(
+        cron.spec.suspend,
+        Some(true),
+        "an inactive Connector's CronJob is suspended"
+    );
+
+    // The archive job reports its count under its own field manager.
+    connectors
+        .patch_status(
+            "used",
+            &PatchParams::apply("callvault-job-archive").force(),
+            &Patch::Apply(
+                json!({"apiVersion": "callvault.io/v1alpha1", "kind": "Connector",
+                "status": {"archivedFiles": 3, "pendingFiles": 1}}),
+            ),
+        )
+        .await
+        .expect("job status");
+
+    // Never archived: deletion goes through.
+    connectors
+        .delete("unused", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("unused to go", WAIT, || async {
+        match connectors
+            .get_opt("unused")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(c) => Err(format!("still there: {:?}", c.metadata.finalizers)),
+        }
+    })
+    .await;
+
+    // Archived: deletion is held, and the condition says why.
+    connectors
+        .delete("used", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let status = wait_condition(
+        &connectors,
+        "used",
+        "DeletionBlocked",
+        "True",
+        Some("ArchivesExist"),
+    )
+    .await;
+    let (_, _, message) = condition(&status, "DeletionBlocked").expect("DeletionBlocked");
+    assert!(message.contains("3 recordings were archived"), "{message}");
+    // The operator's writes left the job's counters alone.
+    assert_eq!(status["archivedFiles"], 3);
+    assert_eq!(status["pendingFiles"], 1);
+    assert!(
+        connectors
+            .get("used")
+            .await
+            .expect("still there")
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+
+    connectors
+        .patch_status(
+            "used",
+            &PatchParams::apply("callvault-job-archive").force(),
+            &Patch::Apply(
+                json!({"apiVersion": "callvault.io/v1alpha1", "kind": "Connector",
+                "status": {"archivedFiles": 0, "pendingFiles": 0}}),
+            ),
+        )
+        .await
+        .expect("job status");
+    eventually("used to go", WAIT, || async {
+        match connectors
+            .get_opt("used")
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        }
+    })
+    .await;
+    operator.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn speech_job_counters_written_by_the_job_survive_reconciles() {
+    let (_cp, ns, admin, op_client) = setup("op-speech").await;
+    let yaml = "apiVersion: callvault.io/v1alpha1\nkind: SpeechJob\nmetadata: {name: calls}\n\
+                spec: {engine: {type: openai, endpoint: 'http://127.0.0.1:9/v1'}, schedule: '0 * * * *'}\n";
+    apply_yaml(&admin, yaml, "speech", &ns)
+        .await
+        .expect("apply");
+    let operator = Operator::start(op_client, test_config(&ns))
+        .await
+        .expect("operator");
+    let jobs: Api<SpeechJob> = Api::namespaced(admin.clone(), &ns);
+    wait_condition(&jobs, "calls", "Ready", "True", None).await;
+    let crons: Api<CronJob> = Api::namespaced(admin.clone(), &ns);
+    let cron = crons
+        .get(&child_name("calls", "transcribe"))
+        .await
+        .expect("CronJob");
+    assert_eq!(cron.spec.schedule, "0 * * * *");
+
+    jobs.patch_status(
+        "calls",
+        &PatchParams::apply("callvault-job-transcribe").force(),
+        &Patch::Apply(
+            json!({"apiVersion": "callvault.io/v1alpha1", "kind": "SpeechJob",
+            "status": {"processed": 5, "failed": 1, "pending": 7}}),
+        ),
+    )
+    .await
+    .expect("job status");
+
+    // A new schedule: the CronJob follows, the counters stay.
+    jobs.patch(
+        "calls",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"schedule": "*/30 * * * *"}})),
+    )
+    .await
+    .expect("spec change");
+    eventually("the CronJob schedule to follow", WAIT, || async {
+        let c = crons
+            .get(&child_name("calls", "transcribe"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if c.spec.schedule == "*/30 * * * *" {
+            Ok(())
+        } else {
+            Err(c.spec.schedule)
+        }
+    })
+    .await;
+    let status = eventually("observedGeneration 2", WAIT, || async {
+        let (s, _) = status_of(&jobs, "calls").await?;
+        if s["observedGeneration"] == 2 {
+            Ok(s)
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    assert_eq!(
+        (
+            status["processed"].clone(),
+            status["failed"].clone(),
+            status["pending"].clone()
+        ),
+        (json!(5), json!(1), json!(7))
+    );
+
+    // Without a schedule it runs once: a Job replaces the CronJob.
+    jobs.patch(
+        "calls",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"schedule": null}})),
+    )
+    .await
+    .expect("run once");
+    let job_api: Api<Job> = Api::namespaced(admin.clone(), &ns);
+    let job = eventually("the run-once Job", WAIT, || async {
+        job_api
+            .get_opt(&child_name("calls", "transcribe-3"))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "absent".to_owned())
+    })
+    .await;
+    let owner = jobs.get("calls").await.expect("SpeechJob");
+    owned_by(&job, &owner);
+    eventually("the CronJob to be removed", WAIT, || async {
+        match crons
+            .get_opt(&child_name("calls", "transcribe"))
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        }
+    })
+    .await;
+    let (status, _) = status_of(&jobs, "calls").await.expect("status");
+    assert_eq!(status["processed"], 5);
+    operator.stop().await.expect("stops");
+}
+
+/// Forwards connections on `listener` to `to` until dropped: the S3 server "is up" while this
+/// runs, and refuses connections once it is stopped.
+fn forward(listener: tokio::net::TcpListener, to: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let to = to.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_stopped_s3_server_is_unreachable_naming_the_step_and_reachable_once_started() {
+    let (_cp, ns, admin, op_client) = setup("op-reach").await;
+    // A port nothing listens on yet; MinIO is reached through it once "started".
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let minio = s3_env("CALLVAULT_TEST_S3_ENDPOINT");
+    let minio_addr = minio
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    apply_yaml(
+        &admin,
+        &minio_target(
+            "flaky",
+            &format!("http://127.0.0.1:{port}"),
+            &format!("{ns}/flaky"),
+        ),
+        "target",
+        &ns,
+    )
+    .await
+    .expect("apply");
+    let mut config = test_config(&ns);
+    config.probe_interval = Duration::from_secs(2);
+    let operator = Operator::start(op_client, config).await.expect("operator");
+
+    let targets: Api<StorageTarget> = Api::namespaced(admin.clone(), &ns);
+    let status = wait_condition(
+        &targets,
+        "flaky",
+        "Reachable",
+        "False",
+        Some("ConnectUnreachable"),
+    )
+    .await;
+    let (_, _, message) = condition(&status, "Reachable").expect("Reachable");
+    assert!(message.starts_with("connect step failed"), "{message}");
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the S3 port");
+    let server = forward(listener, minio_addr);
+    let status = wait_condition(
+        &targets,
+        "flaky",
+        "Reachable",
+        "True",
+        Some("ProbeSucceeded"),
+    )
+    .await;
+    assert!(status["objects"].is_number(), "{status}");
+
+    let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
+    let list = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items;
+    assert!(list.iter().any(|e| e.type_.as_deref() == Some("Warning")
+        && e.reason.as_deref() == Some("ConnectUnreachable")));
+    assert!(
+        list.iter().any(|e| e.type_.as_deref() == Some("Normal")
+            && e.reason.as_deref() == Some("ProbeSucceeded"))
+    );
+
+    server.abort();
+    operator.stop().await.expect("stops");
+}
