@@ -29,6 +29,7 @@ pub(super) async fn reconcile(
     profile: Arc<AccessProfile>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    ctx.synced().await;
     let _timer = ctx.metrics.reconcile(NAME);
     let ns = profile.namespace().unwrap_or_default();
     let known = namespace_keys(&ctx, &ns).await?;

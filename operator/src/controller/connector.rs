@@ -59,6 +59,7 @@ pub(super) async fn reconcile(
     connector: Arc<Connector>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    ctx.synced().await;
     let _timer = ctx.metrics.reconcile(NAME);
     let ns = connector.namespace().unwrap_or_default();
     let generation = connector.metadata.generation;

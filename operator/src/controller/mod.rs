@@ -206,9 +206,19 @@ pub(crate) struct Context {
     pub storage_targets: Store<callvault_crds::StorageTarget>,
     pub recording_profiles: Store<callvault_crds::RecordingProfile>,
     pub children: ChildStores,
+    /// Completes once every store above holds its first full list.
+    pub synced: Shared<BoxFuture<'static, ()>>,
 }
 
 impl Context {
+    /// Waits until every store is filled. Each controller only waits for its own store, so
+    /// without this a reconcile right after a start would see no children or StorageTargets
+    /// yet, conclude something false (no recorders ready, target missing) and write it, then
+    /// write the truth again a moment later: a restarted operator must write nothing.
+    pub async fn synced(&self) {
+        self.synced.clone().await;
+    }
+
     /// Server-side applies `desired` unless the stored child already carries its digest.
     /// Returns whether it wrote.
     pub async fn apply<K>(&self, store: &Store<K>, mut desired: K) -> Result<bool, Error>
@@ -612,6 +622,43 @@ fn controllers(
 
     let st = storage_target::controller(client, scope);
     let rp = recording_profile::controller(client, scope);
+    let ap = access_profile::controller(client, scope);
+    let conn = connector::controller(client, scope);
+    let sj = speech_job::controller(client, scope);
+    let children = ChildStores {
+        stateful_sets,
+        services,
+        config_maps,
+        pod_disruption_budgets: pdbs,
+        retention_cron_jobs,
+        archive_cron_jobs,
+        archive_config_maps,
+        transcribe_cron_jobs,
+        transcribe_jobs,
+    };
+    let synced = {
+        let (st_store, rp_store) = (st.store(), rp.store());
+        let (ap_store, conn_store, sj_store) = (ap.store(), conn.store(), sj.store());
+        let s = children.clone();
+        async move {
+            let _ = st_store.wait_until_ready().await;
+            let _ = rp_store.wait_until_ready().await;
+            let _ = ap_store.wait_until_ready().await;
+            let _ = conn_store.wait_until_ready().await;
+            let _ = sj_store.wait_until_ready().await;
+            let _ = s.stateful_sets.wait_until_ready().await;
+            let _ = s.services.wait_until_ready().await;
+            let _ = s.config_maps.wait_until_ready().await;
+            let _ = s.pod_disruption_budgets.wait_until_ready().await;
+            let _ = s.retention_cron_jobs.wait_until_ready().await;
+            let _ = s.archive_cron_jobs.wait_until_ready().await;
+            let _ = s.archive_config_maps.wait_until_ready().await;
+            let _ = s.transcribe_cron_jobs.wait_until_ready().await;
+            let _ = s.transcribe_jobs.wait_until_ready().await;
+        }
+        .boxed()
+        .shared()
+    };
     let reporter = Reporter {
         controller: MANAGER.to_owned(),
         instance: config.instance.clone(),
@@ -628,45 +675,10 @@ fn controllers(
             .unwrap_or_default(),
         storage_targets: st.store(),
         recording_profiles: rp.store(),
-        children: ChildStores {
-            stateful_sets,
-            services,
-            config_maps,
-            pod_disruption_budgets: pdbs,
-            retention_cron_jobs,
-            archive_cron_jobs,
-            archive_config_maps,
-            transcribe_cron_jobs,
-            transcribe_jobs,
-        },
+        children,
+        synced: synced.clone(),
     });
-
-    let ap = access_profile::controller(client, scope);
-    let conn = connector::controller(client, scope);
-    let sj = speech_job::controller(client, scope);
-
-    let stores_ready = {
-        let c = ctx.clone();
-        let (ap_store, conn_store, sj_store) = (ap.store(), conn.store(), sj.store());
-        async move {
-            let _ = c.storage_targets.wait_until_ready().await;
-            let _ = c.recording_profiles.wait_until_ready().await;
-            let _ = ap_store.wait_until_ready().await;
-            let _ = conn_store.wait_until_ready().await;
-            let _ = sj_store.wait_until_ready().await;
-            let s = &c.children;
-            let _ = s.stateful_sets.wait_until_ready().await;
-            let _ = s.services.wait_until_ready().await;
-            let _ = s.config_maps.wait_until_ready().await;
-            let _ = s.pod_disruption_budgets.wait_until_ready().await;
-            let _ = s.retention_cron_jobs.wait_until_ready().await;
-            let _ = s.archive_cron_jobs.wait_until_ready().await;
-            let _ = s.archive_config_maps.wait_until_ready().await;
-            let _ = s.transcribe_cron_jobs.wait_until_ready().await;
-            let _ = s.transcribe_jobs.wait_until_ready().await;
-        }
-        .boxed()
-    };
+    let stores_ready = synced.boxed();
 
     let rp_run = rp
         .owns_stream(ss_stream)

@@ -66,6 +66,7 @@ pub(super) async fn reconcile(
     profile: Arc<RecordingProfile>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    ctx.synced().await;
     let _timer = ctx.metrics.reconcile(NAME);
     let owner = Owner::of(&*profile)?;
     let names = ChildNames::new(&owner.name);

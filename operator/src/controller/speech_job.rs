@@ -21,6 +21,7 @@ pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<SpeechJob
 
 #[tracing::instrument(skip_all, fields(namespace = job.namespace(), name = job.name_any()))]
 pub(super) async fn reconcile(job: Arc<SpeechJob>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.synced().await;
     let _timer = ctx.metrics.reconcile(NAME);
     let generation = job.metadata.generation;
     let uid = job.uid().unwrap_or_default();

@@ -29,6 +29,7 @@ pub(super) async fn reconcile(
     target: Arc<StorageTarget>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
+    ctx.synced().await;
     let _timer = ctx.metrics.reconcile(NAME);
     let generation = target.metadata.generation;
     let status = target.status.as_ref();
