@@ -17,6 +17,10 @@ use crate::{DEFAULT_TIMEOUT, Error, Result};
 /// The field manager the harness applies objects with.
 pub const FIELD_MANAGER: &str = "callvault-e2e";
 
+/// When set, kube-apiserver writes an audit log (metadata of every request) to this file: run
+/// the operator tests with it to see which verbs the operator's ServiceAccount really used.
+pub const AUDIT_LOG_VARIABLE: &str = "CALLVAULT_E2E_AUDIT_LOG";
+
 /// Start attempts: a port picked as free can be taken before the server binds it.
 const START_ATTEMPTS: usize = 3;
 
@@ -116,6 +120,21 @@ impl ControlPlane {
             &format!("{token},callvault-e2e-admin,callvault-e2e-admin,\"system:masters\"\n"),
         )?;
         let cert_dir = root.join("pki");
+        let mut audit = Vec::new();
+        if let Some(log) = std::env::var_os(AUDIT_LOG_VARIABLE).filter(|v| !v.is_empty()) {
+            // Who did what to which resource, without bodies: enough to compare the requests
+            // a component made with the permissions it was granted.
+            write(
+                &root.join("audit-policy.yaml"),
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\n\
+                 rules:\n  - level: Metadata\n",
+            )?;
+            audit.push(format!(
+                "--audit-policy-file={}",
+                root.join("audit-policy.yaml").display()
+            ));
+            audit.push(format!("--audit-log-path={}", Path::new(&log).display()));
+        }
         let apiserver = Server::spawn(
             "kube-apiserver",
             &bin_dir.join("kube-apiserver"),
@@ -137,11 +156,18 @@ impl ControlPlane {
                 ),
                 format!("--token-auth-file={}", root.join("tokens.csv").display()),
                 "--authorization-mode=RBAC".to_owned(),
-                "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
+                // Room for one SIP Service per RecordingProfile of the 1,000-profile benchmark.
+                "--service-cluster-ip-range=10.0.0.0/16".to_owned(),
                 "--allow-privileged=true".to_owned(),
                 // No token controller runs, so ServiceAccount admission would refuse Pods.
                 "--disable-admission-plugins=ServiceAccount".to_owned(),
-            ],
+                // As on hardened clusters: setting blockOwnerDeletion on a child needs `update`
+                // on the owner's finalizers, so the operator's ClusterRole is checked for it.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement".to_owned(),
+            ]
+            .into_iter()
+            .chain(audit)
+            .collect::<Vec<_>>(),
             root.join("kube-apiserver.log"),
             &root,
         )?;

@@ -29,7 +29,9 @@ pub use apply::{
     Document, apply_documents, apply_yaml, apply_yaml_file, parse_yaml_documents,
     read_yaml_documents,
 };
-pub use control_plane::{ControlPlane, FIELD_MANAGER, install_crd, wait_crd_established};
+pub use control_plane::{
+    AUDIT_LOG_VARIABLE, ControlPlane, FIELD_MANAGER, install_crd, wait_crd_established,
+};
 
 /// Everything that can go wrong while starting or using the test control plane.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use callvault_config::RecorderConfig;
+use callvault_config::{RecorderConfig, TranscribeJobConfig};
 use callvault_crds::{Connector, RecordingProfile, SpeechJob, StorageTarget};
 use callvault_e2e::operator::{Operator, eventually, operator_client, test_config};
 use callvault_e2e::{
@@ -45,6 +45,24 @@ fn public_key() -> (String, String) {
     let pem = key.public_key().to_pem().expect("PEM");
     (pem, key.id().to_hex())
 }
+
+/// The private keys Secret the decrypting jobs mount (`<key-id>.pem` items), holding a new key.
+fn key_ring_secret() -> String {
+    let key = PrivateKey::generate(2048).expect("key generation");
+    let pem = key.to_pkcs8_pem().expect("PEM");
+    let indented = pem
+        .lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {KEY_RING}}}\nstringData:\n  {}.pem: |\n{indented}\n",
+        key.id().to_hex()
+    )
+}
+
+/// The private keys Secret name the test operator is configured with (the chart's default).
+const KEY_RING: &str = "callvault-private-keys";
 
 fn key_secret(name: &str, pem: &str) -> String {
     let indented = pem
@@ -151,6 +169,8 @@ async fn cluster_examples_become_children_with_owners_and_conditions() {
     }
     yaml.push_str("---\n");
     yaml.push_str(&key_secret("retail-recording-key", &pem));
+    yaml.push_str("---\n");
+    yaml.push_str(&key_ring_secret());
     apply_yaml(&admin, &yaml, "examples", &ns)
         .await
         .expect("examples apply");
@@ -364,7 +384,8 @@ async fn cluster_examples_become_children_with_owners_and_conditions() {
         );
     }
 
-    // SpeechJobs: a CronJob on their schedule.
+    // SpeechJobs: the job's configuration in a ConfigMap (file paths only, never key
+    // material), the private keys by Secret reference, and a CronJob on their schedule.
     let speech: Api<SpeechJob> = Api::namespaced(admin.clone(), &ns);
     for job in speech
         .list(&ListParams::default())
@@ -380,6 +401,57 @@ async fn cluster_examples_become_children_with_owners_and_conditions() {
             .expect("transcribe CronJob");
         owned_by(&cron, &job);
         assert_eq!(Some(cron.spec.schedule.clone()), job.spec.schedule);
+        let cm: ConfigMap = Api::namespaced(admin.clone(), &ns)
+            .get(&child_name(&name, "transcribe-config"))
+            .await
+            .expect("transcription ConfigMap");
+        owned_by(&cm, &job);
+        let text = &cm.data.as_ref().expect("data")["job.yaml"];
+        assert!(!text.contains("PRIVATE KEY"), "key material in the ConfigMap:\n{text}");
+        let config = TranscribeJobConfig::parse(text).expect("job config parses");
+        config.validate().expect("the job accepts it");
+        assert_eq!((config.tenant.as_str(), config.speech_job.as_str()), (ns.as_str(), name.as_str()));
+        // Its sources: the StorageTargets of the profiles it transcribes.
+        let wanted = &job.spec.filter.recording_profiles;
+        let mut expected: Vec<String> = list
+            .iter()
+            .filter(|p| wanted.is_empty() || wanted.contains(&p.name_any()))
+            .map(|p| p.spec.storage_target_ref.name.clone())
+            .collect();
+        expected.sort();
+        expected.dedup();
+        let sources: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+        assert_eq!(sources, expected);
+        assert_eq!(config.filter.recording_profiles, job.spec.filter.recording_profiles);
+        let pod = cron
+            .spec
+            .job_template
+            .spec
+            .as_ref()
+            .and_then(|j| j.template.spec.clone())
+            .expect("pod");
+        let keys_volume = pod
+            .volumes
+            .as_ref()
+            .expect("volumes")
+            .iter()
+            .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(KEY_RING))
+            .expect("the private keys Secret is a volume");
+        let container = &pod.containers[0];
+        let mount = container
+            .volume_mounts
+            .as_ref()
+            .expect("mounts")
+            .iter()
+            .find(|m| m.name == keys_volume.name)
+            .expect("the private keys are mounted");
+        assert_eq!(std::path::Path::new(&mount.mount_path), config.key_ring.dir);
+        assert_eq!(mount.read_only, Some(true));
+        let command = container.command.clone().expect("command");
+        assert_eq!(
+            command,
+            ["callvault", "job", "transcribe", "--speech-job", name.as_str(), "--config", "/etc/callvault/job.yaml"]
+        );
     }
 
     // AccessProfiles: validated; a granted key no profile uses is named.
@@ -793,7 +865,9 @@ async fn a_connector_that_archived_cannot_be_deleted_until_its_count_is_zero() {
 #[tokio::test]
 async fn speech_job_counters_written_by_the_job_survive_reconciles() {
     let (_cp, ns, admin, op_client) = setup("op-speech").await;
-    let yaml = "apiVersion: callvault.io/v1alpha1\nkind: SpeechJob\nmetadata: {name: calls}\n\
+    let yaml = "apiVersion: callvault.io/v1alpha1\nkind: StorageTarget\nmetadata: {name: primary}\nspec: {type: filesystem, path: /nonexistent/primary}\n---\n\
+                apiVersion: callvault.io/v1alpha1\nkind: RecordingProfile\nmetadata: {name: sales}\nspec: {selector: {allUsers: true}, storageTargetRef: {name: primary}, encryption: {keySecretRef: {name: key}}}\n---\n\
+                apiVersion: callvault.io/v1alpha1\nkind: SpeechJob\nmetadata: {name: calls}\n\
                 spec: {engine: {type: openai, endpoint: 'http://127.0.0.1:9/v1'}, schedule: '0 * * * *'}\n";
     apply_yaml(&admin, yaml, "speech", &ns)
         .await
@@ -802,6 +876,14 @@ async fn speech_job_counters_written_by_the_job_survive_reconciles() {
         .await
         .expect("operator");
     let jobs: Api<SpeechJob> = Api::namespaced(admin.clone(), &ns);
+
+    // Without the private keys Secret the job's pods could not start: Ready says so.
+    let status = wait_condition(&jobs, "calls", "Ready", "False", Some("KeySecretNotFound")).await;
+    let (_, _, message) = condition(&status, "Ready").expect("Ready");
+    assert!(message.contains(KEY_RING), "{message}");
+    apply_yaml(&admin, &key_ring_secret(), "keys", &ns)
+        .await
+        .expect("key ring");
     wait_condition(&jobs, "calls", "Ready", "True", None).await;
     let crons: Api<CronJob> = Api::namespaced(admin.clone(), &ns);
     let cron = crons
@@ -891,6 +973,56 @@ async fn speech_job_counters_written_by_the_job_survive_reconciles() {
     .await;
     let (status, _) = status_of(&jobs, "calls").await.expect("status");
     assert_eq!(status["processed"], 5);
+
+    // Scheduled again: the CronJob is back and the finished run's Job goes.
+    jobs.patch(
+        "calls",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"schedule": "0 * * * *"}})),
+    )
+    .await
+    .expect("scheduled again");
+    eventually("the Job to go and the CronJob to return", WAIT, || async {
+        let job = job_api
+            .get_opt(&child_name("calls", "transcribe-3"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let cron = crons
+            .get_opt(&child_name("calls", "transcribe"))
+            .await
+            .map_err(|e| e.to_string())?;
+        match (job, cron) {
+            (None, Some(_)) => Ok(()),
+            (j, c) => Err(format!("job {:?}, cronjob {:?}", j.is_some(), c.is_some())),
+        }
+    })
+    .await;
+
+    // Its only profile removed, nothing is left to transcribe: the workload and its
+    // configuration go, and Ready says why.
+    Api::<RecordingProfile>::namespaced(admin.clone(), &ns)
+        .delete("sales", &DeleteParams::default())
+        .await
+        .expect("delete the profile");
+    let status = wait_condition(&jobs, "calls", "Ready", "False", Some("StorageTargetNotFound")).await;
+    let (_, _, message) = condition(&status, "Ready").expect("Ready");
+    assert!(message.contains("nothing to transcribe"), "{message}");
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
+    eventually("the ConfigMap and CronJob to go", WAIT, || async {
+        let cm = cms
+            .get_opt(&child_name("calls", "transcribe-config"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let cron = crons
+            .get_opt(&child_name("calls", "transcribe"))
+            .await
+            .map_err(|e| e.to_string())?;
+        match (cm, cron) {
+            (None, None) => Ok(()),
+            (c, j) => Err(format!("configmap {:?}, cronjob {:?}", c.is_some(), j.is_some())),
+        }
+    })
+    .await;
     operator.stop().await.expect("stops");
 }
 

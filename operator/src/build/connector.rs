@@ -1,55 +1,23 @@
 //! What a Connector owns: the archive job's configuration (a ConfigMap holding the typed
 //! [`ArchiveJobConfig`]) and the CronJob running `callvault job archive` with it.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-use callvault_config::{ArchiveJobConfig, Invalid, StorageBinding};
+use callvault_config::ArchiveJobConfig;
 use callvault_crds::{Connector, StorageTarget};
-use callvault_store::objstore::{ConfigError, StorageConfig};
-use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, PodSpec, PodTemplateSpec, Volume,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::meta::{MissingMetadata, Owner};
-use super::names::child_name;
-use super::pod::{
-    DatabaseSecret, container_security, database_volume, mount, pod_security, secret_volume,
+use super::job::{
+    JobBuildError, JobPod, KeyRingSecret, Schedule, config_map, cron_job, source_bindings,
+    storage_binding,
 };
-use crate::render::paths;
+use super::meta::Owner;
+use super::names::child_name;
+use super::pod::DatabaseSecret;
 
 /// Component label of the archive CronJob and its pods.
 pub const ARCHIVE: &str = "archive";
 /// Where the destination StorageTarget's credentials are mounted in the archive job.
 pub const ARCHIVE_CREDENTIALS_DIR: &str = "/run/secrets/callvault/archive-storage";
-/// Under this directory each source StorageTarget's credentials are mounted, by target name.
-pub const SOURCE_CREDENTIALS_DIR: &str = "/run/secrets/callvault/storage";
-/// ConfigMap key (and file name under [`paths::CONFIG_DIR`]) of the job's configuration.
-pub const JOB_CONFIG_KEY: &str = "job.yaml";
-
-/// Why a Connector's children could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum ArchiveBuildError {
-    /// The Connector lacks metadata the API server always sets.
-    #[error(transparent)]
-    Metadata(#[from] MissingMetadata),
-    /// A StorageTarget's spec cannot be read as a storage configuration.
-    #[error("StorageTarget {target}: {source}")]
-    Storage {
-        /// The target.
-        target: String,
-        /// The problem.
-        source: ConfigError,
-    },
-    /// The rendered configuration fails the job's own checks.
-    #[error("the archive job configuration is invalid: {0}")]
-    Invalid(#[from] Invalid),
-    /// The configuration could not be written as YAML.
-    #[error("cannot write the archive job configuration: {0}")]
-    Yaml(#[from] serde_yaml::Error),
-}
 
 /// Everything a Connector owns.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,59 +39,33 @@ pub fn config_map_name(connector: &str) -> String {
 }
 
 /// The job configuration for `connector`, copying to `destination` from the `sources` (the
-/// StorageTargets of the profiles it archives), checked as the job checks it at start.
+/// StorageTargets of the profiles it archives), checked as the job checks it at start. Only
+/// plaintext archives (`encrypt: false`) get the private keys.
 pub fn job_config(
     connector: &Connector,
     destination: &StorageTarget,
     sources: &[&StorageTarget],
-) -> Result<ArchiveJobConfig, ArchiveBuildError> {
+    key_ring: &KeyRingSecret,
+) -> Result<ArchiveJobConfig, JobBuildError> {
     let owner = Owner::of(connector)?;
     let config = ArchiveJobConfig {
         tenant: owner.namespace.clone(),
         connector: owner.name.clone(),
-        database_url_file: paths::DATABASE_URL_FILE.into(),
+        database_url_file: crate::render::paths::DATABASE_URL_FILE.into(),
         recording_profiles: connector.spec.source.recording_profiles.clone(),
-        sources: sources
-            .iter()
-            .map(|t| binding(t, |name| format!("{SOURCE_CREDENTIALS_DIR}/{name}")))
-            .collect::<Result<_, _>>()?,
-        destination: binding(destination, |_| ARCHIVE_CREDENTIALS_DIR.to_owned())?,
+        sources: source_bindings(sources)?,
+        destination: storage_binding(destination, ARCHIVE_CREDENTIALS_DIR)?,
         encrypt: connector.spec.encrypt,
-        // Plaintext archives need private keys, which no Connector field names yet: the
-        // job's own check refuses such a configuration, and the condition says so.
-        key_ring: None,
+        key_ring: (!connector.spec.encrypt).then(|| key_ring.config()),
         batch_size: 500,
         concurrency: 4,
         smtp: None,
     };
-    config.validate()?;
+    config.validate().map_err(|source| JobBuildError::Invalid {
+        job: ARCHIVE,
+        source,
+    })?;
     Ok(config)
-}
-
-fn binding(
-    target: &StorageTarget,
-    credentials_dir: impl Fn(&str) -> String,
-) -> Result<StorageBinding, ArchiveBuildError> {
-    let name = target.metadata.name.clone().unwrap_or_default();
-    let storage = serde_json::to_value(&target.spec)
-        .map_err(|e| ConfigError::Invalid {
-            field: "spec",
-            problem: e.to_string(),
-        })
-        .and_then(|v| StorageConfig::from_spec(&v))
-        .map_err(|source| ArchiveBuildError::Storage {
-            target: name.clone(),
-            source,
-        })?;
-    Ok(StorageBinding {
-        credentials_dir: target
-            .spec
-            .credentials_secret_ref
-            .as_ref()
-            .map(|_| PathBuf::from(credentials_dir(&name))),
-        name,
-        storage,
-    })
 }
 
 /// The ConfigMap and the CronJob of `connector`.
@@ -133,108 +75,34 @@ pub fn build(
     sources: &[&StorageTarget],
     image: &str,
     database: &DatabaseSecret,
-) -> Result<ArchiveChildren, ArchiveBuildError> {
+    key_ring: &KeyRingSecret,
+) -> Result<ArchiveChildren, JobBuildError> {
     let owner = Owner::of(connector)?;
-    let config = job_config(connector, destination, sources)?;
-    let config_map = ConfigMap {
-        metadata: owner.meta(&config_map_name(&owner.name), ARCHIVE),
-        data: Some(BTreeMap::from([(
-            JOB_CONFIG_KEY.to_owned(),
-            serde_yaml::to_string(&config)?,
-        )])),
-        ..ConfigMap::default()
-    };
-    let mut volumes = vec![
-        Volume {
-            name: "config".to_owned(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: config_map_name(&owner.name),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        database_volume(database),
-    ];
-    let mut mounts = vec![
-        mount("config", paths::CONFIG_DIR),
-        mount("database", paths::DATABASE_DIR),
-    ];
-    let mut credentials = |secret: &str, dir: &std::path::Path| {
-        let volume = format!("credentials-{}", volumes.len());
-        volumes.push(secret_volume(&volume, secret));
-        mounts.push(mount(&volume, &dir.display().to_string()));
-    };
-    for (target, bound) in std::iter::once((destination, &config.destination))
-        .chain(sources.iter().copied().zip(&config.sources))
-    {
-        if let (Some(secret), Some(dir)) =
-            (&target.spec.credentials_secret_ref, &bound.credentials_dir)
-        {
-            credentials(&secret.name, dir);
-        }
+    let config = job_config(connector, destination, sources, key_ring)?;
+    let config_map_name = config_map_name(&owner.name);
+    let config_map = config_map(&owner, &config_map_name, ARCHIVE, &config)?;
+    // The job writes its counters to the Connector's status.
+    let mut pod = JobPod::new(ARCHIVE, image, &["archive", "--connector", &owner.name], database)
+        .writing_status()
+        .with_config(&config_map_name)
+        .with_storage(destination, &config.destination, true);
+    for (source, bound) in sources.iter().zip(&config.sources) {
+        pod = pod.with_storage(source, bound, false);
     }
-    let config_file = format!("{}/{JOB_CONFIG_KEY}", paths::CONFIG_DIR);
-    let container = Container {
-        name: ARCHIVE.to_owned(),
-        image: Some(image.to_owned()),
-        command: Some(
-            [
-                "callvault",
-                "job",
-                "archive",
-                "--connector",
-                &owner.name,
-                "--config",
-                &config_file,
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-        ),
-        volume_mounts: Some(mounts),
-        security_context: Some(container_security()),
-        ..Container::default()
-    };
-    let pod_labels = owner.labels(ARCHIVE);
-    let cron_job = CronJob {
-        metadata: owner.meta(&cron_job_name(&owner.name), ARCHIVE),
-        spec: CronJobSpec {
-            schedule: connector.spec.schedule.clone(),
-            time_zone: Some("Etc/UTC".to_owned()),
-            suspend: Some(!connector.spec.active),
-            // Two runs copying the same recordings would race on the archive marks.
-            concurrency_policy: Some("Forbid".to_owned()),
-            successful_jobs_history_limit: Some(3),
-            failed_jobs_history_limit: Some(3),
-            job_template: JobTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels.clone()),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(JobSpec {
-                    backoff_limit: Some(2),
-                    template: PodTemplateSpec {
-                        metadata: Some(ObjectMeta {
-                            labels: Some(pod_labels),
-                            ..ObjectMeta::default()
-                        }),
-                        spec: Some(PodSpec {
-                            containers: vec![container],
-                            volumes: Some(volumes),
-                            restart_policy: Some("OnFailure".to_owned()),
-                            // The job writes its counters to the Connector's status.
-                            automount_service_account_token: Some(true),
-                            enable_service_links: Some(false),
-                            security_context: Some(pod_security()),
-                            ..PodSpec::default()
-                        }),
-                    },
-                    ..JobSpec::default()
-                }),
-            },
-            ..CronJobSpec::default()
+    if config.key_ring.is_some() {
+        pod = pod.with_key_ring(key_ring);
+    }
+    let cron_job = cron_job(
+        &owner,
+        &cron_job_name(&owner.name),
+        ARCHIVE,
+        Schedule {
+            cron: connector.spec.schedule.clone(),
+            suspend: !connector.spec.active,
+            starting_deadline_seconds: None,
         },
-        status: None,
-    };
+        pod.job_spec(&owner),
+    );
     Ok(ArchiveChildren {
         config_map,
         cron_job,

@@ -1,6 +1,7 @@
 //! Pure builders of the objects each controller applies.
 
 pub mod connector;
+pub mod job;
 pub mod meta;
 pub mod pod;
 pub mod recording_profile;

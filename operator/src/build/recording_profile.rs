@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use callvault_config::{RecorderConfig, SipTransport};
 use callvault_crds::{RecordingProfile, StorageTarget};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
-use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
@@ -20,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::job::{JobPod, Schedule, cron_job};
 use super::meta::{MissingMetadata, Owner};
 use super::names::{child_name, digest};
 use super::pod::{
@@ -398,65 +399,35 @@ fn pod_disruption_budget(ctx: &Ctx) -> PodDisruptionBudget {
 }
 
 fn retention_cron_job(ctx: &Ctx, storage: &StorageTarget, settings: &RecorderSettings) -> CronJob {
-    let mut volumes = vec![config_volume(ctx), database_volume(&settings.database)];
-    let mut mounts = vec![
-        mount("config", paths::CONFIG_DIR),
-        mount("database", paths::DATABASE_DIR),
-    ];
-    add_storage_volumes(storage, &mut volumes, &mut mounts);
-    let container = Container {
-        name: RETENTION.to_owned(),
-        image: Some(settings.image.clone()),
-        command: Some(vec![
-            "callvault".to_owned(),
-            "job".to_owned(),
-            "retention".to_owned(),
-            "--profile".to_owned(),
-            ctx.owner.name.clone(),
-        ]),
-        volume_mounts: Some(mounts),
-        security_context: Some(container_security()),
-        ..Container::default()
-    };
-    CronJob {
-        metadata: ctx.meta(&ctx.names.retention, RETENTION),
-        spec: CronJobSpec {
-            schedule: RETENTION_SCHEDULE.to_owned(),
-            time_zone: Some(RETENTION_TIME_ZONE.to_owned()),
-            // A slow run must not overlap the next: both would delete the same objects.
-            concurrency_policy: Some("Forbid".to_owned()),
-            starting_deadline_seconds: Some(3600),
-            successful_jobs_history_limit: Some(3),
-            failed_jobs_history_limit: Some(3),
-            job_template: JobTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(ctx.labels(RETENTION)),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(JobSpec {
-                    backoff_limit: Some(2),
-                    template: PodTemplateSpec {
-                        metadata: Some(ObjectMeta {
-                            labels: Some(ctx.labels(RETENTION)),
-                            ..ObjectMeta::default()
-                        }),
-                        spec: Some(PodSpec {
-                            containers: vec![container],
-                            volumes: Some(volumes),
-                            restart_policy: Some("OnFailure".to_owned()),
-                            automount_service_account_token: Some(false),
-                            enable_service_links: Some(false),
-                            security_context: Some(pod_security()),
-                            ..PodSpec::default()
-                        }),
-                    },
-                    ..JobSpec::default()
-                }),
-            },
-            ..CronJobSpec::default()
-        },
-        status: None,
+    let mut pod = JobPod::new(
+        RETENTION,
+        &settings.image,
+        &["retention", "--profile", &ctx.owner.name],
+        &settings.database,
+    );
+    // The recorder's own configuration, at the path the retention job reads by default.
+    pod.add(config_volume(ctx), paths::CONFIG_DIR);
+    if let Some(creds) = &storage.spec.credentials_secret_ref {
+        pod.add(
+            secret_volume("storage-credentials", &creds.name),
+            paths::STORAGE_CREDENTIALS_DIR,
+        );
     }
+    if let Some((claim, path)) = recordings_claim(storage) {
+        // Deleting expired recordings writes there.
+        pod.add_writable(claim, path);
+    }
+    cron_job(
+        &ctx.owner,
+        &ctx.names.retention,
+        RETENTION,
+        Schedule {
+            cron: RETENTION_SCHEDULE.to_owned(),
+            suspend: false,
+            starting_deadline_seconds: Some(3600),
+        },
+        pod.job_spec(&ctx.owner),
+    )
 }
 
 fn config_volume(ctx: &Ctx) -> Volume {
@@ -481,20 +452,29 @@ pub(crate) fn add_storage_volumes(
         volumes.push(secret_volume("storage-credentials", &creds.name));
         mounts.push(mount("storage-credentials", paths::STORAGE_CREDENTIALS_DIR));
     }
-    if let (Some(claim), Some(path)) = (&storage.spec.claim_name, &storage.spec.path) {
-        volumes.push(Volume {
-            name: "recordings".to_owned(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim.clone(),
-                read_only: None,
-            }),
-            ..Volume::default()
-        });
+    if let Some((claim, path)) = recordings_claim(storage) {
         mounts.push(VolumeMount {
             read_only: None,
-            ..mount("recordings", path)
+            ..mount(&claim.name, path)
         });
+        volumes.push(claim);
     }
+}
+
+/// A filesystem target's claim as the `recordings` volume, and the path it is mounted at.
+fn recordings_claim(storage: &StorageTarget) -> Option<(Volume, &str)> {
+    let (Some(claim), Some(path)) = (&storage.spec.claim_name, &storage.spec.path) else {
+        return None;
+    };
+    let volume = Volume {
+        name: "recordings".to_owned(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: claim.clone(),
+            read_only: None,
+        }),
+        ..Volume::default()
+    };
+    Some((volume, path))
 }
 
 fn http_probe(path: &str, period_seconds: i32) -> Probe {

@@ -1,32 +1,47 @@
-//! The transcription workload a SpeechJob owns: a CronJob on its schedule, or one Job when it
-//! has none (run once).
+//! What a SpeechJob owns: the transcription job's configuration (a ConfigMap holding the typed
+//! [`TranscribeJobConfig`]) and the workload running `callvault job transcribe` with it: a
+//! CronJob on its schedule, or one Job when it has none (run once).
+//!
+//! The configuration names files only: the engine's credentials, the sources' credentials and
+//! the private keys stay in their Secrets, which are mounted into the job's pod.
 
-use callvault_crds::SpeechJob;
-use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
-use k8s_openapi::api::core::v1::{
-    Container, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Volume,
+use callvault_config::{
+    DirectionFilter, EngineConfig, EngineKind, SpeechFilterConfig, TranscribeJobConfig,
+    TranscribeMode,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use callvault_crds::{SpeechJob, StorageTarget, speech_job as crd};
+use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaimVolumeSource, Volume};
 
-use super::meta::{MissingMetadata, Owner};
+use super::job::{
+    JobBuildError, JobPod, KeyRingSecret, Schedule, config_map, cron_job, source_bindings,
+};
+use super::meta::Owner;
 use super::names::child_name;
-use super::pod::{
-    DatabaseSecret, container_security, database_volume, mount, pod_security, secret_volume,
-};
+use super::pod::{DatabaseSecret, secret_volume};
 use crate::render::paths;
 
-/// Component label of the transcription CronJob/Job and their pods.
+/// Component label of the transcription CronJob/Job, its ConfigMap and its pods.
 pub const TRANSCRIBE: &str = "transcribe";
 /// Where the engine's credentials Secret is mounted.
 pub const ENGINE_CREDENTIALS_DIR: &str = "/run/secrets/callvault/speech";
 
-/// The child of a SpeechJob.
+/// The workload of a SpeechJob.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Workload {
     /// Runs on `spec.schedule`.
     Scheduled(Box<CronJob>),
     /// Runs once (no schedule).
     Once(Box<Job>),
+}
+
+/// Everything a SpeechJob owns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpeechJobChildren {
+    /// The job's configuration.
+    pub config_map: ConfigMap,
+    /// The CronJob or Job.
+    pub workload: Workload,
 }
 
 /// Name of the CronJob of a scheduled SpeechJob.
@@ -40,19 +55,112 @@ pub fn job_name(speech_job: &str, generation: i64) -> String {
     child_name(speech_job, &format!("transcribe-{generation}"))
 }
 
-/// The CronJob (scheduled) or Job (run once) running `callvault job transcribe`.
-pub fn workload(
+/// Name of the transcription job's ConfigMap.
+pub fn config_map_name(speech_job: &str) -> String {
+    child_name(speech_job, "transcribe-config")
+}
+
+/// The job configuration for `speech_job`, reading recordings from `sources` (the
+/// StorageTargets of the profiles it transcribes), checked as the job checks it at start.
+pub fn job_config(
     speech_job: &SpeechJob,
-    image: &str,
-    database: &DatabaseSecret,
-) -> Result<Workload, MissingMetadata> {
+    sources: &[&StorageTarget],
+    key_ring: &KeyRingSecret,
+) -> Result<TranscribeJobConfig, JobBuildError> {
     let owner = Owner::of(speech_job)?;
     let spec = &speech_job.spec;
-    let mut volumes = vec![database_volume(database)];
-    let mut mounts = vec![mount("database", paths::DATABASE_DIR)];
+    let engine = &spec.engine;
+    let credential = |file: &str| {
+        engine
+            .credentials_secret_ref
+            .as_ref()
+            .map(|_| format!("{ENGINE_CREDENTIALS_DIR}/{file}").into())
+    };
+    let (kind, api_key_file, service_account_json_file) = match engine.type_ {
+        crd::EngineType::Whisper => (EngineKind::Whisper, None, None),
+        crd::EngineType::Openai => (EngineKind::Openai, credential("apiKey"), None),
+        crd::EngineType::Google => (EngineKind::Google, None, credential("serviceAccountJson")),
+    };
+    let f = &spec.filter;
+    // The CRD bounds durations to 0..=86400; anything else is left for the check to name.
+    let seconds = |s: Option<i64>| s.map(|s| u32::try_from(s).unwrap_or(u32::MAX));
+    let instant = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        t.as_ref().map(|t| t.0.to_string())
+    };
+    let config = TranscribeJobConfig {
+        tenant: owner.namespace.clone(),
+        speech_job: owner.name.clone(),
+        database_url_file: paths::DATABASE_URL_FILE.into(),
+        sources: source_bindings(sources)?,
+        key_ring: key_ring.config(),
+        engine: EngineConfig {
+            kind,
+            model: engine.model.clone(),
+            model_path: engine.model_path.as_ref().map(Into::into),
+            endpoint: engine.endpoint.clone(),
+            api_key_file,
+            service_account_json_file,
+        },
+        language: spec.language.clone(),
+        phrase_hints: spec.phrase_hints.clone(),
+        filter: SpeechFilterConfig {
+            recording_profiles: f.recording_profiles.clone(),
+            groups: f.groups.clone(),
+            min_duration_seconds: seconds(f.min_duration_seconds),
+            max_duration_seconds: seconds(f.max_duration_seconds),
+            from: instant(&f.from),
+            to: instant(&f.to),
+            direction: match f.direction {
+                crd::DirectionFilter::Any => DirectionFilter::Any,
+                crd::DirectionFilter::Inbound => DirectionFilter::Inbound,
+                crd::DirectionFilter::Outbound => DirectionFilter::Outbound,
+                crd::DirectionFilter::Internal => DirectionFilter::Internal,
+            },
+        },
+        mode: match spec.mode {
+            crd::SpeechMode::Incremental => TranscribeMode::Incremental,
+            crd::SpeechMode::Backfill => TranscribeMode::Backfill,
+        },
+        concurrency: u32::try_from(spec.concurrency).unwrap_or(0),
+    };
+    config.validate().map_err(|source| JobBuildError::Invalid {
+        job: TRANSCRIBE,
+        source,
+    })?;
+    Ok(config)
+}
+
+/// The ConfigMap and the CronJob (scheduled) or Job (run once) of `speech_job`.
+pub fn build(
+    speech_job: &SpeechJob,
+    sources: &[&StorageTarget],
+    image: &str,
+    database: &DatabaseSecret,
+    key_ring: &KeyRingSecret,
+) -> Result<SpeechJobChildren, JobBuildError> {
+    let owner = Owner::of(speech_job)?;
+    let spec = &speech_job.spec;
+    let config = job_config(speech_job, sources, key_ring)?;
+    let config_map_name = config_map_name(&owner.name);
+    let config_map = config_map(&owner, &config_map_name, TRANSCRIBE, &config)?;
+    // The job writes its counters to the SpeechJob's status.
+    let mut pod = JobPod::new(
+        TRANSCRIBE,
+        image,
+        &["transcribe", "--speech-job", &owner.name],
+        database,
+    )
+    .writing_status()
+    .with_config(&config_map_name)
+    .with_key_ring(key_ring);
+    for (source, bound) in sources.iter().zip(&config.sources) {
+        pod = pod.with_storage(source, bound, false);
+    }
     if let Some(creds) = &spec.engine.credentials_secret_ref {
-        volumes.push(secret_volume("engine-credentials", &creds.name));
-        mounts.push(mount("engine-credentials", ENGINE_CREDENTIALS_DIR));
+        pod.add(
+            secret_volume("engine-credentials", &creds.name),
+            ENGINE_CREDENTIALS_DIR,
+        );
     }
     // The Whisper model's claim is mounted read-only at the model file's directory.
     if let (Some(claim), Some(model_path)) = (&spec.engine.claim_name, &spec.engine.model_path) {
@@ -61,76 +169,29 @@ pub fn workload(
             .map(|p| p.display().to_string())
             .filter(|p| !p.is_empty() && p != "/")
             .unwrap_or_else(|| "/models".to_owned());
-        volumes.push(Volume {
+        let model = Volume {
             name: "model".to_owned(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
                 claim_name: claim.clone(),
                 read_only: Some(true),
             }),
             ..Volume::default()
-        });
-        mounts.push(mount("model", &dir));
+        };
+        pod.add(model, &dir);
     }
-    let container = Container {
-        name: TRANSCRIBE.to_owned(),
-        image: Some(image.to_owned()),
-        command: Some(
-            [
-                "callvault",
-                "job",
-                "transcribe",
-                "--speech-job",
-                &owner.name,
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-        ),
-        volume_mounts: Some(mounts),
-        security_context: Some(container_security()),
-        ..Container::default()
-    };
-    let labels = owner.labels(TRANSCRIBE);
-    let job_spec = JobSpec {
-        backoff_limit: Some(2),
-        template: PodTemplateSpec {
-            metadata: Some(ObjectMeta {
-                labels: Some(labels.clone()),
-                ..ObjectMeta::default()
-            }),
-            spec: Some(PodSpec {
-                containers: vec![container],
-                volumes: Some(volumes),
-                restart_policy: Some("OnFailure".to_owned()),
-                // The job writes its counters to the SpeechJob's status.
-                automount_service_account_token: Some(true),
-                enable_service_links: Some(false),
-                security_context: Some(pod_security()),
-                ..PodSpec::default()
-            }),
-        },
-        ..JobSpec::default()
-    };
-    Ok(match &spec.schedule {
-        Some(schedule) => Workload::Scheduled(Box::new(CronJob {
-            metadata: owner.meta(&cron_job_name(&owner.name), TRANSCRIBE),
-            spec: CronJobSpec {
-                schedule: schedule.clone(),
-                time_zone: Some("Etc/UTC".to_owned()),
-                suspend: Some(spec.suspend),
-                concurrency_policy: Some("Forbid".to_owned()),
-                successful_jobs_history_limit: Some(3),
-                failed_jobs_history_limit: Some(3),
-                job_template: JobTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some(labels),
-                        ..ObjectMeta::default()
-                    }),
-                    spec: Some(job_spec),
-                },
-                ..CronJobSpec::default()
+    let job_spec = pod.job_spec(&owner);
+    let workload = match &spec.schedule {
+        Some(schedule) => Workload::Scheduled(Box::new(cron_job(
+            &owner,
+            &cron_job_name(&owner.name),
+            TRANSCRIBE,
+            Schedule {
+                cron: schedule.clone(),
+                suspend: spec.suspend,
+                starting_deadline_seconds: None,
             },
-            status: None,
-        })),
+            job_spec,
+        ))),
         None => {
             let generation = speech_job.metadata.generation.unwrap_or(1);
             Workload::Once(Box::new(Job {
@@ -142,5 +203,9 @@ pub fn workload(
                 status: None,
             }))
         }
+    };
+    Ok(SpeechJobChildren {
+        config_map,
+        workload,
     })
 }

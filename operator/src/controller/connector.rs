@@ -103,24 +103,8 @@ pub(super) async fn reconcile(
     let target = ctx
         .storage_targets
         .get(&ObjectRef::new(target_name).within(&ns));
-    // Sources: the StorageTargets of the profiles it archives (all of the namespace's when
-    // it names none).
-    let wanted = &connector.spec.source.recording_profiles;
-    let mut source_names: Vec<String> = ctx
-        .recording_profiles
-        .state_filter(|p| {
-            p.namespace().as_deref() == Some(ns.as_str())
-                && (wanted.is_empty() || wanted.contains(&p.name_any()))
-        })
-        .iter()
-        .map(|p| p.spec.storage_target_ref.name.clone())
-        .collect();
-    source_names.sort();
-    source_names.dedup();
-    let sources: Vec<Arc<StorageTarget>> = source_names
-        .iter()
-        .filter_map(|n| ctx.storage_targets.get(&ObjectRef::new(n).within(&ns)))
-        .collect();
+    // Sources: the StorageTargets of the profiles it archives.
+    let sources = ctx.profile_targets(&ns, &connector.spec.source.recording_profiles);
     let mut invalid = None;
     if let Some(destination) = &target {
         let refs: Vec<&StorageTarget> = sources.iter().map(|s| &**s).collect();
@@ -130,6 +114,7 @@ pub(super) async fn reconcile(
             &refs,
             &ctx.config.image,
             &ctx.config.database,
+            &ctx.config.key_ring,
         ) {
             Ok(children) => {
                 ctx.apply(&ctx.children.archive_config_maps, children.config_map)

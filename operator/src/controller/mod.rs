@@ -34,6 +34,7 @@ use serde::de::DeserializeOwned;
 use crate::backoff::Failures;
 use crate::build::digest;
 use crate::build::meta::{COMPONENT_LABEL, MANAGED_BY_LABEL, MANAGER, MissingMetadata};
+use crate::build::job::KeyRingSecret;
 use crate::build::pod::DatabaseSecret;
 use crate::conditions::Transition;
 use crate::metrics::Metrics;
@@ -54,6 +55,8 @@ pub struct Config {
     pub image: String,
     /// The database URL Secret the workloads mount, in each namespace.
     pub database: DatabaseSecret,
+    /// The private keys Secret the decrypting jobs mount, in each namespace.
+    pub key_ring: KeyRingSecret,
     /// Size of each recorder's spool volume.
     pub spool_size: String,
     /// StorageClass of the spool volumes (cluster default when absent).
@@ -122,6 +125,10 @@ impl Config {
                 name: get("CALLVAULT_DATABASE_SECRET_NAME")
                     .unwrap_or_else(|| "callvault-database".to_owned()),
                 key: get("CALLVAULT_DATABASE_SECRET_KEY").unwrap_or_else(|| "url".to_owned()),
+            },
+            key_ring: KeyRingSecret {
+                name: get("CALLVAULT_KEY_RING_SECRET_NAME")
+                    .unwrap_or_else(|| "callvault-private-keys".to_owned()),
             },
             spool_size: get("CALLVAULT_SPOOL_SIZE").unwrap_or_else(|| "20Gi".to_owned()),
             spool_storage_class: get("CALLVAULT_SPOOL_STORAGE_CLASS"),
@@ -193,6 +200,7 @@ pub(crate) struct ChildStores {
     pub archive_config_maps: Store<k8s_openapi::api::core::v1::ConfigMap>,
     pub transcribe_cron_jobs: Store<k8s_openapi::api::batch::v1::CronJob>,
     pub transcribe_jobs: Store<k8s_openapi::api::batch::v1::Job>,
+    pub transcribe_config_maps: Store<k8s_openapi::api::core::v1::ConfigMap>,
 }
 
 /// What every reconcile shares.
@@ -217,6 +225,30 @@ impl Context {
     /// write the truth again a moment later: a restarted operator must write nothing.
     pub async fn synced(&self) {
         self.synced.clone().await;
+    }
+
+    /// The StorageTargets of the RecordingProfiles in `ns` named in `wanted` (all of the
+    /// namespace's when it names none), each once, by name: where a job reads recordings.
+    pub fn profile_targets(
+        &self,
+        ns: &str,
+        wanted: &[String],
+    ) -> Vec<Arc<callvault_crds::StorageTarget>> {
+        let mut names: Vec<String> = self
+            .recording_profiles
+            .state_filter(|p| {
+                p.namespace().as_deref() == Some(ns)
+                    && (wanted.is_empty() || wanted.contains(&p.name_any()))
+            })
+            .iter()
+            .map(|p| p.spec.storage_target_ref.name.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+            .iter()
+            .filter_map(|n| self.storage_targets.get(&ObjectRef::new(n).within(ns)))
+            .collect()
     }
 
     /// Server-side applies `desired` unless the stored child already carries its digest.
@@ -496,6 +528,9 @@ type ShutdownSignal = Shared<BoxFuture<'static, ()>>;
 /// A client for the cluster the operator runs in (its service account), or the one
 /// `KUBECONFIG` names when run outside.
 pub async fn connect() -> Result<Client, Error> {
+    // Without a process-wide provider, a binary that links rustls with both ring and aws-lc-rs
+    // panics on its first TLS connection. Another part of the program may have installed one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     Ok(Client::try_default().await?)
 }
 
@@ -619,6 +654,13 @@ fn controllers(
             j.spec = None;
         },
     );
+    let (transcribe_config_maps, tcm_stream) = children(
+        scope.api(client),
+        TRANSCRIBE,
+        |c: &mut k8s_openapi::api::core::v1::ConfigMap| {
+            c.data = None;
+        },
+    );
 
     let st = storage_target::controller(client, scope);
     let rp = recording_profile::controller(client, scope);
@@ -635,6 +677,7 @@ fn controllers(
         archive_config_maps,
         transcribe_cron_jobs,
         transcribe_jobs,
+        transcribe_config_maps,
     };
     let synced = {
         let (st_store, rp_store) = (st.store(), rp.store());
@@ -655,6 +698,7 @@ fn controllers(
             let _ = s.archive_config_maps.wait_until_ready().await;
             let _ = s.transcribe_cron_jobs.wait_until_ready().await;
             let _ = s.transcribe_jobs.wait_until_ready().await;
+            let _ = s.transcribe_config_maps.wait_until_ready().await;
         }
         .boxed()
         .shared()
@@ -714,6 +758,7 @@ fn controllers(
     let sj_run = sj
         .owns_stream(tcj_stream)
         .owns_stream(tj_stream)
+        .owns_stream(tcm_stream)
         .graceful_shutdown_on(shutdown)
         .run(
             speech_job::reconcile,
@@ -801,6 +846,7 @@ mod tests {
         );
         assert_eq!(c.database.name, "callvault-database");
         assert_eq!(c.database.key, "url");
+        assert_eq!(c.key_ring.name, "callvault-private-keys");
 
         let e = Config::from_env(env(&[])).expect_err("image required");
         assert_eq!(e.variable, "CALLVAULT_IMAGE");

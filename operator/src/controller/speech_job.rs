@@ -1,22 +1,48 @@
-//! SpeechJob → transcription CronJob (scheduled) or Job (run once). The counters in its status
-//! belong to the job (its own field manager); the operator writes only its conditions.
+//! SpeechJob → transcription job ConfigMap and CronJob (scheduled) or Job (run once). The
+//! counters in its status belong to the job (its own field manager); the operator writes only
+//! its conditions.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use callvault_crds::{SpeechJob, condition_type as ct, reason};
+use callvault_crds::{RecordingProfile, SpeechJob, StorageTarget, condition_type as ct, reason};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::{Context, Error, Scope, current_conditions, succeeded};
-use crate::build::speech_job::{Workload, workload};
+use crate::build::speech_job::{Workload, build, config_map_name};
 use crate::conditions::{self, Observed};
 
 /// Controller name in metrics and logs.
 pub(super) const NAME: &str = "speechjob";
 
+/// The controller; its sources are the StorageTargets of the namespace's profiles, so a
+/// profile or target change reconciles the namespace's SpeechJobs.
 pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<SpeechJob> {
-    Controller::new(scope.api(client), Default::default())
+    let jobs = Controller::new(scope.api::<SpeechJob>(client), Default::default());
+    let store = jobs.store();
+    let in_namespace = move |ns: Option<String>| {
+        store
+            .state_filter(|j| j.namespace() == ns)
+            .iter()
+            .map(|j| ObjectRef::from_obj(&**j))
+            .collect::<Vec<_>>()
+    };
+    let by_target = in_namespace.clone();
+    jobs.watches(
+        scope.api::<RecordingProfile>(client),
+        Default::default(),
+        move |profile: RecordingProfile| in_namespace(profile.namespace()),
+    )
+    .watches(
+        scope.api::<StorageTarget>(client),
+        Default::default(),
+        move |target: StorageTarget| by_target(target.namespace()),
+    )
 }
 
 #[tracing::instrument(skip_all, fields(namespace = job.namespace(), name = job.name_any()))]
@@ -25,44 +51,96 @@ pub(super) async fn reconcile(job: Arc<SpeechJob>, ctx: Arc<Context>) -> Result<
     let _timer = ctx.metrics.reconcile(NAME);
     let generation = job.metadata.generation;
     let uid = job.uid().unwrap_or_default();
+    let ns = job.namespace().unwrap_or_default();
+    let name = job.name_any();
     let children = &ctx.children;
-    let ready = match workload(&job, &ctx.config.image, &ctx.config.database)? {
-        Workload::Scheduled(cron) => {
-            let name = cron.metadata.name.clone().unwrap_or_default();
-            ctx.apply(&children.transcribe_cron_jobs, *cron).await?;
-            ctx.delete_orphans(&children.transcribe_cron_jobs, &uid, &[name])
-                .await?;
-            ctx.delete_orphans(&children.transcribe_jobs, &uid, &[])
-                .await?;
-            let schedule = job.spec.schedule.clone().unwrap_or_default();
-            if job.spec.suspend {
-                Observed::yes(
-                    ct::READY,
-                    reason::RECONCILED,
-                    "suspended: no new runs start",
-                )
+    let sources = ctx.profile_targets(&ns, &job.spec.filter.recording_profiles);
+    let sources: Vec<&StorageTarget> = sources.iter().map(|s| &**s).collect();
+
+    let mut keep_config = Vec::new();
+    let mut keep_cron = Vec::new();
+    let mut keep_job = Vec::new();
+    let built = build(
+        &job,
+        &sources,
+        &ctx.config.image,
+        &ctx.config.database,
+        &ctx.config.key_ring,
+    );
+    let mut ready = match built {
+        Err(e) if sources.is_empty() => Observed::no(
+            ct::READY,
+            reason::STORAGE_TARGET_NOT_FOUND,
+            if job.spec.filter.recording_profiles.is_empty() {
+                format!("no RecordingProfile with a StorageTarget in namespace {ns}: nothing to transcribe ({e})")
             } else {
-                Observed::yes(
-                    ct::READY,
-                    reason::RECONCILED,
-                    format!("transcribing on schedule {schedule}"),
+                format!(
+                    "none of the RecordingProfiles {} has a StorageTarget in namespace {ns}: nothing to transcribe ({e})",
+                    job.spec.filter.recording_profiles.join(", ")
                 )
+            },
+        ),
+        Err(e) => Observed::no(ct::READY, reason::INVALID_SPEC, e.to_string()),
+        Ok(built) => {
+            keep_config.push(config_map_name(&name));
+            ctx.apply(&children.transcribe_config_maps, built.config_map)
+                .await?;
+            match built.workload {
+                Workload::Scheduled(cron) => {
+                    keep_cron.push(cron.metadata.name.clone().unwrap_or_default());
+                    ctx.apply(&children.transcribe_cron_jobs, *cron).await?;
+                    if job.spec.suspend {
+                        Observed::yes(
+                            ct::READY,
+                            reason::RECONCILED,
+                            "suspended: no new runs start",
+                        )
+                    } else {
+                        Observed::yes(
+                            ct::READY,
+                            reason::RECONCILED,
+                            format!(
+                                "transcribing on schedule {}",
+                                job.spec.schedule.as_deref().unwrap_or_default()
+                            ),
+                        )
+                    }
+                }
+                Workload::Once(once) => {
+                    let job_name = once.metadata.name.clone().unwrap_or_default();
+                    keep_job.push(job_name.clone());
+                    ctx.apply(&children.transcribe_jobs, *once).await?;
+                    Observed::yes(
+                        ct::READY,
+                        reason::RECONCILED,
+                        format!("runs once as Job {job_name}"),
+                    )
+                }
             }
         }
-        Workload::Once(once) => {
-            let name = once.metadata.name.clone().unwrap_or_default();
-            ctx.apply(&children.transcribe_jobs, *once).await?;
-            ctx.delete_orphans(&children.transcribe_jobs, &uid, std::slice::from_ref(&name))
-                .await?;
-            ctx.delete_orphans(&children.transcribe_cron_jobs, &uid, &[])
-                .await?;
-            Observed::yes(
-                ct::READY,
-                reason::RECONCILED,
-                format!("runs once as Job {name}"),
-            )
-        }
     };
+    ctx.delete_orphans(&children.transcribe_cron_jobs, &uid, &keep_cron)
+        .await?;
+    ctx.delete_orphans(&children.transcribe_jobs, &uid, &keep_job)
+        .await?;
+    ctx.delete_orphans(&children.transcribe_config_maps, &uid, &keep_config)
+        .await?;
+
+    // The pods cannot start without the private keys; say so rather than let them hang. Only
+    // the Secret's metadata is fetched: the operator never holds a private key.
+    let ring = &ctx.config.key_ring.name;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let keys_missing = secrets.get_metadata_opt(ring).await?.is_none();
+    if keys_missing && ready.status == callvault_crds::ConditionStatus::True {
+        ready = Observed::no(
+            ct::READY,
+            reason::KEY_SECRET_NOT_FOUND,
+            format!(
+                "Secret {ring} (the private keys transcription decrypts recordings with) does not exist in namespace {ns}; the job's pods cannot start until it does"
+            ),
+        );
+    }
+
     let current = current_conditions(job.status.as_ref().map(|s| &s.conditions));
     let merged = conditions::merge(current, &[ready], generation, &conditions::now());
     let transitions = conditions::transitions(current, &merged);
@@ -73,5 +151,10 @@ pub(super) async fn reconcile(job: Arc<SpeechJob>, ctx: Arc<Context>) -> Result<
     )
     .await?;
     succeeded(NAME, &*job, &ctx);
-    Ok(Action::await_change())
+    Ok(if keys_missing {
+        // A Secret appearing later triggers nothing: look again soon.
+        Action::requeue(Duration::from_secs(30))
+    } else {
+        Action::await_change()
+    })
 }
