@@ -70,6 +70,9 @@ pub enum JobBuildError {
         /// What the job's check found.
         source: Invalid,
     },
+    /// The SpeechJob cannot be rendered into a transcription job configuration.
+    #[error(transparent)]
+    Speech(#[from] crate::speech_config::SpeechConfigError),
     /// The configuration could not be written as YAML.
     #[error("cannot write the job configuration: {0}")]
     Yaml(#[from] serde_yaml::Error),

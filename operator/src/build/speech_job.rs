@@ -5,11 +5,8 @@
 //! The configuration names files only: the engine's credentials, the sources' credentials and
 //! the private keys stay in their Secrets, which are mounted into the job's pod.
 
-use callvault_config::{
-    DirectionFilter, EngineConfig, EngineKind, SpeechFilterConfig, TranscribeJobConfig,
-    TranscribeMode,
-};
-use callvault_crds::{SpeechJob, StorageTarget, speech_job as crd};
+use callvault_config::TranscribeJobConfig;
+use callvault_crds::{SpeechJob, StorageTarget};
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaimVolumeSource, Volume};
 
@@ -20,6 +17,7 @@ use super::meta::Owner;
 use super::names::child_name;
 use super::pod::{DatabaseSecret, secret_volume};
 use crate::render::paths;
+use crate::speech_config::{JobFiles, transcribe_job_config};
 
 /// Component label of the transcription CronJob/Job, its ConfigMap and its pods.
 pub const TRANSCRIBE: &str = "transcribe";
@@ -61,68 +59,25 @@ pub fn config_map_name(speech_job: &str) -> String {
 }
 
 /// The job configuration for `speech_job`, reading recordings from `sources` (the
-/// StorageTargets of the profiles it transcribes), checked as the job checks it at start.
+/// StorageTargets of the profiles it transcribes), with every Secret replaced by where this
+/// pod mounts it, checked as the job checks it at start.
 pub fn job_config(
     speech_job: &SpeechJob,
     sources: &[&StorageTarget],
     key_ring: &KeyRingSecret,
 ) -> Result<TranscribeJobConfig, JobBuildError> {
     let owner = Owner::of(speech_job)?;
-    let spec = &speech_job.spec;
-    let engine = &spec.engine;
-    let credential = |file: &str| {
-        engine
-            .credentials_secret_ref
-            .as_ref()
-            .map(|_| format!("{ENGINE_CREDENTIALS_DIR}/{file}").into())
-    };
-    let (kind, api_key_file, service_account_json_file) = match engine.type_ {
-        crd::EngineType::Whisper => (EngineKind::Whisper, None, None),
-        crd::EngineType::Openai => (EngineKind::Openai, credential("apiKey"), None),
-        crd::EngineType::Google => (EngineKind::Google, None, credential("serviceAccountJson")),
-    };
-    let f = &spec.filter;
-    // The CRD bounds durations to 0..=86400; anything else is left for the check to name.
-    let seconds = |s: Option<i64>| s.map(|s| u32::try_from(s).unwrap_or(u32::MAX));
-    let instant = |t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
-        t.as_ref().map(|t| t.0.to_string())
-    };
-    let config = TranscribeJobConfig {
-        tenant: owner.namespace.clone(),
-        speech_job: owner.name.clone(),
+    let files = JobFiles {
         database_url_file: paths::DATABASE_URL_FILE.into(),
-        sources: source_bindings(sources)?,
         key_ring: key_ring.config(),
-        engine: EngineConfig {
-            kind,
-            model: engine.model.clone(),
-            model_path: engine.model_path.as_ref().map(Into::into),
-            endpoint: engine.endpoint.clone(),
-            api_key_file,
-            service_account_json_file,
-        },
-        language: spec.language.clone(),
-        phrase_hints: spec.phrase_hints.clone(),
-        filter: SpeechFilterConfig {
-            recording_profiles: f.recording_profiles.clone(),
-            groups: f.groups.clone(),
-            min_duration_seconds: seconds(f.min_duration_seconds),
-            max_duration_seconds: seconds(f.max_duration_seconds),
-            from: instant(&f.from),
-            to: instant(&f.to),
-            direction: match f.direction {
-                crd::DirectionFilter::Any => DirectionFilter::Any,
-                crd::DirectionFilter::Inbound => DirectionFilter::Inbound,
-                crd::DirectionFilter::Outbound => DirectionFilter::Outbound,
-                crd::DirectionFilter::Internal => DirectionFilter::Internal,
-            },
-        },
-        mode: match spec.mode {
-            crd::SpeechMode::Incremental => TranscribeMode::Incremental,
-            crd::SpeechMode::Backfill => TranscribeMode::Backfill,
-        },
-        concurrency: u32::try_from(spec.concurrency).unwrap_or(0),
+        engine_credentials_dir: Some(ENGINE_CREDENTIALS_DIR.into()),
     };
+    let config = transcribe_job_config(
+        &owner.namespace,
+        speech_job,
+        source_bindings(sources)?,
+        files,
+    )?;
     config.validate().map_err(|source| JobBuildError::Invalid {
         job: TRANSCRIBE,
         source,
