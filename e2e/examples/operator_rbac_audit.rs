@@ -76,8 +76,8 @@ fn main() -> ExitCode {
             .as_str()
             .or_else(|| event["user"]["username"].as_str())
             .unwrap_or_default();
-        let is_operator = user.starts_with("system:serviceaccount:")
-            && user.ends_with("-callvault-operator");
+        let is_operator =
+            user.starts_with("system:serviceaccount:") && user.ends_with("-callvault-operator");
         if !is_operator {
             continue;
         }

@@ -407,10 +407,16 @@ async fn cluster_examples_become_children_with_owners_and_conditions() {
             .expect("transcription ConfigMap");
         owned_by(&cm, &job);
         let text = &cm.data.as_ref().expect("data")["job.yaml"];
-        assert!(!text.contains("PRIVATE KEY"), "key material in the ConfigMap:\n{text}");
+        assert!(
+            !text.contains("PRIVATE KEY"),
+            "key material in the ConfigMap:\n{text}"
+        );
         let config = TranscribeJobConfig::parse(text).expect("job config parses");
         config.validate().expect("the job accepts it");
-        assert_eq!((config.tenant.as_str(), config.speech_job.as_str()), (ns.as_str(), name.as_str()));
+        assert_eq!(
+            (config.tenant.as_str(), config.speech_job.as_str()),
+            (ns.as_str(), name.as_str())
+        );
         // Its sources: the StorageTargets of the profiles it transcribes.
         let wanted = &job.spec.filter.recording_profiles;
         let mut expected: Vec<String> = list
@@ -422,7 +428,10 @@ async fn cluster_examples_become_children_with_owners_and_conditions() {
         expected.dedup();
         let sources: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
         assert_eq!(sources, expected);
-        assert_eq!(config.filter.recording_profiles, job.spec.filter.recording_profiles);
+        assert_eq!(
+            config.filter.recording_profiles,
+            job.spec.filter.recording_profiles
+        );
         let pod = cron
             .spec
             .job_template
@@ -450,7 +459,15 @@ async fn cluster_examples_become_children_with_owners_and_conditions() {
         let command = container.command.clone().expect("command");
         assert_eq!(
             command,
-            ["callvault", "job", "transcribe", "--speech-job", name.as_str(), "--config", "/etc/callvault/job.yaml"]
+            [
+                "callvault",
+                "job",
+                "transcribe",
+                "--speech-job",
+                name.as_str(),
+                "--config",
+                "/etc/callvault/job.yaml"
+            ]
         );
     }
 
@@ -1004,7 +1021,14 @@ async fn speech_job_counters_written_by_the_job_survive_reconciles() {
         .delete("sales", &DeleteParams::default())
         .await
         .expect("delete the profile");
-    let status = wait_condition(&jobs, "calls", "Ready", "False", Some("StorageTargetNotFound")).await;
+    let status = wait_condition(
+        &jobs,
+        "calls",
+        "Ready",
+        "False",
+        Some("StorageTargetNotFound"),
+    )
+    .await;
     let (_, _, message) = condition(&status, "Ready").expect("Ready");
     assert!(message.contains("nothing to transcribe"), "{message}");
     let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
@@ -1019,7 +1043,11 @@ async fn speech_job_counters_written_by_the_job_survive_reconciles() {
             .map_err(|e| e.to_string())?;
         match (cm, cron) {
             (None, None) => Ok(()),
-            (c, j) => Err(format!("configmap {:?}, cronjob {:?}", c.is_some(), j.is_some())),
+            (c, j) => Err(format!(
+                "configmap {:?}, cronjob {:?}",
+                c.is_some(),
+                j.is_some()
+            )),
         }
     })
     .await;

@@ -82,10 +82,15 @@ pub fn build(
     let config_map_name = config_map_name(&owner.name);
     let config_map = config_map(&owner, &config_map_name, ARCHIVE, &config)?;
     // The job writes its counters to the Connector's status.
-    let mut pod = JobPod::new(ARCHIVE, image, &["archive", "--connector", &owner.name], database)
-        .writing_status()
-        .with_config(&config_map_name)
-        .with_storage(destination, &config.destination, true);
+    let mut pod = JobPod::new(
+        ARCHIVE,
+        image,
+        &["archive", "--connector", &owner.name],
+        database,
+    )
+    .writing_status()
+    .with_config(&config_map_name)
+    .with_storage(destination, &config.destination, true);
     for (source, bound) in sources.iter().zip(&config.sources) {
         pod = pod.with_storage(source, bound, false);
     }

@@ -227,9 +227,10 @@ impl JobPod {
         writable: bool,
     ) -> Self {
         let n = self.volumes.len();
-        if let (Some(secret), Some(dir)) =
-            (&target.spec.credentials_secret_ref, &binding.credentials_dir)
-        {
+        if let (Some(secret), Some(dir)) = (
+            &target.spec.credentials_secret_ref,
+            &binding.credentials_dir,
+        ) {
             self.add(
                 secret_volume(&format!("credentials-{n}"), &secret.name),
                 &dir.display().to_string(),

@@ -33,8 +33,8 @@ use serde::de::DeserializeOwned;
 
 use crate::backoff::Failures;
 use crate::build::digest;
-use crate::build::meta::{COMPONENT_LABEL, MANAGED_BY_LABEL, MANAGER, MissingMetadata};
 use crate::build::job::KeyRingSecret;
+use crate::build::meta::{COMPONENT_LABEL, MANAGED_BY_LABEL, MANAGER, MissingMetadata};
 use crate::build::pod::DatabaseSecret;
 use crate::conditions::Transition;
 use crate::metrics::Metrics;

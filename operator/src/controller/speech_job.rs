@@ -72,7 +72,9 @@ pub(super) async fn reconcile(job: Arc<SpeechJob>, ctx: Arc<Context>) -> Result<
             ct::READY,
             reason::STORAGE_TARGET_NOT_FOUND,
             if job.spec.filter.recording_profiles.is_empty() {
-                format!("no RecordingProfile with a StorageTarget in namespace {ns}: nothing to transcribe ({e})")
+                format!(
+                    "no RecordingProfile with a StorageTarget in namespace {ns}: nothing to transcribe ({e})"
+                )
             } else {
                 format!(
                     "none of the RecordingProfiles {} has a StorageTarget in namespace {ns}: nothing to transcribe ({e})",
