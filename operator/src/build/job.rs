@@ -325,7 +325,6 @@ pub fn cron_job(
                 }),
                 spec: Some(job),
             },
-            ..CronJobSpec::default()
         },
         status: None,
     }
