@@ -164,3 +164,150 @@ pub fn build(
         workload,
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::build::job::JOB_CONFIG_KEY;
+    use k8s_openapi::api::core::v1::PodSpec;
+
+    fn resource<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn speech_job(schedule: &str) -> SpeechJob {
+        resource(&format!(
+            "apiVersion: callvault.io/v1alpha1
+kind: SpeechJob
+metadata: {{name: complaints, namespace: bank, uid: 7d1c, generation: 4}}
+spec:
+  engine: {{type: openai, endpoint: 'http://speech.local:8000/v1', credentialsSecretRef: {{name: speech-api}}}}
+  filter: {{recordingProfiles: [agents]}}
+  {schedule}"
+        ))
+    }
+
+    fn s3_target() -> StorageTarget {
+        resource(
+            "apiVersion: callvault.io/v1alpha1
+kind: StorageTarget
+metadata: {name: primary, namespace: bank}
+spec: {type: s3, bucket: calls, region: eu-west-2, credentialsSecretRef: {name: s3-credentials}}",
+        )
+    }
+
+    fn build_it(job: &SpeechJob) -> SpeechJobChildren {
+        let database = DatabaseSecret {
+            name: "callvault-database".to_owned(),
+            key: "url".to_owned(),
+        };
+        let ring = KeyRingSecret {
+            name: "private-keys".to_owned(),
+        };
+        build(job, &[&s3_target()], "callvault:test", &database, &ring).unwrap()
+    }
+
+    /// The mount path of the volume that holds Secret `secret`.
+    fn secret_mount(pod: &PodSpec, secret: &str) -> String {
+        let volume = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(secret))
+            .unwrap_or_else(|| panic!("Secret {secret} is not a volume"));
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == volume.name)
+            .unwrap_or_else(|| panic!("Secret {secret} is not mounted"));
+        assert_eq!(mount.read_only, Some(true), "{secret} mounted writable");
+        mount.mount_path.clone()
+    }
+
+    #[test]
+    fn every_file_the_configuration_names_is_mounted_into_the_pod() {
+        let children = build_it(&speech_job("schedule: '*/15 * * * *'"));
+        let text = &children.config_map.data.as_ref().unwrap()[JOB_CONFIG_KEY];
+        let config = TranscribeJobConfig::parse(text).unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            (config.tenant.as_str(), config.speech_job.as_str()),
+            ("bank", "complaints")
+        );
+        let Workload::Scheduled(cron) = children.workload else {
+            panic!("a scheduled SpeechJob runs as a CronJob");
+        };
+        assert_eq!(cron.spec.schedule, "*/15 * * * *");
+        let pod = cron.spec.job_template.spec.unwrap().template.spec.unwrap();
+
+        // The ConfigMap is at the path the command reads.
+        let command = pod.containers[0].command.clone().unwrap();
+        let config_arg = Path::new(command.last().unwrap());
+        let volume = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| {
+                v.config_map.as_ref().map(|c| c.name.as_str())
+                    == Some("complaints-transcribe-config")
+            })
+            .expect("the ConfigMap is a volume");
+        let mount = pod.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == volume.name)
+            .unwrap();
+        assert_eq!(
+            config_arg,
+            Path::new(&mount.mount_path).join(JOB_CONFIG_KEY)
+        );
+        assert_eq!(
+            children.config_map.metadata.name.as_deref(),
+            Some("complaints-transcribe-config")
+        );
+
+        // Each Secret the configuration points into is mounted where it points.
+        let key_dir = secret_mount(&pod, "private-keys");
+        assert_eq!(config.key_ring.dir, Path::new(&key_dir));
+        let engine_dir = secret_mount(&pod, "speech-api");
+        assert_eq!(
+            config.engine.api_key_file.as_deref(),
+            Some(Path::new(&engine_dir).join("apiKey").as_path())
+        );
+        let source_dir = secret_mount(&pod, "s3-credentials");
+        assert_eq!(config.sources.len(), 1);
+        assert_eq!(config.sources[0].name, "primary");
+        assert_eq!(
+            config.sources[0].credentials_dir.as_deref(),
+            Some(Path::new(&source_dir))
+        );
+        let database_dir = secret_mount(&pod, "callvault-database");
+        assert_eq!(
+            config.database_url_file.parent(),
+            Some(Path::new(&database_dir))
+        );
+        // The job writes its counters to the SpeechJob's status, so it gets its token.
+        assert_eq!(pod.automount_service_account_token, Some(true));
+    }
+
+    #[test]
+    fn without_a_schedule_it_runs_once_as_a_job_named_by_generation() {
+        let children = build_it(&speech_job(""));
+        let Workload::Once(job) = children.workload else {
+            panic!("an unscheduled SpeechJob runs once as a Job");
+        };
+        assert_eq!(
+            job.metadata.name.as_deref(),
+            Some("complaints-transcribe-4")
+        );
+    }
+}
