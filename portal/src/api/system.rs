@@ -229,13 +229,15 @@ async fn active_in(
     let mut out = Vec::with_capacity(page.items.len());
     for recording in page.items {
         let user = match recording.owner_user_id {
-            Some(id) => {
-                if !names.contains_key(&id) {
+            Some(id) => match names.get(&id) {
+                Some(known) => known.clone(),
+                None => {
                     let u = state.db.user(tenant, id).await?;
-                    names.insert(id, u.map(|u| (u.username, u.display_name)));
+                    let u = u.map(|u| (u.username, u.display_name));
+                    names.insert(id, u.clone());
+                    u
                 }
-                names.get(&id).cloned().flatten()
-            }
+            },
             None => None,
         };
         out.push(ActiveCall {
