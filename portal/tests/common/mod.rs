@@ -171,7 +171,8 @@ impl Fixture {
     ) -> Recording {
         let mut rec = NewRecording::new(
             format!("live-{}", Uuid::new_v4()),
-            1_760_000_000_000_000 + i64::from(rand_small()) * 1_000_000,
+            // Started within the last ten minutes.
+            callvault_store::db::now_micros() - i64::from(rand_small() % 600) * 1_000_000,
             Direction::Outbound,
         );
         rec.calling = Party::new(calling, format!("{calling} name"));
