@@ -236,6 +236,66 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "Verify the audit hash chain.",
         "auditTrail",
     ),
+    ep(
+        "get",
+        "/groups",
+        "Groups of the tenant's directory with their members.",
+        "configureSystem",
+    ),
+    ep(
+        "get",
+        "/resources/recording-profiles",
+        "RecordingProfiles: spec and status (read-only; declared as resources).",
+        "manageRecordingProfiles or configureSystem",
+    ),
+    ep(
+        "get",
+        "/resources/access-profiles",
+        "AccessProfiles: spec and status (read-only; declared as resources).",
+        "manageAccessProfiles or configureSystem",
+    ),
+    ep(
+        "get",
+        "/resources/storage-targets",
+        "StorageTargets: spec and status (read-only; declared as resources).",
+        "configureSystem",
+    ),
+    ep(
+        "get",
+        "/resources/connectors",
+        "Connectors: spec and status (read-only; declared as resources).",
+        "configureSystem",
+    ),
+    ep(
+        "get",
+        "/resources/speech-jobs",
+        "SpeechJobs: spec and status (read-only; declared as resources).",
+        "configureSystem",
+    ),
+    ep(
+        "get",
+        "/alarms",
+        "Active alarms, newest first; with history=true also cleared ones.",
+        "configureSystem",
+    ),
+    ep(
+        "get",
+        "/activity",
+        "The activity log (operational events), newest first.",
+        "configureSystem",
+    ),
+    ep(
+        "get",
+        "/active-calls",
+        "Calls being recorded now, oldest first, with their users.",
+        "scope",
+    ),
+    ep(
+        "get",
+        "/active-calls/mine",
+        "The caller's own calls being recorded now.",
+        "a session",
+    ),
 ];
 
 /// The OpenAPI document.

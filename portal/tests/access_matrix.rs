@@ -2,7 +2,9 @@
 //! (none or one) × admin permission (none or one) × key grant (none or the recordings' key),
 //! the subject's AccessProfile is replaced live and every endpoint is requested on every kind
 //! of call (own, a managed group member's, another user's, unassigned) and for every user's
-//! legal hold. The expected answer comes from an oracle written here from the rules, not from
+//! legal hold; the active-call lists show exactly the live calls in scope (and "my active
+//! call" exactly the subject's own); each admin view needs exactly one of its permissions.
+//! The expected answer comes from an oracle written here from the rules, not from
 //! the portal's code: invisible → 404, visible but not allowed → 403 `forbidden`, allowed but
 //! key not granted (audio) → 403 `key_not_granted`, else success. Then every endpoint without
 //! a session (401) and every unsafe one without the CSRF header (403).
@@ -152,8 +154,9 @@ async fn every_scope_action_admin_permission_and_key_grant_on_every_endpoint() {
         failures.len(),
         failures.join("\n")
     );
-    // 4 scopes × 9 actions × 6 admin × 2 keys × (4 calls × 12 call endpoints + 3 holds + list + 5 admin).
-    assert_eq!(checked, 4 * 9 * 6 * 2 * (4 * 12 + 3 + 1 + 5));
+    // 4 scopes × 9 actions × 6 admin × 2 keys × (4 calls × 12 call endpoints + 3 holds + list
+    // + 5 admin + 2 active-call lists + 9 admin views).
+    assert_eq!(checked, 4 * 9 * 6 * 2 * (4 * 12 + 3 + 1 + 5 + 2 + 9));
 }
 
 /// Seeds a database (the subject, a member of the managed group `team`, another user, a call
@@ -194,6 +197,20 @@ async fn worker(cases: Vec<Case>) -> (u64, Vec<String>) {
             f.recording(None, vec![], "104", "+1555", &plain).await.id,
         ),
     ];
+    // A live call of each kind too: the active-call lists, and the Interactions list, show them.
+    let mut active = Vec::new();
+    for (kind, owner, groups) in [
+        (Kind::Own, Some(subject), vec![home]),
+        (Kind::Team, Some(member), vec![team]),
+        (Kind::Other, Some(other), vec![elsewhere]),
+        (Kind::Unassigned, None, vec![]),
+    ] {
+        active.push((
+            kind,
+            f.active_recording(owner, groups, "105", "+1666").await.id,
+        ));
+    }
+    f.declare(common::declared_resources());
     let users = [
         (Kind::Own, subject),
         (Kind::Team, member),
@@ -221,6 +238,7 @@ async fn worker(cases: Vec<Case>) -> (u64, Vec<String>) {
             &mut c,
             case,
             &calls,
+            &active,
             &users,
             tag,
             &mut checked,
@@ -237,6 +255,7 @@ async fn run_case(
     c: &mut Client,
     case: &Case,
     calls: &[(Kind, Uuid)],
+    active: &[(Kind, Uuid)],
     users: &[(Kind, Uuid)],
     tag: Uuid,
     checked: &mut u64,
@@ -291,6 +310,7 @@ async fn run_case(
         .unwrap_or_default();
     let want: std::collections::BTreeSet<String> = calls
         .iter()
+        .chain(active)
         .filter(|(k, _)| visible(case.scope, *k))
         .map(|(_, id)| id.to_string())
         .collect();
@@ -443,6 +463,78 @@ async fn run_case(
             e(*kind, "legalHold", false),
             r.code(),
         );
+    }
+
+    // Active calls: exactly the live calls in scope; "my active call" exactly the subject's
+    // own, whatever the scope (and never another user's).
+    let ids = |r: &common::Resp| -> Option<std::collections::BTreeSet<String>> {
+        r.json().as_array().map(|a| {
+            a.iter()
+                .filter_map(|x| x["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+    };
+    for (name, path, own_only) in [
+        ("active-calls", "/api/v1/active-calls", false),
+        ("active-calls.mine", "/api/v1/active-calls/mine", true),
+    ] {
+        let r = c.get(path).await;
+        let want: std::collections::BTreeSet<String> = active
+            .iter()
+            .filter(|(k, _)| {
+                if own_only {
+                    *k == Kind::Own
+                } else {
+                    visible(case.scope, *k)
+                }
+            })
+            .map(|(_, id)| id.to_string())
+            .collect();
+        count();
+        if r.status != StatusCode::OK || ids(&r).as_ref() != Some(&want) {
+            fail(format!(
+                "{label} {name}: got {} {:?}, want {want:?}",
+                r.status,
+                ids(&r)
+            ));
+        }
+    }
+
+    // Admin views: each needs one of its permissions; a refusal discloses nothing.
+    for (path, perms) in [
+        ("/api/v1/groups", &["configureSystem"][..]),
+        (
+            "/api/v1/resources/recording-profiles",
+            &["manageRecordingProfiles", "configureSystem"][..],
+        ),
+        (
+            "/api/v1/resources/access-profiles",
+            &["manageAccessProfiles", "configureSystem"][..],
+        ),
+        (
+            "/api/v1/resources/storage-targets",
+            &["configureSystem"][..],
+        ),
+        ("/api/v1/resources/connectors", &["configureSystem"][..]),
+        ("/api/v1/resources/speech-jobs", &["configureSystem"][..]),
+        ("/api/v1/alarms", &["configureSystem"][..]),
+        ("/api/v1/alarms?history=true", &["configureSystem"][..]),
+        ("/api/v1/activity", &["configureSystem"][..]),
+    ] {
+        let r = c.get(path).await;
+        let want = if perms.contains(&case.admin) {
+            200
+        } else {
+            403
+        };
+        check(path.to_owned(), r.status.as_u16(), want, r.code());
+        let listed = r.json().as_array().map_or(0, Vec::len);
+        if want == 200 && path.starts_with("/api/v1/resources/") && listed == 0 {
+            fail(format!("{label} {path}: allowed but empty"));
+        }
+        if want == 403 && String::from_utf8_lossy(&r.body).contains("subject") {
+            fail(format!("{label} {path}: refusal discloses data"));
+        }
     }
 
     // Administration: each endpoint needs exactly its permission; none needs a call scope.

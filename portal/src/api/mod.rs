@@ -12,6 +12,7 @@ mod admin;
 mod audit;
 mod auth;
 mod recordings;
+mod system;
 
 use std::sync::Arc;
 
@@ -85,6 +86,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/audit", get(audit::list))
         .route("/audit/export.csv", get(audit::export_csv))
         .route("/audit/verify", get(audit::verify))
+        .route("/groups", get(system::groups))
+        .route(
+            "/resources/recording-profiles",
+            get(system::recording_profiles),
+        )
+        .route("/resources/access-profiles", get(system::access_profiles))
+        .route("/resources/storage-targets", get(system::storage_targets))
+        .route("/resources/connectors", get(system::connectors))
+        .route("/resources/speech-jobs", get(system::speech_jobs))
+        .route("/alarms", get(system::alarms))
+        .route("/activity", get(system::activity))
+        .route("/active-calls", get(system::active_calls))
+        .route("/active-calls/mine", get(system::my_active_calls))
         .fallback(not_found);
     Router::new()
         .nest("/api/v1", api)
@@ -339,6 +353,17 @@ impl Caller {
                 "your access profiles do not grant the admin permission {}",
                 serde_json::to_string(&perm).unwrap_or_default()
             )))
+        }
+    }
+
+    /// Any one of `perms`, or 403 naming them.
+    pub fn require_any(&self, perms: &[AdminPermission]) -> ApiResult<()> {
+        match perms.iter().find(|p| self.grants.has_admin(**p)) {
+            Some(_) => Ok(()),
+            None => Err(ApiError::forbidden(format!(
+                "your access profiles grant none of the admin permissions {}",
+                serde_json::to_string(perms).unwrap_or_default()
+            ))),
         }
     }
 

@@ -71,10 +71,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     }
     let db = open_db(&args.data).await?;
 
-    let access = Arc::new(FileAccessSource::from_profiles(
-        TENANT,
-        set.access_profiles.values().cloned().collect(),
-    ));
+    let access = Arc::new(FileAccessSource::from_resources(TENANT, declared(&set)));
     let portal = Portal::new(
         PortalConfig {
             default_tenant: TENANT.to_owned(),
@@ -152,7 +149,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         last = now;
         match resources::load(&args.resources, &generated) {
             Ok(set) => {
-                access.set(set.access_profiles.values().cloned().collect());
+                access.set_resources(declared(&set));
                 if let Err(e) = pool.apply(&local, &set) {
                     tracing::error!(error = %format!("{e:#}"), "keeping the running recorders");
                 } else {
@@ -213,4 +210,32 @@ fn credentials_dir(data: &Path, target: &callvault_crds::StorageTarget) -> Optio
         .credentials_secret_ref
         .as_ref()
         .map(|r| data.join("secrets").join(&r.name))
+}
+
+/// Every resource of the set, for the portal (access from the AccessProfiles; the admin
+/// screens show the rest).
+fn declared(set: &callvault_crds::ResourceSet) -> Vec<callvault_crds::Resource> {
+    use callvault_crds::Resource;
+    let mut all: Vec<Resource> = Vec::new();
+    all.extend(
+        set.access_profiles
+            .values()
+            .cloned()
+            .map(Resource::AccessProfile),
+    );
+    all.extend(
+        set.recording_profiles
+            .values()
+            .cloned()
+            .map(Resource::RecordingProfile),
+    );
+    all.extend(
+        set.storage_targets
+            .values()
+            .cloned()
+            .map(Resource::StorageTarget),
+    );
+    all.extend(set.connectors.values().cloned().map(Resource::Connector));
+    all.extend(set.speech_jobs.values().cloned().map(Resource::SpeechJob));
+    all
 }
