@@ -13,6 +13,7 @@ pub mod error;
 pub mod export;
 pub mod media;
 pub mod metrics;
+pub mod oidc;
 pub mod openapi;
 
 use std::collections::HashMap;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub storages: Storages,
     pub throttle: auth::Throttle,
     pub metrics: metrics::Metrics,
+    /// Single sign-on, when configured.
+    pub oidc: Option<oidc::Oidc>,
 }
 
 /// The portal application.
@@ -60,6 +63,7 @@ impl Portal {
     ) -> axum::Router {
         let throttle =
             auth::Throttle::new(config.login_attempts_per_minute, Duration::from_secs(60));
+        let oidc = config.oidc.clone().map(oidc::Oidc::new);
         let state = Arc::new(AppState {
             config,
             db,
@@ -68,6 +72,7 @@ impl Portal {
             storages,
             throttle,
             metrics: metrics::Metrics::default(),
+            oidc,
         });
         api::router(state)
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use callvault_portal::oidc::{OidcConfig, Secret};
 use callvault_portal::{
     AccessSource, FileAccessSource, KubeAccessSource, Portal, PortalConfig, Storages,
 };
@@ -65,6 +66,62 @@ pub struct Args {
     /// Send cookies without `Secure` (plain-HTTP development only).
     #[arg(long)]
     pub insecure_cookies: bool,
+    /// OpenID Connect issuer URL; single sign-on is on when set.
+    #[arg(long, env = "CALLVAULT_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// The portal's client id at the OpenID Connect provider.
+    #[arg(long, env = "CALLVAULT_OIDC_CLIENT_ID", default_value = "")]
+    pub oidc_client_id: String,
+    /// File holding the client secret.
+    #[arg(long, env = "CALLVAULT_OIDC_CLIENT_SECRET_FILE")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+    /// The portal's callback URL as registered (`https://…/api/v1/auth/oidc/callback`).
+    #[arg(long, env = "CALLVAULT_OIDC_REDIRECT_URL", default_value = "")]
+    pub oidc_redirect_url: String,
+    /// Scopes requested, space-separated.
+    #[arg(
+        long,
+        env = "CALLVAULT_OIDC_SCOPES",
+        default_value = "openid profile email"
+    )]
+    pub oidc_scopes: String,
+    /// The claim naming the user.
+    #[arg(
+        long,
+        env = "CALLVAULT_OIDC_USERNAME_CLAIM",
+        default_value = "preferred_username"
+    )]
+    pub oidc_username_claim: String,
+    /// The claim listing the user's groups (their memberships follow it); empty = ignore groups.
+    #[arg(long, env = "CALLVAULT_OIDC_GROUPS_CLAIM", default_value = "groups")]
+    pub oidc_groups_claim: String,
+    /// File holding the bearer token of SCIM provisioning at `/scim/v2`; SCIM is on when set.
+    #[arg(long, env = "CALLVAULT_SCIM_TOKEN_FILE")]
+    pub scim_token_file: Option<PathBuf>,
+}
+
+fn oidc_config(args: &Args) -> anyhow::Result<Option<OidcConfig>> {
+    let Some(issuer) = &args.oidc_issuer else {
+        return Ok(None);
+    };
+    let secret = args
+        .oidc_client_secret_file
+        .as_deref()
+        .context("CALLVAULT_OIDC_CLIENT_SECRET_FILE is required with CALLVAULT_OIDC_ISSUER")?;
+    let mut c = OidcConfig::new(
+        issuer,
+        &args.oidc_client_id,
+        secret,
+        &args.oidc_redirect_url,
+    )?;
+    c.scopes = args
+        .oidc_scopes
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    c.username_claim = args.oidc_username_claim.clone();
+    c.groups_claim = Some(args.oidc_groups_claim.trim().to_owned()).filter(|g| !g.is_empty());
+    Ok(Some(c))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -77,6 +134,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
         secure_cookies: !args.insecure_cookies,
         public_url: args.public_url.clone(),
+        oidc: oidc_config(&args)?,
+        scim_token: args
+            .scim_token_file
+            .as_deref()
+            .map(|f| Secret::from_file("CALLVAULT_SCIM_TOKEN_FILE", f))
+            .transpose()?,
         ..PortalConfig::default()
     }
     .validate()?;

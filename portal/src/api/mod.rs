@@ -45,6 +45,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/me", get(auth::me))
+        .route("/auth/oidc/login", get(crate::oidc::login))
+        .route("/auth/oidc/callback", get(crate::oidc::callback))
         .route("/auth/password", post(auth::change_password))
         .route("/auth/password-reset", post(auth::redeem_reset))
         .route("/auth/impersonation/stop", post(admin::stop_impersonation))

@@ -61,7 +61,9 @@ impl Db {
                 ],
             )
             .await
-            .map_err(|e| conflict_on_unique(e, || format!("user {:?} already exists", p.username)))?;
+            .map_err(|e| {
+                conflict_on_unique(e, || format!("user {:?} already exists", p.username))
+            })?;
         if n == 0 {
             return Err(DbError::NotFound {
                 kind: "user",
