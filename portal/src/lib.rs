@@ -15,6 +15,7 @@ pub mod media;
 pub mod metrics;
 pub mod oidc;
 pub mod openapi;
+pub mod scim;
 
 use std::collections::HashMap;
 use std::sync::Arc;

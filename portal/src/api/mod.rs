@@ -86,6 +86,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found);
     Router::new()
         .nest("/api/v1", api)
+        .nest("/scim/v2", crate::scim::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -74,8 +74,79 @@ impl Db {
         Ok(())
     }
 
+    /// Deletes a user as an identity provider sees it, in one transaction: the account is
+    /// disabled, its sessions end, its numbers and memberships go (new calls are no longer
+    /// theirs), and [`Db::users_page`] no longer lists it. The row stays, so that the user's calls,
+    /// notes and audit entries remain attributable.
+    pub async fn deprovision_user(&self, tenant: &str, id: Uuid) -> Result<()> {
+        let now = now_micros();
+        let mut tx = self.begin().await?;
+        let n = tx
+            .exec(
+                "UPDATE users SET disabled = $3, updated_at = $4 WHERE tenant = $1 AND id = $2",
+                &args![tenant, id, true, now],
+            )
+            .await?;
+        if n == 0 {
+            return Err(DbError::NotFound {
+                kind: "user",
+                tenant: tenant.to_owned(),
+                id: id.to_string(),
+            });
+        }
+        for sql in [
+            "DELETE FROM memberships WHERE tenant = $1 AND user_id = $2",
+            "DELETE FROM extensions WHERE tenant = $1 AND user_id = $2",
+        ] {
+            tx.exec(sql, &args![tenant, id]).await?;
+        }
+        tx.exec(
+            "UPDATE web_sessions SET revoked_at = $3 WHERE tenant = $1 AND user_id = $2 \
+             AND revoked_at IS NULL",
+            &args![tenant, id, now],
+        )
+        .await?;
+        tx.exec(
+            "INSERT INTO deprovisioned_users (tenant, user_id, at) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
+            &args![tenant, id, now],
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// Whether an identity provider deleted the user ([`Db::deprovision_user`]).
+    pub async fn is_deprovisioned(&self, tenant: &str, id: Uuid) -> Result<bool> {
+        Ok(self
+            .row(
+                "SELECT at FROM deprovisioned_users WHERE tenant = $1 AND user_id = $2",
+                &args![tenant, id],
+                |r| r.i64("at"),
+            )
+            .await?
+            .is_some())
+    }
+
+    /// Brings back a deprovisioned user (provisioned again under the same name): enabled and
+    /// listed again.
+    pub async fn reprovision_user(&self, tenant: &str, id: Uuid) -> Result<()> {
+        let mut tx = self.begin().await?;
+        tx.exec(
+            "DELETE FROM deprovisioned_users WHERE tenant = $1 AND user_id = $2",
+            &args![tenant, id],
+        )
+        .await?;
+        tx.exec(
+            "UPDATE users SET disabled = $3, updated_at = $4 WHERE tenant = $1 AND id = $2",
+            &args![tenant, id, false, now_micros()],
+        )
+        .await?;
+        tx.commit().await
+    }
+
     /// Users ordered by username, optionally only the one named `username` (compared without
     /// case), skipping `offset` and returning at most `limit`; with the total that matched.
+    /// Deprovisioned users are left out.
     pub async fn users_page(
         &self,
         tenant: &str,
@@ -90,6 +161,10 @@ impl Db {
             ),
             None => ("", vec![tenant.into()]),
         };
+        let filter = format!(
+            "{filter} AND NOT EXISTS (SELECT 1 FROM deprovisioned_users d \
+             WHERE d.tenant = users.tenant AND d.user_id = users.id)"
+        );
         let total = self
             .row(
                 &format!("SELECT COUNT(*) AS n FROM users WHERE tenant = $1{filter}"),
