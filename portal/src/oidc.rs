@@ -799,9 +799,12 @@ async fn provision(
             }
             db.user(tenant, u.id).await?.unwrap_or(u)
         }
-        None => {
-            if db.user_by_username(tenant, &username).await?.is_some() {
-                // Someone else (a local or provisioned account) holds the name: taking it over
+        None => match db.user_by_username(tenant, &username).await? {
+            // Provisioned by SCIM from the same directory, which owns the name (and the
+            // profile): single sign-on is how such users sign in.
+            Some(u) if u.source == UserSource::Scim => u,
+            Some(_) => {
+                // Someone else (a local account, or another provider's) holds the name: taking it over
                 // would hand their calls to whoever the provider calls so.
                 refuse(
                     state,
@@ -817,31 +820,38 @@ async fn provision(
                     ),
                 ));
             }
-            let u = db
-                .create_user(
+            None => {
+                let u = db
+                    .create_user(
+                        tenant,
+                        &NewUser {
+                            username: username.clone(),
+                            display_name: profile.display_name.clone(),
+                            email: profile.email.clone(),
+                            password_hash: None,
+                            must_change_password: false,
+                            time_zone: "UTC".into(),
+                            source: UserSource::Oidc,
+                            external_id: Some(sub.clone()),
+                        },
+                    )
+                    .await?;
+                db.append_audit(
                     tenant,
-                    &NewUser {
-                        username: username.clone(),
-                        display_name: profile.display_name.clone(),
-                        email: profile.email.clone(),
-                        password_hash: None,
-                        must_change_password: false,
-                        time_zone: "UTC".into(),
-                        source: UserSource::Oidc,
-                        external_id: Some(sub.clone()),
-                    },
+                    &NewAuditEntry::new(&username, "user.create")
+                        .item("user", u.id.to_string())
+                        .details(json!({ "source": "oidc", "username": username, "subject": sub })),
                 )
                 .await?;
-            db.append_audit(
-                tenant,
-                &NewAuditEntry::new(&username, "user.create")
-                    .item("user", u.id.to_string())
-                    .details(json!({ "source": "oidc", "username": username, "subject": sub })),
-            )
-            .await?;
-            u
-        }
+                u
+            }
+        },
     };
+    // A disabled (or deprovisioned) account is refused by the sign-in; its memberships stay
+    // as they are.
+    if user.disabled {
+        return Ok(user);
+    }
     if let Some(claim) = &oidc.config.groups_claim {
         let groups = claim_groups(claims, claim);
         let (added, removed) = db.set_user_groups_by_name(tenant, user.id, &groups).await?;

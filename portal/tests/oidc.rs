@@ -12,7 +12,7 @@ use std::time::Duration;
 use callvault_portal::PortalConfig;
 use callvault_portal::oidc::{OidcConfig, Secret, open_login_state, seal_login_state};
 use callvault_store::db::testing::TestDb;
-use callvault_store::db::{AuditFilter, UserSource, now_micros};
+use callvault_store::db::{AuditFilter, NewUser, UserSource, now_micros};
 use common::{Fixture, T};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -537,6 +537,83 @@ async fn forged_or_stale_logins_are_refused(p: Portal) {
         .filter(|(_, act, d)| act == "login.failed" && d["method"] == "oidc")
         .count();
     assert_eq!(failed, 7, "{log:?}");
+}
+
+/// Users provisioned by SCIM from the same directory sign in through the provider; a local
+/// account of the same name is never taken over; a deprovisioned account stays out.
+async fn provisioned_users_sign_in_through_the_provider(p: Portal) {
+    p.f.profiles(PROFILE);
+    let refused = |r: &Page| {
+        let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        (r.status, v["code"].as_str().unwrap_or_default().to_owned())
+    };
+    let local_bob = p.f.user("bob", &[]).await;
+    let mut b = Browser::new();
+    let callback = authorize(&mut b, &p, "bob").await;
+    let r = b.get(&callback).await;
+    assert_eq!(
+        refused(&r),
+        (StatusCode::CONFLICT, "conflict".to_owned()),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        p.f.db
+            .user(T, local_bob)
+            .await
+            .expect("db")
+            .expect("bob")
+            .source,
+        UserSource::Local
+    );
+
+    let mut nu = NewUser::local("alice", "Alice Provisioned");
+    nu.source = UserSource::Scim;
+    nu.external_id = Some("directory-alice".into());
+    let alice = p.f.db.create_user(T, &nu).await.expect("scim user").id;
+    let mut b = Browser::new();
+    let callback = authorize(&mut b, &p, "alice").await;
+    let r = b.get(&callback).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let (s, me) = api(&mut b, &p, "/api/v1/auth/me").await;
+    assert_eq!(s, StatusCode::OK, "{me}");
+    assert_eq!(
+        me["user"]["id"],
+        alice.to_string(),
+        "the provisioned account"
+    );
+    assert_eq!(me["user"]["source"], "scim");
+    assert_eq!(
+        me["user"]["display_name"], "Alice Provisioned",
+        "SCIM owns the profile"
+    );
+    assert_eq!(me["scope"], "OwnAndGroups", "{me}");
+    assert_eq!(p.f.db.list_users(T).await.expect("users").len(), 2);
+
+    p.f.db
+        .deprovision_user(T, alice)
+        .await
+        .expect("deprovision");
+    let mut b = Browser::new();
+    let callback = authorize(&mut b, &p, "alice").await;
+    let r = b.get(&callback).await;
+    assert_eq!(
+        refused(&r),
+        (StatusCode::FORBIDDEN, "account_disabled".to_owned()),
+        "{}",
+        r.body
+    );
+    let base = Url::parse(&p.base).expect("base");
+    assert!(b.cookie(&base, "cv_session").is_none());
+    assert!(
+        p.f.db.user_groups(T, alice).await.expect("db").is_empty(),
+        "the groups claim does not bring memberships back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_oidc_signs_in_provisioned_users_only() {
+    provisioned_users_sign_in_through_the_provider(portal(TestDb::postgres().await).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
