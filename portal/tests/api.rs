@@ -891,6 +891,37 @@ async fn openapi_lists_every_route_and_probes_work(f: Fixture) {
             );
         }
     }
+    // SCIM endpoints: documented under /scim/v2 with the bearer scheme, and routed (the
+    // router's own fallback would answer 404, not 401).
+    assert_eq!(
+        doc["components"]["securitySchemes"]["scimBearer"]["scheme"],
+        "bearer"
+    );
+    for e in callvault_portal::openapi::SCIM_ENDPOINTS {
+        let op = &doc["paths"][format!("/scim/v2{}", e.path)][e.method];
+        assert_eq!(
+            op["security"][0]["scimBearer"],
+            json!([]),
+            "{} {}",
+            e.method,
+            e.path
+        );
+        let path = format!(
+            "/scim/v2{}",
+            e.path.replace("{id}", &uuid::Uuid::new_v4().to_string())
+        );
+        let method: Method = e.method.to_uppercase().parse().expect("method");
+        let r = c.send(method, &path, Some(json!({})), &[]).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNAUTHORIZED,
+            "{} {}",
+            e.method,
+            e.path
+        );
+    }
+    let r = c.send(Method::GET, "/scim/v2/Nope", None, &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "an unknown SCIM path");
     assert_eq!(c.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(c.get("/readyz").await.status, StatusCode::OK);
     let m = String::from_utf8(c.get("/metrics").await.body.to_vec()).expect("utf8");

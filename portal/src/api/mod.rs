@@ -46,6 +46,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/me", get(auth::me))
+        .route("/auth/oidc/login", get(crate::oidc::login))
+        .route("/auth/oidc/callback", get(crate::oidc::callback))
         .route("/auth/password", post(auth::change_password))
         .route("/auth/password-reset", post(auth::redeem_reset))
         .route("/auth/impersonation/stop", post(admin::stop_impersonation))
@@ -102,6 +104,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(not_found);
     Router::new()
         .nest("/api/v1", api)
+        .nest("/scim/v2", crate::scim::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

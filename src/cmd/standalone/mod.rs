@@ -23,6 +23,7 @@ use callvault_portal::{FileAccessSource, Portal, PortalConfig, Storages};
 use callvault_store::db::Db;
 
 use crate::cmd::keys::PassphraseArgs;
+use crate::cmd::portal::IdentityArgs;
 
 /// The only tenant of a standalone installation.
 pub const TENANT: &str = "default";
@@ -52,6 +53,9 @@ pub struct Args {
     pub admin_password_file: Option<PathBuf>,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
+    /// Single sign-on and SCIM provisioning (the callback defaults to the portal's address).
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -72,15 +76,16 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     let db = open_db(&args.data).await?;
 
     let access = Arc::new(FileAccessSource::from_resources(TENANT, declared(&set)));
+    let mut config = PortalConfig {
+        default_tenant: TENANT.to_owned(),
+        // Plain HTTP on this machine: a `Secure` cookie would never come back.
+        secure_cookies: false,
+        public_url: format!("http://{}", args.http),
+        ..PortalConfig::default()
+    };
+    args.identity.apply(&mut config)?;
     let portal = Portal::new(
-        PortalConfig {
-            default_tenant: TENANT.to_owned(),
-            // Plain HTTP on this machine: a `Secure` cookie would never come back.
-            secure_cookies: false,
-            public_url: format!("http://{}", args.http),
-            ..PortalConfig::default()
-        }
-        .validate()?,
+        config.validate()?,
         db.clone(),
         access.clone(),
         keys.ring.clone(),
