@@ -496,6 +496,26 @@ async fn standalone_records_plays_archives_and_keeps_everything_across_a_restart
         .map(|e| e["item_id"].as_str().unwrap_or_default().to_owned());
     assert_eq!(played.as_deref(), Some(id.as_str()));
 
+    // The admin screens list the resources from the files.
+    for (kind, name) in [
+        ("recording-profiles", "everyone"),
+        ("storage-targets", "local"),
+        ("access-profiles", "admins"),
+    ] {
+        let listed: Vec<Value> = admin
+            .get(&format!("/resources/{kind}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            listed.iter().any(|r| r["name"] == name),
+            "{name} missing from {kind}: {listed:?}"
+        );
+    }
+
     // The Connector runs every minute: both calls arrive in the archive as decrypted Ogg.
     let archive = install.path("archive");
     let copies = poll(

@@ -202,6 +202,95 @@ fn rendered_manifests_carry_no_secret_values() {
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
 }
 
+/// Single sign-on and SCIM: their secrets reach the portal as mounted files named by
+/// `*_FILE` variables, never as values; incomplete settings are refused at install time.
+#[test]
+fn identity_provider_secrets_are_mounted_files_never_values() {
+    let rendered = render(
+        "bank",
+        "callvault",
+        &[
+            "--set",
+            "portal.publicUrl=https://calls.bank.example",
+            "--set",
+            "portal.oidc.enabled=true",
+            "--set",
+            "portal.oidc.issuer=https://login.bank.example",
+            "--set",
+            "portal.oidc.clientId=callvault",
+            "--set",
+            "portal.oidc.clientSecret.existingSecret=bank-oidc",
+            "--set",
+            "portal.scim.enabled=true",
+            "--set",
+            "portal.scim.tokenSecret.existingSecret=bank-scim",
+            "--set",
+            "portal.scim.tokenSecret.key=bearer",
+        ],
+    );
+    let docs = parse_yaml_documents(&rendered, "rendered").expect("rendered YAML parses");
+    let portal = docs
+        .iter()
+        .find(|d| {
+            d.object["kind"] == "Deployment"
+                && d.object["metadata"]["name"] == "bank-callvault-portal"
+        })
+        .expect("portal Deployment rendered");
+    let spec = &portal.object["spec"]["template"]["spec"];
+    let container = &spec["containers"][0];
+    let env: std::collections::BTreeMap<&str, &str> = container["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .filter_map(|e| Some((e["name"].as_str()?, e["value"].as_str()?)))
+        .collect();
+    assert_eq!(env["CALLVAULT_OIDC_ISSUER"], "https://login.bank.example");
+    assert_eq!(env["CALLVAULT_PUBLIC_URL"], "https://calls.bank.example");
+    let secret_file = env["CALLVAULT_OIDC_CLIENT_SECRET_FILE"];
+    let token_file = env["CALLVAULT_SCIM_TOKEN_FILE"];
+    let volumes = spec["volumes"].as_array().expect("volumes");
+    let mounts = container["volumeMounts"].as_array().expect("mounts");
+    for (file, secret, key) in [
+        (secret_file, "bank-oidc", "client-secret"),
+        (token_file, "bank-scim", "bearer"),
+    ] {
+        let volume = volumes
+            .iter()
+            .find(|v| v["secret"]["secretName"] == secret)
+            .unwrap_or_else(|| panic!("{secret} mounted: {volumes:?}"));
+        let mount = mounts
+            .iter()
+            .find(|m| m["name"] == volume["name"])
+            .expect("mounted");
+        assert_eq!(mount["readOnly"], true);
+        let item = &volume["secret"]["items"][0];
+        assert_eq!(item["key"], key);
+        assert_eq!(
+            format!(
+                "{}/{}",
+                mount["mountPath"].as_str().expect("path"),
+                item["path"].as_str().expect("item path")
+            ),
+            file,
+            "the variable names the mounted file"
+        );
+    }
+
+    let message = refusal(&["--set", "portal.oidc.enabled=true"]);
+    assert!(message.contains("/portal/oidc/issuer"), "{message}");
+    let message = refusal(&[
+        "--set",
+        "portal.oidc.enabled=true",
+        "--set",
+        "portal.oidc.issuer=https://login.bank.example",
+        "--set",
+        "portal.oidc.clientId=callvault",
+    ]);
+    assert!(message.contains("portal.publicUrl"), "{message}");
+    let message = refusal(&["--set", "portal.oidc.scopes=profile email"]);
+    assert!(message.contains("/portal/oidc/scopes"), "{message}");
+}
+
 #[tokio::test]
 async fn rendered_chart_is_accepted_by_the_api_server() {
     let cp = ControlPlane::shared().await.expect("control plane");

@@ -2,7 +2,8 @@
 //! to a plain copy of the same objects in the same run: the store's streaming `copy_to` with
 //! the same concurrency. The archive run does what a Connector does on top of that copy: it
 //! lists pending recordings in PostgreSQL, tests the destination's connection, stages each
-//! object, reads the copy back to check its digest and records it. Rounds alternate the two,
+//! object while hashing it, uploads it with that digest checked (by the server, for S3) and
+//! records it. Rounds alternate the two,
 //! each round copying to a fresh prefix (the archive under a fresh Connector name).
 //!
 //! Needs `source scripts/services.sh && start_object_stores && start_postgres`.

@@ -7,8 +7,12 @@
 //!   the job's key ring (the grant), its plaintext digest is checked against the recording's
 //!   row, and the `.ogg` is written with a `.json` sidecar of the call's metadata.
 //!
-//! A copy is recorded in `recording_copies` only after it was read back from the destination
-//! and its SHA-256 matched what was sent, so a row there always means a verified copy. The
+//! A copy is recorded in `recording_copies` only after its SHA-256 was verified, so a row there
+//! always means a verified copy. The bytes uploaded are hashed as they are sent and must match
+//! the digest taken when the object was staged; then, where the destination verifies each
+//! upload against the digest sent with it (S3 with checksums, see
+//! [`Storage::verifies_digest_on_upload`]), its acceptance is the check; elsewhere (filesystem,
+//! Azure, GCS) the copy is read back from the destination and its digest compared. The
 //! digest recorded is that of the archived object (the envelope's bytes, or the plaintext
 //! Ogg's, which is also the recording's own digest). Keys keep the source's folder layout.
 //! A run killed at any point leaves the recording without a copy row; the next run copies it
@@ -21,7 +25,7 @@ use bytes::Bytes;
 use callvault_store::db::{ArchiveCopy, ArchiveCounts, Db, DbError, Recording, RecordingStatus};
 use callvault_store::format::{self, FormatError};
 use callvault_store::keys::KeyRing;
-use callvault_store::objstore::{ProbeOptions, Storage, StorageError};
+use callvault_store::objstore::{DigestCheck, ProbeOptions, Storage, StorageError};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -273,23 +277,23 @@ async fn archive_one(job: &ArchiveJob<'_>, rec: &Recording) -> Result<(), CopyEr
     let envelope = Staged::download(source, key).await?;
     let (object_key, sha256) = match job.mode {
         ArchiveMode::Envelope => {
-            let digest = envelope.sha256.clone();
+            let digest = envelope.sha256();
             envelope.upload_verified(job.destination, key).await?;
             (key.to_owned(), digest)
         }
         ArchiveMode::Plaintext(ring) => {
             let ogg = decrypt(envelope, ring.clone(), rec.status).await?;
             if let Some(want) = &rec.sha256
-                && !want.eq_ignore_ascii_case(&ogg.sha256)
+                && !want.eq_ignore_ascii_case(&ogg.sha256())
             {
                 return Err(CopyError::PlaintextDigest {
-                    got: ogg.sha256,
+                    got: ogg.sha256(),
                     want: want.clone(),
                 });
             }
             let stem = key.strip_suffix(".cvr").unwrap_or(key);
             let ogg_key = format!("{stem}.ogg");
-            let digest = ogg.sha256.clone();
+            let digest = ogg.sha256();
             ogg.upload_verified(job.destination, &ogg_key).await?;
             let sidecar = Staged::memory(Bytes::from(sidecar_json(rec, &digest)));
             sidecar
@@ -318,7 +322,7 @@ async fn archive_one(job: &ArchiveJob<'_>, rec: &Recording) -> Result<(), CopyEr
 struct Staged {
     body: Body,
     len: u64,
-    sha256: String,
+    digest: [u8; 32],
 }
 
 enum Body {
@@ -330,9 +334,14 @@ impl Staged {
     fn memory(data: Bytes) -> Self {
         Staged {
             len: data.len() as u64,
-            sha256: hex::encode(Sha256::digest(&data)),
+            digest: Sha256::digest(&data).into(),
             body: Body::Memory(data),
         }
+    }
+
+    /// The SHA-256 in hex, as recorded.
+    fn sha256(&self) -> String {
+        hex::encode(self.digest)
     }
 
     /// Streams an object out of `storage`, hashing as it goes.
@@ -347,7 +356,7 @@ impl Staged {
             }
             return Ok(Staged {
                 len: buf.len() as u64,
-                sha256: hex::encode(hash.finalize()),
+                digest: hash.finalize().into(),
                 body: Body::Memory(Bytes::from(buf)),
             });
         }
@@ -362,27 +371,34 @@ impl Staged {
         Ok(Staged {
             body: Body::File(file),
             len,
-            sha256: hex::encode(hash.finalize()),
+            digest: hash.finalize().into(),
         })
     }
 
-    /// Writes the object to `dest` under `key`, then reads it back and compares digests.
+    /// Writes the object to `dest` under `key` and verifies the stored copy's digest: by the
+    /// server as it received it where the destination does that, else by reading it back.
     async fn upload_verified(self, dest: &Storage, key: &str) -> Result<(), CopyError> {
-        match &self.body {
-            Body::Memory(data) => dest.put(key, data.clone()).await?,
-            Body::File(file) => dest.put_file(key, file.path()).await?,
+        let put = match &self.body {
+            Body::Memory(data) => dest.put_checked(key, data.clone(), &self.digest).await?,
+            Body::File(file) => {
+                dest.put_file_checked(key, file.path(), &self.digest)
+                    .await?
+            }
         };
+        if put.check == DigestCheck::ByServer {
+            return Ok(());
+        }
         let (_, mut body) = dest.get_stream(key).await?;
         let mut hash = Sha256::new();
         while let Some(chunk) = body.try_next().await? {
             hash.update(&chunk);
         }
         let got = hex::encode(hash.finalize());
-        if got != self.sha256 {
+        if got != self.sha256() {
             return Err(CopyError::ReadBack {
                 key: key.to_owned(),
                 got,
-                want: self.sha256,
+                want: self.sha256(),
             });
         }
         Ok(())
@@ -416,7 +432,7 @@ async fn decrypt(
             let digest = run(&mut input, &mut out)?;
             Ok(Staged {
                 len: out.len() as u64,
-                sha256: hex::encode(digest),
+                digest,
                 body: Body::Memory(Bytes::from(out)),
             })
         } else {
@@ -431,7 +447,7 @@ async fn decrypt(
             Ok(Staged {
                 body: Body::File(file),
                 len,
-                sha256: hex::encode(digest),
+                digest,
             })
         }
     })

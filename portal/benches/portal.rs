@@ -352,9 +352,11 @@ async fn seed(db: &Db, pool: &sqlx::PgPool, n: usize) {
         );
     }
     sqlx::query(
-        "INSERT INTO recording_tags (tenant, recording_id, tag_id) \
-         SELECT $1, md5('rec' || g)::uuid, (($2::text[])[(1 + (g / 1000) % 10)::int])::uuid \
-         FROM generate_series(1, $3::bigint) g WHERE (g * 7 + g / 100) % 10 = 0",
+        "INSERT INTO recording_tags (tenant, recording_id, tag_id, start_time) \
+         SELECT $1, r.id, (($2::text[])[(1 + (g / 1000) % 10)::int])::uuid, r.start_time \
+         FROM generate_series(1, $3::bigint) g \
+         JOIN recordings r ON r.tenant = $1 AND r.id = md5('rec' || g)::uuid \
+         WHERE (g * 7 + g / 100) % 10 = 0",
     )
     .bind(T)
     .bind(&tags)

@@ -1,7 +1,8 @@
 //! Access control, in one place: AccessProfiles come from an [`AccessSource`] (files in
 //! standalone, a live Kubernetes watch in a cluster); [`resolve`] turns the profiles naming a
 //! user into [`Grants`]; every endpoint asks [`Grants`] (through `api::Caller`) and nothing
-//! else.
+//! else. The same source also yields the other declared resources (RecordingProfiles,
+//! StorageTargets, Connectors, SpeechJobs) that the admin screens show.
 //!
 //! Rules (compliance-recorder F-46..F-52, DESIGN §6):
 //! - a user's permissions are the union of every AccessProfile naming them (as a user, or
@@ -20,6 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use callvault_crds::access_profile::{AccessProfile, AccessProfileSpec, CallScope};
+use callvault_crds::connector::Connector;
+use callvault_crds::recording_profile::RecordingProfile;
+use callvault_crds::speech_job::SpeechJob;
+use callvault_crds::storage_target::StorageTarget;
 use callvault_crds::validate::{Resource, validate_yaml};
 use callvault_store::db::{AccessScope, Group, Recording, User};
 use serde::Serialize;
@@ -48,10 +53,27 @@ impl Profile {
     }
 }
 
-/// Where AccessProfiles come from.
+/// The tenant (namespace) a resource belongs to.
+fn tenant_of(default_tenant: &str, r: &Resource) -> String {
+    let meta = match r {
+        Resource::RecordingProfile(x) => &x.metadata,
+        Resource::AccessProfile(x) => &x.metadata,
+        Resource::StorageTarget(x) => &x.metadata,
+        Resource::Connector(x) => &x.metadata,
+        Resource::SpeechJob(x) => &x.metadata,
+    };
+    meta.namespace
+        .clone()
+        .unwrap_or_else(|| default_tenant.to_owned())
+}
+
+/// Where AccessProfiles (and the other declared resources) come from.
 pub trait AccessSource: Send + Sync + fmt::Debug + 'static {
     /// The tenant's profiles as of now.
     fn profiles(&self, tenant: &str) -> Vec<Arc<Profile>>;
+    /// The tenant's declared resources of every kind (AccessProfiles included), with their
+    /// status as last observed, as of now.
+    fn resources(&self, tenant: &str) -> Vec<Resource>;
     /// Whether the source has loaded its initial state (the portal is not ready before).
     fn is_ready(&self) -> bool;
 }
@@ -69,13 +91,15 @@ pub enum AccessError {
     Invalid { path: PathBuf, message: String },
 }
 
-/// AccessProfiles from resource YAML files (standalone): every `*.yaml`/`*.yml` in a
-/// directory, validated like the API server would; other kinds in the files are ignored.
+/// Resources from YAML files (standalone): every `*.yaml`/`*.yml` in a directory, validated
+/// like the API server would. AccessProfiles apply to access; the other kinds are shown.
 #[derive(Debug)]
 pub struct FileAccessSource {
     dir: Option<PathBuf>,
     tenant: String,
     profiles: RwLock<Vec<Arc<Profile>>>,
+    /// Every resource but the AccessProfiles (those are in `profiles`), with its tenant.
+    others: RwLock<Vec<(String, Resource)>>,
 }
 
 impl FileAccessSource {
@@ -86,6 +110,7 @@ impl FileAccessSource {
             dir: Some(dir.to_owned()),
             tenant: tenant.to_owned(),
             profiles: RwLock::new(Vec::new()),
+            others: RwLock::new(Vec::new()),
         };
         source.reload()?;
         Ok(source)
@@ -102,16 +127,40 @@ impl FileAccessSource {
                     .map(|p| Arc::new(Profile::from_resource(tenant, p)))
                     .collect(),
             ),
+            others: RwLock::new(Vec::new()),
         }
     }
 
-    /// Replaces the profiles (embedding, tests: "edit the file").
+    /// A fixed set of resources of any kind (embedding, standalone, tests).
+    pub fn from_resources(tenant: &str, resources: Vec<Resource>) -> Self {
+        let source = Self::from_profiles(tenant, vec![]);
+        source.set_resources(resources);
+        source
+    }
+
+    /// Replaces the profiles, keeping the other kinds (embedding, tests: "edit the file").
     pub fn set(&self, profiles: Vec<AccessProfile>) {
         let list = profiles
             .into_iter()
             .map(|p| Arc::new(Profile::from_resource(&self.tenant, p)))
             .collect();
         *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = list;
+    }
+
+    /// Replaces every resource, AccessProfiles included.
+    pub fn set_resources(&self, resources: Vec<Resource>) {
+        let mut profiles = Vec::new();
+        let mut others = Vec::new();
+        for r in resources {
+            match r {
+                Resource::AccessProfile(ap) => {
+                    profiles.push(Arc::new(Profile::from_resource(&self.tenant, ap)));
+                }
+                r => others.push((tenant_of(&self.tenant, &r), r)),
+            }
+        }
+        *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = profiles;
+        *self.others.write().unwrap_or_else(|e| e.into_inner()) = others;
     }
 
     /// Re-reads the directory; on error the previous profiles stay in force.
@@ -143,14 +192,13 @@ impl FileAccessSource {
                     .collect::<Vec<_>>()
                     .join("; "),
             })?;
-            for r in resources {
-                if let Resource::AccessProfile(ap) = r {
-                    list.push(Arc::new(Profile::from_resource(&self.tenant, ap)));
-                }
-            }
+            list.extend(resources);
         }
-        let n = list.len();
-        *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = list;
+        let n = list
+            .iter()
+            .filter(|r| matches!(r, Resource::AccessProfile(_)))
+            .count();
+        self.set_resources(list);
         Ok(n)
     }
 }
@@ -166,17 +214,114 @@ impl AccessSource for FileAccessSource {
             .collect()
     }
 
+    fn resources(&self, tenant: &str) -> Vec<Resource> {
+        let profiles = self.profiles(tenant).into_iter().map(|p| {
+            let mut ap = AccessProfile::new(&p.name, p.spec.clone());
+            ap.metadata.namespace = Some(p.tenant.clone());
+            Resource::AccessProfile(ap)
+        });
+        let others = self.others.read().unwrap_or_else(|e| e.into_inner());
+        profiles
+            .chain(
+                others
+                    .iter()
+                    .filter(|(t, _)| t == tenant)
+                    .map(|(_, r)| r.clone()),
+            )
+            .collect()
+    }
+
     fn is_ready(&self) -> bool {
         true
     }
 }
 
-/// AccessProfiles watched live through the Kubernetes API (a reflector per watched
-/// namespace, or one over all namespaces). Changes apply to the next request.
+/// The reflector stores of one resource kind: one per watched namespace, or one over all.
+type Stores<K> = Vec<kube::runtime::reflector::Store<K>>;
+
+/// Resources watched live through the Kubernetes API: AccessProfiles (applied to access) and
+/// the kinds the admin screens show. Changes apply to the next request.
 #[derive(Debug, Clone)]
 pub struct KubeAccessSource {
-    stores: Vec<kube::runtime::reflector::Store<AccessProfile>>,
+    access_profiles: Stores<AccessProfile>,
+    recording_profiles: Stores<RecordingProfile>,
+    storage_targets: Stores<StorageTarget>,
+    connectors: Stores<Connector>,
+    speech_jobs: Stores<SpeechJob>,
     ready: Arc<AtomicBool>,
+}
+
+/// Starts watching one kind in `namespaces` (empty = every namespace) on the current tokio
+/// runtime, until the process ends, retrying with backoff on API errors.
+fn watch<K>(client: &kube::Client, namespaces: &[String]) -> Stores<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+
+    let apis: Vec<kube::Api<K>> = if namespaces.is_empty() {
+        vec![kube::Api::all(client.clone())]
+    } else {
+        namespaces
+            .iter()
+            .map(|ns| kube::Api::namespaced(client.clone(), ns))
+            .collect()
+    };
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    apis.into_iter()
+        .map(|api| {
+            let (reader, writer) = reflector::store();
+            let stream = reflector(writer, watcher(api, watcher::Config::default()))
+                .default_backoff()
+                .touched_objects();
+            let kind = kind.clone();
+            tokio::spawn(async move {
+                futures::pin_mut!(stream);
+                while let Some(item) = stream.next().await {
+                    if let Err(e) = item {
+                        tracing::warn!(error = %e, kind, "watching resources");
+                    }
+                }
+            });
+            reader
+        })
+        .collect()
+}
+
+/// Waits until every store has its initial list; false if a watch ended first.
+async fn all_ready<K>(stores: &Stores<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    for s in stores {
+        if s.wait_until_ready().await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// The objects of `stores` in namespace `tenant`, wrapped as [`Resource`]s.
+fn in_tenant<K>(stores: &Stores<K>, tenant: &str, wrap: fn(K) -> Resource) -> Vec<Resource>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    stores
+        .iter()
+        .flat_map(|s| s.state())
+        .filter(|o| o.meta().namespace.as_deref() == Some(tenant))
+        .map(|o| wrap((*o).clone()))
+        .collect()
 }
 
 impl KubeAccessSource {
@@ -186,60 +331,58 @@ impl KubeAccessSource {
         Ok(Self::start(client, namespaces))
     }
 
-    /// Starts watching; `namespaces` empty = every namespace. The watch runs on the current
-    /// tokio runtime until the process ends, retrying with backoff on API errors.
+    /// Starts watching every kind; `namespaces` empty = every namespace. Ready once each
+    /// kind's initial list is loaded.
     pub fn start(client: kube::Client, namespaces: &[String]) -> Self {
-        use futures::StreamExt;
-        use kube::runtime::{WatchStreamExt, reflector, watcher};
-
-        let apis: Vec<kube::Api<AccessProfile>> = if namespaces.is_empty() {
-            vec![kube::Api::all(client)]
-        } else {
-            namespaces
-                .iter()
-                .map(|ns| kube::Api::namespaced(client.clone(), ns))
-                .collect()
+        let source = KubeAccessSource {
+            access_profiles: watch(&client, namespaces),
+            recording_profiles: watch(&client, namespaces),
+            storage_targets: watch(&client, namespaces),
+            connectors: watch(&client, namespaces),
+            speech_jobs: watch(&client, namespaces),
+            ready: Arc::new(AtomicBool::new(false)),
         };
-        let ready = Arc::new(AtomicBool::new(false));
-        let mut stores = Vec::new();
-        for api in apis {
-            let (reader, writer) = reflector::store();
-            let stream = reflector(writer, watcher(api, watcher::Config::default()))
-                .default_backoff()
-                .touched_objects();
-            tokio::spawn(async move {
-                futures::pin_mut!(stream);
-                while let Some(item) = stream.next().await {
-                    if let Err(e) = item {
-                        tracing::warn!(error = %e, "watching AccessProfiles");
-                    }
-                }
-            });
-            stores.push(reader);
-        }
-        let waiting = stores.clone();
-        let flag = ready.clone();
+        let waiting = source.clone();
         tokio::spawn(async move {
-            for s in &waiting {
-                if s.wait_until_ready().await.is_err() {
-                    return;
-                }
+            let loaded = all_ready(&waiting.access_profiles).await
+                && all_ready(&waiting.recording_profiles).await
+                && all_ready(&waiting.storage_targets).await
+                && all_ready(&waiting.connectors).await
+                && all_ready(&waiting.speech_jobs).await;
+            if loaded {
+                waiting.ready.store(true, Ordering::SeqCst);
+                tracing::info!("resources loaded from the Kubernetes API");
             }
-            flag.store(true, Ordering::SeqCst);
-            tracing::info!("AccessProfiles loaded from the Kubernetes API");
         });
-        KubeAccessSource { stores, ready }
+        source
     }
 }
 
 impl AccessSource for KubeAccessSource {
     fn profiles(&self, tenant: &str) -> Vec<Arc<Profile>> {
-        self.stores
+        self.access_profiles
             .iter()
             .flat_map(|s| s.state())
             .filter(|ap| ap.metadata.namespace.as_deref() == Some(tenant))
             .map(|ap| Arc::new(Profile::from_resource(tenant, (*ap).clone())))
             .collect()
+    }
+
+    fn resources(&self, tenant: &str) -> Vec<Resource> {
+        let mut all = in_tenant(&self.access_profiles, tenant, Resource::AccessProfile);
+        all.extend(in_tenant(
+            &self.recording_profiles,
+            tenant,
+            Resource::RecordingProfile,
+        ));
+        all.extend(in_tenant(
+            &self.storage_targets,
+            tenant,
+            Resource::StorageTarget,
+        ));
+        all.extend(in_tenant(&self.connectors, tenant, Resource::Connector));
+        all.extend(in_tenant(&self.speech_jobs, tenant, Resource::SpeechJob));
+        all
     }
 
     fn is_ready(&self) -> bool {

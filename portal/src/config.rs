@@ -25,6 +25,10 @@ pub struct PortalConfig {
     pub reset_token_ttl: Duration,
     /// The portal's public base URL (the export's "Call Link"); empty = relative links.
     pub public_url: String,
+    /// OpenID Connect single sign-on; `None` = local accounts only.
+    pub oidc: Option<crate::oidc::OidcConfig>,
+    /// Bearer token of SCIM provisioning at `/scim/v2`; `None` = SCIM off.
+    pub scim_token: Option<crate::oidc::Secret>,
 }
 
 impl Default for PortalConfig {
@@ -40,6 +44,8 @@ impl Default for PortalConfig {
             login_attempts_per_minute: 10,
             reset_token_ttl: Duration::from_secs(24 * 3600),
             public_url: String::new(),
+            oidc: None,
+            scim_token: None,
         }
     }
 }
@@ -91,6 +97,19 @@ impl PortalConfig {
         }
         if self.login_attempts_per_minute < 1 {
             return Err(err("login attempts per minute", "must be at least 1"));
+        }
+        if let Some(oidc) = &self.oidc {
+            oidc.validate()?;
+        }
+        if self
+            .scim_token
+            .as_ref()
+            .is_some_and(|t| t.expose().len() < 32)
+        {
+            return Err(err(
+                "CALLVAULT_SCIM_TOKEN_FILE",
+                "the token must have at least 32 characters",
+            ));
         }
         Ok(self)
     }

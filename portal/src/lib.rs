@@ -13,7 +13,9 @@ pub mod error;
 pub mod export;
 pub mod media;
 pub mod metrics;
+pub mod oidc;
 pub mod openapi;
+pub mod scim;
 pub mod ui;
 
 use std::collections::HashMap;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub storages: Storages,
     pub throttle: auth::Throttle,
     pub metrics: metrics::Metrics,
+    /// Single sign-on, when configured.
+    pub oidc: Option<oidc::Oidc>,
 }
 
 /// The portal application.
@@ -61,6 +65,7 @@ impl Portal {
     ) -> axum::Router {
         let throttle =
             auth::Throttle::new(config.login_attempts_per_minute, Duration::from_secs(60));
+        let oidc = config.oidc.clone().map(oidc::Oidc::new);
         let state = Arc::new(AppState {
             config,
             db,
@@ -69,6 +74,7 @@ impl Portal {
             storages,
             throttle,
             metrics: metrics::Metrics::default(),
+            oidc,
         });
         api::router(state).merge(ui::router())
     }

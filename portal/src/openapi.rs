@@ -56,6 +56,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/auth/password-reset",
         "Set a new password with a one-time reset token.",
     ),
+    public(
+        "get",
+        "/auth/oidc/login",
+        "Single sign-on: redirects to the OpenID Connect provider (`return_to`: a portal path).",
+    ),
+    public(
+        "get",
+        "/auth/oidc/callback",
+        "Single sign-on: the provider's redirect back; starts the session and redirects to the UI.",
+    ),
     ep(
         "post",
         "/auth/logout",
@@ -236,11 +246,148 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "Verify the audit hash chain.",
         "auditTrail",
     ),
+    ep(
+        "get",
+        "/groups",
+        "Groups of the tenant's directory with their members.",
+        "configureSystem",
+    ),
+    ep(
+        "get",
+        "/resources/recording-profiles",
+        "RecordingProfiles: spec and status (read-only; declared as resources).",
+        "manageRecordingProfiles or configureSystem",
+    ),
+    ep(
+        "get",
+        "/resources/access-profiles",
+        "AccessProfiles: spec and status (read-only; declared as resources).",
+        "manageAccessProfiles or configureSystem",
+    ),
+    ep(
+        "get",
+        "/resources/storage-targets",
+        "StorageTargets: spec and status (read-only; declared as resources).",
+        "configureSystem",
+    ),
+    ep(
+        "get",
+        "/resources/connectors",
+        "Connectors: spec and status (read-only; declared as resources).",
+        "configureSystem",
+    ),
+    ep(
+        "get",
+        "/resources/speech-jobs",
+        "SpeechJobs: spec and status (read-only; declared as resources).",
+        "configureSystem",
+    ),
+    ep(
+        "get",
+        "/alarms",
+        "Active alarms, newest first; with history=true also cleared ones.",
+        "configureSystem",
+    ),
+    ep(
+        "get",
+        "/activity",
+        "The activity log (operational events), newest first.",
+        "configureSystem",
+    ),
+    ep(
+        "get",
+        "/active-calls",
+        "Calls being recorded now, oldest first, with their users.",
+        "scope",
+    ),
+    ep(
+        "get",
+        "/active-calls/mine",
+        "The caller's own calls being recorded now.",
+        "a session",
+    ),
+];
+
+const fn scim(method: &'static str, path: &'static str, summary: &'static str) -> Endpoint {
+    Endpoint {
+        method,
+        path,
+        summary,
+        access: "the SCIM bearer token",
+        authenticated: true,
+    }
+}
+
+/// SCIM 2.0 provisioning, under `/scim/v2` (not `/api/v1`): authorized by the bearer token
+/// alone, never by a session, so CSRF does not apply; errors use the SCIM error schema.
+pub const SCIM_ENDPOINTS: &[Endpoint] = &[
+    scim(
+        "get",
+        "/ServiceProviderConfig",
+        "SCIM: what this service provider supports.",
+    ),
+    scim(
+        "get",
+        "/ResourceTypes",
+        "SCIM: the resource types (User, Group).",
+    ),
+    scim("get", "/Schemas", "SCIM: the User and Group schemas."),
+    scim(
+        "get",
+        "/Users",
+        "SCIM: users (`filter=userName eq \"…\"` or externalId; `startIndex`, `count`).",
+    ),
+    scim("post", "/Users", "SCIM: provision a user."),
+    scim("get", "/Users/{id}", "SCIM: one user."),
+    scim("put", "/Users/{id}", "SCIM: replace a user."),
+    scim(
+        "patch",
+        "/Users/{id}",
+        "SCIM: change a user (add, replace, remove); `active: false` ends their sessions.",
+    ),
+    scim(
+        "delete",
+        "/Users/{id}",
+        "SCIM: deprovision a user (disabled, numbers and groups released, history kept).",
+    ),
+    scim(
+        "get",
+        "/Groups",
+        "SCIM: groups (`filter=displayName eq \"…\"`; paging).",
+    ),
+    scim("post", "/Groups", "SCIM: create a group with members."),
+    scim("get", "/Groups/{id}", "SCIM: one group with its members."),
+    scim("put", "/Groups/{id}", "SCIM: replace a group."),
+    scim(
+        "patch",
+        "/Groups/{id}",
+        "SCIM: rename a group or add, remove, replace members.",
+    ),
+    scim("delete", "/Groups/{id}", "SCIM: delete a group."),
 ];
 
 /// The OpenAPI document.
 pub fn document() -> Value {
     let mut paths = Map::new();
+    for e in SCIM_ENDPOINTS {
+        let mut op = json!({
+            "summary": e.summary,
+            "description": format!("Needs: {}.", e.access),
+            "operationId": format!("scim_{}{}", e.method, e.path.replace(['/', '{', '}'], "_")),
+            "security": [{ "scimBearer": [] }],
+            "responses": {
+                "200": { "description": "Success (`application/scim+json`)." },
+                "default": { "description": "A SCIM error (`urn:ietf:params:scim:api:messages:2.0:Error`)." }
+            }
+        });
+        if e.path.contains("{id}") {
+            op["parameters"] = json!([{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }]);
+        }
+        let item = paths
+            .entry(format!("/scim/v2{}", e.path))
+            .or_insert_with(|| Value::Object(Map::new()));
+        item[e.method] = op;
+    }
     for e in ENDPOINTS {
         let mut op = json!({
             "summary": e.summary,
@@ -278,7 +425,8 @@ pub fn document() -> Value {
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "session": { "type": "apiKey", "in": "cookie", "name": crate::auth::SESSION_COOKIE }
+                "session": { "type": "apiKey", "in": "cookie", "name": crate::auth::SESSION_COOKIE },
+                "scimBearer": { "type": "http", "scheme": "bearer" }
             },
             "schemas": {
                 "Error": {

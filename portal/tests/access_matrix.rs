@@ -2,14 +2,20 @@
 //! (none or one) × admin permission (none or one) × key grant (none or the recordings' key),
 //! the subject's AccessProfile is replaced live and every endpoint is requested on every kind
 //! of call (own, a managed group member's, another user's, unassigned) and for every user's
-//! legal hold. The expected answer comes from an oracle written here from the rules, not from
+//! legal hold; the active-call lists show exactly the live calls in scope (and "my active
+//! call" exactly the subject's own); each admin view needs exactly one of its permissions.
+//! The expected answer comes from an oracle written here from the rules, not from
 //! the portal's code: invisible → 404, visible but not allowed → 403 `forbidden`, allowed but
 //! key not granted (audio) → 403 `key_not_granted`, else success. Then every endpoint without
-//! a session (401) and every unsafe one without the CSRF header (403).
+//! a session (401) and every unsafe one without the CSRF header (403); and every SCIM endpoint
+//! (bearer token, never a session) without or with a wrong token, or with a session, 401.
 
 mod common;
 
 use axum::http::{Method, StatusCode};
+use callvault_portal::PortalConfig;
+use callvault_portal::oidc::Secret;
+use callvault_store::db::testing::TestDb;
 use common::{Client, Fixture, audio};
 use serde_json::json;
 use uuid::Uuid;
@@ -152,8 +158,9 @@ async fn every_scope_action_admin_permission_and_key_grant_on_every_endpoint() {
         failures.len(),
         failures.join("\n")
     );
-    // 4 scopes × 9 actions × 6 admin × 2 keys × (4 calls × 12 call endpoints + 3 holds + list + 5 admin).
-    assert_eq!(checked, 4 * 9 * 6 * 2 * (4 * 12 + 3 + 1 + 5));
+    // 4 scopes × 9 actions × 6 admin × 2 keys × (4 calls × 12 call endpoints + 3 holds + list
+    // + 5 admin + 2 active-call lists + 9 admin views).
+    assert_eq!(checked, 4 * 9 * 6 * 2 * (4 * 12 + 3 + 1 + 5 + 2 + 9));
 }
 
 /// Seeds a database (the subject, a member of the managed group `team`, another user, a call
@@ -194,6 +201,20 @@ async fn worker(cases: Vec<Case>) -> (u64, Vec<String>) {
             f.recording(None, vec![], "104", "+1555", &plain).await.id,
         ),
     ];
+    // A live call of each kind too: the active-call lists, and the Interactions list, show them.
+    let mut active = Vec::new();
+    for (kind, owner, groups) in [
+        (Kind::Own, Some(subject), vec![home]),
+        (Kind::Team, Some(member), vec![team]),
+        (Kind::Other, Some(other), vec![elsewhere]),
+        (Kind::Unassigned, None, vec![]),
+    ] {
+        active.push((
+            kind,
+            f.active_recording(owner, groups, "105", "+1666").await.id,
+        ));
+    }
+    f.declare(common::declared_resources());
     let users = [
         (Kind::Own, subject),
         (Kind::Team, member),
@@ -221,6 +242,7 @@ async fn worker(cases: Vec<Case>) -> (u64, Vec<String>) {
             &mut c,
             case,
             &calls,
+            &active,
             &users,
             tag,
             &mut checked,
@@ -237,6 +259,7 @@ async fn run_case(
     c: &mut Client,
     case: &Case,
     calls: &[(Kind, Uuid)],
+    active: &[(Kind, Uuid)],
     users: &[(Kind, Uuid)],
     tag: Uuid,
     checked: &mut u64,
@@ -291,6 +314,7 @@ async fn run_case(
         .unwrap_or_default();
     let want: std::collections::BTreeSet<String> = calls
         .iter()
+        .chain(active)
         .filter(|(k, _)| visible(case.scope, *k))
         .map(|(_, id)| id.to_string())
         .collect();
@@ -445,6 +469,78 @@ async fn run_case(
         );
     }
 
+    // Active calls: exactly the live calls in scope; "my active call" exactly the subject's
+    // own, whatever the scope (and never another user's).
+    let ids = |r: &common::Resp| -> Option<std::collections::BTreeSet<String>> {
+        r.json().as_array().map(|a| {
+            a.iter()
+                .filter_map(|x| x["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+    };
+    for (name, path, own_only) in [
+        ("active-calls", "/api/v1/active-calls", false),
+        ("active-calls.mine", "/api/v1/active-calls/mine", true),
+    ] {
+        let r = c.get(path).await;
+        let want: std::collections::BTreeSet<String> = active
+            .iter()
+            .filter(|(k, _)| {
+                if own_only {
+                    *k == Kind::Own
+                } else {
+                    visible(case.scope, *k)
+                }
+            })
+            .map(|(_, id)| id.to_string())
+            .collect();
+        count();
+        if r.status != StatusCode::OK || ids(&r).as_ref() != Some(&want) {
+            fail(format!(
+                "{label} {name}: got {} {:?}, want {want:?}",
+                r.status,
+                ids(&r)
+            ));
+        }
+    }
+
+    // Admin views: each needs one of its permissions; a refusal discloses nothing.
+    for (path, perms) in [
+        ("/api/v1/groups", &["configureSystem"][..]),
+        (
+            "/api/v1/resources/recording-profiles",
+            &["manageRecordingProfiles", "configureSystem"][..],
+        ),
+        (
+            "/api/v1/resources/access-profiles",
+            &["manageAccessProfiles", "configureSystem"][..],
+        ),
+        (
+            "/api/v1/resources/storage-targets",
+            &["configureSystem"][..],
+        ),
+        ("/api/v1/resources/connectors", &["configureSystem"][..]),
+        ("/api/v1/resources/speech-jobs", &["configureSystem"][..]),
+        ("/api/v1/alarms", &["configureSystem"][..]),
+        ("/api/v1/alarms?history=true", &["configureSystem"][..]),
+        ("/api/v1/activity", &["configureSystem"][..]),
+    ] {
+        let r = c.get(path).await;
+        let want = if perms.contains(&case.admin) {
+            200
+        } else {
+            403
+        };
+        check(path.to_owned(), r.status.as_u16(), want, r.code());
+        let listed = r.json().as_array().map_or(0, Vec::len);
+        if want == 200 && path.starts_with("/api/v1/resources/") && listed == 0 {
+            fail(format!("{label} {path}: allowed but empty"));
+        }
+        if want == 403 && String::from_utf8_lossy(&r.body).contains("subject") {
+            fail(format!("{label} {path}: refusal discloses data"));
+        }
+    }
+
     // Administration: each endpoint needs exactly its permission; none needs a call scope.
     let admin_ok = |perm: &str| if case.admin == perm { 200 } else { 403 };
     let r = c.get("/api/v1/audit?limit=1").await;
@@ -578,4 +674,144 @@ async fn without_a_session_every_endpoint_answers_401_and_without_csrf_403() {
         "{authenticated} authenticated endpoints"
     );
     assert!(checked >= 3 * authenticated as u64);
+}
+
+/// SCIM is authorized by its bearer token alone. Every SCIM endpoint of the OpenAPI document,
+/// requested without a token, with a wrong one (as long as the right one, or one character
+/// short), and with a live session and its CSRF header instead, answers 401 in the SCIM error
+/// schema and discloses no user; with the token, no cookie and no CSRF header it is served (a
+/// bearer token is not sent by the browser on its own, so CSRF does not apply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_endpoints_answer_401_without_their_bearer_token_whatever_the_session() {
+    const TOKEN: &str = "access-matrix-scim-token-0123456789abcdef";
+    let f = Fixture::with(
+        TestDb::postgres().await,
+        PortalConfig {
+            scim_token: Some(Secret::new(TOKEN)),
+            ..common::config()
+        },
+    )
+    .await;
+    let subject = f.user("subject", &["subject-group"]).await;
+    f.profiles(&profile("All", "play", "configureSystem", None));
+    let group = f.group("subject-group").await;
+    let mut live = f.login("subject").await;
+    let wrong_same_length = format!("Bearer {}", "x".repeat(TOKEN.len()));
+    let one_short = format!("Bearer {}", &TOKEN[..TOKEN.len() - 1]);
+    let right = format!("Bearer {TOKEN}");
+
+    let mut checked = 0u64;
+    let mut failures = Vec::new();
+    let endpoints = callvault_portal::openapi::SCIM_ENDPOINTS;
+    for ep in endpoints {
+        let id = if ep.path.starts_with("/Groups") {
+            group
+        } else {
+            subject
+        };
+        let path = format!("/scim/v2{}", ep.path.replace("{id}", &id.to_string()));
+        let method = Method::from_bytes(ep.method.to_ascii_uppercase().as_bytes()).expect("method");
+        let body = (method != Method::GET).then(|| json!({}));
+        let cases: [(&str, bool, Option<&str>); 5] = [
+            ("no token", false, None),
+            ("a wrong token", false, Some(wrong_same_length.as_str())),
+            (
+                "the token one character short",
+                false,
+                Some(one_short.as_str()),
+            ),
+            (
+                "a basic credential",
+                false,
+                Some("Basic c3ViamVjdDpwYXNzd29yZA=="),
+            ),
+            ("a live session with its CSRF header", true, None),
+        ];
+        for (who, session, auth) in cases {
+            let r = if session {
+                live.send(method.clone(), &path, body.clone(), &[]).await
+            } else {
+                let headers: Vec<(&str, &str)> =
+                    auth.map(|a| ("authorization", a)).into_iter().collect();
+                Client::new(f.router.clone())
+                    .send(method.clone(), &path, body.clone(), &headers)
+                    .await
+            };
+            checked += 1;
+            let v = r.json();
+            let scim_error = v["schemas"][0] == "urn:ietf:params:scim:api:messages:2.0:Error"
+                && v["status"] == "401";
+            if r.status != StatusCode::UNAUTHORIZED
+                || !scim_error
+                || r.body.windows(7).any(|w| w == b"subject")
+            {
+                failures.push(format!(
+                    "{} {path} with {who}: {} {}",
+                    ep.method,
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ));
+            }
+        }
+    }
+    // Nothing a refused request sent was applied.
+    let u =
+        f.db.user(common::T, subject)
+            .await
+            .expect("db")
+            .expect("subject");
+    assert!(!u.disabled, "the subject is still enabled");
+    assert!(f.db.group(common::T, group).await.expect("db").is_some());
+    let by_scim =
+        f.db.query_audit(common::T, &Default::default(), 10_000)
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.actor == "scim")
+            .count();
+    assert_eq!(by_scim, 0, "no SCIM change was recorded");
+
+    // The token alone: served, whatever the body's validity (no 401, no CSRF refusal). The
+    // table lists each resource's DELETE last.
+    for ep in endpoints {
+        let id = if ep.path.starts_with("/Groups") {
+            group
+        } else {
+            subject
+        };
+        let path = format!("/scim/v2{}", ep.path.replace("{id}", &id.to_string()));
+        let method = Method::from_bytes(ep.method.to_ascii_uppercase().as_bytes()).expect("method");
+        let body = (method != Method::GET).then(|| json!({}));
+        let r = Client::new(f.router.clone())
+            .send(
+                method.clone(),
+                &path,
+                body.clone(),
+                &[("authorization", right.as_str())],
+            )
+            .await;
+        checked += 1;
+        let served = if method == Method::GET {
+            r.status == StatusCode::OK
+        } else {
+            !matches!(r.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)
+        };
+        if !served {
+            failures.push(format!(
+                "{} {path} with the token: {} {}",
+                ep.method,
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            ));
+        }
+    }
+    println!("SCIM without its token: {checked} cases checked");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(endpoints.len() >= 15, "{} SCIM endpoints", endpoints.len());
+    assert!(checked >= 6 * endpoints.len() as u64);
 }

@@ -1,13 +1,17 @@
 //! API tests per feature, on real PostgreSQL (and SQLite where cheap): sign-in and sessions,
 //! playback with Range, downloads, exports, annotations, deletion, legal hold, integrity,
-//! assignment, impersonation and the audit trail.
+//! assignment, impersonation, the audit trail, and the admin views (groups, declared
+//! resources, alarms, activity, active calls).
 
 mod common;
 
 use std::io::Read;
 
 use axum::http::{Method, StatusCode};
-use callvault_store::db::{ArchiveCopy, AuditFilter, now_micros};
+use callvault_store::db::{
+    AlarmSeverity, ArchiveCopy, AuditFilter, FinishRecording, RecordingStatus, ReleaseCause,
+    now_micros,
+};
 use common::{Client, Fixture, PASSWORD, T, audio};
 use serde_json::json;
 
@@ -887,6 +891,37 @@ async fn openapi_lists_every_route_and_probes_work(f: Fixture) {
             );
         }
     }
+    // SCIM endpoints: documented under /scim/v2 with the bearer scheme, and routed (the
+    // router's own fallback would answer 404, not 401).
+    assert_eq!(
+        doc["components"]["securitySchemes"]["scimBearer"]["scheme"],
+        "bearer"
+    );
+    for e in callvault_portal::openapi::SCIM_ENDPOINTS {
+        let op = &doc["paths"][format!("/scim/v2{}", e.path)][e.method];
+        assert_eq!(
+            op["security"][0]["scimBearer"],
+            json!([]),
+            "{} {}",
+            e.method,
+            e.path
+        );
+        let path = format!(
+            "/scim/v2{}",
+            e.path.replace("{id}", &uuid::Uuid::new_v4().to_string())
+        );
+        let method: Method = e.method.to_uppercase().parse().expect("method");
+        let r = c.send(method, &path, Some(json!({})), &[]).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNAUTHORIZED,
+            "{} {}",
+            e.method,
+            e.path
+        );
+    }
+    let r = c.send(Method::GET, "/scim/v2/Nope", None, &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "an unknown SCIM path");
     assert_eq!(c.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(c.get("/readyz").await.status, StatusCode::OK);
     let m = String::from_utf8(c.get("/metrics").await.body.to_vec()).expect("utf8");
@@ -897,6 +932,287 @@ async fn openapi_lists_every_route_and_probes_work(f: Fixture) {
     assert_eq!(
         (r.status, r.code().as_str()),
         (StatusCode::NOT_FOUND, "not_found")
+    );
+}
+
+fn names(v: &serde_json::Value, field: &str) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|x| x[field].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+async fn declared_resources_groups_alarms_and_activity(f: Fixture) {
+    setup(&f).await;
+    f.user("agent", &["agents"]).await;
+    f.user("agent2", &["agents"]).await;
+    f.declare(common::declared_resources());
+    let mut admin = f.login("admin").await;
+
+    // Each kind with its spec and the status the controller reported.
+    let rp = admin.get("/api/v1/resources/recording-profiles").await;
+    assert_eq!(rp.status, StatusCode::OK);
+    let rp = rp.json();
+    assert_eq!(names(&rp, "name"), ["retail-banking-agents"]);
+    assert_eq!(rp[0]["kind"], "RecordingProfile");
+    assert_eq!(rp[0]["spec"]["storageTargetRef"]["name"], "primary-s3");
+    assert_eq!(rp[0]["status"]["conditions"][0]["type"], "Ready");
+    assert_eq!(rp[0]["status"]["conditions"][0]["status"], "True");
+    assert_eq!(rp[0]["status"]["readyReplicas"], 2);
+    let ap = admin.get("/api/v1/resources/access-profiles").await.json();
+    assert_eq!(names(&ap, "name"), ["admins", "agents"]);
+    assert_eq!(ap[1]["spec"]["calls"]["scope"], "Own");
+    let st = admin.get("/api/v1/resources/storage-targets").await.json();
+    assert_eq!(names(&st, "name"), ["primary-s3"]);
+    assert_eq!(st[0]["status"]["usedBytes"], 123_456);
+    let cn = admin.get("/api/v1/resources/connectors").await.json();
+    assert_eq!(names(&cn, "name"), ["offsite-archive"]);
+    // No controller reported a status: shown as such, not invented.
+    assert!(cn[0]["status"].is_null());
+    let sj = admin.get("/api/v1/resources/speech-jobs").await.json();
+    assert_eq!(names(&sj, "name"), ["complaints-transcription"]);
+    assert_eq!(sj[0]["spec"]["language"], "en-GB");
+
+    // A change of the declared resources shows on the next request.
+    f.declare(vec![]);
+    let rp = admin
+        .get("/api/v1/resources/recording-profiles")
+        .await
+        .json();
+    assert_eq!(rp, json!([]));
+    f.declare(common::declared_resources());
+
+    // Groups with their members.
+    let g = admin.get("/api/v1/groups").await;
+    assert_eq!(g.status, StatusCode::OK);
+    let g = g.json();
+    assert_eq!(names(&g, "name"), ["admins", "agents"]);
+    assert_eq!(g[1]["members"], json!(["agent", "agent2"]));
+    assert_eq!(g[0]["members"], json!(["admin"]));
+
+    // Alarms as the jobs raise and clear them: active ones, then the history.
+    f.db.raise_alarm(
+        T,
+        "storage_unreachable",
+        "primary-s3",
+        AlarmSeverity::Critical,
+        "primary-s3 cannot be written",
+    )
+    .await
+    .expect("raise");
+    f.db.raise_alarm(
+        T,
+        "spool_usage",
+        "recorder-0",
+        AlarmSeverity::Major,
+        "spool 91 % full",
+    )
+    .await
+    .expect("raise");
+    assert!(
+        f.db.clear_alarm(T, "spool_usage", "recorder-0")
+            .await
+            .expect("clear")
+    );
+    let active = admin.get("/api/v1/alarms").await.json();
+    assert_eq!(names(&active, "source"), ["primary-s3"]);
+    assert_eq!(active[0]["severity"], "critical");
+    assert!(active[0]["cleared_at"].is_null());
+    let history = admin.get("/api/v1/alarms?history=true").await.json();
+    let mut sources = names(&history, "source");
+    sources.sort();
+    assert_eq!(sources, ["primary-s3", "recorder-0"]);
+    assert!(
+        history
+            .as_array()
+            .expect("list")
+            .iter()
+            .any(|a| a["source"] == "recorder-0" && a["cleared_at"].is_i64())
+    );
+    let r = admin.get("/api/v1/alarms?limit=0").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_request")
+    );
+
+    // The activity log, newest first, paged backwards.
+    for m in ["archive run: 3 copied", "retention run: 2 deleted"] {
+        f.db.log_activity(T, "job", m).await.expect("log");
+    }
+    let log = admin.get("/api/v1/activity").await.json();
+    assert_eq!(
+        names(&log, "message"),
+        ["retention run: 2 deleted", "archive run: 3 copied"]
+    );
+    let newest = log[0]["id"].as_i64().expect("id");
+    let older = admin
+        .get(&format!("/api/v1/activity?before={newest}"))
+        .await
+        .json();
+    assert_eq!(names(&older, "message"), ["archive run: 3 copied"]);
+
+    // An agent (scope Own, no admin permission) sees none of it.
+    let mut agent = f.login("agent").await;
+    for path in [
+        "/api/v1/groups",
+        "/api/v1/resources/recording-profiles",
+        "/api/v1/resources/access-profiles",
+        "/api/v1/resources/storage-targets",
+        "/api/v1/resources/connectors",
+        "/api/v1/resources/speech-jobs",
+        "/api/v1/alarms",
+        "/api/v1/activity",
+    ] {
+        let r = agent.get(path).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{path}"
+        );
+        assert!(!String::from_utf8_lossy(&r.body).contains("primary-s3"));
+    }
+}
+
+/// Resource files (standalone): every kind is read from the directory and re-read on reload.
+#[test]
+fn resource_files_yield_every_kind() {
+    use callvault_portal::{AccessSource, FileAccessSource};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let profiles = ADMIN_PROFILE.replace("KEY", &"0".repeat(64));
+    std::fs::write(dir.path().join("access.yaml"), &profiles).expect("write");
+    let source = FileAccessSource::load_dir(dir.path(), T).expect("load");
+    let kinds = |s: &FileAccessSource| -> Vec<String> {
+        let mut k: Vec<String> = s
+            .resources(T)
+            .iter()
+            .map(|r| format!("{} {}", r.kind(), r.name()))
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        kinds(&source),
+        ["AccessProfile admins", "AccessProfile agents"]
+    );
+    std::fs::write(dir.path().join("system.yml"), common::RESOURCES).expect("write");
+    assert_eq!(source.reload().expect("reload"), 2);
+    assert_eq!(
+        kinds(&source),
+        [
+            "AccessProfile admins",
+            "AccessProfile agents",
+            "Connector offsite-archive",
+            "RecordingProfile retail-banking-agents",
+            "SpeechJob complaints-transcription",
+            "StorageTarget primary-s3",
+        ]
+    );
+    assert_eq!(source.profiles(T).len(), 2);
+    assert!(source.resources("another-tenant").is_empty());
+}
+
+async fn active_calls_and_my_active_call(f: Fixture) {
+    setup(&f).await;
+    let agent = f.user("agent", &["agents"]).await;
+    let agent2 = f.user("agent2", &["agents"]).await;
+    let mine = f
+        .active_recording(Some(agent), vec![], "201", "+4420")
+        .await;
+    let theirs = f
+        .active_recording(Some(agent2), vec![], "202", "+4421")
+        .await;
+    let unassigned = f.active_recording(None, vec![], "203", "+4422").await;
+    // A finished call of the agent's is not active.
+    f.recording(Some(agent), vec![], "201", "+4423", &audio(100, 3))
+        .await;
+
+    let ids = |v: &serde_json::Value| -> Vec<String> {
+        let mut ids = names(v, "id");
+        ids.sort();
+        ids
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+
+    // The admin (scope All) sees every active call, with its user.
+    let mut admin = f.login("admin").await;
+    let all = admin.get("/api/v1/active-calls").await;
+    assert_eq!(all.status, StatusCode::OK);
+    let all = all.json();
+    assert_eq!(
+        ids(&all),
+        sorted(vec![
+            mine.id.to_string(),
+            theirs.id.to_string(),
+            unassigned.id.to_string()
+        ])
+    );
+    let row = all
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|r| r["id"] == mine.id.to_string())
+        .expect("agent's call")
+        .clone();
+    assert_eq!(row["user_name"], "agent");
+    assert_eq!(row["status"], "recording");
+    assert_eq!(row["calling"]["number"], "201");
+    // The admin has no call of their own.
+    assert_eq!(
+        admin.get("/api/v1/active-calls/mine").await.json(),
+        json!([])
+    );
+
+    // The agent (scope Own) sees only their own, in both lists; never another agent's.
+    let mut a = f.login("agent").await;
+    for path in ["/api/v1/active-calls", "/api/v1/active-calls/mine"] {
+        let r = a.get(path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert_eq!(ids(&r.json()), [mine.id.to_string()], "{path}");
+        assert!(!String::from_utf8_lossy(&r.body).contains("202"), "{path}");
+    }
+
+    // Shown so long as the call lasts: once committed, it leaves both lists.
+    f.db.finish_recording(
+        T,
+        mine.id,
+        &FinishRecording {
+            status: RecordingStatus::Incomplete,
+            end_time: mine.start_time + 5_000_000,
+            answer_time: Some(mine.start_time),
+            release_cause: Some(ReleaseCause::Normal),
+            answering: None,
+            object_key: format!("{T}/{}.cvr", mine.id),
+            size_bytes: 0,
+            codec: "opus".into(),
+            channels: 2,
+            sha256: "ab".repeat(32),
+            metadata_digest: "cd".repeat(32),
+            signature: "ef".repeat(32),
+            key_id: f.key_id.clone(),
+        },
+    )
+    .await
+    .expect("finish");
+    assert_eq!(a.get("/api/v1/active-calls/mine").await.json(), json!([]));
+    assert_eq!(a.get("/api/v1/active-calls").await.json(), json!([]));
+
+    // While impersonating the agent, the admin sees what the agent sees.
+    let r = admin
+        .send(
+            Method::POST,
+            &format!("/api/v1/users/{agent2}/impersonate"),
+            None,
+            &[],
+        )
+        .await;
+    assert!(r.status.is_success(), "impersonate: {}", r.status);
+    assert_eq!(
+        ids(&admin.get("/api/v1/active-calls/mine").await.json()),
+        [theirs.id.to_string()]
     );
 }
 
@@ -927,4 +1243,6 @@ suite!(
     impersonation_is_read_only_and_audited,
     audit_trail_api,
     openapi_lists_every_route_and_probes_work,
+    declared_resources_groups_alarms_and_activity,
+    active_calls_and_my_active_call,
 );

@@ -1,5 +1,6 @@
 //! The web UI in a real browser: a portal on SQLite with recordings written by the store's
-//! writer, served on loopback, driven by Chromium through Playwright (tests/ui/ui.mjs).
+//! writer, served on loopback, driven by Chromium through Playwright (tests/ui/ui.mjs): the
+//! supervisor's workflow on a call, then every admin screen and the active calls.
 //!
 //! Needs `CALLVAULT_TEST_CHROMIUM` and `CALLVAULT_TEST_PLAYWRIGHT` (set by `ensure_browser` in
 //! scripts/services.d/browser.sh); without them the test says so and does nothing.
@@ -7,8 +8,15 @@
 mod common;
 
 use axum::http::Method;
+use callvault_store::db::AlarmSeverity;
 use common::{Fixture, PASSWORD, T};
 use serde_json::json;
+
+/// Calling numbers of the two calls being recorded during the run.
+const SUPERVISOR_LIVE: &str = "7001";
+const REVIEWER_LIVE: &str = "7002";
+const ALARM_MESSAGE: &str = "StorageTarget primary-s3 cannot be written: access denied";
+const CLEARED_ALARM_MESSAGE: &str = "recorder-0 spool 91 % full";
 
 const PROFILES: &str = r#"
 apiVersion: callvault.io/v1alpha1
@@ -77,14 +85,47 @@ async fn supervisor_workflow_in_chromium() {
     };
     let f = Fixture::sqlite().await;
     f.profiles(&PROFILES.replace("KEY", &f.key_id));
-    f.user("supervisor", &["supervisors"]).await;
-    f.user("reviewer", &["reviewers"]).await;
+    let supervisor = f.user("supervisor", &["supervisors"]).await;
+    let reviewer = f.user("reviewer", &["reviewers"]).await;
     let audio = ogg_opus(8);
     assert_eq!(&audio[..4], b"OggS");
     let matching = f
         .recording_lasting(None, vec![], "1001", "2002", &audio, 8)
         .await;
     f.recording_lasting(None, vec![], "3003", "4004", &audio, 8)
+        .await;
+    // What the admin screens show: declared resources with their status, an alarm raised and
+    // one cleared, an activity entry, and two calls being recorded now (one the supervisor's).
+    f.declare(common::declared_resources());
+    f.db.raise_alarm(
+        T,
+        "storage_unreachable",
+        "primary-s3",
+        AlarmSeverity::Critical,
+        ALARM_MESSAGE,
+    )
+    .await
+    .expect("raise alarm");
+    f.db.raise_alarm(
+        T,
+        "spool_usage",
+        "recorder-0",
+        AlarmSeverity::Major,
+        CLEARED_ALARM_MESSAGE,
+    )
+    .await
+    .expect("raise alarm");
+    f.db.clear_alarm(T, "spool_usage", "recorder-0")
+        .await
+        .expect("clear alarm");
+    f.db.log_activity(T, "alarm", ALARM_MESSAGE)
+        .await
+        .expect("activity");
+    let supervisor_live = f
+        .active_recording(Some(supervisor), vec![], SUPERVISOR_LIVE, "+4420700")
+        .await;
+    let reviewer_live = f
+        .active_recording(Some(reviewer), vec![], REVIEWER_LIVE, "+4420701")
         .await;
     let mut admin = f.login("supervisor").await;
     let (status, body) = admin
@@ -117,6 +158,12 @@ async fn supervisor_workflow_in_chromium() {
             .env("PLAYWRIGHT", &playwright)
             .env("PASSWORD", PASSWORD)
             .env("CALL_ID", matching.id.to_string())
+            .env("SUPERVISOR_LIVE", SUPERVISOR_LIVE)
+            .env("SUPERVISOR_LIVE_ID", supervisor_live.id.to_string())
+            .env("REVIEWER_LIVE", REVIEWER_LIVE)
+            .env("REVIEWER_LIVE_ID", reviewer_live.id.to_string())
+            .env("ALARM_MESSAGE", ALARM_MESSAGE)
+            .env("CLEARED_ALARM_MESSAGE", CLEARED_ALARM_MESSAGE)
             .env("MEDIA_SHA256", &sha256)
             .env("SCREENSHOTS", &screenshots)
             .kill_on_drop(true)

@@ -228,7 +228,9 @@ async function callScreen(id) {
       .filter((p) => p && (p.number || p.name)).map((p) => el('li', {}, party(p)))));
   parts.push(info);
 
-  if (allowed.has('play')) {
+  if (r.status === 'recording') {
+    parts.push(el('p', { class: 'card live', id: 'live' }, 'This call is being recorded now; it can be played once it ends.'));
+  } else if (allowed.has('play')) {
     const p = player(r.id, lanes, r.duration_ms / 1000);
     const card = el('div', { class: 'card' }, el('h3', {}, 'Playback'), p.node);
     if (allowed.has('download')) card.append(el('p', {}, el('a', { href: `/api/v1/recordings/${r.id}/download`, id: 'download' }, 'Download')));
@@ -392,14 +394,191 @@ async function auditScreen() {
   await load();
 }
 
+// ---- active calls --------------------------------------------------------------------------
+
+// A screen's refresh timers; stopped whenever another screen is shown.
+let timers = [];
+function every(ms, fn) { timers.push(setInterval(fn, ms)); }
+function stopTimers() { for (const t of timers) clearInterval(t); timers = []; }
+
+/** Live duration of a call that started at `us` (µs), as h:mm:ss. */
+function since(us) {
+  const s = Math.max(0, Math.floor((Date.now() - us / 1000) / 1000));
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${Math.floor(s / 3600)}:${pad(Math.floor(s / 60) % 60)}:${pad(s % 60)}`;
+}
+function liveDuration(r) { return el('span', { class: 'duration', 'data-start': r.start_time }, since(r.start_time)); }
+function tickDurations() {
+  for (const d of main.querySelectorAll('.duration[data-start]')) d.textContent = since(Number(d.dataset.start));
+}
+function participants(r) {
+  const all = [r.calling, r.called, ...(r.participants || [])].filter((p) => p && (p.number || p.name));
+  return String(all.length);
+}
+function userName(r) { return r.user_display_name || r.user_name || 'not assigned'; }
+
+async function activeCallsScreen() {
+  const summary = el('p', { id: 'active-summary' });
+  const out = el('div', { id: 'active-calls' });
+  async function load() {
+    const list = await get('/active-calls');
+    summary.textContent = `Total calls: ${list.length}`;
+    const t = table(['Status', 'User name', 'Start time', 'Duration', 'Direction', 'Participants', 'Called party', 'Calling party'],
+      list.map((r) => [el('span', { class: 'live' }, 'Recording'), userName(r), when(r.start_time), liveDuration(r), r.direction,
+        participants(r), party(r.called), party(r.calling)]));
+    t.querySelectorAll('tbody tr').forEach((tr, i) => {
+      tr.classList.add('row');
+      tr.dataset.id = list[i].id;
+      tr.addEventListener('click', () => { location.hash = `#/calls/${list[i].id}`; });
+    });
+    clear(out).append(list.length ? t : el('p', { class: 'muted' }, 'No call is being recorded now.'));
+  }
+  clear(main).append(el('h2', {}, 'Active calls'), summary, out);
+  await load();
+  every(1000, tickDurations);
+  every(5000, () => load().then(() => showError(null), showError));
+}
+
+async function myActiveCallScreen() {
+  const out = el('div', { id: 'my-active' });
+  async function load() {
+    const list = await get('/active-calls/mine');
+    clear(out).append(...(list.length ? list.map((r) => el('div', { class: 'card my-call', 'data-id': r.id },
+      el('h3', {}, 'User details'),
+      el('dl', {}, ...[['Full name', userName(r)], ['Start time', when(r.start_time)], ['Duration', liveDuration(r)],
+        ['Direction', r.direction], ['Called party', party(r.called)], ['Participants', participants(r)],
+        ['Calling party', party(r.calling)]].flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)])),
+      el('p', {}, el('a', { href: `#/calls/${r.id}` }, 'Tags and notes…'))))
+      : [el('p', { class: 'card muted' }, 'You have no active call.')]));
+  }
+  clear(main).append(el('h2', {}, 'My active call'), out);
+  await load();
+  every(1000, tickDurations);
+  every(5000, () => load().then(() => showError(null), showError));
+}
+
+// ---- system: groups, declared resources, alarms --------------------------------------------
+
+async function groupsScreen() {
+  const groups = await get('/groups');
+  clear(main).append(el('h2', {}, 'Groups'), el('div', { id: 'groups' }, table(['Group', 'Description', 'Members', 'Source'],
+    groups.map((g) => [g.name, g.description, g.members.join(', ') || '—', g.external_id ? 'identity provider' : 'local']))));
+}
+
+function conditions(status) {
+  const list = (status && status.conditions) || [];
+  if (!list.length) return el('span', { class: 'muted' }, 'no status reported');
+  return el('span', {}, ...list.map((c) => el('span', {
+    class: `cond ${String(c.status).toLowerCase()}`,
+    title: `${c.reason}${c.message ? `: ${c.message}` : ''}`,
+  }, `${c.type}: ${c.status}`)));
+}
+
+function bytes(n) {
+  if (n === undefined || n === null) return '';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0; let v = n;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i += 1; }
+  return `${v.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+const on = (o) => Object.entries(o || {}).filter(([, v]) => v === true).map(([k]) => k).join(', ');
+
+// Per kind: the screen's title, the API path and the columns beside name and conditions.
+const RESOURCES = {
+  'recording-profiles': ['Recording profiles', [
+    ['Description', (s) => s.description || ''],
+    ['Storage target', (s) => s.storageTargetRef && s.storageTargetRef.name],
+    ['Retention', (s) => (s.retention && s.retention.days ? `${s.retention.days} days` : '')],
+    ['Recorders ready', (s, st) => (st ? `${st.readyReplicas || 0} of ${st.replicas || 0}` : '')],
+    ['Active sessions', (s, st) => (st ? String(st.activeSessions || 0) : '')],
+  ]],
+  'access-profiles': ['Access profiles', [
+    ['Subjects', (s) => [...((s.subjects && s.subjects.groups) || []).map((g) => `group ${g}`), ...((s.subjects && s.subjects.users) || [])].join(', ')],
+    ['Call scope', (s) => (s.calls ? s.calls.scope + (s.calls.groups && s.calls.groups.length ? ` (${s.calls.groups.join(', ')})` : '') : '')],
+    ['Actions', (s) => on(s.calls && s.calls.actions)],
+    ['Admin', (s) => on(s.admin)],
+    ['Keys', (s) => String((s.keys || []).length)],
+  ]],
+  'storage-targets': ['Storage targets', [
+    ['Type', (s) => s.type],
+    ['Location', (s) => [s.bucket || s.container || s.path, s.prefix].filter(Boolean).join('/')],
+    ['Used', (s, st) => (st ? bytes(st.usedBytes) : '')],
+    ['Objects', (s, st) => (st ? String(st.objects || 0) : '')],
+  ]],
+  connectors: ['Connectors', [
+    ['Destination', (s) => s.storageTargetRef && s.storageTargetRef.name],
+    ['Schedule', (s) => s.schedule || ''],
+    ['Active', (s) => (s.active ? 'yes' : 'no')],
+    ['Archived', (s, st) => (st ? String(st.archivedFiles || 0) : '')],
+    ['Pending', (s, st) => (st ? String(st.pendingFiles || 0) : '')],
+  ]],
+  'speech-jobs': ['Speech jobs', [
+    ['Engine', (s) => s.engine && [s.engine.type, s.engine.model].filter(Boolean).join(' ')],
+    ['Language', (s) => s.language || ''],
+    ['Mode', (s) => s.mode || ''],
+    ['Processed', (s, st) => (st ? String(st.processed || 0) : '')],
+    ['Failed', (s, st) => (st ? String(st.failed || 0) : '')],
+  ]],
+};
+
+async function resourcesScreen(kind) {
+  const [title, cols] = RESOURCES[kind];
+  const list = await get(`/resources/${kind}`);
+  const t = table(['Name', 'Conditions', ...cols.map(([h]) => h), ''], list.map((r) => {
+    const more = el('details', {}, el('summary', {}, 'Spec and status'),
+      el('pre', { class: 'spec' }, JSON.stringify({ spec: r.spec, status: r.status }, null, 2)));
+    return [r.name, conditions(r.status), ...cols.map(([, f]) => f(r.spec || {}, r.status) || ''), more];
+  }));
+  t.id = 'resources';
+  t.querySelectorAll('tbody tr').forEach((tr, i) => { tr.dataset.name = list[i].name; });
+  clear(main).append(el('h2', {}, title),
+    el('p', { class: 'muted' }, 'Declared as resources (kubectl or the resource files); shown here as the system reports them.'),
+    list.length ? t : el('p', { class: 'muted', id: 'resources' }, 'None declared.'));
+}
+
+async function alarmsScreen() {
+  const history = el('input', { type: 'checkbox', id: 'alarm-history' });
+  const alarms = el('div', { id: 'alarms' });
+  const activity = el('div', { id: 'activity' });
+  const older = el('button', { type: 'button', class: 'secondary', id: 'activity-older', hidden: true }, 'Older');
+  let entries = [];
+  async function loadAlarms() {
+    const list = await get(`/alarms${history.checked ? '?history=true' : ''}`);
+    clear(alarms).append(list.length
+      ? table(['Severity', 'Alarm', 'Source', 'Message', 'Raised', 'Cleared'], list.map((a) => [
+        el('span', { class: `sev ${a.severity}` }, a.severity), a.alarm_type, a.source, a.message, when(a.raised_at),
+        a.cleared_at ? when(a.cleared_at) : el('span', { class: 'bad' }, 'active')]))
+      : el('p', { class: 'muted' }, history.checked ? 'No alarm was ever raised.' : 'No active alarm.'));
+  }
+  async function loadActivity(append) {
+    const before = append && entries.length ? `&before=${entries[entries.length - 1].id}` : '';
+    const page = await get(`/activity?limit=100${before}`);
+    entries = append ? entries.concat(page) : page;
+    older.hidden = page.length < 100;
+    clear(activity).append(table(['Time', 'Kind', 'Message'], entries.map((e) => [when(e.time), e.kind, e.message])));
+  }
+  history.addEventListener('change', () => loadAlarms().catch(showError));
+  older.addEventListener('click', () => loadActivity(true).catch(showError));
+  clear(main).append(el('h2', {}, 'Alarms'), el('label', {}, history, ' Show cleared alarms (history)'), alarms,
+    el('h2', {}, 'Activity log'), activity, older);
+  await Promise.all([loadAlarms(), loadActivity(false)]);
+}
+
 // ---- shell ---------------------------------------------------------------------------------
 
 async function route() {
   const hash = location.hash || '#/calls';
   for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('active', hash.startsWith(a.getAttribute('href')));
+  stopTimers();
   try {
     const m = hash.match(/^#\/calls\/([0-9a-f-]{36})$/);
+    const kind = hash.match(/^#\/admin\/([a-z-]+)$/);
     if (m) await callScreen(m[1]);
+    else if (hash === '#/active') await activeCallsScreen();
+    else if (hash === '#/my-active') await myActiveCallScreen();
+    else if (kind && RESOURCES[kind[1]]) await resourcesScreen(kind[1]);
+    else if (hash === '#/admin/groups') await groupsScreen();
+    else if (hash === '#/admin/alarms') await alarmsScreen();
     else if (hash === '#/admin/users') await usersScreen();
     else if (hash === '#/admin/tags') await tagsScreen();
     else if (hash === '#/admin/sessions') await sessionsScreen();
@@ -412,6 +591,7 @@ async function route() {
 }
 
 async function start() {
+  stopTimers();
   try {
     me = await get('/auth/me');
   } catch (e) {
@@ -422,7 +602,9 @@ async function start() {
   if (me.must_change_password) { changePasswordScreen(); return; }
   document.getElementById('top').hidden = false;
   document.getElementById('who').textContent = me.actor.display_name || me.actor.username;
-  for (const a of document.querySelectorAll('#nav a[data-admin]')) a.hidden = !me.admin.includes(a.dataset.admin);
+  // An admin link shows with any one of the permissions it lists; Active calls with a call scope.
+  for (const a of document.querySelectorAll('#nav a[data-admin]')) a.hidden = !a.dataset.admin.split(' ').some((p) => me.admin.includes(p));
+  for (const a of document.querySelectorAll('#nav a[data-scope]')) a.hidden = me.scope === 'None';
   const banner = document.getElementById('banner');
   banner.hidden = !me.impersonating;
   document.getElementById('banner-text').textContent = me.impersonating

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use callvault_portal::oidc::{OidcConfig, Secret};
 use callvault_portal::{
-    AccessSource, FileAccessSource, KubeAccessSource, Portal, PortalConfig, Storages,
+    AccessSource, ConfigError, FileAccessSource, KubeAccessSource, Portal, PortalConfig, Storages,
 };
 use callvault_store::db::Db;
 use callvault_store::keys::{KeyRing, is_encrypted_pem};
@@ -65,10 +66,93 @@ pub struct Args {
     /// Send cookies without `Secure` (plain-HTTP development only).
     #[arg(long)]
     pub insecure_cookies: bool,
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+}
+
+/// Single sign-on and SCIM provisioning, shared by `callvault portal` and `callvault
+/// standalone`. Secrets are named by file, never given as values; [`IdentityArgs::apply`] puts
+/// them in the portal's typed settings, which [`PortalConfig::validate`] checks.
+#[derive(Debug, clap::Args)]
+pub struct IdentityArgs {
+    /// OpenID Connect issuer URL; single sign-on is on when set.
+    #[arg(long, env = "CALLVAULT_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// The portal's client id at the OpenID Connect provider.
+    #[arg(long, env = "CALLVAULT_OIDC_CLIENT_ID", default_value = "")]
+    pub oidc_client_id: String,
+    /// File holding the client secret.
+    #[arg(long, env = "CALLVAULT_OIDC_CLIENT_SECRET_FILE")]
+    pub oidc_client_secret_file: Option<PathBuf>,
+    /// The portal's callback URL as registered at the provider; default: the public URL
+    /// followed by `/api/v1/auth/oidc/callback`.
+    #[arg(long, env = "CALLVAULT_OIDC_REDIRECT_URL", default_value = "")]
+    pub oidc_redirect_url: String,
+    /// Scopes requested, space-separated.
+    #[arg(
+        long,
+        env = "CALLVAULT_OIDC_SCOPES",
+        default_value = "openid profile email"
+    )]
+    pub oidc_scopes: String,
+    /// The claim naming the user.
+    #[arg(
+        long,
+        env = "CALLVAULT_OIDC_USERNAME_CLAIM",
+        default_value = "preferred_username"
+    )]
+    pub oidc_username_claim: String,
+    /// The claim listing the user's groups (their memberships follow it); empty = ignore groups.
+    #[arg(long, env = "CALLVAULT_OIDC_GROUPS_CLAIM", default_value = "groups")]
+    pub oidc_groups_claim: String,
+    /// File holding the bearer token of SCIM provisioning at `/scim/v2` (at least 32
+    /// characters); SCIM is on when set.
+    #[arg(long, env = "CALLVAULT_SCIM_TOKEN_FILE")]
+    pub scim_token_file: Option<PathBuf>,
+}
+
+impl IdentityArgs {
+    /// Sets `config.oidc` and `config.scim_token` (reading the secret files); `config` must
+    /// already carry its public URL. Validation is left to [`PortalConfig::validate`].
+    pub fn apply(&self, config: &mut PortalConfig) -> Result<(), ConfigError> {
+        config.oidc = self.oidc(&config.public_url)?;
+        config.scim_token = self
+            .scim_token_file
+            .as_deref()
+            .map(|f| Secret::from_file("CALLVAULT_SCIM_TOKEN_FILE", f))
+            .transpose()?;
+        Ok(())
+    }
+
+    fn oidc(&self, public_url: &str) -> Result<Option<OidcConfig>, ConfigError> {
+        let Some(issuer) = self.oidc_issuer.as_deref().filter(|i| !i.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let secret = self.oidc_client_secret_file.as_deref().ok_or(ConfigError {
+            setting: "CALLVAULT_OIDC_CLIENT_SECRET_FILE",
+            reason: "is required with CALLVAULT_OIDC_ISSUER".to_owned(),
+        })?;
+        let redirect = match self.oidc_redirect_url.trim() {
+            "" => format!(
+                "{}/api/v1/auth/oidc/callback",
+                public_url.trim_end_matches('/')
+            ),
+            url => url.to_owned(),
+        };
+        let mut c = OidcConfig::new(issuer.trim(), self.oidc_client_id.trim(), secret, redirect)?;
+        c.scopes = self
+            .oidc_scopes
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        c.username_claim = self.oidc_username_claim.trim().to_owned();
+        c.groups_claim = Some(self.oidc_groups_claim.trim().to_owned()).filter(|g| !g.is_empty());
+        Ok(Some(c))
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = PortalConfig {
+    let mut config = PortalConfig {
         default_tenant: args.tenant.clone(),
         audit_retention_days: args.audit_retention_days,
         session_idle: Duration::from_secs(args.session_idle_timeout_minutes.saturating_mul(60)),
@@ -78,8 +162,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         secure_cookies: !args.insecure_cookies,
         public_url: args.public_url.clone(),
         ..PortalConfig::default()
-    }
-    .validate()?;
+    };
+    args.identity.apply(&mut config)?;
+    let config = config.validate()?;
     let url = std::env::var("CALLVAULT_DATABASE_URL")
         .context("CALLVAULT_DATABASE_URL is not set (the vault database URL)")?;
     let keys = load_keys(args.key_dir.as_deref(), args.key_passphrase_file.as_deref())?;
@@ -213,4 +298,115 @@ pub(crate) fn open_storage(
         None => Credentials::none(),
     };
     objstore::open(&config, &credentials).with_context(|| format!("opening StorageTarget {name:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        identity: IdentityArgs,
+    }
+
+    /// The options as the command line gives them (with their defaults).
+    fn parse(args: &[&str]) -> IdentityArgs {
+        Cli::try_parse_from(std::iter::once("callvault").chain(args.iter().copied()))
+            .expect("options")
+            .identity
+    }
+
+    fn file(dir: &Path, name: &str, content: &str) -> String {
+        let p = dir.join(name);
+        std::fs::write(&p, content).expect("write");
+        p.display().to_string()
+    }
+
+    fn base() -> PortalConfig {
+        PortalConfig {
+            public_url: "https://portal.example/".into(),
+            ..PortalConfig::default()
+        }
+    }
+
+    #[test]
+    fn identity_settings_come_from_files_and_are_checked_with_the_rest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        let token = format!("{}\n", "t".repeat(40));
+        let args = parse(&[
+            "--oidc-issuer=https://idp.example",
+            "--oidc-client-id=portal",
+            &format!("--oidc-client-secret-file={}", file(d, "cs", "s3cret\n")),
+            "--oidc-scopes=openid profile groups",
+            "--oidc-groups-claim=",
+            &format!("--scim-token-file={}", file(d, "scim", &token)),
+        ]);
+        let mut config = base();
+        args.apply(&mut config).expect("apply");
+        let config = config.validate().expect("valid");
+        let oidc = config.oidc.as_ref().expect("oidc on");
+        assert_eq!(
+            oidc.redirect_url, "https://portal.example/api/v1/auth/oidc/callback",
+            "derived from the public URL"
+        );
+        assert_eq!(oidc.client_secret.expose(), "s3cret", "newline dropped");
+        assert_eq!(oidc.scopes, ["openid", "profile", "groups"]);
+        assert_eq!(oidc.username_claim, "preferred_username");
+        assert_eq!(
+            oidc.groups_claim, None,
+            "an empty claim leaves groups alone"
+        );
+        assert_eq!(
+            config.scim_token.as_ref().map(|t| t.expose().len()),
+            Some(40)
+        );
+        let printed = format!("{config:?}");
+        assert!(
+            !printed.contains("s3cret") && !printed.contains("tttt"),
+            "secrets are not printed: {printed}"
+        );
+
+        // Off unless set.
+        let mut config = base();
+        parse(&[]).apply(&mut config).expect("apply");
+        assert!(config.oidc.is_none() && config.scim_token.is_none());
+
+        // Each problem names its setting.
+        let e = parse(&["--oidc-issuer=https://idp.example"])
+            .apply(&mut base())
+            .expect_err("no secret file");
+        assert_eq!(e.setting, "CALLVAULT_OIDC_CLIENT_SECRET_FILE");
+        let mut config = base();
+        parse(&[&format!(
+            "--scim-token-file={}",
+            file(d, "short", "short-token")
+        )])
+        .apply(&mut config)
+        .expect("apply");
+        assert_eq!(
+            config.validate().expect_err("short token").setting,
+            "CALLVAULT_SCIM_TOKEN_FILE"
+        );
+        let absent = d.join("absent").display().to_string();
+        let e = parse(&[&format!("--scim-token-file={absent}")])
+            .apply(&mut base())
+            .expect_err("absent");
+        assert_eq!(e.setting, "CALLVAULT_SCIM_TOKEN_FILE");
+        let mut config = base();
+        parse(&[
+            "--oidc-issuer=idp.example",
+            "--oidc-client-id=portal",
+            &format!("--oidc-client-secret-file={}", file(d, "cs2", "x")),
+        ])
+        .apply(&mut config)
+        .expect("apply");
+        assert_eq!(
+            config.validate().expect_err("no scheme").setting,
+            "CALLVAULT_OIDC_ISSUER"
+        );
+    }
 }

@@ -576,6 +576,27 @@ async fn notes_tags_participants_text(f: Fixture) {
         c.all(db, tags(vec![c.support], TagMatch::All)).await,
         ["r2", "r3"]
     );
+    // With a date range the tag's calls are narrowed to it (taggings carry the call's start).
+    let in_range = |tag, from, to| SearchQuery {
+        tags: vec![tag],
+        from: Some(from),
+        to: Some(to),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.all(db, in_range(c.support, T0 + 2 * HOUR, T0 + 3 * HOUR))
+            .await,
+        ["r2"]
+    );
+    assert_eq!(
+        c.all(db, in_range(c.sales, T0 + 2 * HOUR + 1, T0 + 4 * HOUR))
+            .await,
+        Vec::<&str>::new()
+    );
+    assert_eq!(
+        c.all(db, in_range(c.support, T0, T0 + 4 * HOUR)).await,
+        ["r2", "r3"]
+    );
     // Setting tags on several calls overwrites what each had.
     db.replace_tags(T, &[c.ids["r1"], c.ids["r2"]], &[c.support])
         .await

@@ -10,10 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use callvault_store::objstore::{
-    self, Credentials, FailureReason, ProbeOptions, ProbeStep, Storage, StorageConfig,
+    self, Credentials, DigestCheck, FailureReason, ProbeOptions, ProbeStep, Storage, StorageConfig,
     StorageError, Timeouts,
 };
 use futures::TryStreamExt;
+use object_store::signer::Url;
 use serde_json::json;
 
 fn env(name: &str) -> String {
@@ -327,6 +328,62 @@ async fn large_upload_from_file(kind: Kind) {
     assert!(!s.exists("x.cvr").await.expect("exists"));
 }
 
+fn sha256(data: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(data).into()
+}
+
+/// Uploads with an expected digest: stored when the bytes match, refused with nothing left
+/// behind when they do not, in one request and as a multipart upload alike.
+async fn checked_uploads(kind: Kind) {
+    let t = Target::new(kind, &unique("checked"));
+    let s = t.open().with_part_size(5 * 1024 * 1024);
+    let want = if kind == Kind::S3 {
+        DigestCheck::ByServer
+    } else {
+        DigestCheck::SentOnly
+    };
+    assert_eq!(s.verifies_digest_on_upload(), want == DigestCheck::ByServer);
+
+    let small = Bytes::from(pattern(4000, 11));
+    let put = s
+        .put_checked("c/small.cvr", small.clone(), &sha256(&small))
+        .await
+        .expect("put_checked");
+    assert_eq!((put.info.size, put.check), (4000, want));
+    assert!(s.get("c/small.cvr").await.expect("get") == small);
+
+    let other = sha256(b"some other recording");
+    let refused = s.put_checked("c/wrong.cvr", small.clone(), &other).await;
+    assert!(
+        matches!(&refused, Err(StorageError::Integrity { detail, .. }) if detail.contains("SHA-256")),
+        "{refused:?}"
+    );
+    assert!(!s.exists("c/wrong.cvr").await.expect("exists"));
+
+    // Two parts: the digest is checked before the upload is completed.
+    let big = pattern(5 * 1024 * 1024 + 321, 12);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("spool.cvr");
+    std::fs::write(&file, &big).expect("write spool file");
+    let put = s
+        .put_file_checked("c/big.cvr", &file, &sha256(&big))
+        .await
+        .expect("put_file_checked");
+    assert_eq!((put.info.size, put.check), (big.len() as u64, want));
+    assert!(s.get("c/big.cvr").await.expect("get big") == big);
+    let refused = s.put_file_checked("c/big-wrong.cvr", &file, &other).await;
+    assert!(
+        matches!(&refused, Err(StorageError::Integrity { .. })),
+        "{refused:?}"
+    );
+    assert!(!s.exists("c/big-wrong.cvr").await.expect("exists"));
+    assert_eq!(
+        keys(&s.list("").await.expect("list")),
+        ["c/big.cvr", "c/small.cvr"]
+    );
+}
+
 async fn copy_between_targets(kind: Kind) {
     let prefix = unique("copy");
     let src_t = Target::new(kind, &prefix);
@@ -518,6 +575,10 @@ macro_rules! backend_tests {
                 large_upload_from_file($kind).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn uploads_with_a_wrong_digest_are_refused() {
+                checked_uploads($kind).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn copy_to_archive_target() {
                 copy_between_targets($kind).await
             }
@@ -589,6 +650,119 @@ macro_rules! cloud_failure_tests {
 cloud_failure_tests!(s3_failures, Kind::S3);
 cloud_failure_tests!(azure_failures, Kind::Azure);
 cloud_failure_tests!(gcs_failures, Kind::Gcs);
+
+/// Sends one PUT to a presigned URL over a plain connection, with the checksum header the
+/// signature binds; returns the HTTP status and the whole answer.
+fn raw_put(url: &Url, checksum: &str, body: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let host = url.host_str().expect("host");
+    let port = url.port_or_known_default().expect("port");
+    let mut conn = std::net::TcpStream::connect((host, port)).expect("connect to MinIO");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let target = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let head = format!(
+        "PUT {target} HTTP/1.1\r\nHost: {host}:{port}\r\nx-amz-checksum-sha256: {checksum}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).expect("send head");
+    conn.write_all(body).expect("send body");
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).expect("read answer");
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
+    (status, answer)
+}
+
+/// What `DigestCheck::ByServer` rests on: MinIO recomputes the SHA-256 of a body and refuses
+/// it when it differs from the `x-amz-checksum-sha256` sent with it, for a whole object and
+/// for a part of a multipart upload. The requests are presigned with an unsigned payload, so
+/// the checksum is the only thing tying the body to the request.
+#[tokio::test]
+async fn s3_server_refuses_a_body_that_does_not_match_its_checksum() {
+    use object_store::multipart::MultipartStore;
+    use object_store::signer::{HeaderName, HeaderValue, Method, SignedUrlOptions, Signer};
+    use object_store::{ObjectStoreExt, path::Path as StorePath};
+
+    let s3 = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(env("CALLVAULT_TEST_S3_BUCKET"))
+        .with_region(env("CALLVAULT_TEST_S3_REGION"))
+        .with_endpoint(env("CALLVAULT_TEST_S3_ENDPOINT"))
+        .with_access_key_id(env("CALLVAULT_TEST_S3_ACCESS_KEY_ID"))
+        .with_secret_access_key(env("CALLVAULT_TEST_S3_SECRET_ACCESS_KEY"))
+        .with_allow_http(true)
+        .with_checksum_algorithm(object_store::aws::Checksum::SHA256)
+        .build()
+        .expect("s3 client");
+    let prefix = unique("checksum");
+    let good = pattern(70_000, 21);
+    let mut bad = good.clone();
+    bad[12_345] ^= 0x01;
+    let checksum = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(sha256(&good))
+    };
+    let options = SignedUrlOptions::default().with_signed_header(
+        HeaderName::from_static("x-amz-checksum-sha256"),
+        HeaderValue::from_str(&checksum).expect("header"),
+    );
+
+    // One whole object.
+    let path = StorePath::from(format!("{prefix}/object.cvr"));
+    let url = s3
+        .signed_url_opts(Method::PUT, &path, Duration::from_secs(300), &options)
+        .await
+        .expect("presign");
+    let (status, answer) = raw_put(&url, &checksum, &bad);
+    assert_eq!(status, 400, "a body one bit off its checksum: {answer}");
+    assert!(
+        matches!(
+            s3.head(&path).await,
+            Err(object_store::Error::NotFound { .. })
+        ),
+        "a refused body left an object"
+    );
+    let (status, answer) = raw_put(&url, &checksum, &good);
+    assert_eq!(status, 200, "the matching body: {answer}");
+    assert!(
+        s3.get(&path)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("body")
+            == good
+    );
+    s3.delete(&path).await.expect("delete");
+
+    // One part of a multipart upload (created with the SHA-256 checksum algorithm, as the
+    // store's uploads are).
+    let path = StorePath::from(format!("{prefix}/parts.cvr"));
+    let upload = s3.create_multipart(&path).await.expect("create multipart");
+    let part = options
+        .clone()
+        .with_query([("partNumber", "1"), ("uploadId", upload.as_str())]);
+    let url = s3
+        .signed_url_opts(Method::PUT, &path, Duration::from_secs(300), &part)
+        .await
+        .expect("presign part");
+    let (bad_status, bad_answer) = raw_put(&url, &checksum, &bad);
+    let (good_status, good_answer) = raw_put(&url, &checksum, &good);
+    s3.abort_multipart(&path, &upload).await.expect("abort");
+    assert_eq!(
+        bad_status, 400,
+        "a part one bit off its checksum: {bad_answer}"
+    );
+    assert_eq!(good_status, 200, "the matching part: {good_answer}");
+}
 
 #[tokio::test]
 async fn s3_wrong_credentials_fail_authentication() {

@@ -12,6 +12,7 @@ mod admin;
 mod audit;
 mod auth;
 mod recordings;
+mod system;
 
 use std::sync::Arc;
 
@@ -45,6 +46,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/me", get(auth::me))
+        .route("/auth/oidc/login", get(crate::oidc::login))
+        .route("/auth/oidc/callback", get(crate::oidc::callback))
         .route("/auth/password", post(auth::change_password))
         .route("/auth/password-reset", post(auth::redeem_reset))
         .route("/auth/impersonation/stop", post(admin::stop_impersonation))
@@ -85,9 +88,23 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/audit", get(audit::list))
         .route("/audit/export.csv", get(audit::export_csv))
         .route("/audit/verify", get(audit::verify))
+        .route("/groups", get(system::groups))
+        .route(
+            "/resources/recording-profiles",
+            get(system::recording_profiles),
+        )
+        .route("/resources/access-profiles", get(system::access_profiles))
+        .route("/resources/storage-targets", get(system::storage_targets))
+        .route("/resources/connectors", get(system::connectors))
+        .route("/resources/speech-jobs", get(system::speech_jobs))
+        .route("/alarms", get(system::alarms))
+        .route("/activity", get(system::activity))
+        .route("/active-calls", get(system::active_calls))
+        .route("/active-calls/mine", get(system::my_active_calls))
         .fallback(not_found);
     Router::new()
         .nest("/api/v1", api)
+        .nest("/scim/v2", crate::scim::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -339,6 +356,17 @@ impl Caller {
                 "your access profiles do not grant the admin permission {}",
                 serde_json::to_string(&perm).unwrap_or_default()
             )))
+        }
+    }
+
+    /// Any one of `perms`, or 403 naming them.
+    pub fn require_any(&self, perms: &[AdminPermission]) -> ApiResult<()> {
+        match perms.iter().find(|p| self.grants.has_admin(**p)) {
+            Some(_) => Ok(()),
+            None => Err(ApiError::forbidden(format!(
+                "your access profiles grant none of the admin permissions {}",
+                serde_json::to_string(perms).unwrap_or_default()
+            ))),
         }
     }
 

@@ -147,6 +147,43 @@ impl Fixture {
         self.access.set(list);
     }
 
+    /// Declares resources of the other kinds beside the current AccessProfiles (as if their
+    /// files were added, or kubectl applied them).
+    pub fn declare(&self, others: Vec<callvault_crds::Resource>) {
+        use callvault_portal::AccessSource;
+        let mut all: Vec<_> = self
+            .access
+            .resources(T)
+            .into_iter()
+            .filter(|r| matches!(r, callvault_crds::Resource::AccessProfile(_)))
+            .collect();
+        all.extend(others);
+        self.access.set_resources(all);
+    }
+
+    /// A call being recorded now: its row exists with status `recording`, no media yet.
+    pub async fn active_recording(
+        &self,
+        owner: Option<Uuid>,
+        groups: Vec<Uuid>,
+        calling: &str,
+        called: &str,
+    ) -> Recording {
+        let mut rec = NewRecording::new(
+            format!("live-{}", Uuid::new_v4()),
+            // Started within the last ten minutes.
+            callvault_store::db::now_micros() - i64::from(rand_small() % 600) * 1_000_000,
+            Direction::Outbound,
+        );
+        rec.calling = Party::new(calling, format!("{calling} name"));
+        rec.called = Party::new(called, format!("{called} name"));
+        rec.owner_user_id = owner;
+        rec.groups = groups;
+        rec.storage_target = TARGET.to_owned();
+        rec.key_id = Some(self.key_id.clone());
+        self.db.create_recording(T, &rec).await.expect("create")
+    }
+
     /// Writes an encrypted recording of `plaintext` to the primary target and commits its row
     /// (a call of one minute).
     pub async fn recording(
@@ -242,6 +279,86 @@ fn rand_small() -> u16 {
     getrandom::fill(&mut b).expect("random");
     u16::from_le_bytes(b)
 }
+
+/// Resources as an administrator declares them (YAML, validated like resource files).
+pub fn parse_resources(yaml: &str) -> Vec<callvault_crds::Resource> {
+    callvault_crds::validate_yaml(yaml).unwrap_or_else(|e| panic!("invalid resources: {e:?}"))
+}
+
+/// The four kinds the admin screens show besides AccessProfiles, one of each, with the status
+/// a controller would report: a Ready RecordingProfile, a Reachable StorageTarget.
+pub fn declared_resources() -> Vec<callvault_crds::Resource> {
+    use callvault_crds::{Condition, ConditionStatus, Resource};
+    let condition = |type_: &str, reason: &str, message: &str| Condition {
+        type_: type_.to_owned(),
+        status: ConditionStatus::True,
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_760_000_000).expect("time"),
+        ),
+        observed_generation: Some(1),
+    };
+    parse_resources(RESOURCES)
+        .into_iter()
+        .map(|r| match r {
+            Resource::RecordingProfile(mut p) => {
+                p.status = Some(callvault_crds::RecordingProfileStatus {
+                    conditions: vec![condition("Ready", "Reconciled", "2 of 2 recorders ready")],
+                    replicas: 2,
+                    ready_replicas: 2,
+                    ..Default::default()
+                });
+                Resource::RecordingProfile(p)
+            }
+            Resource::StorageTarget(mut t) => {
+                t.status = Some(callvault_crds::StorageTargetStatus {
+                    conditions: vec![condition("Reachable", "ProbeSucceeded", "")],
+                    used_bytes: 123_456,
+                    objects: 7,
+                    ..Default::default()
+                });
+                Resource::StorageTarget(t)
+            }
+            r => r,
+        })
+        .collect()
+}
+
+pub const RESOURCES: &str = r#"
+apiVersion: callvault.io/v1alpha1
+kind: RecordingProfile
+metadata: {name: retail-banking-agents}
+spec:
+  description: Retail banking agents
+  selector: {groups: [agents]}
+  retention: {days: 2557}
+  storageTargetRef: {name: primary-s3}
+  encryption: {keySecretRef: {name: recording-key, key: public.pem}}
+---
+apiVersion: callvault.io/v1alpha1
+kind: StorageTarget
+metadata: {name: primary-s3}
+spec:
+  type: s3
+  bucket: northbank-call-recordings
+  region: eu-west-2
+  credentialsSecretRef: {name: s3-credentials}
+---
+apiVersion: callvault.io/v1alpha1
+kind: Connector
+metadata: {name: offsite-archive}
+spec:
+  storageTargetRef: {name: primary-s3}
+  active: true
+---
+apiVersion: callvault.io/v1alpha1
+kind: SpeechJob
+metadata: {name: complaints-transcription}
+spec:
+  engine: {type: whisper, model: base.en, modelPath: /models/base.en.bin}
+  language: en-GB
+"#;
 
 /// Deterministic pseudo-random bytes (stands in for Ogg/Opus: the portal never parses it).
 pub fn audio(len: usize, seed: u8) -> Vec<u8> {

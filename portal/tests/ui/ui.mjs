@@ -1,7 +1,8 @@
 // The supervisor's workflow in Chromium, against a running portal (started by tests/ui.rs).
 // Environment: BASE_URL, CHROMIUM (browser binary), PLAYWRIGHT (playwright-core directory),
 // PASSWORD (of the users `supervisor` and `reviewer`), CALL_ID (the call from 1001 to 2002),
-// MEDIA_SHA256 (of the call's decrypted Ogg/Opus), SCREENSHOTS (a directory for the screenshots).
+// MEDIA_SHA256 (of the call's decrypted Ogg/Opus), SCREENSHOTS (a directory for the screenshots),
+// and what the admin screens must show (see below).
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -10,6 +11,9 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 
 const { BASE_URL, CHROMIUM, PLAYWRIGHT, PASSWORD, CALL_ID, MEDIA_SHA256, SCREENSHOTS } = process.env;
+// Two calls being recorded during the run (calling numbers and ids), an active alarm and a
+// cleared one.
+const { SUPERVISOR_LIVE, SUPERVISOR_LIVE_ID, REVIEWER_LIVE, REVIEWER_LIVE_ID, ALARM_MESSAGE, CLEARED_ALARM_MESSAGE } = process.env;
 const { chromium } = createRequire(import.meta.url)(PLAYWRIGHT);
 
 const browser = await chromium.launch({
@@ -66,8 +70,9 @@ try {
   await shot(page, '01-sign-in-refused');
 
   await signIn(page, 'supervisor');
-  assert.equal(await page.locator('#calls tbody tr').count(), 2);
-  step('sign in shows both calls');
+  assert.equal(await page.locator('#calls tbody tr').count(), 4);
+  assert.match(await page.textContent(`#calls tr[data-id="${SUPERVISOR_LIVE_ID}"]`), /recording/);
+  step('sign in shows the two recorded calls and the two being recorded');
 
   // Filter by calling party: only the matching call remains.
   await page.fill('#f-calling', '1001');
@@ -162,6 +167,70 @@ try {
   assert.match(csv.body, /note\.add/);
   step('the audit trail lists login, view, play, download, tag.set and note.add and exports them as CSV');
 
+  // Active calls: both live calls with their users; the duration counts up while one watches.
+  const text = (sel) => page.textContent(sel);
+  await page.click('a[href="#/active"]');
+  await page.waitForSelector('#active-calls tbody tr');
+  assert.equal(await page.locator('#active-calls tbody tr').count(), 2);
+  assert.equal((await text('#active-summary')).trim(), 'Total calls: 2');
+  const mineRow = `#active-calls tr[data-id="${SUPERVISOR_LIVE_ID}"]`;
+  assert.match(await text(mineRow), new RegExp(`supervisor display.*${SUPERVISOR_LIVE}`));
+  assert.match(await text(`#active-calls tr[data-id="${REVIEWER_LIVE_ID}"]`), new RegExp(`reviewer display.*${REVIEWER_LIVE}`));
+  const first = await text(`${mineRow} .duration`);
+  await until(page, ([sel, was]) => document.querySelector(sel)?.textContent !== was, [`${mineRow} .duration`, first], 5000);
+  step(`active calls lists both live calls with their users; the duration moves on from ${first}`);
+  await shot(page, '07-active-calls');
+  await page.click(mineRow);
+  await page.waitForSelector('#live');
+  assert.equal(await page.locator('#play').count(), 0);
+  step('a live call opens without a player: it is being recorded');
+
+  // My active call: only the supervisor's own.
+  await page.click('a[href="#/my-active"]');
+  await page.waitForSelector('#my-active .my-call');
+  assert.equal(await page.locator('#my-active .my-call').count(), 1);
+  assert.match(await text('#my-active'), new RegExp(SUPERVISOR_LIVE));
+  assert.doesNotMatch(await text('#my-active'), new RegExp(REVIEWER_LIVE));
+  step('my active call shows the supervisor\'s own live call and not the reviewer\'s');
+  await shot(page, '08-my-active-call');
+
+  // The declared resources, each with its state as reported.
+  async function resources(link, name) {
+    await page.click(`a[href="#/admin/${link}"]`);
+    const row = `#resources tr[data-name="${name}"]`;
+    await page.waitForSelector(row);
+    return text(row);
+  }
+  const rp = await resources('recording-profiles', 'retail-banking-agents');
+  assert.match(rp, /Ready: True/);
+  assert.match(rp, /primary-s3/);
+  assert.match(rp, /2 of 2/);
+  await shot(page, '09-recording-profiles');
+  const stg = await resources('storage-targets', 'primary-s3');
+  assert.match(stg, /Reachable: True/);
+  assert.match(stg, /120\.6 KiB/);
+  assert.match(await resources('connectors', 'offsite-archive'), /no status reported/);
+  assert.match(await resources('speech-jobs', 'complaints-transcription'), /whisper base\.en/);
+  assert.match(await resources('access-profiles', 'reviewers'), /group reviewers.*All/);
+  step('recording profiles (Ready: True), storage, connectors, speech jobs and access profiles are listed');
+
+  await page.click('a[href="#/admin/groups"]');
+  await page.waitForSelector('#groups tbody tr');
+  assert.match(await text('#groups tbody'), /supervisors.*supervisor/);
+  step('groups are listed with their members');
+
+  // Alarms: the active one; the cleared one only in the history; the activity log.
+  await page.click('a[href="#/admin/alarms"]');
+  await page.waitForSelector('#alarms tbody tr');
+  assert.match(await text('#alarms'), new RegExp(ALARM_MESSAGE));
+  assert.match(await text('#alarms'), /critical/);
+  assert.doesNotMatch(await text('#alarms'), new RegExp(CLEARED_ALARM_MESSAGE));
+  assert.match(await text('#activity'), new RegExp(ALARM_MESSAGE));
+  await shot(page, '10-alarms');
+  await page.check('#alarm-history');
+  await until(page, (m) => document.getElementById('alarms').textContent.includes(m), CLEARED_ALARM_MESSAGE);
+  step('alarms show the active alarm, the cleared one in the history, and the activity log');
+
   // Sign out; a reviewer may see the call but not play it.
   await page.click('#logout');
   await page.waitForSelector('#login');
@@ -175,6 +244,20 @@ try {
   assert.equal(await page.locator('a[href="#/admin/audit"]:visible').count(), 0);
   step('a reviewer without play permission sees no play button and the API answers 403');
   await shot(page, '06-reviewer-no-play');
+
+  // No admin screen for the reviewer; their own live call, never the supervisor's.
+  for (const link of ['groups', 'recording-profiles', 'storage-targets', 'alarms']) {
+    assert.equal(await page.locator(`a[href="#/admin/${link}"]:visible`).count(), 0, link);
+  }
+  await page.click('a[href="#/my-active"]');
+  await page.waitForSelector('#my-active .my-call');
+  assert.match(await page.textContent('#my-active'), new RegExp(REVIEWER_LIVE));
+  assert.doesNotMatch(await page.textContent('#my-active'), new RegExp(SUPERVISOR_LIVE));
+  await page.goto(`${BASE_URL}/#/admin/alarms`);
+  await page.waitForSelector('#error:not([hidden])');
+  assert.match(await page.textContent('#error'), /forbidden/);
+  assert.doesNotMatch(await page.textContent('main'), new RegExp(ALARM_MESSAGE));
+  step('a reviewer sees no admin links, only their own active call, and alarms are refused');
 
   assert.deepEqual(violations, []);
   await context.close();

@@ -23,6 +23,7 @@ use callvault_portal::{FileAccessSource, Portal, PortalConfig, Storages};
 use callvault_store::db::Db;
 
 use crate::cmd::keys::PassphraseArgs;
+use crate::cmd::portal::IdentityArgs;
 
 /// The only tenant of a standalone installation.
 pub const TENANT: &str = "default";
@@ -52,6 +53,9 @@ pub struct Args {
     pub admin_password_file: Option<PathBuf>,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
+    /// Single sign-on and SCIM provisioning (the callback defaults to the portal's address).
+    #[command(flatten)]
+    pub identity: IdentityArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -71,19 +75,17 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     }
     let db = open_db(&args.data).await?;
 
-    let access = Arc::new(FileAccessSource::from_profiles(
-        TENANT,
-        set.access_profiles.values().cloned().collect(),
-    ));
+    let access = Arc::new(FileAccessSource::from_resources(TENANT, declared(&set)));
+    let mut config = PortalConfig {
+        default_tenant: TENANT.to_owned(),
+        // Plain HTTP on this machine: a `Secure` cookie would never come back.
+        secure_cookies: false,
+        public_url: format!("http://{}", args.http),
+        ..PortalConfig::default()
+    };
+    args.identity.apply(&mut config)?;
     let portal = Portal::new(
-        PortalConfig {
-            default_tenant: TENANT.to_owned(),
-            // Plain HTTP on this machine: a `Secure` cookie would never come back.
-            secure_cookies: false,
-            public_url: format!("http://{}", args.http),
-            ..PortalConfig::default()
-        }
-        .validate()?,
+        config.validate()?,
         db.clone(),
         access.clone(),
         keys.ring.clone(),
@@ -152,7 +154,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         last = now;
         match resources::load(&args.resources, &generated) {
             Ok(set) => {
-                access.set(set.access_profiles.values().cloned().collect());
+                access.set_resources(declared(&set));
                 if let Err(e) = pool.apply(&local, &set) {
                     tracing::error!(error = %format!("{e:#}"), "keeping the running recorders");
                 } else {
@@ -213,4 +215,32 @@ fn credentials_dir(data: &Path, target: &callvault_crds::StorageTarget) -> Optio
         .credentials_secret_ref
         .as_ref()
         .map(|r| data.join("secrets").join(&r.name))
+}
+
+/// Every resource of the set, for the portal (access from the AccessProfiles; the admin
+/// screens show the rest).
+fn declared(set: &callvault_crds::ResourceSet) -> Vec<callvault_crds::Resource> {
+    use callvault_crds::Resource;
+    let mut all: Vec<Resource> = Vec::new();
+    all.extend(
+        set.access_profiles
+            .values()
+            .cloned()
+            .map(Resource::AccessProfile),
+    );
+    all.extend(
+        set.recording_profiles
+            .values()
+            .cloned()
+            .map(Resource::RecordingProfile),
+    );
+    all.extend(
+        set.storage_targets
+            .values()
+            .cloned()
+            .map(Resource::StorageTarget),
+    );
+    all.extend(set.connectors.values().cloned().map(Resource::Connector));
+    all.extend(set.speech_jobs.values().cloned().map(Resource::SpeechJob));
+    all
 }

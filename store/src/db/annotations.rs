@@ -169,7 +169,8 @@ impl Db {
             .await?;
             for tag in tags {
                 tx.exec(
-                    "INSERT INTO recording_tags (tenant, recording_id, tag_id) VALUES ($1, $2, $3) \
+                    "INSERT INTO recording_tags (tenant, recording_id, tag_id, start_time) \
+                     SELECT tenant, id, $3, start_time FROM recordings WHERE tenant = $1 AND id = $2 \
                      ON CONFLICT DO NOTHING",
                     &args![tenant, *rec, *tag],
                 )

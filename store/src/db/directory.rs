@@ -93,7 +93,7 @@ const USER_COLUMNS: &str = "tenant, id, username, display_name, email, password_
     must_change_password, disabled, failed_logins, locked_until, legal_hold, time_zone, source, \
     external_id, created_at, updated_at";
 
-fn user_from_row(r: &dyn DbRow) -> Result<User> {
+pub(super) fn user_from_row(r: &dyn DbRow) -> Result<User> {
     Ok(User {
         tenant: r.text("tenant")?,
         id: r.uuid("id")?,

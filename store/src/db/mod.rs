@@ -14,6 +14,7 @@ mod exec;
 mod jobs;
 mod model;
 mod portal;
+mod provisioning;
 mod recorder;
 mod recordings;
 mod search;
@@ -40,6 +41,7 @@ pub use model::{
     RecordingStatus, ReleaseCause,
 };
 pub use portal::{LiveSession, SessionLookup};
+pub use provisioning::UserProfile;
 pub use recorder::RecoveredRecording;
 pub use search::{
     AccessScope, DurationFilter, DurationOp, PartyPattern, SearchPage, SearchQuery, SortDirection,

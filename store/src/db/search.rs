@@ -415,11 +415,20 @@ pub(crate) fn build_where(tenant: &str, scope: &AccessScope, q: &SearchQuery) ->
         let mut tags = q.tags.clone();
         tags.sort();
         tags.dedup();
+        // The call's start time is repeated on its taggings so that the date range narrows the
+        // tag's index (tenant, tag_id, start_time) before any recording is read.
         let exists = |w: &mut Where, ids: &[Uuid]| {
             let l = w.list(ids.iter().map(|t| Arg::Uuid(*t)));
+            let mut range = String::new();
+            if let Some(from) = q.from {
+                range += &format!(" AND rt.start_time >= {}", w.arg(from));
+            }
+            if let Some(to) = q.to {
+                range += &format!(" AND rt.start_time < {}", w.arg(to));
+            }
             format!(
                 "EXISTS (SELECT 1 FROM recording_tags rt WHERE rt.tenant = r.tenant \
-                 AND rt.recording_id = r.id AND rt.tag_id IN ({l}))"
+                 AND rt.recording_id = r.id AND rt.tag_id IN ({l}){range})"
             )
         };
         match q.tag_match {

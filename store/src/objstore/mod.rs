@@ -25,6 +25,7 @@ use object_store::{
     BackoffConfig, ClientOptions, GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt,
     PutPayload, RetryConfig, WriteMultipart,
 };
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 pub use config::{
@@ -154,6 +155,26 @@ pub struct ObjectInfo {
     pub e_tag: Option<String>,
 }
 
+/// How far the store itself checked an upload made with an expected SHA-256
+/// ([`Storage::put_checked`], [`Storage::put_file_checked`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestCheck {
+    /// The server recomputed the SHA-256 of every byte it received and compared it with the
+    /// digest sent with the request (S3 `x-amz-checksum-sha256` on every PUT and part); it
+    /// refuses the upload on mismatch, so the stored object is the bytes that were sent.
+    ByServer,
+    /// Only the bytes sent were hashed here; the server checked nothing but the size. Read
+    /// the object back to verify what was stored.
+    SentOnly,
+}
+
+/// An upload made with an expected digest: what was stored and how it was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedPut {
+    pub info: ObjectInfo,
+    pub check: DigestCheck,
+}
+
 /// Objects and bytes under a target's prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -239,7 +260,8 @@ pub fn open_with(
                 .with_access_key_id(id.expose())
                 .with_secret_access_key(secret.expose())
                 .with_virtual_hosted_style_request(*virtual_hosted_style)
-                // Servers verify each part's SHA-256, so corruption in transit is rejected.
+                // Every PUT and part carries its SHA-256, which the server recomputes and
+                // refuses on mismatch: `DigestCheck::ByServer` relies on this.
                 .with_checksum_algorithm(Checksum::SHA256)
                 .with_client_options(client)
                 .with_retry(retry);
@@ -419,10 +441,69 @@ impl Storage {
         self.verify_size(Op::Put, key, len).await
     }
 
+    /// Whether the server verifies the content of every upload against a digest sent with
+    /// it (see [`DigestCheck::ByServer`]). True for S3, which this binding always configures
+    /// with SHA-256 checksums; Azure, GCS and filesystem targets only get a size check.
+    pub fn verifies_digest_on_upload(&self) -> bool {
+        self.kind == StorageKind::S3
+    }
+
+    /// Stores `data` under `key` only if its SHA-256 is `sha256`: a mismatch is an
+    /// [`StorageError::Integrity`] error and nothing is sent. The result says whether the
+    /// server also verified the bytes it received.
+    pub async fn put_checked(
+        &self,
+        key: &str,
+        data: Bytes,
+        sha256: &[u8; 32],
+    ) -> Result<CheckedPut, StorageError> {
+        let location = parse_key(key)?;
+        let len = data.len() as u64;
+        let body = futures::stream::once(async move { Ok(data) });
+        let info = self
+            .upload(Op::Put, &location, key, body, len, Some(sha256))
+            .await?;
+        Ok(self.checked(info))
+    }
+
+    /// [`Storage::put_file`] that stores the file only if the bytes uploaded have SHA-256
+    /// `sha256` (hashed as they are sent; on mismatch a multipart upload is aborted before
+    /// completing, so nothing is stored). The result says whether the server also verified
+    /// the bytes it received.
+    pub async fn put_file_checked(
+        &self,
+        key: &str,
+        file: &FsPath,
+        sha256: &[u8; 32],
+    ) -> Result<CheckedPut, StorageError> {
+        let info = self.put_file_inner(key, file, Some(sha256)).await?;
+        Ok(self.checked(info))
+    }
+
+    fn checked(&self, info: ObjectInfo) -> CheckedPut {
+        CheckedPut {
+            info,
+            check: if self.verifies_digest_on_upload() {
+                DigestCheck::ByServer
+            } else {
+                DigestCheck::SentOnly
+            },
+        }
+    }
+
     /// Uploads a local file (a spool file) under `key` with constant memory: files larger than
     /// one part go up as a multipart upload, which is aborted on any failure so no partial
     /// object is left. The stored size is checked against the file before returning.
     pub async fn put_file(&self, key: &str, file: &FsPath) -> Result<ObjectInfo, StorageError> {
+        self.put_file_inner(key, file, None).await
+    }
+
+    async fn put_file_inner(
+        &self,
+        key: &str,
+        file: &FsPath,
+        sha256: Option<&[u8; 32]>,
+    ) -> Result<ObjectInfo, StorageError> {
         let location = parse_key(key)?;
         let local_err = |source| StorageError::LocalFile {
             path: file.display().to_string(),
@@ -449,10 +530,12 @@ impl Storage {
                 Ok(Some((Bytes::from(buf), f)))
             }
         });
-        self.upload(Op::Put, &location, key, chunks, len).await
+        self.upload(Op::Put, &location, key, chunks, len, sha256)
+            .await
     }
 
-    /// Uploads a stream of exactly `len` bytes.
+    /// Uploads a stream of exactly `len` bytes; with `sha256`, only if the bytes have that
+    /// digest (checked before the object is committed).
     async fn upload<S>(
         &self,
         op: Op,
@@ -460,18 +543,41 @@ impl Storage {
         key: &str,
         chunks: S,
         len: u64,
+        sha256: Option<&[u8; 32]>,
     ) -> Result<ObjectInfo, StorageError>
     where
         S: Stream<Item = Result<Bytes, StorageError>> + Send,
     {
         let mut chunks = std::pin::pin!(chunks);
+        let mut hash = sha256.map(|_| Sha256::new());
+        let digest_mismatch = |hash: Option<Sha256>| -> Option<StorageError> {
+            let (want, hash) = (sha256?, hash?);
+            let got: [u8; 32] = hash.finalize().into();
+            (got != *want).then(|| StorageError::Integrity {
+                op,
+                key: key.to_owned(),
+                target: self.target.to_string(),
+                detail: format!(
+                    "bytes to upload have SHA-256 {}, {} was expected; nothing was stored",
+                    hex::encode(got),
+                    hex::encode(want)
+                ),
+            })
+        };
         if len <= self.part_size as u64 {
             let mut payload = Vec::with_capacity(len as usize);
             while let Some(chunk) = chunks.next().await {
-                payload.extend_from_slice(&chunk?);
+                let chunk = chunk?;
+                if let Some(h) = &mut hash {
+                    h.update(&chunk);
+                }
+                payload.extend_from_slice(&chunk);
             }
             if payload.len() as u64 != len {
                 return Err(self.size_changed(op, key, len, payload.len() as u64));
+            }
+            if let Some(e) = digest_mismatch(hash) {
+                return Err(e);
             }
             self.store
                 .put(location, PutPayload::from(payload))
@@ -494,13 +600,16 @@ impl Storage {
                         .await
                         .map_err(|e| self.err(op, key, e))?;
                     total += chunk.len() as u64;
+                    if let Some(h) = &mut hash {
+                        h.update(&chunk);
+                    }
                     writer.put(chunk);
                 }
                 Ok(total)
             }
             .await;
             let failure = match streamed {
-                Ok(total) if total == len => None,
+                Ok(total) if total == len => digest_mismatch(hash),
                 Ok(total) => Some(self.size_changed(op, key, len, total)),
                 Err(e) => Some(e),
             };
@@ -709,7 +818,7 @@ impl Storage {
     ) -> Result<ObjectInfo, StorageError> {
         let dest_location = parse_key(dest_key)?;
         let (meta, body) = self.get_stream(key).await?;
-        dest.upload(Op::Copy, &dest_location, dest_key, body, meta.size)
+        dest.upload(Op::Copy, &dest_location, dest_key, body, meta.size, None)
             .await
     }
 

@@ -1,0 +1,261 @@
+//! Read-only admin views: groups, the declared resources (spec and status, as the access
+//! source holds them: they are changed with kubectl or the resource files, not here), alarms
+//! and the activity log; and the calls being recorded now (active calls within the caller's
+//! scope, and the caller's own).
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::{Query, State};
+use callvault_crds::validate::Resource;
+use callvault_store::db::{
+    AccessScope, ActivityEntry, Alarm, Group, Recording, RecordingStatus, SearchQuery,
+    SortDirection,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Caller, St};
+use crate::AppState;
+use crate::access::AdminPermission;
+use crate::error::{ApiError, ApiResult};
+
+/// Most rows one admin list returns.
+const MAX_ROWS: i64 = 1000;
+
+/// A group of the tenant's directory with its members' usernames.
+#[derive(Debug, Serialize)]
+pub struct GroupView {
+    #[serde(flatten)]
+    pub group: Group,
+    pub members: Vec<String>,
+}
+
+pub async fn groups(State(state): St, c: Caller) -> ApiResult<Json<Vec<GroupView>>> {
+    c.require_any(&[AdminPermission::ConfigureSystem])?;
+    let mut out = Vec::new();
+    for group in state.db.list_groups(&c.tenant).await? {
+        let mut members: Vec<String> = state
+            .db
+            .group_members(&c.tenant, group.id)
+            .await?
+            .into_iter()
+            .map(|u| u.username)
+            .collect();
+        members.sort();
+        out.push(GroupView { group, members });
+    }
+    out.sort_by(|a, b| a.group.name.cmp(&b.group.name));
+    Ok(Json(out))
+}
+
+/// One declared resource: its spec and its status as last observed (empty when no controller
+/// has reported one, e.g. in standalone). `spec` and `status` keep the resource's own
+/// camelCase field names, as in its YAML.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ResourceView {
+    pub kind: String,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub spec: Value,
+    pub status: Value,
+}
+
+/// The resource kinds the admin screens list, by the path segment that names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    RecordingProfiles,
+    AccessProfiles,
+    StorageTargets,
+    Connectors,
+    SpeechJobs,
+}
+
+impl Kind {
+    fn matches(self, r: &Resource) -> bool {
+        matches!(
+            (self, r),
+            (Kind::RecordingProfiles, Resource::RecordingProfile(_))
+                | (Kind::AccessProfiles, Resource::AccessProfile(_))
+                | (Kind::StorageTargets, Resource::StorageTarget(_))
+                | (Kind::Connectors, Resource::Connector(_))
+                | (Kind::SpeechJobs, Resource::SpeechJob(_))
+        )
+    }
+
+    /// Who may see this kind: its own manage permission where one exists, and configureSystem.
+    fn permissions(self) -> &'static [AdminPermission] {
+        match self {
+            Kind::RecordingProfiles => &[
+                AdminPermission::ManageRecordingProfiles,
+                AdminPermission::ConfigureSystem,
+            ],
+            Kind::AccessProfiles => &[
+                AdminPermission::ManageAccessProfiles,
+                AdminPermission::ConfigureSystem,
+            ],
+            Kind::StorageTargets | Kind::Connectors | Kind::SpeechJobs => {
+                &[AdminPermission::ConfigureSystem]
+            }
+        }
+    }
+}
+
+/// The spec and status of one resource, whatever its kind. Pure.
+pub fn view(r: &Resource) -> ResourceView {
+    let value = match r {
+        Resource::RecordingProfile(x) => serde_json::to_value(x),
+        Resource::AccessProfile(x) => serde_json::to_value(x),
+        Resource::StorageTarget(x) => serde_json::to_value(x),
+        Resource::Connector(x) => serde_json::to_value(x),
+        Resource::SpeechJob(x) => serde_json::to_value(x),
+    }
+    .unwrap_or(Value::Null);
+    ResourceView {
+        kind: r.kind().to_owned(),
+        name: r.name().to_owned(),
+        namespace: value["metadata"]["namespace"].as_str().map(str::to_owned),
+        spec: value.get("spec").cloned().unwrap_or(Value::Null),
+        status: value.get("status").cloned().unwrap_or(Value::Null),
+    }
+}
+
+async fn list_kind(state: &AppState, c: &Caller, kind: Kind) -> ApiResult<Json<Vec<ResourceView>>> {
+    c.require_any(kind.permissions())?;
+    let mut out: Vec<ResourceView> = state
+        .access
+        .resources(&c.tenant)
+        .iter()
+        .filter(|r| kind.matches(r))
+        .map(view)
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(out))
+}
+
+pub async fn recording_profiles(State(s): St, c: Caller) -> ApiResult<Json<Vec<ResourceView>>> {
+    list_kind(&s, &c, Kind::RecordingProfiles).await
+}
+
+pub async fn access_profiles(State(s): St, c: Caller) -> ApiResult<Json<Vec<ResourceView>>> {
+    list_kind(&s, &c, Kind::AccessProfiles).await
+}
+
+pub async fn storage_targets(State(s): St, c: Caller) -> ApiResult<Json<Vec<ResourceView>>> {
+    list_kind(&s, &c, Kind::StorageTargets).await
+}
+
+pub async fn connectors(State(s): St, c: Caller) -> ApiResult<Json<Vec<ResourceView>>> {
+    list_kind(&s, &c, Kind::Connectors).await
+}
+
+pub async fn speech_jobs(State(s): St, c: Caller) -> ApiResult<Json<Vec<ResourceView>>> {
+    list_kind(&s, &c, Kind::SpeechJobs).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AlarmParams {
+    /// Also cleared alarms (the history), newest first.
+    #[serde(default)]
+    pub history: bool,
+    pub limit: Option<i64>,
+}
+
+pub async fn alarms(
+    State(state): St,
+    c: Caller,
+    Query(p): Query<AlarmParams>,
+) -> ApiResult<Json<Vec<Alarm>>> {
+    c.require_any(&[AdminPermission::ConfigureSystem])?;
+    let limit = limit(p.limit)?;
+    Ok(Json(
+        state.db.list_alarms(&c.tenant, p.history, limit).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ActivityParams {
+    /// Entries older than this id (the last id of the previous page).
+    pub before: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+pub async fn activity(
+    State(state): St,
+    c: Caller,
+    Query(p): Query<ActivityParams>,
+) -> ApiResult<Json<Vec<ActivityEntry>>> {
+    c.require_any(&[AdminPermission::ConfigureSystem])?;
+    let limit = limit(p.limit)?;
+    Ok(Json(state.db.activity(&c.tenant, p.before, limit).await?))
+}
+
+fn limit(asked: Option<i64>) -> ApiResult<i64> {
+    match asked {
+        None => Ok(200),
+        Some(n) if (1..=MAX_ROWS).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::invalid(format!("limit must be 1..={MAX_ROWS}"))),
+    }
+}
+
+/// A call being recorded, with its user's names for the list.
+#[derive(Debug, Serialize)]
+pub struct ActiveCall {
+    #[serde(flatten)]
+    pub recording: Recording,
+    pub user_name: Option<String>,
+    pub user_display_name: Option<String>,
+}
+
+/// The calls being recorded within `scope`, oldest first, with their users' names. The scope
+/// is applied by the same query as the Interactions search, so no call outside it is read.
+async fn active_in(
+    state: &AppState,
+    tenant: &str,
+    scope: &AccessScope,
+) -> ApiResult<Vec<ActiveCall>> {
+    let q = SearchQuery {
+        statuses: vec![RecordingStatus::Recording],
+        direction: SortDirection::Asc,
+        ..Default::default()
+    };
+    let limit = u32::try_from(MAX_ROWS).unwrap_or(1000);
+    let page = state
+        .db
+        .search_recordings(tenant, scope, &q, limit, None)
+        .await?;
+    let mut names: HashMap<Uuid, Option<(String, String)>> = HashMap::new();
+    let mut out = Vec::with_capacity(page.items.len());
+    for recording in page.items {
+        let user = match recording.owner_user_id {
+            Some(id) => match names.get(&id) {
+                Some(known) => known.clone(),
+                None => {
+                    let u = state.db.user(tenant, id).await?;
+                    let u = u.map(|u| (u.username, u.display_name));
+                    names.insert(id, u.clone());
+                    u
+                }
+            },
+            None => None,
+        };
+        out.push(ActiveCall {
+            recording,
+            user_name: user.as_ref().map(|u| u.0.clone()),
+            user_display_name: user.map(|u| u.1),
+        });
+    }
+    Ok(out)
+}
+
+/// Active calls the caller's call scope covers (none for scope None).
+pub async fn active_calls(State(state): St, c: Caller) -> ApiResult<Json<Vec<ActiveCall>>> {
+    Ok(Json(active_in(&state, &c.tenant, &c.grants.view).await?))
+}
+
+/// The caller's own active calls (several at once are possible), whatever their call scope.
+pub async fn my_active_calls(State(state): St, c: Caller) -> ApiResult<Json<Vec<ActiveCall>>> {
+    let own = AccessScope::Own { user_id: c.user.id };
+    Ok(Json(active_in(&state, &c.tenant, &own).await?))
+}
