@@ -1,6 +1,8 @@
 //! CronJob workloads: retention (expiry, deferred deletions, audit purge) and archive
 //! (Connector copies); transcription lives in its own module.
+pub mod alarms;
 pub mod archive;
+pub mod cluster;
 pub mod retention;
 pub mod transcribe;
 pub mod vault;

@@ -10,6 +10,7 @@ pub mod load;
 pub mod metrics;
 pub mod render;
 pub mod scale;
+pub mod speech_config;
 
 pub use controller::{Config, ConfigError, Error, Scope, connect, run};
 pub use render::{RenderError, render_recorder_config};

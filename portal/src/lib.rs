@@ -1,6 +1,6 @@
 //! The CallVault portal: the HTTP API under `/api/v1` (OpenAPI at `/api/v1/openapi.json`),
 //! local sign-in with cookie sessions, access control from AccessProfiles, playback and
-//! downloads decrypted on the fly, exports, and the audit trail.
+//! downloads decrypted on the fly, exports, the audit trail, and the web UI that uses them.
 //!
 //! [`Portal::new`] builds the whole application in-process, so `callvault portal` and
 //! `callvault standalone` serve the same router.
@@ -14,6 +14,7 @@ pub mod export;
 pub mod media;
 pub mod metrics;
 pub mod openapi;
+pub mod ui;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -47,7 +48,7 @@ pub struct AppState {
 pub struct Portal;
 
 impl Portal {
-    /// The portal's router: the API, `/healthz`, `/readyz` and `/metrics`. `config` must have
+    /// The portal's router: the web UI, the API, `/healthz`, `/readyz` and `/metrics`. `config` must have
     /// passed [`PortalConfig::validate`].
     // The application is its router: standalone nests it beside its own routes.
     #[allow(clippy::new_ret_no_self)]
@@ -69,7 +70,7 @@ impl Portal {
             throttle,
             metrics: metrics::Metrics::default(),
         });
-        api::router(state)
+        api::router(state).merge(ui::router())
     }
 }
 

@@ -96,7 +96,10 @@ mod tests {
         let page = ASSETS[0].body;
         assert!(!page.contains("<script>"), "inline script in index.html");
         assert!(!page.contains("style="), "inline style in index.html");
-        assert!(!page.contains("<style"), "inline style element in index.html");
+        assert!(
+            !page.contains("<style"),
+            "inline style element in index.html"
+        );
         assert!(!CONTENT_SECURITY_POLICY.contains("unsafe-inline"));
     }
 

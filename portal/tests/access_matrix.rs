@@ -4,7 +4,8 @@
 //! of call (own, a managed group member's, another user's, unassigned) and for every user's
 //! legal hold. The expected answer comes from an oracle written here from the rules, not from
 //! the portal's code: invisible → 404, visible but not allowed → 403 `forbidden`, allowed but
-//! key not granted (audio) → 403 `key_not_granted`, else success.
+//! key not granted (audio) → 403 `key_not_granted`, else success. Then every endpoint without
+//! a session (401) and every unsafe one without the CSRF header (403).
 
 mod common;
 
@@ -97,16 +98,68 @@ fn profile(scope: &str, action: &str, admin: &str, key: Option<&str>) -> String 
     )
 }
 
-struct Case<'a> {
-    scope: &'a str,
-    action: &'a str,
-    admin: &'a str,
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    scope: &'static str,
+    action: &'static str,
+    admin: &'static str,
     key: bool,
 }
 
+/// Concurrent workers, each with its own seeded database, sharing the cases round-robin: most
+/// of a case's time is spent waiting on PostgreSQL, so they overlap well even on few cores.
+const WORKERS: usize = 4;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "first run pending: the shared build was busy when it was written"]
 async fn every_scope_action_admin_permission_and_key_grant_on_every_endpoint() {
+    let started = std::time::Instant::now();
+    let cases: Vec<Case> = SCOPES
+        .iter()
+        .flat_map(|&scope| {
+            ACTIONS.iter().flat_map(move |&action| {
+                ADMIN.iter().flat_map(move |&admin| {
+                    [false, true].map(|key| Case {
+                        scope,
+                        action,
+                        admin,
+                        key,
+                    })
+                })
+            })
+        })
+        .collect();
+    assert_eq!(cases.len(), SCOPES.len() * ACTIONS.len() * ADMIN.len() * 2);
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..WORKERS {
+        let mine: Vec<Case> = cases.iter().skip(w).step_by(WORKERS).copied().collect();
+        workers.spawn(worker(mine));
+    }
+    let (mut checked, mut failures) = (0u64, Vec::new());
+    while let Some(done) = workers.join_next().await {
+        let (n, f) = done.expect("worker");
+        checked += n;
+        failures.extend(f);
+    }
+    println!(
+        "access matrix: {} profiles, {checked} cases checked in {:.1} s, {} failures",
+        cases.len(),
+        started.elapsed().as_secs_f64(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} access cases wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    // 4 scopes × 9 actions × 6 admin × 2 keys × (4 calls × 12 call endpoints + 3 holds + list + 5 admin).
+    assert_eq!(checked, 4 * 9 * 6 * 2 * (4 * 12 + 3 + 1 + 5));
+}
+
+/// Seeds a database (the subject, a member of the managed group `team`, another user, a call
+/// of each kind, a tag), signs the subject in once and runs `cases`, replacing the subject's
+/// AccessProfile live before each.
+async fn worker(cases: Vec<Case>) -> (u64, Vec<String>) {
     let f = Fixture::postgres().await;
     let subject = f.user("subject", &["home"]).await;
     let member = f.user("member", &["team"]).await;
@@ -152,62 +205,37 @@ async fn every_scope_action_admin_permission_and_key_grant_on_every_endpoint() {
             .expect("tag")
             .id;
 
-    // Sign in once; every case replaces the profile live.
     f.profiles(&profile("None", "", "", None));
     let mut c = f.login("subject").await;
     let mut checked = 0u64;
     let mut failures = Vec::new();
-
-    for scope in SCOPES {
-        for action in ACTIONS {
-            for admin in ADMIN {
-                for key in [false, true] {
-                    let case = Case {
-                        scope,
-                        action,
-                        admin,
-                        key,
-                    };
-                    f.profiles(&profile(
-                        scope,
-                        action,
-                        admin,
-                        key.then_some(f.key_id.as_str()),
-                    ));
-                    run_case(
-                        &f,
-                        &mut c,
-                        &case,
-                        &calls,
-                        &users,
-                        tag,
-                        &mut checked,
-                        &mut failures,
-                    )
-                    .await;
-                }
-            }
-        }
+    for case in &cases {
+        f.profiles(&profile(
+            case.scope,
+            case.action,
+            case.admin,
+            case.key.then_some(f.key_id.as_str()),
+        ));
+        run_case(
+            &f,
+            &mut c,
+            case,
+            &calls,
+            &users,
+            tag,
+            &mut checked,
+            &mut failures,
+        )
+        .await;
     }
-    println!(
-        "access matrix: {checked} cases checked, {} failures",
-        failures.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {checked} access cases wrong:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    // 4 scopes × 9 actions × 6 admin × 2 keys × (4 calls × 12 call endpoints + 3 holds + list + 5 admin).
-    assert_eq!(checked, 4 * 9 * 6 * 2 * (4 * 12 + 3 + 1 + 5));
+    (checked, failures)
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn run_case(
     f: &Fixture,
     c: &mut Client,
-    case: &Case<'_>,
+    case: &Case,
     calls: &[(Kind, Uuid)],
     users: &[(Kind, Uuid)],
     tag: Uuid,
@@ -219,9 +247,10 @@ async fn run_case(
         case.scope, case.action, case.admin, case.key
     );
     // One tally for every assertion of the case, so checks and plain failures share it.
-    let tally = std::cell::RefCell::new((checked, failures));
-    let fail = |message: String| tally.borrow_mut().1.push(message);
-    let count = || *tally.borrow_mut().0 += 1;
+    // A Mutex, not a RefCell: the case's future is sent between the runtime's threads.
+    let tally = std::sync::Mutex::new((checked, failures));
+    let fail = |message: String| tally.lock().expect("tally").1.push(message);
+    let count = || *tally.lock().expect("tally").0 += 1;
     let check = |what: String, got: u16, want: u16, code: String| {
         count();
         // 403s must say which: a missing key grant is `key_not_granted`, else `forbidden`.
@@ -468,4 +497,85 @@ async fn run_case(
 fn plain_prefix_mismatch(body: &[u8], n: usize) -> bool {
     let plain = audio(3000, 42);
     n == 0 || body[..] != plain[..n]
+}
+
+/// Every endpoint the OpenAPI document lists as needing a session, requested with no cookie,
+/// a forged session cookie and the cookie of a session that was signed out, answers 401 and
+/// discloses nothing; every unsafe one, with a live session but no CSRF
+/// header, answers 403 `csrf_failed`. Public endpoints are left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_session_every_endpoint_answers_401_and_without_csrf_403() {
+    let f = Fixture::postgres().await;
+    let owner = f.user("subject", &[]).await;
+    f.profiles(&profile("All", "play", "configureSystem", None));
+    let call = f
+        .recording(Some(owner), vec![], "101", "+1555", &audio(100, 1))
+        .await
+        .id;
+    let mut signed_out = f.login("subject").await;
+    let stale = signed_out.cookie.clone().expect("session cookie");
+    let r = signed_out
+        .send(Method::POST, "/api/v1/auth/logout", None, &[])
+        .await;
+    assert!(r.status.is_success(), "logout: {}", r.status);
+    let mut live = f.login("subject").await;
+    live.send_csrf = false;
+    let forged = format!("cv_session={}.{}", common::T, "ab".repeat(32));
+
+    let mut checked = 0u64;
+    let mut failures = Vec::new();
+    let endpoints = callvault_portal::openapi::ENDPOINTS;
+    for ep in endpoints.iter().filter(|e| e.authenticated) {
+        let path = format!("/api/v1{}", ep.path.replace("{id}", &call.to_string()));
+        let method = Method::from_bytes(ep.method.to_ascii_uppercase().as_bytes()).expect("method");
+        let body = (method != Method::GET).then(|| json!({}));
+        for (who, cookie) in [
+            ("no cookie", None),
+            ("forged session", Some(forged.clone())),
+            ("signed-out session", Some(stale.clone())),
+        ] {
+            let mut c = Client::new(f.router.clone());
+            c.cookie = cookie;
+            let r = c.send(method.clone(), &path, body.clone(), &[]).await;
+            checked += 1;
+            // A signed-out session may say so (`session_expired`); either way 401 and no data.
+            let code_ok = matches!(r.code().as_str(), "unauthenticated" | "session_expired");
+            if r.status != StatusCode::UNAUTHORIZED
+                || !code_ok
+                || r.body.windows(3).any(|w| w == b"101")
+            {
+                failures.push(format!(
+                    "{} {path} with {who}: {} {}",
+                    ep.method,
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ));
+            }
+        }
+        if method != Method::GET {
+            let r = live.send(method.clone(), &path, body.clone(), &[]).await;
+            checked += 1;
+            if (r.status, r.code().as_str()) != (StatusCode::FORBIDDEN, "csrf_failed") {
+                failures.push(format!(
+                    "{} {path} without CSRF header: {} {}",
+                    ep.method,
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                ));
+            }
+        }
+    }
+    println!("unauthenticated and CSRF: {checked} cases checked");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let authenticated = endpoints.iter().filter(|e| e.authenticated).count();
+    assert!(
+        authenticated >= 30,
+        "{authenticated} authenticated endpoints"
+    );
+    assert!(checked >= 3 * authenticated as u64);
 }

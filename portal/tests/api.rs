@@ -253,7 +253,6 @@ async fn lockout_must_change_and_reset(f: Fixture) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "first run pending: the shared build was busy when it was written"]
 async fn login_throttling_answers_429() {
     let f = Fixture::with(
         callvault_store::db::testing::TestDb::sqlite().await,
@@ -905,12 +904,10 @@ macro_rules! suite {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "first run pending: the shared build was busy when it was written"]
             async fn postgres() {
                 super::$name(super::Fixture::postgres().await).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            #[ignore = "first run pending: the shared build was busy when it was written"]
             async fn sqlite() {
                 super::$name(super::Fixture::sqlite().await).await
             }

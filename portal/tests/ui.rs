@@ -30,33 +30,38 @@ spec:
   calls: {scope: All, actions: {}}
 "#;
 
-/// A playable recording: 8 s of 16-bit PCM WAV, a tone on each channel (the portal serves the
-/// decrypted bytes as they were written; Chromium identifies the container by its content).
-fn wav(seconds: u32) -> Vec<u8> {
-    let rate = 8000u32;
-    let frames = rate * seconds;
-    let data_len = frames * 4;
-    let mut b = Vec::with_capacity(44 + data_len as usize);
-    b.extend_from_slice(b"RIFF");
-    b.extend_from_slice(&(36 + data_len).to_le_bytes());
-    b.extend_from_slice(b"WAVEfmt ");
-    b.extend_from_slice(&16u32.to_le_bytes());
-    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    b.extend_from_slice(&2u16.to_le_bytes()); // channels
-    b.extend_from_slice(&rate.to_le_bytes());
-    b.extend_from_slice(&(rate * 4).to_le_bytes());
-    b.extend_from_slice(&4u16.to_le_bytes());
-    b.extend_from_slice(&16u16.to_le_bytes());
-    b.extend_from_slice(b"data");
-    b.extend_from_slice(&data_len.to_le_bytes());
-    for i in 0..frames {
-        let t = f64::from(i) / f64::from(rate);
-        for hz in [440.0, 660.0] {
-            let s = (t * hz * std::f64::consts::TAU).sin() * 8000.0;
-            b.extend_from_slice(&(s as i16).to_le_bytes());
+/// A playable recording as the recorder writes it: Ogg/Opus, two uncoupled mono streams (a
+/// tone per party), so Chromium has to demux and decode what the portal really serves.
+fn ogg_opus(seconds: u32) -> Vec<u8> {
+    use callvault_recorder::media::ogg::{OggOpusWriter, OpusConfig};
+    let config = OpusConfig::default();
+    let (rate, frame) = (config.input_rate, config.frame_len);
+    let mut w = OggOpusWriter::new(Vec::new(), config).expect("opus encoder");
+    let total = u64::from(rate * seconds);
+    let mut pcm = vec![0i16; 2 * frame];
+    let mut n = 0u64;
+    while n < total {
+        for (i, pair) in pcm.chunks_mut(2).enumerate() {
+            let t = (n + i as u64) as f64 / f64::from(rate);
+            for (s, hz) in pair.iter_mut().zip([440.0, 660.0]) {
+                *s = ((t * hz * std::f64::consts::TAU).sin() * 8000.0) as i16;
+            }
         }
+        w.write_frame(&pcm).expect("encode");
+        n += frame as u64;
     }
-    b
+    w.finish(total).expect("finish").0
+}
+
+/// Where the screenshots go: `$CALLVAULT_ARTIFACTS/portal-ui`, else `target/artifacts/portal-ui`
+/// in the workspace (CI keeps that directory).
+fn screenshot_dir() -> std::path::PathBuf {
+    std::env::var_os("CALLVAULT_ARTIFACTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts")
+        })
+        .join("portal-ui")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,9 +79,13 @@ async fn supervisor_workflow_in_chromium() {
     f.profiles(&PROFILES.replace("KEY", &f.key_id));
     f.user("supervisor", &["supervisors"]).await;
     f.user("reviewer", &["reviewers"]).await;
-    let audio = wav(8);
-    let matching = f.recording(None, vec![], "1001", "2002", &audio).await;
-    f.recording(None, vec![], "3003", "4004", &audio).await;
+    let audio = ogg_opus(8);
+    assert_eq!(&audio[..4], b"OggS");
+    let matching = f
+        .recording_lasting(None, vec![], "1001", "2002", &audio, 8)
+        .await;
+    f.recording_lasting(None, vec![], "3003", "4004", &audio, 8)
+        .await;
     let mut admin = f.login("supervisor").await;
     let (status, body) = admin
         .json(Method::POST, "/api/v1/tags", json!({"name": "Escalated"}))
@@ -92,6 +101,12 @@ async fn supervisor_workflow_in_chromium() {
         let _ = stopped.await;
     }));
 
+    let screenshots = screenshot_dir();
+    std::fs::create_dir_all(&screenshots).expect("screenshot directory");
+    let sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&audio))
+    };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ui/ui.mjs");
     let out = tokio::time::timeout(
         std::time::Duration::from_secs(180),
@@ -102,6 +117,8 @@ async fn supervisor_workflow_in_chromium() {
             .env("PLAYWRIGHT", &playwright)
             .env("PASSWORD", PASSWORD)
             .env("CALL_ID", matching.id.to_string())
+            .env("MEDIA_SHA256", &sha256)
+            .env("SCREENSHOTS", &screenshots)
             .kill_on_drop(true)
             .output(),
     )
@@ -127,7 +144,9 @@ async fn supervisor_workflow_in_chromium() {
             .filter(|e| e.actor == "supervisor")
             .map(|e| e.action)
             .collect();
-    for a in ["login", "search", "view", "play", "tag.set", "note.add"] {
+    for a in [
+        "login", "search", "view", "play", "download", "tag.set", "note.add",
+    ] {
         assert!(
             actions.iter().any(|x| x == a),
             "no {a} in the audit trail: {actions:?}"

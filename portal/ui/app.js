@@ -286,7 +286,7 @@ async function callScreen(id) {
     try {
       const v = await get(`/recordings/${r.id}/integrity`);
       result.textContent = ` ${v.result}${v.detail ? `: ${v.detail}` : ''}`;
-      result.className = v.result === 'intact' ? 'ok' : 'bad';
+      result.className = v.result === 'authenticated' ? 'ok' : 'bad';
     } catch (e) { showError(e); }
   });
   parts.push(el('div', { class: 'card' }, el('h3', {}, 'Integrity'),
@@ -432,7 +432,10 @@ async function start() {
 
 document.getElementById('logout').addEventListener('click', async () => {
   try { await post('/auth/logout'); } catch { /* signed out either way */ }
-  location.hash = '#/calls';
+  // Signed out before the URL changes, and without a hashchange event: a screen rendered by
+  // that event would race the sign-in form and replace it.
+  me = null;
+  history.replaceState(null, '', '#/calls');
   await start();
 });
 document.getElementById('stop-impersonation').addEventListener('click', async () => {

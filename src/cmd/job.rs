@@ -1,21 +1,261 @@
-//! `callvault job …`: the scheduled workloads.
+//! `callvault job …`: the scheduled workloads, each one run of a CronJob.
+//!
+//! In a cluster (`CALLVAULT_POD_NAMESPACE` set) each job writes its summary into its
+//! resource's status under its own field manager and emits an Event; otherwise it prints the
+//! summary. The exit status is 0 when everything was done, 1 when some items failed (they are
+//! retried by the next run), and an error when the run could not start.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use callvault_config::{
+    ArchiveJobConfig, DEFAULT_JOB_CONFIG_PATH, RecorderConfig, TranscribeJobConfig,
+};
+use callvault_crds::Connector;
+use callvault_jobs::alarms::{self, Alarms, Mailer};
+use callvault_jobs::archive::{ArchiveJob, ArchiveMode, RunOutcome, run_archive};
+use callvault_jobs::cluster::{ARCHIVE_FIELD_MANAGER, Cluster, retention_note, transcribe_note};
+use callvault_jobs::retention::{RetentionOptions, Target, run_retention};
+use callvault_jobs::vault;
+use callvault_store::objstore::{self, Credentials};
+
+/// Where the operator mounts a RecordingProfile's recorder configuration.
+const RECORDER_CONFIG_PATH: &str = "/etc/callvault/recorder.yaml";
 
 #[derive(Debug, clap::Subcommand)]
 pub enum JobCommand {
-    /// Remove expired recordings and carry out deferred deletions.
-    Retention,
+    /// Remove expired recordings and carry out deferred deletions for one RecordingProfile,
+    /// and purge old audit entries.
+    Retention(RetentionArgs),
     /// Copy recordings to a Connector's destination.
-    Archive,
+    Archive(ArchiveArgs),
     /// Transcribe recordings for a SpeechJob.
-    Transcribe,
+    Transcribe(TranscribeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RetentionArgs {
+    /// The RecordingProfile (it must be the one the configuration file is for).
+    #[arg(long)]
+    profile: String,
+    /// The profile's recorder configuration (storage, database URL file, retention days).
+    #[arg(long, default_value = RECORDER_CONFIG_PATH)]
+    config: PathBuf,
+    /// Audit entries older than this many days are purged (1-3650).
+    #[arg(long, env = "CALLVAULT_AUDIT_RETENTION_DAYS", default_value_t = 365)]
+    audit_retention_days: u32,
+    /// Recordings read per database query.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ArchiveArgs {
+    /// The Connector (it must be the one the configuration file is for).
+    #[arg(long)]
+    connector: String,
+    /// The archive job configuration the operator renders from the Connector.
+    #[arg(long, default_value = DEFAULT_JOB_CONFIG_PATH)]
+    config: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TranscribeArgs {
+    /// The SpeechJob (it must be the one the configuration file is for).
+    #[arg(long)]
+    speech_job: String,
+    /// The transcription job configuration the operator renders from the SpeechJob.
+    #[arg(long, default_value = DEFAULT_JOB_CONFIG_PATH)]
+    config: PathBuf,
 }
 
 pub fn run(job: JobCommand) -> anyhow::Result<ExitCode> {
-    super::not_built(match job {
-        JobCommand::Retention => "job retention",
-        JobCommand::Archive => "job archive",
-        JobCommand::Transcribe => "job transcribe",
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    match job {
+        JobCommand::Retention(args) => runtime.block_on(retention(args)),
+        JobCommand::Archive(args) => runtime.block_on(archive(args)),
+        JobCommand::Transcribe(args) => runtime.block_on(transcribe(args)),
+    }
+}
+
+fn exit(all_done: bool) -> ExitCode {
+    if all_done {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn retention(args: RetentionArgs) -> anyhow::Result<ExitCode> {
+    let valid = RecorderConfig::load(&args.config)
+        .with_context(|| format!("recorder configuration {}", args.config.display()))?;
+    let config = &valid.config;
+    if config.profile != args.profile {
+        bail!(
+            "{} is the configuration of RecordingProfile {:?}, not {:?}",
+            args.config.display(),
+            config.profile,
+            args.profile
+        );
+    }
+    let span = tracing::info_span!("retention", tenant = %config.tenant, profile = %config.profile);
+    let _guard = span.enter();
+    let cluster = Cluster::from_env().await?;
+    let db = vault::connect_db(&config.database_url_file).await?;
+    let credentials = match &config.storage_credentials_dir {
+        Some(dir) => Credentials::from_dir(dir)?,
+        None => Credentials::none(),
+    };
+    let storage = objstore::open(&config.storage, &credentials).context("storage target")?;
+    // Recording rows name their StorageTarget, which the recorder configuration carries.
+    let target = Target {
+        name: &config.storage_target,
+        storage: &storage,
+    };
+    let now = callvault_store::db::now_micros();
+    let summary = run_retention(
+        &db,
+        target,
+        &config.tenant,
+        &config.profile,
+        now,
+        RetentionOptions {
+            batch_size: args.batch_size,
+            audit_retention_days: args.audit_retention_days,
+        },
+    )
+    .await?;
+    let finished = callvault_store::db::now_micros();
+    match &cluster {
+        Some(c) => c
+            .report_retention(&config.profile, config.retention_days, &summary, finished)
+            .await
+            .context("reporting to the RecordingProfile")?,
+        None => println!("retention {}: {}", config.profile, retention_note(&summary)),
+    }
+    db.close().await;
+    Ok(exit(summary.failures.is_empty()))
+}
+
+async fn archive(args: ArchiveArgs) -> anyhow::Result<ExitCode> {
+    let valid = ArchiveJobConfig::load(&args.config)
+        .with_context(|| format!("archive job configuration {}", args.config.display()))?;
+    let config = &valid.config;
+    if config.connector != args.connector {
+        bail!(
+            "{} is the configuration of Connector {:?}, not {:?}",
+            args.config.display(),
+            config.connector,
+            args.connector
+        );
+    }
+    let span =
+        tracing::info_span!("archive", tenant = %config.tenant, connector = %config.connector);
+    let _guard = span.enter();
+    let cluster = Cluster::from_env().await?;
+    let db = vault::connect_db(&config.database_url_file).await?;
+    let sources = vault::open_bindings(&valid.sources)?;
+    let destination = vault::open_binding(&valid.destination)?;
+    let ring = config
+        .key_ring
+        .as_ref()
+        .map(vault::load_key_ring)
+        .transpose()?;
+    let mode = match &ring {
+        Some(ring) => ArchiveMode::Plaintext(ring),
+        None => ArchiveMode::Envelope,
+    };
+    let summary = run_archive(&ArchiveJob {
+        db: &db,
+        tenant: &config.tenant,
+        connector: &config.connector,
+        profiles: &config.recording_profiles,
+        sources: &sources,
+        destination_name: &valid.destination.binding.name,
+        destination: &destination,
+        mode,
+        batch_size: config.batch_size,
+        concurrency: config.concurrency as usize,
     })
+    .await?;
+    let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
+    let alarms = Alarms {
+        db: &db,
+        tenant: &config.tenant,
+        mailer: mailer.as_ref(),
+    };
+    for obs in [
+        alarms::connector(&config.connector, &summary),
+        alarms::archive_destination(&valid.destination.binding.name, &summary),
+    ] {
+        if let Some(t) = alarms.apply(&obs).await?
+            && let Some(c) = &cluster
+        {
+            c.alarm_event::<Connector>(
+                &config.connector,
+                ARCHIVE_FIELD_MANAGER,
+                &config.tenant,
+                &t,
+            )
+            .await
+            .context("alarm Event")?;
+        }
+    }
+    match &cluster {
+        Some(c) => c
+            .report_archive(&config.connector, &summary)
+            .await
+            .context("reporting to the Connector")?,
+        None => println!(
+            "archive {}: {:?}, archived {}, failed {}, {} pending, {} archived in all{}",
+            config.connector,
+            summary.outcome(),
+            summary.archived,
+            summary.failures.len(),
+            summary.counts.pending,
+            summary.counts.archived,
+            summary
+                .message()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        ),
+    }
+    db.close().await;
+    Ok(exit(summary.outcome() == RunOutcome::Succeeded))
+}
+
+async fn transcribe(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
+    let valid = TranscribeJobConfig::load(&args.config)
+        .with_context(|| format!("transcription job configuration {}", args.config.display()))?;
+    let config = &valid.config;
+    if config.speech_job != args.speech_job {
+        bail!(
+            "{} is the configuration of SpeechJob {:?}, not {:?}",
+            args.config.display(),
+            config.speech_job,
+            args.speech_job
+        );
+    }
+    let span =
+        tracing::info_span!("transcribe", tenant = %config.tenant, speech_job = %config.speech_job);
+    let _guard = span.enter();
+    let cluster = Cluster::from_env().await?;
+    // The whisper engine's interpreter comes from CALLVAULT_WHISPER_PYTHON (default python3).
+    let summary = callvault_jobs::transcribe::run(&valid).await?;
+    match &cluster {
+        Some(c) => c
+            .report_transcribe(&config.speech_job, &summary)
+            .await
+            .context("reporting to the SpeechJob")?,
+        None => println!(
+            "transcribe {}: {}",
+            config.speech_job,
+            transcribe_note(&summary)
+        ),
+    }
+    Ok(exit(summary.failures.is_empty()))
 }

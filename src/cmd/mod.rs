@@ -9,14 +9,6 @@ pub mod recorder;
 pub mod standalone;
 pub mod verify;
 
-use std::process::ExitCode;
-
-/// Subcommands whose workload is not built yet say so and fail, rather than pretend.
-pub(crate) fn not_built(what: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("callvault {what}: not built yet in this version");
-    Ok(ExitCode::from(2))
-}
-
 /// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
 pub(crate) async fn terminated() {
     #[cfg(unix)]

@@ -237,6 +237,56 @@ pub fn wav(samples: &[i16]) -> Vec<u8> {
     out
 }
 
+/// A party's channel is silent whenever the other party speaks, and Whisper-family models
+/// given a window with seconds of silence between two turns often end the transcript at the
+/// silence and drop the turn after it. So each channel is sent as its turns: spans of sound
+/// separated by at least [`MIN_GAP_MS`] of silence, padded by [`PAD_MS`] (the engine hears
+/// each word's onset and decay) and cut to at most `max` samples.
+///
+/// A frame is silent when its level is 40 dB under the channel's loudest frame or under
+/// -60 dBFS; a channel with steady noise above that is sent whole, as before. A silent channel
+/// gives no pieces: there is nothing to transcribe, and Whisper invents words for silence.
+pub fn speech_pieces(samples: &[i16], max: usize) -> Vec<std::ops::Range<usize>> {
+    const FRAME: usize = (RATE / 50) as usize; // 20 ms
+    let frame_power =
+        |f: &[i16]| f.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / f.len() as f64;
+    let powers: Vec<f64> = samples.chunks(FRAME).map(frame_power).collect();
+    let loudest = powers.iter().copied().fold(0.0, f64::max);
+    // -60 dBFS: an amplitude of about 33 in 16 bits.
+    let floor = (32768.0f64 * 1e-3).powi(2);
+    if loudest <= floor {
+        return Vec::new();
+    }
+    let threshold = floor.max(loudest * 1e-4);
+    let gap = MIN_GAP_MS * RATE as usize / 1000;
+    let pad = PAD_MS * RATE as usize / 1000;
+    // Spans of sounding frames, joined across pauses shorter than the gap.
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    for (i, _) in powers.iter().enumerate().filter(|(_, p)| **p > threshold) {
+        let (start, end) = (i * FRAME, ((i + 1) * FRAME).min(samples.len()));
+        match spans.last_mut() {
+            Some(last) if start - last.1 < gap => last.1 = end,
+            _ => spans.push((start, end)),
+        }
+    }
+    let mut pieces = Vec::new();
+    for (start, end) in spans {
+        let (start, end) = (start.saturating_sub(pad), (end + pad).min(samples.len()));
+        let mut from = start;
+        for cut in cut_points(&samples[start..end], max) {
+            pieces.push(from..start + cut);
+            from = start + cut;
+        }
+        pieces.push(from..end);
+    }
+    pieces
+}
+
+/// Silence between two turns of a party that [`speech_pieces`] separates.
+pub const MIN_GAP_MS: usize = 1_000;
+/// Silence kept around each piece.
+pub const PAD_MS: usize = 250;
+
 /// Where to cut `samples` into pieces of at most `max` samples each: at the quietest 100 ms
 /// within the last quarter before each limit, so a cut rarely splits a word.
 pub fn cut_points(samples: &[i16], max: usize) -> Vec<usize> {
@@ -327,6 +377,73 @@ mod tests {
             prev = c;
         }
         assert!(cut_points(&s[..sec], 10 * sec).is_empty());
+    }
+
+    /// A 16 kHz tone-like signal of `secs` seconds at amplitude `amp`.
+    fn sound(secs: f64, amp: i16) -> Vec<i16> {
+        (0..(secs * f64::from(RATE)) as usize)
+            .map(|i| if i % 40 < 20 { amp } else { -amp })
+            .collect()
+    }
+
+    #[test]
+    fn pieces_are_the_turns_without_the_silence_between() {
+        let sec = RATE as usize;
+        // 0.3 s silence, 3 s speech with a 0.5 s pause inside, 5 s silence, 2 s speech, 0.6 s.
+        let mut s = vec![0i16; 3 * sec / 10];
+        s.extend(sound(1.5, 8000));
+        s.extend(vec![0i16; sec / 2]);
+        s.extend(sound(1.5, 8000));
+        let first_end = s.len();
+        s.extend(vec![0i16; 5 * sec]);
+        let second_start = s.len();
+        s.extend(sound(2.0, 8000));
+        let second_end = s.len();
+        s.extend(vec![0i16; 6 * sec / 10]);
+        let pieces = speech_pieces(&s, 30 * sec);
+        let pad = PAD_MS * sec / 1000;
+        assert_eq!(
+            pieces,
+            vec![
+                3 * sec / 10 - pad..first_end + pad,
+                second_start - pad..second_end + pad
+            ]
+        );
+    }
+
+    #[test]
+    fn quiet_noise_is_silence_and_a_silent_channel_has_no_pieces() {
+        let sec = RATE as usize;
+        assert!(speech_pieces(&vec![0i16; 10 * sec], 30 * sec).is_empty());
+        // -70 dBFS hiss alone: nothing to transcribe.
+        assert!(speech_pieces(&sound(10.0, 10), 30 * sec).is_empty());
+        // The same hiss between two turns still separates them.
+        let mut s = sound(1.0, 8000);
+        s.extend(sound(3.0, 10));
+        s.extend(sound(1.0, 8000));
+        assert_eq!(speech_pieces(&s, 30 * sec).len(), 2);
+        // Steady noise as loud as the speech: the channel is sent whole.
+        let s = sound(12.0, 8000);
+        assert_eq!(speech_pieces(&s, 30 * sec), vec![0..s.len()]);
+        assert!(speech_pieces(&[], 30 * sec).is_empty());
+    }
+
+    #[test]
+    fn a_long_turn_is_cut_to_the_engine_limit() {
+        let sec = RATE as usize;
+        let mut s = vec![0i16; 2 * sec];
+        s.extend(sound(25.0, 8000));
+        s.extend(vec![0i16; 2 * sec]);
+        let pieces = speech_pieces(&s, 10 * sec);
+        // 25.5 s with its padding: at least three pieces of at most 10 s.
+        assert!(pieces.len() >= 3, "{pieces:?}");
+        for w in pieces.windows(2) {
+            assert_eq!(w[0].end, w[1].start, "contiguous: {pieces:?}");
+        }
+        assert!(pieces.iter().all(|p| p.len() <= 10 * sec), "{pieces:?}");
+        let pad = PAD_MS * sec / 1000;
+        assert_eq!(pieces[0].start, 2 * sec - pad);
+        assert_eq!(pieces.last().map(|p| p.end), Some(27 * sec + pad));
     }
 
     #[test]

@@ -409,11 +409,8 @@ async fn transcribe_recording<E: SpeechEngine>(
     for (channel, samples) in pcm.channels.iter().enumerate() {
         let mut text: Vec<String> = Vec::new();
         let mut words: Vec<Word> = Vec::new();
-        let mut start = 0usize;
-        for end in audio::cut_points(samples, max)
-            .into_iter()
-            .chain([samples.len()])
-        {
+        for piece in audio::speech_pieces(samples, max) {
+            let (start, end) = (piece.start, piece.end);
             let out = engine
                 .transcribe(&samples[start..end], request)
                 .await
@@ -430,7 +427,6 @@ async fn transcribe_recording<E: SpeechEngine>(
             if !out.text.is_empty() {
                 text.push(out.text);
             }
-            start = end;
         }
         transcripts.push(Transcript {
             recording_id: rec.id,

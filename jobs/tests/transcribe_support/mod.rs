@@ -34,7 +34,10 @@ pub fn speak(text: &str, voice: &str) -> Vec<i16> {
         .args(["-v", voice, "-s", "150", "-w"])
         .arg(&wav)
         .arg(text));
+    // Repeatable (-R): sox dithers the 16-bit output from a random seed otherwise, and every
+    // run would hear slightly different calls.
     run(Command::new("sox")
+        .arg("-R")
         .arg(&wav)
         .args([
             "-t",

@@ -63,7 +63,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/saved-queries/{id}", delete(admin::delete_saved_query))
         .route("/recordings", get(recordings::list))
-        .route("/recordings/search", post(recordings::search))
+        // A search is a read sent as POST (its query can be long): allowed while impersonating.
+        .route(
+            "/recordings/search",
+            post(recordings::search).layer(axum::Extension(ReadOnlyPost)),
+        )
         .route("/recordings/tags", put(recordings::set_tags))
         .route("/recordings/delete", post(recordings::request_delete))
         .route("/recordings/zip", post(recordings::zip))
@@ -154,6 +158,10 @@ pub struct Caller {
     pub grants: Grants,
 }
 
+/// Marks a POST route that changes nothing, so read-only impersonation may use it.
+#[derive(Debug, Clone, Copy)]
+struct ReadOnlyPost;
+
 /// A caller for the few endpoints that must work while a password change is due or during
 /// impersonation (who am I, sign out, change password, stop impersonating).
 #[derive(Debug, Clone)]
@@ -238,7 +246,8 @@ async fn authenticate(state: &AppState, parts: &Parts, strict: bool) -> ApiResul
         None => None,
     };
     let impersonating = target.is_some();
-    if strict && impersonating && is_unsafe(&parts.method) {
+    let changes = is_unsafe(&parts.method) && parts.extensions.get::<ReadOnlyPost>().is_none();
+    if strict && impersonating && changes {
         return Err(ApiError::new(
             Code::ImpersonationReadOnly,
             "impersonation is read-only; stop impersonating to make changes",

@@ -85,14 +85,13 @@ async fn run_search(
     cursor: Option<&str>,
 ) -> ApiResult<Json<Page>> {
     let limit = limit.unwrap_or(DEFAULT_PAGE);
-    let page = state
-        .db
-        .search_recordings(&c.tenant, &c.grants.view, q, limit, cursor)
-        .await?;
-    let total = state
-        .db
-        .count_recordings(&c.tenant, &c.grants.view, q)
-        .await?;
+    // The page and the total are independent queries: run them on two connections at once.
+    let (page, total) = futures::try_join!(
+        state
+            .db
+            .search_recordings(&c.tenant, &c.grants.view, q, limit, cursor),
+        state.db.count_recordings(&c.tenant, &c.grants.view, q),
+    )?;
     c.audit(
         state,
         "search",

@@ -147,7 +147,8 @@ impl Fixture {
         self.access.set(list);
     }
 
-    /// Writes an encrypted recording of `plaintext` to the primary target and commits its row.
+    /// Writes an encrypted recording of `plaintext` to the primary target and commits its row
+    /// (a call of one minute).
     pub async fn recording(
         &self,
         owner: Option<Uuid>,
@@ -155,6 +156,20 @@ impl Fixture {
         calling: &str,
         called: &str,
         plaintext: &[u8],
+    ) -> Recording {
+        self.recording_lasting(owner, groups, calling, called, plaintext, 60)
+            .await
+    }
+
+    /// [`Fixture::recording`] of a call that lasted `seconds`.
+    pub async fn recording_lasting(
+        &self,
+        owner: Option<Uuid>,
+        groups: Vec<Uuid>,
+        calling: &str,
+        called: &str,
+        plaintext: &[u8],
+        seconds: i64,
     ) -> Recording {
         let mut rec = NewRecording::new(
             format!("call-{}", Uuid::new_v4()),
@@ -189,7 +204,7 @@ impl Fixture {
                 id,
                 &FinishRecording {
                     status: RecordingStatus::Available,
-                    end_time: rec.start_time + 60_000_000,
+                    end_time: rec.start_time + seconds * 1_000_000,
                     answer_time: Some(rec.start_time),
                     release_cause: Some(ReleaseCause::Normal),
                     answering: None,

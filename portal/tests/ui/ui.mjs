@@ -1,11 +1,15 @@
 // The supervisor's workflow in Chromium, against a running portal (started by tests/ui.rs).
 // Environment: BASE_URL, CHROMIUM (browser binary), PLAYWRIGHT (playwright-core directory),
-// PASSWORD (of the users `supervisor` and `reviewer`), CALL_ID (the call from 1001 to 2002).
+// PASSWORD (of the users `supervisor` and `reviewer`), CALL_ID (the call from 1001 to 2002),
+// MEDIA_SHA256 (of the call's decrypted Ogg/Opus), SCREENSHOTS (a directory for the screenshots).
 
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import path from 'node:path';
 
-const { BASE_URL, CHROMIUM, PLAYWRIGHT, PASSWORD, CALL_ID } = process.env;
+const { BASE_URL, CHROMIUM, PLAYWRIGHT, PASSWORD, CALL_ID, MEDIA_SHA256, SCREENSHOTS } = process.env;
 const { chromium } = createRequire(import.meta.url)(PLAYWRIGHT);
 
 const browser = await chromium.launch({
@@ -14,6 +18,21 @@ const browser = await chromium.launch({
   args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required'],
 });
 const step = (s) => console.log(`ok - ${s}`);
+// Polls `fn` in the page until it returns true. Playwright's waitForFunction evaluates a string
+// inside the page, which the portal's Content-Security-Policy (no 'unsafe-eval') rightly refuses.
+async function until(page, fn, arg, timeout = 10000) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    if (await page.evaluate(fn, arg).catch(() => false)) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${fn}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+const shot = async (page, name) => {
+  const file = path.join(SCREENSHOTS, `${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  console.log(`screenshot ${file}`);
+};
 
 async function signIn(page, user) {
   await page.goto(BASE_URL);
@@ -24,9 +43,10 @@ async function signIn(page, user) {
 }
 
 try {
-  const context = await browser.newContext();
+  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   const violations = [];
+  page.on('response', (r) => { if (r.url().includes('/api/')) console.log(`${r.request().method()} ${new URL(r.url()).pathname} ${r.status()}`); });
   page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) violations.push(m.text()); });
 
   // The page comes with a strict policy and no inline code.
@@ -43,6 +63,7 @@ try {
   await page.waitForSelector('#error:not([hidden])');
   assert.match(await page.textContent('#error'), /wrong username or password/);
   step('a wrong password is refused with a message');
+  await shot(page, '01-sign-in-refused');
 
   await signIn(page, 'supervisor');
   assert.equal(await page.locator('#calls tbody tr').count(), 2);
@@ -51,11 +72,12 @@ try {
   // Filter by calling party: only the matching call remains.
   await page.fill('#f-calling', '1001');
   await page.click('#search');
-  await page.waitForFunction(() => document.querySelectorAll('#calls tbody tr').length === 1);
+  await until(page, () => document.querySelectorAll('#calls tbody tr').length === 1);
   assert.match(await page.textContent('#calls tbody'), /1001/);
   assert.doesNotMatch(await page.textContent('#calls tbody'), /3003/);
   assert.match(await page.textContent('#summary'), /^1 call$/);
   step('the calling-party filter leaves only the matching call');
+  await shot(page, '02-interactions-filtered');
 
   // Nothing secret in web storage.
   const stored = await page.evaluate(() => JSON.stringify({ ...localStorage, ...sessionStorage }));
@@ -71,19 +93,21 @@ try {
 
   // Play: the audio element's position moves and the playhead follows.
   await page.click('#play');
-  await page.waitForFunction(() => document.getElementById('audio').currentTime > 0.5, null, { timeout: 20000 });
-  await page.waitForFunction(() => Number(document.getElementById('playhead').dataset.fraction) > 0);
+  await until(page, () => document.getElementById('audio').currentTime > 0.5, null, 20000);
+  await until(page, () => Number(document.getElementById('playhead').dataset.fraction) > 0);
   step('play: currentTime moves and the timeline shows it');
+  await shot(page, '03-call-playing');
 
   // Seek by clicking three quarters into the timeline.
   const box = await page.locator('#timeline').boundingBox();
   await page.mouse.click(box.x + box.width * 0.75, box.y + box.height / 2);
-  await page.waitForFunction(() => {
+  await until(page, () => {
     const a = document.getElementById('audio');
     return a.currentTime >= a.duration * 0.7;
   });
+  // The playhead follows once the element reports the seek.
+  await until(page, () => Number(document.getElementById('playhead').dataset.fraction) >= 0.7);
   const fraction = Number(await page.getAttribute('#playhead', 'data-fraction'));
-  assert.ok(fraction >= 0.7, `playhead at ${fraction}`);
   step(`seek: a click at 75% of the timeline moves playback there (playhead ${fraction})`);
 
   // Speed.
@@ -92,40 +116,51 @@ try {
   await page.click('#play');
   step('speed changes the playback rate');
 
+  // Download: the browser saves the decrypted Ogg/Opus, byte for byte what was recorded.
+  const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+  assert.match(download.suggestedFilename(), /_1001_2002_.*\.ogg$/);
+  const saved = await readFile(await download.path());
+  assert.equal(saved.subarray(0, 4).toString('latin1'), 'OggS');
+  assert.equal(createHash('sha256').update(saved).digest('hex'), MEDIA_SHA256);
+  step(`download saves ${download.suggestedFilename()}, identical to the recorded audio`);
+
   // Tag and note, then reload: both are still there.
   await page.selectOption('#tag-choice', { label: 'Escalated' });
   await page.click('#save-tags');
-  await page.waitForFunction(() => document.getElementById('tags')?.textContent.includes('Escalated'));
+  await until(page, () => document.getElementById('tags')?.textContent.includes('Escalated'));
   await page.fill('#note-text', 'Customer asked for a callback');
   await page.click('#add-note');
-  await page.waitForFunction(() => document.getElementById('notes')?.textContent.includes('Customer asked for a callback'));
+  await until(page, () => document.getElementById('notes')?.textContent.includes('Customer asked for a callback'));
   await page.reload();
   await page.waitForSelector('#details');
   assert.match(await page.textContent('#tags'), /Escalated/);
   assert.match(await page.textContent('#notes'), /Customer asked for a callback/);
   step('a tag and a note are shown after reload');
+  await shot(page, '04-call-tag-and-note');
 
   // Integrity.
   await page.click('#check-integrity');
-  await page.waitForFunction(() => document.getElementById('integrity-result').textContent.trim() !== '');
-  assert.match(await page.textContent('#integrity-result'), /intact/);
-  step('the integrity check says intact');
+  await until(page, () => document.getElementById('integrity-result').textContent.trim() !== '');
+  assert.match(await page.textContent('#integrity-result'), /^\s*authenticated/);
+  assert.equal(await page.getAttribute('#integrity-result', 'class'), 'ok');
+  step('the integrity check says authenticated');
 
   // The audit trail shows what the supervisor did.
   await page.click('a[href="#/admin/audit"]');
   await page.waitForSelector('#audit tbody tr');
   await page.fill('#f-actor', 'supervisor');
   await page.click('#audit-filters button[type=submit]');
-  await page.waitForFunction(() => document.querySelector('#audit tbody')?.textContent.includes('note.add'));
+  await until(page, () => document.querySelector('#audit tbody')?.textContent.includes('note.add'));
   const audit = await page.textContent('#audit tbody');
-  for (const a of ['login', 'view', 'play', 'tag.set', 'note.add']) assert.ok(audit.includes(a), `audit lacks ${a}`);
+  for (const a of ['login', 'view', 'play', 'download', 'tag.set', 'note.add']) assert.ok(audit.includes(a), `audit lacks ${a}`);
+  await shot(page, '05-audit-trail');
   const csv = await page.evaluate(async () => {
     const r = await fetch(document.getElementById('audit-csv').href);
     return { status: r.status, type: r.headers.get('content-type'), body: await r.text() };
   });
   assert.equal(csv.status, 200);
   assert.match(csv.body, /note\.add/);
-  step('the audit trail lists login, view, play, tag.set and note.add and exports them as CSV');
+  step('the audit trail lists login, view, play, download, tag.set and note.add and exports them as CSV');
 
   // Sign out; a reviewer may see the call but not play it.
   await page.click('#logout');
@@ -139,9 +174,14 @@ try {
   assert.equal(status, 403);
   assert.equal(await page.locator('a[href="#/admin/audit"]:visible').count(), 0);
   step('a reviewer without play permission sees no play button and the API answers 403');
+  await shot(page, '06-reviewer-no-play');
 
   assert.deepEqual(violations, []);
   await context.close();
+} catch (e) {
+  // What the browser showed when it failed, beside the other screenshots.
+  for (const ctx of browser.contexts()) for (const p of ctx.pages()) await shot(p, 'failure').catch(() => {});
+  throw e;
 } finally {
   await browser.close();
 }

@@ -1,15 +1,17 @@
 //! `callvault standalone`: the whole system in one process, on SQLite and local files, from the
 //! same resource YAML a cluster runs.
 //!
-//! One recorder per RecordingProfile (each on its profile's SIP port) and the portal; the
-//! jobs' schedules (retention, archive, transcription) are not run here yet. The resource directory is polled; a valid change is applied (AccessProfiles
-//! live, a changed profile's recorder drained and restarted), an invalid one is reported and the
-//! last good configuration keeps running.
+//! One recorder per RecordingProfile (each on its profile's SIP port), the portal, and the jobs'
+//! schedules (retention and archive). The resource directory is polled; a valid change is applied
+//! (AccessProfiles live, a changed profile's recorder drained and restarted, schedules from their
+//! next run), an invalid one is reported and the last good configuration keeps running.
 
 mod admin;
+mod cron;
 mod keys;
 mod recorders;
 mod resources;
+mod schedules;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -84,7 +86,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         .validate()?,
         db.clone(),
         access.clone(),
-        keys.ring,
+        keys.ring.clone(),
         storages(&args.data, &set)?,
     );
     let listener = tokio::net::TcpListener::bind(&args.http)
@@ -104,6 +106,17 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut pool = recorders::Pool::default();
     pool.apply(&local, &set)?;
+    let set = Arc::new(set);
+    let (resources_tx, resources_rx) = tokio::sync::watch::channel(set.clone());
+    let jobs_task = tokio::spawn(schedules::run(
+        schedules::Context {
+            db: db.clone(),
+            data: args.data.clone(),
+            ring: Arc::new(keys.ring),
+        },
+        resources_rx,
+        stop_rx.clone(),
+    ));
     // Last, once nothing else can fail: a generated password is shown only at creation.
     let first_admin = admin::ensure_first_admin(&db, args.admin_password_file.as_deref()).await?;
 
@@ -143,6 +156,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
                 if let Err(e) = pool.apply(&local, &set) {
                     tracing::error!(error = %format!("{e:#}"), "keeping the running recorders");
                 } else {
+                    resources_tx.send_replace(Arc::new(set));
                     tracing::info!("resources reloaded");
                 }
             }
@@ -154,6 +168,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     eprintln!("stopping: finishing live calls and pending commits");
     let _ = stop_tx.send(true);
     pool.stop_all().await;
+    jobs_task.await.context("jobs task")?;
     portal_task
         .await
         .context("portal task")?

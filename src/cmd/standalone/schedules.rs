@@ -1,0 +1,400 @@
+//! The jobs' schedules in one process: retention per RecordingProfile at the time the operator's
+//! CronJob uses, archive per active Connector on its cron schedule, and transcription per
+//! SpeechJob on its schedule or, without one, once (as the operator's Job). Jobs run one at a
+//! time on a whole-minute tick, against the resources in force at that minute, so a reload takes
+//! effect at the next run and never in the middle of one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use callvault_config::{KeyRingConfig, StorageBinding};
+use callvault_crds::ResourceSet;
+use callvault_jobs::archive::{ArchiveJob, ArchiveMode, run_archive};
+use callvault_jobs::retention::{RetentionOptions, Target, run_retention};
+use callvault_jobs::transcribe::{build_engine, job_spec, transcribe_job};
+use callvault_operator::build::recording_profile::RETENTION_SCHEDULE;
+use callvault_operator::speech_config::{JobFiles, transcribe_job_config};
+use callvault_store::db::{Db, now_micros};
+use callvault_store::keys::KeyRing;
+use callvault_store::objstore::{Storage, StorageConfig};
+use jiff::Timestamp;
+use jiff::civil::DateTime;
+use jiff::tz::TimeZone;
+use tokio::sync::watch;
+use tracing::Instrument as _;
+
+use super::TENANT;
+use super::cron::Cron;
+
+/// Audit entries are kept this long (DESIGN §6 default); the cluster takes it from the chart.
+const AUDIT_RETENTION_DAYS: u32 = 365;
+/// Rows read per query by retention and archive: small enough to keep memory flat.
+const BATCH: u32 = 500;
+/// Archive copies in flight at once: one machine, shared with live calls.
+const ARCHIVE_CONCURRENCY: usize = 2;
+
+/// What the jobs share with the rest of the process.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub db: Db,
+    pub data: std::path::PathBuf,
+    /// Private keys, for Connectors that write decrypted copies.
+    pub ring: Arc<KeyRing>,
+}
+
+/// One scheduled job.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Job {
+    Retention { profile: String },
+    Archive { connector: String },
+    Transcribe { speech_job: String },
+}
+
+impl std::fmt::Display for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Retention { profile } => write!(f, "retention of RecordingProfile {profile:?}"),
+            Job::Archive { connector } => write!(f, "archive of Connector {connector:?}"),
+            Job::Transcribe { speech_job } => {
+                write!(f, "transcription of SpeechJob {speech_job:?}")
+            }
+        }
+    }
+}
+
+/// The jobs a resource set schedules, with their schedules (pure). A schedule that does not
+/// parse is reported and its job skipped; the others still run. SpeechJobs without a schedule
+/// are in [`run_once`] instead.
+pub fn planned(set: &ResourceSet) -> (Vec<(Job, Cron)>, Vec<String>) {
+    let mut jobs = Vec::new();
+    let mut problems = Vec::new();
+    let mut add = |job: Job, schedule: &str| match Cron::parse(schedule) {
+        Ok(cron) => jobs.push((job, cron)),
+        Err(e) => problems.push(format!("{job}: {e}")),
+    };
+    // Disabled profiles keep their recordings, and those still expire.
+    for name in set.recording_profiles.keys() {
+        add(
+            Job::Retention {
+                profile: name.clone(),
+            },
+            RETENTION_SCHEDULE,
+        );
+    }
+    for (name, connector) in &set.connectors {
+        if connector.spec.active {
+            add(
+                Job::Archive {
+                    connector: name.clone(),
+                },
+                &connector.spec.schedule,
+            );
+        }
+    }
+    for (name, job) in &set.speech_jobs {
+        if let (Some(schedule), false) = (&job.spec.schedule, job.spec.suspend) {
+            add(
+                Job::Transcribe {
+                    speech_job: name.clone(),
+                },
+                schedule,
+            );
+        }
+    }
+    (jobs, problems)
+}
+
+/// SpeechJobs without a schedule, each with its spec as JSON: a Job in a cluster runs once per
+/// spec, so here one runs once per spec seen by this process (a restart runs it again, which
+/// in Incremental mode finds nothing new to do).
+pub fn run_once(set: &ResourceSet) -> Vec<(Job, String)> {
+    set.speech_jobs
+        .iter()
+        .filter(|(_, j)| j.spec.schedule.is_none() && !j.spec.suspend)
+        .map(|(name, j)| {
+            (
+                Job::Transcribe {
+                    speech_job: name.clone(),
+                },
+                serde_json::to_string(&j.spec).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// The jobs due in the minutes after `last` up to and including `now` (both UTC).
+pub fn due(jobs: &[(Job, Cron)], last: DateTime, now: DateTime) -> Vec<Job> {
+    jobs.iter()
+        .filter(|(_, cron)| cron.next_after(last).is_some_and(|next| next <= now))
+        .map(|(job, _)| job.clone())
+        .collect()
+}
+
+/// Runs the schedules until `stop` turns true; a run in progress finishes first.
+pub async fn run(
+    ctx: Context,
+    mut resources: watch::Receiver<Arc<ResourceSet>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last = utc_now();
+    let mut ran_once = BTreeSet::new();
+    loop {
+        let wait = seconds_to_next_minute();
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let now = utc_now();
+        let set = resources.borrow_and_update().clone();
+        let (jobs, problems) = planned(&set);
+        for p in problems {
+            tracing::error!("{p}: not scheduled");
+        }
+        let once = run_once(&set)
+            .into_iter()
+            .filter(|key| ran_once.insert(key.clone()))
+            .map(|(job, _)| job);
+        for job in due(&jobs, last, now).into_iter().chain(once) {
+            let span = tracing::info_span!("job", job = %job);
+            if let Err(e) = run_job(&ctx, &set, &job).instrument(span).await {
+                tracing::error!(error = %format!("{e:#}"), "{job} failed; it runs again on schedule");
+            }
+        }
+        last = now;
+    }
+}
+
+fn utc_now() -> DateTime {
+    Timestamp::now().to_zoned(TimeZone::UTC).datetime()
+}
+
+fn seconds_to_next_minute() -> std::time::Duration {
+    let now = Timestamp::now();
+    let into_minute = now.as_millisecond().rem_euclid(60_000);
+    // A little past the minute, so the tick's clock reading is inside the new minute.
+    std::time::Duration::from_millis(u64::try_from(60_000 - into_minute).unwrap_or(0) + 50)
+}
+
+/// One run of one job, with the storage targets opened from `set`.
+pub async fn run_job(ctx: &Context, set: &ResourceSet, job: &Job) -> anyhow::Result<()> {
+    match job {
+        Job::Retention { profile } => {
+            let p = set
+                .recording_profiles
+                .get(profile)
+                .context("the profile is gone")?;
+            let name = &p.spec.storage_target_ref.name;
+            let storage = open(ctx, set, name)?;
+            let summary = run_retention(
+                &ctx.db,
+                Target {
+                    name,
+                    storage: &storage,
+                },
+                TENANT,
+                profile,
+                now_micros(),
+                RetentionOptions {
+                    batch_size: BATCH,
+                    audit_retention_days: AUDIT_RETENTION_DAYS,
+                },
+            )
+            .await?;
+            tracing::info!(
+                removed = summary.removed(),
+                failures = summary.failures.len(),
+                "retention done"
+            );
+        }
+        Job::Archive { connector } => {
+            let c = set
+                .connectors
+                .get(connector)
+                .context("the Connector is gone")?;
+            let destination_name = &c.spec.storage_target_ref.name;
+            let destination = open(ctx, set, destination_name)?;
+            let mut sources = BTreeMap::new();
+            for name in set.storage_targets.keys() {
+                if name != destination_name {
+                    sources.insert(name.clone(), open(ctx, set, name)?);
+                }
+            }
+            let summary = run_archive(&ArchiveJob {
+                db: &ctx.db,
+                tenant: TENANT,
+                connector,
+                profiles: &c.spec.source.recording_profiles,
+                sources: &sources,
+                destination_name,
+                destination: &destination,
+                mode: if c.spec.encrypt {
+                    ArchiveMode::Envelope
+                } else {
+                    ArchiveMode::Plaintext(&ctx.ring)
+                },
+                batch_size: BATCH,
+                concurrency: ARCHIVE_CONCURRENCY,
+            })
+            .await?;
+            tracing::info!(
+                outcome = ?summary.outcome(),
+                archived = summary.archived,
+                failures = summary.failures.len(),
+                pending = summary.counts.pending,
+                "archive done"
+            );
+        }
+        Job::Transcribe { speech_job } => {
+            let job = set
+                .speech_jobs
+                .get(speech_job)
+                .context("the SpeechJob is gone")?;
+            let mut bindings = Vec::new();
+            let mut sources = BTreeMap::new();
+            for (name, target) in &set.storage_targets {
+                bindings.push(StorageBinding {
+                    name: name.clone(),
+                    storage: StorageConfig::from_spec(&serde_json::to_value(&target.spec)?)?,
+                    credentials_dir: super::credentials_dir(&ctx.data, target),
+                });
+                sources.insert(name.clone(), open(ctx, set, name)?);
+            }
+            let creds = job
+                .spec
+                .engine
+                .credentials_secret_ref
+                .as_ref()
+                .map(|r| ctx.data.join("secrets").join(&r.name));
+            let config = transcribe_job_config(
+                TENANT,
+                job,
+                bindings,
+                JobFiles {
+                    database_url_file: ctx.data.join("database-url"),
+                    // Unused here: the keys are already unlocked in `ctx.ring`.
+                    key_ring: KeyRingConfig {
+                        dir: ctx.data.join("keys"),
+                        passphrase_file: None,
+                    },
+                    engine_credentials_dir: creds,
+                },
+            )?;
+            let valid = config
+                .validate()
+                .map_err(|e| anyhow::anyhow!("SpeechJob {speech_job:?}: {e}"))?;
+            let engine = build_engine(&valid).await?;
+            let spec = job_spec(&valid);
+            // The job's inner stream of futures borrows with lifetimes the compiler cannot
+            // prove `Send` inside `tokio::spawn`; this thread runs it to the end instead (the
+            // runtime has others for the calls and the portal).
+            let summary = tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current()
+                    .block_on(transcribe_job(&ctx.db, &sources, &ctx.ring, &engine, &spec))
+            })?;
+            tracing::info!(
+                transcribed = summary.transcribed,
+                failures = summary.failures.len(),
+                "transcription done"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn open(ctx: &Context, set: &ResourceSet, name: &str) -> anyhow::Result<Storage> {
+    let target = set
+        .storage_targets
+        .get(name)
+        .with_context(|| format!("no StorageTarget {name:?}"))?;
+    let dir = super::credentials_dir(&ctx.data, target);
+    crate::cmd::portal::open_storage(name, target, dir.as_deref())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+
+    fn set(yaml: &str) -> ResourceSet {
+        ResourceSet::from_files([(std::path::Path::new("jobs.yaml"), yaml)]).unwrap()
+    }
+
+    const RESOURCES: &str = "
+apiVersion: callvault.io/v1alpha1
+kind: StorageTarget
+metadata: {name: local, namespace: default}
+spec: {type: filesystem, path: /var/lib/callvault/recordings}
+---
+apiVersion: callvault.io/v1alpha1
+kind: StorageTarget
+metadata: {name: archive, namespace: default}
+spec: {type: filesystem, path: /var/lib/callvault/archive}
+---
+apiVersion: callvault.io/v1alpha1
+kind: RecordingProfile
+metadata: {name: agents, namespace: default}
+spec:
+  selector: {allUsers: true}
+  retention: {days: 30}
+  storageTargetRef: {name: local}
+  encryption: {keySecretRef: {name: k, key: public.pem}}
+---
+apiVersion: callvault.io/v1alpha1
+kind: Connector
+metadata: {name: nightly, namespace: default}
+spec:
+  storageTargetRef: {name: archive}
+  schedule: '0 3 * * *'
+---
+apiVersion: callvault.io/v1alpha1
+kind: Connector
+metadata: {name: paused, namespace: default}
+spec:
+  storageTargetRef: {name: archive}
+  active: false
+";
+
+    #[test]
+    fn retention_daily_and_active_connectors_on_their_schedules() {
+        let (jobs, problems) = planned(&set(RESOURCES));
+        assert!(problems.is_empty(), "{problems:?}");
+        let retention = Job::Retention {
+            profile: "agents".into(),
+        };
+        let nightly = Job::Archive {
+            connector: "nightly".into(),
+        };
+        let names: Vec<&Job> = jobs.iter().map(|(j, _)| j).collect();
+        assert_eq!(
+            names,
+            [&retention, &nightly],
+            "the inactive Connector is not scheduled"
+        );
+
+        let day = date(2026, 11, 24);
+        assert_eq!(due(&jobs, day.at(2, 0, 0, 0), day.at(2, 29, 0, 0)), []);
+        assert_eq!(
+            due(&jobs, day.at(2, 29, 0, 0), day.at(2, 30, 0, 0)),
+            std::slice::from_ref(&retention)
+        );
+        // A tick that came late still runs what fell due in between, once.
+        assert_eq!(
+            due(&jobs, day.at(2, 29, 0, 0), day.at(3, 1, 0, 0)),
+            [retention, nightly]
+        );
+    }
+
+    #[test]
+    fn a_bad_schedule_is_reported_and_the_rest_still_runs() {
+        let yaml = RESOURCES.replace("'0 3 * * *'", "'0 25 * * *'");
+        let (jobs, problems) = planned(&set(&yaml));
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].contains("Connector \"nightly\"") && problems[0].contains("hour: 25"),
+            "{problems:?}"
+        );
+    }
+}

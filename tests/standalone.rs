@@ -1,0 +1,608 @@
+//! `callvault standalone` run as a user runs it: in a fresh directory, from resource YAML, with
+//! sipp (Debian `sip-tester`) and `callvault call` placing calls. Each step is checked through
+//! the portal's API as an admin would see it: sign-in and a password change, both
+//! calls found, one played (HTTP Range) and downloaded as Ogg/Opus, its integrity, the audit
+//! trail, the archive Connector's scheduled copy, the SpeechJob's transcript of each party, an
+//! invalid resource file rejected while the last good configuration keeps recording, and a
+//! Ctrl-C (SIGINT) and restart that keeps it all.
+//!
+//! Needs `ensure_recorder_test_tools` and `start_speech_server` (an OpenAI-compatible speech
+//! server, CALLVAULT_TEST_OPENAI_ENDPOINT) from scripts/services.sh; scripts/test does both.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_callvault");
+const FIRST_PASSWORD: &str = "first-Password-4-admin";
+const NEW_PASSWORD: &str = "changed-Password-4-admin";
+
+fn free_udp_port() -> u16 {
+    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    s.local_addr().unwrap().port()
+}
+
+fn free_tcp_port() -> u16 {
+    let s = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    s.local_addr().unwrap().port()
+}
+
+/// Polls `check` until it returns `Some`, failing with `what` (and the process log) after `limit`.
+async fn poll<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    limit: Duration,
+    log: &Log,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; standalone's log:\n{}",
+            log.text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Everything the process wrote to stderr.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<String>>);
+
+impl Log {
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// The installation: a working directory with resources, passphrase and admin password files.
+struct Install {
+    dir: tempfile::TempDir,
+    http: SocketAddr,
+    sip: SocketAddr,
+}
+
+impl Install {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let http = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
+        let sip = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port()));
+        let rtp = 20_000 + (std::process::id() % 200) as u16 * 100;
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("resources")).unwrap();
+        std::fs::write(
+            root.join("passphrase"),
+            "a passphrase for the recording keys\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("admin-password"), format!("{FIRST_PASSWORD}\n")).unwrap();
+        let resources = format!(
+            "apiVersion: callvault.io/v1alpha1
+kind: StorageTarget
+metadata: {{name: local, namespace: default}}
+spec: {{type: filesystem, path: {recordings}}}
+---
+apiVersion: callvault.io/v1alpha1
+kind: StorageTarget
+metadata: {{name: archive, namespace: default}}
+spec: {{type: filesystem, path: {archive}}}
+---
+apiVersion: callvault.io/v1alpha1
+kind: RecordingProfile
+metadata: {{name: everyone, namespace: default}}
+spec:
+  selector: {{allUsers: true}}
+  retention: {{days: 365}}
+  storageTargetRef: {{name: local}}
+  encryption: {{keySecretRef: {{name: recording-key, key: public.pem}}}}
+  recorder:
+    sessionsPerReplica: 20
+    sip: {{port: {sip_port}}}
+    rtpPortRange: {{start: {rtp}, end: {rtp_end}}}
+---
+apiVersion: callvault.io/v1alpha1
+kind: AccessProfile
+metadata: {{name: admins, namespace: default}}
+spec:
+  subjects: {{users: [admin]}}
+  calls:
+    scope: All
+    actions: {{play: true, download: true, export: true, tag: true, addNotes: true}}
+  admin: {{auditTrail: true, configureSystem: true}}
+---
+apiVersion: callvault.io/v1alpha1
+kind: Connector
+metadata: {{name: offsite, namespace: default}}
+spec:
+  storageTargetRef: {{name: archive}}
+  schedule: '* * * * *'
+  encrypt: false
+---
+apiVersion: callvault.io/v1alpha1
+kind: SpeechJob
+metadata: {{name: transcripts, namespace: default}}
+spec:
+  engine: {{type: openai, endpoint: '{speech}', model: whisper-1}}
+  schedule: '* * * * *'
+",
+            recordings = root.join("data/recordings").display(),
+            archive = root.join("archive").display(),
+            sip_port = sip.port(),
+            rtp_end = rtp + 99,
+            speech = std::env::var("CALLVAULT_TEST_OPENAI_ENDPOINT").expect(
+                "CALLVAULT_TEST_OPENAI_ENDPOINT is not set: run `source scripts/services.sh; \
+                 start_speech_server` first"
+            ),
+        );
+        std::fs::write(root.join("resources/callvault.yaml"), resources).unwrap();
+        Self { dir, http, sip }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Starts `callvault standalone` in the installation directory.
+    fn spawn(&self) -> (Child, Log) {
+        let mut child = Command::new(BIN)
+            .current_dir(self.dir.path())
+            .args(["standalone", "--resources", "resources", "--data", "data"])
+            .args(["--http", &self.http.to_string()])
+            .args(["--passphrase-file", "passphrase"])
+            .args(["--admin-password-file", "admin-password"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let log = Log::default();
+        let sink = log.clone();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut text = sink.0.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        (child, log)
+    }
+
+    /// Starts standalone and waits until it says it is running.
+    async fn start(&self) -> (Child, Log) {
+        let (mut child, log) = self.spawn();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        // The last line of the start-up message.
+        while !log.text().contains("stop with Ctrl-C") {
+            if let Some(exit) = child.try_wait().unwrap() {
+                panic!("standalone exited ({exit}) at start; log:\n{}", log.text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "standalone did not start:\n{}",
+                log.text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (child, log)
+    }
+}
+
+/// Stops the process as Ctrl-C does and waits for a clean exit.
+async fn interrupt(child: &mut Child, log: &Log) {
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(90), child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("standalone did not stop on SIGINT; log:\n{}", log.text()))
+        .unwrap();
+    assert!(exit.success(), "exit {exit}; log:\n{}", log.text());
+}
+
+/// A signed-in portal session: its cookies and CSRF token.
+struct Session {
+    base: String,
+    http: reqwest::Client,
+    cookies: String,
+    csrf: String,
+}
+
+fn cookies_of(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Session {
+    async fn login(addr: SocketAddr, password: &str) -> (Self, Value) {
+        let base = format!("http://{addr}/api/v1");
+        let http = reqwest::Client::new();
+        let resp = http
+            .post(format!("{base}/auth/login"))
+            .json(&json!({"username": "admin", "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "sign-in refused");
+        let cookies = cookies_of(&resp);
+        let body: Value = resp.json().await.unwrap();
+        let csrf = body["csrf_token"].as_str().unwrap().to_owned();
+        (
+            Self {
+                base,
+                http,
+                cookies,
+                csrf,
+            },
+            body,
+        )
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookies)
+    }
+
+    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookies)
+            .header("x-csrf-token", &self.csrf)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The recordings an empty search finds, newest first.
+    async fn recordings(&self) -> Vec<Value> {
+        let resp = self.post("/recordings/search", json!({"query": {}})).await;
+        assert_eq!(resp.status(), 200);
+        let page: Value = resp.json().await.unwrap();
+        page["items"].as_array().unwrap().clone()
+    }
+
+    async fn bytes(&self, path: &str, range: Option<&str>) -> (u16, String, Vec<u8>) {
+        let mut req = self.get(path);
+        if let Some(r) = range {
+            req = req.header("range", r);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let kind = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (status, kind, resp.bytes().await.unwrap().to_vec())
+    }
+}
+
+/// Says `text` into a WAV file with espeak-ng.
+fn speech(dir: &Path, name: &str, text: &str) -> String {
+    let wav = dir.join(name);
+    let status = std::process::Command::new("espeak-ng")
+        .args(["-s", "150", "-w"])
+        .arg(&wav)
+        .arg(text)
+        .status()
+        .expect("espeak-ng is not installed (Debian package espeak-ng)");
+    assert!(status.success());
+    wav.display().to_string()
+}
+
+/// Places a call with `callvault call` and `args`; returns its JSON summary.
+async fn call_with_client(sip: SocketAddr, args: &[&str]) -> Value {
+    let out = Command::new(BIN)
+        .args(["call", "--to", &format!("sip:{sip}")])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "callvault call failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Places a SIPREC call with sipp (metadata, two streams, no RTP: the recorder must still
+/// record the session's length).
+async fn call_with_sipp(sip: SocketAddr, dir: &Path) {
+    let template = format!(
+        "{}/tests/sipp/record_no_rtp.xml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let scenario = dir.join("sipp-call.xml");
+    let text = std::fs::read_to_string(template)
+        .unwrap()
+        .replace("@PAUSE_MS@", "2000");
+    std::fs::write(&scenario, text).unwrap();
+    let out = Command::new("sipp")
+        .arg(sip.to_string())
+        .arg("-sf")
+        .arg(&scenario)
+        .args(["-m", "1", "-nostdin", "-timeout", "60s", "-timeout_error"])
+        .args(["-t", "u1", "-i", "127.0.0.1"])
+        .args(["-p", &free_udp_port().to_string()])
+        .args(["-mp", &free_udp_port().to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .expect("sipp is not installed (Debian package sip-tester)");
+    assert!(
+        out.status.success(),
+        "sipp failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn available(recordings: &[Value]) -> usize {
+    recordings
+        .iter()
+        .filter(|r| r["status"] == "available")
+        .count()
+}
+
+fn archived_oggs(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "ogg") {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_records_plays_archives_and_keeps_everything_across_a_restart() {
+    let install = Install::new();
+    let (mut child, log) = install.start().await;
+    assert!(
+        log.text().contains(&format!("sip:{}", install.sip)),
+        "the start-up message names the SIP address:\n{}",
+        log.text()
+    );
+
+    // Two calls, from two independent clients.
+    call_with_sipp(install.sip, install.dir.path()).await;
+    let dir = install.dir.path();
+    let agent = speech(dir, "agent.wav", "thank you for calling, how can I help");
+    let customer = speech(
+        dir,
+        "customer.wav",
+        "I would like to check my balance please",
+    );
+    let summary = call_with_client(install.sip, &["--left", &agent, "--right", &customer]).await;
+    assert_eq!(summary["callsCompleted"], 1, "{summary}");
+
+    // The first admin's password came from a file the user wrote: no forced change, but a
+    // change made now must hold after the restart.
+    let (first, body) = Session::login(install.http, FIRST_PASSWORD).await;
+    assert_eq!(body["must_change_password"], false);
+    let changed = first
+        .post(
+            "/auth/password",
+            json!({"current_password": FIRST_PASSWORD, "new_password": NEW_PASSWORD}),
+        )
+        .await;
+    assert_eq!(changed.status(), 200);
+    let (admin, _) = Session::login(install.http, NEW_PASSWORD).await;
+
+    let recordings = poll(
+        "both calls to be available",
+        Duration::from_secs(60),
+        &log,
+        || async {
+            let r = admin.recordings().await;
+            (available(&r) == 2).then_some(r)
+        },
+    )
+    .await;
+    // The sipp call carried metadata: its participants are searchable by name.
+    let parties: String = recordings
+        .iter()
+        .map(|r| r["participants"].to_string())
+        .collect();
+    assert!(parties.contains("Alice Agent"), "{parties}");
+
+    // Download and play the `callvault call` recording (newest).
+    let id = recordings[0]["id"].as_str().unwrap().to_owned();
+    let (status, kind, whole) = admin
+        .bytes(&format!("/recordings/{id}/download"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(whole.starts_with(b"OggS"), "a decrypted Ogg file");
+    assert!(
+        whole.len() > 4096,
+        "{} bytes for a call of two sentences",
+        whole.len()
+    );
+    assert!(kind.starts_with("audio/ogg"), "{kind}");
+    // A player's first request starts at 0 (the audited play), then it seeks.
+    let (status, _, played) = admin
+        .bytes(&format!("/recordings/{id}/media"), Some("bytes=0-"))
+        .await;
+    assert_eq!(status, 206);
+    assert_eq!(played, whole, "what plays is what downloads");
+    let (status, _, part) = admin
+        .bytes(&format!("/recordings/{id}/media"), Some("bytes=1000-1999"))
+        .await;
+    assert_eq!(status, 206);
+    assert_eq!(
+        part,
+        whole[1000..2000],
+        "a seek gets the file's bytes at that offset"
+    );
+    let (status, _, integrity) = admin
+        .bytes(&format!("/recordings/{id}/integrity"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        String::from_utf8_lossy(&integrity).contains("authenticated"),
+        "{}",
+        String::from_utf8_lossy(&integrity)
+    );
+
+    // The audit trail has the sign-ins, the search, the play and the download.
+    let audit: Vec<Value> = admin
+        .get("/audit?limit=500")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit.iter().filter_map(|e| e["action"].as_str()).collect();
+    for action in ["search", "play", "download", "integrity.check"] {
+        assert!(
+            actions.contains(&action),
+            "{action} missing from {actions:?}"
+        );
+    }
+    let played = audit
+        .iter()
+        .find(|e| e["action"] == "play")
+        .map(|e| e["item_id"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(played.as_deref(), Some(id.as_str()));
+
+    // The Connector runs every minute: both calls arrive in the archive as decrypted Ogg.
+    let archive = install.path("archive");
+    let copies = poll(
+        "the scheduled archive run",
+        Duration::from_secs(150),
+        &log,
+        || {
+            let found = archived_oggs(&archive);
+            async move { (found.len() == 2).then_some(found) }
+        },
+    )
+    .await;
+    for copy in copies {
+        assert!(
+            std::fs::read(&copy).unwrap().starts_with(b"OggS"),
+            "{copy:?}"
+        );
+    }
+
+    // The SpeechJob runs every minute: each party's words are in the call's transcript.
+    let transcripts = poll(
+        "the scheduled transcription",
+        Duration::from_secs(180),
+        &log,
+        || async {
+            let detail: Value = admin
+                .get(&format!("/recordings/{id}"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let t = detail["transcripts"].as_array()?.clone();
+            (t.len() == 2).then_some(t)
+        },
+    )
+    .await;
+    let said = |channel: i64| {
+        transcripts
+            .iter()
+            .find(|t| t["channel"] == channel)
+            .and_then(|t| t["body"].as_str())
+            .unwrap_or_default()
+            .to_lowercase()
+    };
+    assert!(said(0).contains("help"), "agent: {:?}", said(0));
+    assert!(said(1).contains("check"), "customer: {:?}", said(1));
+
+    // A broken file is refused, named, and the last good configuration keeps recording.
+    std::fs::write(
+        install.path("resources/broken.yaml"),
+        "apiVersion: callvault.io/v1alpha1\nkind: RecordingProfile\nmetadata: {name: bad}\nspec: [",
+    )
+    .unwrap();
+    let l = log.clone();
+    poll(
+        "the invalid file to be reported",
+        Duration::from_secs(30),
+        &log,
+        || {
+            let text = l.text();
+            let seen = text.contains("keeping the last good configuration")
+                && text.contains("broken.yaml");
+            async move { seen.then_some(()) }
+        },
+    )
+    .await;
+    let summary = call_with_client(install.sip, &["--duration", "2"]).await;
+    assert_eq!(summary["callsCompleted"], 1, "{summary}");
+    poll(
+        "the call placed after the bad edit",
+        Duration::from_secs(60),
+        &log,
+        || async { (available(&admin.recordings().await) == 3).then_some(()) },
+    )
+    .await;
+
+    // Ctrl-C stops cleanly; with the broken file still there the next start is refused, naming
+    // it; without it everything is back.
+    interrupt(&mut child, &log).await;
+    let (mut refused, refused_log) = install.spawn();
+    let exit = tokio::time::timeout(Duration::from_secs(60), refused.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!exit.success());
+    assert!(
+        refused_log.text().contains("broken.yaml"),
+        "{}",
+        refused_log.text()
+    );
+    std::fs::remove_file(install.path("resources/broken.yaml")).unwrap();
+
+    let (mut child, log) = install.start().await;
+    assert!(
+        !log.text().contains("sign in as \"admin\" with password"),
+        "no new admin on restart"
+    );
+    let (admin, body) = Session::login(install.http, NEW_PASSWORD).await;
+    assert_eq!(body["must_change_password"], false);
+    let after = admin.recordings().await;
+    assert_eq!(available(&after), 3, "{after:?}");
+    let (status, _, again) = admin
+        .bytes(&format!("/recordings/{id}/download"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(again, whole, "the same recording after the restart");
+    interrupt(&mut child, &log).await;
+}
