@@ -417,6 +417,8 @@ struct Level {
     cpu_per_call: f64,
     generator_cpu: f64,
     rss_per_call: f64,
+    /// Longest delay of the runtime's 10 ms timer during the level (ms).
+    stall_ms: u64,
 }
 
 impl Level {
@@ -475,6 +477,20 @@ async fn level(
     let mut peak_rss = 0u64;
     let mut done = String::new();
     let mut sampler = tokio::time::interval(Duration::from_millis(250));
+    // How late a 10 ms timer on the recorder's runtime fires: a worker thread held by
+    // blocking work delays every call's media tick with it.
+    let stall = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let probe = tokio::spawn({
+        let stall = stall.clone();
+        async move {
+            loop {
+                let t = Instant::now();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let late = t.elapsed().saturating_sub(Duration::from_millis(10));
+                stall.fetch_max(late.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
     loop {
         tokio::select! {
             line = lines.next_line() => match line {
@@ -496,6 +512,7 @@ async fn level(
         }
     }
     let _ = child.wait().await;
+    probe.abort();
     let f: Vec<u64> = done
         .split_whitespace()
         .skip(1)
@@ -543,6 +560,7 @@ async fn level(
         cpu_per_call,
         generator_cpu,
         rss_per_call: peak_rss.saturating_sub(idle_rss) as f64 / n as f64 / 1024.0,
+        stall_ms: stall.load(std::sync::atomic::Ordering::Relaxed),
     }
 }
 
@@ -642,15 +660,15 @@ fn main() {
             idle_rss as f64 / 1048576.0
         );
         println!(
-            "| calls | answered | committed (incomplete) | objects stored | packets sent | sent > 60 ms behind schedule | received | gaps | late | late or lost | recorder CPU per call (% of a core) | load generator CPU (% of a core) | recorder RSS per call |"
+            "| calls | answered | committed (incomplete) | objects stored | packets sent | sent > 60 ms behind schedule | received | gaps | late | late or lost | recorder CPU per call (% of a core) | load generator CPU (% of a core) | recorder RSS per call | longest runtime stall |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         let (mut best, mut best_cpu, mut best_rss) = (0, f64::NAN, f64::NAN);
         let mut failures = 0;
         for n in levels {
             let l = level(n, sip, http, &store, seconds, idle_rss).await;
             println!(
-                "| {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} ({:.3} %) | {:.3} | {:.0} | {:.0} KiB |",
+                "| {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} ({:.3} %) | {:.3} | {:.0} | {:.0} KiB | {} ms |",
                 l.calls,
                 l.answered,
                 l.committed,
@@ -665,7 +683,8 @@ fn main() {
                 l.bad as f64 / l.sent.max(1) as f64 * 100.0,
                 l.cpu_per_call,
                 l.generator_cpu,
-                l.rss_per_call
+                l.rss_per_call,
+                l.stall_ms
             );
             if smoke {
                 // Packet timing on a busy machine in an unoptimised build says little; a

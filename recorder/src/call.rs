@@ -200,6 +200,7 @@ impl Call {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; 2048];
+        let mut stamps = crate::ports::stamp_buffer();
         let stop = loop {
             tokio::select! {
                 biased;
@@ -209,13 +210,13 @@ impl Call {
                     Some(msg) => self.on_control(msg),
                 },
                 _ = tick.tick() => {
-                    self.drain_sockets(&mut buf);
+                    self.drain_sockets(&mut buf, &mut stamps);
                     self.on_tick();
                 }
             }
         };
         // What arrived since the last tick belongs to the recording too.
-        self.drain_sockets(&mut buf);
+        self.drain_sockets(&mut buf, &mut stamps);
         let end = Instant::now();
         // Sealing ends with an fsync: on a busy disk it can take long, and it must not hold a
         // runtime thread that SIP and the other calls' media need (a burst of BYEs would
@@ -322,20 +323,21 @@ impl Call {
     }
 
     /// Reads every datagram waiting on the media sockets (non-blocking), stream by stream.
-    /// RTCP is read and dropped: tolerated, not needed.
-    fn drain_sockets(&mut self, buf: &mut [u8]) {
+    /// RTCP is read and dropped: tolerated, not needed. Each RTP datagram goes to the timeline
+    /// with the time the kernel received it, not the time of this read.
+    fn drain_sockets(&mut self, buf: &mut [u8], control: &mut [u8]) {
         for index in 0..self.slots.len() {
             let mut errors = 0;
             loop {
                 let got = match &self.slots[index] {
                     Some(slot) => {
                         while slot.rtcp.recv_from(buf).is_ok() {}
-                        slot.rtp.recv_from(buf)
+                        crate::ports::recv_stamped(&slot.rtp, buf, control)
                     }
                     None => break,
                 };
                 match got {
-                    Ok((len, _)) => self.on_datagram(index, &buf[..len]),
+                    Ok((len, arrival)) => self.on_datagram(index, &buf[..len], arrival),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     // ICMP errors and the like are reported once: the socket may still hold
                     // datagrams behind them. A socket that keeps failing waits for the next tick.
@@ -346,7 +348,7 @@ impl Call {
         }
     }
 
-    fn on_datagram(&mut self, index: usize, data: &[u8]) {
+    fn on_datagram(&mut self, index: usize, data: &[u8], arrival: Instant) {
         metrics::inc(&self.ctx.metrics.rtp_packets);
         let Some(seg) = self.segment.as_mut() else {
             return;
@@ -354,7 +356,7 @@ impl Call {
         let Some(Some(stream)) = seg.streams.get(index) else {
             return;
         };
-        if let Err(e) = seg.recording.push(*stream, data, Instant::now()) {
+        if let Err(e) = seg.recording.push(*stream, data, arrival) {
             tracing::debug!(error = %e, "datagram dropped");
         }
     }

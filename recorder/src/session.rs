@@ -339,7 +339,13 @@ impl Recorder {
             ),
             raw_metadata: raw,
         };
-        let call = match Call::start(self.ctx.clone(), row) {
+        // Opening the spool files fsyncs them and their directory: on a blocking thread, so
+        // a busy disk does not hold up the runtime threads every live call's media needs.
+        let ctx = self.ctx.clone();
+        let started = tokio::task::spawn_blocking(move || Call::start(ctx, row))
+            .await
+            .unwrap_or_else(|e| Err(format!("opening the spool: {e}")));
+        let call = match started {
             Ok(c) => c,
             Err(e) => {
                 self.unreserve();
