@@ -202,7 +202,14 @@ mod loadgen {
         )
     }
 
-    fn in_dialog(c: &Call, method: &str, seq: u32, branch: &str, local: SocketAddr, target: SocketAddr) -> String {
+    fn in_dialog(
+        c: &Call,
+        method: &str,
+        seq: u32,
+        branch: &str,
+        local: SocketAddr,
+        target: SocketAddr,
+    ) -> String {
         format!(
             "{method} sip:recorder@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch={branch};rport\r\n\
              Max-Forwards: 70\r\nFrom: <sip:src@{local}>;tag={}\r\nTo: {}\r\nCall-ID: {}\r\n\
@@ -250,7 +257,8 @@ mod loadgen {
         };
         loop {
             let now = Instant::now();
-            while calls.len() < n && now >= t0 + Duration::from_secs_f64(calls.len() as f64 / rate) {
+            while calls.len() < n && now >= t0 + Duration::from_secs_f64(calls.len() as f64 / rate)
+            {
                 let k = calls.len();
                 let c = Call {
                     call_id: format!("bench-{pid}-{k}"),
@@ -301,7 +309,8 @@ mod loadgen {
                                 c.state = State::Media;
                                 c.next = Instant::now();
                             }
-                            let ack = in_dialog(c, "ACK", 1, &format!("{}-a", c.branch), local, target);
+                            let ack =
+                                in_dialog(c, "ACK", 1, &format!("{}-a", c.branch), local, target);
                             let _ = sip.send_to(ack.as_bytes(), target);
                         }
                         (State::Inviting { .. }, 300..) => {
@@ -314,7 +323,11 @@ mod loadgen {
                         _ => {}
                     }
                 } else if cseq.ends_with("BYE") && status >= 200 && c.state == State::Ending {
-                    c.state = if status < 300 { State::Done } else { State::Failed };
+                    c.state = if status < 300 {
+                        State::Done
+                    } else {
+                        State::Failed
+                    };
                 }
             }
             let now = Instant::now();
@@ -328,7 +341,8 @@ mod loadgen {
                         c.state = State::Failed;
                     }
                     State::Inviting { provisional: false } if retransmit => {
-                        let _ = sip.send_to(invite(c, local, target, media_port).as_bytes(), target);
+                        let _ =
+                            sip.send_to(invite(c, local, target, media_port).as_bytes(), target);
                         c.sent_at = now;
                     }
                     State::Ending if given_up => {
@@ -381,7 +395,11 @@ mod loadgen {
                     (c.sent_at, c.first_sent) = (now, now);
                 }
             }
-            if ending && calls.iter().all(|c| matches!(c.state, State::Done | State::Failed)) {
+            if ending
+                && calls
+                    .iter()
+                    .all(|c| matches!(c.state, State::Done | State::Failed))
+            {
                 break;
             }
             let wake = calls
@@ -396,7 +414,9 @@ mod loadgen {
         let answered = calls.iter().filter(|c| !c.ports.is_empty()).count();
         let completed = calls.iter().filter(|c| c.state == State::Done).count();
         let failed = calls.iter().filter(|c| c.state == State::Failed).count();
-        say(&format!("done {answered} {completed} {failed} {packets} {behind}"));
+        say(&format!(
+            "done {answered} {completed} {failed} {packets} {behind}"
+        ));
     }
 }
 
@@ -465,7 +485,13 @@ async fn level(
     let mut child = tokio::process::Command::new("nice")
         .args(["-n", "-5"])
         .arg(std::env::current_exe().expect("exe"))
-        .args(["--loadgen", &sip.to_string(), &n.to_string(), &rate.to_string(), &seconds.to_string()])
+        .args([
+            "--loadgen",
+            &sip.to_string(),
+            &n.to_string(),
+            &rate.to_string(),
+            &seconds.to_string(),
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
         .spawn()
@@ -487,7 +513,10 @@ async fn level(
                 let t = Instant::now();
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 let late = t.elapsed().saturating_sub(Duration::from_millis(10));
-                stall.fetch_max(late.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+                stall.fetch_max(
+                    late.as_millis() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             }
         }
     });
@@ -518,7 +547,10 @@ async fn level(
         .skip(1)
         .filter_map(|v| v.parse().ok())
         .collect();
-    let (answered, sent) = (f.first().copied().unwrap_or(0) as usize, f.get(3).copied().unwrap_or(0));
+    let (answered, sent) = (
+        f.first().copied().unwrap_or(0) as usize,
+        f.get(3).copied().unwrap_or(0),
+    );
     // Every answered call's recording committed (or a deadline).
     let deadline = Instant::now() + Duration::from_secs(120);
     let before_commits = metric(&before, "commits_total");
@@ -541,7 +573,10 @@ async fn level(
     let (cpu_per_call, generator_cpu) = match (steady_start, steady_end) {
         (Some((t1, c1, g1)), Some((t2, c2, g2))) => {
             let wall = (t2 - t1).as_secs_f64();
-            ((c2 - c1) / wall / n as f64 * 100.0, (g2 - g1) / wall * 100.0)
+            (
+                (c2 - c1) / wall / n as f64 * 100.0,
+                (g2 - g1) / wall * 100.0,
+            )
         }
         _ => (f64::NAN, f64::NAN),
     };
@@ -588,18 +623,14 @@ fn main() {
     println!(
         "raw libopus: {per_core:.0} channels per core in real time by CPU time ({per_core_wall:.0} by wall time); {cores} cores → bound {bound_calls:.0} two-channel calls"
     );
-    let levels: Vec<usize> = std::env::var("CALLVAULT_BENCH_LEVELS")
+    // Fixed levels from the environment, or a search: from 40 % of the bound up by 10 % of it
+    // until two levels in a row fail; while no level has held yet, a failed level is halved.
+    let fixed: Option<Vec<usize>> = std::env::var("CALLVAULT_BENCH_LEVELS")
         .ok()
         .map(|v| v.split(',').filter_map(|v| v.trim().parse().ok()).collect())
-        .unwrap_or_else(|| {
-            if smoke {
-                return vec![4];
-            }
-            [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1]
-                .iter()
-                .map(|f| ((bound_calls * f / 10.0).round() as usize * 10).max(10))
-                .collect()
-        });
+        .or_else(|| smoke.then(|| vec![4]));
+    let round10 = |f: f64| ((bound_calls * f / 10.0).round() as usize * 10).max(10);
+    let (first, step, last) = (round10(0.4), round10(0.1), round10(1.3));
 
     let dir = tempfile::tempdir().expect("tmp");
     let key = PrivateKey::generate(2048).expect("key");
@@ -665,7 +696,9 @@ fn main() {
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         let (mut best, mut best_cpu, mut best_rss) = (0, f64::NAN, f64::NAN);
         let mut failures = 0;
-        for n in levels {
+        let mut fixed = fixed.map(std::collections::VecDeque::from);
+        let mut next = Some(fixed.as_mut().and_then(|f| f.pop_front()).unwrap_or(first));
+        while let Some(n) = next {
             let l = level(n, sip, http, &store, seconds, idle_rss).await;
             println!(
                 "| {} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {} ({:.3} %) | {:.3} | {:.0} | {:.0} KiB | {} ms |",
@@ -696,17 +729,21 @@ fn main() {
                 );
                 assert!(l.stored >= n as u64, "{} objects stored for {n} calls", l.stored);
             }
-            if l.ok() {
+            let held = l.ok();
+            if held {
                 if n > best {
                     (best, best_cpu, best_rss) = (n, l.cpu_per_call, l.rss_per_call);
                 }
                 failures = 0;
             } else {
                 failures += 1;
-                if failures == 2 {
-                    break;
-                }
             }
+            next = match fixed.as_mut() {
+                Some(f) => f.pop_front(),
+                None if !held && best == 0 && n > 5 => Some((n / 2).max(5)),
+                None if failures == 2 || n + step > last => None,
+                None => Some(n + step),
+            };
         }
         let _ = stop_tx.send(());
         let _ = server.await;

@@ -311,7 +311,11 @@ impl Call {
             }
             Control::Pause(paused) => {
                 if paused != self.paused {
-                    tracing::info!(paused, "recording {}", if paused { "paused" } else { "resumed" });
+                    tracing::info!(
+                        paused,
+                        "recording {}",
+                        if paused { "paused" } else { "resumed" }
+                    );
                 }
                 self.paused = paused;
                 if let Some(seg) = self.segment.as_mut() {
@@ -328,15 +332,9 @@ impl Call {
     fn drain_sockets(&mut self, buf: &mut [u8], control: &mut [u8]) {
         for index in 0..self.slots.len() {
             let mut errors = 0;
-            loop {
-                let got = match &self.slots[index] {
-                    Some(slot) => {
-                        while slot.rtcp.recv_from(buf).is_ok() {}
-                        crate::ports::recv_stamped(&slot.rtp, buf, control)
-                    }
-                    None => break,
-                };
-                match got {
+            while let Some(slot) = &self.slots[index] {
+                while slot.rtcp.recv_from(buf).is_ok() {}
+                match crate::ports::recv_stamped(&slot.rtp, buf, control) {
                     Ok((len, arrival)) => self.on_datagram(index, &buf[..len], arrival),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     // ICMP errors and the like are reported once: the socket may still hold

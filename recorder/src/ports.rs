@@ -167,7 +167,10 @@ mod tests {
         let now = Instant::now();
         let wall = SystemTime::now();
         let ago = |ms| wall - Duration::from_millis(ms);
-        assert_eq!(now.duration_since(arrival(now, wall, ago(300))), Duration::from_millis(300));
+        assert_eq!(
+            now.duration_since(arrival(now, wall, ago(300))),
+            Duration::from_millis(300)
+        );
         assert_eq!(arrival(now, wall, wall + Duration::from_secs(1)), now);
         assert_eq!(arrival(now, wall, ago(60_000)), now);
     }

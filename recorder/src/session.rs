@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use callvault_config::{OtherProfile, Timestamp};
 use callvault_config::rules::RecordingRules;
+use callvault_config::{OtherProfile, Timestamp};
 use callvault_store::db::{CallType, Db, Direction, Party};
 use serde::Serialize;
 use serde_json::json;
@@ -936,7 +936,11 @@ mod tests {
             .collect();
         assert_eq!(
             pairs,
-            [("ann", "everyone"), ("bob", "everyone"), ("bob", "recovery")]
+            [
+                ("ann", "everyone"),
+                ("bob", "everyone"),
+                ("bob", "recovery")
+            ]
         );
     }
 

@@ -543,7 +543,11 @@ impl<H: SessionHandler> Shared<H> {
         let Some(status) = resp.status().filter(|s| *s >= 200) else {
             return;
         };
-        let Some(branch) = resp.top_via().ok().and_then(|v| v.branch().map(str::to_owned)) else {
+        let Some(branch) = resp
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(str::to_owned))
+        else {
             return;
         };
         if let Some(waiter) = lock(&self.client).remove(&branch) {
@@ -651,8 +655,10 @@ fn bye_request(
     };
     let mut bye = SipMessage::request(Method::Bye, target);
     let transport = state.reply.transport().as_str().to_ascii_uppercase();
-    bye.headers
-        .push("Via", format!("SIP/2.0/{transport} {sent_by};branch={branch};rport"));
+    bye.headers.push(
+        "Via",
+        format!("SIP/2.0/{transport} {sent_by};branch={branch};rport"),
+    );
     bye.headers.push("Max-Forwards", "70");
     for route in invite.headers.get_all("Record-Route") {
         bye.headers.push("Route", route);
@@ -670,6 +676,7 @@ fn bye_request(
     bye.headers.push("To", from);
     bye.headers.push("Call-ID", dialog.call_id.as_str());
     bye.headers.push("CSeq", "1 BYE");
-    bye.headers.push("Reason", "SIP;cause=408;text=\"ACK not received\"");
+    bye.headers
+        .push("Reason", "SIP;cause=408;text=\"ACK not received\"");
     Ok(bye)
 }
