@@ -188,6 +188,15 @@ impl Rig {
         .await;
     }
 
+    /// Replaces the profile's recording rules in the written configuration.
+    fn set_rules(&self, rules: serde_json::Value) {
+        let path = self.dir.path().join("recorder.yaml");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config["rules"] = rules;
+        std::fs::write(&path, config.to_string()).unwrap();
+    }
+
     fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -834,6 +843,64 @@ async fn hold_by_reinvite_is_silence_and_the_call_resumes() {
     );
 }
 
+/// An OnDemand profile records a call paused until the source resumes it: the source sends
+/// audio all along, offers its streams sendonly (still paused: nobody started the
+/// recording), then inactive, then sendonly again (the resume). Only what follows the resume
+/// is heard; before it the recording is silence, and the file keeps the session's length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_recording_starts_paused_until_the_source_resumes() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.set_rules(serde_json::json!({"allUsers": true, "mode": "OnDemand"}));
+    rig.start().await;
+    let twice = |pcm: Vec<i16>| [pcm.clone(), pcm].concat();
+    let a = twice(speech(rig.dir.path(), PARTY_A, 8000));
+    let b = twice(speech(rig.dir.path(), PARTY_B, 8000));
+    let pcap = rig.dir.path().join("on-demand.pcap");
+    write_pcap(
+        &pcap,
+        &[
+            rtp_stream(Codec::Pcmu, &a, 0x6666, Duration::ZERO, None),
+            rtp_stream(Codec::Pcmu, &b, 0x7777, Duration::ZERO, None),
+        ],
+    );
+    let rest = (a.len().max(b.len()) as u64 / 8).saturating_sub(4000) + 500;
+    let out = sipp(
+        &rig,
+        "record_hold.xml",
+        &[
+            ("PCAP", pcap.display().to_string()),
+            ("TALK_MS", "2000".into()),
+            ("HOLD_MS", "2000".into()),
+            ("PAUSE_MS", rest.to_string()),
+        ],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    let row = rig
+        .wait_finished(1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    let pcm = check_recording(&rig, &row).await;
+    // The resume comes 4 s after the ACK at the earliest; a margin for the jitter delay.
+    let resumed = 48_000 * 4 - 9_600;
+    for ch in &pcm {
+        assert!(
+            rms(&ch[..resumed]) < 50.0,
+            "silence until the source resumes: rms {:.1}",
+            rms(&ch[..resumed])
+        );
+    }
+    let after = 48_000 * 5;
+    assert!(
+        rms(&pcm[0][after..]) > 300.0 && rms(&pcm[1][after..]) > 300.0,
+        "both parties heard after the resume: rms {:.1} and {:.1}",
+        rms(&pcm[0][after..]),
+        rms(&pcm[1][after..])
+    );
+    assert!(rig.logs().contains("recording starts paused"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_without_rtp_is_recorded_as_silence_of_its_length() {
     let mut rig = Rig::new(None, 10).await;
@@ -853,6 +920,27 @@ async fn a_call_without_rtp_is_recorded_as_silence_of_its_length() {
     let pcm = check_recording(&rig, &row).await;
     assert!(pcm[0].len() >= 48_000 * 3 / 2, "{} samples", pcm[0].len());
     assert!(rms(&pcm[0]) < 5.0 && rms(&pcm[1]) < 5.0);
+}
+
+/// RFC 3261 §13.3.1.4: a 2xx never acknowledged within 64*T1 (32 s) ends the dialog with a
+/// BYE from the recorder; what was recorded until then is committed. sipp fails unless the
+/// BYE arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_never_acknowledged_is_ended_by_the_recorders_bye_and_committed() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.start().await;
+    let out = sipp(&rig, "record_no_ack.xml", &[], "u1").await;
+    assert_ok(&out, &rig);
+    let row = rig
+        .wait_finished(1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    let pcm = check_recording(&rig, &row).await;
+    // The session lasted until the recorder gave up waiting for the ACK.
+    assert!(pcm[0].len() >= 48_000 * 30, "{} samples", pcm[0].len());
+    let status = get(rig.http, "/status").await.unwrap().1;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["activeSessions"], 0, "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

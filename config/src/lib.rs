@@ -18,8 +18,8 @@ pub use jobs::{
 };
 pub use problem::{Invalid, Problem};
 pub use recorder::{
-    Advertise, EncryptionConfig, LoadError, MediaAddress, MediaConfig, PortRange, RecorderConfig,
-    SipConfig, SipTransport, ValidRecorderConfig,
+    Advertise, EncryptionConfig, LoadError, MediaAddress, MediaConfig, OtherProfile, PortRange,
+    RecorderConfig, SipConfig, SipTransport, ValidRecorderConfig,
 };
 pub use rules::{RecordingRules, Rules};
 

@@ -66,6 +66,26 @@ pub struct RecorderConfig {
     pub drain_grace_seconds: u32,
     /// Which calls are recorded.
     pub rules: Rules,
+    /// A JSON file listing the tenant's other enabled RecordingProfiles ([`OtherProfile`]): a
+    /// user this profile and another both select is a conflict (one profile per user),
+    /// reported on `/status`. Read again every minute, so another profile's change needs no
+    /// restart; absent: no conflicts are looked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_profiles_file: Option<PathBuf>,
+}
+
+/// Another RecordingProfile's user selection, as far as conflicts need it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OtherProfile {
+    /// The profile's name.
+    pub name: String,
+    /// It records every user of the directory.
+    #[serde(default)]
+    pub all_users: bool,
+    /// The directory groups whose members it records.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 fn yes() -> bool {

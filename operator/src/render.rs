@@ -139,6 +139,7 @@ pub fn render_recorder_config(
         database_url_file: paths::DATABASE_URL_FILE.into(),
         drain_grace_seconds: DRAIN_GRACE_SECONDS,
         rules: rules(&spec.selector)?,
+        other_profiles_file: None,
     };
     config.validate()?;
     Ok(config)

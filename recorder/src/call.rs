@@ -3,17 +3,14 @@
 //! everything, driven by datagrams, a tick and control messages from the SIP side.
 
 use std::fs::File;
-use std::future::poll_fn;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
+use std::net::UdpSocket;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use callvault_store::db::{Party, ReleaseCause, now_micros};
 use callvault_store::format::{RecordingWriter, WriterOptions, sha256};
 use callvault_store::keys::PublicKey;
-use tokio::io::ReadBuf;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -81,6 +78,8 @@ pub enum Control {
         raw: String,
         participants: Vec<Party>,
     },
+    /// Pause (`true`) or resume the recording: paused audio is recorded as silence.
+    Pause(bool),
     Stop(Stop),
 }
 
@@ -99,14 +98,18 @@ struct Segment {
     streams: Vec<Option<StreamId>>,
 }
 
-/// Processing tick: audio whose playout point passed is encoded this often.
-const TICK: Duration = Duration::from_millis(100);
+/// Processing tick: the media sockets are drained and audio whose playout point passed is
+/// encoded this often. The sockets are read on the tick rather than woken per packet: a
+/// call's task then runs 25 times a second instead of 100 (two streams of 20 ms packets), and
+/// a packet waits at most one tick, well inside the timeline's jitter delay (120 ms).
+const TICK: Duration = Duration::from_millis(40);
 
 pub struct Call {
     ctx: Arc<CallContext>,
     row: RowFacts,
     slots: Vec<Option<Slot>>,
     segment: Option<Segment>,
+    paused: bool,
 }
 
 impl std::fmt::Debug for Call {
@@ -126,6 +129,7 @@ impl Call {
             row,
             slots: Vec::new(),
             segment: None,
+            paused: false,
         };
         call.segment = Some(call.open_segment()?);
         Ok(call)
@@ -161,6 +165,9 @@ impl Call {
             .iter()
             .map(|s| s.as_ref().map(|s| recording.add_stream(s.config.clone())))
             .collect();
+        if self.paused {
+            recording.set_paused(true, started);
+        }
         metrics::inc(&ctx.metrics.segments_total);
         let db = ctx.db.clone();
         let (tenant, id, new) = (
@@ -193,7 +200,7 @@ impl Call {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; 2048];
-        let mut next = 0usize;
+        let mut stamps = crate::ports::stamp_buffer();
         let stop = loop {
             tokio::select! {
                 biased;
@@ -202,17 +209,31 @@ impl Call {
                     None => break Stop::Shutdown,
                     Some(msg) => self.on_control(msg),
                 },
-                _ = tick.tick() => self.on_tick(),
-                (index, len) = recv_any(&self.slots, &mut buf, &mut next) => {
-                    self.on_datagram(index, &buf[..len]);
+                _ = tick.tick() => {
+                    self.drain_sockets(&mut buf, &mut stamps);
+                    self.on_tick();
                 }
             }
         };
-        self.finish_segment(Instant::now(), stop);
-        for slot in self.slots.drain(..).flatten() {
+        // What arrived since the last tick belongs to the recording too.
+        self.drain_sockets(&mut buf, &mut stamps);
+        let end = Instant::now();
+        // Sealing ends with an fsync: on a busy disk it can take long, and it must not hold a
+        // runtime thread that SIP and the other calls' media need (a burst of BYEs would
+        // otherwise stall every call).
+        let finished = tokio::task::spawn_blocking(move || {
+            self.finish_segment(end, stop);
+            self
+        })
+        .await;
+        let Ok(mut call) = finished else {
+            tracing::error!("sealing the recording failed");
+            return;
+        };
+        for slot in call.slots.drain(..).flatten() {
             let port = slot.port;
             drop(slot);
-            self.ctx.ports.release(port);
+            call.ctx.ports.release(port);
         }
     }
 
@@ -223,14 +244,7 @@ impl Call {
                 pair,
                 config,
             } => {
-                let (Ok(rtp), Ok(rtcp)) = (
-                    UdpSocket::from_std(pair.rtp),
-                    UdpSocket::from_std(pair.rtcp),
-                ) else {
-                    tracing::error!(port = pair.port, "cannot register RTP sockets");
-                    self.ctx.ports.release(pair.port);
-                    return;
-                };
+                let (rtp, rtcp) = (pair.rtp, pair.rtcp);
                 if self.slots.len() <= index {
                     self.slots.resize_with(index + 1, || None);
                 }
@@ -295,11 +309,44 @@ impl Call {
                     });
                 }
             }
+            Control::Pause(paused) => {
+                if paused != self.paused {
+                    tracing::info!(
+                        paused,
+                        "recording {}",
+                        if paused { "paused" } else { "resumed" }
+                    );
+                }
+                self.paused = paused;
+                if let Some(seg) = self.segment.as_mut() {
+                    seg.recording.set_paused(paused, Instant::now());
+                }
+            }
             Control::Stop(_) => {}
         }
     }
 
-    fn on_datagram(&mut self, index: usize, data: &[u8]) {
+    /// Reads every datagram waiting on the media sockets (non-blocking), stream by stream.
+    /// RTCP is read and dropped: tolerated, not needed. Each RTP datagram goes to the timeline
+    /// with the time the kernel received it, not the time of this read.
+    fn drain_sockets(&mut self, buf: &mut [u8], control: &mut [u8]) {
+        for index in 0..self.slots.len() {
+            let mut errors = 0;
+            while let Some(slot) = &self.slots[index] {
+                while slot.rtcp.recv_from(buf).is_ok() {}
+                match crate::ports::recv_stamped(&slot.rtp, buf, control) {
+                    Ok((len, arrival)) => self.on_datagram(index, &buf[..len], arrival),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    // ICMP errors and the like are reported once: the socket may still hold
+                    // datagrams behind them. A socket that keeps failing waits for the next tick.
+                    Err(_) if errors < 8 => errors += 1,
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    fn on_datagram(&mut self, index: usize, data: &[u8], arrival: Instant) {
         metrics::inc(&self.ctx.metrics.rtp_packets);
         let Some(seg) = self.segment.as_mut() else {
             return;
@@ -307,7 +354,7 @@ impl Call {
         let Some(Some(stream)) = seg.streams.get(index) else {
             return;
         };
-        if let Err(e) = seg.recording.push(*stream, data, Instant::now()) {
+        if let Err(e) = seg.recording.push(*stream, data, arrival) {
             tracing::debug!(error = %e, "datagram dropped");
         }
     }
@@ -423,38 +470,4 @@ pub fn recover(spool: &Spool, mut manifest: Manifest) -> Manifest {
         tracing::error!(error = %e, "cannot record the recovery in the spool");
     }
     manifest
-}
-
-/// Receives one datagram from any stream's RTP socket (RTCP is read and dropped: tolerated,
-/// not needed). Sockets are polled round-robin from `next` so no stream starves another.
-async fn recv_any(slots: &[Option<Slot>], buf: &mut [u8], next: &mut usize) -> (usize, usize) {
-    poll_fn(|cx| {
-        let n = slots.len();
-        for k in 0..n {
-            let i = (*next + k) % n;
-            let Some(slot) = &slots[i] else { continue };
-            // RTCP first, until it would block.
-            loop {
-                let mut rb = ReadBuf::new(buf);
-                match slot.rtcp.poll_recv_from(cx, &mut rb) {
-                    Poll::Ready(_) => continue,
-                    Poll::Pending => break,
-                }
-            }
-            loop {
-                let mut rb = ReadBuf::new(buf);
-                match slot.rtp.poll_recv_from(cx, &mut rb) {
-                    Poll::Ready(Ok(_)) => {
-                        *next = i + 1;
-                        return Poll::Ready((i, rb.filled().len()));
-                    }
-                    // ICMP errors and the like: this socket has nothing; try again.
-                    Poll::Ready(Err(_)) => continue,
-                    Poll::Pending => break,
-                }
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }

@@ -194,6 +194,19 @@ impl Committer {
     }
 }
 
+/// Removes a committed segment's files. The directory's fsync can take long on a busy disk,
+/// so it runs on a blocking thread, not on a runtime thread the live calls' media need.
+async fn remove_from_spool(spool: &Spool, id: uuid::Uuid) -> Result<(), SpoolError> {
+    let spool = spool.clone();
+    match tokio::task::spawn_blocking(move || spool.remove(id)).await {
+        Ok(removed) => removed,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down: the files stay, and the next start finds the row
+        // committed and removes them.
+        Err(_) => Ok(()),
+    }
+}
+
 /// Object key of a recording: `yyyy/mm/dd/<id>.cvr` by its start (UTC), under the target's
 /// prefix.
 pub fn object_key(m: &Manifest) -> String {
@@ -221,7 +234,7 @@ impl Inner {
         ) {
             // Committed before the spool files could be removed.
             tracing::info!(status = %row.status, "already committed");
-            self.spool.remove(m.id)?;
+            remove_from_spool(&self.spool, m.id).await?;
             return Ok(());
         }
         let key = object_key(m);
@@ -299,7 +312,7 @@ impl Inner {
             Err(DbError::Conflict(e)) => tracing::info!(reason = %e, "already committed"),
             Err(e) => return Err(e.into()),
         }
-        self.spool.remove(m.id)?;
+        remove_from_spool(&self.spool, m.id).await?;
         Ok(())
     }
 }

@@ -1,8 +1,16 @@
 //! RTP port pairs from the profile's range: an even port for RTP, the next odd one for RTCP.
 
 use std::collections::VecDeque;
+use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
+use nix::sys::time::TimeSpec;
 
 /// Both sockets of one media stream, bound and non-blocking.
 #[derive(Debug)]
@@ -65,13 +73,107 @@ fn bind_pair(ip: IpAddr, port: u16) -> std::io::Result<PortPair> {
     let rtcp = UdpSocket::bind(SocketAddr::new(ip, port + 1))?;
     rtp.set_nonblocking(true)?;
     rtcp.set_nonblocking(true)?;
+    // The kernel stamps each datagram as it arrives: the sockets are read on a tick, and a
+    // recorder that did not run for a while (a busy machine) must not take packets that
+    // waited in its socket for packets the network delayed.
+    setsockopt(&rtp, sockopt::ReceiveTimestampns, &true)?;
     Ok(PortPair { port, rtp, rtcp })
+}
+
+/// Room for one `SCM_TIMESTAMPNS` control message.
+pub fn stamp_buffer() -> Vec<u8> {
+    nix::cmsg_space!(TimeSpec)
+}
+
+/// Reads one datagram (non-blocking) with the time the kernel received it, or `now` when the
+/// socket gave no stamp.
+pub fn recv_stamped(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    control: &mut [u8],
+) -> std::io::Result<(usize, Instant)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(control),
+        MsgFlags::MSG_DONTWAIT,
+    )?;
+    let stamp = msg.cmsgs().ok().and_then(|mut c| {
+        c.find_map(|m| match m {
+            ControlMessageOwned::ScmTimestampns(ts) => {
+                Some(SystemTime::UNIX_EPOCH + Duration::from(ts))
+            }
+            _ => None,
+        })
+    });
+    let len = msg.bytes;
+    let now = Instant::now();
+    Ok((
+        len,
+        stamp.map_or(now, |s| arrival(now, SystemTime::now(), s)),
+    ))
+}
+
+/// The `Instant` of a wall-clock arrival stamp, given the same moment on both clocks. A stamp
+/// from the future or from more than 10 s ago (the wall clock was stepped) counts as `now`.
+pub fn arrival(now: Instant, wall_now: SystemTime, stamp: SystemTime) -> Instant {
+    match wall_now.duration_since(stamp) {
+        Ok(age) if age <= Duration::from_secs(10) => now.checked_sub(age).unwrap_or(now),
+        _ => now,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn a_datagram_that_waited_in_the_socket_keeps_its_arrival_time() {
+        let probe = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("probe");
+        let base = probe.local_addr().expect("addr").port() & !1;
+        drop(probe);
+        let pair = PortPool::new(base, base + 9)
+            .allocate(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .expect("pair");
+        let sender = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("sender");
+        let mut control = stamp_buffer();
+        let mut buf = [0u8; 64];
+        // The kernel turns arrival stamping on shortly after the first socket asks for it
+        // (until then it stamps at the read): a few tries.
+        let waited = (0..20).any(|_| {
+            let sent = Instant::now();
+            sender
+                .send_to(b"rtp", (Ipv4Addr::LOCALHOST, pair.port))
+                .expect("send");
+            // The reader comes late, as a recorder on a busy machine does.
+            std::thread::sleep(Duration::from_millis(100));
+            let (len, at) = recv_stamped(&pair.rtp, &mut buf, &mut control).expect("datagram");
+            let read_at = Instant::now();
+            assert_eq!(&buf[..len], b"rtp");
+            // Clock reading granularity aside, never before the send.
+            assert!(at + Duration::from_millis(5) >= sent);
+            read_at.duration_since(at) >= Duration::from_millis(95)
+        });
+        assert!(waited, "the arrival time is the read's, not the datagram's");
+        // Without a datagram the socket says so instead of blocking.
+        let e = recv_stamped(&pair.rtp, &mut buf, &mut control).expect_err("empty");
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+    }
+
+    #[test]
+    fn a_stepped_wall_clock_does_not_move_arrival_times() {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let ago = |ms| wall - Duration::from_millis(ms);
+        assert_eq!(
+            now.duration_since(arrival(now, wall, ago(300))),
+            Duration::from_millis(300)
+        );
+        assert_eq!(arrival(now, wall, wall + Duration::from_secs(1)), now);
+        assert_eq!(arrival(now, wall, ago(60_000)), now);
+    }
 
     #[test]
     fn pairs_are_even_and_busy_ports_are_skipped() {

@@ -216,11 +216,16 @@ pub async fn run(
 
     let users = {
         let (recorder, db) = (recorder.clone(), db.clone());
+        let others_file = config.other_profiles_file.clone();
         tokio::spawn(
             async move {
                 loop {
+                    let others = others_file
+                        .as_deref()
+                        .map(read_other_profiles)
+                        .unwrap_or_default();
                     if let Ok(db) = db.get().await {
-                        match recorder.count_users_matched(&db).await {
+                        match recorder.refresh_directory(&db, &others).await {
                             Ok(n) => recorder
                                 .metrics()
                                 .users_matched
@@ -260,4 +265,19 @@ pub async fn run(
         cut_calls: report.remaining,
         pending_commits: committer.pending(),
     })
+}
+
+/// The other profiles' selections for conflict detection; a missing or unreadable file means
+/// none (and says why), so a bad file never stops the recorder.
+fn read_other_profiles(path: &std::path::Path) -> Vec<callvault_config::OtherProfile> {
+    let parsed = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str(&text).map_err(|e| e.to_string()));
+    match parsed {
+        Ok(others) => others,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "other profiles not read: conflicts not checked");
+            Vec::new()
+        }
+    }
 }

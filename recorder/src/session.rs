@@ -3,14 +3,14 @@
 //! answer, and starts a [`Call`]; re-offers add, change or remove streams; the end of the
 //! dialog finishes the recording and hands it to the committer.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use callvault_config::Timestamp;
 use callvault_config::rules::RecordingRules;
+use callvault_config::{OtherProfile, Timestamp};
 use callvault_store::db::{CallType, Db, Direction, Party};
 use serde::Serialize;
 use serde_json::json;
@@ -63,6 +63,8 @@ pub struct Recorder {
     ctx: Arc<CallContext>,
     calls: Mutex<HashMap<DialogId, Entry>>,
     active: AtomicU32,
+    /// Users another profile selects too, from the last directory pass.
+    conflicts: Mutex<Vec<Conflict>>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -87,10 +89,84 @@ pub struct Status {
     pub last_recording_time: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// A user this profile selects whom another profile selects too (one profile per user).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Conflict {
     pub user: String,
+    /// The other profile.
     pub profile: String,
+}
+
+/// The tenant's directory as far as user selection needs it: every user name, and each
+/// group's members.
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    pub users: Vec<String>,
+    pub groups: HashMap<String, BTreeSet<String>>,
+}
+
+impl Directory {
+    async fn load(db: &Db, tenant: &str) -> Result<Directory, callvault_store::db::DbError> {
+        let users = db
+            .list_users(tenant)
+            .await?
+            .into_iter()
+            .map(|u| u.username)
+            .collect();
+        let mut groups = HashMap::new();
+        for g in db.list_groups(tenant).await? {
+            let members = db
+                .group_members(tenant, g.id)
+                .await?
+                .into_iter()
+                .map(|u| u.username)
+                .collect();
+            groups.insert(g.name, members);
+        }
+        Ok(Directory { users, groups })
+    }
+
+    /// The users a profile selecting `groups` (or every user) records.
+    pub fn selected<'a>(
+        &self,
+        all_users: bool,
+        groups: impl IntoIterator<Item = &'a String>,
+    ) -> BTreeSet<String> {
+        if all_users {
+            return self.users.iter().cloned().collect();
+        }
+        groups
+            .into_iter()
+            .filter_map(|g| self.groups.get(g))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Users both `mine` and another profile select, each with that profile, sorted. Being in
+/// several groups of the same profile is no conflict.
+pub fn conflicts(
+    mine: &BTreeSet<String>,
+    others: &[OtherProfile],
+    directory: &Directory,
+) -> Vec<Conflict> {
+    let mut out: Vec<Conflict> = others
+        .iter()
+        .flat_map(|p| {
+            directory
+                .selected(p.all_users, &p.groups)
+                .intersection(mine)
+                .map(|user| Conflict {
+                    user: user.clone(),
+                    profile: p.name.clone(),
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn reject(status: u16, reason: impl Into<String>) -> Rejection {
@@ -104,6 +180,7 @@ impl Recorder {
             ctx,
             calls: Mutex::new(HashMap::new()),
             active: AtomicU32::new(0),
+            conflicts: Mutex::new(Vec::new()),
         }
     }
 
@@ -131,7 +208,11 @@ impl Recorder {
             draining,
             users_matched: u32::try_from(self.ctx.metrics.users_matched.load(Ordering::Relaxed))
                 .unwrap_or(u32::MAX),
-            conflicts: Vec::new(),
+            conflicts: self
+                .conflicts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             last_recording_time: self
                 .ctx
                 .metrics
@@ -154,24 +235,25 @@ impl Recorder {
         }
     }
 
-    /// Users the profile records, counted from the directory (for `/status`).
-    pub async fn count_users_matched(&self, db: &Db) -> Result<u32, callvault_store::db::DbError> {
-        let tenant = &self.ctx.tenant;
+    /// Reads the directory: the users the profile records (returned, for `/status`) and
+    /// those of them another profile selects too (kept for `/status`).
+    pub async fn refresh_directory(
+        &self,
+        db: &Db,
+        others: &[OtherProfile],
+    ) -> Result<u32, callvault_store::db::DbError> {
+        let directory = Directory::load(db, &self.ctx.tenant).await?;
         let rules = &self.settings.rules;
-        let n = if rules.all_users {
-            db.list_users(tenant).await?.len()
-        } else {
-            let mut users = std::collections::BTreeSet::new();
-            for g in db.list_groups(tenant).await? {
-                if rules.groups.contains(&g.name) {
-                    for u in db.group_members(tenant, g.id).await? {
-                        users.insert(u.id);
-                    }
-                }
-            }
-            users.len()
-        };
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        let mine = directory.selected(rules.all_users, &rules.groups);
+        let found = conflicts(&mine, others, &directory);
+        if !found.is_empty() {
+            tracing::warn!(
+                conflicts = found.len(),
+                "users selected by this profile and another one (one profile per user)"
+            );
+        }
+        *self.conflicts.lock().unwrap_or_else(|e| e.into_inner()) = found;
+        Ok(u32::try_from(mine.len()).unwrap_or(u32::MAX))
     }
 
     fn reserve(&self) -> bool {
@@ -257,7 +339,13 @@ impl Recorder {
             ),
             raw_metadata: raw,
         };
-        let call = match Call::start(self.ctx.clone(), row) {
+        // Opening the spool files fsyncs them and their directory: on a blocking thread, so
+        // a busy disk does not hold up the runtime threads every live call's media needs.
+        let ctx = self.ctx.clone();
+        let started = tokio::task::spawn_blocking(move || Call::start(ctx, row))
+            .await
+            .unwrap_or_else(|e| Err(format!("opening the spool: {e}")));
+        let call = match started {
             Ok(c) => c,
             Err(e) => {
                 self.unreserve();
@@ -266,6 +354,12 @@ impl Recorder {
             }
         };
         let (control, rx) = mpsc::unbounded_channel();
+        if record.start_paused {
+            // OnDemand: nothing is recorded until the source resumes (a re-offer with a
+            // stream it sends on). Sent before the streams so no packet beats it.
+            tracing::info!("on-demand profile: recording starts paused");
+            let _ = control.send(Control::Pause(true));
+        }
         let ports = match self.open_streams(&parsed, &plans, md.as_ref(), &[], &control) {
             Ok(p) => p,
             Err(rej) => {
@@ -436,6 +530,9 @@ impl Recorder {
                 ..
             } => {
                 let new_ports = self.open_streams(&parsed, &plans, md.as_ref(), ports, control)?;
+                // SIPREC pause and resume (RFC 7866): every stream inactive pauses the
+                // recording, a stream the source sends on again resumes it.
+                let _ = control.send(Control::Pause(!sends_media(&plans)));
                 if let Some(md) = md.as_ref() {
                     let (raw, participants) = metadata_json(Some(md), &parsed);
                     let _ = control.send(Control::Metadata { raw, participants });
@@ -484,7 +581,9 @@ impl Recorder {
         let Some(matched) = matched else {
             // No directory: record (a compliance recorder errs on the side of recording).
             tracing::warn!("user directory unreachable: recording the call unassigned");
-            return (Ok(RecordFacts::unassigned()), None);
+            let on_demand =
+                self.settings.rules.mode == callvault_config::rules::RecordingMode::OnDemand;
+            return (Ok(RecordFacts::unassigned(on_demand)), None);
         };
         let (calling_user, called_user) = (&matched.calling, &matched.called);
         let (direction, row_direction) = match (calling_user.is_some(), called_user.is_some()) {
@@ -540,6 +639,7 @@ impl Recorder {
                         direction: row_direction,
                         call_type: row_type,
                         owner_item,
+                        start_paused: r.start_paused,
                     }),
                     owner.map(|(id, _)| *id),
                 )
@@ -553,16 +653,33 @@ struct RecordFacts {
     direction: Direction,
     call_type: CallType,
     owner_item: String,
+    /// OnDemand: recorded paused until the source resumes.
+    start_paused: bool,
 }
 
 impl RecordFacts {
-    fn unassigned() -> Self {
+    fn unassigned(start_paused: bool) -> Self {
         RecordFacts {
             direction: Direction::Inbound,
             call_type: CallType::Unknown,
             owner_item: String::new(),
+            start_paused,
         }
     }
+}
+
+/// Whether the source sends on any accepted stream (its offer says sendonly or sendrecv, so
+/// the answer says recvonly).
+fn sends_media(plans: &[MediaPlan]) -> bool {
+    plans.iter().any(|p| {
+        matches!(
+            p,
+            MediaPlan::Accept {
+                direction: sdp::Direction::RecvOnly,
+                ..
+            }
+        )
+    })
 }
 
 /// A public number: `+` and digits, or more digits than an extension has.
@@ -765,5 +882,79 @@ impl SessionHandler for Recorder {
 
     fn has_capacity(&self) -> bool {
         !self.settings.fail_closed || self.active_sessions() < self.settings.capacity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn directory() -> Directory {
+        let group = |members: &[&str]| names(members).into_iter().collect::<BTreeSet<_>>();
+        Directory {
+            users: names(&["ann", "bob", "cat", "dan"]),
+            groups: HashMap::from([
+                ("traders".to_owned(), group(&["ann", "bob"])),
+                ("desk".to_owned(), group(&["bob"])),
+                ("collections".to_owned(), group(&["bob", "cat"])),
+                ("audit".to_owned(), group(&["dan"])),
+            ]),
+        }
+    }
+
+    fn other(name: &str, all_users: bool, groups: &[&str]) -> OtherProfile {
+        OtherProfile {
+            name: name.to_owned(),
+            all_users,
+            groups: names(groups),
+        }
+    }
+
+    #[test]
+    fn a_user_another_profile_selects_too_is_a_conflict_naming_that_profile() {
+        let dir = directory();
+        // bob is in two of this profile's groups: that alone is no conflict.
+        let mine = dir.selected(false, &names(&["traders", "desk"]));
+        assert_eq!(mine, names(&["ann", "bob"]).into_iter().collect());
+        assert!(conflicts(&mine, &[], &dir).is_empty());
+        let found = conflicts(
+            &mine,
+            &[
+                other("recovery", false, &["collections"]),
+                other("compliance", false, &["audit", "no-such-group"]),
+                other("everyone", true, &[]),
+            ],
+            &dir,
+        );
+        let pairs: Vec<(&str, &str)> = found
+            .iter()
+            .map(|c| (c.user.as_str(), c.profile.as_str()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("ann", "everyone"),
+                ("bob", "everyone"),
+                ("bob", "recovery")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_profile_of_all_users_conflicts_with_every_other_profiles_users() {
+        let dir = directory();
+        let mine = dir.selected(true, &[]);
+        let found = conflicts(&mine, &[other("audit-only", false, &["audit"])], &dir);
+        assert_eq!(
+            found,
+            [Conflict {
+                user: "dan".into(),
+                profile: "audit-only".into()
+            }]
+        );
     }
 }

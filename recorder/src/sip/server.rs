@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::transaction::{Received, ServerTxn, Timers, Transactions, TxnEvent, new_tag};
-use super::transport::{Inbound, Listeners, Transport, TransportError};
+use super::transport::{Inbound, Listeners, ReplyPath, Transport, TransportError};
 use super::{DialogId, Limits, Method, SipMessage};
 use crate::multipart::siprec_body;
 
@@ -117,6 +117,11 @@ pub trait SessionHandler: Send + Sync + 'static {
 struct DialogState {
     /// Last answer sent, reused for an offerless re-INVITE.
     answer: Vec<u8>,
+    /// The INVITE that created the dialog, its path and the listener it came to: what a BYE
+    /// of the recorder's own needs.
+    invite: SipMessage,
+    reply: ReplyPath,
+    local: SocketAddr,
 }
 
 #[derive(Debug)]
@@ -124,6 +129,8 @@ struct Shared<H> {
     handler: Arc<H>,
     txns: Transactions,
     dialogs: Mutex<HashMap<DialogId, DialogState>>,
+    /// The recorder's own requests waiting for a final response, by Via branch.
+    client: Mutex<HashMap<String, oneshot::Sender<u16>>>,
     live: watch::Sender<usize>,
     draining: AtomicBool,
     config: ServerConfig,
@@ -158,6 +165,7 @@ impl<H: SessionHandler> SipServer<H> {
             handler,
             txns: Transactions::new(config.timers, ev_tx),
             dialogs: Mutex::new(HashMap::new()),
+            client: Mutex::new(HashMap::new()),
             live: watch::channel(0).0,
             draining: AtomicBool::new(false),
             config,
@@ -171,7 +179,11 @@ impl<H: SessionHandler> SipServer<H> {
                         None => return,
                     },
                     Some(TxnEvent::AckTimeout { dialog }) = ev_rx.recv() => {
-                        if s.remove_dialog(&dialog).is_some() {
+                        if let Some(state) = s.remove_dialog(&dialog) {
+                            // RFC 3261 §13.3.1.4: the UAS ends a dialog whose 2xx was never
+                            // acknowledged with a BYE, so the source does not think the
+                            // session is still being recorded.
+                            tokio::spawn(s.clone().send_bye(dialog.clone(), state));
                             s.handler.ended(dialog, EndReason::AckTimeout).await;
                         }
                     }
@@ -244,21 +256,11 @@ impl<H: SessionHandler> Shared<H> {
     }
 
     fn contact(&self, local: SocketAddr, transport: Transport) -> String {
-        let host = self
-            .config
-            .advertised_host
-            .clone()
-            .unwrap_or_else(|| local.ip().to_string());
-        let host = if host.contains(':') && !host.starts_with('[') {
-            format!("[{host}]")
-        } else {
-            host
-        };
         let t = match transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
         };
-        format!("<sip:callvault@{host}:{};transport={t}>", local.port())
+        format!("<sip:callvault@{};transport={t}>", self.contact_host(local))
     }
 
     /// Runs on the dispatcher: matching is synchronous and ordered; each
@@ -270,6 +272,9 @@ impl<H: SessionHandler> Shared<H> {
             .method()
             .map(ToString::to_string)
             .unwrap_or_default();
+        if !inbound.msg.is_request() {
+            return self.on_response(&inbound.msg);
+        }
         let span = tracing::info_span!("sip", %call_id, %method, source = %inbound.source);
         let _enter = span.enter();
         let Inbound {
@@ -417,7 +422,15 @@ impl<H: SessionHandler> Shared<H> {
         resp.headers.push("Supported", "siprec");
         let resp = resp.with_body("application/sdp", answer.clone());
         // Register the dialog before the 200 leaves so a quick BYE finds it.
-        self.insert_dialog(dialog.clone(), DialogState { answer });
+        self.insert_dialog(
+            dialog.clone(),
+            DialogState {
+                answer,
+                invite: req.clone(),
+                reply: txn.reply_path().clone(),
+                local,
+            },
+        );
         if txn.respond(resp).is_err() {
             // CANCEL won the race: the source got 487, the session never was.
             self.remove_dialog(&dialog);
@@ -525,6 +538,76 @@ impl<H: SessionHandler> Shared<H> {
         })
     }
 
+    /// A final response to one of the recorder's requests ends its retransmissions.
+    fn on_response(&self, resp: &SipMessage) {
+        let Some(status) = resp.status().filter(|s| *s >= 200) else {
+            return;
+        };
+        let Some(branch) = resp
+            .top_via()
+            .ok()
+            .and_then(|v| v.branch().map(str::to_owned))
+        else {
+            return;
+        };
+        if let Some(waiter) = lock(&self.client).remove(&branch) {
+            let _ = waiter.send(status);
+        }
+    }
+
+    /// Ends `dialog` from the recorder's side: a BYE to the source, retransmitted over UDP
+    /// (Timer E: T1 doubling up to T2) until a final response or 64*T1.
+    async fn send_bye(self: Arc<Self>, dialog: DialogId, state: DialogState) {
+        let span = tracing::info_span!("sip", call_id = %dialog.call_id, method = "BYE");
+        let branch = format!("z9hG4bK{}", new_tag());
+        let bye = match bye_request(&state, &dialog, &branch, &self.contact_host(state.local)) {
+            Ok(b) => b,
+            Err(e) => {
+                span.in_scope(|| tracing::warn!(error = %e, "cannot build a BYE for the session"));
+                return;
+            }
+        };
+        let (tx, mut rx) = oneshot::channel();
+        lock(&self.client).insert(branch.clone(), tx);
+        let timers = self.config.timers;
+        let deadline = tokio::time::Instant::now() + timers.timeout();
+        let mut interval = timers.t1;
+        let outcome = loop {
+            state.reply.send(&bye);
+            let wait = if state.reply.transport().reliable() {
+                timers.timeout()
+            } else {
+                interval
+            };
+            let until = (tokio::time::Instant::now() + wait).min(deadline);
+            match tokio::time::timeout_at(until, &mut rx).await {
+                Ok(Ok(status)) => break Some(status),
+                Ok(Err(_)) => break None,
+                Err(_) if tokio::time::Instant::now() >= deadline => break None,
+                Err(_) => interval = (interval * 2).min(timers.t2),
+            }
+        };
+        lock(&self.client).remove(&branch);
+        span.in_scope(|| match outcome {
+            Some(status) => tracing::info!(status, "session ended by the recorder's BYE"),
+            None => tracing::warn!("no response to the recorder's BYE"),
+        });
+    }
+
+    fn contact_host(&self, local: SocketAddr) -> String {
+        let host = self
+            .config
+            .advertised_host
+            .clone()
+            .unwrap_or_else(|| local.ip().to_string());
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host
+        };
+        format!("{host}:{}", local.port())
+    }
+
     fn build(
         &self,
         txn: &ServerTxn,
@@ -554,4 +637,46 @@ impl<H: SessionHandler> Shared<H> {
         let resp = self.build(txn, status, reason, tag);
         self.respond(txn, resp);
     }
+}
+
+/// The BYE a UAS sends within its dialog (RFC 3261 §12.2.1.1, §15): to the remote target
+/// (the INVITE's Contact), From our To with our tag, To the source's From, the INVITE's
+/// Record-Route as the route set, and a CSeq of the recorder's own (it sent nothing before).
+fn bye_request(
+    state: &DialogState,
+    dialog: &DialogId,
+    branch: &str,
+    sent_by: &str,
+) -> Result<SipMessage, super::SipError> {
+    let invite = &state.invite;
+    let target = match invite.contacts().ok().and_then(|c| c.into_iter().next()) {
+        Some(c) if !c.uri.is_empty() => c.uri,
+        _ => invite.from()?.uri,
+    };
+    let mut bye = SipMessage::request(Method::Bye, target);
+    let transport = state.reply.transport().as_str().to_ascii_uppercase();
+    bye.headers.push(
+        "Via",
+        format!("SIP/2.0/{transport} {sent_by};branch={branch};rport"),
+    );
+    bye.headers.push("Max-Forwards", "70");
+    for route in invite.headers.get_all("Record-Route") {
+        bye.headers.push("Route", route);
+    }
+    let to = invite
+        .headers
+        .get("To")
+        .ok_or(super::SipError::MissingHeader("To"))?;
+    bye.headers
+        .push("From", format!("{to};tag={}", dialog.local_tag));
+    let from = invite
+        .headers
+        .get("From")
+        .ok_or(super::SipError::MissingHeader("From"))?;
+    bye.headers.push("To", from);
+    bye.headers.push("Call-ID", dialog.call_id.as_str());
+    bye.headers.push("CSeq", "1 BYE");
+    bye.headers
+        .push("Reason", "SIP;cause=408;text=\"ACK not received\"");
+    Ok(bye)
 }

@@ -354,17 +354,17 @@ async fn tcp_connection(
     let _ = writer.await;
 }
 
-/// Stamps the Via of a request and validates it. `None`: dropped (a
-/// response, or a request too broken to answer); `Some(Err(resp))`: answer
-/// `resp` (400) and go no further.
+/// Stamps the Via of a request and validates it; a response passes as it is (to the
+/// recorder's own requests: the BYE that ends an unacknowledged session). `None`: dropped (a
+/// request too broken to answer); `Some(Err(resp))`: answer `resp` (400) and go no further.
 fn accept_request(
     msg: SipMessage,
     source: SocketAddr,
     transport: Transport,
 ) -> Option<Result<SipMessage, SipMessage>> {
     if !msg.is_request() {
-        tracing::debug!(%source, %transport, "ignoring a response: the recorder has no client transactions");
-        return None;
+        tracing::debug!(%source, %transport, status = msg.status(), "response received");
+        return Some(Ok(msg));
     }
     let mut msg = msg;
     if let Err(e) = stamp_top_via(&mut msg, source) {
