@@ -23,7 +23,7 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -42,6 +42,9 @@ use crate::metrics::Metrics;
 /// Annotation on every child: a digest of what the operator last applied. A child whose digest
 /// matches the desired object is not applied again, so an unchanged resource costs no write.
 pub const APPLIED_DIGEST_ANNOTATION: &str = "callvault.io/applied-digest";
+
+/// Reconciles of one kind that run at once; more wait in the controller's queue.
+const RECONCILE_CONCURRENCY: u16 = 48;
 
 /// What the operator watches and how it builds workloads. Built by `callvault operator` from
 /// its environment ([`Config::from_env`]) or directly by tests.
@@ -662,11 +665,14 @@ fn controllers(
         },
     );
 
-    let st = storage_target::controller(client, scope);
-    let rp = recording_profile::controller(client, scope);
-    let ap = access_profile::controller(client, scope);
-    let conn = connector::controller(client, scope);
-    let sj = speech_job::controller(client, scope);
+    // Bounded so that applying a thousand resources at once queues their reconciles instead of
+    // holding a thousand sets of built children and API responses in memory together.
+    let bounded = || controller::Config::default().concurrency(RECONCILE_CONCURRENCY);
+    let st = storage_target::controller(client, scope).with_config(bounded());
+    let rp = recording_profile::controller(client, scope).with_config(bounded());
+    let ap = access_profile::controller(client, scope).with_config(bounded());
+    let conn = connector::controller(client, scope).with_config(bounded());
+    let sj = speech_job::controller(client, scope).with_config(bounded());
     let children = ChildStores {
         stateful_sets,
         services,
