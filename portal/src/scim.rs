@@ -260,6 +260,15 @@ fn page(q: &ListQuery) -> (i64, i64) {
     )
 }
 
+/// The total and the page of `all` that starts at the 1-based `start` and holds at most `count`,
+/// for the lists filtered in memory (the store pages users by name itself).
+fn page_of<T>(all: Vec<T>, start: i64, count: i64) -> (i64, Vec<T>) {
+    let total = i64::try_from(all.len()).unwrap_or(i64::MAX);
+    let skip = usize::try_from(start - 1).unwrap_or(usize::MAX);
+    let take = usize::try_from(count).unwrap_or(0);
+    (total, all.into_iter().skip(skip).take(take).collect())
+}
+
 fn list_response(total: i64, start: i64, resources: Vec<Value>) -> Response {
     scim_json(
         StatusCode::OK,
@@ -642,18 +651,15 @@ async fn list_users(
                     all.push(u);
                 }
             }
-            let total = i64::try_from(all.len()).unwrap_or(i64::MAX);
-            let skip = usize::try_from(start - 1).unwrap_or(usize::MAX);
-            let take = usize::try_from(count).unwrap_or(0);
-            (total, all.into_iter().skip(skip).take(take).collect())
+            page_of(all, start, count)
         }
-        Some((_, value)) => {
+        _ => {
+            let username = filter.as_ref().map(|(_, v)| v.as_str());
             state
                 .db
-                .users_page(&tenant, Some(value), start - 1, count)
+                .users_page(&tenant, username, start - 1, count)
                 .await?
         }
-        None => state.db.users_page(&tenant, None, start - 1, count).await?,
     };
     let mut resources = Vec::with_capacity(users.len());
     for u in &users {
@@ -1073,11 +1079,9 @@ async fn list_groups(
             None => true,
         })
         .collect();
-    let total = i64::try_from(all.len()).unwrap_or(i64::MAX);
-    let skip = usize::try_from(start - 1).unwrap_or(usize::MAX);
-    let take = usize::try_from(count).unwrap_or(0);
-    let mut resources = Vec::new();
-    for g in all.iter().skip(skip).take(take) {
+    let (total, groups) = page_of(all, start, count);
+    let mut resources = Vec::with_capacity(groups.len());
+    for g in &groups {
         resources.push(group_resource(&state, &tenant, g).await?);
     }
     Ok(list_response(total, start, resources))
