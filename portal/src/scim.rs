@@ -18,7 +18,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use callvault_store::db::{DbError, Group, NewAuditEntry, NewUser, User, UserProfile, UserSource};
+use callvault_store::db::{
+    DbError, Group, NewAuditEntry, NewUser, User, UserFilter, UserProfile, UserSource,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -641,26 +643,15 @@ async fn list_users(
         .as_deref()
         .map(|f| parse_filter(f, &["userName", "externalId"]))
         .transpose()?;
-    let (total, users) = match &filter {
-        Some((attr, value)) if attr == "externalId" => {
-            let mut all: Vec<User> = Vec::new();
-            for u in state.db.list_users(&tenant).await? {
-                if u.external_id.as_deref() == Some(value.as_str())
-                    && !state.db.is_deprovisioned(&tenant, u.id).await?
-                {
-                    all.push(u);
-                }
-            }
-            page_of(all, start, count)
-        }
-        _ => {
-            let username = filter.as_ref().map(|(_, v)| v.as_str());
-            state
-                .db
-                .users_page(&tenant, username, start - 1, count)
-                .await?
-        }
+    let which = match &filter {
+        Some((attr, value)) if attr == "externalId" => UserFilter::ExternalId(value),
+        Some((_, value)) => UserFilter::Username(value),
+        None => UserFilter::All,
     };
+    let (total, users) = state
+        .db
+        .users_page(&tenant, which, start - 1, count)
+        .await?;
     let mut resources = Vec::with_capacity(users.len());
     for u in &users {
         resources.push(user_resource(&state, &tenant, u).await?);

@@ -386,6 +386,24 @@ async fn provisioning(f: Fixture) {
         "a disabled account cannot sign in"
     );
 
+    // The externalId filter matches users of every source, ordered by name and paged; a
+    // single sign-on account may carry the same id as a provisioned one.
+    let mut nu = callvault_store::db::NewUser::local("aaron-sso", "Aaron");
+    nu.source = UserSource::Oidc;
+    nu.external_id = Some("ext-carol".into());
+    let aaron = f.db.create_user(T, &nu).await.expect("oidc user");
+    let ext_carol = "/Users?filter=externalId%20eq%20%22ext-carol%22";
+    let (_, list) = scim.get(ext_carol).await;
+    assert_eq!(list["totalResults"], 2, "{list}");
+    assert_eq!(names(&list), vec!["aaron-sso", "carol"]);
+    let (_, list) = scim.get(&format!("{ext_carol}&startIndex=2&count=1")).await;
+    assert_eq!(list["totalResults"], 2, "{list}");
+    assert_eq!(names(&list), vec!["carol"]);
+    let (_, list) = scim
+        .get("/Users?filter=externalId%20eq%20%22EXT-CAROL%22")
+        .await;
+    assert_eq!(list["totalResults"], 0, "externalId is case-exact: {list}");
+
     // DELETE deprovisions: gone for SCIM, numbers and groups released, sessions ended; the
     // account row stays (disabled) so that its calls stay attributable.
     let mut carol_web = session_of(&f, carol_id).await;
@@ -418,9 +436,16 @@ async fn provisioning(f: Fixture) {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     let (_, list) = scim.get("/Users?filter=userName%20eq%20%22carol%22").await;
     assert_eq!(list["totalResults"], 0, "{list}");
-    let (_, list) = scim
-        .get("/Users?filter=externalId%20eq%20%22ext-carol%22")
-        .await;
+    let (_, list) = scim.get(ext_carol).await;
+    assert_eq!(list["totalResults"], 1, "{list}");
+    assert_eq!(names(&list), vec!["aaron-sso"]);
+    let (_, list) = scim.get(&format!("{ext_carol}&count=0")).await;
+    assert_eq!(list["totalResults"], 1, "{list}");
+    assert_eq!(list["itemsPerPage"], 0, "{list}");
+    f.db.deprovision_user(T, aaron.id)
+        .await
+        .expect("deprovision");
+    let (_, list) = scim.get(ext_carol).await;
     assert_eq!(list["totalResults"], 0, "{list}");
     let (_, list) = scim.get("/Users").await;
     assert!(!names(&list).contains(&"carol".to_owned()), "{list}");

@@ -41,7 +41,7 @@ pub use model::{
     RecordingStatus, ReleaseCause,
 };
 pub use portal::{LiveSession, SessionLookup};
-pub use provisioning::UserProfile;
+pub use provisioning::{UserFilter, UserProfile};
 pub use recorder::RecoveredRecording;
 pub use search::{
     AccessScope, DurationFilter, DurationOp, PartyPattern, SearchPage, SearchQuery, SortDirection,

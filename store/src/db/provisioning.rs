@@ -16,6 +16,17 @@ pub struct UserProfile {
     pub external_id: Option<String>,
 }
 
+/// Which users [`Db::users_page`] lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserFilter<'a> {
+    All,
+    /// The one user with this name, compared without case.
+    Username(&'a str),
+    /// The users an identity provider knows by this external id, compared exactly, whatever
+    /// their source.
+    ExternalId(&'a str),
+}
+
 const USER_COLUMNS: &str = "tenant, id, username, display_name, email, password_hash, \
     must_change_password, disabled, failed_logins, locked_until, legal_hold, time_zone, source, \
     external_id, created_at, updated_at";
@@ -144,22 +155,36 @@ impl Db {
         tx.commit().await
     }
 
-    /// Users ordered by username, optionally only the one named `username` (compared without
-    /// case), skipping `offset` and returning at most `limit`; with the total that matched.
-    /// Deprovisioned users are left out.
+    /// Users ordered by username, only those `filter` picks, skipping `offset` and returning at
+    /// most `limit`; with the total that matched. Deprovisioned users are left out, in the same
+    /// query, so a filter costs two queries however many users it matches.
     pub async fn users_page(
         &self,
         tenant: &str,
-        username: Option<&str>,
+        filter: UserFilter<'_>,
         offset: i64,
         limit: i64,
     ) -> Result<(i64, Vec<User>)> {
-        let (filter, a): (&str, Vec<super::Arg>) = match username {
-            Some(u) => (
-                " AND LOWER(username) = LOWER($2)",
+        let (filter, a): (String, Vec<super::Arg>) = match filter {
+            UserFilter::All => (String::new(), vec![tenant.into()]),
+            UserFilter::Username(u) => (
+                " AND LOWER(username) = LOWER($2)".to_owned(),
                 vec![tenant.into(), u.into()],
             ),
-            None => ("", vec![tenant.into()]),
+            // SCIM compares externalId exactly (caseExact). Naming every source (all the column
+            // allows) lets the (tenant, source, external_id) index answer instead of a scan of
+            // the tenant's users.
+            UserFilter::ExternalId(x) => (
+                format!(
+                    " AND source IN ({}) AND external_id = $2",
+                    UserSource::ALL
+                        .iter()
+                        .map(|s| format!("'{}'", s.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                vec![tenant.into(), x.into()],
+            ),
         };
         let filter = format!(
             "{filter} AND NOT EXISTS (SELECT 1 FROM deprovisioned_users d \
