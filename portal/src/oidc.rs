@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -84,6 +85,9 @@ pub struct OidcConfig {
     pub post_login_redirect: String,
     /// How long a started login may take at the provider.
     pub login_ttl: Duration,
+    /// The provider as the sign-in page names it ("Sign in with <display_name>"); the issuer's
+    /// host unless set.
+    pub display_name: String,
 }
 
 impl OidcConfig {
@@ -94,8 +98,10 @@ impl OidcConfig {
         client_secret_file: &Path,
         redirect_url: impl Into<String>,
     ) -> Result<Self, ConfigError> {
+        let issuer: String = issuer.into();
+        let display_name = issuer_host(&issuer);
         Ok(OidcConfig {
-            issuer: issuer.into(),
+            issuer,
             client_id: client_id.into(),
             client_secret: Secret::from_file(
                 "CALLVAULT_OIDC_CLIENT_SECRET_FILE",
@@ -107,6 +113,7 @@ impl OidcConfig {
             groups_claim: Some("groups".into()),
             post_login_redirect: "/".into(),
             login_ttl: Duration::from_secs(600),
+            display_name,
         })
     }
 
@@ -154,6 +161,9 @@ impl OidcConfig {
                 "must be a path on this portal (starting with a single /)",
             ));
         }
+        if self.display_name.trim().is_empty() {
+            return Err(e("OIDC display name", "must not be empty"));
+        }
         if self.login_ttl < Duration::from_secs(10) {
             return Err(e("OIDC login timeout", "must be at least 10 seconds"));
         }
@@ -168,6 +178,14 @@ impl OidcConfig {
         h.update(self.client_secret.0.as_bytes());
         h.finalize().into()
     }
+}
+
+/// The host (and port) of an issuer URL, the provider's name when none is configured.
+fn issuer_host(issuer: &str) -> String {
+    let rest = issuer.split_once("://").map_or(issuer, |(_, r)| r);
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // Credentials in the URL are no part of a name to show.
+    host.rsplit('@').next().unwrap_or_default().to_owned()
 }
 
 /// A page of this portal to go to: a path, not `//host` or a URL (no open redirect).
@@ -628,6 +646,18 @@ fn redirect(to: &str, cookies: &[String]) -> Response {
     resp
 }
 
+/// `GET /api/v1/auth/providers`: how one may sign in, for the sign-in page (no session
+/// needed): local accounts always, single sign-on when configured.
+pub async fn providers(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let oidc = state.oidc.as_ref().map(|o| {
+        json!({
+            "display_name": o.config.display_name,
+            "login_url": "/api/v1/auth/oidc/login",
+        })
+    });
+    Json(json!({ "local": true, "oidc": oidc }))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
     #[serde(default)]
@@ -883,7 +913,18 @@ mod tests {
             groups_claim: Some("groups".into()),
             post_login_redirect: "/".into(),
             login_ttl: Duration::from_secs(600),
+            display_name: "Example IdP".into(),
         }
+    }
+
+    #[test]
+    fn the_provider_is_named_by_its_issuer_host_unless_set() {
+        assert_eq!(issuer_host("https://idp.example/realms/x"), "idp.example");
+        assert_eq!(issuer_host("http://127.0.0.1:58090"), "127.0.0.1:58090");
+        assert_eq!(issuer_host("https://u:p@login.example?x"), "login.example");
+        let mut c = config();
+        c.display_name = " ".into();
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -58,6 +58,11 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ),
     public(
         "get",
+        "/auth/providers",
+        "How one may sign in: local accounts, and single sign-on (its display name and login URL) when configured.",
+    ),
+    public(
+        "get",
         "/auth/oidc/login",
         "Single sign-on: redirects to the OpenID Connect provider (`return_to`: a portal path).",
     ),

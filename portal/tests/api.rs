@@ -897,6 +897,11 @@ async fn openapi_lists_every_route_and_probes_work(f: Fixture) {
         doc["components"]["securitySchemes"]["scimBearer"]["scheme"],
         "bearer"
     );
+    // Without single sign-on the sign-in page is told local accounts only (so no SSO button).
+    assert_eq!(
+        c.get("/api/v1/auth/providers").await.json(),
+        json!({"local": true, "oidc": null})
+    );
     for e in callvault_portal::openapi::SCIM_ENDPOINTS {
         let op = &doc["paths"][format!("/scim/v2{}", e.path)][e.method];
         assert_eq!(

@@ -296,6 +296,15 @@ async fn sign_in_provisions_the_user_and_groups_claim(p: Portal) {
             .await;
 
     let mut b = Browser::new();
+    // The sign-in page learns of the provider without a session: its name (by default the
+    // issuer's host) and where its button starts.
+    let (s, providers) = api(&mut b, &p, "/api/v1/auth/providers").await;
+    assert_eq!(s, StatusCode::OK, "{providers}");
+    let host = issuer().split_once("://").expect("url").1.to_owned();
+    assert_eq!(
+        providers,
+        serde_json::json!({"local": true, "oidc": {"display_name": host, "login_url": "/api/v1/auth/oidc/login"}})
+    );
     let callback = authorize(&mut b, &p, "alice").await;
     let done = b.get(&callback).await;
     assert_eq!(

@@ -1,9 +1,11 @@
 //! The web UI in a real browser: a portal on SQLite with recordings written by the store's
 //! writer, served on loopback, driven by Chromium through Playwright (tests/ui/ui.mjs): the
-//! supervisor's workflow on a call, then every admin screen and the active calls.
+//! supervisor's workflow on a call, then every admin screen and the active calls; and single
+//! sign-on from the sign-in page (tests/ui/sso.mjs) against the provider `start_idp` runs.
 //!
 //! Needs `CALLVAULT_TEST_CHROMIUM` and `CALLVAULT_TEST_PLAYWRIGHT` (set by `ensure_browser` in
-//! scripts/services.d/browser.sh); without them the test says so and does nothing.
+//! scripts/services.d/browser.sh), and for single sign-on `CALLVAULT_TEST_OIDC_ISSUER`
+//! (`start_idp`); without them a test says so and does nothing.
 
 mod common;
 
@@ -199,4 +201,113 @@ async fn supervisor_workflow_in_chromium() {
             "no {a} in the audit trail: {actions:?}"
         );
     }
+}
+
+/// The provider account of tests/idp/idp.mjs that signs in, and its groups' profile.
+const IDP_USER: &str = "alice";
+const IDP_PASSWORD: &str = "idp test password";
+const PROVIDER: &str = "CallVault Test IdP";
+const SSO_PROFILE: &str = r#"
+apiVersion: callvault.io/v1alpha1
+kind: AccessProfile
+metadata: {name: sso-agents}
+spec:
+  subjects: {groups: [sso-agents]}
+  calls: {scope: All, actions: {play: true}}
+"#;
+
+/// Single sign-on from the web UI: the sign-in page's provider button, the provider's own
+/// login and consent pages (the real `oidc-provider` started by `start_idp`), and back signed in
+/// on the interactions list. (Without single sign-on there is no button: tests/ui/ui.mjs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_sign_on_button_in_chromium() {
+    let (Ok(chromium), Ok(playwright), Ok(issuer)) = (
+        std::env::var("CALLVAULT_TEST_CHROMIUM"),
+        std::env::var("CALLVAULT_TEST_PLAYWRIGHT"),
+        std::env::var("CALLVAULT_TEST_OIDC_ISSUER"),
+    ) else {
+        eprintln!(
+            "skipped: CALLVAULT_TEST_CHROMIUM/CALLVAULT_TEST_PLAYWRIGHT/CALLVAULT_TEST_OIDC_ISSUER not set (see scripts/services.d)"
+        );
+        return;
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_file = dir.path().join("client-secret");
+    // The test client of tests/idp/idp.mjs.
+    std::fs::write(&secret_file, "callvault-test-client-secret\n").expect("secret file");
+    let mut oidc = callvault_portal::oidc::OidcConfig::new(
+        issuer,
+        "callvault-portal",
+        &secret_file,
+        format!("{base}/api/v1/auth/oidc/callback"),
+    )
+    .expect("oidc config");
+    oidc.scopes.push("groups".into());
+    oidc.display_name = PROVIDER.into();
+    let f = Fixture::with(
+        callvault_store::db::testing::TestDb::sqlite().await,
+        callvault_portal::PortalConfig {
+            oidc: Some(oidc),
+            ..common::config()
+        },
+    )
+    .await;
+    f.profiles(SSO_PROFILE);
+    let call = f
+        .recording(None, vec![], "5005", "6006", &common::audio(4096, 3))
+        .await;
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(callvault_portal::serve(listener, f.router.clone(), async {
+        let _ = stopped.await;
+    }));
+    let screenshots = screenshot_dir();
+    std::fs::create_dir_all(&screenshots).expect("screenshot directory");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        tokio::process::Command::new("node")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ui/sso.mjs"))
+            .env("BASE_URL", &base)
+            .env("CHROMIUM", &chromium)
+            .env("PLAYWRIGHT", &playwright)
+            .env("SCREENSHOTS", &screenshots)
+            .env("PROVIDER", PROVIDER)
+            .env("IDP_USER", IDP_USER)
+            .env("IDP_PASSWORD", IDP_PASSWORD)
+            .env("CALL_ID", call.id.to_string())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser run finishes in time")
+    .expect("run node");
+    let _ = stop.send(());
+    let _ = server.await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser run failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    eprintln!("{stdout}");
+
+    // The browser's sign-in made the provider's user a single sign-on account of the portal.
+    let user =
+        f.db.user_by_username(T, IDP_USER)
+            .await
+            .expect("db")
+            .expect("the provider's user is provisioned");
+    assert_eq!(user.source, callvault_store::db::UserSource::Oidc);
+    let logins: Vec<_> =
+        f.db.query_audit(T, &Default::default(), 10_000)
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|e| e.actor == IDP_USER && e.action == "login" && e.details.contains("oidc"))
+            .collect();
+    assert_eq!(logins.len(), 1, "one sign-in audited: {logins:?}");
 }

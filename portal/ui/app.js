@@ -45,10 +45,19 @@ function select(name, options, attrs = {}) {
 
 // ---- sign-in -------------------------------------------------------------------------------
 
-function loginScreen() {
+async function loginScreen() {
   document.getElementById('top').hidden = true;
+  // Single sign-on shows only when the portal has a provider; local sign-in always stays.
+  const providers = await get('/auth/providers').catch(() => ({ oidc: null }));
+  const sso = providers.oidc
+    ? el('div', { class: 'sso' },
+      // A plain link: the provider's pages need a top-level navigation, not a fetch.
+      el('a', { class: 'button', id: 'sso', href: providers.oidc.login_url }, `Sign in with ${providers.oidc.display_name}`),
+      el('p', { class: 'muted or' }, 'or with a CallVault account'))
+    : null;
   const form = el('form', { class: 'card login', id: 'login' },
     el('h2', {}, 'Sign in to CallVault'),
+    sso,
     field('Username', input('username', { autocomplete: 'username', required: true })),
     field('Password', input('password', { type: 'password', autocomplete: 'current-password', required: true })),
     el('div', { class: 'actions' }, el('button', { type: 'submit' }, 'Sign in')));
@@ -596,7 +605,7 @@ async function start() {
     me = await get('/auth/me');
   } catch (e) {
     me = null;
-    loginScreen();
+    await loginScreen();
     return;
   }
   if (me.must_change_password) { changePasswordScreen(); return; }

@@ -46,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/auth/login", post(auth::login))
         .route("/auth/logout", post(auth::logout))
         .route("/auth/me", get(auth::me))
+        .route("/auth/providers", get(crate::oidc::providers))
         .route("/auth/oidc/login", get(crate::oidc::login))
         .route("/auth/oidc/callback", get(crate::oidc::callback))
         .route("/auth/password", post(auth::change_password))

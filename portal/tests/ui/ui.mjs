@@ -59,6 +59,10 @@ try {
   assert.match(csp, /script-src 'self'/);
   assert.doesNotMatch(csp, /unsafe-inline/);
   step('the page is served with a strict Content-Security-Policy');
+  // No single sign-on configured: local sign-in only, no provider button.
+  await page.waitForSelector('#login #f-username');
+  assert.equal(await page.locator('#sso').count(), 0);
+  step('without single sign-on the sign-in page has no provider button');
 
   // Wrong password: a clear error, still on the sign-in form.
   await page.fill('#f-username', 'supervisor');
