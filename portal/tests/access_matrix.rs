@@ -3,7 +3,8 @@
 //! the subject's AccessProfile is replaced live and every endpoint is requested on every kind
 //! of call (own, a managed group member's, another user's, unassigned) and for every user's
 //! legal hold; the active-call lists show exactly the live calls in scope (and "my active
-//! call" exactly the subject's own); each admin view needs exactly one of its permissions.
+//! call" exactly the subject's own), and tags, notes and export on live calls (each, and the
+//! list's export) follow the same rules; each admin view needs exactly one of its permissions.
 //! The expected answer comes from an oracle written here from the rules, not from
 //! the portal's code: invisible → 404, visible but not allowed → 403 `forbidden`, allowed but
 //! key not granted (audio) → 403 `key_not_granted`, else success. Then every endpoint without
@@ -158,9 +159,13 @@ async fn every_scope_action_admin_permission_and_key_grant_on_every_endpoint() {
         failures.len(),
         failures.join("\n")
     );
-    // 4 scopes × 9 actions × 6 admin × 2 keys × (4 calls × 12 call endpoints + 3 holds + list
-    // + 5 admin + 2 active-call lists + 9 admin views).
-    assert_eq!(checked, 4 * 9 * 6 * 2 * (4 * 12 + 3 + 1 + 5 + 2 + 9));
+    // 4 scopes × 9 actions × 6 admin × 2 keys × (4 calls × 12 call endpoints + 4 live calls ×
+    // 3 actions + the live calls' export + 3 holds + list + 5 admin + 2 active-call lists + 9
+    // admin views).
+    assert_eq!(
+        checked,
+        4 * 9 * 6 * 2 * (4 * 12 + 4 * 3 + 1 + 3 + 1 + 5 + 2 + 9)
+    );
 }
 
 /// Seeds a database (the subject, a member of the managed group `team`, another user, a call
@@ -449,6 +454,71 @@ async fn run_case(
                 r.code(),
             );
         }
+    }
+
+    // Live calls, straight from the active-calls list: tags and notes on each, and its export,
+    // go through the same check as on a recorded call (none of them needs the audio).
+    for (kind, id) in active {
+        for (name, method, path, body, action) in [
+            (
+                "live note.add",
+                Method::POST,
+                format!("/api/v1/recordings/{id}/notes"),
+                json!({"body": "live note"}),
+                "addNotes",
+            ),
+            (
+                "live tags",
+                Method::PUT,
+                "/api/v1/recordings/tags".to_owned(),
+                json!({"recordings": [id], "tags": [tag]}),
+                "tag",
+            ),
+            (
+                "live export.csv",
+                Method::POST,
+                "/api/v1/recordings/export".to_owned(),
+                json!({"format": "csv", "recordings": [id]}),
+                "export",
+            ),
+        ] {
+            let r = c.send(method, &path, Some(body), &[]).await;
+            check(
+                format!("{name} {kind:?}"),
+                r.status.as_u16(),
+                e(*kind, action, false),
+                r.code(),
+            );
+        }
+    }
+    // The active-calls list's Export: exactly the live calls the export action covers.
+    let r = c
+        .send(
+            Method::POST,
+            "/api/v1/recordings/export",
+            Some(json!({"format": "csv", "query": {"statuses": ["recording"]}})),
+            &[],
+        )
+        .await;
+    let exports = case.action == "export" && case.scope != "None";
+    count();
+    let body = String::from_utf8_lossy(&r.body);
+    let listed: Vec<String> = active
+        .iter()
+        .filter(|(_, id)| body.contains(&id.to_string()))
+        .map(|(k, _)| format!("{k:?}"))
+        .collect();
+    let want: Vec<String> = active
+        .iter()
+        .filter(|(k, _)| exports && visible(case.scope, *k))
+        .map(|(k, _)| format!("{k:?}"))
+        .collect();
+    let leaked = calls.iter().any(|(_, id)| body.contains(&id.to_string()));
+    if r.status.as_u16() != if exports { 200 } else { 403 } || listed != want || leaked {
+        fail(format!(
+            "{label} active export: got {} {listed:?} (recorded calls leaked: {leaked}), want {want:?}",
+            r.status
+        ));
     }
 
     // Legal hold per user (lifting it, so no case changes what the next one sees).

@@ -1221,6 +1221,189 @@ async fn active_calls_and_my_active_call(f: Fixture) {
     );
 }
 
+/// Tags, notes and export straight from the active-calls list (compliance-recorder F-86–F-88):
+/// each goes through the same access check as on a recorded call, the list shows what was
+/// set, and what was set on a live call stays on its recording.
+async fn tags_notes_and_export_on_active_calls(f: Fixture) {
+    setup(&f).await;
+    let agent = f.user("agent", &["agents"]).await;
+    let live = f
+        .active_recording(Some(agent), vec![], "301", "+4430")
+        .await;
+    let unassigned = f.active_recording(None, vec![], "302", "+4431").await;
+    let recorded = f
+        .recording(Some(agent), vec![], "303", "+4432", &audio(100, 4))
+        .await;
+
+    let mut admin = f.login("admin").await;
+    let (s, tag) = admin
+        .json(
+            Method::POST,
+            "/api/v1/tags",
+            json!({"name": "Live follow-up"}),
+        )
+        .await;
+    assert!(s.is_success(), "{tag}");
+    let (s, b) = admin
+        .json(
+            Method::PUT,
+            "/api/v1/recordings/tags",
+            json!({"recordings": [live.id], "tags": [tag["id"]]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "tags on a live call: {b}");
+    let (s, note) = admin
+        .json(
+            Method::POST,
+            &format!("/api/v1/recordings/{}/notes", live.id),
+            json!({"body": "callback requested"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "a note on a live call: {note}");
+
+    // The list shows them, and what the admin may do on each call.
+    let list = admin.get("/api/v1/active-calls").await.json();
+    let row = |id: uuid::Uuid| {
+        list.as_array()
+            .expect("list")
+            .iter()
+            .find(|r| r["id"] == id.to_string())
+            .unwrap_or_else(|| panic!("{id} not listed: {list}"))
+            .clone()
+    };
+    let mine = row(live.id);
+    assert_eq!(names(&mine["tags"], "name"), ["Live follow-up"]);
+    assert_eq!(names(&mine["notes"], "body"), ["callback requested"]);
+    assert_eq!(mine["notes"][0]["author_name"], "admin display");
+    for a in ["tag", "addNotes", "export"] {
+        assert!(
+            mine["allowed"]
+                .as_array()
+                .expect("allowed")
+                .contains(&json!(a)),
+            "{a}: {mine}"
+        );
+    }
+    assert_eq!(row(unassigned.id)["tags"], json!([]));
+    assert_eq!(row(unassigned.id)["notes"], json!([]));
+
+    // The list's Export: the live calls, each an entry, with their tags and notes; not the
+    // recorded call.
+    let r = admin
+        .send(
+            Method::POST,
+            "/api/v1/recordings/export",
+            Some(json!({"format": "csv", "query": {"statuses": ["recording"]}})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let csv = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(csv.contains("Search Criteria"), "{csv}");
+    assert!(csv.contains(&live.id.to_string()), "{csv}");
+    assert!(csv.contains(&unassigned.id.to_string()), "{csv}");
+    assert!(!csv.contains(&recorded.id.to_string()), "{csv}");
+    assert!(
+        csv.contains("Live follow-up") && csv.contains("callback requested"),
+        "{csv}"
+    );
+    // One selected live call exports too.
+    let r = admin
+        .send(
+            Method::POST,
+            "/api/v1/recordings/export",
+            Some(json!({"format": "csv", "recordings": [unassigned.id]})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&r.body).contains(&unassigned.id.to_string()));
+
+    // The agent (scope Own, play only) sees their live call but may do none of it: 403; the
+    // unassigned live call is not theirs to see: 404.
+    let mut a = f.login("agent").await;
+    let list = a.get("/api/v1/active-calls").await.json();
+    assert_eq!(names(&list, "id"), [live.id.to_string()]);
+    assert_eq!(list[0]["allowed"], json!(["play"]));
+    for (id, want) in [
+        (live.id, StatusCode::FORBIDDEN),
+        (unassigned.id, StatusCode::NOT_FOUND),
+    ] {
+        let (s, _) = a
+            .json(
+                Method::PUT,
+                "/api/v1/recordings/tags",
+                json!({"recordings": [id], "tags": []}),
+            )
+            .await;
+        assert_eq!(s, want, "tags {id}");
+        let (s, _) = a
+            .json(
+                Method::POST,
+                &format!("/api/v1/recordings/{id}/notes"),
+                json!({"body": "x"}),
+            )
+            .await;
+        assert_eq!(s, want, "note {id}");
+        let r = a
+            .send(
+                Method::POST,
+                "/api/v1/recordings/export",
+                Some(json!({"format": "csv", "recordings": [id]})),
+                &[],
+            )
+            .await;
+        assert_eq!(r.status, want, "export {id}");
+    }
+    let r = a
+        .send(
+            Method::POST,
+            "/api/v1/recordings/export",
+            Some(json!({"format": "csv", "query": {"statuses": ["recording"]}})),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // Audited like any other, and kept on the recording once the call ends.
+    let actions = audit_actions(&f).await;
+    for action in ["tag.set", "note.add", "export.csv"] {
+        assert!(
+            actions
+                .iter()
+                .any(|(who, a, _)| who == "admin" && a == action),
+            "{action}: {actions:?}"
+        );
+    }
+    f.db.finish_recording(
+        T,
+        live.id,
+        &FinishRecording {
+            status: RecordingStatus::Incomplete,
+            end_time: live.start_time + 5_000_000,
+            answer_time: Some(live.start_time),
+            release_cause: Some(ReleaseCause::Normal),
+            answering: None,
+            object_key: format!("{T}/{}.cvr", live.id),
+            size_bytes: 0,
+            codec: "opus".into(),
+            channels: 2,
+            sha256: "ab".repeat(32),
+            metadata_digest: "cd".repeat(32),
+            signature: "ef".repeat(32),
+            key_id: f.key_id.clone(),
+        },
+    )
+    .await
+    .expect("finish");
+    let d = admin
+        .get(&format!("/api/v1/recordings/{}", live.id))
+        .await
+        .json();
+    assert_eq!(names(&d["tags"], "name"), ["Live follow-up"]);
+    assert_eq!(names(&d["notes"], "body"), ["callback requested"]);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -1250,4 +1433,5 @@ suite!(
     openapi_lists_every_route_and_probes_work,
     declared_resources_groups_alarms_and_activity,
     active_calls_and_my_active_call,
+    tags_notes_and_export_on_active_calls,
 );

@@ -28,7 +28,7 @@ spec:
   subjects: {groups: [supervisors]}
   calls:
     scope: All
-    actions: {play: true, download: true, tag: true, addNotes: true}
+    actions: {play: true, download: true, export: true, tag: true, addNotes: true}
   admin: {manageTags: true, configureSystem: true, auditTrail: true}
   keys: [KEY]
 ---
@@ -194,7 +194,14 @@ async fn supervisor_workflow_in_chromium() {
             .map(|e| e.action)
             .collect();
     for a in [
-        "login", "search", "view", "play", "download", "tag.set", "note.add",
+        "login",
+        "search",
+        "view",
+        "play",
+        "download",
+        "tag.set",
+        "note.add",
+        "export.csv",
     ] {
         assert!(
             actions.iter().any(|x| x == a),

@@ -16,16 +16,38 @@ function csrfToken() {
   return m ? decodeURIComponent(m[1]) : '';
 }
 
-export async function api(method, path, body) {
+function send(method, path, body) {
   const headers = { Accept: 'application/json' };
   if (UNSAFE.has(method)) headers['X-CSRF-Token'] = csrfToken();
   if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const resp = await fetch(`/api/v1${path}`, {
+  return fetch(`/api/v1${path}`, {
     method,
     headers,
     credentials: 'same-origin',
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+}
+
+/** POSTs `body` and saves the answer as the file `name` (exports are made on request). */
+export async function download(path, body, name) {
+  const resp = await send('POST', path, body);
+  if (!resp.ok) {
+    let data = null;
+    try { data = await resp.json(); } catch { /* not JSON */ }
+    throw new ApiError(resp.status, data);
+  }
+  const url = URL.createObjectURL(await resp.blob());
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = name;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+export async function api(method, path, body) {
+  const resp = await send(method, path, body);
   const text = await resp.text();
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = text; }

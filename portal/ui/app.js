@@ -1,7 +1,7 @@
 // The CallVault web UI: a single page routed by the URL hash. Every screen reads and writes
 // through the API (./api.js); what a user may do comes from /auth/me and each call's `allowed`.
 
-import { api, get, post, put, del, ApiError } from './api.js';
+import { api, get, post, put, del, download, ApiError } from './api.js';
 import { el, clear } from './dom.js';
 import { player, transcriptPane } from './player.js';
 
@@ -429,12 +429,57 @@ function userName(r) { return r.user_display_name || r.user_name || 'not assigne
 async function activeCallsScreen() {
   const summary = el('p', { id: 'active-summary' });
   const out = el('div', { id: 'active-calls' });
+  // Tags and notes are edited in a card above the list, which the refresh leaves alone.
+  const editor = el('div', { class: 'card', id: 'live-editor', hidden: true });
+  const catalogue = await get('/tags').catch(() => []);
+  let list = [];
+  function closeEditor() { editor.hidden = true; clear(editor); }
+  function openEditor(r, title, body, save) {
+    const ok = el('button', { type: 'button', id: 'live-save' }, 'Save');
+    const cancel = el('button', { type: 'button', class: 'secondary', id: 'live-cancel' }, 'Cancel');
+    ok.addEventListener('click', async () => {
+      try { await save(); closeEditor(); await load(); showError(null); } catch (e) { showError(e); }
+    });
+    cancel.addEventListener('click', closeEditor);
+    clear(editor).append(el('h3', {}, `${title} — ${party(r.calling)} → ${party(r.called)}`), ...body,
+      el('div', { class: 'actions' }, ok, cancel));
+    editor.dataset.id = r.id;
+    editor.hidden = false;
+  }
+  function editTags(r) {
+    const chooser = el('select', { id: 'live-tags', multiple: true, size: Math.min(Math.max(catalogue.length, 2), 6) },
+      ...catalogue.map((t) => el('option', { value: t.id, selected: r.tags.some((x) => x.id === t.id) || null }, t.name)));
+    openEditor(r, 'Set tags', [el('p', { class: 'muted' }, 'The tags chosen replace the call\'s tags.'), chooser],
+      () => put('/recordings/tags', { recordings: [r.id], tags: [...chooser.selectedOptions].map((o) => o.value) }));
+  }
+  function addNote(r) {
+    const text = el('textarea', { id: 'live-note', rows: 3, 'aria-label': 'New note', placeholder: 'Insert a new note' });
+    openEditor(r, 'Add note', [text], async () => {
+      if (!text.value.trim()) throw new Error('the note is empty');
+      await post(`/recordings/${r.id}/notes`, { body: text.value });
+    });
+  }
+  function actions(r) {
+    const allowed = new Set(r.allowed || []);
+    const btn = (cls, label, fn) => {
+      const b = el('button', { type: 'button', class: `secondary ${cls}` }, label);
+      b.addEventListener('click', (e) => { e.stopPropagation(); fn(r); });
+      return b;
+    };
+    return el('span', { class: 'actions' }, allowed.has('tag') ? btn('live-tag', 'Tags…', editTags) : null,
+      allowed.has('addNotes') ? btn('live-note', 'Note…', addNote) : null);
+  }
   async function load() {
-    const list = await get('/active-calls');
+    list = await get('/active-calls');
     summary.textContent = `Total calls: ${list.length}`;
-    const t = table(['Status', 'User name', 'Start time', 'Duration', 'Direction', 'Participants', 'Called party', 'Calling party'],
-      list.map((r) => [el('span', { class: 'live' }, 'Recording'), userName(r), when(r.start_time), liveDuration(r), r.direction,
-        participants(r), party(r.called), party(r.calling)]));
+    const t = table(['Status', 'User name', 'Start time', 'Duration', 'Direction', 'Participants', 'Called party', 'Calling party',
+      'Tags', 'Notes', ''],
+    list.map((r) => [el('span', { class: 'live' }, 'Recording'), userName(r), when(r.start_time), liveDuration(r), r.direction,
+      participants(r), party(r.called), party(r.calling),
+      el('span', { class: 'live-tags' }, ...r.tags.map((x) => el('span', { class: 'tag' }, x.name))),
+      el('div', { class: 'live-notes' }, ...r.notes.map((n) => el('div', { class: 'note' }, n.body,
+        el('small', { class: 'muted' }, ` ${n.author_name}, ${when(n.created_at)}`)))),
+      actions(r)]));
     t.querySelectorAll('tbody tr').forEach((tr, i) => {
       tr.classList.add('row');
       tr.dataset.id = list[i].id;
@@ -442,7 +487,15 @@ async function activeCallsScreen() {
     });
     clear(out).append(list.length ? t : el('p', { class: 'muted' }, 'No call is being recorded now.'));
   }
-  clear(main).append(el('h2', {}, 'Active calls'), summary, out);
+  // Export: a separate entry for each call being recorded now, as the export action allows.
+  const exportButton = el('button', { type: 'button', class: 'secondary', id: 'export-active', hidden: !me.actions.includes('export') }, 'Export');
+  exportButton.addEventListener('click', async () => {
+    try {
+      await download('/recordings/export', { format: 'csv', query: { statuses: ['recording'] } }, 'active-calls.csv');
+      showError(null);
+    } catch (e) { showError(e); }
+  });
+  clear(main).append(el('div', { class: 'actions' }, el('h2', {}, 'Active calls'), exportButton), summary, editor, out);
   await load();
   every(1000, tickDurations);
   every(5000, () => load().then(() => showError(null), showError));

@@ -9,8 +9,8 @@ use axum::Json;
 use axum::extract::{Query, State};
 use callvault_crds::validate::Resource;
 use callvault_store::db::{
-    AccessScope, ActivityEntry, Alarm, Group, Recording, RecordingStatus, SearchQuery,
-    SortDirection,
+    AccessScope, ActivityEntry, Alarm, Group, Note, Recording, RecordingStatus, SearchQuery,
+    SortDirection, Tag,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::{Caller, St};
 use crate::AppState;
 use crate::access::AdminPermission;
+use crate::access::{Action, Grants};
 use crate::error::{ApiError, ApiResult};
 
 /// Most rows one admin list returns.
@@ -206,6 +207,11 @@ pub struct ActiveCall {
     pub recording: Recording,
     pub user_name: Option<String>,
     pub user_display_name: Option<String>,
+    /// Its tags and notes, as the list shows them (set from the list while the call lasts).
+    pub tags: Vec<Tag>,
+    pub notes: Vec<Note>,
+    /// What the caller may do on it (as on the call's details), for the list's buttons.
+    pub allowed: Vec<Action>,
 }
 
 /// The calls being recorded within `scope`, oldest first, with their users' names. The scope
@@ -214,6 +220,7 @@ async fn active_in(
     state: &AppState,
     tenant: &str,
     scope: &AccessScope,
+    grants: &Grants,
 ) -> ApiResult<Vec<ActiveCall>> {
     let q = SearchQuery {
         statuses: vec![RecordingStatus::Recording],
@@ -225,6 +232,20 @@ async fn active_in(
         .db
         .search_recordings(tenant, scope, &q, limit, None)
         .await?;
+    // Annotations of the calls in scope only, two queries for the whole list.
+    let ids: Vec<Uuid> = page.items.iter().map(|r| r.id).collect();
+    let mut tags: HashMap<Uuid, Vec<Tag>> = HashMap::new();
+    for (rec, tag) in state.db.tags_of(tenant, &ids).await? {
+        tags.entry(rec).or_default().push(tag);
+    }
+    let mut notes: HashMap<Uuid, Vec<Note>> = HashMap::new();
+    for note in state.db.notes_of(tenant, &ids).await? {
+        notes.entry(note.recording_id).or_default().push(note);
+    }
+    let mut groups: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for (rec, group) in state.db.group_ids_of(tenant, &ids).await? {
+        groups.entry(rec).or_default().push(group);
+    }
     let mut names: HashMap<Uuid, Option<(String, String)>> = HashMap::new();
     let mut out = Vec::with_capacity(page.items.len());
     for recording in page.items {
@@ -240,7 +261,15 @@ async fn active_in(
             },
             None => None,
         };
+        let rec_groups = groups.remove(&recording.id).unwrap_or_default();
+        let allowed = Action::ALL
+            .into_iter()
+            .filter(|a| grants.check(*a, &recording, &rec_groups).is_ok())
+            .collect();
         out.push(ActiveCall {
+            allowed,
+            tags: tags.remove(&recording.id).unwrap_or_default(),
+            notes: notes.remove(&recording.id).unwrap_or_default(),
             recording,
             user_name: user.as_ref().map(|u| u.0.clone()),
             user_display_name: user.map(|u| u.1),
@@ -251,11 +280,13 @@ async fn active_in(
 
 /// Active calls the caller's call scope covers (none for scope None).
 pub async fn active_calls(State(state): St, c: Caller) -> ApiResult<Json<Vec<ActiveCall>>> {
-    Ok(Json(active_in(&state, &c.tenant, &c.grants.view).await?))
+    Ok(Json(
+        active_in(&state, &c.tenant, &c.grants.view, &c.grants).await?,
+    ))
 }
 
 /// The caller's own active calls (several at once are possible), whatever their call scope.
 pub async fn my_active_calls(State(state): St, c: Caller) -> ApiResult<Json<Vec<ActiveCall>>> {
     let own = AccessScope::Own { user_id: c.user.id };
-    Ok(Json(active_in(&state, &c.tenant, &own).await?))
+    Ok(Json(active_in(&state, &c.tenant, &own, &c.grants).await?))
 }

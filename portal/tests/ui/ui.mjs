@@ -183,7 +183,29 @@ try {
   const first = await text(`${mineRow} .duration`);
   await until(page, ([sel, was]) => document.querySelector(sel)?.textContent !== was, [`${mineRow} .duration`, first], 5000);
   step(`active calls lists both live calls with their users; the duration moves on from ${first}`);
+
+  // Straight from the list: set tags and add a note on a live call, then export the list.
+  await page.click(`${mineRow} .live-tag`);
+  await page.waitForSelector('#live-editor:not([hidden]) #live-tags');
+  assert.equal(new URL(page.url()).hash, '#/active', 'the row\'s buttons do not open the call');
+  await page.selectOption('#live-tags', { label: 'Escalated' });
+  await page.click('#live-save');
+  await until(page, (sel) => document.querySelector(sel)?.textContent.includes('Escalated'), `${mineRow} .live-tags`);
+  await page.click(`${mineRow} .live-note`);
+  await page.fill('#live-note', 'Customer asked for a callback');
+  await page.click('#live-save');
+  await until(page, (sel) => document.querySelector(sel)?.textContent.includes('Customer asked for a callback'), `${mineRow} .live-notes`);
+  assert.doesNotMatch(await text(`#active-calls tr[data-id="${REVIEWER_LIVE_ID}"]`), /Escalated|callback/);
+  step('a live call is tagged and annotated from the active-calls list');
   await shot(page, '07-active-calls');
+  const [exported] = await Promise.all([page.waitForEvent('download'), page.click('#export-active')]);
+  assert.equal(exported.suggestedFilename(), 'active-calls.csv');
+  const report = await readFile(await exported.path(), 'utf8');
+  assert.match(report, /Search Criteria/);
+  assert.ok(report.includes(SUPERVISOR_LIVE_ID) && report.includes(REVIEWER_LIVE_ID), report);
+  assert.ok(!report.includes(CALL_ID), 'a recorded call is not an active one');
+  assert.match(report, /Escalated/);
+  step('export of the active-calls list has an entry for each live call and none for recorded ones');
   await page.click(mineRow);
   await page.waitForSelector('#live');
   assert.equal(await page.locator('#play').count(), 0);
@@ -257,6 +279,13 @@ try {
   await page.waitForSelector('#my-active .my-call');
   assert.match(await page.textContent('#my-active'), new RegExp(REVIEWER_LIVE));
   assert.doesNotMatch(await page.textContent('#my-active'), new RegExp(SUPERVISOR_LIVE));
+  // Active calls in scope, but none of tag, note or export is theirs: no buttons for them.
+  await page.click('a[href="#/active"]');
+  await page.waitForSelector(`#active-calls tr[data-id="${SUPERVISOR_LIVE_ID}"]`);
+  assert.match(await page.textContent(`#active-calls tr[data-id="${SUPERVISOR_LIVE_ID}"]`), /Escalated/);
+  assert.equal(await page.locator('#active-calls .live-tag, #active-calls .live-note').count(), 0);
+  assert.equal(await page.locator('#export-active').isVisible(), false);
+  step('a reviewer sees live calls\' tags but gets no tag, note or export button');
   await page.goto(`${BASE_URL}/#/admin/alarms`);
   await page.waitForSelector('#error:not([hidden])');
   assert.match(await page.textContent('#error'), /forbidden/);

@@ -193,6 +193,32 @@ impl Db {
         .await
     }
 
+    /// The groups of each of `recordings` as `(recording, group)` pairs; a query per 500
+    /// recordings (for access decisions on a whole list).
+    pub async fn group_ids_of(
+        &self,
+        tenant: &str,
+        recordings: &[Uuid],
+    ) -> Result<Vec<(Uuid, Uuid)>> {
+        use super::annotations::{IN_LIST_MAX, in_list_args, placeholders};
+        let mut out = Vec::new();
+        for chunk in recordings.chunks(IN_LIST_MAX) {
+            out.extend(
+                self.rows(
+                    &format!(
+                        "SELECT recording_id, group_id FROM recording_groups WHERE tenant = $1 \
+                         AND recording_id IN ({}) ORDER BY recording_id, group_id",
+                        placeholders(2, chunk.len())
+                    ),
+                    &in_list_args(tenant, chunk),
+                    |r| Ok((r.uuid("recording_id")?, r.uuid("group_id")?)),
+                )
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Assigns unassigned calls to `user_id`: the call `recording`, and with `similar` every
     /// other unassigned call whose calling or called number is `number`. Each assigned call
     /// gets the user's current groups (so group scopes see it). Calls already assigned to
