@@ -162,7 +162,10 @@ impl OidcConfig {
             ));
         }
         if self.display_name.trim().is_empty() {
-            return Err(e("OIDC display name", "must not be empty"));
+            return Err(e(
+                "CALLVAULT_OIDC_DISPLAY_NAME",
+                "must not be empty when set",
+            ));
         }
         if self.login_ttl < Duration::from_secs(10) {
             return Err(e("OIDC login timeout", "must be at least 10 seconds"));

@@ -105,6 +105,10 @@ pub struct IdentityArgs {
     /// The claim listing the user's groups (their memberships follow it); empty = ignore groups.
     #[arg(long, env = "CALLVAULT_OIDC_GROUPS_CLAIM", default_value = "groups")]
     pub oidc_groups_claim: String,
+    /// The provider as the sign-in page names it ("Sign in with NAME"); default: the
+    /// issuer's host.
+    #[arg(long, env = "CALLVAULT_OIDC_DISPLAY_NAME", value_name = "NAME")]
+    pub oidc_display_name: Option<String>,
     /// File holding the bearer token of SCIM provisioning at `/scim/v2` (at least 32
     /// characters); SCIM is on when set.
     #[arg(long, env = "CALLVAULT_SCIM_TOKEN_FILE")]
@@ -147,6 +151,9 @@ impl IdentityArgs {
             .collect();
         c.username_claim = self.oidc_username_claim.trim().to_owned();
         c.groups_claim = Some(self.oidc_groups_claim.trim().to_owned()).filter(|g| !g.is_empty());
+        if let Some(name) = &self.oidc_display_name {
+            c.display_name = name.trim().to_owned();
+        }
         Ok(Some(c))
     }
 }
@@ -357,6 +364,10 @@ mod tests {
         assert_eq!(oidc.scopes, ["openid", "profile", "groups"]);
         assert_eq!(oidc.username_claim, "preferred_username");
         assert_eq!(
+            oidc.display_name, "idp.example",
+            "the issuer's host by default"
+        );
+        assert_eq!(
             oidc.groups_claim, None,
             "an empty claim leaves groups alone"
         );
@@ -407,6 +418,30 @@ mod tests {
         assert_eq!(
             config.validate().expect_err("no scheme").setting,
             "CALLVAULT_OIDC_ISSUER"
+        );
+
+        // The sign-in button's name: set, or refused when blank.
+        let secret = file(d, "cs3", "x");
+        let named = |name: &str| {
+            let mut config = base();
+            parse(&[
+                "--oidc-issuer=https://idp.example",
+                "--oidc-client-id=portal",
+                &format!("--oidc-client-secret-file={secret}"),
+                &format!("--oidc-display-name={name}"),
+            ])
+            .apply(&mut config)
+            .expect("apply");
+            config.validate()
+        };
+        let config = named(" Example Bank SSO ").expect("valid");
+        assert_eq!(
+            config.oidc.as_ref().map(|o| o.display_name.as_str()),
+            Some("Example Bank SSO")
+        );
+        assert_eq!(
+            named("  ").expect_err("blank name").setting,
+            "CALLVAULT_OIDC_DISPLAY_NAME"
         );
     }
 }
