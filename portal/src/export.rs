@@ -2,7 +2,7 @@
 //! then the 27 columns in the spec's order), the audit trail as CSV, and the HTML index of a
 //! bulk ZIP (media-manager F-74: opens offline and plays the files beside it).
 
-use callvault_store::db::{AuditEntry, Note, Recording, Tag};
+use callvault_store::db::{AuditEntry, Note, Recording, RecordingStatus, Tag};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// The report's columns, in the spec's order.
@@ -65,6 +65,17 @@ pub struct Row<'a> {
     pub tags: Vec<Tag>,
 }
 
+/// "Media Audio Status" as the portal shows it (a live call reads "Recording").
+fn status_label(status: RecordingStatus) -> &'static str {
+    match status {
+        RecordingStatus::Recording => "Recording",
+        RecordingStatus::Pending => "Pending",
+        RecordingStatus::Available => "Available",
+        RecordingStatus::Incomplete => "Incomplete",
+        RecordingStatus::Deleted => "Deleted",
+    }
+}
+
 /// The 27 cells of a row.
 pub fn cells(row: &Row<'_>, public_url: &str) -> Vec<String> {
     let r = row.rec;
@@ -99,7 +110,7 @@ pub fn cells(row: &Row<'_>, public_url: &str) -> Vec<String> {
             .collect::<Vec<_>>()
             .join(";"),
         r.object_key.clone().unwrap_or_default(),
-        r.status.as_str().to_owned(),
+        status_label(r.status).to_owned(),
         opt_iso(r.expires_at),
         r.queue_name.clone(),
         "Primary".to_owned(),
@@ -335,7 +346,7 @@ mod tests {
     }
 
     fn sample() -> Recording {
-        use callvault_store::db::{CallType, Direction, Party, RecordingStatus};
+        use callvault_store::db::{CallType, Direction, Party};
         Recording {
             tenant: "t".into(),
             id: uuid::Uuid::nil(),

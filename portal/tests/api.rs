@@ -1307,6 +1307,24 @@ async fn tags_notes_and_export_on_active_calls(f: Fixture) {
         csv.contains("Live follow-up") && csv.contains("callback requested"),
         "{csv}"
     );
+    // As the spec's active-calls export: status "Recording", no release time yet, and the
+    // expiry already known.
+    let lines: Vec<&str> = csv.lines().collect();
+    let header: Vec<&str> = lines[4].split(',').collect();
+    let column = |name: &str| header.iter().position(|h| *h == name).expect(name);
+    let row: Vec<&str> = lines
+        .iter()
+        .find(|l| l.starts_with(&live.id.to_string()))
+        .expect("the live call's row")
+        .split(',')
+        .collect();
+    assert_eq!(row.len(), 27, "{csv}");
+    assert_eq!(row[column("Media Audio Status")], "Recording");
+    assert_eq!(row[column("Release Time")], "");
+    assert_eq!(
+        row[column("Expiration")],
+        callvault_portal::export::iso(live.expires_at.expect("expiry"))
+    );
     // One selected live call exports too.
     let r = admin
         .send(

@@ -181,6 +181,8 @@ impl Fixture {
         rec.groups = groups;
         rec.storage_target = TARGET.to_owned();
         rec.key_id = Some(self.key_id.clone());
+        // As the recorder does: the expiry is known from the call's start.
+        rec.expires_at = Some(rec.start_time + 365 * 86_400_000_000);
         self.db.create_recording(T, &rec).await.expect("create")
     }
 
