@@ -639,18 +639,38 @@ fn read_head(conn: &mut impl std::io::Read) -> Option<(String, Vec<u8>)> {
     }
 }
 
-/// A proxy to the GCS emulator at `upstream` (`host:port`) that flips one bit in every
-/// occurrence of `marker` in request bodies: a network that corrupts uploads. One request per
-/// connection: it asks for `Connection: close`, sets the `Host` the emulator serves, and
-/// points the resumable session URLs it answers back at itself.
-fn corrupting_proxy(upstream: String, marker: &'static [u8]) -> String {
+/// A proxy to the GCS emulator at `upstream` (`host:port`) that answers the first
+/// `unavailable` requests itself with 503, and flips one bit in every occurrence of `marker`
+/// in request bodies: a network that corrupts uploads. One request per connection: it asks
+/// for `Connection: close`, sets the `Host` the emulator serves, and points the resumable
+/// session URLs it answers back at itself.
+fn gcs_proxy(upstream: String, marker: &'static [u8], unavailable: usize) -> String {
     use std::io::{Read, Write};
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
     let me = listener.local_addr().expect("proxy address").to_string();
     let own = me.clone();
     std::thread::spawn(move || {
-        for client in listener.incoming() {
+        for (n, client) in listener.incoming().enumerate() {
             let Ok(mut client) = client else { continue };
+            if n < unavailable {
+                // Read the whole request first, so the client sees an answer, not a reset.
+                if let Some((head, rest)) = read_head(&mut client) {
+                    let len: usize = head
+                        .split("\r\n")
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse().ok())?
+                        })
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; len.saturating_sub(rest.len())];
+                    let _ = client.read_exact(&mut body);
+                    let _ = client.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                }
+                continue;
+            }
             let mut server = std::net::TcpStream::connect(&upstream).expect("connect upstream");
             let (mut client_w, mut server_r) = (
                 client.try_clone().expect("clone"),
@@ -716,7 +736,7 @@ async fn gcs_uploads_altered_in_transit_are_not_stored() {
     let upstream = env("CALLVAULT_TEST_GCS_ENDPOINT");
     let upstream = upstream.trim_start_matches("http://").trim_end_matches('/');
     let mut t = Target::new(Kind::Gcs, &unique("altered"));
-    t.spec["endpoint"] = json!(corrupting_proxy(upstream.to_owned(), MARKER));
+    t.spec["endpoint"] = json!(gcs_proxy(upstream.to_owned(), MARKER, 0));
     let s = t.open().with_part_size(5 * 1024 * 1024);
     // Data with about 1 MB of markers in the middle, so whole markers lie inside every read.
     let with_markers = |len: usize| {
@@ -756,6 +776,23 @@ async fn gcs_uploads_altered_in_transit_are_not_stored() {
     );
     assert!(!s.exists("big.cvr").await.expect("exists"));
     assert_eq!(keys(&s.list("").await.expect("list")), ["clean.cvr"]);
+}
+
+/// A GCS server that is briefly unavailable (503) delays an upload but does not fail it.
+#[tokio::test]
+async fn gcs_uploads_are_retried_while_the_server_is_unavailable() {
+    let upstream = env("CALLVAULT_TEST_GCS_ENDPOINT");
+    let upstream = upstream.trim_start_matches("http://").trim_end_matches('/');
+    let mut t = Target::new(Kind::Gcs, &unique("retried"));
+    // The first two requests are the upload's: the token of the emulator's credentials is
+    // made without any request.
+    t.spec["endpoint"] = json!(gcs_proxy(upstream.to_owned(), b"<never-sent>", 2));
+    let s = t.open();
+    let data = Bytes::from(pattern(50_000, 41));
+    s.put_checked("r.cvr", data.clone(), &sha256(&data))
+        .await
+        .expect("the upload succeeds on its third attempt");
+    assert!(s.get("r.cvr").await.expect("get") == data);
 }
 
 macro_rules! cloud_failure_tests {

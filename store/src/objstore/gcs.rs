@@ -11,6 +11,8 @@
 //! reports for the object it stored must equal ours, or the object is deleted and the upload
 //! fails: a successful upload means the server holds exactly the bytes that were sent.
 
+use std::time::{Duration, Instant};
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{Bytes, BytesMut};
@@ -109,6 +111,7 @@ pub(super) struct GcsUploads {
     /// The target's prefix, without slashes at the ends.
     prefix: Option<String>,
     credentials: GcpCredentialProvider,
+    timeouts: super::Timeouts,
 }
 
 impl std::fmt::Debug for GcsUploads {
@@ -165,6 +168,7 @@ impl GcsUploads {
             endpoint,
             prefix: prefix.map(str::to_owned),
             credentials,
+            timeouts,
         })
     }
 
@@ -315,6 +319,36 @@ impl GcsUploads {
         )))
     }
 
+    /// Sends the request `build` makes, again after failures a later attempt may not meet
+    /// (connection errors, timeouts, 408, 429, 5xx) within the target's retry bounds. Only
+    /// for requests that are safe to repeat: a whole object, or opening a session. A chunk
+    /// of a resumable upload is not retried: the whole upload fails and is retried by its
+    /// caller (the recorder's commit loop, the next archive run).
+    async fn send_retrying(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, GcsError> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 0;
+        loop {
+            let res = self.authorized(build()).await?.send().await;
+            let transient = match &res {
+                Ok(r) => matches!(r.status().as_u16(), 408 | 429 | 500..=599),
+                Err(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+            };
+            if !transient
+                || attempt >= self.timeouts.max_retries
+                || started.elapsed() + delay > self.timeouts.retry_budget
+            {
+                return Ok(res?);
+            }
+            attempt += 1;
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
     /// One-request upload: a `multipart/related` body of the JSON metadata, which declares
     /// the digests the server must find, and the media.
     async fn multipart(
@@ -342,26 +376,31 @@ impl GcsUploads {
         body.extend_from_slice(head.as_bytes());
         body.extend_from_slice(&data);
         body.extend_from_slice(tail.as_bytes());
-        let req = self
-            .http
-            .post(self.upload_url("multipart"))
-            .header(
-                header::CONTENT_TYPE,
-                format!("multipart/related; boundary={boundary}"),
-            )
-            .body(body.freeze());
-        let res = self.authorized(req).await?.send().await?;
+        let body = body.freeze();
+        let content_type = format!("multipart/related; boundary={boundary}");
+        let res = self
+            .send_retrying(|| {
+                self.http
+                    .post(self.upload_url("multipart"))
+                    .header(header::CONTENT_TYPE, &content_type)
+                    .body(body.clone())
+            })
+            .await?;
         parse_object(check(res).await?).await
     }
 
     /// Opens a resumable upload session; returns its URL.
     async fn start_resumable(&self, name: &str) -> Result<Url, GcsError> {
-        let req = self
-            .http
-            .post(self.upload_url("resumable"))
-            .header(header::CONTENT_TYPE, "application/json; charset=UTF-8")
-            .body(serde_json::json!({ "name": name }).to_string());
-        let res = check(self.authorized(req).await?.send().await?).await?;
+        let metadata = serde_json::json!({ "name": name }).to_string();
+        let res = self
+            .send_retrying(|| {
+                self.http
+                    .post(self.upload_url("resumable"))
+                    .header(header::CONTENT_TYPE, "application/json; charset=UTF-8")
+                    .body(metadata.clone())
+            })
+            .await?;
+        let res = check(res).await?;
         let location = res
             .headers()
             .get(header::LOCATION)
