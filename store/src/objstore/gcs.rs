@@ -7,9 +7,10 @@
 //! Every upload carries the MD5 and CRC32C of the bytes sent: an object that fits one request
 //! goes up as a `multipart` upload declaring both in its metadata, which the server checks
 //! before storing anything; a larger one goes up as a `resumable` upload in chunks, its
-//! digests sent as `X-Goog-Hash` with the final chunk. Either way the digests the server
-//! reports for the object it stored must equal ours, or the object is deleted and the upload
-//! fails: a successful upload means the server holds exactly the bytes that were sent.
+//! digests sent as `X-Goog-Hash` with the final chunk, which GCS checks before committing
+//! (fake-gcs-server ignores it). Either way the digests the server reports for the object it
+//! stored must equal ours, or the object is deleted and the upload fails: a successful upload
+//! means the server holds exactly the bytes that were sent.
 
 use std::time::{Duration, Instant};
 
