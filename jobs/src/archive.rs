@@ -10,9 +10,9 @@
 //! A copy is recorded in `recording_copies` only after its SHA-256 was verified, so a row there
 //! always means a verified copy. The bytes uploaded are hashed as they are sent and must match
 //! the digest taken when the object was staged; then, where the destination verifies each
-//! upload against the digest sent with it (S3 with checksums, see
+//! upload against the digest sent with it (S3 with checksums, GCS with MD5 and CRC32C, see
 //! [`Storage::verifies_digest_on_upload`]), its acceptance is the check; elsewhere (filesystem,
-//! Azure, GCS) the copy is read back from the destination and its digest compared. The
+//! Azure) the copy is read back from the destination and its digest compared. The
 //! digest recorded is that of the archived object (the envelope's bytes, or the plaintext
 //! Ogg's, which is also the recording's own digest). Keys keep the source's folder layout.
 //! A run killed at any point leaves the recording without a copy row; the next run copies it

@@ -484,6 +484,16 @@ async fn archives_from_minio_to_azurite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_from_minio_to_gcs() {
+    cloud_round_trip(cloud_target("s3", false), cloud_target("gcs", true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_from_gcs_to_gcs() {
+    cloud_round_trip(cloud_target("gcs", false), cloud_target("gcs", true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archives_from_azurite_to_a_filesystem() {
     let dir = tempfile::tempdir().expect("tempdir");
     cloud_round_trip(cloud_target("azure", false), fs_target(dir.path())).await;

@@ -132,8 +132,8 @@ _objstore_start_fake_gcs() {
       -d "{\"name\":\"$b\"}" "$CALLVAULT_TEST_GCS_ENDPOINT/storage/v1/b")
     case $code in 200|409) ;; *) log "fake-gcs-server: creating bucket $b answered HTTP $code"; return 1;; esac
   done
-  # fake-gcs-server has no XML-API object upload, which object_store's GCS client writes with;
-  # the read tests use this object, uploaded through the JSON API.
+  # An object written by another client (a plain `media` upload), so the read test does not
+  # only ever see objects CallVault's own uploads wrote.
   code=$(printf 'hello from gcs, ranged reads work' | curl -s -o /dev/null -w '%{http_code}' -X POST \
     --data-binary @- "$CALLVAULT_TEST_GCS_ENDPOINT/upload/storage/v1/b/callvault-test/o?uploadType=media&name=seeded/hello.txt")
   case $code in 200) ;; *) log "fake-gcs-server: seeding an object answered HTTP $code"; return 1;; esac

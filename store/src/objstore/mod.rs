@@ -6,6 +6,7 @@
 //! timeouts in [`Timeouts`], so an unreachable server gives an error, not a hang.
 
 mod config;
+mod gcs;
 mod probe;
 
 use std::ops::Range;
@@ -41,6 +42,8 @@ pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 const MAX_PARTS_IN_FLIGHT: usize = 2;
 /// Read buffer when streaming a local file into an upload.
 const READ_CHUNK: usize = 256 * 1024;
+/// The GCS JSON API when a target names no endpoint.
+const GCS_BASE_URL: &str = "https://storage.googleapis.com";
 
 /// Network bounds applied to every request of a cloud store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,9 +162,11 @@ pub struct ObjectInfo {
 /// ([`Storage::put_checked`], [`Storage::put_file_checked`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DigestCheck {
-    /// The server recomputed the SHA-256 of every byte it received and compared it with the
-    /// digest sent with the request (S3 `x-amz-checksum-sha256` on every PUT and part); it
-    /// refuses the upload on mismatch, so the stored object is the bytes that were sent.
+    /// The server recomputed a digest of every byte it received and compared it with the
+    /// digest of the bytes sent (S3: `x-amz-checksum-sha256` on every PUT and part, refused
+    /// on mismatch; GCS: MD5 and CRC32C declared with the upload, and compared with those the
+    /// server reports for the stored object, which is deleted on mismatch), so the stored
+    /// object is the bytes that were sent, whose SHA-256 was checked here.
     ByServer,
     /// Only the bytes sent were hashed here; the server checked nothing but the size. Read
     /// the object back to verify what was stored.
@@ -192,6 +197,8 @@ pub struct Storage {
     kind: StorageKind,
     target: Arc<str>,
     part_size: usize,
+    /// GCS targets: writes go through the JSON API (see [`gcs`]).
+    gcs: Option<Arc<gcs::GcsUploads>>,
 }
 
 impl std::fmt::Debug for Storage {
@@ -239,6 +246,7 @@ pub fn open_with(
         source,
     };
     let location = describe(&valid);
+    let mut gcs_uploads = None;
     let base: Arc<dyn ObjectStore> = match &valid.backend {
         Backend::S3 {
             bucket,
@@ -309,10 +317,26 @@ pub fn open_with(
                 .with_service_account_key(json.expose())
                 .with_client_options(client)
                 .with_retry(retry);
-            if let Some(ep) = endpoint {
-                b = b.with_base_url(ep.as_str().trim_end_matches('/'));
-            }
-            Arc::new(b.build().map_err(|e| open_err(location.clone(), e))?)
+            let base_url = endpoint
+                .as_ref()
+                .map_or(GCS_BASE_URL, |ep| ep.as_str().trim_end_matches('/'));
+            b = b.with_base_url(base_url);
+            let gcs = b.build().map_err(|e| open_err(location.clone(), e))?;
+            let uploads = gcs::GcsUploads::new(
+                base_url,
+                bucket,
+                valid.prefix.as_deref(),
+                Arc::clone(gcs.credentials()),
+                timeouts,
+            )
+            .map_err(|problem| {
+                StorageError::Config(ConfigError::Invalid {
+                    field: "endpoint",
+                    problem,
+                })
+            })?;
+            gcs_uploads = Some(Arc::new(uploads));
+            Arc::new(gcs)
         }
         Backend::Filesystem { path } => {
             let fs = LocalFileSystem::new_with_prefix(path)
@@ -332,6 +356,7 @@ pub fn open_with(
         kind,
         target: location.into(),
         part_size: DEFAULT_PART_SIZE,
+        gcs: gcs_uploads,
     })
 }
 
@@ -434,6 +459,10 @@ impl Storage {
     pub async fn put(&self, key: &str, data: Bytes) -> Result<ObjectInfo, StorageError> {
         let location = parse_key(key)?;
         let len = data.len() as u64;
+        if self.gcs.is_some() {
+            let body = futures::stream::once(async move { Ok(data) });
+            return self.upload(Op::Put, &location, key, body, len, None).await;
+        }
         self.store
             .put(&location, PutPayload::from_bytes(data))
             .await
@@ -443,9 +472,10 @@ impl Storage {
 
     /// Whether the server verifies the content of every upload against a digest sent with
     /// it (see [`DigestCheck::ByServer`]). True for S3, which this binding always configures
-    /// with SHA-256 checksums; Azure, GCS and filesystem targets only get a size check.
+    /// with SHA-256 checksums, and GCS, whose uploads carry MD5 and CRC32C; Azure and
+    /// filesystem targets only get a size check.
     pub fn verifies_digest_on_upload(&self) -> bool {
-        self.kind == StorageKind::S3
+        matches!(self.kind, StorageKind::S3 | StorageKind::Gcs)
     }
 
     /// Stores `data` under `key` only if its SHA-256 is `sha256`: a mismatch is an
@@ -564,6 +594,43 @@ impl Storage {
                 ),
             })
         };
+        if let Some(gcs) = &self.gcs {
+            // SHA-256 of the bytes as they pass to the uploader, checked before it commits.
+            let hash = std::sync::Mutex::new(hash);
+            let lock = || hash.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let body = chunks.inspect(|chunk| {
+                if let (Ok(c), Some(h)) = (chunk, lock().as_mut()) {
+                    h.update(c);
+                }
+            });
+            let precommit = Box::new(|total: u64| {
+                if total != len {
+                    return Some(self.size_changed(op, key, len, total));
+                }
+                digest_mismatch(lock().take())
+            });
+            let outcome = gcs
+                .upload(key, body, len, self.part_size, precommit)
+                .await
+                .map_err(|e| self.err(op, key, e.into_object_store()))?;
+            match outcome {
+                gcs::Outcome::Stored => {}
+                gcs::Outcome::Refused(e) => return Err(e),
+                gcs::Outcome::Mismatch(detail) => {
+                    let deleted = match self.delete(key).await {
+                        Ok(()) => "it was deleted",
+                        Err(_) => "deleting it failed",
+                    };
+                    return Err(StorageError::Integrity {
+                        op,
+                        key: key.to_owned(),
+                        target: self.target.to_string(),
+                        detail: format!("{detail}; {deleted}"),
+                    });
+                }
+            }
+            return self.verify_size(op, key, len).await;
+        }
         if len <= self.part_size as u64 {
             let mut payload = Vec::with_capacity(len as usize);
             while let Some(chunk) = chunks.next().await {
