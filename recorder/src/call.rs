@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use callvault_store::db::{Party, ReleaseCause, now_micros};
 use callvault_store::format::{RecordingWriter, WriterOptions, sha256};
 use callvault_store::keys::PublicKey;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::commit::{Committer, DbSlot};
@@ -33,6 +34,10 @@ pub struct CallContext {
     pub db: Arc<DbSlot>,
     pub metrics: Arc<Metrics>,
     pub ports: Arc<PortPool>,
+    /// Encoding turns: the calls' Opus encoding, encryption and spool writes run on blocking
+    /// threads, at most this many at once (one per core), so the runtime threads that read
+    /// the media sockets and answer SIP never queue behind CPU-heavy work.
+    pub encoders: Semaphore,
 }
 
 /// Why the call's recording stops.
@@ -104,11 +109,28 @@ struct Segment {
 /// a packet waits at most one tick, well inside the timeline's jitter delay (120 ms).
 const TICK: Duration = Duration::from_millis(40);
 
+/// Datagrams kept while the segment is away being encoded; past this (an encoder backlog of
+/// seconds) the rest wait in the sockets' own buffers.
+const MAX_HELD: usize = 1024;
+
+/// A segment on an encoder thread, and what its encoding returned.
+type Encoding = JoinHandle<(Segment, Result<(), String>)>;
+
+/// A datagram read while its segment was being encoded: pushed when the segment is back.
+struct Held {
+    index: usize,
+    data: Vec<u8>,
+    arrival: Instant,
+}
+
 pub struct Call {
     ctx: Arc<CallContext>,
     row: RowFacts,
     slots: Vec<Option<Slot>>,
     segment: Option<Segment>,
+    /// The live segment while it is away on an encoder thread (`segment` is `None` then).
+    encoding: Option<Encoding>,
+    held: Vec<Held>,
     paused: bool,
 }
 
@@ -129,6 +151,8 @@ impl Call {
             row,
             slots: Vec::new(),
             segment: None,
+            encoding: None,
+            held: Vec::new(),
             paused: false,
         };
         call.segment = Some(call.open_segment()?);
@@ -207,14 +231,29 @@ impl Call {
                 msg = control.recv() => match msg {
                     Some(Control::Stop(stop)) => break stop,
                     None => break Stop::Shutdown,
-                    Some(msg) => self.on_control(msg),
+                    Some(msg) => {
+                        // Control changes the segment: it must be back from its encoder.
+                        self.settle().await;
+                        self.on_control(msg);
+                    }
                 },
+                done = async { self.encoding.as_mut().expect("guarded").await },
+                    if self.encoding.is_some() =>
+                {
+                    self.encoding = None;
+                    self.encoded(done);
+                }
                 _ = tick.tick() => {
+                    // Reading the sockets is cheap and stays on the runtime, so they never
+                    // overflow while encoders are busy; encoding goes to an encoder thread.
                     self.drain_sockets(&mut buf, &mut stamps);
-                    self.on_tick();
+                    if self.encoding.is_none() {
+                        self = self.on_tick().await;
+                    }
                 }
             }
         };
+        self.settle().await;
         // What arrived since the last tick belongs to the recording too.
         self.drain_sockets(&mut buf, &mut stamps);
         let end = Instant::now();
@@ -234,6 +273,36 @@ impl Call {
             let port = slot.port;
             drop(slot);
             call.ctx.ports.release(port);
+        }
+    }
+
+    /// Waits for the segment to come back from its encoder, if it is away.
+    async fn settle(&mut self) {
+        if let Some(encoding) = self.encoding.take() {
+            let done = encoding.await;
+            self.encoded(done);
+        }
+    }
+
+    /// Takes the segment back from its encoder and pushes what arrived meanwhile.
+    fn encoded(&mut self, done: Result<(Segment, Result<(), String>), tokio::task::JoinError>) {
+        let (seg, result) = match done {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down: the spool keeps the segment for the next start.
+            Err(_) => return,
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "spool write failed: keeping what was written");
+            self.ctx
+                .committer
+                .submit(recover(&self.ctx.spool, seg.manifest));
+            self.held.clear();
+            return;
+        }
+        self.segment = Some(seg);
+        for held in std::mem::take(&mut self.held) {
+            self.on_datagram(held.index, &held.data, held.arrival);
         }
     }
 
@@ -331,6 +400,9 @@ impl Call {
     /// with the time the kernel received it, not the time of this read.
     fn drain_sockets(&mut self, buf: &mut [u8], control: &mut [u8]) {
         for index in 0..self.slots.len() {
+            if self.held.len() >= MAX_HELD {
+                return;
+            }
             let mut errors = 0;
             while let Some(slot) = &self.slots[index] {
                 while slot.rtcp.recv_from(buf).is_ok() {}
@@ -347,6 +419,14 @@ impl Call {
     }
 
     fn on_datagram(&mut self, index: usize, data: &[u8], arrival: Instant) {
+        if self.encoding.is_some() {
+            self.held.push(Held {
+                index,
+                data: data.to_vec(),
+                arrival,
+            });
+            return;
+        }
         metrics::inc(&self.ctx.metrics.rtp_packets);
         let Some(seg) = self.segment.as_mut() else {
             return;
@@ -359,29 +439,55 @@ impl Call {
         }
     }
 
-    fn on_tick(&mut self) {
+    /// Rolls over to a new segment at the maximum duration, or hands the segment to an
+    /// encoder thread to encode what passed its playout point.
+    async fn on_tick(mut self) -> Self {
         let now = Instant::now();
-        let Some(seg) = self.segment.as_mut() else {
-            return;
+        let Some(seg) = self.segment.as_ref() else {
+            return self;
         };
         if now.duration_since(seg.started) >= self.ctx.max_duration {
-            tracing::info!("maximum duration reached: continuing in a new segment");
-            self.finish_segment(now, Stop::Bye);
-            self.row.segment += 1;
-            self.row.start_time = now_micros();
-            match self.open_segment() {
-                Ok(seg) => self.segment = Some(seg),
-                Err(e) => tracing::error!(error = %e, "cannot open the next segment"),
-            }
-            return;
+            // Sealing and opening segments fsync: off the runtime, like the call's end.
+            let rolled = tokio::task::spawn_blocking(move || {
+                self.roll_over(now);
+                self
+            })
+            .await;
+            return match rolled {
+                Ok(call) => call,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            };
         }
-        if let Err(e) = seg.recording.advance(now) {
-            tracing::error!(error = %e, "spool write failed: keeping what was written");
-            if let Some(seg) = self.segment.take() {
-                self.ctx
-                    .committer
-                    .submit(recover(&self.ctx.spool, seg.manifest));
+        let Some(mut seg) = self.segment.take() else {
+            return self;
+        };
+        let ctx = self.ctx.clone();
+        self.encoding = Some(tokio::spawn(async move {
+            let Ok(_turn) = ctx.encoders.acquire().await else {
+                return (seg, Ok(()));
+            };
+            match tokio::task::spawn_blocking(move || {
+                let result = seg.recording.advance(now).map_err(|e| e.to_string());
+                (seg, result)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
             }
+        }));
+        self
+    }
+
+    /// Ends the live segment and continues the call in a new one (`maxDurationSeconds`).
+    fn roll_over(&mut self, now: Instant) {
+        tracing::info!("maximum duration reached: continuing in a new segment");
+        self.finish_segment(now, Stop::Bye);
+        self.row.segment += 1;
+        self.row.start_time = now_micros();
+        match self.open_segment() {
+            Ok(seg) => self.segment = Some(seg),
+            Err(e) => tracing::error!(error = %e, "cannot open the next segment"),
         }
     }
 

@@ -179,6 +179,9 @@ pub async fn run(
             config.rtp_port_range.start,
             config.rtp_port_range.end,
         )),
+        encoders: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, usize::from),
+        ),
     });
     let recorder = Arc::new(Recorder::new(
         SessionSettings {

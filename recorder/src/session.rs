@@ -57,12 +57,17 @@ enum Entry {
     Unrecorded { media: usize },
 }
 
+/// How long stopping waits for sessions that are still ending.
+const STOP_ALL_LIMIT: Duration = Duration::from_secs(30);
+
 /// The recorder's [`SessionHandler`].
 pub struct Recorder {
     settings: SessionSettings,
     ctx: Arc<CallContext>,
     calls: Mutex<HashMap<DialogId, Entry>>,
     active: AtomicU32,
+    /// Notified whenever a session's reservation is given back.
+    released: tokio::sync::Notify,
     /// Users another profile selects too, from the last directory pass.
     conflicts: Mutex<Vec<Conflict>>,
 }
@@ -180,6 +185,7 @@ impl Recorder {
             ctx,
             calls: Mutex::new(HashMap::new()),
             active: AtomicU32::new(0),
+            released: tokio::sync::Notify::new(),
             conflicts: Mutex::new(Vec::new()),
         }
     }
@@ -224,14 +230,33 @@ impl Recorder {
 
     /// Stops every live call (after the drain grace ran out); their recordings are committed.
     pub async fn stop_all(&self) {
-        let entries: Vec<Entry> = self.calls().drain().map(|(_, e)| e).collect();
-        for e in entries {
-            if let Entry::Recorded { control, task, .. } = e {
-                let _ = control.send(Control::Stop(Stop::Shutdown));
-                let _ = task.await;
-                self.active.fetch_sub(1, Ordering::SeqCst);
-                metrics::dec(&self.ctx.metrics.sessions_active);
+        // Calls ended by BYE are out of the map but may still be sealing their segment, and
+        // an INVITE may still be being answered: wait for every reservation to come back, so
+        // each segment is with the committer before the recorder waits for its commits.
+        let deadline = tokio::time::Instant::now() + STOP_ALL_LIMIT;
+        loop {
+            let released = self.released.notified();
+            let entries: Vec<Entry> = self.calls().drain().map(|(_, e)| e).collect();
+            for e in entries {
+                if let Entry::Recorded { control, task, .. } = e {
+                    let _ = control.send(Control::Stop(Stop::Shutdown));
+                    let _ = task.await;
+                    self.unreserve();
+                    metrics::dec(&self.ctx.metrics.sessions_active);
+                }
             }
+            if self.active_sessions() == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    sessions = self.active_sessions(),
+                    "sessions still ending at exit: the spool keeps them for the next start"
+                );
+                return;
+            }
+            // Re-checked on a short period too: a session answered meanwhile is in the map.
+            let _ = tokio::time::timeout(Duration::from_millis(100), released).await;
         }
     }
 
@@ -267,6 +292,7 @@ impl Recorder {
 
     fn unreserve(&self) {
         self.active.fetch_sub(1, Ordering::SeqCst);
+        self.released.notify_waiters();
     }
 
     async fn start_session(&self, offer: SessionOffer) -> Result<Vec<u8>, Rejection> {
