@@ -14,6 +14,7 @@
 use std::hint::black_box;
 use std::io::Read as _;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use audiopus::{Application, Bitrate, Channels, SampleRate, Signal, coder::Encoder};
@@ -31,6 +32,34 @@ fn speechy(t: f64, base: f64) -> f64 {
             * (base + 80.0 * (2.0 * std::f64::consts::PI * 0.7 * t).sin())
             * t)
             .sin()
+}
+
+/// A mono 16-bit 8 kHz WAV of ten seconds of `speechy` audio, for `callvault call` to loop:
+/// the calls carry the same kind of audio as the libopus bound encodes, not steady tones
+/// (which Opus encodes more cheaply).
+fn speechy_wav(path: &Path, base: f64) {
+    const RATE: u32 = 8000;
+    let samples: Vec<i16> = (0..RATE * 10)
+        .map(|k| speechy(f64::from(k) / f64::from(RATE), base) as i16)
+        .collect();
+    let data_len = samples.len() as u32 * 2;
+    let mut wav = Vec::with_capacity(44 + data_len as usize);
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data_len).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes()); // fmt chunk size
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&RATE.to_le_bytes());
+    wav.extend_from_slice(&(RATE * 2).to_le_bytes()); // bytes per second
+    wav.extend_from_slice(&2u16.to_le_bytes()); // block align
+    wav.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data_len.to_le_bytes());
+    for v in samples {
+        wav.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, wav).expect("write WAV");
 }
 
 /// Channels raw libopus encodes in real time on one core, at the recorder's settings (mono
@@ -146,9 +175,13 @@ struct Level {
     lost: u64,
     late: u64,
     bad: u64,
+    /// The recorder's CPU from the level's start until its last commit (SIP, media, encoding
+    /// caught up, sealing, commits), per second of call: % of a core per active call.
     cpu_per_call: f64,
     generator_cpu: f64,
     rss_per_call: f64,
+    /// From the generator's last BYE until the last recording committed.
+    commit_lag: Duration,
     /// Longest delay of the runtime's 10 ms timer during the level (ms).
     stall_ms: u64,
 }
@@ -160,11 +193,17 @@ impl Level {
             && self.stored >= self.calls as u64
             && self.incomplete == 0
             && (self.bad as f64) <= 0.001 * self.sent as f64
+            && self.commit_lag <= MAX_COMMIT_LAG
     }
 }
 
+/// A level holds only if the recorder kept pace: encoding that falls behind real time is
+/// caught up after the calls end (their datagrams wait in memory meanwhile), which a short
+/// level survives but a working day of such calls would not.
+const MAX_COMMIT_LAG: Duration = Duration::from_secs(5);
+
 /// Files under `dir`, at any depth: the recordings the StorageTarget holds.
-fn files_under(dir: &std::path::Path) -> u64 {
+fn files_under(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
@@ -181,9 +220,10 @@ async fn level(
     n: usize,
     sip: SocketAddr,
     http: SocketAddr,
-    store: &std::path::Path,
+    store: &Path,
     seconds: u64,
     idle_rss: u64,
+    audio: &(PathBuf, PathBuf),
 ) -> Level {
     // Start from an idle recorder.
     while metric(&get(http, "/metrics").await, "sessions_active") > 0 {
@@ -191,6 +231,7 @@ async fn level(
     }
     let before = get(http, "/metrics").await;
     let stored_before = files_under(store);
+    let cpu_before = proc_cpu_seconds("/proc/self/stat");
     let rate = 25.0;
     // Every call is answered within a second of its INVITE, so all are up once the last
     // INVITE has gone out plus that second; each is held for its whole duration from its
@@ -204,6 +245,8 @@ async fn level(
         .args(["--to", &format!("sip:{sip}")])
         .args(["--calls", &n.to_string(), "--rate", &rate.to_string()])
         .args(["--duration", &duration.to_string()])
+        .args(["--left".as_ref(), audio.0.as_os_str()])
+        .args(["--right".as_ref(), audio.1.as_os_str()])
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
@@ -236,13 +279,7 @@ async fn level(
             }
         }
     });
-    let cpu_now = || {
-        (
-            Instant::now(),
-            proc_cpu_seconds("/proc/self/stat"),
-            proc_cpu_seconds(&gen_stat),
-        )
-    };
+    let cpu_now = || (Instant::now(), proc_cpu_seconds(&gen_stat));
     while child.try_wait().expect("callvault call").is_none() {
         sampler.tick().await;
         let now = Instant::now();
@@ -257,6 +294,7 @@ async fn level(
         }
     }
     probe.abort();
+    let calls_ended = Instant::now();
     let mut out = String::new();
     let _ = child
         .stdout
@@ -281,22 +319,19 @@ async fn level(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let commit_lag = calls_ended.elapsed();
+    let recorder_cpu = proc_cpu_seconds("/proc/self/stat") - cpu_before;
     let after = get(http, "/metrics").await;
     let d = |name: &str| metric(&after, name).saturating_sub(metric(&before, name));
     let received = d("rtp_packets_total");
     // Packets missing from the recordings: those that arrived after their playout point
     // (each also leaves a sequence gap) and those that never arrived; at least the gaps.
     let bad = (d("rtp_late_total") + sent.saturating_sub(received)).max(d("rtp_lost_total"));
-    let (cpu_per_call, generator_cpu) = match (steady_start, steady_end) {
-        (Some((t1, c1, g1)), Some((t2, c2, g2))) => {
-            let wall = (t2 - t1).as_secs_f64();
-            (
-                (c2 - c1) / wall / n as f64 * 100.0,
-                (g2 - g1) / wall * 100.0,
-            )
-        }
-        _ => (f64::NAN, f64::NAN),
+    let generator_cpu = match (steady_start, steady_end) {
+        (Some((t1, g1)), Some((t2, g2))) => (g2 - g1) / (t2 - t1).as_secs_f64() * 100.0,
+        _ => f64::NAN,
     };
+    let cpu_per_call = recorder_cpu / (answered.max(1) as f64 * duration) * 100.0;
     Level {
         calls: n,
         answered,
@@ -314,6 +349,7 @@ async fn level(
         bad,
         cpu_per_call,
         generator_cpu,
+        commit_lag,
         rss_per_call: peak_rss.saturating_sub(idle_rss) as f64 / n as f64 / 1024.0,
         stall_ms: stall.load(std::sync::atomic::Ordering::Relaxed),
     }
@@ -360,6 +396,9 @@ fn main() {
         format!("sqlite:{}", dir.path().join("vault.db").display()),
     )
     .expect("write");
+    let audio = (dir.path().join("left.wav"), dir.path().join("right.wav"));
+    speechy_wav(&audio.0, 500.0);
+    speechy_wav(&audio.1, 300.0);
     let store = dir.path().join("store");
     std::fs::create_dir(&store).expect("store dir");
     let sip = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
@@ -407,17 +446,17 @@ fn main() {
             idle_rss as f64 / 1048576.0
         );
         println!(
-            "| calls | answered | committed (incomplete) | objects stored | packets sent | generator send lateness p99 / max | received | gaps | late | late or lost | recorder CPU per call (% of a core) | load generator CPU (% of a core) | recorder RSS per call | longest runtime stall |"
+            "| calls | answered | committed (incomplete) | objects stored | packets sent | generator send lateness p99 / max | received | gaps | late | late or lost | recorder CPU per call (% of a core) | load generator CPU (% of a core) | recorder RSS per call | longest runtime stall | last commit after the calls' end |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         let (mut best, mut best_cpu, mut best_rss) = (0, f64::NAN, f64::NAN);
         let mut failures = 0;
         let mut fixed = fixed.map(std::collections::VecDeque::from);
         let mut next = Some(fixed.as_mut().and_then(|f| f.pop_front()).unwrap_or(first));
         while let Some(n) = next {
-            let l = level(n, sip, http, &store, seconds, idle_rss).await;
+            let l = level(n, sip, http, &store, seconds, idle_rss, &audio).await;
             println!(
-                "| {} | {} | {} ({}) | {} | {} | {:.1} / {:.1} ms | {} | {} | {} | {} ({:.3} %) | {:.3} | {:.0} | {:.0} KiB | {} ms |",
+                "| {} | {} | {} ({}) | {} | {} | {:.1} / {:.1} ms | {} | {} | {} | {} ({:.3} %) | {:.3} | {:.0} | {:.0} KiB | {} ms | {:.1} s |",
                 l.calls,
                 l.answered,
                 l.committed,
@@ -434,7 +473,8 @@ fn main() {
                 l.cpu_per_call,
                 l.generator_cpu,
                 l.rss_per_call,
-                l.stall_ms
+                l.stall_ms,
+                l.commit_lag.as_secs_f64()
             );
             if smoke {
                 // Packet timing on a busy machine in an unoptimised build says little; a
