@@ -8,10 +8,7 @@ mod common;
 use std::io::Read;
 
 use axum::http::{Method, StatusCode};
-use callvault_store::db::{
-    AlarmSeverity, ArchiveCopy, AuditFilter, FinishRecording, RecordingStatus, ReleaseCause,
-    now_micros,
-};
+use callvault_store::db::{AlarmSeverity, ArchiveCopy, AuditFilter, now_micros};
 use common::{Client, Fixture, PASSWORD, T, audio};
 use serde_json::json;
 
@@ -1181,27 +1178,7 @@ async fn active_calls_and_my_active_call(f: Fixture) {
     }
 
     // Shown so long as the call lasts: once committed, it leaves both lists.
-    f.db.finish_recording(
-        T,
-        mine.id,
-        &FinishRecording {
-            status: RecordingStatus::Incomplete,
-            end_time: mine.start_time + 5_000_000,
-            answer_time: Some(mine.start_time),
-            release_cause: Some(ReleaseCause::Normal),
-            answering: None,
-            object_key: format!("{T}/{}.cvr", mine.id),
-            size_bytes: 0,
-            codec: "opus".into(),
-            channels: 2,
-            sha256: "ab".repeat(32),
-            metadata_digest: "cd".repeat(32),
-            signature: "ef".repeat(32),
-            key_id: f.key_id.clone(),
-        },
-    )
-    .await
-    .expect("finish");
+    f.end_live_call(&mine).await;
     assert_eq!(a.get("/api/v1/active-calls/mine").await.json(), json!([]));
     assert_eq!(a.get("/api/v1/active-calls").await.json(), json!([]));
 
@@ -1393,27 +1370,7 @@ async fn tags_notes_and_export_on_active_calls(f: Fixture) {
             "{action}: {actions:?}"
         );
     }
-    f.db.finish_recording(
-        T,
-        live.id,
-        &FinishRecording {
-            status: RecordingStatus::Incomplete,
-            end_time: live.start_time + 5_000_000,
-            answer_time: Some(live.start_time),
-            release_cause: Some(ReleaseCause::Normal),
-            answering: None,
-            object_key: format!("{T}/{}.cvr", live.id),
-            size_bytes: 0,
-            codec: "opus".into(),
-            channels: 2,
-            sha256: "ab".repeat(32),
-            metadata_digest: "cd".repeat(32),
-            signature: "ef".repeat(32),
-            key_id: f.key_id.clone(),
-        },
-    )
-    .await
-    .expect("finish");
+    f.end_live_call(&live).await;
     let d = admin
         .get(&format!("/api/v1/recordings/{}", live.id))
         .await

@@ -65,6 +65,39 @@ fn ogg_opus(seconds: u32) -> Vec<u8> {
 
 /// Where the screenshots go: `$CALLVAULT_ARTIFACTS/portal-ui`, else `target/artifacts/portal-ui`
 /// in the workspace (CI keeps that directory).
+/// How a browser script under tests/ui ended, with its output.
+struct BrowserRun {
+    success: bool,
+    log: String,
+}
+
+/// Runs the Playwright script `script` of tests/ui with `env`, within `seconds`.
+async fn run_in_chromium(script: &str, seconds: u64, env: &[(&str, &str)]) -> BrowserRun {
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(seconds),
+        tokio::process::Command::new("node")
+            .arg(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/ui")
+                    .join(script),
+            )
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the browser run finishes in time")
+    .expect("run node");
+    BrowserRun {
+        success: out.status.success(),
+        log: format!(
+            "--- stdout\n{}\n--- stderr\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
 fn screenshot_dir() -> std::path::PathBuf {
     std::env::var_os("CALLVAULT_ARTIFACTS")
         .map(std::path::PathBuf::from)
@@ -150,39 +183,30 @@ async fn supervisor_workflow_in_chromium() {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(&audio))
     };
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ui/ui.mjs");
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(180),
-        tokio::process::Command::new("node")
-            .arg(script)
-            .env("BASE_URL", &base)
-            .env("CHROMIUM", &chromium)
-            .env("PLAYWRIGHT", &playwright)
-            .env("PASSWORD", PASSWORD)
-            .env("CALL_ID", matching.id.to_string())
-            .env("SUPERVISOR_LIVE", SUPERVISOR_LIVE)
-            .env("SUPERVISOR_LIVE_ID", supervisor_live.id.to_string())
-            .env("REVIEWER_LIVE", REVIEWER_LIVE)
-            .env("REVIEWER_LIVE_ID", reviewer_live.id.to_string())
-            .env("ALARM_MESSAGE", ALARM_MESSAGE)
-            .env("CLEARED_ALARM_MESSAGE", CLEARED_ALARM_MESSAGE)
-            .env("MEDIA_SHA256", &sha256)
-            .env("SCREENSHOTS", &screenshots)
-            .kill_on_drop(true)
-            .output(),
+    let out = run_in_chromium(
+        "ui.mjs",
+        180,
+        &[
+            ("BASE_URL", &base),
+            ("CHROMIUM", &chromium),
+            ("PLAYWRIGHT", &playwright),
+            ("PASSWORD", PASSWORD),
+            ("CALL_ID", &matching.id.to_string()),
+            ("SUPERVISOR_LIVE", SUPERVISOR_LIVE),
+            ("SUPERVISOR_LIVE_ID", &supervisor_live.id.to_string()),
+            ("REVIEWER_LIVE", REVIEWER_LIVE),
+            ("REVIEWER_LIVE_ID", &reviewer_live.id.to_string()),
+            ("ALARM_MESSAGE", ALARM_MESSAGE),
+            ("CLEARED_ALARM_MESSAGE", CLEARED_ALARM_MESSAGE),
+            ("MEDIA_SHA256", &sha256),
+            ("SCREENSHOTS", &screenshots.display().to_string()),
+        ],
     )
-    .await
-    .expect("the browser run finishes in time")
-    .expect("run node");
+    .await;
     let _ = stop.send(());
     let _ = server.await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser run failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
-    eprintln!("{stdout}");
+    assert!(out.success, "browser run failed\n{}", out.log);
+    eprintln!("{}", out.log);
 
     // What the browser did is in the audit trail, as the supervisor (not the test client).
     let actions: Vec<String> =
@@ -274,33 +298,25 @@ async fn single_sign_on_button_in_chromium() {
     }));
     let screenshots = screenshot_dir();
     std::fs::create_dir_all(&screenshots).expect("screenshot directory");
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        tokio::process::Command::new("node")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/ui/sso.mjs"))
-            .env("BASE_URL", &base)
-            .env("CHROMIUM", &chromium)
-            .env("PLAYWRIGHT", &playwright)
-            .env("SCREENSHOTS", &screenshots)
-            .env("PROVIDER", PROVIDER)
-            .env("IDP_USER", IDP_USER)
-            .env("IDP_PASSWORD", IDP_PASSWORD)
-            .env("CALL_ID", call.id.to_string())
-            .kill_on_drop(true)
-            .output(),
+    let out = run_in_chromium(
+        "sso.mjs",
+        120,
+        &[
+            ("BASE_URL", &base),
+            ("CHROMIUM", &chromium),
+            ("PLAYWRIGHT", &playwright),
+            ("SCREENSHOTS", &screenshots.display().to_string()),
+            ("PROVIDER", PROVIDER),
+            ("IDP_USER", IDP_USER),
+            ("IDP_PASSWORD", IDP_PASSWORD),
+            ("CALL_ID", &call.id.to_string()),
+        ],
     )
-    .await
-    .expect("the browser run finishes in time")
-    .expect("run node");
+    .await;
     let _ = stop.send(());
     let _ = server.await;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser run failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
-    eprintln!("{stdout}");
+    assert!(out.success, "browser run failed\n{}", out.log);
+    eprintln!("{}", out.log);
 
     // The browser's sign-in made the provider's user a single sign-on account of the portal.
     let user =

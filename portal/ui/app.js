@@ -426,19 +426,17 @@ function participants(r) {
 }
 function userName(r) { return r.user_display_name || r.user_name || 'not assigned'; }
 
-async function activeCallsScreen() {
-  const summary = el('p', { id: 'active-summary' });
-  const out = el('div', { id: 'active-calls' });
-  // Tags and notes are edited in a card above the list, which the refresh leaves alone.
+// Tags and notes on live calls, set where the calls are listed: an editor card above the
+// list (which the list's refresh leaves alone), the buttons each call's `allowed` actions
+// give, and the tags and notes as shown.
+function liveAnnotations(catalogue, reload) {
   const editor = el('div', { class: 'card', id: 'live-editor', hidden: true });
-  const catalogue = await get('/tags').catch(() => []);
-  let list = [];
   function closeEditor() { editor.hidden = true; clear(editor); }
   function openEditor(r, title, body, save) {
     const ok = el('button', { type: 'button', id: 'live-save' }, 'Save');
     const cancel = el('button', { type: 'button', class: 'secondary', id: 'live-cancel' }, 'Cancel');
     ok.addEventListener('click', async () => {
-      try { await save(); closeEditor(); await load(); showError(null); } catch (e) { showError(e); }
+      try { await save(); closeEditor(); await reload(); showError(null); } catch (e) { showError(e); }
     });
     cancel.addEventListener('click', closeEditor);
     clear(editor).append(el('h3', {}, `${title} — ${party(r.calling)} → ${party(r.called)}`), ...body,
@@ -459,27 +457,35 @@ async function activeCallsScreen() {
       await post(`/recordings/${r.id}/notes`, { body: text.value });
     });
   }
-  function actions(r) {
-    const allowed = new Set(r.allowed || []);
-    const btn = (cls, label, fn) => {
-      const b = el('button', { type: 'button', class: `secondary ${cls}` }, label);
-      b.addEventListener('click', (e) => { e.stopPropagation(); fn(r); });
-      return b;
-    };
-    return el('span', { class: 'actions' }, allowed.has('tag') ? btn('live-tag', 'Tags…', editTags) : null,
-      allowed.has('addNotes') ? btn('live-note', 'Note…', addNote) : null);
-  }
+  return {
+    editor,
+    actions(r) {
+      const allowed = new Set(r.allowed || []);
+      const btn = (cls, label, fn) => {
+        const b = el('button', { type: 'button', class: `secondary ${cls}` }, label);
+        b.addEventListener('click', (e) => { e.stopPropagation(); fn(r); });
+        return b;
+      };
+      return el('span', { class: 'actions' }, allowed.has('tag') ? btn('live-tag', 'Tags…', editTags) : null,
+        allowed.has('addNotes') ? btn('live-note', 'Note…', addNote) : null);
+    },
+    tags: (r) => el('span', { class: 'live-tags' }, ...r.tags.map((x) => el('span', { class: 'tag' }, x.name))),
+    notes: (r) => el('div', { class: 'live-notes' }, ...r.notes.map((n) => el('div', { class: 'note' }, n.body,
+      el('small', { class: 'muted' }, ` ${n.author_name}, ${when(n.created_at)}`)))),
+  };
+}
+
+async function activeCallsScreen() {
+  const summary = el('p', { id: 'active-summary' });
+  const out = el('div', { id: 'active-calls' });
+  const live = liveAnnotations(await get('/tags').catch(() => []), load);
   async function load() {
-    list = await get('/active-calls');
+    const list = await get('/active-calls');
     summary.textContent = `Total calls: ${list.length}`;
     const t = table(['Status', 'User name', 'Start time', 'Duration', 'Direction', 'Participants', 'Called party', 'Calling party',
       'Tags', 'Notes', ''],
     list.map((r) => [el('span', { class: 'live' }, 'Recording'), userName(r), when(r.start_time), liveDuration(r), r.direction,
-      participants(r), party(r.called), party(r.calling),
-      el('span', { class: 'live-tags' }, ...r.tags.map((x) => el('span', { class: 'tag' }, x.name))),
-      el('div', { class: 'live-notes' }, ...r.notes.map((n) => el('div', { class: 'note' }, n.body,
-        el('small', { class: 'muted' }, ` ${n.author_name}, ${when(n.created_at)}`)))),
-      actions(r)]));
+      participants(r), party(r.called), party(r.calling), live.tags(r), live.notes(r), live.actions(r)]));
     t.querySelectorAll('tbody tr').forEach((tr, i) => {
       tr.classList.add('row');
       tr.dataset.id = list[i].id;
@@ -495,7 +501,7 @@ async function activeCallsScreen() {
       showError(null);
     } catch (e) { showError(e); }
   });
-  clear(main).append(el('div', { class: 'actions' }, el('h2', {}, 'Active calls'), exportButton), summary, editor, out);
+  clear(main).append(el('div', { class: 'actions' }, el('h2', {}, 'Active calls'), exportButton), summary, live.editor, out);
   await load();
   every(1000, tickDurations);
   every(5000, () => load().then(() => showError(null), showError));
@@ -503,17 +509,19 @@ async function activeCallsScreen() {
 
 async function myActiveCallScreen() {
   const out = el('div', { id: 'my-active' });
+  const live = liveAnnotations(await get('/tags').catch(() => []), load);
   async function load() {
     const list = await get('/active-calls/mine');
     clear(out).append(...(list.length ? list.map((r) => el('div', { class: 'card my-call', 'data-id': r.id },
       el('h3', {}, 'User details'),
       el('dl', {}, ...[['Full name', userName(r)], ['Start time', when(r.start_time)], ['Duration', liveDuration(r)],
         ['Direction', r.direction], ['Called party', party(r.called)], ['Participants', participants(r)],
-        ['Calling party', party(r.calling)]].flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)])),
-      el('p', {}, el('a', { href: `#/calls/${r.id}` }, 'Tags and notes…'))))
+        ['Calling party', party(r.calling)], ['Tags', live.tags(r)], ['Notes', live.notes(r)]]
+        .flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)])),
+      live.actions(r)))
       : [el('p', { class: 'card muted' }, 'You have no active call.')]));
   }
-  clear(main).append(el('h2', {}, 'My active call'), out);
+  clear(main).append(el('h2', {}, 'My active call'), live.editor, out);
   await load();
   every(1000, tickDurations);
   every(5000, () => load().then(() => showError(null), showError));

@@ -186,6 +186,33 @@ impl Fixture {
         self.db.create_recording(T, &rec).await.expect("create")
     }
 
+    /// Ends a live call of [`Fixture::active_recording`] five seconds after its start, as the
+    /// recorder commits one it recovered (`incomplete`).
+    pub async fn end_live_call(&self, live: &Recording) {
+        self.db
+            .finish_recording(
+                T,
+                live.id,
+                &FinishRecording {
+                    status: RecordingStatus::Incomplete,
+                    end_time: live.start_time + 5_000_000,
+                    answer_time: Some(live.start_time),
+                    release_cause: Some(ReleaseCause::Normal),
+                    answering: None,
+                    object_key: format!("{T}/{}.cvr", live.id),
+                    size_bytes: 0,
+                    codec: "opus".into(),
+                    channels: 2,
+                    sha256: "ab".repeat(32),
+                    metadata_digest: "cd".repeat(32),
+                    signature: "ef".repeat(32),
+                    key_id: self.key_id.clone(),
+                },
+            )
+            .await
+            .expect("finish");
+    }
+
     /// Writes an encrypted recording of `plaintext` to the primary target and commits its row
     /// (a call of one minute).
     pub async fn recording(

@@ -218,6 +218,15 @@ try {
   assert.match(await text('#my-active'), new RegExp(SUPERVISOR_LIVE));
   assert.doesNotMatch(await text('#my-active'), new RegExp(REVIEWER_LIVE));
   step('my active call shows the supervisor\'s own live call and not the reviewer\'s');
+  // Its card carries the call's tags and notes, and a note is added from it.
+  const myCall = `#my-active .my-call[data-id="${SUPERVISOR_LIVE_ID}"]`;
+  assert.match(await text(`${myCall} .live-tags`), /Escalated/);
+  await page.click(`${myCall} .live-note`);
+  await page.fill('#live-note', 'Promised a written answer');
+  await page.click('#live-save');
+  await until(page, (sel) => document.querySelector(sel)?.textContent.includes('Promised a written answer'), `${myCall} .live-notes`);
+  assert.match(await text(`${myCall} .live-notes`), /Customer asked for a callback/);
+  step('my active call shows the call\'s tags and notes and adds a note from its card');
   await shot(page, '08-my-active-call');
 
   // The declared resources, each with its state as reported.
@@ -279,6 +288,7 @@ try {
   await page.waitForSelector('#my-active .my-call');
   assert.match(await page.textContent('#my-active'), new RegExp(REVIEWER_LIVE));
   assert.doesNotMatch(await page.textContent('#my-active'), new RegExp(SUPERVISOR_LIVE));
+  assert.equal(await page.locator('#my-active .live-tag, #my-active .live-note').count(), 0);
   // Active calls in scope, but none of tag, note or export is theirs: no buttons for them.
   await page.click('a[href="#/active"]');
   await page.waitForSelector(`#active-calls tr[data-id="${SUPERVISOR_LIVE_ID}"]`);
