@@ -1103,7 +1103,14 @@ async fn sigkill_mid_call_is_recovered_at_restart_as_incomplete() {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(spooled_bytes(&rig), 0, "the spool is empty once committed");
+    // The spool files go once object and row are committed: just after the row.
+    let rig_ref = &rig;
+    poll(
+        "the spool empty once committed",
+        Duration::from_secs(10),
+        || async move { (spooled_bytes(rig_ref) == 0).then_some(()) },
+    )
+    .await;
 }
 
 /// A TCP forwarder in front of MinIO that can be cut, as a storage outage.
