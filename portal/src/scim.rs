@@ -10,6 +10,7 @@
 //! userName again brings it back. Groups map to groups with their members. Every change is
 //! audited with the actor `scim`. Errors use the SCIM error schema.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -289,6 +290,33 @@ fn list_response(total: i64, start: i64, resources: Vec<Value>) -> Response {
 async fn user_resource(state: &AppState, tenant: &str, u: &User) -> ScimResult<Value> {
     let numbers = state.db.user_extensions(tenant, u.id).await?;
     let groups = state.db.user_groups(tenant, u.id).await?;
+    Ok(user_json(u, &numbers, &groups))
+}
+
+/// The resources of a page of users, their numbers and groups read for the whole page at once.
+async fn user_resources(state: &AppState, tenant: &str, users: &[User]) -> ScimResult<Vec<Value>> {
+    let ids: Vec<Uuid> = users.iter().map(|u| u.id).collect();
+    let mut numbers: HashMap<Uuid, Vec<String>> = HashMap::new();
+    for (user, number) in state.db.extensions_of_users(tenant, &ids).await? {
+        numbers.entry(user).or_default().push(number);
+    }
+    let mut groups: HashMap<Uuid, Vec<Group>> = HashMap::new();
+    for (user, group) in state.db.groups_of_users(tenant, &ids).await? {
+        groups.entry(user).or_default().push(group);
+    }
+    Ok(users
+        .iter()
+        .map(|u| {
+            user_json(
+                u,
+                numbers.get(&u.id).map_or(&[], Vec::as_slice),
+                groups.get(&u.id).map_or(&[], Vec::as_slice),
+            )
+        })
+        .collect())
+}
+
+fn user_json(u: &User, numbers: &[String], groups: &[Group]) -> Value {
     let mut v = json!({
         "schemas": [USER_SCHEMA],
         "id": u.id,
@@ -309,7 +337,7 @@ async fn user_resource(state: &AppState, tenant: &str, u: &User) -> ScimResult<V
     if let Some(x) = &u.external_id {
         v["externalId"] = json!(x);
     }
-    Ok(v)
+    v
 }
 
 /// The attributes of a user that SCIM writes.
@@ -652,10 +680,7 @@ async fn list_users(
         .db
         .users_page(&tenant, which, start - 1, count)
         .await?;
-    let mut resources = Vec::with_capacity(users.len());
-    for u in &users {
-        resources.push(user_resource(&state, &tenant, u).await?);
-    }
+    let resources = user_resources(&state, &tenant, &users).await?;
     Ok(list_response(total, start, resources))
 }
 

@@ -306,6 +306,27 @@ async fn provisioning(f: Fixture) {
     assert_eq!(me["profiles"], json!(["provisioned"]));
     let (_, u) = scim.get(&format!("/Users/{dave_id}")).await;
     assert_eq!(u["groups"][0]["display"], "scim-team");
+    // A list page shows each user exactly as their own resource does (numbers and groups
+    // are read for the whole page at once, and must land on the right users).
+    let (_, all) = scim.get("/Users?count=100").await;
+    let listed = all["Resources"].as_array().expect("Resources");
+    assert!(listed.len() >= 2, "{all}");
+    assert!(
+        listed
+            .iter()
+            .any(|r| r["groups"].as_array().is_some_and(|g| !g.is_empty()))
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|r| r["phoneNumbers"].as_array().is_some_and(|n| !n.is_empty()))
+    );
+    for r in listed {
+        let (_, one) = scim
+            .get(&format!("/Users/{}", r["id"].as_str().expect("id")))
+            .await;
+        assert_eq!(r, &one, "the list's resource equals the user's own");
+    }
     let (_, list) = scim
         .get("/Groups?filter=displayName%20eq%20%22scim-team%22")
         .await;
