@@ -1174,7 +1174,12 @@ async fn active_calls_and_my_active_call(f: Fixture) {
         let r = a.get(path).await;
         assert_eq!(r.status, StatusCode::OK, "{path}");
         assert_eq!(ids(&r.json()), [mine.id.to_string()], "{path}");
-        assert!(!String::from_utf8_lossy(&r.body).contains("202"), "{path}");
+        // Not even the other agent's number, anywhere (a JSON string "202", not digits
+        // inside an id or a timestamp).
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("\"202\""),
+            "{path}"
+        );
     }
 
     // Shown so long as the call lasts: once committed, it leaves both lists.
