@@ -7,24 +7,7 @@ use uuid::Uuid;
 use super::exec::{DbRow, args, conflict_on_unique};
 use super::model::{parse, text_enum};
 use super::search::SearchQuery;
-use super::{Arg, Db, DbError, Result, invalid, now_micros, word_norm};
-
-/// Ids bound in one `IN (...)` list: well under SQLite's limit on parameters.
-pub(super) const IN_LIST_MAX: usize = 500;
-
-/// `$from, $from+1, ...`: `n` numbered placeholders.
-pub(super) fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-pub(super) fn in_list_args(tenant: &str, ids: &[Uuid]) -> Vec<Arg> {
-    std::iter::once(tenant.into())
-        .chain(ids.iter().map(|id| (*id).into()))
-        .collect()
-}
+use super::{Db, DbError, Result, invalid, now_micros, word_norm};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tag {
@@ -217,53 +200,36 @@ impl Db {
     /// The tags of each of `recordings` as `(recording, tag)` pairs, ordered by tag name: a
     /// query per 500 recordings, not one per recording (the active-calls list shows them).
     pub async fn tags_of(&self, tenant: &str, recordings: &[Uuid]) -> Result<Vec<(Uuid, Tag)>> {
-        let mut out = Vec::new();
-        for chunk in recordings.chunks(IN_LIST_MAX) {
-            out.extend(
-                self.rows(
-                    &format!(
-                        "SELECT rt.recording_id, t.id, t.name, t.color FROM tags t \
-                         JOIN recording_tags rt ON rt.tenant = t.tenant AND rt.tag_id = t.id \
-                         WHERE t.tenant = $1 AND rt.recording_id IN ({}) ORDER BY t.name",
-                        placeholders(2, chunk.len())
-                    ),
-                    &in_list_args(tenant, chunk),
-                    |r| {
-                        Ok((
-                            r.uuid("recording_id")?,
-                            Tag {
-                                id: r.uuid("id")?,
-                                name: r.text("name")?,
-                                color: r.text("color")?,
-                            },
-                        ))
+        self.rows_for_ids(
+            "SELECT rt.recording_id, t.id, t.name, t.color FROM tags t \
+             JOIN recording_tags rt ON rt.tenant = t.tenant AND rt.tag_id = t.id \
+             WHERE t.tenant = $1 AND rt.recording_id IN ({ids}) ORDER BY t.name",
+            tenant,
+            recordings,
+            |r| {
+                Ok((
+                    r.uuid("recording_id")?,
+                    Tag {
+                        id: r.uuid("id")?,
+                        name: r.text("name")?,
+                        color: r.text("color")?,
                     },
-                )
-                .await?,
-            );
-        }
-        Ok(out)
+                ))
+            },
+        )
+        .await
     }
 
     /// The notes of all of `recordings`, oldest first; a query per 500 recordings.
     pub async fn notes_of(&self, tenant: &str, recordings: &[Uuid]) -> Result<Vec<Note>> {
-        let mut out = Vec::new();
-        for chunk in recordings.chunks(IN_LIST_MAX) {
-            out.extend(
-                self.rows(
-                    &format!(
-                        "SELECT id, recording_id, author_user_id, author_name, created_at, body \
-                         FROM notes WHERE tenant = $1 AND recording_id IN ({}) \
-                         ORDER BY created_at, id",
-                        placeholders(2, chunk.len())
-                    ),
-                    &in_list_args(tenant, chunk),
-                    note_from_row,
-                )
-                .await?,
-            );
-        }
-        Ok(out)
+        self.rows_for_ids(
+            "SELECT id, recording_id, author_user_id, author_name, created_at, body \
+             FROM notes WHERE tenant = $1 AND recording_id IN ({ids}) ORDER BY created_at, id",
+            tenant,
+            recordings,
+            note_from_row,
+        )
+        .await
     }
 
     pub async fn add_note(

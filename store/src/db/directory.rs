@@ -380,24 +380,15 @@ impl Db {
         tenant: &str,
         users: &[Uuid],
     ) -> Result<Vec<(Uuid, Group)>> {
-        use super::annotations::{IN_LIST_MAX, in_list_args, placeholders};
-        let mut out = Vec::new();
-        for chunk in users.chunks(IN_LIST_MAX) {
-            out.extend(
-                self.rows(
-                    &format!(
-                        "SELECT m.user_id, g.tenant, g.id, g.name, g.description, g.external_id \
-                         FROM groups g JOIN memberships m ON m.tenant = g.tenant AND m.group_id = g.id \
-                         WHERE g.tenant = $1 AND m.user_id IN ({}) ORDER BY g.name",
-                        placeholders(2, chunk.len())
-                    ),
-                    &in_list_args(tenant, chunk),
-                    |r| Ok((r.uuid("user_id")?, group_from_row(r)?)),
-                )
-                .await?,
-            );
-        }
-        Ok(out)
+        self.rows_for_ids(
+            "SELECT m.user_id, g.tenant, g.id, g.name, g.description, g.external_id \
+             FROM groups g JOIN memberships m ON m.tenant = g.tenant AND m.group_id = g.id \
+             WHERE g.tenant = $1 AND m.user_id IN ({ids}) ORDER BY g.name",
+            tenant,
+            users,
+            |r| Ok((r.uuid("user_id")?, group_from_row(r)?)),
+        )
+        .await
     }
 
     pub async fn group_members(&self, tenant: &str, group_id: Uuid) -> Result<Vec<User>> {
@@ -471,23 +462,14 @@ impl Db {
         tenant: &str,
         users: &[Uuid],
     ) -> Result<Vec<(Uuid, String)>> {
-        use super::annotations::{IN_LIST_MAX, in_list_args, placeholders};
-        let mut out = Vec::new();
-        for chunk in users.chunks(IN_LIST_MAX) {
-            out.extend(
-                self.rows(
-                    &format!(
-                        "SELECT user_id, number FROM extensions WHERE tenant = $1 \
-                         AND user_id IN ({}) ORDER BY number",
-                        placeholders(2, chunk.len())
-                    ),
-                    &in_list_args(tenant, chunk),
-                    |r| Ok((r.uuid("user_id")?, r.text("number")?)),
-                )
-                .await?,
-            );
-        }
-        Ok(out)
+        self.rows_for_ids(
+            "SELECT user_id, number FROM extensions WHERE tenant = $1 \
+             AND user_id IN ({ids}) ORDER BY number",
+            tenant,
+            users,
+            |r| Ok((r.uuid("user_id")?, r.text("number")?)),
+        )
+        .await
     }
 
     pub async fn user_extensions(&self, tenant: &str, user_id: Uuid) -> Result<Vec<String>> {

@@ -200,23 +200,14 @@ impl Db {
         tenant: &str,
         recordings: &[Uuid],
     ) -> Result<Vec<(Uuid, Uuid)>> {
-        use super::annotations::{IN_LIST_MAX, in_list_args, placeholders};
-        let mut out = Vec::new();
-        for chunk in recordings.chunks(IN_LIST_MAX) {
-            out.extend(
-                self.rows(
-                    &format!(
-                        "SELECT recording_id, group_id FROM recording_groups WHERE tenant = $1 \
-                         AND recording_id IN ({}) ORDER BY recording_id, group_id",
-                        placeholders(2, chunk.len())
-                    ),
-                    &in_list_args(tenant, chunk),
-                    |r| Ok((r.uuid("recording_id")?, r.uuid("group_id")?)),
-                )
-                .await?,
-            );
-        }
-        Ok(out)
+        self.rows_for_ids(
+            "SELECT recording_id, group_id FROM recording_groups WHERE tenant = $1 \
+             AND recording_id IN ({ids}) ORDER BY recording_id, group_id",
+            tenant,
+            recordings,
+            |r| Ok((r.uuid("recording_id")?, r.uuid("group_id")?)),
+        )
+        .await
     }
 
     /// Assigns unassigned calls to `user_id`: the call `recording`, and with `similar` every
