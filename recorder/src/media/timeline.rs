@@ -397,7 +397,7 @@ impl Timeline {
         let offset = if is_event {
             0
         } else {
-            arrival_pos - source.position(ext_ts, rate)
+            arrival_pos.saturating_sub(source.position(ext_ts, rate))
         };
         if offset.abs() > threshold {
             // Timestamps and arrival disagree: maybe a jump, maybe a stray.
@@ -437,15 +437,18 @@ impl Timeline {
         if offset < 0 && !source.released_any {
             // Arrived earlier than the first packet implied: that one was
             // delayed, so move the anchor earlier while nothing was played.
-            source.anchor_pos += offset;
+            source.anchor_pos = source.anchor_pos.saturating_add(offset);
         }
 
         if is_event {
             stream.stats.dtmf_packets += 1;
             if let Ok(ev) = TelephoneEvent::parse(packet.payload) {
                 let pos = source.position(ext_ts, rate);
-                let start =
-                    Duration::from_nanos(pos.max(0) as u64 * 1_000_000_000 / u64::from(rate));
+                // A stray timestamp can put the key press days away; saturate
+                // rather than overflow.
+                let nanos =
+                    u128::from(pos.max(0).unsigned_abs()) * 1_000_000_000 / u128::from(rate);
+                let start = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
                 let duration = Duration::from_nanos(
                     u64::from(ev.duration) * 1_000_000_000 / u64::from(pt.clock_rate.max(1)),
                 );
@@ -594,13 +597,13 @@ impl Timeline {
 
 /// Whether resync candidates agree on one new timestamp-to-time mapping.
 fn consistent(source: &Source, rate: u32) -> bool {
-    let offsets = source
-        .candidates
-        .iter()
-        .map(|c| c.arrival_pos - source.position(c.packet.ext_ts, rate));
+    let offsets = source.candidates.iter().map(|c| {
+        c.arrival_pos
+            .saturating_sub(source.position(c.packet.ext_ts, rate))
+    });
     let (min, max) = offsets.fold((i64::MAX, i64::MIN), |(lo, hi), o| (lo.min(o), hi.max(o)));
     // Within 30 ms of each other: normal jitter, not a burst after a stall.
-    max - min <= i64::from(rate) * 30 / 1000
+    max.saturating_sub(min) <= i64::from(rate) * 30 / 1000
 }
 
 /// Re-anchors a source on its candidates (least delayed one wins).
@@ -614,8 +617,9 @@ fn resync(source: &mut Source, rate: u32) {
         .iter()
         .map(|c| {
             let delta = i128::from(c.packet.ext_ts) - i128::from(base);
-            c.arrival_pos
-                - (delta * i128::from(rate) / i128::from(source.anchor_clock.max(1))) as i64
+            let samples = delta * i128::from(rate) / i128::from(source.anchor_clock.max(1));
+            (i128::from(c.arrival_pos) - samples).clamp(i128::from(i64::MIN), i128::from(i64::MAX))
+                as i64
         })
         .min()
         .unwrap_or(first.arrival_pos);
