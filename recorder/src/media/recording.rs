@@ -176,7 +176,8 @@ impl<W: Write> Recording<W> {
         Ok((
             out,
             RecordingSummary {
-                duration: Duration::from_nanos(total * 1_000_000_000 / rate),
+                duration: Duration::from_secs(total / rate)
+                    + Duration::from_nanos(total % rate * 1_000_000_000 / rate),
                 bytes,
                 streams,
                 dtmf,
