@@ -492,14 +492,7 @@ async fn run_case(
         }
     }
     // The active-calls list's Export: exactly the live calls the export action covers.
-    let r = c
-        .send(
-            Method::POST,
-            "/api/v1/recordings/export",
-            Some(json!({"format": "csv", "query": {"statuses": ["recording"]}})),
-            &[],
-        )
-        .await;
+    let r = c.export_active_calls().await;
     let exports = case.action == "export" && case.scope != "None";
     count();
     let body = String::from_utf8_lossy(&r.body);

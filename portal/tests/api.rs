@@ -1271,14 +1271,7 @@ async fn tags_notes_and_export_on_active_calls(f: Fixture) {
 
     // The list's Export: the live calls, each an entry, with their tags and notes; not the
     // recorded call.
-    let r = admin
-        .send(
-            Method::POST,
-            "/api/v1/recordings/export",
-            Some(json!({"format": "csv", "query": {"statuses": ["recording"]}})),
-            &[],
-        )
-        .await;
+    let r = admin.export_active_calls().await;
     assert_eq!(r.status, StatusCode::OK);
     let csv = String::from_utf8_lossy(&r.body).into_owned();
     assert!(csv.contains("Search Criteria"), "{csv}");

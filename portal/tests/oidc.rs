@@ -13,7 +13,7 @@ use callvault_portal::PortalConfig;
 use callvault_portal::oidc::{OidcConfig, Secret, open_login_state, seal_login_state};
 use callvault_store::db::testing::TestDb;
 use callvault_store::db::{AuditFilter, NewUser, UserSource, now_micros};
-use common::{Fixture, T};
+use common::{Fixture, IDP_PASSWORD, T};
 use reqwest::StatusCode;
 use serde_json::Value;
 use url::Url;
@@ -21,7 +21,6 @@ use url::Url;
 // The test client of portal/tests/idp/idp.mjs.
 const CLIENT_ID: &str = "callvault-portal";
 const CLIENT_SECRET: &str = "callvault-test-client-secret";
-const IDP_PASSWORD: &str = "idp test password";
 
 const PROFILE: &str = r#"
 apiVersion: callvault.io/v1alpha1

@@ -11,7 +11,7 @@ mod common;
 
 use axum::http::Method;
 use callvault_store::db::AlarmSeverity;
-use common::{Fixture, PASSWORD, T};
+use common::{Fixture, IDP_PASSWORD, PASSWORD, T};
 use serde_json::json;
 
 /// Calling numbers of the two calls being recorded during the run.
@@ -236,7 +236,6 @@ async fn supervisor_workflow_in_chromium() {
 
 /// The provider account of tests/idp/idp.mjs that signs in, and its groups' profile.
 const IDP_USER: &str = "alice";
-const IDP_PASSWORD: &str = "idp test password";
 const PROVIDER: &str = "CallVault Test IdP";
 const SSO_PROFILE: &str = r#"
 apiVersion: callvault.io/v1alpha1

@@ -28,6 +28,8 @@ pub const T: &str = "default";
 pub const TARGET: &str = "primary";
 pub const ARCHIVE: &str = "archive";
 pub const PASSWORD: &str = "a long test passphrase";
+/// The password of the provider accounts in tests/idp/idp.mjs.
+pub const IDP_PASSWORD: &str = "idp test password";
 /// Small chunks so that short recordings span many of them.
 pub const CHUNK: u32 = 4096;
 
@@ -496,5 +498,12 @@ impl Client {
     pub async fn json(&mut self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
         let r = self.send(method, path, Some(body), &[]).await;
         (r.status, r.json())
+    }
+
+    /// The active-calls list's Export button: every live call, as CSV.
+    pub async fn export_active_calls(&mut self) -> Resp {
+        let query = json!({"format": "csv", "query": {"statuses": ["recording"]}});
+        self.send(Method::POST, "/api/v1/recordings/export", Some(query), &[])
+            .await
     }
 }
