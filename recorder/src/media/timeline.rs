@@ -399,7 +399,7 @@ impl Timeline {
         } else {
             arrival_pos.saturating_sub(source.position(ext_ts, rate))
         };
-        if offset.abs() > threshold {
+        if offset.saturating_abs() > threshold {
             // Timestamps and arrival disagree: maybe a jump, maybe a stray.
             source.candidates.push(Candidate {
                 ext_seq,
@@ -654,8 +654,15 @@ impl Writer<'_> {
             Channel::Both => &[0, 1],
         };
         // Skip what was already emitted; clip what is implausibly far ahead.
-        let skip = (self.emitted - pos).clamp(0, samples.len() as i64) as usize;
-        let start = (pos + skip as i64 - self.emitted) as usize;
+        let skip = self
+            .emitted
+            .saturating_sub(pos)
+            .clamp(0, samples.len() as i64) as usize;
+        let start = pos.saturating_add(skip as i64).saturating_sub(self.emitted);
+        // Negative: all of it was emitted already.
+        let Ok(start) = usize::try_from(start) else {
+            return;
+        };
         if start >= self.max_ahead {
             return;
         }
@@ -732,7 +739,7 @@ fn decode_into(
     resampler.process(sink.pcm, sink.resampled);
     let out = std::mem::take(sink.resampled);
     sink.write(pos, &out);
-    source.last_end = Some(pos + out.len() as i64);
+    source.last_end = Some(pos.saturating_add(out.len() as i64));
     *sink.resampled = out;
     Ok(())
 }
