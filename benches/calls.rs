@@ -42,24 +42,7 @@ fn speechy_wav(path: &Path, base: f64) {
     let samples: Vec<i16> = (0..RATE * 10)
         .map(|k| speechy(f64::from(k) / f64::from(RATE), base) as i16)
         .collect();
-    let data_len = samples.len() as u32 * 2;
-    let mut wav = Vec::with_capacity(44 + data_len as usize);
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + data_len).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes()); // fmt chunk size
-    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
-    wav.extend_from_slice(&RATE.to_le_bytes());
-    wav.extend_from_slice(&(RATE * 2).to_le_bytes()); // bytes per second
-    wav.extend_from_slice(&2u16.to_le_bytes()); // block align
-    wav.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&data_len.to_le_bytes());
-    for v in samples {
-        wav.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, wav).expect("write WAV");
+    std::fs::write(path, callvault_caller::audio::mono_wav(RATE, &samples)).expect("write WAV");
 }
 
 /// Channels raw libopus encodes in real time on one core, at the recorder's settings (mono

@@ -25,6 +25,29 @@ pub struct Pcm {
     pub samples: Vec<i16>,
 }
 
+/// A RIFF/WAVE file of 16-bit mono PCM at `rate`: what [`parse_wav`] reads. Tests and
+/// benchmarks write the audio they give `callvault call` with it.
+pub fn mono_wav(rate: u32, samples: &[i16]) -> Vec<u8> {
+    let data_len = u32::try_from(samples.len() * 2).unwrap_or(u32::MAX);
+    let mut b = Vec::with_capacity(44 + samples.len() * 2);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&36u32.saturating_add(data_len).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes()); // fmt chunk size
+    b.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    b.extend_from_slice(&1u16.to_le_bytes()); // mono
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * 2).to_le_bytes()); // bytes per second
+    b.extend_from_slice(&2u16.to_le_bytes()); // block align
+    b.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    b
+}
+
 /// Parses a RIFF/WAVE file holding 16-bit mono PCM. Anything else is refused with what it is.
 pub fn parse_wav(bytes: &[u8]) -> Result<Pcm, String> {
     let le16 = |b: &[u8], at: usize| b.get(at..at + 2).map(|s| u16::from_le_bytes([s[0], s[1]]));
@@ -222,6 +245,19 @@ pub(crate) mod tests {
             Pcm {
                 rate: 8000,
                 samples: vec![1, -2, 300]
+            }
+        );
+    }
+
+    #[test]
+    fn mono_wav_reads_back_as_written() {
+        let samples = [0, 1, -1, i16::MAX, i16::MIN, 300];
+        let pcm = parse_wav(&mono_wav(16000, &samples)).unwrap();
+        assert_eq!(
+            pcm,
+            Pcm {
+                rate: 16000,
+                samples: samples.to_vec()
             }
         );
     }
