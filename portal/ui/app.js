@@ -429,7 +429,8 @@ function userName(r) { return r.user_display_name || r.user_name || 'not assigne
 // Tags and notes on live calls, set where the calls are listed: an editor card above the
 // list (which the list's refresh leaves alone), the buttons each call's `allowed` actions
 // give, and the tags and notes as shown.
-function liveAnnotations(catalogue, reload) {
+async function liveAnnotations(reload) {
+  const catalogue = await get('/tags').catch(() => []);
   const editor = el('div', { class: 'card', id: 'live-editor', hidden: true });
   function closeEditor() { editor.hidden = true; clear(editor); }
   function openEditor(r, title, body, save) {
@@ -478,7 +479,7 @@ function liveAnnotations(catalogue, reload) {
 async function activeCallsScreen() {
   const summary = el('p', { id: 'active-summary' });
   const out = el('div', { id: 'active-calls' });
-  const live = liveAnnotations(await get('/tags').catch(() => []), load);
+  const live = await liveAnnotations(load);
   async function load() {
     const list = await get('/active-calls');
     summary.textContent = `Total calls: ${list.length}`;
@@ -509,7 +510,7 @@ async function activeCallsScreen() {
 
 async function myActiveCallScreen() {
   const out = el('div', { id: 'my-active' });
-  const live = liveAnnotations(await get('/tags').catch(() => []), load);
+  const live = await liveAnnotations(load);
   async function load() {
     const list = await get('/active-calls/mine');
     clear(out).append(...(list.length ? list.map((r) => el('div', { class: 'card my-call', 'data-id': r.id },
