@@ -63,8 +63,6 @@ fn ogg_opus(seconds: u32) -> Vec<u8> {
     w.finish(total).expect("finish").0
 }
 
-/// Where the screenshots go: `$CALLVAULT_ARTIFACTS/portal-ui`, else `target/artifacts/portal-ui`
-/// in the workspace (CI keeps that directory).
 /// How a browser script under tests/ui ended, with its output.
 struct BrowserRun {
     success: bool,
@@ -98,6 +96,8 @@ async fn run_in_chromium(script: &str, seconds: u64, env: &[(&str, &str)]) -> Br
     }
 }
 
+/// Where the screenshots go: `$CALLVAULT_ARTIFACTS/portal-ui`, else `target/artifacts/portal-ui`
+/// in the workspace (CI keeps that directory).
 fn screenshot_dir() -> std::path::PathBuf {
     std::env::var_os("CALLVAULT_ARTIFACTS")
         .map(std::path::PathBuf::from)
