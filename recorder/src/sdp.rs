@@ -172,7 +172,9 @@ pub fn parse(bytes: &[u8]) -> Result<SessionDescription, SdpError> {
     let text = std::str::from_utf8(bytes).map_err(|_| SdpError::NotUtf8)?;
     let mut lines = text
         .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l).trim_end())
+        // Only ASCII blanks end a line: `trim_end` would also drop Unicode
+        // spaces such as U+00A0, which a token of ours may not end with.
+        .map(|l| l.strip_suffix('\r').unwrap_or(l).trim_end_matches([' ', '\t']))
         .enumerate()
         .filter(|(_, l)| !l.is_empty());
     match lines.next() {
@@ -254,26 +256,32 @@ enum MediaLineError {
 }
 
 fn parse_media_line(value: &str) -> Result<MediaDescription, MediaLineError> {
-    // Tokens have no control characters (RFC 8866 §9); tabs pass as separators.
-    // Otherwise one such as a vertical tab becomes the protocol, which the
-    // answer echoes and line trimming then drops.
-    if value.chars().any(|c| c.is_ascii_control() && c != '\t') {
-        return Err(MediaLineError::Bad("m= line has a control character"));
-    }
-    let mut f = value.split_ascii_whitespace();
-    let media = f.next().ok_or(MediaLineError::Bad("empty m= line"))?;
-    let port_field = f.next().ok_or(MediaLineError::Bad("m= line has no port"))?;
+    // RFC 4566 §9: fields are tokens separated by a space. Tabs and repeated
+    // spaces are tolerated as separators; anything else that is not a token
+    // character (a control character, U+00A0, other Unicode) is refused here,
+    // since the answer echoes these tokens and must parse again.
+    let mut f = value.split([' ', '\t']).filter(|t| !t.is_empty());
+    let mut token = |missing: &'static str| -> Result<Option<&str>, MediaLineError> {
+        match f.next() {
+            None if missing.is_empty() => Ok(None),
+            None => Err(MediaLineError::Bad(missing)),
+            Some(t) if t.chars().all(is_token_char) => Ok(Some(t)),
+            Some(_) => Err(MediaLineError::Bad(
+                "m= line has a character that is not allowed in a token",
+            )),
+        }
+    };
+    let media = token("empty m= line")?.unwrap_or_default();
+    let port_field = token("m= line has no port")?.unwrap_or_default();
     // `port/count` is for layered multicast; only the base port matters here.
     let port = port_field
         .split('/')
         .next()
         .and_then(|p| p.parse::<u16>().ok())
         .ok_or(MediaLineError::Bad("invalid m= port"))?;
-    let proto = f
-        .next()
-        .ok_or(MediaLineError::Bad("m= line has no protocol"))?;
+    let proto = token("m= line has no protocol")?.unwrap_or_default();
     let mut formats = Vec::new();
-    for fmt in f {
+    while let Some(fmt) = token("")? {
         if formats.len() >= MAX_FORMATS {
             return Err(MediaLineError::TooManyFormats);
         }
@@ -293,6 +301,12 @@ fn parse_media_line(value: &str) -> Result<MediaDescription, MediaLineError> {
         rtcp_port: None,
         attributes: Vec::new(),
     })
+}
+
+/// RFC 4566 §9 `token-char`: visible ASCII but for `"(),:;<=>?@[\]`. `/` is
+/// allowed here because the protocol (`RTP/AVP`) is tokens joined by it.
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_graphic() && !"\"(),:;<=>?@[\\]".contains(c)
 }
 
 fn parse_connection(value: &str) -> Option<Connection> {

@@ -198,6 +198,19 @@ fn sdp_errors_name_the_line() {
         sdp::parse(b"v=0\r\nm=audio 4000 RTP/AVP 0\r\na=rtpmap:300 X/8000\r\n").unwrap_err(),
         SdpError::BadLine { line: 3, .. }
     ));
+    // A no-break space is not a separator (RFC 4566 allows ASCII space only):
+    // the m-line is refused by name instead of yielding a protocol the answer
+    // would echo and that then does not parse.
+    for line in ["m=audio 4000 \u{a0} 0", "m=audio 4000 RTP/AVP 0\u{a0}", "m=aud\u{a0}io 4000 RTP/AVP 0"] {
+        let err = sdp::parse(format!("v=0\r\n{line}\r\n").as_bytes()).unwrap_err();
+        assert!(
+            err.to_string().contains("line 2: m= line has a character"),
+            "{line:?}: {err}"
+        );
+    }
+    // Tabs and repeated spaces still separate: real sources send them.
+    let tabs = sdp::parse(b"v=0\r\nm=audio\t4000  RTP/AVP\t0 8\r\n").unwrap();
+    assert_eq!(tabs.media[0].formats, ["0", "8"]);
     let many = format!("v=0\r\n{}", "m=audio 4000 RTP/AVP 0\r\n".repeat(40));
     assert_eq!(
         sdp::parse(many.as_bytes()).unwrap_err(),
