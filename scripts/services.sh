@@ -20,8 +20,25 @@ ensure_packages() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"
-  as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt_get update -qq
+  apt_get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# apt_get ARGS...: apt-get that waits for another package manager (unattended upgrades, a cloud
+# machine's first-boot set-up) to release its locks instead of failing at once. DPkg::Lock::Timeout
+# covers dpkg's locks; `update` takes the package lists' lock, which it does not, so a failure
+# while another apt process runs is retried.
+apt_get() {
+  local waited=0
+  until DEBIAN_FRONTEND=noninteractive as_root apt-get -o DPkg::Lock::Timeout=600 "$@"; do
+    if ! pgrep -x 'apt-get|apt|dpkg|unattended-upgr' >/dev/null || [ "$waited" -ge 600 ]; then
+      log "apt-get $* failed"
+      return 1
+    fi
+    log "another package manager is running; waiting for it (${waited}s so far)"
+    sleep 5
+    waited=$((waited + 5))
+  done
 }
 
 # ensure_build_packages: what the Rust build itself links against (the recorder uses libopus).
