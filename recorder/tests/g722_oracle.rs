@@ -77,9 +77,16 @@ fn codec_agrees_with_libg722_bit_for_bit() {
     assert!(status.success(), "libg722 failed: {status}");
 
     let theirs = std::fs::read(dir.path().join("theirs.g722")).expect("theirs");
-    assert_eq!(theirs.len(), input.len() / 2, "64 kbit/s: one byte per two samples");
+    assert_eq!(
+        theirs.len(),
+        input.len() / 2,
+        "64 kbit/s: one byte per two samples"
+    );
     let first_diff = ours.iter().zip(&theirs).position(|(a, b)| a != b);
-    assert_eq!(first_diff, None, "encoders disagree at code word {first_diff:?}");
+    assert_eq!(
+        first_diff, None,
+        "encoders disagree at code word {first_diff:?}"
+    );
 
     // Our decoder on their code words gives their decoder's samples, and theirs on ours.
     let mut decoded = Vec::new();
@@ -87,6 +94,12 @@ fn codec_agrees_with_libg722_bit_for_bit() {
     let their_decoded = read_pcm(&dir.path().join("theirs.decoded.pcm"));
     assert_eq!(decoded.len(), their_decoded.len());
     let first_diff = decoded.iter().zip(&their_decoded).position(|(a, b)| a != b);
-    assert_eq!(first_diff, None, "decoders disagree at sample {first_diff:?}");
-    assert_eq!(read_pcm(&dir.path().join("ours.decoded.pcm")), their_decoded);
+    assert_eq!(
+        first_diff, None,
+        "decoders disagree at sample {first_diff:?}"
+    );
+    assert_eq!(
+        read_pcm(&dir.path().join("ours.decoded.pcm")),
+        their_decoded
+    );
 }
