@@ -174,7 +174,11 @@ pub fn parse(bytes: &[u8]) -> Result<SessionDescription, SdpError> {
         .split('\n')
         // Only ASCII blanks end a line: `trim_end` would also drop Unicode
         // spaces such as U+00A0, which a token of ours may not end with.
-        .map(|l| l.strip_suffix('\r').unwrap_or(l).trim_end_matches([' ', '\t']))
+        .map(|l| {
+            l.strip_suffix('\r')
+                .unwrap_or(l)
+                .trim_end_matches([' ', '\t'])
+        })
         .enumerate()
         .filter(|(_, l)| !l.is_empty());
     match lines.next() {

@@ -201,7 +201,11 @@ fn sdp_errors_name_the_line() {
     // A no-break space is not a separator (RFC 4566 allows ASCII space only):
     // the m-line is refused by name instead of yielding a protocol the answer
     // would echo and that then does not parse.
-    for line in ["m=audio 4000 \u{a0} 0", "m=audio 4000 RTP/AVP 0\u{a0}", "m=aud\u{a0}io 4000 RTP/AVP 0"] {
+    for line in [
+        "m=audio 4000 \u{a0} 0",
+        "m=audio 4000 RTP/AVP 0\u{a0}",
+        "m=aud\u{a0}io 4000 RTP/AVP 0",
+    ] {
         let err = sdp::parse(format!("v=0\r\n{line}\r\n").as_bytes()).unwrap_err();
         assert!(
             err.to_string().contains("line 2: m= line has a character"),
