@@ -4,11 +4,11 @@
 
 use std::fs::File;
 use std::io::{ErrorKind, Write};
-use std::net::UdpSocket;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callvault_store::db::{Party, ReleaseCause, now_micros};
+use callvault_store::db::{AlarmSeverity, Party, ReleaseCause, now_micros};
 use callvault_store::format::{RecordingWriter, WriterOptions, sha256};
 use callvault_store::keys::PublicKey;
 use tokio::sync::{Semaphore, mpsc};
@@ -16,7 +16,9 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::commit::{Committer, DbSlot};
-use crate::media::{OpusConfig, Recording, StreamConfig, StreamId, TimelineConfig};
+use crate::media::latch::Source;
+use crate::media::rtp::{self, Packet};
+use crate::media::{Latch, OpusConfig, Recording, StreamConfig, StreamId, TimelineConfig, Verdict};
 use crate::metrics::{self, Metrics};
 use crate::ports::{PortPair, PortPool};
 use crate::spool::{Ended, Manifest, RowFacts, Spool, trim_to_whole_chunks};
@@ -64,15 +66,18 @@ impl Stop {
 #[derive(Debug)]
 pub enum Control {
     /// A new m-line to receive (initial offer, or added by a re-INVITE).
+    /// `peer`: the address the offer names for the stream's media (see [`crate::media::latch`]).
     AddStream {
         index: usize,
         pair: PortPair,
         config: StreamConfig,
+        peer: Option<IpAddr>,
     },
-    /// The m-line's codecs changed.
+    /// A re-offer of the m-line: its codecs may have changed, and it latches again.
     UpdateStream {
         index: usize,
         config: StreamConfig,
+        peer: Option<IpAddr>,
     },
     /// The source removed the m-line (port 0).
     CloseStream {
@@ -93,6 +98,31 @@ struct Slot {
     rtp: UdpSocket,
     rtcp: UdpSocket,
     config: StreamConfig,
+    latch: Latch,
+}
+
+/// Foreign datagrams a call drops before it raises an alarm: a few strays (late packets of a
+/// port's previous call) are no attack; a second of a stream's packets is.
+pub const FOREIGN_ALARM_THRESHOLD: u64 = 50;
+
+/// The alarm's type in the alarms table; its source is `call <SIP Call-ID>`.
+pub const FOREIGN_ALARM: &str = "RTP_FOREIGN_SOURCE";
+
+/// At most one log line per call and interval about its foreign datagrams.
+const FOREIGN_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Datagrams a call dropped because they came from a source its stream is not latched to.
+#[derive(Debug, Default)]
+struct Foreign {
+    total: u64,
+    /// In the live segment (written into its metadata).
+    segment: u64,
+    last_source: Option<SocketAddr>,
+    /// Dropped since the last log line, and when that was.
+    unlogged: u64,
+    logged_at: Option<Instant>,
+    /// The alarm, raised in the background; cleared when the call ends.
+    alarm: Option<JoinHandle<()>>,
 }
 
 struct Segment {
@@ -132,6 +162,7 @@ pub struct Call {
     encoding: Option<Encoding>,
     held: Vec<Held>,
     paused: bool,
+    foreign: Foreign,
 }
 
 impl std::fmt::Debug for Call {
@@ -154,6 +185,7 @@ impl Call {
             encoding: None,
             held: Vec::new(),
             paused: false,
+            foreign: Foreign::default(),
         };
         call.segment = Some(call.open_segment()?);
         Ok(call)
@@ -274,6 +306,9 @@ impl Call {
             drop(slot);
             call.ctx.ports.release(port);
         }
+        if let Some(raised) = call.foreign.alarm.take() {
+            call.clear_foreign_alarm(raised);
+        }
     }
 
     /// Waits for the segment to come back from its encoder, if it is away.
@@ -312,6 +347,7 @@ impl Call {
                 index,
                 pair,
                 config,
+                peer,
             } => {
                 let (rtp, rtcp) = (pair.rtp, pair.rtcp);
                 if self.slots.len() <= index {
@@ -329,11 +365,17 @@ impl Call {
                     rtp,
                     rtcp,
                     config,
+                    latch: Latch::new(peer),
                 });
             }
-            Control::UpdateStream { index, config } => {
+            Control::UpdateStream {
+                index,
+                config,
+                peer,
+            } => {
                 if let Some(Some(slot)) = self.slots.get_mut(index) {
                     slot.config = config.clone();
+                    slot.latch.relatch(peer);
                 }
                 if let Some(seg) = self.segment.as_mut()
                     && let Some(Some(id)) = seg.streams.get(index)
@@ -396,18 +438,25 @@ impl Call {
     }
 
     /// Reads every datagram waiting on the media sockets (non-blocking), stream by stream.
-    /// RTCP is read and dropped: tolerated, not needed. Each RTP datagram goes to the timeline
-    /// with the time the kernel received it, not the time of this read.
+    /// RTCP is read and dropped: tolerated, not needed. Each RTP datagram the stream's latch
+    /// admits goes to the timeline with the time the kernel received it, not the time of this
+    /// read; the others are dropped as foreign.
     fn drain_sockets(&mut self, buf: &mut [u8], control: &mut [u8]) {
         for index in 0..self.slots.len() {
             if self.held.len() >= MAX_HELD {
                 return;
             }
             let mut errors = 0;
-            while let Some(slot) = &self.slots[index] {
+            while let Some(slot) = self.slots[index].as_mut() {
                 while slot.rtcp.recv_from(buf).is_ok() {}
                 match crate::ports::recv_stamped(&slot.rtp, buf, control) {
-                    Ok((len, arrival)) => self.on_datagram(index, &buf[..len], arrival),
+                    Ok((len, from, arrival)) => match admit(slot, from, &buf[..len]) {
+                        Verdict::Foreign { latched } => self.on_foreign(index, from, latched),
+                        verdict => {
+                            log_latch(index, from, verdict, slot.latch.source());
+                            self.on_datagram(index, &buf[..len], arrival);
+                        }
+                    },
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     // ICMP errors and the like are reported once: the socket may still hold
                     // datagrams behind them. A socket that keeps failing waits for the next tick.
@@ -416,6 +465,90 @@ impl Call {
                 }
             }
         }
+    }
+
+    /// Counts and logs (rate-limited) a foreign datagram; past the threshold, raises the alarm.
+    fn on_foreign(&mut self, index: usize, from: Option<SocketAddr>, latched: Source) {
+        metrics::inc(&self.ctx.metrics.rtp_foreign);
+        let f = &mut self.foreign;
+        f.total += 1;
+        f.segment += 1;
+        f.unlogged += 1;
+        f.last_source = from;
+        let now = Instant::now();
+        if f.logged_at
+            .is_none_or(|t| now.duration_since(t) >= FOREIGN_LOG_INTERVAL)
+        {
+            tracing::warn!(stream = index, source = ?from, latched = %latched.address,
+                dropped = f.unlogged, "RTP from a source the stream is not latched to: dropped");
+            f.unlogged = 0;
+            f.logged_at = Some(now);
+        }
+        if f.alarm.is_none() && f.total >= FOREIGN_ALARM_THRESHOLD {
+            metrics::inc(&self.ctx.metrics.rtp_foreign_alarms);
+            let message = format!(
+                "Foreign RTP on call {}: {} datagrams dropped, the last from {}; the stream \
+                 records only its latched source {} (a spoof of that address needs SRTP to stop)",
+                self.row.sip_call_id,
+                f.total,
+                from.map_or_else(|| "an unknown address".to_owned(), |a| a.to_string()),
+                latched.address,
+            );
+            tracing::error!(alarm = FOREIGN_ALARM, "{message}");
+            let (db, tenant, source) = (
+                self.ctx.db.clone(),
+                self.ctx.tenant.clone(),
+                alarm_source(&self.row.sip_call_id),
+            );
+            f.alarm = Some(tokio::spawn(async move {
+                let raised = match db.get().await {
+                    Ok(db) => match db
+                        .raise_alarm(
+                            &tenant,
+                            FOREIGN_ALARM,
+                            &source,
+                            AlarmSeverity::Major,
+                            &message,
+                        )
+                        .await
+                    {
+                        Ok(_) => db.log_activity(&tenant, "alarm", &message).await,
+                        Err(e) => Err(e),
+                    }
+                    .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Err(e) = raised {
+                    tracing::error!(error = %e, "the foreign-RTP alarm could not be stored");
+                }
+            }));
+        }
+    }
+
+    /// The call ended: its foreign-RTP alarm clears (the recording's metadata keeps the count).
+    fn clear_foreign_alarm(&self, raised: JoinHandle<()>) {
+        let (db, tenant, source) = (
+            self.ctx.db.clone(),
+            self.ctx.tenant.clone(),
+            alarm_source(&self.row.sip_call_id),
+        );
+        tokio::spawn(async move {
+            let _ = raised.await;
+            let cleared = match db.get().await {
+                Ok(db) => match db.clear_alarm(&tenant, FOREIGN_ALARM, &source).await {
+                    Ok(true) => {
+                        let text = format!("Foreign RTP ({source}) cleared: the call ended");
+                        db.log_activity(&tenant, "alarm Clear", &text).await
+                    }
+                    other => other.map(|_| ()),
+                }
+                .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = cleared {
+                tracing::warn!(error = %e, "the foreign-RTP alarm could not be cleared");
+            }
+        });
     }
 
     fn on_datagram(&mut self, index: usize, data: &[u8], arrival: Instant) {
@@ -505,6 +638,14 @@ impl Call {
         } = seg;
         let end_time = manifest.row.start_time
             + i64::try_from(end.saturating_duration_since(started).as_micros()).unwrap_or(0);
+        let dropped = std::mem::take(&mut self.foreign.segment);
+        if dropped > 0 {
+            manifest.row.raw_metadata = with_foreign(
+                &manifest.row.raw_metadata,
+                dropped,
+                self.foreign.last_source,
+            );
+        }
         let metadata_digest = hex::encode(sha256(manifest.row.raw_metadata.as_bytes()));
         let sealed = recording
             .finish(end)
@@ -548,6 +689,66 @@ impl Call {
         tracing::info!(recording = %manifest.id, ?stop, "segment ended");
         ctx.committer.submit(manifest);
     }
+}
+
+/// What the foreign-RTP alarm of a call is about.
+fn alarm_source(sip_call_id: &str) -> String {
+    format!("call {sip_call_id}")
+}
+
+/// The latch's verdict on a datagram from `from`. Only RTP with one of the stream's payload
+/// types may latch; anything else (RTCP, garbage, other payload types) passes to the timeline,
+/// which counts and drops it, when it comes from the latched source or before any latch.
+fn admit(slot: &mut Slot, from: Option<SocketAddr>, data: &[u8]) -> Verdict {
+    let recordable = match rtp::parse(data) {
+        Ok(Packet::Rtp(p)) if slot.config.lookup(p.payload_type).is_some() => Some(p.ssrc),
+        _ => None,
+    };
+    match (from, recordable, slot.latch.source()) {
+        (Some(from), Some(ssrc), _) => slot.latch.check(from, ssrc),
+        (_, _, None) => Verdict::Accept,
+        (Some(from), None, Some(_)) if slot.latch.admits(from) => Verdict::Accept,
+        (_, _, Some(latched)) => Verdict::Foreign { latched },
+    }
+}
+
+/// Logs a latch or SSRC change (accepted packets are not logged).
+fn log_latch(index: usize, from: Option<SocketAddr>, verdict: Verdict, now: Option<Source>) {
+    let basis = now.map(|s| s.basis);
+    match verdict {
+        Verdict::Latched { replaced: None } => {
+            tracing::info!(stream = index, source = ?from, ?basis, "RTP latched")
+        }
+        Verdict::Latched {
+            replaced: Some(old),
+        } => tracing::warn!(stream = index, source = ?from, ?basis, replaced = %old.address,
+            "RTP latched to a better source (the one it replaces was recorded until now)"),
+        Verdict::SsrcChanged { from: old } => {
+            tracing::info!(stream = index, old_ssrc = old, ssrc = ?now.map(|s| s.ssrc),
+                "the latched source changed its SSRC")
+        }
+        Verdict::Accept | Verdict::Foreign { .. } => {}
+    }
+}
+
+/// The row's metadata JSON with the count of foreign datagrams the segment dropped and the last
+/// one's source, so the recording itself shows it was targeted.
+fn with_foreign(raw: &str, dropped: u64, last: Option<SocketAddr>) -> String {
+    let Ok(serde_json::Value::Object(mut doc)) = serde_json::from_str(raw) else {
+        tracing::warn!(
+            dropped,
+            "metadata is not a JSON object: foreign RTP count not recorded in it"
+        );
+        return raw.to_owned();
+    };
+    doc.insert(
+        "rtpForeign".to_owned(),
+        serde_json::json!({
+            "dropped": dropped,
+            "lastSource": last.map(|a| a.to_string()),
+        }),
+    );
+    serde_json::Value::Object(doc).to_string()
 }
 
 /// Marks a segment whose writer died as recovered: its file is cut after the last whole

@@ -15,6 +15,10 @@ pub struct Metrics {
     pub rtp_lost: AtomicU64,
     pub rtp_late: AtomicU64,
     pub rtp_malformed: AtomicU64,
+    /// Datagrams dropped: not from the source their stream is latched to.
+    pub rtp_foreign: AtomicU64,
+    /// Calls whose foreign datagrams crossed the alarm threshold.
+    pub rtp_foreign_alarms: AtomicU64,
     pub commits: AtomicU64,
     pub commits_incomplete: AtomicU64,
     pub commit_failures: AtomicU64,
@@ -129,6 +133,18 @@ impl Metrics {
             "counter",
             "Datagrams that were not RTP or RTCP.",
             get(&self.rtp_malformed),
+        );
+        metric(
+            "rtp_foreign_total",
+            "counter",
+            "RTP datagrams dropped because they did not come from the source their stream is latched to.",
+            get(&self.rtp_foreign),
+        );
+        metric(
+            "rtp_foreign_alarms_total",
+            "counter",
+            "Calls whose foreign RTP crossed the alarm threshold (an injection attempt).",
+            get(&self.rtp_foreign_alarms),
         );
         metric(
             "commits_total",

@@ -85,13 +85,13 @@ pub fn stamp_buffer() -> Vec<u8> {
     nix::cmsg_space!(TimeSpec)
 }
 
-/// Reads one datagram (non-blocking) with the time the kernel received it, or `now` when the
-/// socket gave no stamp.
+/// Reads one datagram (non-blocking) with its source and the time the kernel received it, or
+/// `now` when the socket gave no stamp.
 pub fn recv_stamped(
     socket: &UdpSocket,
     buf: &mut [u8],
     control: &mut [u8],
-) -> std::io::Result<(usize, Instant)> {
+) -> std::io::Result<(usize, Option<SocketAddr>, Instant)> {
     let mut iov = [IoSliceMut::new(buf)];
     let msg = recvmsg::<SockaddrStorage>(
         socket.as_raw_fd(),
@@ -107,10 +107,16 @@ pub fn recv_stamped(
             _ => None,
         })
     });
+    let source = msg.address.and_then(|a| {
+        a.as_sockaddr_in()
+            .map(|v4| SocketAddr::from(*v4))
+            .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+    });
     let len = msg.bytes;
     let now = Instant::now();
     Ok((
         len,
+        source,
         stamp.map_or(now, |s| arrival(now, SystemTime::now(), s)),
     ))
 }
@@ -149,9 +155,11 @@ mod tests {
                 .expect("send");
             // The reader comes late, as a recorder on a busy machine does.
             std::thread::sleep(Duration::from_millis(100));
-            let (len, at) = recv_stamped(&pair.rtp, &mut buf, &mut control).expect("datagram");
+            let (len, from, at) =
+                recv_stamped(&pair.rtp, &mut buf, &mut control).expect("datagram");
             let read_at = Instant::now();
             assert_eq!(&buf[..len], b"rtp");
+            assert_eq!(from, sender.local_addr().ok());
             // Clock reading granularity aside, never before the send.
             assert!(at + Duration::from_millis(5) >= sent);
             read_at.duration_since(at) >= Duration::from_millis(95)

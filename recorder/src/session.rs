@@ -435,8 +435,13 @@ impl Recorder {
                     let channel = channel_for(nth, accepted, label.as_deref(), md);
                     nth += 1;
                     let config = stream_config(m, channel);
+                    let peer = m.effective_connection(offer).and_then(sdp::Connection::ip);
                     if let Some(port) = existing {
-                        let _ = control.send(Control::UpdateStream { index, config });
+                        let _ = control.send(Control::UpdateStream {
+                            index,
+                            config,
+                            peer,
+                        });
                         ports.push(Some(port));
                         continue;
                     }
@@ -454,6 +459,7 @@ impl Recorder {
                         index,
                         pair,
                         config,
+                        peer,
                     });
                 }
                 MediaPlan::Reject { .. } => {

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod g722;
+pub mod latch;
 pub mod ogg;
 pub mod recording;
 pub mod resample;
@@ -17,6 +18,7 @@ pub mod timeline;
 
 pub use codec::{Codec, PayloadType};
 pub use dtmf::{DtmfEvent, TelephoneEvent};
+pub use latch::{Latch, Verdict};
 pub use ogg::{OggOpusWriter, OpusConfig};
 pub use recording::{MediaError, Recording};
 pub use rtp::{Packet, RtpError, RtpPacket};

@@ -46,7 +46,8 @@ impl StreamConfig {
         self
     }
 
-    fn lookup(&self, pt: u8) -> Option<PayloadType> {
+    /// The payload type `pt` stands for on this stream, if it is one the stream decodes.
+    pub fn lookup(&self, pt: u8) -> Option<PayloadType> {
         self.payload_types
             .iter()
             .copied()

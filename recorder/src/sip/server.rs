@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::transaction::{Received, ServerTxn, Timers, Transactions, TxnEvent, new_tag};
-use super::transport::{Inbound, Listeners, ReplyPath, Transport, TransportError};
+use super::transport::{Inbound, Listeners, ReplyPath, TcpTimeouts, Transport, TransportError};
 use super::{DialogId, Limits, Method, SipMessage};
 use crate::multipart::siprec_body;
 
@@ -33,6 +33,7 @@ pub struct ServerConfig {
     pub advertised_host: Option<String>,
     pub timers: Timers,
     pub limits: Limits,
+    pub tcp: TcpTimeouts,
     /// Retry-After on 503 while draining or full.
     pub retry_after: Duration,
 }
@@ -44,6 +45,7 @@ impl Default for ServerConfig {
             advertised_host: None,
             timers: Timers::default(),
             limits: Limits::default(),
+            tcp: TcpTimeouts::default(),
             retry_after: Duration::from_secs(30),
         }
     }
@@ -160,7 +162,7 @@ impl<H: SessionHandler> SipServer<H> {
     pub async fn start(config: ServerConfig, handler: Arc<H>) -> Result<Self, TransportError> {
         let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(1024);
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-        let listeners = Listeners::bind(config.bind, config.limits, in_tx).await?;
+        let listeners = Listeners::bind(config.bind, config.limits, config.tcp, in_tx).await?;
         let shared = Arc::new(Shared {
             handler,
             txns: Transactions::new(config.timers, ev_tx),

@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,6 +22,29 @@ const MAX_DATAGRAM: usize = 65_535;
 /// Responses queued for one TCP connection before it counts as stuck.
 const TCP_QUEUE: usize = 256;
 const DEFAULT_SIP_PORT: u16 = 5060;
+
+/// How long a TCP connection may take over a message, stay silent, or not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpTimeouts {
+    /// From a message's first byte to its last (headers and body): a client that trickles a
+    /// message (slow loris) is disconnected.
+    pub message: Duration,
+    /// Without a byte (keep-alives count), a connection no dialog or transaction uses is
+    /// closed; one that carries a live call stays open for the recorder's own BYE.
+    pub idle: Duration,
+    /// One write to a peer that does not read its responses.
+    pub write: Duration,
+}
+
+impl Default for TcpTimeouts {
+    fn default() -> Self {
+        Self {
+            message: Duration::from_secs(10),
+            idle: Duration::from_secs(120),
+            write: Duration::from_secs(10),
+        }
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum TransportError {
@@ -151,6 +175,7 @@ impl Listeners {
     pub async fn bind(
         addr: SocketAddr,
         limits: Limits,
+        timeouts: TcpTimeouts,
         tx: mpsc::Sender<Inbound>,
     ) -> Result<Self, TransportError> {
         let (udp, udp_addr, tcp) = bind_pair(addr).await?;
@@ -162,7 +187,7 @@ impl Listeners {
         let udp = Arc::new(udp);
         let tasks = vec![
             tokio::spawn(udp_loop(udp, udp_addr, limits, tx.clone())),
-            tokio::spawn(tcp_accept_loop(tcp, tcp_addr, limits, tx)),
+            tokio::spawn(tcp_accept_loop(tcp, tcp_addr, limits, timeouts, tx)),
         ];
         tracing::info!(udp = %udp_addr, tcp = %tcp_addr, "SIP listeners bound");
         Ok(Self {
@@ -280,12 +305,14 @@ async fn tcp_accept_loop(
     listener: TcpListener,
     local: SocketAddr,
     limits: Limits,
+    timeouts: TcpTimeouts,
     tx: mpsc::Sender<Inbound>,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                tokio::spawn(tcp_connection(stream, peer, local, limits, tx.clone()));
+                let conn = tcp_connection(stream, peer, local, limits, timeouts, tx.clone());
+                tokio::spawn(conn);
             }
             Err(e) => tracing::warn!(error = %e, "TCP accept failed"),
         }
@@ -297,31 +324,63 @@ async fn tcp_connection(
     peer: SocketAddr,
     local: SocketAddr,
     limits: Limits,
+    timeouts: TcpTimeouts,
     tx: mpsc::Sender<Inbound>,
 ) {
     let (mut rd, mut wr) = stream.into_split();
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
     let writer = tokio::spawn(async move {
         while let Some(bytes) = out_rx.recv().await {
-            if let Err(e) = wr.write_all(&bytes).await {
-                tracing::debug!(%peer, error = %e, "TCP write failed");
-                return;
+            match tokio::time::timeout(timeouts.write, wr.write_all(&bytes)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TCP write failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, timeout = ?timeouts.write,
+                        "closing TCP connection: the peer does not read its responses");
+                    return;
+                }
             }
         }
     });
-    let reply = ReplyPath::Tcp { conn: out_tx, peer };
+    let reply = ReplyPath::Tcp {
+        conn: out_tx.clone(),
+        peer,
+    };
     let mut framer = StreamFramer::new(limits);
     let mut buf = vec![0u8; 16 * 1024];
+    // When the first byte of the message being received arrived.
+    let mut message_started: Option<tokio::time::Instant> = None;
     'read: loop {
-        let n = match rd.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
+        let now = tokio::time::Instant::now();
+        let deadline = match message_started {
+            Some(started) => started + timeouts.message,
+            None => now + timeouts.idle,
+        };
+        let n = match tokio::time::timeout_at(deadline, rd.read(&mut buf)).await {
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "TCP read failed");
+                break;
+            }
+            Err(_) if message_started.is_some() => {
+                tracing::warn!(%peer, pending = framer.pending(), timeout = ?timeouts.message,
+                    "closing TCP connection: a message did not arrive whole in time");
+                break;
+            }
+            // Dialogs and transactions hold a handle of the connection: one that carries a
+            // call stays open however quiet.
+            Err(_) if out_tx.strong_count() > 2 => continue,
+            Err(_) => {
+                tracing::debug!(%peer, timeout = ?timeouts.idle, "closing idle TCP connection");
                 break;
             }
         };
         framer.push(buf.get(..n).unwrap_or_default());
+        let mut completed = false;
         loop {
             let msg = match framer.next_message() {
                 Ok(Some(m)) => m,
@@ -332,6 +391,7 @@ async fn tcp_connection(
                     break 'read;
                 }
             };
+            completed = true;
             match accept_request(msg, peer, Transport::Tcp) {
                 Some(Ok(msg)) => {
                     let inbound = Inbound {
@@ -348,8 +408,14 @@ async fn tcp_connection(
                 None => {}
             }
         }
+        message_started = match framer.pending() {
+            0 => None,
+            // The rest belongs to the next message, which started in this read.
+            _ if completed => Some(tokio::time::Instant::now()),
+            _ => message_started.or(Some(tokio::time::Instant::now())),
+        };
     }
-    drop(reply);
+    drop((reply, out_tx));
     // Let queued responses (a final 400, a BYE's 200) go out before closing.
     let _ = writer.await;
 }
