@@ -408,7 +408,7 @@ pub const MAX_PASSWORD: usize = 1024;
 /// Largest sign-in request body, in bytes.
 pub const MAX_SIGN_IN_BODY: usize = 16 * 1024;
 
-/// Failed sign-ins as audit entries, bounded: per tenant, source and window, the first failure
+/// Failed sign-ins as audit entries, bounded: per tenant, source, method and window, the first failure
 /// is written at once and the rest become one summary entry (count, reasons, up to
 /// [`MAX_SUMMARY_NAMES`] usernames) when the window ends. At most [`MAX_PENDING_SOURCES`]
 /// sources are followed per window; failures of further sources share one summary.
@@ -416,7 +416,8 @@ pub const MAX_SIGN_IN_BODY: usize = 16 * 1024;
 pub struct FailedSignIns {
     window: Duration,
     overflow_tenant: String,
-    pending: Mutex<HashMap<(String, String), Pending>>,
+    /// By tenant, source and method.
+    pending: Mutex<HashMap<(String, String, String), Pending>>,
 }
 
 pub const MAX_PENDING_SOURCES: usize = 1000;
@@ -488,10 +489,14 @@ impl FailedSignIns {
         at: i64,
     ) -> Option<(String, NewAuditEntry)> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let mut key = (f.tenant.to_owned(), f.source.to_owned());
+        let mut key = (f.tenant.to_owned(), f.source.to_owned(), f.method.to_owned());
         let mut first = !pending.contains_key(&key);
         if first && pending.len() >= MAX_PENDING_SOURCES {
-            key = (self.overflow_tenant.clone(), OTHER_SOURCES.to_owned());
+            key = (
+                self.overflow_tenant.clone(),
+                OTHER_SOURCES.to_owned(),
+                f.method.to_owned(),
+            );
             first = false;
         }
         let name = cut(f.username, NAME_CHARS);
@@ -546,7 +551,7 @@ impl FailedSignIns {
             .into_iter()
             .filter_map(|k| {
                 let p = pending.remove(&k)?;
-                let (tenant, source) = k;
+                let (tenant, source, method) = k;
                 (p.more > 0).then(|| {
                     (
                         tenant,
@@ -554,6 +559,7 @@ impl FailedSignIns {
                             .item("source", &source)
                             .details(json!({
                                 "summary": true,
+                                "method": method,
                                 "ip": p.ip,
                                 "attempts": p.more,
                                 "reasons": p.reasons,

@@ -23,7 +23,9 @@ kind: AccessProfile
 metadata: {name: admins}
 spec:
   subjects: {groups: [admins]}
-  calls: {scope: All, actions: {play: true, download: true, export: true, tag: true, notes: true, delete: true}}
+  calls:
+    scope: All
+    actions: {play: true, download: true, export: true, tag: true, addNotes: true}
   admin: {configureSystem: true, auditTrail: true, manageTags: true}
   keys: [KEY]
 "#;
