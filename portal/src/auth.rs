@@ -147,7 +147,7 @@ pub fn parse_session_cookie(value: &str) -> Option<(&str, &str)> {
 
 /// Sign-in throttling by the real client (see [`crate::net::ClientAddr`]), in memory.
 ///
-/// - Each source may try `limit` sign-ins per window, whatever the accounts.
+/// - Each source may fail `limit` sign-ins per window, whatever the accounts.
 /// - Each account counts failures per source: `lockout_failures` in a row from one source
 ///   pause that source's sign-ins to the account for `lockout`. The owner's other sources are
 ///   not affected, so nobody can lock an account's owner out from elsewhere.
@@ -193,7 +193,7 @@ struct Account {
 /// Why an attempt was refused; each carries the seconds to wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// The source tried too often (any accounts).
+    /// The source failed too often (any accounts).
     Source(u64),
     /// The source failed too often on this account.
     Paused(u64),
@@ -205,7 +205,7 @@ impl Refusal {
     /// The audit reason.
     pub fn reason(self) -> &'static str {
         match self {
-            Refusal::Source(_) => "throttled: too many attempts from this source",
+            Refusal::Source(_) => "throttled: too many failures from this source",
             Refusal::Paused(_) => "throttled: this source failed too often on the account",
             Refusal::Account(_) => "throttled: too many attempts on the account from new sources",
         }
@@ -265,16 +265,43 @@ impl Throttle {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts an attempt of `source` (before any account is looked at).
-    pub fn source_attempt(&self, source: &str, now: Instant) -> Result<(), Refusal> {
+    /// Whether `source` may try a sign-in (before any account is looked at): refused once it
+    /// failed `limit` times in the window. Successes cost nothing, so colleagues behind one
+    /// address do not throttle each other by signing in.
+    pub fn source_check(&self, source: &str, now: Instant) -> Result<(), Refusal> {
+        let mut st = self.lock();
+        let Some(q) = st.sources.get_mut(source) else {
+            return Ok(());
+        };
+        while q
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= self.window)
+        {
+            q.pop_front();
+        }
+        match q.front() {
+            Some(first) if q.len() >= self.limit => Err(Refusal::Source(
+                self.window
+                    .saturating_sub(now.duration_since(*first))
+                    .as_secs()
+                    .max(1),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed sign-in of `source`.
+    pub fn source_failure(&self, source: &str, now: Instant) {
         let mut st = self.lock();
         if st.sources.len() > MAX_KEYS {
             let window = self.window;
             st.sources
                 .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < window));
         }
-        let q = st.sources.entry(source.to_owned()).or_default();
-        window_hit(q, self.limit, self.window, now).map_err(Refusal::Source)
+        st.sources
+            .entry(source.to_owned())
+            .or_default()
+            .push_back(now);
     }
 
     /// The account's state, reset when its password changed since the counts were made.
@@ -489,7 +516,11 @@ impl FailedSignIns {
         at: i64,
     ) -> Option<(String, NewAuditEntry)> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let mut key = (f.tenant.to_owned(), f.source.to_owned(), f.method.to_owned());
+        let mut key = (
+            f.tenant.to_owned(),
+            f.source.to_owned(),
+            f.method.to_owned(),
+        );
         let mut first = !pending.contains_key(&key);
         if first && pending.len() >= MAX_PENDING_SOURCES {
             key = (
@@ -615,16 +646,18 @@ mod tests {
     const M: Duration = Duration::from_secs(60);
 
     #[test]
-    fn sources_are_limited_per_window() {
+    fn sources_are_limited_by_their_failures_per_window() {
         let t = Throttle::new(2, M, 5, 15 * M);
         let now = Instant::now();
-        assert!(t.source_attempt("ip:1", now).is_ok());
-        assert!(t.source_attempt("ip:1", now).is_ok());
-        let r = t.source_attempt("ip:1", now).expect_err("third is refused");
+        assert!(t.source_check("ip:1", now).is_ok());
+        t.source_failure("ip:1", now);
+        assert!(t.source_check("ip:1", now).is_ok());
+        t.source_failure("ip:1", now);
+        let r = t.source_check("ip:1", now).expect_err("third is refused");
         assert!(matches!(r, Refusal::Source(w) if w >= 59));
-        assert!(t.source_attempt("ip:2", now).is_ok(), "another source");
+        assert!(t.source_check("ip:2", now).is_ok(), "another source");
         assert!(
-            t.source_attempt("ip:1", now + Duration::from_secs(61))
+            t.source_check("ip:1", now + Duration::from_secs(61))
                 .is_ok()
         );
     }

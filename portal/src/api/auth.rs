@@ -233,7 +233,7 @@ pub async fn login(
         reason,
         method: "password",
     };
-    if let Err(r) = state.throttle.source_attempt(&source, Instant::now()) {
+    if let Err(r) = state.throttle.source_check(&source, Instant::now()) {
         return Err(throttled(&state, &fail(r.reason()), r).await);
     }
     let user = state.db.user_by_username(&tenant, &req.username).await?;
@@ -241,6 +241,7 @@ pub async fn login(
     else {
         let password = req.password.clone();
         hashing(&state, move || burn_password_check(&password)).await?;
+        state.throttle.source_failure(&source, Instant::now());
         failed_sign_in(&state, &fail("unknown user or no local password")).await?;
         return Err(ApiError::new(
             Code::InvalidCredentials,
@@ -258,6 +259,7 @@ pub async fn login(
     }
     let password = req.password.clone();
     if !hashing(&state, move || verify_password(&hash, &password)).await? {
+        state.throttle.source_failure(&source, Instant::now());
         let paused = state
             .throttle
             .failure(&account, &credential, &source, Instant::now());
@@ -449,10 +451,8 @@ pub async fn redeem_reset(
     bounded("token", &req.token, 128)?;
     bounded("new_password", &req.new_password, MAX_PASSWORD)?;
     let tenant = sign_in_tenant(&state, req.tenant.as_deref())?;
-    if let Err(r) = state
-        .throttle
-        .source_attempt(&client.source(), Instant::now())
-    {
+    let source = client.source();
+    if let Err(r) = state.throttle.source_check(&source, Instant::now()) {
         Metrics::add(&state.metrics.logins_throttled, 1);
         let mut e = ApiError::new(
             Code::TooManyAttempts,
@@ -461,16 +461,17 @@ pub async fn redeem_reset(
         e.retry_after = Some(r.wait());
         return Err(e);
     }
-    let user_id = state
+    let Some(user_id) = state
         .db
         .consume_password_reset(&tenant, &token_hash(&req.token), now_micros())
         .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                Code::InvalidCredentials,
-                "the reset token is unknown, used or expired",
-            )
-        })?;
+    else {
+        state.throttle.source_failure(&source, Instant::now());
+        return Err(ApiError::new(
+            Code::InvalidCredentials,
+            "the reset token is unknown, used or expired",
+        ));
+    };
     let user = state
         .db
         .user(&tenant, user_id)
