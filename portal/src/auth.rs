@@ -570,12 +570,12 @@ impl FailedSignIns {
         None
     }
 
-    /// Summaries of the windows that ended by `now` (every window with `all`), removed.
-    pub fn due(&self, now: Instant, all: bool) -> Vec<(String, NewAuditEntry)> {
+    /// Summaries of the windows that ended by `now`, removed.
+    pub fn due(&self, now: Instant) -> Vec<(String, NewAuditEntry)> {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         let ended: Vec<_> = pending
             .iter()
-            .filter(|(_, p)| all || now.duration_since(p.opened) >= self.window)
+            .filter(|(_, p)| now.duration_since(p.opened) >= self.window)
             .map(|(k, _)| k.clone())
             .collect();
         ended
@@ -747,13 +747,13 @@ mod tests {
             let name: &'static str = if i % 2 == 0 { "a" } else { "b" };
             assert!(log.record(&f(name), now, 2 + i).is_none());
         }
-        assert!(log.due(now, false).is_empty(), "window still open");
-        let due = log.due(now + M, false);
+        assert!(log.due(now).is_empty(), "window still open");
+        let due = log.due(now + M);
         assert_eq!(due.len(), 1);
         let d: serde_json::Value = due[0].1.details.clone();
         assert_eq!(d["attempts"], 1000);
         assert_eq!(d["usernames"], json!(["a", "b"]));
-        assert!(log.due(now + M, true).is_empty(), "drained");
+        assert!(log.due(now + 2 * M).is_empty(), "drained");
     }
 
     #[test]
@@ -782,7 +782,7 @@ mod tests {
             })
             .count();
         assert_eq!(written, MAX_PENDING_SOURCES);
-        let due = log.due(now, true);
+        let due = log.due(now + M);
         assert_eq!(due.len(), 1, "only the overflow has more than its first");
         assert_eq!(due[0].0, "default");
         assert_eq!(due[0].1.details["attempts"], 50);

@@ -22,8 +22,8 @@ pub struct PortalConfig {
     pub lockout_failures: i64,
     /// How long such a pause lasts.
     pub lockout: Duration,
-    /// Sign-in attempts allowed per client address in one minute, and per account in one
-    /// minute from sources that have not signed in to it successfully.
+    /// Failed sign-ins allowed per client address in one minute, and sign-in attempts per
+    /// account in one minute from sources that have not signed in to it successfully.
     pub login_attempts_per_minute: usize,
     /// Failed sign-ins of one source within this window become one audit entry (the first)
     /// and one summary with their count: no client can grow the audit trail without bound.

@@ -123,9 +123,9 @@ pub(crate) async fn failed_sign_in(state: &AppState, f: &Failure<'_>) -> ApiResu
     Ok(())
 }
 
-/// Writes the failed sign-in summaries whose window ended (all of them with `all`).
-pub(crate) async fn write_summaries(state: &AppState, all: bool) {
-    for (tenant, entry) in state.failed_sign_ins.due(Instant::now(), all) {
+/// Writes the failed sign-in summaries whose window ended.
+pub(crate) async fn write_summaries(state: &AppState) {
+    for (tenant, entry) in state.failed_sign_ins.due(Instant::now()) {
         if let Err(e) = state.db.append_audit(&tenant, &entry).await {
             tracing::error!(error = %e, %tenant, "writing a summary of failed sign-ins to the audit trail");
         }

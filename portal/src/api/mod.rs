@@ -138,8 +138,7 @@ pub fn ops_router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Writes the summaries of failed sign-ins whose window ended, until the portal is dropped
-/// (then whatever is still pending).
+/// Writes the summaries of failed sign-ins whose window ended, until the portal is dropped.
 pub(crate) async fn write_failed_sign_in_summaries(state: std::sync::Weak<AppState>) {
     let period = state.upgrade().map_or(Duration::from_secs(1), |s| {
         (s.failed_sign_ins.window() / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
@@ -150,7 +149,7 @@ pub(crate) async fn write_failed_sign_in_summaries(state: std::sync::Weak<AppSta
         let Some(state) = state.upgrade() else {
             return;
         };
-        auth::write_summaries(&state, false).await;
+        auth::write_summaries(&state).await;
     }
 }
 
