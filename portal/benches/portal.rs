@@ -120,7 +120,8 @@ async fn main() {
         access,
         ring,
         storages,
-    );
+    )
+    .app;
     let supervisor = login(&router, "supervisor").await;
     let agent = login(&router, "agent007").await;
     let tags: Vec<String> = db

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::net::IpNet;
+
 /// Settings of one portal process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortalConfig {
@@ -15,12 +17,28 @@ pub struct PortalConfig {
     pub session_absolute: Duration,
     /// Mark cookies `Secure` (the portal is reached over TLS).
     pub secure_cookies: bool,
-    /// Failed passwords in a row that lock an account.
+    /// Failed passwords in a row from one source that pause that source's sign-ins to the
+    /// account (the owner's other sources are not affected).
     pub lockout_failures: i64,
-    /// How long a locked account stays locked.
+    /// How long such a pause lasts.
     pub lockout: Duration,
-    /// Sign-in attempts allowed per client address and per account in one minute.
+    /// Failed sign-ins allowed per client address in one minute, and sign-in attempts per
+    /// account in one minute from sources that have not signed in to it successfully.
     pub login_attempts_per_minute: usize,
+    /// Failed sign-ins of one source within this window become one audit entry (the first)
+    /// and one summary with their count: no client can grow the audit trail without bound.
+    pub failed_login_audit_window: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed; every other peer is the client itself.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Password hashes computed at once (each takes ~19 MiB and tens of milliseconds).
+    pub hashing_concurrency: usize,
+    /// Password checks that may wait for a hashing slot; more answer 503 with Retry-After.
+    pub hashing_queue: usize,
+    /// A request's headers must arrive within this time, and a kept-alive connection idle
+    /// this long is closed.
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this time of its headers.
+    pub body_timeout: Duration,
     /// How long a password reset token works.
     pub reset_token_ttl: Duration,
     /// The portal's public base URL (the export's "Call Link"); empty = relative links.
@@ -42,6 +60,12 @@ impl Default for PortalConfig {
             lockout_failures: 5,
             lockout: Duration::from_secs(15 * 60),
             login_attempts_per_minute: 10,
+            failed_login_audit_window: Duration::from_secs(60),
+            trusted_proxies: Vec::new(),
+            hashing_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+            hashing_queue: 32,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             reset_token_ttl: Duration::from_secs(24 * 3600),
             public_url: String::new(),
             oidc: None,
@@ -63,6 +87,19 @@ fn err(setting: &'static str, reason: impl Into<String>) -> ConfigError {
         setting,
         reason: reason.into(),
     }
+}
+
+/// The setting naming the trusted proxies (environment, with `--trusted-proxies` and the
+/// chart's `portal.trustedProxies`).
+pub const TRUSTED_PROXIES: &str = "CALLVAULT_TRUSTED_PROXIES";
+
+/// Parses a comma- or blank-separated list of addresses and CIDR blocks (`10.0.0.0/8`,
+/// `fd00::/8`, `192.0.2.7`); an empty text trusts no proxy.
+pub fn parse_trusted_proxies(text: &str) -> Result<Vec<IpNet>, ConfigError> {
+    text.split([',', ' ', '\n', '\t'])
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|e: String| err(TRUSTED_PROXIES, e)))
+        .collect()
 }
 
 impl PortalConfig {
@@ -97,6 +134,21 @@ impl PortalConfig {
         }
         if self.login_attempts_per_minute < 1 {
             return Err(err("login attempts per minute", "must be at least 1"));
+        }
+        if self.failed_login_audit_window.is_zero() {
+            return Err(err("failed sign-in audit window", "must not be zero"));
+        }
+        if let Some(all) = self.trusted_proxies.iter().find(|n| n.prefix() == 0) {
+            return Err(err(
+                TRUSTED_PROXIES,
+                format!("{all} trusts every address: any client could forge X-Forwarded-For"),
+            ));
+        }
+        if self.hashing_concurrency < 1 {
+            return Err(err("hashing concurrency", "must be at least 1"));
+        }
+        if self.header_timeout.is_zero() || self.body_timeout.is_zero() {
+            return Err(err("HTTP timeouts", "must not be zero"));
         }
         if let Some(oidc) = &self.oidc {
             oidc.validate()?;
@@ -136,5 +188,23 @@ mod tests {
         .validate()
         .expect_err("absolute < idle");
         assert_eq!(e.setting, "CALLVAULT_SESSION_ABSOLUTE_TIMEOUT_MINUTES");
+    }
+
+    #[test]
+    fn trusted_proxies_parse_and_refuse_everyone() {
+        let nets = parse_trusted_proxies("10.0.0.0/8, 192.0.2.7 fd00::/8").expect("valid");
+        assert_eq!(nets.len(), 3);
+        assert!(parse_trusted_proxies("").expect("empty").is_empty());
+        let e = parse_trusted_proxies("10.0.0.0/33").expect_err("prefix");
+        assert_eq!(e.setting, TRUSTED_PROXIES);
+        assert!(e.reason.contains("10.0.0.0/33"), "{e}");
+        assert!(parse_trusted_proxies("proxy.local").is_err());
+        let e = PortalConfig {
+            trusted_proxies: parse_trusted_proxies("0.0.0.0/0").expect("parses"),
+            ..Default::default()
+        }
+        .validate()
+        .expect_err("everyone");
+        assert_eq!(e.setting, TRUSTED_PROXIES);
     }
 }

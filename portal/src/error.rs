@@ -45,10 +45,14 @@ pub enum Code {
     MediaGone,
     /// 413: more items than one request may carry.
     TooManyItems,
+    /// 413: the request body is larger than the endpoint accepts.
+    PayloadTooLarge,
     /// 416: the Range header does not fit the recording.
     RangeNotSatisfiable,
     /// 429: too many sign-in attempts; retry later.
     TooManyAttempts,
+    /// 431: a request header, or all of them together, is too large (the message names it).
+    HeadersTooLarge,
     /// 500: an unexpected failure (details in the portal's log, never in the response).
     Internal,
     /// 503: a dependency (database, storage, key ring) is unavailable.
@@ -72,9 +76,10 @@ impl Code {
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::Conflict | Code::LegalHold => StatusCode::CONFLICT,
             Code::MediaGone => StatusCode::GONE,
-            Code::TooManyItems => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::TooManyItems | Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
             Code::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -98,8 +103,10 @@ impl Code {
         Code::LegalHold,
         Code::MediaGone,
         Code::TooManyItems,
+        Code::PayloadTooLarge,
         Code::RangeNotSatisfiable,
         Code::TooManyAttempts,
+        Code::HeadersTooLarge,
         Code::Internal,
         Code::Unavailable,
     ];

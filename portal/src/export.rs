@@ -128,19 +128,19 @@ pub fn cells(row: &Row<'_>, public_url: &str) -> Vec<String> {
     ]
 }
 
-/// One CSV field: quoted when needed; a leading `=`, `@`, or a sign not followed by a digit
-/// gets a `'` so spreadsheets never run it as a formula (phone numbers like +1555 stay).
+/// Whether a spreadsheet could take a cell for a formula (OWASP's CSV injection list: a
+/// leading `=`, `+`, `-`, `@`, tab or carriage return). `+1+HYPERLINK(...)` is one, so a
+/// leading sign is defused even before a digit: a phone number then shows as `'+4420...`
+/// in a text editor and as `+4420...` in a spreadsheet, which also keeps its plus.
+pub fn formula_like(value: &str) -> bool {
+    value.starts_with(['=', '+', '-', '@', '\t', '\r'])
+}
+
+/// One CSV field: quoted when needed; a [`formula_like`] value gets a leading `'` so
+/// spreadsheets show it as text and never run it.
 pub fn csv_field(value: &str) -> String {
     let mut v = value.to_owned();
-    let mut chars = v.chars();
-    let first = chars.next();
-    let second = chars.next();
-    let formula = match first {
-        Some('=' | '@' | '\t' | '\r') => true,
-        Some('+' | '-') => !second.is_some_and(|c| c.is_ascii_digit()),
-        _ => false,
-    };
-    if formula {
+    if formula_like(&v) {
         v.insert(0, '\'');
     }
     if v.contains([',', '"', '\n', '\r']) {
@@ -195,7 +195,10 @@ pub fn report_csv(
     out
 }
 
-/// The Interactions report as an XLSX workbook (one sheet, same layout as the CSV).
+/// The Interactions report as an XLSX workbook (one sheet, same layout as the CSV). Every
+/// cell is a string, never a formula; a [`formula_like`] one also carries Excel's quote prefix
+/// (the cell's text unchanged, marked as typed with a leading `'`), so editing it or saving the
+/// sheet again does not turn it into a formula.
 pub fn report_xlsx(
     rows: &[Row<'_>],
     requested_by: &str,
@@ -207,22 +210,25 @@ pub fn report_xlsx(
     let sheet = wb.add_worksheet();
     sheet.set_name("Interactions")?;
     let bold = rust_xlsxwriter::Format::new().set_bold();
-    let mut r: u32 = 0;
-    for l in header_lines(requested_by, created_at, criteria) {
-        for (c, v) in l.iter().enumerate() {
-            sheet.write_string(r, c as u16, v)?;
+    let text = rust_xlsxwriter::Format::new().set_quote_prefix();
+    let header = header_lines(requested_by, created_at, criteria);
+    let header_rows = header.len() as u32;
+    let lines = header
+        .into_iter()
+        .chain(rows.iter().map(|row| cells(row, public_url)));
+    for (r, line) in (0u32..).zip(lines) {
+        // The column titles sit between the report header and the rows.
+        let r = if r < header_rows { r } else { r + 1 };
+        for (c, v) in (0u16..).zip(&line) {
+            if formula_like(v) {
+                sheet.write_string_with_format(r, c, v, &text)?;
+            } else {
+                sheet.write_string(r, c, v)?;
+            }
         }
-        r += 1;
     }
-    for (c, v) in COLUMNS.iter().enumerate() {
-        sheet.write_string_with_format(r, c as u16, *v, &bold)?;
-    }
-    r += 1;
-    for row in rows {
-        for (c, v) in cells(row, public_url).iter().enumerate() {
-            sheet.write_string(r, c as u16, v)?;
-        }
-        r += 1;
+    for (c, v) in (0u16..).zip(COLUMNS) {
+        sheet.write_string_with_format(header_rows, c, v, &bold)?;
     }
     wb.save_to_buffer()
 }
@@ -327,9 +333,21 @@ mod tests {
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=SUM(A1)"), "'=SUM(A1)");
-        assert_eq!(csv_field("+15551234"), "+15551234");
-        assert_eq!(csv_field("-x"), "'-x");
+        for (value, defused) in [
+            ("=SUM(A1)", "'=SUM(A1)"),
+            (
+                "+1+HYPERLINK(\"http://x\")",
+                "\"'+1+HYPERLINK(\"\"http://x\"\")\"",
+            ),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "\"'\r=1\""),
+            ("+15551234", "'+15551234"),
+        ] {
+            assert_eq!(csv_field(value), defused, "{value:?}");
+        }
+        assert_eq!(csv_field("a=b"), "a=b", "only the first character matters");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! downloads decrypted on the fly, exports, the audit trail, and the web UI that uses them.
 //!
 //! [`Portal::new`] builds the whole application in-process, so `callvault portal` and
-//! `callvault standalone` serve the same router.
+//! `callvault standalone` serve the same router. Metrics are served apart from it, on the
+//! operations router, so the users' listener never exposes them.
 
 pub mod access;
 pub mod api;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod export;
 pub mod media;
 pub mod metrics;
+pub mod net;
 pub mod oidc;
 pub mod openapi;
 pub mod scim;
@@ -29,6 +31,7 @@ use callvault_store::objstore::Storage;
 pub use access::{AccessSource, FileAccessSource, KubeAccessSource};
 pub use config::{ConfigError, PortalConfig};
 pub use error::{ApiError, Code};
+pub use net::{ServerLimits, serve};
 
 /// Storage targets by name (a recording row names its target; archive copies name theirs).
 pub type Storages = HashMap<String, Storage>;
@@ -42,29 +45,45 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     pub storages: Storages,
     pub throttle: auth::Throttle,
+    pub hasher: auth::Hasher,
+    pub failed_sign_ins: auth::FailedSignIns,
     pub metrics: metrics::Metrics,
     /// Single sign-on, when configured.
     pub oidc: Option<oidc::Oidc>,
 }
 
-/// The portal application.
+/// The portal application: the router users reach, and the operations router (`/metrics`,
+/// `/healthz`, `/readyz`) for a separate, internal address.
 #[derive(Debug)]
-pub struct Portal;
+pub struct Portal {
+    pub app: axum::Router,
+    pub ops: axum::Router,
+    /// The server timeouts to [`serve`] both with.
+    pub limits: net::ServerLimits,
+}
 
 impl Portal {
-    /// The portal's router: the web UI, the API, `/healthz`, `/readyz` and `/metrics`. `config` must have
-    /// passed [`PortalConfig::validate`].
-    // The application is its router: standalone nests it beside its own routes.
-    #[allow(clippy::new_ret_no_self)]
+    /// Builds the portal. `config` must have passed [`PortalConfig::validate`]. Must be
+    /// called within a Tokio runtime (failed sign-in summaries are written by a task).
     pub fn new(
         config: PortalConfig,
         db: Db,
         access: Arc<dyn AccessSource>,
         keys: KeyRing,
         storages: Storages,
-    ) -> axum::Router {
-        let throttle =
-            auth::Throttle::new(config.login_attempts_per_minute, Duration::from_secs(60));
+    ) -> Portal {
+        let throttle = auth::Throttle::new(
+            config.login_attempts_per_minute,
+            Duration::from_secs(60),
+            u32::try_from(config.lockout_failures).unwrap_or(u32::MAX),
+            config.lockout,
+        );
+        let hasher = auth::Hasher::new(config.hashing_concurrency, config.hashing_queue);
+        let failed_sign_ins =
+            auth::FailedSignIns::new(config.failed_login_audit_window, &config.default_tenant);
+        let limits = net::ServerLimits {
+            header_timeout: config.header_timeout,
+        };
         let oidc = config.oidc.clone().map(oidc::Oidc::new);
         let state = Arc::new(AppState {
             config,
@@ -73,20 +92,18 @@ impl Portal {
             keys: Arc::new(keys),
             storages,
             throttle,
+            hasher,
+            failed_sign_ins,
             metrics: metrics::Metrics::default(),
             oidc,
         });
-        api::router(state).merge(ui::router())
+        tokio::spawn(api::write_failed_sign_in_summaries(Arc::downgrade(&state)));
+        Portal {
+            app: api::router(state.clone()).merge(ui::router()).layer(
+                axum::middleware::from_fn_with_state(state.clone(), net::edge),
+            ),
+            ops: api::ops_router(state),
+            limits,
+        }
     }
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }

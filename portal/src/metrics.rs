@@ -1,4 +1,5 @@
-//! Prometheus text metrics: requests by route and status, sign-ins, bytes of audio served.
+//! Prometheus text metrics: requests by route and status, sign-ins, throttling, bytes of audio
+//! served, recordings refused as tampered. Served on the operations address only.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -9,7 +10,10 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     pub logins_ok: AtomicU64,
     pub logins_failed: AtomicU64,
+    pub logins_throttled: AtomicU64,
+    pub hashing_busy: AtomicU64,
     pub audio_bytes: AtomicU64,
+    pub media_tampered: AtomicU64,
 }
 
 impl Metrics {
@@ -51,9 +55,24 @@ impl Metrics {
                 &self.logins_failed,
             ),
             (
+                "callvault_portal_login_throttled_total",
+                "Sign-in attempts refused by throttling (per source, per account).",
+                &self.logins_throttled,
+            ),
+            (
+                "callvault_portal_password_hashing_busy_total",
+                "Password checks refused with 503 because the hashing queue was full.",
+                &self.hashing_busy,
+            ),
+            (
                 "callvault_portal_audio_bytes_total",
                 "Decrypted audio bytes served.",
                 &self.audio_bytes,
+            ),
+            (
+                "callvault_portal_media_tampered_total",
+                "Playbacks and downloads refused or cut because the recording failed authentication.",
+                &self.media_tampered,
             ),
         ] {
             out.push_str(&format!(

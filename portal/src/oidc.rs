@@ -26,10 +26,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::RwLock;
 
 use crate::AppState;
-use crate::api::{client_ip, sign_in};
+use crate::api::{failed_sign_in, sign_in};
+use crate::auth::Failure;
 use crate::auth::{cookie_value, new_token, secret_eq};
 use crate::config::ConfigError;
 use crate::error::{ApiError, ApiResult, Code};
+use crate::net::ClientAddr;
 
 /// Name of the cookie carrying a pending login.
 pub const LOGIN_COOKIE: &str = "cv_oidc";
@@ -698,30 +700,32 @@ pub struct CallbackQuery {
     pub error_description: Option<String>,
 }
 
-async fn refuse(state: &AppState, who: &str, reason: &str, headers: &HeaderMap) -> ApiResult<()> {
+async fn refuse(state: &AppState, who: &str, reason: &str, client: ClientAddr) -> ApiResult<()> {
     // Before the ID token is verified nobody is known; the audit still names the attempt.
     let who = if who.is_empty() {
         "(single sign-on)"
     } else {
         who
     };
-    state
-        .db
-        .append_audit(
-            &state.config.default_tenant,
-            &NewAuditEntry::new(who, "login.failed")
-                .item("user", who)
-                .details(json!({
-                    "method": "oidc", "reason": reason, "ip": client_ip(headers)
-                })),
-        )
-        .await?;
-    Ok(())
+    let (source, ip) = (client.source(), client.to_string());
+    failed_sign_in(
+        state,
+        &Failure {
+            tenant: &state.config.default_tenant,
+            source: &source,
+            ip: &ip,
+            username: who,
+            reason,
+            method: "oidc",
+        },
+    )
+    .await
 }
 
 /// `GET /api/v1/auth/oidc/callback`: completes the sign-in and starts a session.
 pub async fn callback(
     State(state): State<Arc<AppState>>,
+    client: ClientAddr,
     headers: HeaderMap,
     Query(q): Query<CallbackQuery>,
 ) -> ApiResult<Response> {
@@ -736,12 +740,12 @@ pub async fn callback(
         .and_then(|v| open_login_state(&oidc.config, v, now_secs()))
         .filter(|l| q.state.as_deref().is_some_and(|s| secret_eq(s, &l.state)));
     let Some(login) = login else {
-        refuse(&state, "", "bad or expired state", &headers).await?;
+        refuse(&state, "", "bad or expired state", client).await?;
         return Err(OidcError::BadState.into());
     };
     if let Some(err) = q.error {
         let reason = format!("{err}: {}", q.error_description.unwrap_or_default());
-        refuse(&state, "", &reason, &headers).await?;
+        refuse(&state, "", &reason, client).await?;
         return Err(OidcError::Provider(reason).into());
     }
     let code = q
@@ -750,13 +754,13 @@ pub async fn callback(
     let claims = match oidc.finish(&code, &login, now_secs()).await {
         Ok(c) => c,
         Err(e) => {
-            refuse(&state, "", &e.to_string(), &headers).await?;
+            refuse(&state, "", &e.to_string(), client).await?;
             return Err(e.into());
         }
     };
     let tenant = state.config.default_tenant.clone();
-    let user = provision(&state, oidc, &tenant, &claims, &headers).await?;
-    let s = sign_in(&state, &tenant, &user, "oidc", &headers).await?;
+    let user = provision(&state, oidc, &tenant, &claims, client).await?;
+    let s = sign_in(&state, &tenant, &user, "oidc", client, &headers).await?;
     let mut set = s.set_cookies.to_vec();
     set.push(login_cookie("", 0, state.config.secure_cookies));
     Ok(redirect(&login.return_to, &set))
@@ -794,11 +798,11 @@ async fn provision(
     oidc: &Oidc,
     tenant: &str,
     claims: &Map<String, Value>,
-    headers: &HeaderMap,
+    client: ClientAddr,
 ) -> ApiResult<User> {
     let sub = claim_str(claims, "sub").unwrap_or_default();
     let Some(username) = claim_str(claims, &oidc.config.username_claim) else {
-        refuse(state, &sub, "no username claim", headers).await?;
+        refuse(state, &sub, "no username claim", client).await?;
         return Err(OidcError::MissingClaim(oidc.config.username_claim.clone()).into());
     };
     let profile = UserProfile {
@@ -843,7 +847,7 @@ async fn provision(
                     state,
                     &username,
                     "username taken by another account",
-                    headers,
+                    client,
                 )
                 .await?;
                 return Err(ApiError::new(

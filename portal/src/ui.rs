@@ -56,7 +56,8 @@ const ASSETS: &[Asset] = &[
 ];
 
 fn respond(asset: &'static Asset) -> Response {
-    let headers: [(HeaderName, HeaderValue); 6] = [
+    // nosniff, X-Frame-Options and Referrer-Policy come from the edge, as on every response.
+    let headers: [(HeaderName, HeaderValue); 3] = [
         (
             header::CONTENT_TYPE,
             HeaderValue::from_static(asset.content_type),
@@ -64,15 +65,6 @@ fn respond(asset: &'static Asset) -> Response {
         (
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ),
-        (
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ),
-        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
-        (
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
         ),
         // Revalidate on every load so an upgrade's UI is never mixed with a cached old one.
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),

@@ -926,7 +926,10 @@ async fn openapi_lists_every_route_and_probes_work(f: Fixture) {
     assert_eq!(r.status, StatusCode::NOT_FOUND, "an unknown SCIM path");
     assert_eq!(c.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(c.get("/readyz").await.status, StatusCode::OK);
-    let m = String::from_utf8(c.get("/metrics").await.body.to_vec()).expect("utf8");
+    // Metrics are served on the operations address only.
+    assert_eq!(c.get("/metrics").await.status, StatusCode::NOT_FOUND);
+    let mut ops = Client::new(f.ops.clone());
+    let m = String::from_utf8(ops.get("/metrics").await.body.to_vec()).expect("utf8");
     assert!(m.contains(
         "callvault_portal_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"
     ));

@@ -173,9 +173,14 @@ async fn supervisor_workflow_in_chromium() {
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(callvault_portal::serve(listener, f.router.clone(), async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(callvault_portal::serve(
+        listener,
+        f.router.clone(),
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let screenshots = screenshot_dir();
     std::fs::create_dir_all(&screenshots).expect("screenshot directory");
@@ -292,9 +297,14 @@ async fn single_sign_on_button_in_chromium() {
         .await;
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(callvault_portal::serve(listener, f.router.clone(), async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(callvault_portal::serve(
+        listener,
+        f.router.clone(),
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let screenshots = screenshot_dir();
     std::fs::create_dir_all(&screenshots).expect("screenshot directory");
     let out = run_in_chromium(

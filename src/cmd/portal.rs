@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use callvault_portal::config::parse_trusted_proxies;
 use callvault_portal::oidc::{OidcConfig, Secret};
 use callvault_portal::{
     AccessSource, ConfigError, FileAccessSource, KubeAccessSource, Portal, PortalConfig, Storages,
@@ -21,6 +22,9 @@ pub struct Args {
     /// Address to serve HTTP on.
     #[arg(long, env = "CALLVAULT_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: String,
+    /// Address of `/metrics` (with `/healthz` and `/readyz`), apart from the users' address.
+    #[arg(long, env = "CALLVAULT_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: String,
     /// Audit entries are kept this many days (1-3650).
     #[arg(long, env = "CALLVAULT_AUDIT_RETENTION_DAYS", default_value_t = 365)]
     pub audit_retention_days: u32,
@@ -67,7 +71,27 @@ pub struct Args {
     #[arg(long)]
     pub insecure_cookies: bool,
     #[command(flatten)]
+    pub edge: EdgeArgs,
+    #[command(flatten)]
     pub identity: IdentityArgs,
+}
+
+/// Who the portal believes the client is, shared by `callvault portal` and `callvault
+/// standalone`.
+#[derive(Debug, clap::Args)]
+pub struct EdgeArgs {
+    /// Reverse proxies (addresses or CIDR blocks, comma-separated) whose `X-Forwarded-For` is
+    /// believed; every other peer is the client itself. Empty: the header is ignored.
+    #[arg(long, env = "CALLVAULT_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+}
+
+impl EdgeArgs {
+    /// Sets `config.trusted_proxies`; validation is left to [`PortalConfig::validate`].
+    pub fn apply(&self, config: &mut PortalConfig) -> Result<(), ConfigError> {
+        config.trusted_proxies = parse_trusted_proxies(&self.trusted_proxies)?;
+        Ok(())
+    }
 }
 
 /// Single sign-on and SCIM provisioning, shared by `callvault portal` and `callvault
@@ -170,6 +194,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         public_url: args.public_url.clone(),
         ..PortalConfig::default()
     };
+    args.edge.apply(&mut config)?;
     args.identity.apply(&mut config)?;
     let config = config.validate()?;
     let url = std::env::var("CALLVAULT_DATABASE_URL")
@@ -209,15 +234,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             storages = storages.len(),
             "portal starting"
         );
-        let router = Portal::new(config, db, access, keys, storages);
+        let portal = Portal::new(config, db, access, keys, storages);
         let listener = tokio::net::TcpListener::bind(&args.http_addr)
             .await
             .with_context(|| format!("binding {}", args.http_addr))?;
-        tracing::info!(addr = %args.http_addr, "portal listening");
-        callvault_portal::serve(listener, router, async {
+        let metrics = tokio::net::TcpListener::bind(&args.metrics_addr)
+            .await
+            .with_context(|| format!("binding {}", args.metrics_addr))?;
+        tracing::info!(addr = %args.http_addr, metrics = %args.metrics_addr, "portal listening");
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut ops_stopped = stopped.clone();
+        let ops = tokio::spawn(callvault_portal::serve(
+            metrics,
+            portal.ops,
+            portal.limits,
+            async move {
+                let _ = ops_stopped.wait_for(|s| *s).await;
+            },
+        ));
+        let served = callvault_portal::serve(listener, portal.app, portal.limits, async {
             let _ = tokio::signal::ctrl_c().await;
         })
-        .await?;
+        .await;
+        let _ = stop.send(true);
+        ops.await.context("metrics server")??;
+        drop(stopped);
+        served?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 use std::time::Instant;
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -10,15 +11,17 @@ use callvault_store::db::{LiveSession, NewAuditEntry, User, UserSource, now_micr
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{Caller, SessionCaller, St, client_ip};
+use super::{Caller, SessionCaller, St, json_body};
 use crate::AppState;
 use crate::access::AdminPermission;
 use crate::auth::{
-    burn_password_check, clear_cookies, csrf_token, hash_password, new_token, password_problem,
-    session_cookies, token_hash, verify_password,
+    Busy, Failure, MAX_PASSWORD, MAX_SIGN_IN_BODY, MAX_USERNAME, Refusal, burn_password_check,
+    clear_cookies, csrf_token, hash_password, new_token, password_problem, session_cookies,
+    token_hash, verify_password,
 };
 use crate::error::{ApiError, ApiResult, Code};
 use crate::metrics::Metrics;
+use crate::net::ClientAddr;
 
 #[derive(Debug, Deserialize)]
 pub struct LoginRequest {
@@ -43,6 +46,7 @@ pub async fn sign_in(
     tenant: &str,
     user: &User,
     method: &str,
+    client: ClientAddr,
     headers: &HeaderMap,
 ) -> ApiResult<SignedIn> {
     if user.disabled {
@@ -55,7 +59,7 @@ pub async fn sign_in(
     let hash = token_hash(&token);
     let now = now_micros();
     let absolute = i64::try_from(state.config.session_absolute.as_micros()).unwrap_or(i64::MAX);
-    let ip = client_ip(headers);
+    let ip = client.to_string();
     let ua = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -106,24 +110,98 @@ pub async fn sign_in(
     })
 }
 
-async fn login_failed(
-    state: &AppState,
-    tenant: &str,
-    username: &str,
-    reason: &str,
-    ip: &str,
-) -> ApiResult<()> {
+/// Counts a failed sign-in and audits it, aggregated per source and window
+/// ([`crate::auth::FailedSignIns`]).
+pub(crate) async fn failed_sign_in(state: &AppState, f: &Failure<'_>) -> ApiResult<()> {
     Metrics::add(&state.metrics.logins_failed, 1);
-    state
-        .db
-        .append_audit(
-            tenant,
-            &NewAuditEntry::new(username, "login.failed")
-                .item("user", username)
-                .details(json!({ "reason": reason, "ip": ip })),
-        )
-        .await?;
+    if let Some((tenant, entry)) = state
+        .failed_sign_ins
+        .record(f, Instant::now(), now_micros())
+    {
+        state.db.append_audit(&tenant, &entry).await?;
+    }
     Ok(())
+}
+
+/// Writes the failed sign-in summaries whose window ended.
+pub(crate) async fn write_summaries(state: &AppState) {
+    for (tenant, entry) in state.failed_sign_ins.due(Instant::now()) {
+        if let Err(e) = state.db.append_audit(&tenant, &entry).await {
+            tracing::error!(error = %e, %tenant, "writing a summary of failed sign-ins to the audit trail");
+        }
+    }
+}
+
+/// A throttled attempt: audited like a failure, answered 429 (or 403 for a source paused on
+/// the account) with Retry-After.
+async fn throttled(state: &AppState, f: &Failure<'_>, r: Refusal) -> ApiError {
+    Metrics::add(&state.metrics.logins_throttled, 1);
+    if let Err(e) = failed_sign_in(state, f).await {
+        return e;
+    }
+    let wait = r.wait();
+    let mut e = match r {
+        Refusal::Paused(_) => ApiError::new(
+            Code::AccountLocked,
+            format!(
+                "sign-ins to this account from your address are paused after repeated failures; \
+                 retry in {wait} s, sign in from where you usually do, or ask an admin to reset \
+                 the password"
+            ),
+        ),
+        Refusal::Source(_) | Refusal::Account(_) => ApiError::new(
+            Code::TooManyAttempts,
+            format!("too many sign-in attempts; retry in {wait} s"),
+        ),
+    };
+    e.retry_after = Some(wait);
+    e
+}
+
+/// Runs a password hash on the bounded hashing pool; 503 with Retry-After when it is full.
+async fn hashing<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> ApiResult<T> {
+    state.hasher.run(f).await.map_err(|Busy| {
+        Metrics::add(&state.metrics.hashing_busy, 1);
+        let mut e = ApiError::new(
+            Code::Unavailable,
+            "the portal is busy checking passwords; retry in a moment",
+        );
+        e.retry_after = Some(1);
+        e
+    })
+}
+
+/// Refuses a field longer than `max` bytes, naming it (before it is hashed or audited).
+fn bounded(field: &str, value: &str, max: usize) -> ApiResult<()> {
+    if value.len() > max {
+        return Err(ApiError::invalid(format!(
+            "{field} has {} bytes; at most {max} are accepted",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The tenant a sign-in names (a namespace name), else the default one.
+fn sign_in_tenant(state: &AppState, tenant: Option<&str>) -> ApiResult<String> {
+    match tenant.filter(|t| !t.is_empty()) {
+        None => Ok(state.config.default_tenant.clone()),
+        Some(t)
+            if t.len() <= 63
+                && t.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !t.starts_with('-')
+                && !t.ends_with('-') =>
+        {
+            Ok(t.to_owned())
+        }
+        Some(_) => Err(ApiError::invalid(
+            "tenant must be a namespace name (at most 63 lowercase letters, digits and '-')",
+        )),
+    }
 }
 
 fn with_cookies(status: StatusCode, cookies: &[String], body: serde_json::Value) -> Response {
@@ -138,91 +216,75 @@ fn with_cookies(status: StatusCode, cookies: &[String], body: serde_json::Value)
 
 pub async fn login(
     State(state): St,
+    client: ClientAddr,
     headers: HeaderMap,
-    Json(req): Json<LoginRequest>,
+    body: Result<Json<LoginRequest>, JsonRejection>,
 ) -> ApiResult<Response> {
-    let tenant = req
-        .tenant
-        .clone()
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| state.config.default_tenant.clone());
-    let ip = client_ip(&headers);
-    let keys = [
-        format!("ip:{ip}"),
-        format!("user:{tenant}/{}", req.username.to_lowercase()),
-    ];
-    if let Err(wait) = state.throttle.attempt(&keys, Instant::now()) {
-        login_failed(&state, &tenant, &req.username, "throttled", &ip).await?;
-        let mut e = ApiError::new(
-            Code::TooManyAttempts,
-            format!("too many sign-in attempts; retry in {wait} s"),
-        );
-        e.retry_after = Some(wait);
-        return Err(e);
+    let req = json_body(body, MAX_SIGN_IN_BODY)?;
+    bounded("username", &req.username, MAX_USERNAME)?;
+    bounded("password", &req.password, MAX_PASSWORD)?;
+    let tenant = sign_in_tenant(&state, req.tenant.as_deref())?;
+    let (source, ip) = (client.source(), client.to_string());
+    let fail = |reason| Failure {
+        tenant: &tenant,
+        source: &source,
+        ip: &ip,
+        username: &req.username,
+        reason,
+        method: "password",
+    };
+    if let Err(r) = state.throttle.source_check(&source, Instant::now()) {
+        return Err(throttled(&state, &fail(r.reason()), r).await);
     }
     let user = state.db.user_by_username(&tenant, &req.username).await?;
     let Some(user) = user.filter(|u| u.source == UserSource::Local && u.password_hash.is_some())
     else {
-        burn_password_check(&req.password);
-        login_failed(
-            &state,
-            &tenant,
-            &req.username,
-            "unknown user or no local password",
-            &ip,
-        )
-        .await?;
+        let password = req.password.clone();
+        hashing(&state, move || burn_password_check(&password)).await?;
+        state.throttle.source_failure(&source, Instant::now());
+        failed_sign_in(&state, &fail("unknown user or no local password")).await?;
         return Err(ApiError::new(
             Code::InvalidCredentials,
             "wrong username or password",
         ));
     };
-    let now = now_micros();
-    if user.locked_until.is_some_and(|t| t > now) {
-        login_failed(&state, &tenant, &req.username, "locked", &ip).await?;
-        return Err(ApiError::new(
-            Code::AccountLocked,
-            "the account is locked after repeated failed sign-ins; try later or ask an admin to reset the password",
-        ));
-    }
     let hash = user.password_hash.clone().unwrap_or_default();
+    let account = format!("{tenant}/{}", user.id);
+    let credential = token_hash(&hash);
+    if let Err(r) = state
+        .throttle
+        .account_attempt(&account, &credential, &source, Instant::now())
+    {
+        return Err(throttled(&state, &fail(r.reason()), r).await);
+    }
     let password = req.password.clone();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
-        .await
-        .map_err(|e| ApiError::internal("password check", e))?;
-    if !ok {
-        let lock_until =
-            now.saturating_add(i64::try_from(state.config.lockout.as_micros()).unwrap_or(i64::MAX));
-        let failures = state
-            .db
-            .record_login_failure(&tenant, user.id, state.config.lockout_failures, lock_until)
-            .await?;
-        let locked = failures >= state.config.lockout_failures;
-        login_failed(
-            &state,
-            &tenant,
-            &req.username,
-            if locked {
-                "wrong password; account locked"
-            } else {
-                "wrong password"
-            },
-            &ip,
-        )
-        .await?;
+    if !hashing(&state, move || verify_password(&hash, &password)).await? {
+        state.throttle.source_failure(&source, Instant::now());
+        let paused = state
+            .throttle
+            .failure(&account, &credential, &source, Instant::now());
+        let reason = if paused {
+            "wrong password; this source is paused on the account"
+        } else {
+            "wrong password"
+        };
+        failed_sign_in(&state, &fail(reason)).await?;
         return Err(ApiError::new(
             Code::InvalidCredentials,
             "wrong username or password",
         ));
     }
     if user.disabled {
-        login_failed(&state, &tenant, &req.username, "disabled", &ip).await?;
+        failed_sign_in(&state, &fail("disabled")).await?;
         return Err(ApiError::new(
             Code::AccountDisabled,
             "the account is disabled",
         ));
     }
-    let s = sign_in(&state, &tenant, &user, "password", &headers).await?;
+    state
+        .throttle
+        .success(&account, &credential, &source, Instant::now());
+    let s = sign_in(&state, &tenant, &user, "password", client, &headers).await?;
     Ok(with_cookies(
         StatusCode::OK,
         &s.set_cookies,
@@ -303,8 +365,11 @@ pub struct ChangePassword {
 pub async fn change_password(
     State(state): St,
     SessionCaller(c): SessionCaller,
-    Json(req): Json<ChangePassword>,
+    body: Result<Json<ChangePassword>, JsonRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
+    let req = json_body(body, MAX_SIGN_IN_BODY)?;
+    bounded("current_password", &req.current_password, MAX_PASSWORD)?;
+    bounded("new_password", &req.new_password, MAX_PASSWORD)?;
     if c.impersonating {
         return Err(ApiError::new(
             Code::ImpersonationReadOnly,
@@ -316,10 +381,7 @@ pub async fn change_password(
         ApiError::invalid("this account signs in through single sign-on and has no local password")
     })?;
     let current = req.current_password.clone();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&stored, &current))
-        .await
-        .map_err(|e| ApiError::internal("password check", e))?;
-    if !ok {
+    if !hashing(&state, move || verify_password(&stored, &current)).await? {
         return Err(ApiError::new(
             Code::InvalidCredentials,
             "the current password is wrong",
@@ -355,13 +417,13 @@ pub(super) async fn set_password(
     password: &str,
     must_change: bool,
 ) -> ApiResult<()> {
+    bounded("password", password, MAX_PASSWORD)?;
     if let Some(p) = password_problem(&user.username, password) {
         return Err(ApiError::invalid(p));
     }
     let pw = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&pw))
-        .await
-        .map_err(|e| ApiError::internal("password hashing", e))?
+    let hash = hashing(state, move || hash_password(&pw))
+        .await?
         .map_err(|e| ApiError::internal("password hashing", e))?;
     state
         .db
@@ -382,36 +444,34 @@ pub struct RedeemReset {
 /// the user.
 pub async fn redeem_reset(
     State(state): St,
-    headers: HeaderMap,
-    Json(req): Json<RedeemReset>,
+    client: ClientAddr,
+    body: Result<Json<RedeemReset>, JsonRejection>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let tenant = req
-        .tenant
-        .clone()
-        .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| state.config.default_tenant.clone());
-    let ip = client_ip(&headers);
-    if let Err(wait) = state
-        .throttle
-        .attempt(&[format!("ip:{ip}")], Instant::now())
-    {
+    let req = json_body(body, MAX_SIGN_IN_BODY)?;
+    bounded("token", &req.token, 128)?;
+    bounded("new_password", &req.new_password, MAX_PASSWORD)?;
+    let tenant = sign_in_tenant(&state, req.tenant.as_deref())?;
+    let source = client.source();
+    if let Err(r) = state.throttle.source_check(&source, Instant::now()) {
+        Metrics::add(&state.metrics.logins_throttled, 1);
         let mut e = ApiError::new(
             Code::TooManyAttempts,
-            format!("too many attempts; retry in {wait} s"),
+            format!("too many attempts; retry in {} s", r.wait()),
         );
-        e.retry_after = Some(wait);
+        e.retry_after = Some(r.wait());
         return Err(e);
     }
-    let user_id = state
+    let Some(user_id) = state
         .db
         .consume_password_reset(&tenant, &token_hash(&req.token), now_micros())
         .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                Code::InvalidCredentials,
-                "the reset token is unknown, used or expired",
-            )
-        })?;
+    else {
+        state.throttle.source_failure(&source, Instant::now());
+        return Err(ApiError::new(
+            Code::InvalidCredentials,
+            "the reset token is unknown, used or expired",
+        ));
+    };
     let user = state
         .db
         .user(&tenant, user_id)

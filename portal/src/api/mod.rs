@@ -1,4 +1,5 @@
-//! The HTTP API under `/api/v1`, plus `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP API under `/api/v1`, plus `/healthz` and `/readyz`; and the operations router
+//! (`/metrics`, `/healthz`, `/readyz`) served on its own address.
 //!
 //! Every authenticated handler takes a [`Caller`]: the extractor checks the session (idle and
 //! absolute timeouts), the CSRF token on unsafe methods, must-change-password, read-only
@@ -15,10 +16,12 @@ mod recordings;
 mod system;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -30,11 +33,12 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::access::{Action, AdminPermission, Denial, Grants, resolve};
 use crate::auth::{
-    CSRF_HEADER, SESSION_COOKIE, cookie_value, csrf_token, parse_session_cookie, secret_eq,
-    token_hash,
+    CSRF_HEADER, MAX_SIGN_IN_BODY, SESSION_COOKIE, cookie_value, csrf_token, parse_session_cookie,
+    secret_eq, token_hash,
 };
 use crate::error::{ApiError, ApiResult, Code};
 
+pub(crate) use auth::failed_sign_in;
 pub use auth::sign_in;
 
 type St = State<Arc<AppState>>;
@@ -43,14 +47,23 @@ type St = State<Arc<AppState>>;
 pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/openapi.json", get(openapi))
-        .route("/auth/login", post(auth::login))
+        .route(
+            "/auth/login",
+            post(auth::login).layer(DefaultBodyLimit::max(MAX_SIGN_IN_BODY)),
+        )
         .route("/auth/logout", post(auth::logout))
         .route("/auth/me", get(auth::me))
         .route("/auth/providers", get(crate::oidc::providers))
         .route("/auth/oidc/login", get(crate::oidc::login))
         .route("/auth/oidc/callback", get(crate::oidc::callback))
-        .route("/auth/password", post(auth::change_password))
-        .route("/auth/password-reset", post(auth::redeem_reset))
+        .route(
+            "/auth/password",
+            post(auth::change_password).layer(DefaultBodyLimit::max(MAX_SIGN_IN_BODY)),
+        )
+        .route(
+            "/auth/password-reset",
+            post(auth::redeem_reset).layer(DefaultBodyLimit::max(MAX_SIGN_IN_BODY)),
+        )
         .route("/auth/impersonation/stop", post(admin::stop_impersonation))
         .route("/sessions", get(auth::my_sessions))
         .route("/sessions/{id}", delete(auth::terminate_session))
@@ -108,12 +121,48 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/scim/v2", crate::scim::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
         ))
         .with_state(state)
+}
+
+/// The operations router: `/metrics` beside the probes, for an address only the cluster's
+/// monitoring reaches (never the users' listener).
+pub fn ops_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// Writes the summaries of failed sign-ins whose window ended, until the portal is dropped.
+pub(crate) async fn write_failed_sign_in_summaries(state: std::sync::Weak<AppState>) {
+    let period = state.upgrade().map_or(Duration::from_secs(1), |s| {
+        (s.failed_sign_ins.window() / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
+    });
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        auth::write_summaries(&state).await;
+    }
+}
+
+/// A JSON body, or a named refusal: 413 when it exceeds the route's limit, else 400.
+fn json_body<T>(body: Result<Json<T>, JsonRejection>, limit: usize) -> ApiResult<T> {
+    match body {
+        Ok(Json(v)) => Ok(v),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+            Code::PayloadTooLarge,
+            format!("the request body is larger than {limit} bytes"),
+        )),
+        Err(e) => Err(ApiError::invalid(e.body_text())),
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -187,16 +236,6 @@ pub struct SessionCaller(pub Caller);
 
 fn is_unsafe(m: &Method) -> bool {
     !matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-/// The client address as the portal sees it (the socket peer, else `X-Forwarded-For`'s first).
-pub fn client_ip(headers: &HeaderMap) -> String {
-    headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
 }
 
 async fn authenticate(state: &AppState, parts: &Parts, strict: bool) -> ApiResult<Caller> {

@@ -136,15 +136,63 @@ pub async fn detail(State(state): St, c: Caller, Path(id): Path<Uuid>) -> ApiRes
     }))
 }
 
-/// Streams plaintext `range` of an opened recording, a piece at a time.
-fn stream_body(
+/// A recording refused because it failed authentication: counted and audited (a tampered
+/// recording is something an auditor must see), the error passed on.
+async fn refuse_tampered(
+    state: &AppState,
+    c: &Caller,
+    id: Uuid,
+    action: &str,
+    e: ApiError,
+) -> ApiError {
+    if e.code != Code::Conflict {
+        return e;
+    }
+    Metrics::add(&state.metrics.media_tampered, 1);
+    let details = json!({ "action": action, "reason": e.message });
+    match c
+        .audit(state, "media.tampered", "call", id.to_string(), details)
+        .await
+    {
+        Ok(()) => e,
+        Err(audit) => audit,
+    }
+}
+
+/// Opens a call's media for `action`; a header that fails authentication is refused.
+async fn open_media(
+    state: &AppState,
+    c: &Caller,
+    rec: &Recording,
+    action: &str,
+) -> ApiResult<Media> {
+    match Media::open(state, rec).await {
+        Ok(m) => Ok(m),
+        Err(e) => Err(refuse_tampered(state, c, rec.id, action, e).await),
+    }
+}
+
+/// The body of plaintext `range`, a piece at a time. The first piece is decrypted before the
+/// response starts, so a recording whose first chunk fails authentication is answered with an
+/// error, not a 200/206 that breaks off; a later chunk that fails cuts the body, logged with
+/// its reason.
+async fn media_body(
     state: &std::sync::Arc<AppState>,
+    c: &Caller,
+    id: Uuid,
+    action: &str,
     media: Media,
     range: std::ops::Range<u64>,
-) -> Body {
+) -> ApiResult<Body> {
+    let first_end = range.end.min(range.start + STREAM_PIECE);
+    let first = match media.read(range.start..first_end).await {
+        Ok(b) => b,
+        Err(e) => return Err(refuse_tampered(state, c, id, action, e).await),
+    };
+    Metrics::add(&state.metrics.audio_bytes, first.len() as u64);
     let state = state.clone();
     let media = std::sync::Arc::new(media);
-    let s = futures::stream::try_unfold(range.start, move |pos| {
+    let rest = futures::stream::try_unfold(first_end, move |pos| {
         let media = media.clone();
         let state = state.clone();
         let end = range.end;
@@ -153,12 +201,18 @@ fn stream_body(
                 return Ok::<_, ApiError>(None);
             }
             let next = end.min(pos + STREAM_PIECE);
-            let bytes = media.read(pos..next).await?;
+            let bytes = media.read(pos..next).await.inspect_err(|e| {
+                if e.code == Code::Conflict {
+                    Metrics::add(&state.metrics.media_tampered, 1);
+                }
+                tracing::error!(recording = %id, at = pos, reason = %e.message, "audio cut off mid-stream");
+            })?;
             Metrics::add(&state.metrics.audio_bytes, bytes.len() as u64);
             Ok(Some((bytes, next)))
         }
     });
-    Body::from_stream(s)
+    let head = futures::stream::once(async move { Ok::<_, ApiError>(first) });
+    Ok(Body::from_stream(futures::StreamExt::chain(head, rest)))
 }
 
 fn header_value(s: &str) -> HeaderValue {
@@ -173,7 +227,7 @@ pub async fn media(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let rec = c.recording(&state, id, Need::Do(Action::Play)).await?;
-    let media = Media::open(&state, &rec).await?;
+    let media = open_media(&state, &c, &rec, "play").await?;
     let len = media.plaintext_len();
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (status, range) = match parse_range(range_header, len).map_err(ApiError::invalid)? {
@@ -188,6 +242,8 @@ pub async fn media(
             return Err(e);
         }
     };
+    let source = media.source.clone();
+    let body = media_body(&state, &c, id, "play", media, range.clone()).await?;
     // One audit entry per playback, not per seek: the first request of a player starts at 0.
     if range.start == 0 {
         c.audit(
@@ -195,11 +251,11 @@ pub async fn media(
             "play",
             "call",
             id.to_string(),
-            json!({ "source": media.source }),
+            json!({ "source": source }),
         )
         .await?;
     }
-    let mut resp = Response::new(stream_body(&state, media, range.clone()));
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/ogg"));
@@ -243,17 +299,19 @@ fn file_name(rec: &Recording, ext: &str) -> String {
 /// Downloads one call as a decrypted `.ogg`.
 pub async fn download(State(state): St, c: Caller, Path(id): Path<Uuid>) -> ApiResult<Response> {
     let rec = c.recording(&state, id, Need::Do(Action::Download)).await?;
-    let media = Media::open(&state, &rec).await?;
+    let media = open_media(&state, &c, &rec, "download").await?;
     let len = media.plaintext_len();
+    let source = media.source.clone();
+    let body = media_body(&state, &c, id, "download", media, 0..len).await?;
     c.audit(
         &state,
         "download",
         "call",
         id.to_string(),
-        json!({ "source": media.source, "bytes": len }),
+        json!({ "source": source, "bytes": len }),
     )
     .await?;
-    let mut resp = Response::new(stream_body(&state, media, 0..len));
+    let mut resp = Response::new(body);
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/ogg"));
     h.insert(header::CONTENT_LENGTH, header_value(&len.to_string()));

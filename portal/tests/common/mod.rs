@@ -36,6 +36,8 @@ pub const CHUNK: u32 = 4096;
 pub struct Fixture {
     pub db: Db,
     pub router: Router,
+    /// The operations router (`/metrics`), served apart from `router`.
+    pub ops: Router,
     pub access: Arc<FileAccessSource>,
     pub key: PrivateKey,
     pub key_id: String,
@@ -89,7 +91,7 @@ impl Fixture {
         storages.insert(TARGET.to_owned(), storage.clone());
         storages.insert(ARCHIVE.to_owned(), archive.clone());
         let access = Arc::new(FileAccessSource::from_profiles(T, vec![]));
-        let router = Portal::new(
+        let portal = Portal::new(
             config.validate().expect("config"),
             testdb.db.clone(),
             access.clone(),
@@ -98,7 +100,8 @@ impl Fixture {
         );
         Fixture {
             db: testdb.db.clone(),
-            router,
+            router: portal.app,
+            ops: portal.ops,
             access,
             key,
             key_id,
@@ -429,6 +432,8 @@ pub struct Client {
     pub csrf: Option<String>,
     /// Send the CSRF header on unsafe requests (tests turn it off to see the refusal).
     pub send_csrf: bool,
+    /// The socket address the portal sees the requests come from (none: in-process).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl Client {
@@ -438,7 +443,15 @@ impl Client {
             cookie: None,
             csrf: None,
             send_csrf: true,
+            peer: None,
         }
+    }
+
+    /// A client whose requests come from `ip`, as a socket peer.
+    pub fn from_peer(router: Router, ip: &str) -> Self {
+        let mut c = Client::new(router);
+        c.peer = Some(std::net::SocketAddr::new(ip.parse().expect("ip"), 40_000));
+        c
     }
 
     pub async fn send(
@@ -460,6 +473,9 @@ impl Client {
         }
         for (k, v) in headers {
             req = req.header(*k, *v);
+        }
+        if let Some(peer) = self.peer {
+            req = req.extension(axum::extract::ConnectInfo(peer));
         }
         let req = match body {
             Some(b) => req

@@ -43,6 +43,12 @@ pub struct Args {
     /// Address of the portal (web UI and API).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http: String,
+    /// Address of the portal's `/metrics` (with `/healthz` and `/readyz`); not served without.
+    #[arg(long)]
+    pub metrics: Option<String>,
+    /// Who the portal believes the client is (`--trusted-proxies`).
+    #[command(flatten)]
+    pub edge: crate::cmd::portal::EdgeArgs,
     /// Address the recorders listen on for SIP and RTP and advertise in their SDP answers. Use
     /// this machine's address on the network the call source reaches.
     #[arg(long, default_value = "127.0.0.1")]
@@ -83,6 +89,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         public_url: format!("http://{}", args.http),
         ..PortalConfig::default()
     };
+    args.edge.apply(&mut config)?;
     args.identity.apply(&mut config)?;
     let portal = Portal::new(
         config.validate()?,
@@ -96,10 +103,29 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("binding the portal to {}", args.http))?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = &args.metrics {
+        let metrics = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the portal's metrics to {addr}"))?;
+        let mut stop = stop_rx.clone();
+        tokio::spawn(callvault_portal::serve(
+            metrics,
+            portal.ops,
+            portal.limits,
+            async move {
+                let _ = stop.wait_for(|stop| *stop).await;
+            },
+        ));
+    }
     let mut portal_stop = stop_rx.clone();
-    let portal_task = tokio::spawn(callvault_portal::serve(listener, portal, async move {
-        let _ = portal_stop.wait_for(|stop| *stop).await;
-    }));
+    let portal_task = tokio::spawn(callvault_portal::serve(
+        listener,
+        portal.app,
+        portal.limits,
+        async move {
+            let _ = portal_stop.wait_for(|stop| *stop).await;
+        },
+    ));
 
     let local = recorders::Local {
         data: args.data.clone(),
