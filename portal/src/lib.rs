@@ -27,7 +27,7 @@ use callvault_store::keys::KeyRing;
 use callvault_store::objstore::Storage;
 
 pub use access::{AccessSource, FileAccessSource, KubeAccessSource};
-pub use config::{ConfigError, PortalConfig};
+pub use config::{AuditKey, ConfigError, PortalConfig};
 pub use error::{ApiError, Code};
 
 /// Storage targets by name (a recording row names its target; archive copies name theirs).
@@ -76,6 +76,11 @@ impl Portal {
             metrics: metrics::Metrics::default(),
             oidc,
         });
+        if state.config.audit_key.is_some()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(api::checkpoint_audit_chains(state.clone()));
+        }
         api::router(state).merge(ui::router())
     }
 }

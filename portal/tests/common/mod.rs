@@ -250,9 +250,12 @@ impl Fixture {
         rec.groups = groups;
         rec.storage_target = TARGET.to_owned();
         rec.key_id = Some(self.key_id.clone());
+        rec.answer_time = Some(rec.start_time);
         let id = rec.id;
         self.db.create_recording(T, &rec).await.expect("create");
-        let meta = [7u8; 32];
+        let end_time = rec.start_time + seconds * 1_000_000;
+        // Sealed as the recorder seals: the call's details as the row will hold them.
+        let meta = rec.sealed_digest(end_time);
         let mut w = RecordingWriter::new(
             Vec::new(),
             self.key.public_key(),
@@ -272,7 +275,7 @@ impl Fixture {
                 id,
                 &FinishRecording {
                     status: RecordingStatus::Available,
-                    end_time: rec.start_time + seconds * 1_000_000,
+                    end_time,
                     answer_time: Some(rec.start_time),
                     release_cause: Some(ReleaseCause::Normal),
                     answering: None,
