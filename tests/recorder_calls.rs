@@ -720,9 +720,12 @@ async fn two_stream_call(codec: Codec, transport: &str) {
         "{md}"
     );
     assert_eq!(row.session_id, "Z3JvdXAtMQ==");
+    // The seal's metadata digest covers the row's call details as committed.
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(row.metadata_digest.as_deref().unwrap(), &mut digest).unwrap();
     assert_eq!(
-        row.metadata_digest.as_deref(),
-        Some(hex(sha256(row.raw_metadata.as_deref().unwrap().as_bytes())).as_str())
+        row.sealed_fields(&digest),
+        Some(callvault_store::db::SealedFields::CallDetails)
     );
     assert_eq!(
         rig.db.active_recordings(&rig.tenant).await.unwrap().len(),

@@ -413,12 +413,15 @@ async fn hour_recording(db: &Db, storage: &Storage, key: &PrivateKey, owner: Uui
     rec.owner_user_id = Some(owner);
     rec.storage_target = "primary".into();
     rec.key_id = Some(key.id().to_hex());
+    rec.answer_time = Some(rec.start_time);
     let id = rec.id;
     db.create_recording(T, &rec).await.expect("create");
     let mut w = RecordingWriter::new(Vec::new(), key.public_key(), WriterOptions::default())
         .expect("writer");
     std::io::Write::write_all(&mut w, &plain).expect("write");
-    let (bytes, summary) = w.finish(&[7u8; 32]).expect("finish");
+    let (bytes, summary) = w
+        .finish(&rec.sealed_digest(rec.start_time + 3_600_000_000))
+        .expect("finish");
     let object_key = format!("{T}/{id}.cvr");
     storage
         .put(&object_key, bytes::Bytes::from(bytes.clone()))

@@ -12,7 +12,10 @@
 //!   into "delete everything");
 //! - playing, downloading and exporting audio also need a grant of the recording's key id in
 //!   any of the user's profiles; no admin permission overrides that;
-//! - calls not assigned to a user are seen only with scope `All`.
+//! - calls not assigned to a user are seen only with scope `All`;
+//! - impersonation shows the other user's view but never widens rights: audio and admin
+//!   permissions also need the impersonating admin's own grants (the intersection);
+//! - no admin gives anyone a right they do not hold ([`Grants::covers`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -481,6 +484,9 @@ pub struct Grants {
     pub admin: BTreeSet<AdminPermission>,
     /// Key ids (lowercase hex) granted.
     pub keys: BTreeSet<String>,
+    /// While impersonating: the admin's own grants, which audio, key grants and admin
+    /// permissions also need.
+    pub impersonator: Option<Box<Grants>>,
 }
 
 /// The union of two scopes for the same user.
@@ -540,22 +546,36 @@ pub fn resolve(
     tenant_groups: &[Group],
     profiles: &[Arc<Profile>],
 ) -> Grants {
-    let mine: BTreeSet<&str> = user_groups.iter().map(|g| g.name.as_str()).collect();
+    let names: Vec<&str> = user_groups.iter().map(|g| g.name.as_str()).collect();
+    resolve_subject(user.id, &user.username, &names, tenant_groups, profiles)
+}
+
+/// [`resolve`] for a user by id, name and group names (one that does not exist yet, or with
+/// the groups a change would give them).
+pub fn resolve_subject(
+    user_id: Uuid,
+    username: &str,
+    group_names: &[&str],
+    tenant_groups: &[Group],
+    profiles: &[Arc<Profile>],
+) -> Grants {
+    let mine: BTreeSet<&str> = group_names.iter().copied().collect();
     let ids: HashMap<&str, Uuid> = tenant_groups
         .iter()
         .map(|g| (g.name.as_str(), g.id))
         .collect();
     let mut grants = Grants {
-        user_id: user.id,
+        user_id,
         profiles: Vec::new(),
         view: AccessScope::None,
         actions: HashMap::new(),
         admin: BTreeSet::new(),
         keys: BTreeSet::new(),
+        impersonator: None,
     };
     for p in profiles {
         let s = &p.spec.subjects;
-        let applies = s.users.iter().any(|u| u == &user.username)
+        let applies = s.users.iter().any(|u| u == username)
             || s.groups.iter().any(|g| mine.contains(g.as_str()));
         if !applies {
             continue;
@@ -563,7 +583,7 @@ pub fn resolve(
         grants.profiles.push(p.name.clone());
         let scope = match p.spec.calls.scope {
             CallScope::None => AccessScope::None,
-            CallScope::Own => AccessScope::Own { user_id: user.id },
+            CallScope::Own => AccessScope::Own { user_id },
             CallScope::OwnAndGroups => {
                 let mut groups: Vec<Uuid> = p
                     .spec
@@ -574,10 +594,7 @@ pub fn resolve(
                     .collect();
                 groups.sort();
                 groups.dedup();
-                AccessScope::OwnAndGroups {
-                    user_id: user.id,
-                    groups,
-                }
+                AccessScope::OwnAndGroups { user_id, groups }
             }
             CallScope::All => AccessScope::All,
         };
@@ -598,6 +615,31 @@ pub fn resolve(
             .extend(p.spec.keys.iter().map(|k| k.to_ascii_lowercase()));
     }
     grants
+}
+
+/// Whether a holder of scope `mine` holds every call right that `theirs` gives its holder.
+/// Scopes are relative to their holder: `Own` covers `Own` (each their own calls), and
+/// `OwnAndGroups` covers the groups it names.
+fn scope_covers(mine: &AccessScope, theirs: &AccessScope) -> bool {
+    use AccessScope as S;
+    match (mine, theirs) {
+        (_, S::None) | (S::All, _) => true,
+        (_, S::All) | (S::None, _) => false,
+        (S::Own { .. } | S::OwnAndGroups { .. }, S::Own { .. }) => true,
+        (S::Own { .. }, S::OwnAndGroups { groups, .. }) => groups.is_empty(),
+        (S::OwnAndGroups { groups: a, .. }, S::OwnAndGroups { groups: b, .. }) => {
+            b.iter().all(|g| a.contains(g))
+        }
+    }
+}
+
+fn scope_name(s: &AccessScope) -> &'static str {
+    match s {
+        AccessScope::None => "None",
+        AccessScope::Own { .. } => "Own",
+        AccessScope::OwnAndGroups { .. } => "OwnAndGroups",
+        AccessScope::All => "All",
+    }
 }
 
 /// Why an action on a call is refused.
@@ -621,7 +663,7 @@ impl Grants {
     }
 
     pub fn has_admin(&self, perm: AdminPermission) -> bool {
-        self.admin.contains(&perm)
+        self.admin.contains(&perm) && self.impersonator.as_ref().is_none_or(|g| g.has_admin(perm))
     }
 
     pub fn can_see(&self, rec: &Recording, rec_groups: &[Uuid]) -> bool {
@@ -630,6 +672,43 @@ impl Grants {
 
     pub fn key_granted(&self, key_id: Option<&str>) -> bool {
         key_id.is_some_and(|k| self.keys.contains(&k.to_ascii_lowercase()))
+            && self
+                .impersonator
+                .as_ref()
+                .is_none_or(|g| g.key_granted(key_id))
+    }
+
+    /// Whether these grants hold every right `other` gives (admin permissions, key grants,
+    /// the visible calls and each action's calls); else the first right missing, named. An
+    /// admin may give a user (by creating them in groups, resetting their password, ...) only
+    /// rights this says they hold.
+    pub fn covers(&self, other: &Grants) -> Result<(), String> {
+        if let Some(p) = other.admin.iter().find(|p| !self.has_admin(**p)) {
+            return Err(format!(
+                "the admin permission {}",
+                serde_json::to_string(p).unwrap_or_default()
+            ));
+        }
+        if let Some(k) = other
+            .keys
+            .iter()
+            .find(|k| !self.key_granted(Some(k.as_str())))
+        {
+            return Err(format!("the key grant {k}"));
+        }
+        if !scope_covers(&self.view, &other.view) {
+            return Err(format!("the call scope {}", scope_name(&other.view)));
+        }
+        for (action, scope) in &other.actions {
+            if !scope_covers(&self.action_scope(*action), scope) {
+                return Err(format!(
+                    "{} on calls in scope {}",
+                    serde_json::to_string(action).unwrap_or_default(),
+                    scope_name(scope)
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The one check for an action on a call.
@@ -647,6 +726,15 @@ impl Grants {
         }
         if action.needs_key() && !self.key_granted(rec.key_id.as_deref()) {
             return Err(Denial::Key);
+        }
+        // Audio while impersonating: the admin's own scope, action and key grant too.
+        if action.needs_key()
+            && let Some(admin) = &self.impersonator
+        {
+            return admin.check(action, rec, rec_groups).map_err(|d| match d {
+                Denial::NotVisible => Denial::Action,
+                d => d,
+            });
         }
         Ok(())
     }

@@ -1,8 +1,30 @@
 //! The portal's settings, typed and validated in one place.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::net::IpNet;
+use callvault_store::keys::PrivateKey;
+
+/// The key that signs audit checkpoints: a private key the database never holds, so whoever
+/// can write the database cannot rewrite the audit trail unnoticed (equal by key id).
+#[derive(Clone)]
+pub struct AuditKey(pub Arc<PrivateKey>);
+
+impl PartialEq for AuditKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id() == other.0.id()
+    }
+}
+
+impl Eq for AuditKey {}
+
+impl fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AuditKey({})", self.0.id())
+    }
+}
 
 /// Settings of one portal process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +69,11 @@ pub struct PortalConfig {
     pub oidc: Option<crate::oidc::OidcConfig>,
     /// Bearer token of SCIM provisioning at `/scim/v2`; `None` = SCIM off.
     pub scim_token: Option<crate::oidc::Secret>,
+    /// Signs checkpoints of every tenant's audit chain head; `None` = the chain is checked for
+    /// consistency only (a database writer could rewrite it unnoticed).
+    pub audit_key: Option<AuditKey>,
+    /// How often the chain heads are checkpointed.
+    pub audit_checkpoint_interval: Duration,
 }
 
 impl Default for PortalConfig {
@@ -70,6 +97,8 @@ impl Default for PortalConfig {
             public_url: String::new(),
             oidc: None,
             scim_token: None,
+            audit_key: None,
+            audit_checkpoint_interval: Duration::from_secs(60),
         }
     }
 }
@@ -152,6 +181,12 @@ impl PortalConfig {
         }
         if let Some(oidc) = &self.oidc {
             oidc.validate()?;
+        }
+        if self.audit_checkpoint_interval.is_zero() {
+            return Err(err(
+                "audit checkpoint interval",
+                "must be at least 1 second",
+            ));
         }
         if self
             .scim_token

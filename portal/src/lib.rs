@@ -29,7 +29,7 @@ use callvault_store::keys::KeyRing;
 use callvault_store::objstore::Storage;
 
 pub use access::{AccessSource, FileAccessSource, KubeAccessSource};
-pub use config::{ConfigError, PortalConfig};
+pub use config::{AuditKey, ConfigError, PortalConfig};
 pub use error::{ApiError, Code};
 pub use net::{ServerLimits, serve};
 
@@ -98,6 +98,9 @@ impl Portal {
             oidc,
         });
         tokio::spawn(api::write_failed_sign_in_summaries(Arc::downgrade(&state)));
+        if state.config.audit_key.is_some() {
+            tokio::spawn(api::checkpoint_audit_chains(state.clone()));
+        }
         Portal {
             app: api::router(state.clone()).merge(ui::router()).layer(
                 axum::middleware::from_fn_with_state(state.clone(), net::edge),

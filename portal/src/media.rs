@@ -4,7 +4,7 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use callvault_store::db::{Recording, RecordingStatus};
+use callvault_store::db::{Recording, RecordingStatus, SealedFields};
 use callvault_store::format::{
     FileKey, FormatError, Header, Layout, MAX_HEADER_LEN, Seal, SealFacts, Verdict,
 };
@@ -94,14 +94,63 @@ impl Media {
         }
         .map_err(tampered)?;
         let file_key = FileKey::open_with_ring(header, &state.keys).map_err(key_problem)?;
-        Ok(Media {
+        let media = Media {
             storage,
             key,
             size,
             layout,
             file_key,
             source,
-        })
+        };
+        media.check_row(rec)?;
+        Ok(media)
+    }
+
+    /// The row against its seal (one HMAC, no audio read), so a recording whose call details,
+    /// digests or seal were edited is refused before any audio byte. What the seal covers;
+    /// `None` for a recording without a seal (recovered after an interruption).
+    fn check_row(&self, rec: &Recording) -> ApiResult<Option<SealedFields>> {
+        let Some(facts) = self.row_facts(rec)? else {
+            return Ok(None);
+        };
+        let (facts, seal) = facts;
+        let covers = rec
+            .sealed_fields(&facts.metadata_sha256)
+            .ok_or_else(|| {
+                row_tampered(
+                    "the call's details (parties, numbers, names, times, duration, direction or \
+                     owner) differ from what was sealed",
+                )
+            })?;
+        self.file_key
+            .verify_seal(&facts, &seal)
+            .map_err(tampered)?;
+        Ok(Some(covers))
+    }
+
+    /// The seal facts the row states (length and completeness from the object), and its seal.
+    fn row_facts(&self, rec: &Recording) -> ApiResult<Option<(SealFacts, Seal)>> {
+        let (Some(sha), Some(meta), Some(sig)) = (
+            rec.sha256.as_deref(),
+            rec.metadata_digest.as_deref(),
+            rec.signature.as_deref(),
+        ) else {
+            return Ok(None);
+        };
+        let (Some(plaintext_sha256), Some(metadata_sha256), Some(seal)) =
+            (digest(sha), digest(meta), Seal::from_hex(sig))
+        else {
+            return Err(row_tampered("the row's digest or seal is malformed"));
+        };
+        Ok(Some((
+            SealFacts {
+                plaintext_len: self.layout.plaintext_len(),
+                plaintext_sha256,
+                metadata_sha256,
+                complete: self.layout.is_complete(),
+            },
+            seal,
+        )))
     }
 
     pub fn plaintext_len(&self) -> u64 {
@@ -134,25 +183,11 @@ impl Media {
     }
 
     /// Full integrity check against the row: every chunk, the length, the plaintext digest,
-    /// and the seal over them and the metadata digest.
+    /// and the seal over them and the call details ([`Media::open`] checked the row).
     pub async fn verify(&self, state: &AppState, rec: &Recording) -> ApiResult<Integrity> {
-        let (Some(sha), Some(meta), Some(sig)) = (
-            rec.sha256.as_deref(),
-            rec.metadata_digest.as_deref(),
-            rec.signature.as_deref(),
-        ) else {
-            return Ok(Integrity::unsealed());
-        };
-        let (Some(plaintext_sha256), Some(metadata_sha256), Some(seal)) =
-            (digest(sha), digest(meta), Seal::from_hex(sig))
+        let (Some((facts, seal)), Some(covers)) = (self.row_facts(rec)?, self.check_row(rec)?)
         else {
-            return Ok(Integrity::tampered("the row's digest or seal is malformed"));
-        };
-        let facts = SealFacts {
-            plaintext_len: self.layout.plaintext_len(),
-            plaintext_sha256,
-            metadata_sha256,
-            complete: self.layout.is_complete(),
+            return Ok(Integrity::unsealed());
         };
         let bytes = self.ciphertext().await?;
         let keys = state.keys.clone();
@@ -166,6 +201,8 @@ impl Media {
             Verdict::Authenticated(_) => Integrity {
                 result: "authenticated",
                 reason: None,
+                sealed: Some(covers),
+                covers: Some(covers.describe()),
             },
             Verdict::Tampered(e) => Integrity::tampered(&e.to_string()),
         })
@@ -180,6 +217,13 @@ pub struct Integrity {
     pub result: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What an authenticated seal covers: `call_details`, `call_details_assigned_later`, or
+    /// `metadata_only` (recorded before call details were sealed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<SealedFields>,
+    /// The same, as a sentence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub covers: Option<&'static str>,
 }
 
 impl Integrity {
@@ -187,6 +231,8 @@ impl Integrity {
         Integrity {
             result: "tampered",
             reason: Some(reason.to_owned()),
+            sealed: None,
+            covers: None,
         }
     }
 
@@ -194,6 +240,8 @@ impl Integrity {
         Integrity {
             result: "unsealed",
             reason: Some("the recording has no seal (recovered after an interruption)".to_owned()),
+            sealed: None,
+            covers: None,
         }
     }
 }
@@ -202,6 +250,14 @@ fn digest(hex_text: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(hex_text.trim(), &mut out).ok()?;
     Some(out)
+}
+
+fn row_tampered(reason: &str) -> ApiError {
+    tracing::error!(reason, "a recording row failed authentication");
+    ApiError::new(
+        Code::Conflict,
+        format!("the recording failed authentication and is not served: {reason}"),
+    )
 }
 
 fn tampered(e: FormatError) -> ApiError {

@@ -10,6 +10,8 @@
 //! key not granted (audio) → 403 `key_not_granted`, else success. Then every endpoint without
 //! a session (401) and every unsafe one without the CSRF header (403); and every SCIM endpoint
 //! (bearer token, never a session) without or with a wrong token, or with a session, 401.
+//! Last, the escalation paths: every admin permission × key grant against impersonation,
+//! account creation and password resets, with 0 escalations.
 
 mod common;
 
@@ -877,4 +879,261 @@ async fn scim_endpoints_answer_401_without_their_bearer_token_whatever_the_sessi
     );
     assert!(endpoints.len() >= 15, "{} SCIM endpoints", endpoints.len());
     assert!(checked >= 6 * endpoints.len() as u64);
+}
+
+/// The profiles of the escalation matrix: `boss` (also anyone named `heir` and every member of
+/// `admins`) holds every right and the key; `auditor` only the audit trail; `keyholder` only
+/// the key grant; the subject (the admin under test) its own calls, no call action, the admin
+/// permissions `admin` and, with `key`, the key grant.
+fn escalation_profiles(admin: &[&str], key: Option<&str>, key_id: &str) -> String {
+    let actions = "{play: true, download: true, export: true, tag: true, addNotes: true, \
+                   deleteOthersNotes: true, deleteCalls: true, legalHold: true}";
+    let all_admin = "{manageRecordingProfiles: true, manageAccessProfiles: true, manageTags: true, \
+                     configureSystem: true, auditTrail: true}";
+    let subject_admin = format!(
+        "{{{}}}",
+        admin
+            .iter()
+            .map(|p| format!("{p}: true"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let subject_keys = key.map_or_else(|| "[]".to_owned(), |k| format!("[{k}]"));
+    format!(
+        "apiVersion: callvault.io/v1alpha1\nkind: AccessProfile\nmetadata: {{name: boss}}\n\
+         spec:\n  subjects: {{users: [boss, heir], groups: [admins]}}\n\
+         \x20 calls: {{scope: All, groups: [], actions: {actions}}}\n\
+         \x20 admin: {all_admin}\n  keys: [{key_id}]\n\
+         ---\napiVersion: callvault.io/v1alpha1\nkind: AccessProfile\nmetadata: {{name: auditor}}\n\
+         spec:\n  subjects: {{users: [auditor]}}\n  calls: {{scope: None, groups: [], actions: {{}}}}\n\
+         \x20 admin: {{auditTrail: true}}\n  keys: []\n\
+         ---\napiVersion: callvault.io/v1alpha1\nkind: AccessProfile\nmetadata: {{name: keyholder}}\n\
+         spec:\n  subjects: {{users: [keyholder, later]}}\n  calls: {{scope: Own, groups: [], actions: {{}}}}\n\
+         \x20 admin: {{}}\n  keys: [{key_id}]\n\
+         ---\napiVersion: callvault.io/v1alpha1\nkind: AccessProfile\nmetadata: {{name: subject}}\n\
+         spec:\n  subjects: {{users: [subject]}}\n  calls: {{scope: Own, groups: [], actions: {{}}}}\n\
+         \x20 admin: {subject_admin}\n  keys: {subject_keys}\n"
+    )
+}
+
+const NEW_PASSWORD: &str = "an escalation test passphrase";
+
+/// No escalation: for every admin permission (each alone, and configureSystem with the audit
+/// trail) × key grant (none, or the recordings' key), the subject tries every path to a right
+/// it does not hold: impersonating the all-powerful user and playing, downloading, zipping or
+/// reading the audit trail as them; creating an account in a group that carries admin rights,
+/// or under a name a profile grants rights to; resetting the password (set, or a token) of
+/// the all-powerful user, the key holder, or an auditor. Every such attempt must be refused
+/// (0 escalations), while the same paths that give nothing new keep working (a control for
+/// each), so the refusals are not blanket ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_admin_permission_escalates_through_any_path() {
+    let f = Fixture::postgres().await;
+    let subject = f.user("subject", &[]).await;
+    let boss = f.user("boss", &[]).await;
+    let auditor = f.user("auditor", &[]).await;
+    let keyholder = f.user("keyholder", &[]).await;
+    f.group("admins").await;
+    let boss_call = f
+        .recording(Some(boss), vec![], "201", "+1777", &audio(2000, 9))
+        .await
+        .id;
+    let own_call = f
+        .recording(Some(subject), vec![], "202", "+1777", &audio(2000, 10))
+        .await
+        .id;
+    let key_id = f.key_id.clone();
+    let mut cases: Vec<Vec<&str>> = ADMIN.iter().map(|p| vec![*p]).collect();
+    cases.push(vec!["configureSystem", "auditTrail"]);
+    let (mut tried, mut escalations, mut wrong) = (0u64, Vec::new(), Vec::new());
+    let mut c = f.login("subject").await;
+    for (i, perms) in cases.iter().enumerate() {
+        for key in [false, true] {
+            let perms: Vec<&str> = perms.iter().copied().filter(|p| !p.is_empty()).collect();
+            f.profiles(&escalation_profiles(
+                &perms,
+                key.then_some(key_id.as_str()),
+                &key_id,
+            ));
+            let label = format!("admin={perms:?} key={key}");
+            let has = |p: &str| perms.contains(&p);
+            let configure = has("configureSystem");
+            // One attempt at a path: an escalation when it succeeded and gave a right the
+            // subject does not hold.
+            let mut attempt = |what: &str, ok: bool, escalates: bool, detail: String| {
+                tried += 1;
+                if ok && escalates {
+                    escalations.push(format!("{label} {what}: {detail}"));
+                }
+            };
+            let said = |r: &common::Resp| format!("{} {}", r.status, String::from_utf8_lossy(&r.body));
+
+            // Impersonation never widens rights: the boss's audio and admin views stay shut.
+            let r = c
+                .send(
+                    Method::POST,
+                    &format!("/api/v1/users/{boss}/impersonate"),
+                    None,
+                    &[],
+                )
+                .await;
+            attempt("impersonate", r.status.is_success(), false, said(&r));
+            if r.status.is_success() != configure {
+                wrong.push(format!("{label} impersonate: {}", r.status));
+            }
+            if r.status.is_success() {
+                for (what, method, path, body) in [
+                    ("play as boss", Method::GET, format!("/api/v1/recordings/{boss_call}/media"), None),
+                    ("download as boss", Method::GET, format!("/api/v1/recordings/{boss_call}/download"), None),
+                    ("play own call as boss", Method::GET, format!("/api/v1/recordings/{own_call}/media"), None),
+                    ("audit trail as boss", Method::GET, "/api/v1/audit".to_owned(), None),
+                    ("access profiles as boss", Method::GET, "/api/v1/resources/access-profiles".to_owned(), None),
+                ] {
+                    let r = c.send(method, &path, body, &[]).await;
+                    let held = match what {
+                        "audit trail as boss" => has("auditTrail"),
+                        "access profiles as boss" => {
+                            has("manageAccessProfiles") || has("configureSystem")
+                        }
+                        _ => false,
+                    };
+                    attempt(what, r.status.is_success(), !held, said(&r));
+                }
+                // The boss's view itself is shown (read-only impersonation still works).
+                let r = c.get(&format!("/api/v1/recordings/{boss_call}")).await;
+                attempt("view as boss", r.status.is_success(), false, said(&r));
+                if !r.status.is_success() {
+                    wrong.push(format!("{label} view as boss: {}", r.status));
+                }
+                let r = c
+                    .send(Method::POST, "/api/v1/auth/impersonation/stop", None, &[])
+                    .await;
+                assert!(r.status.is_success(), "stop: {}", r.status);
+            }
+            // A posteriori view as the subject: the impersonation probe left it as it was.
+            let r = c.get(&format!("/api/v1/recordings/{boss_call}/media")).await;
+            attempt("play boss call as self", r.status.is_success(), true, said(&r));
+
+            // Accounts: into a group with admin rights, or under a name a profile grants.
+            for (what, name, groups, escalates) in [
+                ("create in admins", format!("puppet{i}{key}"), vec!["admins"], true),
+                ("create as heir", "heir".to_owned(), vec![], true),
+                ("create plain", format!("plain{i}{key}"), vec![], false),
+            ] {
+                let (s, body) = c
+                    .json(
+                        Method::POST,
+                        "/api/v1/users",
+                        json!({"username": name, "password": NEW_PASSWORD, "groups": groups}),
+                    )
+                    .await;
+                attempt(what, s.is_success(), escalates, format!("{s} {body}"));
+                if !escalates && s.is_success() != configure {
+                    wrong.push(format!("{label} {what}: {s} {body}"));
+                }
+                if s.is_success() && escalates {
+                    // Signing in as the new account is the escalation itself.
+                    let mut puppet = Client::new(f.router.clone());
+                    let (s, _) = puppet
+                        .json(
+                            Method::POST,
+                            "/api/v1/auth/login",
+                            json!({"username": name, "password": NEW_PASSWORD}),
+                        )
+                        .await;
+                    attempt(&format!("sign in as {name}"), s.is_success(), true, s.to_string());
+                }
+            }
+
+            // Password resets: never of a key holder, never of anyone with more rights.
+            for (what, target, mode, escalates) in [
+                ("reset boss", boss, "set", true),
+                ("reset token boss", boss, "token", true),
+                ("reset keyholder", keyholder, "set", true),
+                ("reset token keyholder", keyholder, "token", true),
+                ("reset auditor", auditor, "set", !has("auditTrail")),
+            ] {
+                let body = if mode == "set" {
+                    json!({"mode": "set", "new_password": NEW_PASSWORD, "must_change": false})
+                } else {
+                    json!({"mode": "token"})
+                };
+                let r = c
+                    .send(
+                        Method::POST,
+                        &format!("/api/v1/users/{target}/password-reset"),
+                        Some(body),
+                        &[],
+                    )
+                    .await;
+                attempt(what, r.status.is_success(), escalates, said(&r));
+                if !escalates && r.status.is_success() != configure {
+                    wrong.push(format!("{label} {what}: {}", r.status));
+                }
+                if what.contains("keyholder") && configure && !r.status.is_success() {
+                    let text = String::from_utf8_lossy(&r.body);
+                    if !text.contains("key grant") {
+                        wrong.push(format!("{label} {what}: the refusal must say why: {text}"));
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "escalation matrix: {tried} attempts over {} admin permission sets × 2 key grants, {} escalations",
+        cases.len(),
+        escalations.len()
+    );
+    assert!(
+        escalations.is_empty(),
+        "{} escalations:\n{}",
+        escalations.len(),
+        escalations.join("\n")
+    );
+    assert!(wrong.is_empty(), "{} wrong answers:\n{}", wrong.len(), wrong.join("\n"));
+    // 14 cases × (impersonate, play as self, 3 accounts, 5 resets); the 4 with configureSystem
+    // also try 5 rights as the boss and view as them.
+    assert_eq!(tried, 14 * 10 + 4 * 6);
+}
+
+/// A reset token minted for an account without a key grant stops working once the account
+/// gets one: the only key holder's password is never set through the portal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_token_does_not_open_an_account_that_since_got_a_key_grant() {
+    let f = Fixture::postgres().await;
+    f.user("subject", &[]).await;
+    let later = f.user("nobody-yet", &[]).await;
+    let key_id = f.key_id.clone();
+    f.profiles(&escalation_profiles(&["configureSystem"], None, &key_id));
+    let mut c = f.login("subject").await;
+    let (s, minted) = c
+        .json(
+            Method::POST,
+            &format!("/api/v1/users/{later}/password-reset"),
+            json!({"mode": "token"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{minted}");
+    // The account is renamed into the key holder's profile (as a directory rename would).
+    f.db.update_user_profile(
+        common::T,
+        later,
+        &callvault_store::db::UserProfile {
+            username: "later".into(),
+            display_name: "Later".into(),
+            email: String::new(),
+            external_id: None,
+        },
+    )
+    .await
+    .expect("rename");
+    let (s, body) = Client::new(f.router.clone())
+        .json(
+            Method::POST,
+            "/api/v1/auth/password-reset",
+            json!({"token": minted["token"], "new_password": NEW_PASSWORD}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.to_string().contains("key grant"), "{body}");
 }

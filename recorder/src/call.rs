@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use callvault_store::db::{AlarmSeverity, Party, ReleaseCause, now_micros};
-use callvault_store::format::{RecordingWriter, WriterOptions, sha256};
+use callvault_store::format::{RecordingWriter, WriterOptions};
 use callvault_store::keys::PublicKey;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
@@ -646,7 +646,9 @@ impl Call {
                 self.foreign.last_source,
             );
         }
-        let metadata_digest = hex::encode(sha256(manifest.row.raw_metadata.as_bytes()));
+        // The seal covers the call's details as its row will hold them (recording format §5).
+        let digest = manifest.row.new_recording(manifest.id).sealed_digest(end_time);
+        let metadata_digest = hex::encode(digest);
         let sealed = recording
             .finish(end)
             .map_err(|e| e.to_string())
@@ -656,7 +658,6 @@ impl Call {
                     metrics::add(&ctx.metrics.rtp_late, s.late);
                     metrics::add(&ctx.metrics.rtp_malformed, s.malformed);
                 }
-                let digest = sha256(manifest.row.raw_metadata.as_bytes());
                 writer.finish(&digest).map_err(|e| e.to_string())
             })
             .and_then(|(mut file, summary)| {
@@ -771,7 +772,7 @@ pub fn recover(spool: &Spool, mut manifest: Manifest) -> Manifest {
         .max(manifest.row.start_time);
     manifest.ended = Some(Ended::Recovered {
         end_time,
-        metadata_digest: hex::encode(sha256(manifest.row.raw_metadata.as_bytes())),
+        metadata_digest: hex::encode(manifest.row.new_recording(manifest.id).sealed_digest(end_time)),
     });
     if let Err(e) = spool.save(&manifest) {
         tracing::error!(error = %e, "cannot record the recovery in the spool");

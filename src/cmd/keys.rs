@@ -1,4 +1,5 @@
-//! `callvault keys`: generate, export (passphrase-protect) and import recording keys.
+//! `callvault keys`: generate, export (passphrase-protect) and import recording keys, and
+//! reset a key holder's portal password offline (the portal refuses to).
 //!
 //! Passphrases never come from arguments (they would show in `ps` and shell history): only
 //! from `--passphrase-file`, the `CALLVAULT_KEY_PASSPHRASE` variable, or a terminal prompt.
@@ -57,6 +58,33 @@ pub enum KeysCommand {
         /// Overwrite an existing output file.
         #[arg(long)]
         force: bool,
+    },
+    /// Set the portal password of an account that holds a key grant, which the portal
+    /// refuses to reset (its admins could otherwise sign in as a key holder). Proves custody
+    /// of a private key first, writes straight to the database, ends the account's sessions
+    /// and appends a `password.reset` audit entry naming the key. The new password comes
+    /// from --password-file or a prompt, never from an argument.
+    ResetPassword {
+        /// A private key (PKCS#8 PEM, protected or not) whose holder resets the password.
+        #[arg(long)]
+        key: PathBuf,
+        #[command(flatten)]
+        pass: PassphraseArgs,
+        /// File holding the database URL (as mounted for the portal).
+        #[arg(long)]
+        database_url_file: PathBuf,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// The account whose password is set.
+        #[arg(long)]
+        username: String,
+        /// File whose content (one trailing newline removed) is the new password; otherwise
+        /// a prompt.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// The user must change the password at their next sign-in.
+        #[arg(long)]
+        must_change: bool,
     },
 }
 
@@ -127,7 +155,87 @@ pub fn run(cmd: KeysCommand) -> anyhow::Result<ExitCode> {
             pass,
             force,
         } => import(&input, &out, &pass, force),
+        KeysCommand::ResetPassword {
+            key,
+            pass,
+            database_url_file,
+            tenant,
+            username,
+            password_file,
+            must_change,
+        } => {
+            let pem = Zeroizing::new(
+                std::fs::read_to_string(&key)
+                    .with_context(|| format!("reading {}", key.display()))?,
+            );
+            let passphrase = is_encrypted_pem(&pem)
+                .then(|| pass.read(false))
+                .transpose()?;
+            let key = PrivateKey::from_pem(&pem, passphrase.as_ref().map(|p| p.as_bytes()))
+                .with_context(|| format!("loading {}", key.display()))?;
+            let password = match password_file {
+                Some(path) => {
+                    let mut text = Zeroizing::new(
+                        std::fs::read_to_string(&path)
+                            .with_context(|| format!("reading {}", path.display()))?,
+                    );
+                    strip_newline(&mut text);
+                    text
+                }
+                None => {
+                    let first = Zeroizing::new(rpassword::prompt_password("New password: ")?);
+                    let again = Zeroizing::new(rpassword::prompt_password("Repeat it: ")?);
+                    if *first != *again {
+                        bail!("the passwords differ");
+                    }
+                    first
+                }
+            };
+            tokio::runtime::Runtime::new()?.block_on(reset_password(
+                &key,
+                &database_url_file,
+                &tenant,
+                &username,
+                &password,
+                must_change,
+            ))
+        }
     }
+}
+
+async fn reset_password(
+    key: &PrivateKey,
+    database_url_file: &Path,
+    tenant: &str,
+    username: &str,
+    password: &str,
+    must_change: bool,
+) -> anyhow::Result<ExitCode> {
+    use callvault_store::db::NewAuditEntry;
+    if let Some(problem) = callvault_portal::auth::password_problem(username, password) {
+        bail!("{problem}");
+    }
+    let db = callvault_jobs::vault::connect_db(database_url_file).await?;
+    let user = db
+        .user_by_username(tenant, username)
+        .await?
+        .with_context(|| format!("no user {username:?} in tenant {tenant}"))?;
+    let hash = callvault_portal::auth::hash_password(password).map_err(anyhow::Error::msg)?;
+    db.set_password_hash(tenant, user.id, &hash, must_change)
+        .await?;
+    db.revoke_user_sessions(tenant, user.id).await?;
+    db.append_audit(
+        tenant,
+        &NewAuditEntry::new(format!("key holder {}", key.id()), "password.reset")
+            .item("user", user.id.to_string())
+            .details(serde_json::json!({
+                "mode": "offline", "username": user.username, "key_id": key.id().to_hex(),
+                "must_change": must_change,
+            })),
+    )
+    .await?;
+    println!("password of {username:?} set; every session of theirs ended");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn generate(dir: &Path, bits: usize, force: bool) -> anyhow::Result<ExitCode> {

@@ -9,10 +9,10 @@ use anyhow::Context;
 use callvault_portal::config::parse_trusted_proxies;
 use callvault_portal::oidc::{OidcConfig, Secret};
 use callvault_portal::{
-    AccessSource, ConfigError, FileAccessSource, KubeAccessSource, Portal, PortalConfig, Storages,
+    AccessSource, AuditKey, ConfigError, FileAccessSource, KubeAccessSource, Portal, PortalConfig, Storages,
 };
 use callvault_store::db::Db;
-use callvault_store::keys::{KeyRing, is_encrypted_pem};
+use callvault_store::keys::{KeyRing, PrivateKey, is_encrypted_pem};
 use callvault_store::objstore::{self, Credentials, Storage, StorageConfig};
 
 /// Options of `callvault portal`. The database URL is read from `CALLVAULT_DATABASE_URL`
@@ -137,6 +137,11 @@ pub struct IdentityArgs {
     /// characters); SCIM is on when set.
     #[arg(long, env = "CALLVAULT_SCIM_TOKEN_FILE")]
     pub scim_token_file: Option<PathBuf>,
+    /// Private key (PKCS#8 PEM, unprotected, e.g. from `callvault keys generate`) that signs
+    /// checkpoints of the audit chain. Keep it out of the database's reach: with it, an audit
+    /// trail rewritten in the database is detected up to the last checkpoint.
+    #[arg(long, env = "CALLVAULT_AUDIT_KEY_FILE")]
+    pub audit_key_file: Option<PathBuf>,
 }
 
 impl IdentityArgs {
@@ -148,6 +153,18 @@ impl IdentityArgs {
             .scim_token_file
             .as_deref()
             .map(|f| Secret::from_file("CALLVAULT_SCIM_TOKEN_FILE", f))
+            .transpose()?;
+        config.audit_key = self
+            .audit_key_file
+            .as_deref()
+            .map(|f| {
+                PrivateKey::read_pem_file(f, None)
+                    .map(|k| AuditKey(Arc::new(k)))
+                    .map_err(|e| ConfigError {
+                        setting: "CALLVAULT_AUDIT_KEY_FILE",
+                        reason: e.to_string(),
+                    })
+            })
             .transpose()?;
         Ok(())
     }

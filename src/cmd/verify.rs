@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use callvault_store::db::{Recording, SealedFields};
 use callvault_store::format::{self, FileKey, FormatError, Header, Seal, SealFacts};
 use callvault_store::keys::{KeyRing, is_encrypted_pem};
 
@@ -38,20 +39,72 @@ pub struct Args {
     /// The recording row's metadata SHA-256 (64 hex digits); needs --seal.
     #[arg(long, value_name = "HEX", requires = "seal")]
     pub metadata_sha256: Option<String>,
+    /// The recording's row as JSON (the API's call details, a "keep encrypted" manifest
+    /// entry, or the row itself): its digest and seal are checked, and so are its call
+    /// details (parties, times, duration, direction, owner) against what was sealed.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["seal", "metadata_sha256", "sha256"])]
+    pub row: Option<PathBuf>,
+}
+
+/// The row of `--row`, its digests parsed, with what its metadata digest covers.
+struct Row {
+    plaintext_sha256: [u8; 32],
+    metadata_sha256: [u8; 32],
+    seal: Seal,
+    sealed: Option<SealedFields>,
+}
+
+fn read_row(path: &Path) -> anyhow::Result<Row> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if let Some(inner) = v.get_mut("recording") {
+        v = inner.take();
+    }
+    let rec: Recording = serde_json::from_value(v)
+        .with_context(|| format!("{} does not hold a recording row", path.display()))?;
+    let field = |name: &str, value: &Option<String>| {
+        value
+            .clone()
+            .with_context(|| format!("the row has no {name}: the recording is not sealed"))
+    };
+    let metadata_sha256 = parse_digest(&field("metadata_digest", &rec.metadata_digest)?)?;
+    Ok(Row {
+        plaintext_sha256: parse_digest(&field("sha256", &rec.sha256)?)?,
+        seal: Seal::from_hex(&field("signature", &rec.signature)?)
+            .context("the row's signature must be 64 hex digits")?,
+        sealed: rec.sealed_fields(&metadata_sha256),
+        metadata_sha256,
+    })
 }
 
 const TAMPERED: u8 = 1;
 const CANNOT_CHECK: u8 = 2;
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let expected_sha = args.sha256.as_deref().map(parse_digest).transpose()?;
-    let seal = match (&args.seal, &args.metadata_sha256) {
-        (Some(s), Some(m)) => Some((
+    let row = args.row.as_deref().map(read_row).transpose()?;
+    let expected_sha = match &row {
+        Some(r) => Some(r.plaintext_sha256),
+        None => args.sha256.as_deref().map(parse_digest).transpose()?,
+    };
+    let seal = match (&args.seal, &args.metadata_sha256, &row) {
+        (_, _, Some(r)) => Some((r.seal, r.metadata_sha256)),
+        (Some(s), Some(m), None) => Some((
             Seal::from_hex(s).context("--seal must be 64 hex digits")?,
             parse_digest(m)?,
         )),
         _ => None,
     };
+    if let Some(r) = &row
+        && r.sealed.is_none()
+    {
+        eprintln!(
+            "TAMPERED: {}: the row's call details (parties, numbers, names, times, duration, \
+             direction or owner) differ from what was sealed",
+            args.file.display()
+        );
+        return Ok(ExitCode::from(TAMPERED));
+    }
     let ring = load_ring(&args.key, &args.pass)?;
     let file =
         File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
@@ -112,6 +165,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(report_error(&args.file, &e));
         }
         println!("seal: valid for this file and the given metadata");
+        if let Some(covers) = row.as_ref().and_then(|r| r.sealed) {
+            println!("sealed: {}", covers.describe());
+        }
     }
     if let Some(out) = &args.out {
         println!("decrypted to: {}", out.display());

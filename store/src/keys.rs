@@ -35,6 +35,8 @@ pub enum KeyError {
     EmptyPassphrase,
     #[error("encoding the key failed: {0}")]
     Encode(String),
+    #[error("signing failed: {0}")]
+    Sign(String),
     #[error("invalid key id {0:?}: expected 64 hexadecimal characters (SHA-256 of the SPKI DER)")]
     BadKeyId(String),
     #[error("no private key with id {0} in the key ring")]
@@ -162,6 +164,17 @@ impl PublicKey {
         self.id
     }
 
+    /// Whether `signature` is this key's RSASSA-PSS SHA-256 signature of `message`.
+    pub fn verify_sha256(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.inner
+            .verify(
+                rsa::Pss::<Sha256>::new(),
+                &Sha256::digest(message),
+                signature,
+            )
+            .is_ok()
+    }
+
     /// Modulus size in bits.
     pub fn bits(&self) -> usize {
         self.inner.size() * 8
@@ -280,6 +293,14 @@ impl PrivateKey {
 
     pub fn id(&self) -> KeyId {
         self.public.id
+    }
+
+    /// RSASSA-PSS with SHA-256 (salt of 32 bytes, blinded with the OS random source) over
+    /// `message`. Used for audit checkpoints, never for recordings.
+    pub fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.inner
+            .sign(rsa::Pss::<Sha256>::new(), &Sha256::digest(message))
+            .map_err(|e| KeyError::Sign(e.to_string()))
     }
 
     /// RSA-OAEP (SHA-256, MGF1-SHA-256, empty label) decryption; `None` when the ciphertext

@@ -3,16 +3,47 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use callvault_store::db::{NewUser, SavedQuery, SearchQuery, Tag, User, now_micros};
+use callvault_store::db::{Group, NewUser, SavedQuery, SearchQuery, Tag, User, now_micros};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::auth::set_password;
 use super::{Caller, SessionCaller, St};
-use crate::access::{Action, AdminPermission, scope_covers_user};
+use crate::AppState;
+use crate::access::{Action, AdminPermission, Grants, resolve_subject, scope_covers_user};
 use crate::auth::{new_token, token_hash};
 use crate::error::{ApiError, ApiResult};
+
+/// The grants `username` has (or would have) with `group_names`; 403 naming the first right
+/// the caller does not hold themselves, so no admin gives anyone more than they have.
+async fn refuse_escalation(
+    state: &AppState,
+    c: &Caller,
+    user_id: Uuid,
+    username: &str,
+    group_names: &[&str],
+    what: &str,
+) -> ApiResult<Grants> {
+    let tenant_groups = state.db.list_groups(&c.tenant).await?;
+    let grants = resolve_subject(
+        user_id,
+        username,
+        group_names,
+        &tenant_groups,
+        &state.access.profiles(&c.tenant),
+    );
+    c.grants.covers(&grants).map_err(|right| {
+        ApiError::forbidden(format!(
+            "{what} would give {username:?} {right}, which you do not hold yourself"
+        ))
+    })?;
+    Ok(grants)
+}
+
+fn names(groups: &[Group]) -> Vec<&str> {
+    groups.iter().map(|g| g.name.as_str()).collect()
+}
 
 pub async fn list_users(State(state): St, c: Caller) -> ApiResult<Json<Vec<User>>> {
     c.require(AdminPermission::ConfigureSystem)?;
@@ -53,6 +84,17 @@ pub async fn create_user(
     if let Some(p) = crate::auth::password_problem(&req.username, &req.password) {
         return Err(ApiError::invalid(p));
     }
+    // Profiles may name the user, or their groups: the new account gets what they give.
+    let wanted: Vec<&str> = req.groups.iter().map(String::as_str).collect();
+    refuse_escalation(
+        &state,
+        &c,
+        Uuid::nil(),
+        req.username.trim(),
+        &wanted,
+        "creating this account",
+    )
+    .await?;
     let mut nu = NewUser::local(req.username.trim(), &req.display_name);
     nu.email = req.email.clone();
     let user = state.db.create_user(&c.tenant, &nu).await?;
@@ -109,6 +151,28 @@ pub async fn reset_password(
         .user(&c.tenant, id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("user {id}")))?;
+    // Whoever sets a password can sign in as the account: never one with rights the admin
+    // lacks, and never a key holder's (that is done offline by a key holder).
+    let groups = state.db.user_groups(&c.tenant, user.id).await?;
+    let theirs = refuse_escalation(
+        &state,
+        &c,
+        user.id,
+        &user.username,
+        &names(&groups),
+        "resetting this password",
+    )
+    .await?;
+    if !theirs.keys.is_empty() {
+        return Err(ApiError::forbidden(format!(
+            "{:?} holds a key grant ({}): a password reset in the portal would let its admin \
+             sign in as a key holder. A holder of that key resets it offline with \
+             `callvault keys reset-password --key <private key> --username {}`",
+            user.username,
+            theirs.keys.iter().cloned().collect::<Vec<_>>().join(", "),
+            user.username
+        )));
+    }
     let out = match req {
         ResetPassword::Set {
             new_password,

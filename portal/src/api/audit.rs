@@ -5,11 +5,14 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use callvault_store::db::{AuditEntry, AuditFilter, AuditVerification, now_micros};
+use std::sync::Arc;
+
+use callvault_store::db::{AlarmSeverity, AuditEntry, AuditFilter, AuditVerification, now_micros};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{Caller, St};
+use crate::AppState;
 use crate::access::AdminPermission;
 use crate::error::{ApiError, ApiResult};
 use crate::export;
@@ -103,17 +106,79 @@ pub async fn export_csv(
         .into_response())
 }
 
-/// Walks the hash chain: whether any entry was changed or removed since it was written.
+/// Walks the hash chain: whether any entry was changed or removed since it was written, and,
+/// with the audit checkpoint key, how far the signed checkpoints prove it.
 pub async fn verify(State(state): St, c: Caller) -> ApiResult<Json<AuditVerification>> {
     c.require(AdminPermission::AuditTrail)?;
-    let v = state.db.verify_audit_chain(&c.tenant).await?;
+    let v = match &state.config.audit_key {
+        Some(key) => {
+            state
+                .db
+                .verify_audit_anchored(&c.tenant, key.0.public_key())
+                .await?
+        }
+        None => state.db.verify_audit_chain(&c.tenant).await?,
+    };
     c.audit(
         &state,
         "audit.verify",
         "audit",
         "",
-        json!({ "intact": v.is_intact(), "entries": v.entries_checked }),
+        json!({
+            "intact": v.is_intact(), "entries": v.entries_checked,
+            "proven_through": v.proven_through, "unanchored": v.unanchored,
+        }),
     )
     .await?;
     Ok(Json(v))
+}
+
+/// Alarm raised when a tenant's audit chain no longer matches its checkpoints.
+const CHAIN_ALARM: &str = "AuditChainBroken";
+
+/// Signs every tenant's audit chain head at the configured interval, for as long as the
+/// portal runs. A chain that no longer leads from its last checkpoint to its head is never
+/// signed: it raises an alarm (and logs) instead, cleared once the chain checks out again.
+pub async fn checkpoint_audit_chains(state: Arc<AppState>) {
+    let Some(key) = state.config.audit_key.clone() else {
+        return;
+    };
+    let mut tick = tokio::time::interval(state.config.audit_checkpoint_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let tenants = match state.db.audit_tenants().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "audit checkpoints: listing tenants");
+                continue;
+            }
+        };
+        for tenant in tenants {
+            match state.db.checkpoint_audit(&tenant, &key.0).await {
+                Ok(cp) => {
+                    if let Some(cp) = cp {
+                        tracing::debug!(%tenant, seq = cp.seq, "audit chain checkpointed");
+                    }
+                    let _ = state.db.clear_alarm(&tenant, CHAIN_ALARM, "portal").await;
+                }
+                Err(e) => {
+                    tracing::error!(%tenant, error = %e, "audit chain not checkpointed");
+                    let raised = state
+                        .db
+                        .raise_alarm(
+                            &tenant,
+                            CHAIN_ALARM,
+                            "portal",
+                            AlarmSeverity::Critical,
+                            &format!("the audit trail does not match its signed checkpoints: {e}"),
+                        )
+                        .await;
+                    if let Err(e) = raised {
+                        tracing::error!(%tenant, error = %e, "raising the audit chain alarm");
+                    }
+                }
+            }
+        }
+    }
 }

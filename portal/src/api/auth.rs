@@ -477,6 +477,13 @@ pub async fn redeem_reset(
         .user(&tenant, user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
+    // A token minted before the account got a key grant no longer opens it.
+    if !super::grants_of(&state, &tenant, &user).await?.keys.is_empty() {
+        return Err(ApiError::forbidden(
+            "the account holds a key grant: its password is reset offline by a key holder \
+             (`callvault keys reset-password`)",
+        ));
+    }
     set_password(&state, &tenant, &user, &req.new_password, false).await?;
     state.db.revoke_user_sessions(&tenant, user.id).await?;
     state

@@ -39,6 +39,7 @@ use crate::auth::{
 use crate::error::{ApiError, ApiResult, Code};
 
 pub(crate) use auth::failed_sign_in;
+pub use audit::checkpoint_audit_chains;
 pub use auth::sign_in;
 
 type St = State<Arc<AppState>>;
@@ -311,14 +312,11 @@ async fn authenticate(state: &AppState, parts: &Parts, strict: bool) -> ApiResul
         ));
     }
     let user = target.unwrap_or_else(|| actor.clone());
-    let user_groups = state.db.user_groups(tenant, user.id).await?;
-    let tenant_groups = state.db.list_groups(tenant).await?;
-    let grants = resolve(
-        &user,
-        &user_groups,
-        &tenant_groups,
-        &state.access.profiles(tenant),
-    );
+    let mut grants = grants_of(state, tenant, &user).await?;
+    if impersonating {
+        // The other user's view, never more than the admin's own rights.
+        grants.impersonator = Some(Box::new(grants_of(state, tenant, &actor).await?));
+    }
     let caller = Caller {
         tenant: tenant.to_owned(),
         session_id: hash,
@@ -339,6 +337,16 @@ async fn authenticate(state: &AppState, parts: &Parts, strict: bool) -> ApiResul
             .await?;
     }
     Ok(caller)
+}
+
+/// A user's grants as their AccessProfiles give them now.
+pub(crate) async fn grants_of(state: &AppState, tenant: &str, user: &User) -> ApiResult<Grants> {
+    Ok(resolve(
+        user,
+        &state.db.user_groups(tenant, user.id).await?,
+        &state.db.list_groups(tenant).await?,
+        &state.access.profiles(tenant),
+    ))
 }
 
 impl FromRequestParts<Arc<AppState>> for Caller {
@@ -436,6 +444,13 @@ impl Caller {
                     serde_json::to_string(&a).unwrap_or_default()
                 )))
             }
+            (Some(Denial::Key), _) if self.impersonating => Err(ApiError::new(
+                Code::KeyNotGranted,
+                format!(
+                    "the encryption key of recording {id} is not granted to both you and the \
+                     user you impersonate: impersonation never widens audio rights"
+                ),
+            )),
             (Some(Denial::Key), _) => Err(ApiError::new(
                 Code::KeyNotGranted,
                 format!(

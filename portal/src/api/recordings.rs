@@ -338,6 +338,8 @@ pub async fn integrity(
         Err(e) if e.code == Code::Conflict => crate::media::Integrity {
             result: "tampered",
             reason: Some(e.message),
+            sealed: None,
+            covers: None,
         },
         Err(e) => return Err(e),
     };
@@ -642,6 +644,8 @@ pub async fn zip(State(state): St, c: Caller, Json(req): Json<ZipRequest>) -> Ap
             manifest.push(json!({
                 "file": name, "recording_id": rec.id, "key_id": rec.key_id,
                 "sha256": rec.sha256, "metadata_sha256": rec.metadata_digest, "seal": rec.signature,
+                // The row as sealed: `callvault verify --row` checks its call details too.
+                "recording": rec,
             }));
             (name, media.ciphertext().await?)
         } else {

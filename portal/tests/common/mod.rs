@@ -242,6 +242,23 @@ impl Fixture {
         plaintext: &[u8],
         seconds: i64,
     ) -> Recording {
+        self.recording_sealed(owner, groups, calling, called, plaintext, seconds, false)
+            .await
+    }
+
+    /// [`Fixture::recording_lasting`]; `version_1` seals it as recorders did before call
+    /// details were sealed (the metadata digest covers the SIPREC metadata alone).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn recording_sealed(
+        &self,
+        owner: Option<Uuid>,
+        groups: Vec<Uuid>,
+        calling: &str,
+        called: &str,
+        plaintext: &[u8],
+        seconds: i64,
+        version_1: bool,
+    ) -> Recording {
         let mut rec = NewRecording::new(
             format!("call-{}", Uuid::new_v4()),
             1_750_000_000_000_000 + i64::from(rand_small()) * 1_000_000,
@@ -253,9 +270,16 @@ impl Fixture {
         rec.groups = groups;
         rec.storage_target = TARGET.to_owned();
         rec.key_id = Some(self.key_id.clone());
+        rec.answer_time = Some(rec.start_time);
         let id = rec.id;
         self.db.create_recording(T, &rec).await.expect("create");
-        let meta = [7u8; 32];
+        let end_time = rec.start_time + seconds * 1_000_000;
+        // Sealed as the recorder seals: the call's details as the row will hold them.
+        let meta = if version_1 {
+            callvault_store::db::raw_metadata_digest(rec.raw_metadata.as_deref().unwrap_or(""))
+        } else {
+            rec.sealed_digest(end_time)
+        };
         let mut w = RecordingWriter::new(
             Vec::new(),
             self.key.public_key(),
@@ -275,7 +299,7 @@ impl Fixture {
                 id,
                 &FinishRecording {
                     status: RecordingStatus::Available,
-                    end_time: rec.start_time + seconds * 1_000_000,
+                    end_time,
                     answer_time: Some(rec.start_time),
                     release_cause: Some(ReleaseCause::Normal),
                     answering: None,

@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::exec::{DbRow, Tx, args};
 use super::{Db, DbError, Result, invalid, now_micros};
+use crate::keys::{PrivateKey, PublicKey};
 
 /// `prev_hash` of a chain's first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -103,6 +104,85 @@ pub enum ChainBreak {
     HeadMismatch { seq: i64 },
     /// The purge anchor in the head differs from the one the last purge entry recorded.
     AnchorMismatch { anchor_seq: i64 },
+    /// Entry `seq`'s hash differs from the one a signed checkpoint recorded: it, or an entry
+    /// before it, was rewritten or reordered and the chain recomputed.
+    CheckpointMismatch { seq: i64 },
+    /// The chain ends before the entry a signed checkpoint names: its tail was cut.
+    Truncated { checkpoint_seq: i64 },
+    /// A checkpoint row claims the checkpoint key but its signature does not verify.
+    ForgedCheckpoint { seq: i64 },
+}
+
+impl ChainBreak {
+    /// The entry the break is at.
+    pub fn seq(&self) -> i64 {
+        match self {
+            ChainBreak::Missing { seq }
+            | ChainBreak::Altered { seq }
+            | ChainBreak::Relinked { seq }
+            | ChainBreak::HeadMismatch { seq }
+            | ChainBreak::CheckpointMismatch { seq }
+            | ChainBreak::ForgedCheckpoint { seq } => *seq,
+            ChainBreak::AnchorMismatch { anchor_seq } => *anchor_seq,
+            ChainBreak::Truncated { checkpoint_seq } => *checkpoint_seq,
+        }
+    }
+}
+
+/// The chain head as signed by the checkpoint key (a key the database does not hold, like the
+/// recordings' private keys): proof, outside the database, of every entry up to `seq`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheckpoint {
+    pub tenant: String,
+    pub seq: i64,
+    /// Hash of entry `seq`.
+    pub hash: String,
+    /// When it was signed (µs since epoch).
+    pub time: i64,
+    /// Id of the signing key (SHA-256 of its public key's SPKI DER).
+    pub key_id: String,
+    /// RSASSA-PSS SHA-256 signature of [`AuditCheckpoint::signed_bytes`], hex.
+    pub signature: String,
+}
+
+impl AuditCheckpoint {
+    /// What is signed: a version tag, the tenant, `seq`, `time` and `hash`.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut put_field = |b: &[u8]| {
+            out.extend_from_slice(&(b.len() as u64).to_be_bytes());
+            out.extend_from_slice(b);
+        };
+        put_field(b"callvault-audit-checkpoint-v1");
+        put_field(self.tenant.as_bytes());
+        put_field(&self.seq.to_be_bytes());
+        put_field(&self.time.to_be_bytes());
+        put_field(self.hash.as_bytes());
+        out
+    }
+}
+
+fn checkpoint_from_row(r: &dyn DbRow) -> Result<AuditCheckpoint> {
+    Ok(AuditCheckpoint {
+        tenant: r.text("tenant")?,
+        seq: r.i64("seq")?,
+        hash: r.text("hash")?,
+        time: r.i64("time")?,
+        key_id: r.text("key_id")?,
+        signature: r.text("signature")?,
+    })
+}
+
+/// What a walk over part of the chain found.
+struct Walk {
+    checked: u64,
+    /// The entry after the last one that checked out.
+    next_seq: i64,
+    /// Hash of the last entry that checked out.
+    prev: String,
+    /// `(through_seq, anchor_hash)` of the last purge entry seen.
+    last_purge: Option<(i64, String)>,
+    first_break: Option<ChainBreak>,
 }
 
 /// Result of [`Db::verify_audit_chain`].
@@ -113,6 +193,13 @@ pub struct AuditVerification {
     pub anchor_seq: i64,
     pub last_seq: i64,
     pub first_break: Option<ChainBreak>,
+    /// The newest checkpoint signed by the checkpoint key, when verified against one.
+    pub checkpoint: Option<AuditCheckpoint>,
+    /// Every entry up to this one is proven by that checkpoint (0 = none proven).
+    pub proven_through: i64,
+    /// Entries after the proven ones (a checkpoint will cover them): these are checked for
+    /// consistency only, and a database writer could still rewrite or cut them.
+    pub unanchored: i64,
 }
 
 impl AuditVerification {
@@ -129,7 +216,7 @@ pub struct PurgeReport {
     pub through_seq: i64,
 }
 
-fn put(h: &mut Sha256, bytes: &[u8]) {
+pub(crate) fn put(h: &mut Sha256, bytes: &[u8]) {
     h.update((bytes.len() as u64).to_be_bytes());
     h.update(bytes);
 }
@@ -305,9 +392,55 @@ impl Db {
     }
 
     /// Walks the tenant's chain from the purge anchor to the head and reports the first entry
-    /// that is missing, altered or relinked.
+    /// that is missing, altered or relinked. Whoever can write the database can also recompute
+    /// every hash and the head, so this alone proves only accidental damage:
+    /// [`Db::verify_audit_anchored`] checks the chain against signed checkpoints too.
     pub async fn verify_audit_chain(&self, tenant: &str) -> Result<AuditVerification> {
-        let head = self
+        let head = self.audit_head(tenant).await?;
+        let mut report = AuditVerification {
+            entries_checked: 0,
+            anchor_seq: head.anchor_seq,
+            last_seq: head.seq,
+            first_break: None,
+            checkpoint: None,
+            proven_through: 0,
+            unanchored: 0,
+        };
+        let prev = if head.anchor_seq == 0 {
+            GENESIS_HASH.to_owned()
+        } else {
+            head.anchor_hash.clone()
+        };
+        let walk = self
+            .walk_audit(tenant, head.anchor_seq + 1, prev, None)
+            .await?;
+        report.entries_checked = walk.checked;
+        if walk.first_break.is_some() {
+            report.first_break = walk.first_break;
+            return Ok(report);
+        }
+        let expected = walk.next_seq;
+        if expected - 1 != head.seq {
+            // Entries after the last one found were removed (or the head was moved).
+            report.first_break = Some(if expected - 1 < head.seq {
+                ChainBreak::Missing { seq: expected }
+            } else {
+                ChainBreak::HeadMismatch { seq: head.seq }
+            });
+        } else if head.seq > head.anchor_seq && walk.prev != head.hash {
+            report.first_break = Some(ChainBreak::HeadMismatch { seq: head.seq });
+        } else if head.anchor_seq > 0
+            && walk.last_purge != Some((head.anchor_seq, head.anchor_hash.clone()))
+        {
+            report.first_break = Some(ChainBreak::AnchorMismatch {
+                anchor_seq: head.anchor_seq,
+            });
+        }
+        Ok(report)
+    }
+
+    async fn audit_head(&self, tenant: &str) -> Result<Head> {
+        Ok(self
             .row(
                 "SELECT seq, hash, anchor_seq, anchor_hash FROM audit_head WHERE tenant = $1",
                 &args![tenant],
@@ -319,33 +452,42 @@ impl Db {
                 hash: GENESIS_HASH.to_owned(),
                 anchor_seq: 0,
                 anchor_hash: String::new(),
-            });
-        let mut report = AuditVerification {
-            entries_checked: 0,
-            anchor_seq: head.anchor_seq,
-            last_seq: head.seq,
+            }))
+    }
+
+    /// Walks entries from `expected` on, each linking to `prev`, until the end of the table or
+    /// (when `through` is given) that entry; stops at the first break.
+    async fn walk_audit(
+        &self,
+        tenant: &str,
+        mut expected: i64,
+        mut prev: String,
+        through: Option<i64>,
+    ) -> Result<Walk> {
+        let mut walk = Walk {
+            checked: 0,
+            next_seq: expected,
+            prev: prev.clone(),
+            last_purge: None,
             first_break: None,
         };
-        let mut expected = head.anchor_seq + 1;
-        let mut prev = if head.anchor_seq == 0 {
-            GENESIS_HASH.to_owned()
-        } else {
-            head.anchor_hash.clone()
-        };
-        let mut last_purge: Option<(i64, String)> = None;
         const BATCH: i64 = 1000;
-        'walk: loop {
+        loop {
+            let limit = through.map_or(BATCH, |t| BATCH.min(t - expected + 1));
+            if limit <= 0 {
+                break;
+            }
             let batch = self
                 .rows(
                     &format!(
                         "SELECT {ENTRY_COLUMNS} FROM audit_log WHERE tenant = $1 AND seq >= $2 \
                          ORDER BY seq LIMIT $3"
                     ),
-                    &args![tenant, expected, BATCH],
+                    &args![tenant, expected, limit],
                     entry_from_row,
                 )
                 .await?;
-            let done = (batch.len() as i64) < BATCH;
+            let done = (batch.len() as i64) < limit;
             for e in batch {
                 let brk = if e.seq != expected {
                     Some(ChainBreak::Missing { seq: expected })
@@ -357,41 +499,155 @@ impl Db {
                     None
                 };
                 if brk.is_some() {
-                    report.first_break = brk;
-                    return Ok(report);
+                    walk.first_break = brk;
+                    break;
                 }
                 if e.action == PURGE_ACTION {
                     let d: serde_json::Value = serde_json::from_str(&e.details).unwrap_or_default();
-                    last_purge = Some((
+                    walk.last_purge = Some((
                         d["through_seq"].as_i64().unwrap_or(-1),
                         d["anchor_hash"].as_str().unwrap_or_default().to_owned(),
                     ));
                 }
-                report.entries_checked += 1;
+                walk.checked += 1;
                 prev = e.hash;
                 expected += 1;
             }
-            if done {
-                break 'walk;
+            if walk.first_break.is_some() || done {
+                break;
             }
         }
-        if expected - 1 != head.seq {
-            // Entries after the last one found were removed (or the head was moved).
-            report.first_break = Some(if expected - 1 < head.seq {
-                ChainBreak::Missing { seq: expected }
-            } else {
-                ChainBreak::HeadMismatch { seq: head.seq }
-            });
-        } else if head.seq > head.anchor_seq && prev != head.hash {
-            report.first_break = Some(ChainBreak::HeadMismatch { seq: head.seq });
-        } else if head.anchor_seq > 0
-            && last_purge != Some((head.anchor_seq, head.anchor_hash.clone()))
-        {
-            report.first_break = Some(ChainBreak::AnchorMismatch {
-                anchor_seq: head.anchor_seq,
-            });
+        walk.next_seq = expected;
+        walk.prev = prev;
+        Ok(walk)
+    }
+
+    /// Signs the tenant's current chain head with `key` and stores the checkpoint, after
+    /// checking that the chain from the last valid checkpoint (or from the start) still leads
+    /// to that head: a signer never blesses a rewritten or shortened chain. `None` when the
+    /// head has not moved since the last checkpoint (or the chain is empty).
+    pub async fn checkpoint_audit(
+        &self,
+        tenant: &str,
+        key: &PrivateKey,
+    ) -> Result<Option<AuditCheckpoint>> {
+        let v = self.verify_audit_anchored(tenant, key.public_key()).await?;
+        if let Some(brk) = &v.first_break {
+            return Err(DbError::Conflict(format!(
+                "the audit chain of tenant {tenant} is broken ({brk:?}); it is not checkpointed"
+            )));
         }
-        Ok(report)
+        if v.last_seq == 0 || v.checkpoint.as_ref().is_some_and(|c| c.seq == v.last_seq) {
+            return Ok(None);
+        }
+        let head = self.audit_head(tenant).await?;
+        let mut cp = AuditCheckpoint {
+            tenant: tenant.to_owned(),
+            seq: head.seq,
+            hash: head.hash,
+            time: now_micros(),
+            key_id: key.id().to_hex(),
+            signature: String::new(),
+        };
+        let sig = key
+            .sign_sha256(&cp.signed_bytes())
+            .map_err(|e| invalid("audit checkpoint key", e.to_string()))?;
+        cp.signature = hex::encode(sig);
+        self.exec(
+            "INSERT INTO audit_checkpoints (tenant, seq, hash, time, key_id, signature) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, key_id, seq) DO NOTHING",
+            &args![
+                tenant,
+                cp.seq,
+                &cp.hash,
+                cp.time,
+                &cp.key_id,
+                &cp.signature
+            ],
+        )
+        .await?;
+        Ok(Some(cp))
+    }
+
+    /// Tenants that have an audit chain.
+    pub async fn audit_tenants(&self) -> Result<Vec<String>> {
+        self.rows(
+            "SELECT tenant FROM audit_head ORDER BY tenant",
+            &args![],
+            |r| r.text("tenant"),
+        )
+        .await
+    }
+
+    /// [`Db::verify_audit_chain`], then the chain against the newest checkpoint signed by
+    /// `key`: the entry it names must still be there with the hash it signed. That proves
+    /// every entry up to it (rewriting, recomputing, reordering or cutting them changes that
+    /// hash or removes it); entries after it are reported as not anchored yet. A checkpoint
+    /// row naming `key` whose signature does not verify is itself a break.
+    pub async fn verify_audit_anchored(
+        &self,
+        tenant: &str,
+        key: &PublicKey,
+    ) -> Result<AuditVerification> {
+        let mut v = self.verify_audit_chain(tenant).await?;
+        let key_id = key.id().to_hex();
+        let checkpoints = self
+            .rows(
+                "SELECT tenant, seq, hash, time, key_id, signature FROM audit_checkpoints \
+                 WHERE tenant = $1 AND key_id = $2 ORDER BY seq DESC",
+                &args![tenant, &key_id],
+                checkpoint_from_row,
+            )
+            .await?;
+        for cp in &checkpoints {
+            let signed = hex::decode(&cp.signature)
+                .is_ok_and(|sig| key.verify_sha256(&cp.signed_bytes(), &sig));
+            if !signed {
+                v.first_break = Some(ChainBreak::ForgedCheckpoint { seq: cp.seq });
+                return Ok(v);
+            }
+        }
+        // The newest checkpoint the purges left something to compare with.
+        let Some(cp) = checkpoints
+            .into_iter()
+            .find(|c| c.seq >= v.anchor_seq.max(1))
+        else {
+            v.unanchored = v.last_seq - v.anchor_seq;
+            return Ok(v);
+        };
+        let found = if cp.seq == v.anchor_seq {
+            // Purged through exactly this entry: the head kept its hash as the anchor.
+            self.audit_head(tenant).await.map(|h| Some(h.anchor_hash))?
+        } else {
+            self.row(
+                "SELECT hash FROM audit_log WHERE tenant = $1 AND seq = $2",
+                &args![tenant, cp.seq],
+                |r| r.text("hash"),
+            )
+            .await?
+        };
+        let brk = match found {
+            None => Some(ChainBreak::Truncated {
+                checkpoint_seq: cp.seq,
+            }),
+            Some(h) if h != cp.hash => Some(ChainBreak::CheckpointMismatch { seq: cp.seq }),
+            Some(_) => None,
+        };
+        match brk {
+            // A chain break found by the walk before the checkpoint stays the first one.
+            Some(b) => {
+                if v.first_break.as_ref().is_none_or(|f| f.seq() > cp.seq) {
+                    v.first_break = Some(b);
+                }
+            }
+            None if v.first_break.as_ref().is_none_or(|f| f.seq() > cp.seq) => {
+                v.proven_through = cp.seq;
+                v.unanchored = (v.last_seq - cp.seq).max(0);
+            }
+            None => {}
+        }
+        v.checkpoint = Some(cp);
+        Ok(v)
     }
 
     /// Removes the oldest entries, all older than `older_than` (µs since epoch), and appends an

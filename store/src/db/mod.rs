@@ -18,6 +18,7 @@ mod provisioning;
 mod recorder;
 mod recordings;
 mod search;
+mod sealed;
 mod speech;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -31,7 +32,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 pub use alarms::{ActivityEntry, Alarm, AlarmSeverity};
 pub use annotations::{CustomField, CustomFieldType, Note, SavedQuery, Tag, Transcript};
 pub use audit::{
-    AuditEntry, AuditFilter, AuditVerification, ChainBreak, GENESIS_HASH, NewAuditEntry,
+    AuditCheckpoint, AuditEntry, AuditFilter, AuditVerification, ChainBreak, GENESIS_HASH, NewAuditEntry,
     PURGE_ACTION, PurgeReport, audit_entry_hash,
 };
 pub use directory::{Group, NewUser, User, UserSource, WebSession};
@@ -47,6 +48,7 @@ pub use search::{
     AccessScope, DurationFilter, DurationOp, PartyPattern, SearchPage, SearchQuery, SortDirection,
     SortKey, TagMatch,
 };
+pub use sealed::{SealedFields, raw_metadata_digest};
 pub use speech::{SpeechCounts, SpeechJobState, SpeechPosition, SpeechSelection};
 
 pub(crate) use exec::Arg;
