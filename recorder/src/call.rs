@@ -19,7 +19,7 @@ use crate::commit::{Committer, DbSlot};
 use crate::media::{OpusConfig, Recording, StreamConfig, StreamId, TimelineConfig};
 use crate::metrics::{self, Metrics};
 use crate::ports::{PortPair, PortPool};
-use crate::spool::{Ended, Manifest, RowFacts, Spool, trim_to_whole_chunks};
+use crate::spool::{AudioProgress, Ended, Manifest, Recovery, RowFacts, Spool};
 
 /// What the recording side shares between calls.
 #[derive(Debug)]
@@ -97,7 +97,7 @@ struct Slot {
 
 struct Segment {
     manifest: Manifest,
-    recording: Recording<RecordingWriter<File>>,
+    recording: Recording<AudioProgress<RecordingWriter<File>>>,
     started: Instant,
     /// Stream id in this segment's timeline, per m-line.
     streams: Vec<Option<StreamId>>,
@@ -180,6 +180,11 @@ impl Call {
             },
         )
         .map_err(|e| e.to_string())?;
+        let writer = AudioProgress::new(
+            writer,
+            ctx.spool.create_audio_notes(manifest.id),
+            ctx.chunk_size,
+        );
         let started = Instant::now();
         let mut recording =
             Recording::new(TimelineConfig::default(), ctx.opus.clone(), started, writer)
@@ -516,7 +521,7 @@ impl Call {
                     metrics::add(&ctx.metrics.rtp_malformed, s.malformed);
                 }
                 let digest = sha256(manifest.row.raw_metadata.as_bytes());
-                writer.finish(&digest).map_err(|e| e.to_string())
+                writer.into_inner().finish(&digest).map_err(|e| e.to_string())
             })
             .and_then(|(mut file, summary)| {
                 file.flush()
@@ -550,30 +555,7 @@ impl Call {
     }
 }
 
-/// Marks a segment whose writer died as recovered: its file is cut after the last whole
-/// chunk and committed `incomplete`.
-pub fn recover(spool: &Spool, mut manifest: Manifest) -> Manifest {
-    let path = spool.media_path(manifest.id);
-    match trim_to_whole_chunks(&path) {
-        Ok(Some(len)) => {
-            tracing::info!(recording = %manifest.id, bytes = len, "spool file recovered")
-        }
-        Ok(None) => tracing::warn!(recording = %manifest.id, "spool file has no complete header"),
-        Err(e) => tracing::error!(recording = %manifest.id, error = %e, "spool file unreadable"),
-    }
-    let end_time = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_micros()).ok())
-        .unwrap_or_else(now_micros)
-        .max(manifest.row.start_time);
-    manifest.ended = Some(Ended::Recovered {
-        end_time,
-        metadata_digest: hex::encode(sha256(manifest.row.raw_metadata.as_bytes())),
-    });
-    if let Err(e) = spool.save(&manifest) {
-        tracing::error!(error = %e, "cannot record the recovery in the spool");
-    }
-    manifest
+/// Marks a segment whose spool write failed mid-call as recovered (see [`Spool::recover`]).
+pub fn recover(spool: &Spool, manifest: Manifest) -> Manifest {
+    spool.recover(manifest, Recovery::WriteFailed)
 }

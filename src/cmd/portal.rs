@@ -214,10 +214,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("binding {}", args.http_addr))?;
         tracing::info!(addr = %args.http_addr, "portal listening");
-        callvault_portal::serve(listener, router, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+        callvault_portal::serve(listener, router, super::terminated()).await?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
