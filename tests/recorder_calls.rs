@@ -586,6 +586,37 @@ fn decode_ogg(data: &[u8]) -> [Vec<f32>; 2] {
     chans.map(|c| c[pre_skip..(pre_skip + total).min(c.len())].to_vec())
 }
 
+/// Milliseconds of audio in the whole Ogg/Opus pages of `data` (a recovered recording may end
+/// mid-page): the last complete page's granule less the pre-skip, at 48 kHz.
+fn ogg_audio_ms(data: &[u8]) -> i64 {
+    let (mut pos, mut granule, mut pre_skip) = (0usize, 0u64, 0u64);
+    while pos + 27 <= data.len() {
+        assert_eq!(&data[pos..pos + 4], b"OggS", "Ogg page at {pos}");
+        let n = usize::from(data[pos + 26]);
+        if pos + 27 + n > data.len() {
+            break;
+        }
+        let body: usize = data[pos + 27..pos + 27 + n]
+            .iter()
+            .map(|&l| usize::from(l))
+            .sum();
+        let end = pos + 27 + n + body;
+        if end > data.len() {
+            break;
+        }
+        if pos == 0 {
+            let head = &data[pos + 27 + n..end];
+            pre_skip = u64::from(u16::from_le_bytes([head[10], head[11]]));
+        }
+        let g = u64::from_le_bytes(data[pos + 6..pos + 14].try_into().unwrap());
+        if g != u64::MAX {
+            granule = g;
+        }
+        pos = end;
+    }
+    (granule.saturating_sub(pre_skip) * 1000 / 48_000) as i64
+}
+
 /// Log energy per 20 ms of a signal at `rate` Hz.
 fn envelope(x: &[f32], rate: usize) -> Vec<f64> {
     x.chunks(rate / 50)
@@ -1096,6 +1127,28 @@ async fn sigkill_mid_call_is_recovered_at_restart_as_incomplete() {
     );
     assert!(ogg.len() >= 16 * 1024, "{} bytes recovered", ogg.len());
     assert_eq!(&ogg[..4], b"OggS");
+    // The recording lasts as long as the audio it holds, not until the restart.
+    let audio_ms = ogg_audio_ms(&ogg);
+    assert!(audio_ms > 1_000, "{audio_ms} ms of audio recovered");
+    assert!(
+        (row.duration_ms - audio_ms).abs() <= 1,
+        "duration {} ms, audio {audio_ms} ms",
+        row.duration_ms
+    );
+    let reason = row.stop_reason.as_deref().unwrap_or_default();
+    let at: jiff::Timestamp = reason
+        .strip_prefix("recovered after crash at ")
+        .unwrap_or_else(|| panic!("stop reason {reason:?}"))
+        .parse()
+        .unwrap();
+    assert!(
+        at.as_microsecond() >= row.start_time && at.as_microsecond() <= row.updated_at,
+        "crash time {at} outside the call"
+    );
+    assert_eq!(
+        row.release_cause, None,
+        "how the call itself ended is unknown"
+    );
     assert!(
         rig.db
             .active_recordings(&rig.tenant)

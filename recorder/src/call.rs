@@ -521,7 +521,10 @@ impl Call {
                     metrics::add(&ctx.metrics.rtp_malformed, s.malformed);
                 }
                 let digest = sha256(manifest.row.raw_metadata.as_bytes());
-                writer.into_inner().finish(&digest).map_err(|e| e.to_string())
+                writer
+                    .into_inner()
+                    .finish(&digest)
+                    .map_err(|e| e.to_string())
             })
             .and_then(|(mut file, summary)| {
                 file.flush()

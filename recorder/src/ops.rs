@@ -35,7 +35,9 @@ pub enum Health {
     /// Stopping: new calls get 503, live ones finish.
     Draining,
     /// Stopped on an error no retry can fix (the configuration it started with cannot work).
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 impl Health {
@@ -53,7 +55,9 @@ impl Health {
                 address,
                 error,
                 attempts,
-            } => format!("not listening for SIP on {address}: {error} ({attempts} attempts, retrying)"),
+            } => format!(
+                "not listening for SIP on {address}: {error} ({attempts} attempts, retrying)"
+            ),
             Health::Draining => "draining".into(),
             Health::Failed { error } => format!("recorder stopped: {error}"),
         }

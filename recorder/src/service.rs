@@ -210,8 +210,7 @@ async fn serve(
                         tracing::info!(profile = %next.config.profile,
                             "configuration applied: new calls take it, live calls finish on theirs");
                         if sip_address(&next) != want {
-                            // A new address is tried at once, with no back-off left over.
-                            listeners.next_attempt = Instant::now();
+                            listeners.retry_now();
                         }
                         current = next;
                         applied_tx.send_replace(current.clone());
@@ -324,13 +323,8 @@ fn build(
                 .map_err(|e| ServiceError::Storage(Box::new(e)))?;
             let spool = Spool::open(&config.spool_dir)?;
             let db = Arc::new(DbSlot::new(url.trim().to_owned()));
-            let committer = Committer::new(
-                spool.clone(),
-                storage,
-                db.clone(),
-                backoff,
-                metrics.clone(),
-            );
+            let committer =
+                Committer::new(spool.clone(), storage, db.clone(), backoff, metrics.clone());
             (spool, committer.clone(), db, Some(committer))
         }
     };
@@ -426,6 +420,12 @@ impl Default for Listeners {
 }
 
 impl Listeners {
+    /// A new address is tried at once, with no back-off left over from the previous one.
+    fn retry_now(&mut self) {
+        self.failures = 0;
+        self.next_attempt = Instant::now();
+    }
+
     fn serves(&self, addr: SocketAddr) -> bool {
         self.current.as_ref().is_some_and(|(a, _)| *a == addr)
     }

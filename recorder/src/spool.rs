@@ -13,8 +13,8 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use callvault_store::db::{CallType, Direction, NewRecording, Party, ReleaseCause};
 use callvault_config::Timestamp;
+use callvault_store::db::{CallType, Direction, NewRecording, Party, ReleaseCause};
 use callvault_store::format::{Header, TAG_LEN, sha256};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -438,7 +438,8 @@ impl PageScan {
                     let take = n.min(12 - self.head.len());
                     self.head.extend_from_slice(&data[..take]);
                     if self.head.len() == 12 && self.head.starts_with(b"OpusHead") {
-                        self.pre_skip = u64::from(u16::from_le_bytes([self.head[10], self.head[11]]));
+                        self.pre_skip =
+                            u64::from(u16::from_le_bytes([self.head[10], self.head[11]]));
                     }
                 }
                 self.body_left -= n as u64;
@@ -465,7 +466,10 @@ impl PageScan {
             if want == Self::FIXED && self.header[26] > 0 {
                 continue; // now the segment table
             }
-            let body: u64 = self.header[Self::FIXED..].iter().map(|&b| u64::from(b)).sum();
+            let body: u64 = self.header[Self::FIXED..]
+                .iter()
+                .map(|&b| u64::from(b))
+                .sum();
             let mut granule = [0u8; 8];
             granule.copy_from_slice(&self.header[6..14]);
             ends.push_back((self.offset + body, u64::from_le_bytes(granule)));
@@ -473,5 +477,93 @@ impl PageScan {
             self.body_left = body;
             self.header.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::media::ogg::OggPageWriter;
+
+    /// An Ogg stream of an OpusHead page (pre-skip 312) and audio pages of 20 ms packets of
+    /// `packet` bytes, 10 packets a page, written through [`AudioProgress`].
+    fn write_stream(chunk: u32, packet: usize, pages: u64) -> (Vec<u8>, Vec<u64>) {
+        let dir = tempfile::tempdir().unwrap();
+        let notes_path = dir.path().join("x.audio");
+        let notes = File::create(&notes_path).unwrap();
+        let progress = AudioProgress::new(Vec::new(), Some(notes), chunk);
+        let mut ogg = OggPageWriter::new(progress, 7);
+        let mut head = b"OpusHead".to_vec();
+        head.extend_from_slice(&[1, 2]);
+        head.extend_from_slice(&312u16.to_le_bytes());
+        head.extend_from_slice(&[0; 9]);
+        ogg.push_packet(&head, 0).unwrap();
+        ogg.flush_page(false).unwrap();
+        let mut granule = 312;
+        for _ in 0..pages {
+            for _ in 0..10 {
+                granule += 960;
+                ogg.push_packet(&vec![0x55; packet], granule).unwrap();
+            }
+            ogg.flush_page(false).unwrap();
+        }
+        let stream = ogg.into_inner().into_inner();
+        let notes = std::fs::read(notes_path)
+            .unwrap()
+            .chunks(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        (stream, notes)
+    }
+
+    /// The audio of the whole pages in the first `len` bytes, read independently.
+    fn audio_in_prefix(stream: &[u8], len: usize) -> u64 {
+        let (mut pos, mut samples) = (0, 0);
+        while pos + 27 <= len {
+            let n = usize::from(stream[pos + 26]);
+            let body: usize = stream[pos + 27..pos + 27 + n]
+                .iter()
+                .map(|&b| usize::from(b))
+                .sum();
+            let end = pos + 27 + n + body;
+            if end > len {
+                break;
+            }
+            let g = u64::from_le_bytes(stream[pos + 6..pos + 14].try_into().unwrap());
+            samples = g.saturating_sub(312);
+            pos = end;
+        }
+        samples
+    }
+
+    #[test]
+    fn each_whole_chunk_notes_the_audio_of_the_pages_it_completes() {
+        for (chunk, packet) in [(1024, 40), (8192, 80), (300, 200)] {
+            let (stream, notes) = write_stream(chunk, packet, 40);
+            let chunk = chunk as usize;
+            assert_eq!(
+                notes.len(),
+                stream.len() / chunk,
+                "one note per whole chunk"
+            );
+            for (k, &noted) in notes.iter().enumerate() {
+                assert_eq!(
+                    noted,
+                    audio_in_prefix(&stream, (k + 1) * chunk),
+                    "chunk {k}"
+                );
+            }
+            assert!(notes.last().unwrap() > &0);
+        }
+    }
+
+    #[test]
+    fn a_stream_that_is_not_ogg_notes_no_audio() {
+        let mut progress = AudioProgress::new(Vec::new(), None, 16);
+        progress.write_all(&[0xAB; 100]).unwrap();
+        assert_eq!(progress.samples, 0);
+        assert_eq!(progress.into_inner().len(), 100, "everything passed on");
     }
 }

@@ -71,7 +71,10 @@ async fn recovered_commit(f: Fixture) {
         got.stop_reason.as_deref(),
         Some("recovered after crash at 2026-01-01T00:00:00Z")
     );
-    assert_eq!(got.release_cause, None, "how the call itself ended is unknown");
+    assert_eq!(
+        got.release_cause, None,
+        "how the call itself ended is unknown"
+    );
     assert_eq!(db.active_recordings(T).await.expect("active").len(), 0);
     // A second commit (a retry after the first one landed) is refused, not applied twice.
     let again = db

@@ -119,6 +119,11 @@ impl Pool {
         self.draining.retain(|(_, task)| !task.is_finished());
         for (name, (config, valid)) in wanted {
             match self.running.get_mut(&name) {
+                // Stopped on an error (its configuration could not work): the new one starts it.
+                Some(running) if running.task.is_finished() && running.config != config => {
+                    self.running
+                        .insert(name.clone(), start(name, config, valid));
+                }
                 Some(running) if running.config == config => {}
                 Some(running) => {
                     tracing::info!(profile = %name, "applying the changed profile to its recorder");
