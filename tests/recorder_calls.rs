@@ -190,11 +190,35 @@ impl Rig {
 
     /// Replaces the profile's recording rules in the written configuration.
     fn set_rules(&self, rules: serde_json::Value) {
+        self.edit(|config| config["rules"] = rules);
+    }
+
+    /// Rewrites the configuration file (renamed into place, as the kubelet swaps a ConfigMap).
+    fn edit(&self, change: impl FnOnce(&mut serde_json::Value)) {
         let path = self.dir.path().join("recorder.yaml");
         let mut config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        config["rules"] = rules;
-        std::fs::write(&path, config.to_string()).unwrap();
+        change(&mut config);
+        let tmp = self.dir.path().join("recorder.yaml.tmp");
+        std::fs::write(&tmp, config.to_string()).unwrap();
+        std::fs::rename(tmp, path).unwrap();
+    }
+
+    /// Waits until `/status` counts `applied` configuration changes applied and `refused`
+    /// refused, and returns it.
+    async fn configuration(&self, applied: u64, refused: u64) -> serde_json::Value {
+        let http = self.http;
+        poll(
+            "the configuration change taken",
+            Duration::from_secs(20),
+            || async move {
+                let (_, body) = get(http, "/status").await?;
+                let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+                let c = &status["configuration"];
+                (c["applied"] == applied && c["refused"] == refused).then_some(status)
+            },
+        )
+        .await
     }
 
     fn logs(&self) -> String {
@@ -1164,6 +1188,56 @@ async fn sigkill_mid_call_is_recovered_at_restart_as_incomplete() {
         || async move { (spooled_bytes(rig_ref) == 0).then_some(()) },
     )
     .await;
+}
+
+/// The cluster path of issue 15: the recorder reads its mounted configuration again and
+/// applies it in place. With a call in flight, the SIP port and the bitrate change: the new
+/// port answers at once, the live call goes on to its end on the old port, and both are
+/// committed. A broken file is refused (visible in `/status` and the metrics) while the last
+/// good configuration keeps recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_configuration_file_applies_in_place_with_a_call_in_flight() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.start().await;
+    let calls = live_calls(&rig, 1, 8_000).await;
+    let moved = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    rig.edit(|c| {
+        c["sip"]["port"] = moved.port().into();
+        c["media"] = serde_json::json!({"bitrate": 24_000});
+    });
+    let status = rig.configuration(1, 0).await;
+    assert_eq!(status["health"]["state"], "ready", "{status}");
+    assert_eq!(get(rig.http, "/readyz").await.unwrap().0, 200);
+    // The old port takes no new call (a source's probe gets 503) but still ends its own.
+    let old = std::mem::replace(&mut rig.sip, moved);
+    let refused = run_sipp(old, rig.dir.path(), "options_refused.xml", &[], "u1").await;
+    assert_ok(&refused, &rig);
+    let out = sipp(&rig, "record_no_rtp.xml", &[("PAUSE_MS", "500".into())], "u1").await;
+    assert_ok(&out, &rig);
+    for c in calls {
+        assert_ok(&c.await.unwrap(), &rig);
+    }
+    let rows = rig.wait_finished(2, Duration::from_secs(30)).await;
+    for row in &rows {
+        assert_eq!(row.status, RecordingStatus::Available);
+    }
+
+    std::fs::write(rig.dir.path().join("recorder.yaml"), "sip: [not, a, map]").unwrap();
+    let status = rig.configuration(1, 1).await;
+    assert!(
+        status["configuration"]["lastRefusal"]
+            .as_str()
+            .is_some_and(|r| r.contains("recorder.yaml")),
+        "{status}"
+    );
+    let (_, metrics) = get(rig.http, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("callvault_recorder_config_refused_total 1"),
+        "{metrics}"
+    );
+    let out = sipp(&rig, "record_no_rtp.xml", &[("PAUSE_MS", "500".into())], "u1").await;
+    assert_ok(&out, &rig);
+    rig.wait_finished(3, Duration::from_secs(30)).await;
 }
 
 /// A TCP forwarder in front of MinIO that can be cut, as a storage outage.
