@@ -204,7 +204,7 @@ spec:
             },
             days = 30 + edit.n,
             bitrate = 24_000 + edit.n * 1_000,
-            capacity = 20 + edit.n,
+            capacity = 10 + edit.n % 10,
             sip_port = edit.sip_port.unwrap_or(self.sip.port()),
             rtp_end = rtp + 99,
         );
@@ -425,7 +425,7 @@ async fn offer_call(sip: SocketAddr, seconds: &str) -> Result<bool, String> {
         .unwrap();
     let summary: Value = serde_json::from_slice(&out.stdout)
         .map_err(|e| format!("no summary ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
-    if summary["calls_completed"] == 1 {
+    if summary["callsCompleted"] == 1 {
         return Ok(true);
     }
     let failures = summary["failures"].to_string();

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::call::CallContext;
 use crate::commit::{Backoff, Committer, DbSlot};
 use crate::media::OpusConfig;
-use crate::metrics::Metrics;
+use crate::metrics::{self, Metrics};
 use crate::ops::{self, Health, HealthCell, OpsState};
 use crate::ports::PortPool;
 use crate::session::{Live, Recorder, SessionSettings};
@@ -392,18 +392,19 @@ fn read_key(config: &RecorderConfig) -> Result<PublicKey, ServiceError> {
 
 /// First and longest wait between attempts to bind a SIP address that is taken.
 const BIND_RETRY_FIRST: Duration = Duration::from_millis(500);
-const BIND_RETRY_MAX: Duration = Duration::from_secs(30);
-/// How long a replaced listener keeps serving its live calls' in-dialog requests (BYE above
-/// all) before it closes; calls longer than this are cut and committed.
-const RETIRED_LISTENER_LIMIT: Duration = Duration::from_secs(24 * 3600);
+const BIND_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Replaced listeners kept open: they answer new offers 503 (so a source that still sends
+/// there fails over at once rather than into silence), serve their live calls to the end, and
+/// are taken back into service if the configuration returns to their address. Beyond this
+/// many, those without live calls are closed.
+const RETIRED_KEPT: usize = 4;
 
 type Server = Arc<SipServer<Recorder>>;
 
-/// The SIP listener of the current configuration and those it replaced, which serve their
-/// live calls to the end but take no new ones (503).
+/// The SIP listener of the current configuration and those it replaced.
 struct Listeners {
     current: Option<(SocketAddr, Server)>,
-    retired: Vec<(Server, JoinHandle<()>)>,
+    retired: Vec<(SocketAddr, Server)>,
     failures: u32,
     next_attempt: Instant,
 }
@@ -430,8 +431,10 @@ impl Listeners {
         self.current.as_ref().is_some_and(|(a, _)| *a == addr)
     }
 
-    /// Binds `addr` while the previous listener still runs, then retires the previous one;
-    /// on failure the previous one keeps its calls, readiness drops and a retry is planned.
+    /// Makes `addr` the current listener: a replaced listener still open there is taken back,
+    /// otherwise `addr` is bound while the previous listener still runs. Then the previous one
+    /// is retired. On failure the previous one keeps its calls, readiness drops and a retry is
+    /// planned.
     async fn bind(
         &mut self,
         addr: SocketAddr,
@@ -439,53 +442,67 @@ impl Listeners {
         recorder: &Arc<Recorder>,
         state: &OpsState,
     ) {
-        let config = ServerConfig {
-            bind: addr,
-            advertised_host: advertise(valid).ok().map(|a| a.to_string()),
-            ..ServerConfig::default()
-        };
-        match SipServer::start(config, recorder.clone()).await {
-            Ok(server) => {
-                tracing::info!(sip_udp = %server.udp_addr(), sip_tcp = %server.tcp_addr(),
-                    profile = %valid.config.profile, "recorder listening");
-                self.failures = 0;
-                let previous = self.current.replace((addr, Arc::new(server)));
-                if let Some((old_addr, old)) = previous {
-                    tracing::info!(%old_addr, live = old.live_dialogs(),
-                        "previous SIP listener takes no new calls and closes when its calls end");
-                    let draining = old.clone();
-                    let task = tokio::spawn(async move {
-                        draining.drain(RETIRED_LISTENER_LIMIT).await;
-                        draining.shutdown();
-                    });
-                    self.retired.push((old, task));
+        let server = match self.retired.iter().position(|(a, _)| *a == addr) {
+            Some(i) => {
+                let (_, server) = self.retired.remove(i);
+                server.resume();
+                tracing::info!(%addr, "previous SIP listener taken back into service");
+                server
+            }
+            None => {
+                let config = ServerConfig {
+                    bind: addr,
+                    advertised_host: advertise(valid).ok().map(|a| a.to_string()),
+                    ..ServerConfig::default()
+                };
+                match SipServer::start(config, recorder.clone()).await {
+                    Ok(server) => Arc::new(server),
+                    Err(e) => {
+                        self.failures += 1;
+                        metrics::inc(&recorder.metrics().sip_bind_failures);
+                        let wait = BIND_RETRY_FIRST
+                            .saturating_mul(1 << self.failures.min(8))
+                            .min(BIND_RETRY_MAX);
+                        self.next_attempt = Instant::now() + wait;
+                        tracing::error!(%addr, error = %e, attempts = self.failures,
+                            retry_in = ?wait,
+                            "cannot listen for SIP: calls to this address are not answered");
+                        state.set_health(Health::NotListening {
+                            address: addr.to_string(),
+                            error: e.to_string(),
+                            attempts: self.failures,
+                        });
+                        return;
+                    }
                 }
-                self.retired.retain(|(_, task)| !task.is_finished());
-                state.set_health(Health::Ready);
             }
-            Err(e) => {
-                self.failures += 1;
-                metrics::inc(&recorder.metrics().sip_bind_failures);
-                let wait = BIND_RETRY_FIRST
-                    .saturating_mul(1 << self.failures.min(8))
-                    .min(BIND_RETRY_MAX);
-                self.next_attempt = Instant::now() + wait;
-                tracing::error!(%addr, error = %e, attempts = self.failures, retry_in = ?wait,
-                    "cannot listen for SIP: calls to this address are not answered");
-                state.set_health(Health::NotListening {
-                    address: addr.to_string(),
-                    error: e.to_string(),
-                    attempts: self.failures,
-                });
-            }
+        };
+        tracing::info!(sip_udp = %server.udp_addr(), sip_tcp = %server.tcp_addr(),
+            profile = %valid.config.profile, "recorder listening");
+        self.failures = 0;
+        if let Some((old_addr, old)) = self.current.replace((addr, server)) {
+            tracing::info!(%old_addr, live = old.live_dialogs(),
+                "previous SIP listener answers new calls 503 and serves its live ones to the end");
+            // Sets the listener draining; its calls are waited for at the final drain.
+            old.drain(Duration::ZERO).await;
+            self.retired.push((old_addr, old));
         }
+        while self.retired.len() > RETIRED_KEPT {
+            let Some(i) = self.retired.iter().position(|(_, s)| s.live_dialogs() == 0) else {
+                break;
+            };
+            let (closed, server) = self.retired.remove(i);
+            server.shutdown();
+            tracing::info!(%closed, "previous SIP listener closed");
+        }
+        state.set_health(Health::Ready);
     }
 
     fn all(&self) -> impl Iterator<Item = &Server> {
         self.current
             .iter()
+            .chain(self.retired.iter())
             .map(|(_, s)| s)
-            .chain(self.retired.iter().map(|(s, _)| s))
     }
 
     /// Every listener answers new offers 503 while live calls go on, for at most `grace`;
@@ -506,9 +523,6 @@ impl Listeners {
     fn shutdown(&self) {
         for s in self.all() {
             s.shutdown();
-        }
-        for (_, task) in &self.retired {
-            task.abort();
         }
     }
 }

@@ -243,7 +243,6 @@ impl Recorder {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             last_recording_time: self
-                .ctx
                 .metrics
                 .last_recording_time()
                 .and_then(|t| Timestamp::from_microsecond(t).ok())

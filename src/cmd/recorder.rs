@@ -83,6 +83,8 @@ async fn reload(path: PathBuf, mut last: Vec<u8>, updates: watch::Sender<ConfigU
         }
         let update = load(&path, &text).map_err(|e| format!("{e:#}"));
         last = text;
-        updates.send_replace(update);
+        if updates.send(update).is_err() {
+            return; // the recorder has stopped
+        }
     }
 }

@@ -127,7 +127,7 @@ impl Pool {
                 Some(running) if running.config == config => {}
                 Some(running) => {
                     tracing::info!(profile = %name, "applying the changed profile to its recorder");
-                    running.updates.send_replace(Ok(valid));
+                    let _ = running.updates.send(Ok(valid));
                     running.config = config;
                 }
                 None => {
