@@ -190,11 +190,35 @@ impl Rig {
 
     /// Replaces the profile's recording rules in the written configuration.
     fn set_rules(&self, rules: serde_json::Value) {
+        self.edit(|config| config["rules"] = rules);
+    }
+
+    /// Rewrites the configuration file (renamed into place, as the kubelet swaps a ConfigMap).
+    fn edit(&self, change: impl FnOnce(&mut serde_json::Value)) {
         let path = self.dir.path().join("recorder.yaml");
         let mut config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        config["rules"] = rules;
-        std::fs::write(&path, config.to_string()).unwrap();
+        change(&mut config);
+        let tmp = self.dir.path().join("recorder.yaml.tmp");
+        std::fs::write(&tmp, config.to_string()).unwrap();
+        std::fs::rename(tmp, path).unwrap();
+    }
+
+    /// Waits until `/status` counts `applied` configuration changes applied and `refused`
+    /// refused, and returns it.
+    async fn configuration(&self, applied: u64, refused: u64) -> serde_json::Value {
+        let http = self.http;
+        poll(
+            "the configuration change taken",
+            Duration::from_secs(20),
+            || async move {
+                let (_, body) = get(http, "/status").await?;
+                let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+                let c = &status["configuration"];
+                (c["applied"] == applied && c["refused"] == refused).then_some(status)
+            },
+        )
+        .await
     }
 
     fn logs(&self) -> String {
@@ -584,6 +608,37 @@ fn decode_ogg(data: &[u8]) -> [Vec<f32>; 2] {
     }
     let total = granule as usize - pre_skip;
     chans.map(|c| c[pre_skip..(pre_skip + total).min(c.len())].to_vec())
+}
+
+/// Milliseconds of audio in the whole Ogg/Opus pages of `data` (a recovered recording may end
+/// mid-page): the last complete page's granule less the pre-skip, at 48 kHz.
+fn ogg_audio_ms(data: &[u8]) -> i64 {
+    let (mut pos, mut granule, mut pre_skip) = (0usize, 0u64, 0u64);
+    while pos + 27 <= data.len() {
+        assert_eq!(&data[pos..pos + 4], b"OggS", "Ogg page at {pos}");
+        let n = usize::from(data[pos + 26]);
+        if pos + 27 + n > data.len() {
+            break;
+        }
+        let body: usize = data[pos + 27..pos + 27 + n]
+            .iter()
+            .map(|&l| usize::from(l))
+            .sum();
+        let end = pos + 27 + n + body;
+        if end > data.len() {
+            break;
+        }
+        if pos == 0 {
+            let head = &data[pos + 27 + n..end];
+            pre_skip = u64::from(u16::from_le_bytes([head[10], head[11]]));
+        }
+        let g = u64::from_le_bytes(data[pos + 6..pos + 14].try_into().unwrap());
+        if g != u64::MAX {
+            granule = g;
+        }
+        pos = end;
+    }
+    (granule.saturating_sub(pre_skip) * 1000 / 48_000) as i64
 }
 
 /// Log energy per 20 ms of a signal at `rate` Hz.
@@ -1099,6 +1154,28 @@ async fn sigkill_mid_call_is_recovered_at_restart_as_incomplete() {
     );
     assert!(ogg.len() >= 16 * 1024, "{} bytes recovered", ogg.len());
     assert_eq!(&ogg[..4], b"OggS");
+    // The recording lasts as long as the audio it holds, not until the restart.
+    let audio_ms = ogg_audio_ms(&ogg);
+    assert!(audio_ms > 1_000, "{audio_ms} ms of audio recovered");
+    assert!(
+        (row.duration_ms - audio_ms).abs() <= 1,
+        "duration {} ms, audio {audio_ms} ms",
+        row.duration_ms
+    );
+    let reason = row.stop_reason.as_deref().unwrap_or_default();
+    let at: jiff::Timestamp = reason
+        .strip_prefix("recovered after crash at ")
+        .unwrap_or_else(|| panic!("stop reason {reason:?}"))
+        .parse()
+        .unwrap();
+    assert!(
+        at.as_microsecond() >= row.start_time && at.as_microsecond() <= row.updated_at,
+        "crash time {at} outside the call"
+    );
+    assert_eq!(
+        row.release_cause, None,
+        "how the call itself ended is unknown"
+    );
     assert!(
         rig.db
             .active_recordings(&rig.tenant)
@@ -1114,6 +1191,56 @@ async fn sigkill_mid_call_is_recovered_at_restart_as_incomplete() {
         || async move { (spooled_bytes(rig_ref) == 0).then_some(()) },
     )
     .await;
+}
+
+/// The cluster path of issue 15: the recorder reads its mounted configuration again and
+/// applies it in place. With a call in flight, the SIP port and the bitrate change: the new
+/// port answers at once, the live call goes on to its end on the old port, and both are
+/// committed. A broken file is refused (visible in `/status` and the metrics) while the last
+/// good configuration keeps recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_configuration_file_applies_in_place_with_a_call_in_flight() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.start().await;
+    let calls = live_calls(&rig, 1, 8_000).await;
+    let moved = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    rig.edit(|c| {
+        c["sip"]["port"] = moved.port().into();
+        c["media"] = serde_json::json!({"bitrate": 24_000});
+    });
+    let status = rig.configuration(1, 0).await;
+    assert_eq!(status["health"]["state"], "ready", "{status}");
+    assert_eq!(get(rig.http, "/readyz").await.unwrap().0, 200);
+    // The old port takes no new call (a source's probe gets 503) but still ends its own.
+    let old = std::mem::replace(&mut rig.sip, moved);
+    let refused = run_sipp(old, rig.dir.path(), "options_refused.xml", &[], "u1").await;
+    assert_ok(&refused, &rig);
+    let out = sipp(&rig, "record_no_rtp.xml", &[("PAUSE_MS", "500".into())], "u1").await;
+    assert_ok(&out, &rig);
+    for c in calls {
+        assert_ok(&c.await.unwrap(), &rig);
+    }
+    let rows = rig.wait_finished(2, Duration::from_secs(30)).await;
+    for row in &rows {
+        assert_eq!(row.status, RecordingStatus::Available);
+    }
+
+    std::fs::write(rig.dir.path().join("recorder.yaml"), "sip: [not, a, map]").unwrap();
+    let status = rig.configuration(1, 1).await;
+    assert!(
+        status["configuration"]["lastRefusal"]
+            .as_str()
+            .is_some_and(|r| r.contains("recorder.yaml")),
+        "{status}"
+    );
+    let (_, metrics) = get(rig.http, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("callvault_recorder_config_refused_total 1"),
+        "{metrics}"
+    );
+    let out = sipp(&rig, "record_no_rtp.xml", &[("PAUSE_MS", "500".into())], "u1").await;
+    assert_ok(&out, &rig);
+    rig.wait_finished(3, Duration::from_secs(30)).await;
 }
 
 /// A TCP forwarder in front of MinIO that can be cut, as a storage outage.

@@ -148,6 +148,78 @@ spec:
         Self { dir, http, sip }
     }
 
+    /// An installation with one RecordingProfile and its StorageTarget only (no speech server
+    /// needed); `profile(edit)` rewrites the profile.
+    fn minimal() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let http = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
+        let sip = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port()));
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("resources")).unwrap();
+        std::fs::write(root.join("passphrase"), "a passphrase for the keys\n").unwrap();
+        std::fs::write(root.join("admin-password"), format!("{FIRST_PASSWORD}\n")).unwrap();
+        let install = Self { dir, http, sip };
+        install.profile(&Edit::default());
+        install
+    }
+
+    /// Writes the minimal installation's resources with the profile as `edit` says.
+    fn profile(&self, edit: &Edit) {
+        let rtp = 24_000 + (std::process::id() % 100) as u16 * 100;
+        let resources = format!(
+            "apiVersion: callvault.io/v1alpha1
+kind: StorageTarget
+metadata: {{name: local, namespace: default}}
+spec: {{type: filesystem, path: {recordings}}}
+---
+apiVersion: callvault.io/v1alpha1
+kind: RecordingProfile
+metadata: {{name: everyone, namespace: default}}
+spec:
+  selector: {{allUsers: true, mode: {mode}}}
+  retention: {{days: {days}}}
+  media: {{bitrate: {bitrate}}}
+  storageTargetRef: {{name: local}}
+  encryption: {{keySecretRef: {{name: recording-key, key: public.pem}}}}
+  recorder:
+    sessionsPerReplica: {capacity}
+    sip: {{port: {sip_port}}}
+    rtpPortRange: {{start: {rtp}, end: {rtp_end}}}
+---
+apiVersion: callvault.io/v1alpha1
+kind: AccessProfile
+metadata: {{name: admins, namespace: default}}
+spec:
+  subjects: {{users: [admin]}}
+  calls:
+    scope: All
+    actions: {{play: true, download: true}}
+  admin: {{auditTrail: true, configureSystem: true}}
+",
+            recordings = self.path("data/recordings").display(),
+            mode = if edit.n % 2 == 0 {
+                "Always"
+            } else {
+                "Mandatory"
+            },
+            days = 30 + edit.n,
+            bitrate = 24_000 + edit.n * 1_000,
+            capacity = 10 + edit.n % 10,
+            sip_port = edit.sip_port.unwrap_or(self.sip.port()),
+            rtp_end = rtp + 99,
+        );
+        // Written whole and renamed, as an editor or a deployment tool replaces a file.
+        let tmp = self.path("resources/.callvault.yaml.tmp");
+        std::fs::write(&tmp, resources).unwrap();
+        std::fs::rename(tmp, self.path("resources/callvault.yaml")).unwrap();
+    }
+
+    /// The installation's database, as the portal reads it.
+    async fn db(&self) -> callvault_store::db::Db {
+        let url = format!("sqlite://{}", self.path("data/callvault.db").display());
+        callvault_store::db::Db::connect(&url).await.unwrap()
+    }
+
     fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
@@ -200,17 +272,30 @@ spec:
     }
 }
 
+/// One version of the minimal installation's profile: `n` varies the recorder-relevant
+/// settings (mode, retention, bitrate, capacity), `sip_port` moves the listener.
+#[derive(Debug, Default)]
+struct Edit {
+    n: u32,
+    sip_port: Option<u16>,
+}
+
 /// Stops the process as Ctrl-C does and waits for a clean exit.
 async fn interrupt(child: &mut Child, log: &Log) {
+    stop_with(child, log, "-INT").await;
+}
+
+/// Sends `signal` and waits for a clean exit.
+async fn stop_with(child: &mut Child, log: &Log, signal: &str) {
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill")
-        .args(["-INT", &pid])
+        .args([signal, &pid])
         .status()
         .unwrap();
     assert!(status.success());
     let exit = tokio::time::timeout(Duration::from_secs(90), child.wait())
         .await
-        .unwrap_or_else(|_| panic!("standalone did not stop on SIGINT; log:\n{}", log.text()))
+        .unwrap_or_else(|_| panic!("standalone did not stop on {signal}; log:\n{}", log.text()))
         .unwrap();
     assert!(exit.success(), "exit {exit}; log:\n{}", log.text());
 }
@@ -326,6 +411,29 @@ async fn call_with_client(sip: SocketAddr, args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Offers one call of `seconds` with `callvault call` and says how it ended: `Ok(true)`
+/// recorded to the end, `Ok(false)` refused with 503 at INVITE, `Err` anything else (no
+/// answer, cut, another status): a call lost without a word.
+async fn offer_call(sip: SocketAddr, seconds: &str) -> Result<bool, String> {
+    let out = Command::new(BIN)
+        .args(["call", "--to", &format!("sip:{sip}"), "--duration", seconds])
+        .args(["--answer-timeout", "10"])
+        .output()
+        .await
+        .unwrap();
+    let summary: Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("no summary ({e}): {}", String::from_utf8_lossy(&out.stderr)))?;
+    if summary["callsCompleted"] == 1 {
+        return Ok(true);
+    }
+    let failures = summary["failures"].to_string();
+    if failures.contains("503") {
+        Ok(false)
+    } else {
+        Err(failures)
+    }
 }
 
 /// Places a SIPREC call with sipp (metadata, two streams, no RTP: the recorder must still
@@ -625,4 +733,190 @@ async fn standalone_records_plays_archives_and_keeps_everything_across_a_restart
     assert_eq!(status, 200);
     assert_eq!(again, whole, "the same recording after the restart");
     interrupt(&mut child, &log).await;
+}
+
+/// Calls offered during profile edits, and how they ended.
+#[derive(Debug, Default)]
+struct Tally {
+    offered: usize,
+    recorded: usize,
+    refused: usize,
+    lost: Vec<String>,
+}
+
+impl Tally {
+    async fn add(&mut self, calls: Vec<tokio::task::JoinHandle<Result<bool, String>>>) {
+        for call in calls {
+            self.offered += 1;
+            match call.await.unwrap() {
+                Ok(true) => self.recorded += 1,
+                Ok(false) => self.refused += 1,
+                Err(e) => self.lost.push(e),
+            }
+        }
+    }
+}
+
+/// Starts a call of 2 s to `sip` and waits until the recorder has started recording it
+/// (the `started`-th recording of the installation), so the edit that follows finds it live.
+async fn call_in_flight(
+    sip: SocketAddr,
+    db: &callvault_store::db::Db,
+    log: &Log,
+    started: usize,
+) -> tokio::task::JoinHandle<Result<bool, String>> {
+    let call = tokio::spawn(offer_call(sip, "2"));
+    poll("the call in flight", Duration::from_secs(20), log, || {
+        let db = db.clone();
+        async move {
+            let live = db.active_recordings("default").await.ok()?.len();
+            let done = db
+                .recordings_to_archive("default", "none", 1000)
+                .await
+                .ok()?
+                .len();
+            (live + done >= started).then_some(())
+        }
+    })
+    .await;
+    call
+}
+
+/// Waits until standalone's log shows `n` configurations applied in place, and `/readyz`
+/// says every recorder can take calls.
+async fn applied(install: &Install, log: &Log, n: usize) {
+    let http = install.http;
+    poll(
+        &format!("configuration change {n} applied and the recorder ready"),
+        Duration::from_secs(60),
+        log,
+        || async move {
+            let done = log.text().matches("configuration applied").count() >= n;
+            let ready = reqwest::get(format!("http://{http}/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            (done && ready).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Issue 15: editing a RecordingProfile never opens a gap. With calls in flight, 20 edits
+/// of recorder settings (mode, retention, bitrate, capacity) and 20 SIP port moves (back and
+/// forth between two ports, so a port is often still held by the listener that drains its
+/// calls): every call offered ends recorded or refused with 503 at INVITE, never silence,
+/// and a call placed after each edit is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_edits_with_calls_in_flight_lose_no_call() {
+    const EDITS: u32 = 20;
+    let install = Install::minimal();
+    let (mut child, log) = install.start().await;
+    let db = install.db().await;
+    let mut tally = Tally::default();
+    let mut in_flight = Vec::new();
+    let mut edits = 0usize;
+    let mut started = 0;
+
+    for n in 1..=EDITS {
+        started += 1;
+        in_flight.push(call_in_flight(install.sip, &db, &log, started).await);
+        install.profile(&Edit { n, sip_port: None });
+        edits += 1;
+        applied(&install, &log, edits).await;
+        // Answered right after the edit, on the new settings.
+        assert_eq!(
+            offer_call(install.sip, "0.5").await,
+            Ok(true),
+            "after edit {n}"
+        );
+        started += 1;
+        tally.offered += 1;
+        tally.recorded += 1;
+    }
+    tally.add(std::mem::take(&mut in_flight)).await;
+
+    let other = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port()));
+    let mut at = install.sip;
+    for n in 1..=EDITS {
+        let to = if at == install.sip {
+            other
+        } else {
+            install.sip
+        };
+        started += 1;
+        in_flight.push(call_in_flight(at, &db, &log, started).await);
+        install.profile(&Edit {
+            n: EDITS + n,
+            sip_port: Some(to.port()),
+        });
+        edits += 1;
+        applied(&install, &log, edits).await;
+        at = to;
+        assert_eq!(offer_call(at, "0.5").await, Ok(true), "after port move {n}");
+        started += 1;
+        tally.offered += 1;
+        tally.recorded += 1;
+    }
+    tally.add(in_flight).await;
+
+    eprintln!(
+        "profile edits: {} calls offered, {} recorded, {} refused with 503, {} lost",
+        tally.offered,
+        tally.recorded,
+        tally.refused,
+        tally.lost.len()
+    );
+    assert!(tally.lost.is_empty(), "calls lost: {:?}", tally.lost);
+    // Every call answered is a committed recording.
+    poll(
+        "every answered call committed",
+        Duration::from_secs(60),
+        &log,
+        || {
+            let db = db.clone();
+            async move {
+                let rows = db
+                    .recordings_to_archive("default", "none", 1000)
+                    .await
+                    .ok()?;
+                (rows.len() == tally.recorded).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(!log.text().contains("recorder failed"), "{}", log.text());
+    interrupt(&mut child, &log).await;
+}
+
+/// Issue 15: SIGTERM (what systemd, Docker and Kubernetes send) drains like Ctrl-C: live
+/// calls go on to their end and are committed before the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_live_calls_in_standalone() {
+    let install = Install::minimal();
+    let (mut child, log) = install.start().await;
+    let db = install.db().await;
+    let calls: Vec<_> = (0..3)
+        .map(|_| tokio::spawn(offer_call(install.sip, "4")))
+        .collect();
+    poll("three live calls", Duration::from_secs(20), &log, || {
+        let db = db.clone();
+        async move { (db.active_recordings("default").await.ok()?.len() == 3).then_some(()) }
+    })
+    .await;
+    stop_with(&mut child, &log, "-TERM").await;
+    for call in calls {
+        assert_eq!(call.await.unwrap(), Ok(true), "log:\n{}", log.text());
+    }
+    let rows = db
+        .recordings_to_archive("default", "none", 10)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3, "every live call committed before exit");
+    for row in &rows {
+        assert_eq!(
+            row.status,
+            callvault_store::db::RecordingStatus::Available,
+            "{row:?}"
+        );
+    }
 }

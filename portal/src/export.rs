@@ -388,6 +388,7 @@ mod tests {
             queue_name: String::new(),
             participants: vec![],
             release_cause: None,
+            stop_reason: None,
             owner_user_id: None,
             owner_item: String::new(),
             agents: vec![],

@@ -21,7 +21,7 @@ use crate::media::rtp::{self, Packet};
 use crate::media::{Latch, OpusConfig, Recording, StreamConfig, StreamId, TimelineConfig, Verdict};
 use crate::metrics::{self, Metrics};
 use crate::ports::{PortPair, PortPool};
-use crate::spool::{Ended, Manifest, RowFacts, Spool, trim_to_whole_chunks};
+use crate::spool::{AudioProgress, Ended, Manifest, Recovery, RowFacts, Spool};
 
 /// What the recording side shares between calls.
 #[derive(Debug)]
@@ -127,7 +127,7 @@ struct Foreign {
 
 struct Segment {
     manifest: Manifest,
-    recording: Recording<RecordingWriter<File>>,
+    recording: Recording<AudioProgress<RecordingWriter<File>>>,
     started: Instant,
     /// Stream id in this segment's timeline, per m-line.
     streams: Vec<Option<StreamId>>,
@@ -212,6 +212,11 @@ impl Call {
             },
         )
         .map_err(|e| e.to_string())?;
+        let writer = AudioProgress::new(
+            writer,
+            ctx.spool.create_audio_notes(manifest.id),
+            ctx.chunk_size,
+        );
         let started = Instant::now();
         let mut recording =
             Recording::new(TimelineConfig::default(), ctx.opus.clone(), started, writer)
@@ -658,7 +663,10 @@ impl Call {
                     metrics::add(&ctx.metrics.rtp_late, s.late);
                     metrics::add(&ctx.metrics.rtp_malformed, s.malformed);
                 }
-                writer.finish(&digest).map_err(|e| e.to_string())
+                writer
+                    .into_inner()
+                    .finish(&digest)
+                    .map_err(|e| e.to_string())
             })
             .and_then(|(mut file, summary)| {
                 file.flush()
@@ -692,90 +700,7 @@ impl Call {
     }
 }
 
-/// What the foreign-RTP alarm of a call is about.
-fn alarm_source(sip_call_id: &str) -> String {
-    format!("call {sip_call_id}")
-}
-
-/// The latch's verdict on a datagram from `from`. Only RTP with one of the stream's payload
-/// types may latch; anything else (RTCP, garbage, other payload types) passes to the timeline,
-/// which counts and drops it, when it comes from the latched source or before any latch.
-fn admit(slot: &mut Slot, from: Option<SocketAddr>, data: &[u8]) -> Verdict {
-    let recordable = match rtp::parse(data) {
-        Ok(Packet::Rtp(p)) if slot.config.lookup(p.payload_type).is_some() => Some(p.ssrc),
-        _ => None,
-    };
-    match (from, recordable, slot.latch.source()) {
-        (Some(from), Some(ssrc), _) => slot.latch.check(from, ssrc),
-        (_, _, None) => Verdict::Accept,
-        (Some(from), None, Some(_)) if slot.latch.admits(from) => Verdict::Accept,
-        (_, _, Some(latched)) => Verdict::Foreign { latched },
-    }
-}
-
-/// Logs a latch or SSRC change (accepted packets are not logged).
-fn log_latch(index: usize, from: Option<SocketAddr>, verdict: Verdict, now: Option<Source>) {
-    let basis = now.map(|s| s.basis);
-    match verdict {
-        Verdict::Latched { replaced: None } => {
-            tracing::info!(stream = index, source = ?from, ?basis, "RTP latched")
-        }
-        Verdict::Latched {
-            replaced: Some(old),
-        } => tracing::warn!(stream = index, source = ?from, ?basis, replaced = %old.address,
-            "RTP latched to a better source (the one it replaces was recorded until now)"),
-        Verdict::SsrcChanged { from: old } => {
-            tracing::info!(stream = index, old_ssrc = old, ssrc = ?now.map(|s| s.ssrc),
-                "the latched source changed its SSRC")
-        }
-        Verdict::Accept | Verdict::Foreign { .. } => {}
-    }
-}
-
-/// The row's metadata JSON with the count of foreign datagrams the segment dropped and the last
-/// one's source, so the recording itself shows it was targeted.
-fn with_foreign(raw: &str, dropped: u64, last: Option<SocketAddr>) -> String {
-    let Ok(serde_json::Value::Object(mut doc)) = serde_json::from_str(raw) else {
-        tracing::warn!(
-            dropped,
-            "metadata is not a JSON object: foreign RTP count not recorded in it"
-        );
-        return raw.to_owned();
-    };
-    doc.insert(
-        "rtpForeign".to_owned(),
-        serde_json::json!({
-            "dropped": dropped,
-            "lastSource": last.map(|a| a.to_string()),
-        }),
-    );
-    serde_json::Value::Object(doc).to_string()
-}
-
-/// Marks a segment whose writer died as recovered: its file is cut after the last whole
-/// chunk and committed `incomplete`.
-pub fn recover(spool: &Spool, mut manifest: Manifest) -> Manifest {
-    let path = spool.media_path(manifest.id);
-    match trim_to_whole_chunks(&path) {
-        Ok(Some(len)) => {
-            tracing::info!(recording = %manifest.id, bytes = len, "spool file recovered")
-        }
-        Ok(None) => tracing::warn!(recording = %manifest.id, "spool file has no complete header"),
-        Err(e) => tracing::error!(recording = %manifest.id, error = %e, "spool file unreadable"),
-    }
-    let end_time = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .and_then(|d| i64::try_from(d.as_micros()).ok())
-        .unwrap_or_else(now_micros)
-        .max(manifest.row.start_time);
-    manifest.ended = Some(Ended::Recovered {
-        end_time,
-        metadata_digest: hex::encode(manifest.row.new_recording(manifest.id).sealed_digest(end_time)),
-    });
-    if let Err(e) = spool.save(&manifest) {
-        tracing::error!(error = %e, "cannot record the recovery in the spool");
-    }
-    manifest
+/// Marks a segment whose spool write failed mid-call as recovered (see [`Spool::recover`]).
+pub fn recover(spool: &Spool, manifest: Manifest) -> Manifest {
+    spool.recover(manifest, Recovery::WriteFailed)
 }

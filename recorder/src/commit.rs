@@ -282,6 +282,7 @@ impl Inner {
             Ended::Recovered {
                 end_time,
                 metadata_digest,
+                stop_reason,
             } => db
                 .commit_recovered_recording(
                     &m.tenant,
@@ -294,6 +295,7 @@ impl Inner {
                         channels: CHANNELS,
                         metadata_digest: metadata_digest.clone(),
                         key_id: m.row.key_id.clone(),
+                        stop_reason: stop_reason.clone(),
                     },
                 )
                 .await

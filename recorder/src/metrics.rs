@@ -24,6 +24,9 @@ pub struct Metrics {
     pub commit_failures: AtomicU64,
     pub commits_pending: AtomicU64,
     pub users_matched: AtomicU64,
+    pub sip_bind_failures: AtomicU64,
+    pub config_applied: AtomicU64,
+    pub config_refused: AtomicU64,
     /// End of the latest committed recording, µs since the Unix epoch.
     pub last_recording_time: Mutex<Option<i64>>,
 }
@@ -61,7 +64,7 @@ impl Metrics {
     }
 
     /// The Prometheus exposition text.
-    pub fn render(&self, capacity: u32, draining: bool) -> String {
+    pub fn render(&self, capacity: u32, draining: bool, listening: bool) -> String {
         let mut s = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
             let _ = writeln!(s, "# HELP callvault_recorder_{name} {help}");
@@ -85,6 +88,30 @@ impl Metrics {
             "gauge",
             "1 while draining.",
             u64::from(draining),
+        );
+        metric(
+            "sip_listening",
+            "gauge",
+            "1 while the SIP listener of the current configuration is bound.",
+            u64::from(listening),
+        );
+        metric(
+            "sip_bind_failures_total",
+            "counter",
+            "Failed attempts to bind the configured SIP address (each is retried).",
+            get(&self.sip_bind_failures),
+        );
+        metric(
+            "config_applied_total",
+            "counter",
+            "Configuration changes applied to the running recorder.",
+            get(&self.config_applied),
+        );
+        metric(
+            "config_refused_total",
+            "counter",
+            "Configuration changes refused (the previous configuration keeps running).",
+            get(&self.config_refused),
         );
         metric(
             "sessions_total",

@@ -3,36 +3,145 @@
 //! connection after one answer.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use serde::Serialize;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::session::Recorder;
+
+/// Whether the recorder can take calls now, and why not: `/readyz`, `/status` and the
+/// metrics report it, and standalone reads it (through [`HealthCell`]) for its status and
+/// alarms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "state")]
+pub enum Health {
+    /// The SIP listener is being bound.
+    Starting,
+    Ready,
+    /// The configured SIP address cannot be bound; retried with back-off. Calls to it get no
+    /// answer, so the call source must fail over.
+    #[serde(rename_all = "camelCase")]
+    NotListening {
+        address: String,
+        error: String,
+        attempts: u32,
+    },
+    /// Stopping: new calls get 503, live ones finish.
+    Draining,
+    /// Stopped on an error no retry can fix (the configuration it started with cannot work).
+    Failed {
+        error: String,
+    },
+}
+
+impl Health {
+    /// "Can record now": what `/readyz` answers.
+    pub fn can_record(&self) -> bool {
+        *self == Health::Ready
+    }
+
+    /// One line for `/readyz`, a status message or an alarm.
+    pub fn reason(&self) -> String {
+        match self {
+            Health::Starting => "SIP not bound yet".into(),
+            Health::Ready => "ready".into(),
+            Health::NotListening {
+                address,
+                error,
+                attempts,
+            } => format!(
+                "not listening for SIP on {address}: {error} ({attempts} attempts, retrying)"
+            ),
+            Health::Draining => "draining".into(),
+            Health::Failed { error } => format!("recorder stopped: {error}"),
+        }
+    }
+}
+
+/// A recorder's [`Health`], shared with whoever reports on it.
+#[derive(Debug, Clone)]
+pub struct HealthCell(Arc<watch::Sender<Health>>);
+
+impl Default for HealthCell {
+    fn default() -> Self {
+        HealthCell(Arc::new(watch::channel(Health::Starting).0))
+    }
+}
+
+impl HealthCell {
+    pub fn get(&self) -> Health {
+        self.0.borrow().clone()
+    }
+
+    /// Changes as the health does.
+    pub fn subscribe(&self) -> watch::Receiver<Health> {
+        self.0.subscribe()
+    }
+
+    pub fn set(&self, health: Health) {
+        self.0.send_if_modified(|h| {
+            let changed = *h != health;
+            *h = health;
+            changed
+        });
+    }
+}
+
+/// The last configuration change: applied, or refused and why.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigurationStatus {
+    pub applied: u64,
+    pub refused: u64,
+    /// Why the last change was refused (cleared by the next applied one).
+    pub last_refusal: Option<String>,
+}
 
 /// What the endpoints report on.
 #[derive(Debug)]
 pub struct OpsState {
     pub recorder: Arc<Recorder>,
-    /// SIP listeners are bound.
-    pub sip_ready: AtomicBool,
-    pub draining: AtomicBool,
+    health: HealthCell,
+    configuration: Mutex<ConfigurationStatus>,
 }
 
 impl OpsState {
-    pub fn new(recorder: Arc<Recorder>) -> Arc<Self> {
+    pub fn new(recorder: Arc<Recorder>, health: HealthCell) -> Arc<Self> {
         Arc::new(OpsState {
             recorder,
-            sip_ready: AtomicBool::new(false),
-            draining: AtomicBool::new(false),
+            health,
+            configuration: Mutex::new(ConfigurationStatus::default()),
         })
     }
 
-    fn ready(&self) -> bool {
-        self.sip_ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    pub fn health(&self) -> Health {
+        self.health.get()
+    }
+
+    pub fn set_health(&self, health: Health) {
+        self.health.set(health);
+    }
+
+    fn configuration(&self) -> MutexGuard<'_, ConfigurationStatus> {
+        self.configuration.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn configuration_applied(&self) {
+        let mut c = self.configuration();
+        c.applied += 1;
+        c.last_refusal = None;
+    }
+
+    pub fn configuration_refused(&self, reason: String) {
+        let mut c = self.configuration();
+        c.refused += 1;
+        c.last_refusal = Some(reason);
     }
 }
 
@@ -91,29 +200,40 @@ fn route(method: &str, path: &str, state: &OpsState) -> (&'static str, &'static 
     if method != "GET" && method != "HEAD" {
         return ("405 Method Not Allowed", TEXT, "only GET\n".into());
     }
-    let draining = state.draining.load(Ordering::SeqCst);
+    let health = state.health();
+    let draining = health == Health::Draining;
     match path {
         "/healthz" => ("200 OK", TEXT, "ok\n".into()),
-        "/readyz" if state.ready() => ("200 OK", TEXT, "ready\n".into()),
-        "/readyz" if draining => ("503 Service Unavailable", TEXT, "draining\n".into()),
+        "/readyz" if health.can_record() => ("200 OK", TEXT, "ready\n".into()),
         "/readyz" => (
             "503 Service Unavailable",
             TEXT,
-            "SIP not bound yet\n".into(),
+            format!("{}\n", health.reason()),
         ),
         "/metrics" => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            state
-                .recorder
-                .metrics()
-                .render(state.recorder.settings().capacity, draining),
+            state.recorder.metrics().render(
+                state.recorder.settings().capacity,
+                draining,
+                !matches!(health, Health::NotListening { .. } | Health::Starting),
+            ),
         ),
-        "/status" => (
-            "200 OK",
-            "application/json",
-            serde_json::to_string(&state.recorder.status(draining)).unwrap_or_default(),
-        ),
+        "/status" => {
+            let mut status =
+                serde_json::to_value(state.recorder.status(draining)).unwrap_or_default();
+            if let Some(fields) = status.as_object_mut() {
+                fields.insert(
+                    "health".into(),
+                    serde_json::to_value(&health).unwrap_or_default(),
+                );
+                fields.insert(
+                    "configuration".into(),
+                    serde_json::to_value(&*state.configuration()).unwrap_or_default(),
+                );
+            }
+            ("200 OK", "application/json", status.to_string())
+        }
         _ => ("404 Not Found", TEXT, "not found\n".into()),
     }
 }

@@ -1,6 +1,8 @@
 //! `callvault recorder`: loads the keys and bindings the configuration names, recovers the
 //! spool, and runs SIP, the session layer, the committer and the operations endpoint until
-//! told to stop; then drains.
+//! told to stop; then drains. A new configuration is applied to the running recorder (one
+//! lifecycle for standalone and cluster): nothing restarts, a new SIP address is bound before
+//! the old one stops taking calls, and a bind that fails is retried and reported.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -8,20 +10,23 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use callvault_config::ValidRecorderConfig;
+use callvault_config::{RecorderConfig, ValidRecorderConfig};
 use callvault_store::keys::PublicKey;
 use callvault_store::objstore::{self, Credentials};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::call::{CallContext, recover};
+use crate::call::CallContext;
 use crate::commit::{Backoff, Committer, DbSlot};
 use crate::media::OpusConfig;
-use crate::metrics::Metrics;
-use crate::ops::{self, OpsState};
+use crate::metrics::{self, Metrics};
+use crate::ops::{self, Health, HealthCell, OpsState};
 use crate::ports::PortPool;
-use crate::session::{Recorder, SessionSettings};
+use crate::session::{Live, Recorder, SessionSettings};
 use crate::sip::server::{ServerConfig, SipServer};
-use crate::spool::Spool;
+use crate::spool::{Recovery, Spool};
 
 /// Plaintext bytes per encrypted chunk: a killed recorder loses at most this much audio
 /// (about two seconds at 32 kbit/s), and the tags cost 0.2 %.
@@ -29,6 +34,8 @@ pub const CHUNK_SIZE: u32 = 8 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("public key {path}: {reason}")]
     Key { path: String, reason: String },
     #[error("media address: {0}")]
@@ -64,6 +71,9 @@ pub struct ServiceOptions {
     /// How long, after draining, pending commits may take before the process exits anyway
     /// (the spool keeps the rest for the next start).
     pub commit_grace: Duration,
+    /// Where the recorder says whether it can take calls now (standalone reads it for its
+    /// status and alarms).
+    pub health: HealthCell,
 }
 
 impl Default for ServiceOptions {
@@ -72,6 +82,7 @@ impl Default for ServiceOptions {
             http: SocketAddr::from(([0, 0, 0, 0], 8080)),
             backoff: Backoff::default(),
             commit_grace: Duration::from_secs(20),
+            health: HealthCell::default(),
         }
     }
 }
@@ -99,13 +110,266 @@ fn advertise(valid: &ValidRecorderConfig) -> Result<IpAddr, ServiceError> {
         .map_err(|_| ServiceError::Advertise(format!("{text:?} is not an IP address")))
 }
 
-/// Runs the recorder until `shutdown` resolves (SIGTERM), then drains.
+/// Runs the recorder on one fixed configuration until `shutdown` resolves, then drains.
 pub async fn run(
     valid: ValidRecorderConfig,
     options: ServiceOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Outcome, ServiceError> {
+    run_with_updates(watch::channel(Ok(valid)).1, options, shutdown).await
+}
+
+/// A configuration for the running recorder, or why the one offered is unusable (refused
+/// there, visibly, while the last good one keeps running).
+pub type ConfigUpdate = Result<ValidRecorderConfig, String>;
+
+/// Runs the recorder until `shutdown` resolves (SIGTERM or SIGINT), then drains. Each value
+/// `configs` receives after the first is applied in place ([`apply`]): standalone sends its
+/// edited profiles, `callvault recorder` its reloaded ConfigMap.
+pub async fn run_with_updates(
+    configs: watch::Receiver<ConfigUpdate>,
+    options: ServiceOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Outcome, ServiceError> {
+    let health = options.health.clone();
+    let outcome = serve(configs, options, shutdown).await;
+    if let Err(e) = &outcome {
+        health.set(Health::Failed {
+            error: e.to_string(),
+        });
+    }
+    outcome
+}
+
+async fn serve(
+    mut configs: watch::Receiver<ConfigUpdate>,
+    options: ServiceOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Outcome, ServiceError> {
+    let mut current = configs
+        .borrow_and_update()
+        .clone()
+        .map_err(ServiceError::Config)?;
+    let metrics = Arc::new(Metrics::default());
+    let (live, _) = build(&current, None, &metrics, options.backoff)?;
+    let mut committers = vec![live.ctx.committer.clone()];
+    // What a previous run left: ended segments wait for their commit, live ones died with it.
+    for manifest in live.ctx.spool.manifests()? {
+        let manifest = if manifest.ended.is_none() {
+            tracing::warn!(recording = %manifest.id, call_id = %manifest.row.sip_call_id,
+                "recovering a recording whose recorder stopped mid-call");
+            live.ctx.spool.recover(manifest, Recovery::Crash)
+        } else {
+            manifest
+        };
+        live.ctx.committer.submit(manifest);
+    }
+    let recorder = Arc::new(Recorder::new(
+        live.settings.as_ref().clone(),
+        live.ctx.clone(),
+    ));
+    let state = OpsState::new(recorder.clone(), options.health.clone());
+    let (http, http_task) = ops::serve(options.http, state.clone())
+        .await
+        .map_err(|source| ServiceError::Http {
+            addr: options.http,
+            source,
+        })?;
+    tracing::info!(%http, profile = %current.config.profile, "operations endpoint up");
+    let (applied_tx, applied) = watch::channel(current.clone());
+    let users = spawn_directory_refresh(recorder.clone(), applied);
+
+    let mut listeners = Listeners::default();
+    let mut updates_open = true;
+    tokio::pin!(shutdown);
+    loop {
+        let want = sip_address(&current);
+        if !listeners.serves(want) && Instant::now() >= listeners.next_attempt {
+            listeners.bind(want, &current, &recorder, &state).await;
+        }
+        let retry = listeners.next_attempt;
+        let waiting = !listeners.serves(want);
+        tokio::select! {
+            () = &mut shutdown => break,
+            changed = configs.changed(), if updates_open => {
+                if changed.is_err() {
+                    // Nobody sends configurations any more: keep the last one.
+                    updates_open = false;
+                    continue;
+                }
+                let next = configs.borrow_and_update().clone();
+                let applied = next.map_err(ServiceError::Config).and_then(|next| {
+                    apply(&recorder, &current, &next, &metrics, options.backoff)
+                        .map(|committer| (next, committer))
+                });
+                match applied {
+                    Ok((next, new_committer)) => {
+                        committers.extend(new_committer);
+                        metrics::inc(&metrics.config_applied);
+                        state.configuration_applied();
+                        tracing::info!(profile = %next.config.profile,
+                            "configuration applied: new calls take it, live calls finish on theirs");
+                        if sip_address(&next) != want {
+                            listeners.retry_now();
+                        }
+                        current = next;
+                        applied_tx.send_replace(current.clone());
+                    }
+                    Err(e) => {
+                        metrics::inc(&metrics.config_refused);
+                        state.configuration_refused(e.to_string());
+                        tracing::error!(error = %e,
+                            "configuration refused: the recorder keeps running the previous one");
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(retry), if waiting => {}
+        }
+    }
+
+    state.set_health(Health::Draining);
+    let grace = Duration::from_secs(u64::from(current.config.drain_grace_seconds));
+    let remaining = listeners.drain(grace).await;
+    if remaining > 0 {
+        tracing::warn!(remaining, "drain grace over: stopping live calls");
+    }
+    recorder.stop_all().await;
+    listeners.shutdown();
+    users.abort();
+    let mut idle = true;
+    for committer in &committers {
+        idle &= committer.wait_idle(options.commit_grace).await;
+    }
+    let pending_commits = committers.iter().map(Committer::pending).sum();
+    if !idle {
+        tracing::warn!(
+            pending = pending_commits,
+            "commits still pending at exit: the spool keeps them for the next start"
+        );
+    }
+    http_task.abort();
+    Ok(Outcome {
+        cut_calls: remaining,
+        pending_commits,
+    })
+}
+
+/// Applies `next` to the running recorder in place: new calls take it from now on, live
+/// calls finish on what they started with. Returns the committer built when the storage,
+/// spool or database changed (recordings already handed to the old one finish there). The
+/// SIP listener follows in [`run_with_updates`]. Refused, with nothing changed, when a part
+/// of `next` cannot work (a key file that does not match, storage that cannot be opened).
+pub fn apply(
+    recorder: &Recorder,
+    current: &ValidRecorderConfig,
+    next: &ValidRecorderConfig,
+    metrics: &Arc<Metrics>,
+    backoff: Backoff,
+) -> Result<Option<Committer>, ServiceError> {
+    let (live, new_committer) = build(
+        next,
+        Some((&current.config, &recorder.live().ctx)),
+        metrics,
+        backoff,
+    )?;
+    recorder.reconfigure(live);
+    Ok(new_committer)
+}
+
+/// The SIP address a configuration listens on.
+fn sip_address(valid: &ValidRecorderConfig) -> SocketAddr {
+    SocketAddr::new(valid.bind, valid.config.sip.port)
+}
+
+/// Whether two configurations commit the same way: same spool, storage and database.
+fn same_commit_path(a: &RecorderConfig, b: &RecorderConfig) -> bool {
+    a.spool_dir == b.spool_dir
+        && a.storage == b.storage
+        && a.storage_credentials_dir == b.storage_credentials_dir
+        && a.database_url_file == b.database_url_file
+}
+
+/// The session settings and call context of `valid`. The committer, spool, database and RTP
+/// port pool of `previous` are kept where `valid` does not change them; a new committer is
+/// returned when it does.
+fn build(
+    valid: &ValidRecorderConfig,
+    previous: Option<(&RecorderConfig, &Arc<CallContext>)>,
+    metrics: &Arc<Metrics>,
+    backoff: Backoff,
+) -> Result<(Live, Option<Committer>), ServiceError> {
     let config = &valid.config;
+    let key = read_key(config)?;
+    let advertise = advertise(valid)?;
+    let (spool, committer, db, new_committer) = match previous {
+        Some((old, ctx)) if same_commit_path(old, config) => (
+            ctx.spool.clone(),
+            ctx.committer.clone(),
+            ctx.db.clone(),
+            None,
+        ),
+        _ => {
+            let url = std::fs::read_to_string(&config.database_url_file).map_err(|source| {
+                ServiceError::DatabaseUrl {
+                    path: config.database_url_file.display().to_string(),
+                    source,
+                }
+            })?;
+            let credentials = match &config.storage_credentials_dir {
+                Some(dir) => Credentials::from_dir(dir)?,
+                None => Credentials::none(),
+            };
+            let storage = objstore::open(&config.storage, &credentials)
+                .map_err(|e| ServiceError::Storage(Box::new(e)))?;
+            let spool = Spool::open(&config.spool_dir)?;
+            let db = Arc::new(DbSlot::new(url.trim().to_owned()));
+            let committer =
+                Committer::new(spool.clone(), storage, db.clone(), backoff, metrics.clone());
+            (spool, committer.clone(), db, Some(committer))
+        }
+    };
+    let ports = match previous {
+        Some((old, ctx)) if old.rtp_port_range == config.rtp_port_range => ctx.ports.clone(),
+        _ => Arc::new(PortPool::new(
+            config.rtp_port_range.start,
+            config.rtp_port_range.end,
+        )),
+    };
+    let ctx = Arc::new(CallContext {
+        tenant: config.tenant.clone(),
+        key,
+        opus: OpusConfig {
+            bitrate: i32::try_from(config.media.bitrate).unwrap_or(32_000),
+            complexity: config.media.complexity,
+            ..OpusConfig::default()
+        },
+        chunk_size: CHUNK_SIZE,
+        max_duration: Duration::from_secs(u64::from(config.max_duration_seconds)),
+        spool,
+        committer,
+        db,
+        metrics: metrics.clone(),
+        ports,
+        encoders: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, usize::from),
+        ),
+    });
+    let settings = Arc::new(SessionSettings {
+        profile: config.profile.clone(),
+        // Rows name the StorageTarget, so the portal and the jobs open the media through it.
+        storage_target: config.storage_target.clone(),
+        key_id: config.encryption.key_id.clone(),
+        media_bind: valid.bind,
+        advertise,
+        capacity: config.sessions_per_replica,
+        fail_closed: config.fail_closed,
+        retention_days: config.retention_days,
+        rules: valid.rules.clone(),
+    });
+    Ok((Live { settings, ctx }, new_committer))
+}
+
+fn read_key(config: &RecorderConfig) -> Result<PublicKey, ServiceError> {
     let key_path = config.encryption.public_key_path.display().to_string();
     let key = PublicKey::read_pem_file(&config.encryption.public_key_path).map_err(|e| {
         ServiceError::Key {
@@ -123,151 +387,187 @@ pub async fn run(
             ),
         });
     }
-    let advertise = advertise(&valid)?;
-    let url = std::fs::read_to_string(&config.database_url_file).map_err(|source| {
-        ServiceError::DatabaseUrl {
-            path: config.database_url_file.display().to_string(),
-            source,
-        }
-    })?;
-    let credentials = match &config.storage_credentials_dir {
-        Some(dir) => Credentials::from_dir(dir)?,
-        None => Credentials::none(),
-    };
-    let storage = objstore::open(&config.storage, &credentials)
-        .map_err(|e| ServiceError::Storage(Box::new(e)))?;
-    // Rows name the StorageTarget, so the portal and the jobs open the media through it.
-    let storage_target = config.storage_target.clone();
-    let spool = Spool::open(&config.spool_dir)?;
-    let metrics = Arc::new(Metrics::default());
-    let db = Arc::new(DbSlot::new(url.trim().to_owned()));
-    let committer = Committer::new(
-        spool.clone(),
-        storage,
-        db.clone(),
-        options.backoff,
-        metrics.clone(),
-    );
+    Ok(key)
+}
 
-    // What a previous run left: ended segments wait for their commit, live ones died with it.
-    for manifest in spool.manifests()? {
-        let manifest = if manifest.ended.is_none() {
-            tracing::warn!(recording = %manifest.id, call_id = %manifest.row.sip_call_id,
-                "recovering a recording whose recorder stopped mid-call");
-            recover(&spool, manifest)
-        } else {
-            manifest
-        };
-        committer.submit(manifest);
+/// First and longest wait between attempts to bind a SIP address that is taken.
+const BIND_RETRY_FIRST: Duration = Duration::from_millis(500);
+const BIND_RETRY_MAX: Duration = Duration::from_secs(5);
+/// Replaced listeners kept open: they answer new offers 503 (so a source that still sends
+/// there fails over at once rather than into silence), serve their live calls to the end, and
+/// are taken back into service if the configuration returns to their address. Beyond this
+/// many, those without live calls are closed.
+const RETIRED_KEPT: usize = 4;
+
+type Server = Arc<SipServer<Recorder>>;
+
+/// The SIP listener of the current configuration and those it replaced.
+struct Listeners {
+    current: Option<(SocketAddr, Server)>,
+    retired: Vec<(SocketAddr, Server)>,
+    failures: u32,
+    next_attempt: Instant,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            current: None,
+            retired: Vec::new(),
+            failures: 0,
+            next_attempt: Instant::now(),
+        }
+    }
+}
+
+impl Listeners {
+    /// A new address is tried at once, with no back-off left over from the previous one.
+    fn retry_now(&mut self) {
+        self.failures = 0;
+        self.next_attempt = Instant::now();
     }
 
-    let ctx = Arc::new(CallContext {
-        tenant: config.tenant.clone(),
-        key,
-        opus: OpusConfig {
-            bitrate: i32::try_from(config.media.bitrate).unwrap_or(32_000),
-            complexity: config.media.complexity,
-            ..OpusConfig::default()
-        },
-        chunk_size: CHUNK_SIZE,
-        max_duration: Duration::from_secs(u64::from(config.max_duration_seconds)),
-        spool,
-        committer: committer.clone(),
-        db: db.clone(),
-        metrics,
-        ports: Arc::new(PortPool::new(
-            config.rtp_port_range.start,
-            config.rtp_port_range.end,
-        )),
-        encoders: tokio::sync::Semaphore::new(
-            std::thread::available_parallelism().map_or(1, usize::from),
-        ),
-    });
-    let recorder = Arc::new(Recorder::new(
-        SessionSettings {
-            profile: config.profile.clone(),
-            storage_target,
-            key_id: config.encryption.key_id.clone(),
-            media_bind: valid.bind,
-            advertise,
-            capacity: config.sessions_per_replica,
-            fail_closed: config.fail_closed,
-            retention_days: config.retention_days,
-            rules: valid.rules.clone(),
-        },
-        ctx,
-    ));
-    let state = OpsState::new(recorder.clone());
-    let (http, http_task) = ops::serve(options.http, state.clone())
-        .await
-        .map_err(|source| ServiceError::Http {
-            addr: options.http,
-            source,
-        })?;
-    let sip = SipServer::start(
-        ServerConfig {
-            bind: SocketAddr::new(valid.bind, config.sip.port),
-            advertised_host: Some(advertise.to_string()),
-            ..ServerConfig::default()
-        },
-        recorder.clone(),
-    )
-    .await?;
-    state.sip_ready.store(true, Ordering::SeqCst);
-    tracing::info!(sip_udp = %sip.udp_addr(), sip_tcp = %sip.tcp_addr(), %http,
-        profile = %config.profile, "recorder ready");
+    fn serves(&self, addr: SocketAddr) -> bool {
+        self.current.as_ref().is_some_and(|(a, _)| *a == addr)
+    }
 
-    let users = {
-        let (recorder, db) = (recorder.clone(), db.clone());
-        let others_file = config.other_profiles_file.clone();
-        tokio::spawn(
-            async move {
-                loop {
-                    let others = others_file
-                        .as_deref()
-                        .map(read_other_profiles)
-                        .unwrap_or_default();
-                    if let Ok(db) = db.get().await {
-                        match recorder.refresh_directory(&db, &others).await {
-                            Ok(n) => recorder
-                                .metrics()
-                                .users_matched
-                                .store(u64::from(n), Ordering::Relaxed),
-                            Err(e) => tracing::debug!(error = %e, "users matched not counted"),
-                        }
+    /// Makes `addr` the current listener: a replaced listener still open there is taken back,
+    /// otherwise `addr` is bound while the previous listener still runs. Then the previous one
+    /// is retired. On failure the previous one keeps its calls, readiness drops and a retry is
+    /// planned.
+    async fn bind(
+        &mut self,
+        addr: SocketAddr,
+        valid: &ValidRecorderConfig,
+        recorder: &Arc<Recorder>,
+        state: &OpsState,
+    ) {
+        let server = match self.retired.iter().position(|(a, _)| *a == addr) {
+            Some(i) => {
+                let (_, server) = self.retired.remove(i);
+                server.resume();
+                tracing::info!(%addr, "previous SIP listener taken back into service");
+                server
+            }
+            None => {
+                let config = ServerConfig {
+                    bind: addr,
+                    advertised_host: advertise(valid).ok().map(|a| a.to_string()),
+                    ..ServerConfig::default()
+                };
+                match SipServer::start(config, recorder.clone()).await {
+                    Ok(server) => Arc::new(server),
+                    Err(e) => {
+                        self.failures += 1;
+                        metrics::inc(&recorder.metrics().sip_bind_failures);
+                        let wait = BIND_RETRY_FIRST
+                            .saturating_mul(1 << self.failures.min(8))
+                            .min(BIND_RETRY_MAX);
+                        self.next_attempt = Instant::now() + wait;
+                        tracing::error!(%addr, error = %e, attempts = self.failures,
+                            retry_in = ?wait,
+                            "cannot listen for SIP: calls to this address are not answered");
+                        state.set_health(Health::NotListening {
+                            address: addr.to_string(),
+                            error: e.to_string(),
+                            attempts: self.failures,
+                        });
+                        return;
                     }
-                    tokio::time::sleep(Duration::from_secs(60)).await;
                 }
             }
-            .in_current_span(),
-        )
-    };
+        };
+        tracing::info!(sip_udp = %server.udp_addr(), sip_tcp = %server.tcp_addr(),
+            profile = %valid.config.profile, "recorder listening");
+        self.failures = 0;
+        if let Some((old_addr, old)) = self.current.replace((addr, server)) {
+            tracing::info!(%old_addr, live = old.live_dialogs(),
+                "previous SIP listener answers new calls 503 and serves its live ones to the end");
+            // Sets the listener draining; its calls are waited for at the final drain.
+            old.drain(Duration::ZERO).await;
+            self.retired.push((old_addr, old));
+        }
+        while self.retired.len() > RETIRED_KEPT {
+            let Some(i) = self.retired.iter().position(|(_, s)| s.live_dialogs() == 0) else {
+                break;
+            };
+            let (closed, server) = self.retired.remove(i);
+            server.shutdown();
+            tracing::info!(%closed, "previous SIP listener closed");
+        }
+        state.set_health(Health::Ready);
+    }
 
-    shutdown.await;
-    state.draining.store(true, Ordering::SeqCst);
-    let grace = Duration::from_secs(u64::from(config.drain_grace_seconds));
-    let report = sip.drain(grace).await;
-    if report.remaining > 0 {
-        tracing::warn!(
-            remaining = report.remaining,
-            "drain grace over: stopping live calls"
-        );
+    fn all(&self) -> impl Iterator<Item = &Server> {
+        self.current
+            .iter()
+            .chain(self.retired.iter())
+            .map(|(_, s)| s)
     }
-    recorder.stop_all().await;
-    sip.shutdown();
-    users.abort();
-    let idle = committer.wait_idle(options.commit_grace).await;
-    if !idle {
-        tracing::warn!(
-            pending = committer.pending(),
-            "commits still pending at exit: the spool keeps them for the next start"
-        );
+
+    /// Every listener answers new offers 503 while live calls go on, for at most `grace`;
+    /// returns the calls still live then.
+    async fn drain(&self, grace: Duration) -> usize {
+        let drains: Vec<_> = self
+            .all()
+            .cloned()
+            .map(|s| tokio::spawn(async move { s.drain(grace).await.remaining }))
+            .collect();
+        let mut remaining = 0;
+        for d in drains {
+            remaining += d.await.unwrap_or(0);
+        }
+        remaining
     }
-    http_task.abort();
-    Ok(Outcome {
-        cut_calls: report.remaining,
-        pending_commits: committer.pending(),
-    })
+
+    fn shutdown(&self) {
+        for s in self.all() {
+            s.shutdown();
+        }
+    }
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listeners")
+            .field("current", &self.current.as_ref().map(|(a, _)| a))
+            .field("retired", &self.retired.len())
+            .field("failures", &self.failures)
+            .finish()
+    }
+}
+
+/// Counts the users the profile records and the conflicts with other profiles, once a
+/// minute, with the configuration applied last.
+fn spawn_directory_refresh(
+    recorder: Arc<Recorder>,
+    applied: watch::Receiver<ValidRecorderConfig>,
+) -> JoinHandle<()> {
+    tokio::spawn(
+        async move {
+            loop {
+                let others = applied
+                    .borrow()
+                    .config
+                    .other_profiles_file
+                    .clone()
+                    .as_deref()
+                    .map(read_other_profiles)
+                    .unwrap_or_default();
+                if let Ok(db) = recorder.live().ctx.db.get().await {
+                    match recorder.refresh_directory(&db, &others).await {
+                        Ok(n) => recorder
+                            .metrics()
+                            .users_matched
+                            .store(u64::from(n), Ordering::Relaxed),
+                        Err(e) => tracing::debug!(error = %e, "users matched not counted"),
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+        }
+        .in_current_span(),
+    )
 }
 
 /// The other profiles' selections for conflict detection; a missing or unreadable file means

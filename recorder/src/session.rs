@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use callvault_config::rules::RecordingRules;
@@ -60,10 +60,19 @@ enum Entry {
 /// How long stopping waits for sessions that are still ending.
 const STOP_ALL_LIMIT: Duration = Duration::from_secs(30);
 
+/// What a new session takes at its INVITE: replaced as a whole when the configuration
+/// changes, while each live session keeps the snapshot it started with.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub settings: Arc<SessionSettings>,
+    pub ctx: Arc<CallContext>,
+}
+
 /// The recorder's [`SessionHandler`].
 pub struct Recorder {
-    settings: SessionSettings,
-    ctx: Arc<CallContext>,
+    live: RwLock<Live>,
+    /// Shared by every configuration the recorder runs with.
+    metrics: Arc<Metrics>,
     calls: Mutex<HashMap<DialogId, Entry>>,
     active: AtomicU32,
     /// Notified whenever a session's reservation is given back.
@@ -75,7 +84,7 @@ pub struct Recorder {
 impl std::fmt::Debug for Recorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recorder")
-            .field("profile", &self.settings.profile)
+            .field("profile", &self.settings().profile)
             .field("active", &self.active)
             .finish_non_exhaustive()
     }
@@ -181,8 +190,11 @@ fn reject(status: u16, reason: impl Into<String>) -> Rejection {
 impl Recorder {
     pub fn new(settings: SessionSettings, ctx: Arc<CallContext>) -> Self {
         Recorder {
-            settings,
-            ctx,
+            metrics: ctx.metrics.clone(),
+            live: RwLock::new(Live {
+                settings: Arc::new(settings),
+                ctx,
+            }),
             calls: Mutex::new(HashMap::new()),
             active: AtomicU32::new(0),
             released: tokio::sync::Notify::new(),
@@ -195,11 +207,21 @@ impl Recorder {
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.ctx.metrics
+        &self.metrics
     }
 
-    pub fn settings(&self) -> &SessionSettings {
-        &self.settings
+    /// The settings and context sessions start with now.
+    pub fn live(&self) -> Live {
+        self.live.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn settings(&self) -> Arc<SessionSettings> {
+        self.live().settings
+    }
+
+    /// New sessions take `live` from now on; live ones finish with what they started with.
+    pub fn reconfigure(&self, live: Live) {
+        *self.live.write().unwrap_or_else(|e| e.into_inner()) = live;
     }
 
     pub fn active_sessions(&self) -> u32 {
@@ -207,12 +229,13 @@ impl Recorder {
     }
 
     pub fn status(&self, draining: bool) -> Status {
+        let settings = self.settings();
         Status {
-            profile: self.settings.profile.clone(),
+            profile: settings.profile.clone(),
             active_sessions: self.active_sessions(),
-            capacity: self.settings.capacity,
+            capacity: settings.capacity,
             draining,
-            users_matched: u32::try_from(self.ctx.metrics.users_matched.load(Ordering::Relaxed))
+            users_matched: u32::try_from(self.metrics.users_matched.load(Ordering::Relaxed))
                 .unwrap_or(u32::MAX),
             conflicts: self
                 .conflicts
@@ -220,7 +243,6 @@ impl Recorder {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             last_recording_time: self
-                .ctx
                 .metrics
                 .last_recording_time()
                 .and_then(|t| Timestamp::from_microsecond(t).ok())
@@ -242,7 +264,7 @@ impl Recorder {
                     let _ = control.send(Control::Stop(Stop::Shutdown));
                     let _ = task.await;
                     self.unreserve();
-                    metrics::dec(&self.ctx.metrics.sessions_active);
+                    metrics::dec(&self.metrics.sessions_active);
                 }
             }
             if self.active_sessions() == 0 {
@@ -267,8 +289,9 @@ impl Recorder {
         db: &Db,
         others: &[OtherProfile],
     ) -> Result<u32, callvault_store::db::DbError> {
-        let directory = Directory::load(db, &self.ctx.tenant).await?;
-        let rules = &self.settings.rules;
+        let live = self.live();
+        let directory = Directory::load(db, &live.ctx.tenant).await?;
+        let rules = &live.settings.rules;
         let mine = directory.selected(rules.all_users, &rules.groups);
         let found = conflicts(&mine, others, &directory);
         if !found.is_empty() {
@@ -282,7 +305,7 @@ impl Recorder {
     }
 
     fn reserve(&self) -> bool {
-        let cap = self.settings.capacity;
+        let cap = self.settings().capacity;
         self.active
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < cap).then_some(n + 1)
@@ -296,6 +319,8 @@ impl Recorder {
     }
 
     async fn start_session(&self, offer: SessionOffer) -> Result<Vec<u8>, Rejection> {
+        let live = self.live();
+        let settings = &live.settings;
         let parsed = sdp::parse(&offer.sdp)
             .map_err(|e| reject(488, format!("Not Acceptable Here (SDP: {e})")))?;
         let md = match offer.metadata.as_deref() {
@@ -313,7 +338,7 @@ impl Recorder {
             ));
         }
         let parties = parties(&offer, md.as_ref());
-        let (decision, owner) = self.decide(&parties).await;
+        let (decision, owner) = self.decide(&live, &parties).await;
         let session_id = u64::from_be_bytes(
             Uuid::new_v4().as_bytes()[..8]
                 .try_into()
@@ -323,16 +348,16 @@ impl Recorder {
             Ok(d) => d,
             Err(reason) => {
                 tracing::info!(reason, "call not recorded by the profile's rules");
-                metrics::inc(&self.ctx.metrics.sessions_not_recorded);
+                metrics::inc(&self.metrics.sessions_not_recorded);
                 return self.answer_unrecorded(&offer, &parsed, session_id);
             }
         };
         if !self.reserve() {
-            if self.settings.fail_closed {
+            if settings.fail_closed {
                 return Err(reject(503, "Service Unavailable (recorder at capacity)"));
             }
             tracing::warn!("at capacity: call answered without recording (failClosed is off)");
-            metrics::inc(&self.ctx.metrics.sessions_not_recorded);
+            metrics::inc(&self.metrics.sessions_not_recorded);
             return self.answer_unrecorded(&offer, &parsed, session_id);
         }
         let (raw, participants) = metadata_json(md.as_ref(), &parsed);
@@ -356,18 +381,18 @@ impl Recorder {
             participants,
             owner_user_id: owner,
             owner_item: record.owner_item,
-            profile: self.settings.profile.clone(),
-            storage_target: self.settings.storage_target.clone(),
-            key_id: self.settings.key_id.clone(),
+            profile: settings.profile.clone(),
+            storage_target: settings.storage_target.clone(),
+            key_id: settings.key_id.clone(),
             expires_at: Some(
                 callvault_store::db::now_micros()
-                    + i64::from(self.settings.retention_days) * 86_400_000_000,
+                    + i64::from(settings.retention_days) * 86_400_000_000,
             ),
             raw_metadata: raw,
         };
         // Opening the spool files fsyncs them and their directory: on a blocking thread, so
         // a busy disk does not hold up the runtime threads every live call's media needs.
-        let ctx = self.ctx.clone();
+        let ctx = live.ctx.clone();
         let started = tokio::task::spawn_blocking(move || Call::start(ctx, row))
             .await
             .unwrap_or_else(|e| Err(format!("opening the spool: {e}")));
@@ -386,7 +411,7 @@ impl Recorder {
             tracing::info!("on-demand profile: recording starts paused");
             let _ = control.send(Control::Pause(true));
         }
-        let ports = match self.open_streams(&parsed, &plans, md.as_ref(), &[], &control) {
+        let ports = match self.open_streams(&live, &parsed, &plans, md.as_ref(), &[], &control) {
             Ok(p) => p,
             Err(rej) => {
                 let _ = control.send(Control::Stop(Stop::Cancelled));
@@ -395,10 +420,10 @@ impl Recorder {
                 return Err(rej);
             }
         };
-        let answer = self.answer(&parsed, &plans, &ports, session_id, 1)?;
+        let answer = self.answer(settings, &parsed, &plans, &ports, session_id, 1)?;
         let task = tokio::spawn(call.run(rx).in_current_span());
-        metrics::inc(&self.ctx.metrics.sessions_total);
-        metrics::inc(&self.ctx.metrics.sessions_active);
+        metrics::inc(&self.metrics.sessions_total);
+        metrics::inc(&self.metrics.sessions_active);
         self.calls().insert(
             offer.dialog.clone(),
             Entry::Recorded {
@@ -416,6 +441,7 @@ impl Recorder {
     /// new, changed and removed streams. Returns the port per m-line.
     fn open_streams(
         &self,
+        live: &Live,
         offer: &SessionDescription,
         plans: &[MediaPlan],
         md: Option<&RecordingMetadata>,
@@ -445,7 +471,7 @@ impl Recorder {
                         ports.push(Some(port));
                         continue;
                     }
-                    let Some(pair) = self.ctx.ports.allocate(self.settings.media_bind) else {
+                    let Some(pair) = live.ctx.ports.allocate(live.settings.media_bind) else {
                         // Free what this offer already took.
                         for (i, p) in ports.iter().enumerate() {
                             if p.is_some() && current.get(i).copied().flatten().is_none() {
@@ -481,6 +507,7 @@ impl Recorder {
 
     fn answer(
         &self,
+        settings: &SessionSettings,
         offer: &SessionDescription,
         plans: &[MediaPlan],
         ports: &[Option<u16>],
@@ -492,7 +519,7 @@ impl Recorder {
             offer,
             plans,
             &AnswerParams {
-                address: self.settings.advertise,
+                address: settings.advertise,
                 ports: &ports,
                 session_id,
                 session_version: version,
@@ -516,7 +543,7 @@ impl Recorder {
                 reason: sdp::RejectReason::Disabled,
             })
             .collect();
-        let answer = self.answer(parsed, &plans, &[], session_id, 1)?;
+        let answer = self.answer(&self.settings(), parsed, &plans, &[], session_id, 1)?;
         self.calls().insert(
             offer.dialog.clone(),
             Entry::Unrecorded {
@@ -552,7 +579,7 @@ impl Recorder {
                     })
                     .collect();
                 drop(calls);
-                self.answer(&parsed, &plans, &[], 1, 2)
+                self.answer(&self.settings(), &parsed, &plans, &[], 1, 2)
             }
             Entry::Recorded {
                 control,
@@ -561,7 +588,9 @@ impl Recorder {
                 version,
                 ..
             } => {
-                let new_ports = self.open_streams(&parsed, &plans, md.as_ref(), ports, control)?;
+                let live = self.live();
+                let new_ports =
+                    self.open_streams(&live, &parsed, &plans, md.as_ref(), ports, control)?;
                 // SIPREC pause and resume (RFC 7866): every stream inactive pauses the
                 // recording, a stream the source sends on again resumes it.
                 let _ = control.send(Control::Pause(!sends_media(&plans)));
@@ -573,7 +602,7 @@ impl Recorder {
                 *version += 1;
                 let (sid, ver) = (*session_id, *version);
                 drop(calls);
-                self.answer(&parsed, &plans, &new_ports, sid, ver)
+                self.answer(&live.settings, &parsed, &plans, &new_ports, sid, ver)
             }
         }
     }
@@ -594,16 +623,20 @@ impl Recorder {
             let _ = control.send(Control::Stop(stop));
             let _ = task.await;
             self.unreserve();
-            metrics::dec(&self.ctx.metrics.sessions_active);
+            metrics::dec(&self.metrics.sessions_active);
         }
     }
 
     /// Applies the rules. `Err(reason)`: not recorded. The owner is the first selected user.
-    async fn decide(&self, parties: &Parties) -> (Result<RecordFacts, &'static str>, Option<Uuid>) {
-        let matched = match self.ctx.db.get().await {
+    async fn decide(
+        &self,
+        live: &Live,
+        parties: &Parties,
+    ) -> (Result<RecordFacts, &'static str>, Option<Uuid>) {
+        let matched = match live.ctx.db.get().await {
             Ok(db) => tokio::time::timeout(
                 Duration::from_secs(2),
-                resolve(&db, &self.ctx.tenant, parties),
+                resolve(&db, &live.ctx.tenant, parties),
             )
             .await
             .ok()
@@ -614,7 +647,7 @@ impl Recorder {
             // No directory: record (a compliance recorder errs on the side of recording).
             tracing::warn!("user directory unreachable: recording the call unassigned");
             let on_demand =
-                self.settings.rules.mode == callvault_config::rules::RecordingMode::OnDemand;
+                live.settings.rules.mode == callvault_config::rules::RecordingMode::OnDemand;
             return (Ok(RecordFacts::unassigned(on_demand)), None);
         };
         let (calling_user, called_user) = (&matched.calling, &matched.called);
@@ -649,7 +682,7 @@ impl Recorder {
         };
         let bytes = Uuid::new_v4();
         let draw = (u16::from_be_bytes([bytes.as_bytes()[0], bytes.as_bytes()[1]]) % 100) as u8;
-        match rules::decide(&self.settings.rules, &facts, draw) {
+        match rules::decide(&live.settings.rules, &facts, draw) {
             Decision::Record(r) => {
                 let owner = [calling_user, called_user]
                     .into_iter()
@@ -898,7 +931,7 @@ impl SessionHandler for Recorder {
     async fn offer(&self, offer: SessionOffer) -> Result<Vec<u8>, Rejection> {
         let result = self.start_session(offer).await;
         if let Err(r) = &result {
-            metrics::inc(&self.ctx.metrics.sessions_rejected);
+            metrics::inc(&self.metrics.sessions_rejected);
             tracing::info!(status = r.status, reason = %r.reason, "offer refused");
         }
         result
@@ -913,7 +946,8 @@ impl SessionHandler for Recorder {
     }
 
     fn has_capacity(&self) -> bool {
-        !self.settings.fail_closed || self.active_sessions() < self.settings.capacity
+        let settings = self.settings();
+        !settings.fail_closed || self.active_sessions() < settings.capacity
     }
 }
 

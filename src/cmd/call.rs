@@ -85,11 +85,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     let summary = runtime.block_on(async {
         let (stop_tx, stop) = watch::channel(false);
+        let interrupted = super::terminated();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::warn!("interrupted: no new calls; hanging up the live ones");
-                let _ = stop_tx.send(true);
-            }
+            interrupted.await;
+            tracing::warn!("interrupted: no new calls; hanging up the live ones");
+            let _ = stop_tx.send(true);
         });
         callvault_caller::run(config, audio, stop).await
     })?;

@@ -9,24 +9,35 @@ pub mod recorder;
 pub mod standalone;
 pub mod verify;
 
-/// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
-pub(crate) async fn terminated() {
+/// The stop request of every long-running mode (standalone, recorder, portal, operator):
+/// resolves on SIGTERM (what systemd, Docker and Kubernetes send) or SIGINT (Ctrl-C), and each
+/// mode drains the same way on either. The handlers are installed when this is called, so a
+/// signal that arrives before the future is first polled is not lost; call it inside the
+/// runtime.
+pub(crate) fn terminated() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let handlers = signal(SignalKind::terminate())
+            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)));
+        async move {
+            match handlers {
+                Ok((mut term, mut int)) => {
+                    let name = tokio::select! {
+                        _ = term.recv() => "SIGTERM",
+                        _ = int.recv() => "SIGINT",
+                    };
+                    tracing::info!(signal = name, "stop requested: draining");
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "no SIGTERM handler; stopping on Ctrl-C only");
-                let _ = tokio::signal::ctrl_c().await;
+                Err(e) => {
+                    tracing::warn!(error = %e, "no signal handlers; stopping on Ctrl-C only");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -270,7 +270,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             },
         ));
         let served = callvault_portal::serve(listener, portal.app, portal.limits, async {
-            let _ = tokio::signal::ctrl_c().await;
+            super::terminated().await;
         })
         .await;
         let _ = stop.send(true);

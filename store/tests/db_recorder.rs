@@ -48,6 +48,7 @@ fn recovered(key: &str) -> RecoveredRecording {
         channels: 2,
         metadata_digest: "ab".repeat(32),
         key_id: "cd".repeat(32),
+        stop_reason: Some("recovered after crash at 2026-01-01T00:00:00Z".into()),
     }
 }
 
@@ -66,6 +67,14 @@ async fn recovered_commit(f: Fixture) {
     assert_eq!(got.sha256, None, "no digest without the private key");
     assert_eq!(got.signature, None, "no seal without the private key");
     assert!(got.duration_ms >= 4_900, "duration {}", got.duration_ms);
+    assert_eq!(
+        got.stop_reason.as_deref(),
+        Some("recovered after crash at 2026-01-01T00:00:00Z")
+    );
+    assert_eq!(
+        got.release_cause, None,
+        "how the call itself ended is unknown"
+    );
     assert_eq!(db.active_recordings(T).await.expect("active").len(), 0);
     // A second commit (a retry after the first one landed) is refused, not applied twice.
     let again = db

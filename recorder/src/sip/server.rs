@@ -229,6 +229,12 @@ impl<H: SessionHandler> SipServer<H> {
         }
     }
 
+    /// Takes new sessions again after [`drain`](Self::drain): a listener put back into
+    /// service.
+    pub fn resume(&self) {
+        self.shared.draining.store(false, Ordering::SeqCst);
+    }
+
     /// Stops the listeners and the dispatcher.
     pub fn shutdown(&self) {
         self.listeners.abort();

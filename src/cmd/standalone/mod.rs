@@ -3,8 +3,10 @@
 //!
 //! One recorder per RecordingProfile (each on its profile's SIP port), the portal, and the jobs'
 //! schedules (retention and archive). The resource directory is polled; a valid change is applied
-//! (AccessProfiles live, a changed profile's recorder drained and restarted, schedules from their
-//! next run), an invalid one is reported and the last good configuration keeps running.
+//! (AccessProfiles live, a changed profile applied to its running recorder in place, schedules
+//! from their next run), an invalid one is reported and the last good configuration keeps
+//! running. `/readyz` answers 503, naming the profile and why, while a recorder cannot take
+//! calls. SIGTERM and Ctrl-C both drain.
 
 mod admin;
 mod cron;
@@ -13,6 +15,7 @@ mod recorders;
 mod resources;
 mod schedules;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use callvault_crds::ResourceSet;
 use callvault_portal::{FileAccessSource, Portal, PortalConfig, Storages};
+use callvault_recorder::ops::HealthCell;
 use callvault_store::db::Db;
 
 use crate::cmd::keys::PassphraseArgs;
@@ -70,6 +74,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<ExitCode> {
+    let stop = crate::cmd::terminated();
+    tokio::pin!(stop);
     let generated = args.data.join("resources");
     std::fs::create_dir_all(&generated)
         .with_context(|| format!("creating {}", generated.display()))?;
@@ -98,6 +104,22 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         keys.ring.clone(),
         storages(&args.data, &set)?,
     );
+    let recorders = Recorders::default();
+    let portal = portal.layer(axum::middleware::from_fn({
+        let recorders = recorders.clone();
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let recorders = recorders.clone();
+            async move {
+                if req.uri().path() == "/readyz"
+                    && let Some(reason) = recorders.cannot_record()
+                {
+                    use axum::response::IntoResponse as _;
+                    return (axum::http::StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
+                }
+                next.run(req).await
+            }
+        }
+    }));
     let listener = tokio::net::TcpListener::bind(&args.http)
         .await
         .with_context(|| format!("binding the portal to {}", args.http))?;
@@ -134,6 +156,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut pool = recorders::Pool::default();
     pool.apply(&local, &set)?;
+    recorders.set(&pool);
     let set = Arc::new(set);
     let (resources_tx, resources_rx) = tokio::sync::watch::channel(set.clone());
     let jobs_task = tokio::spawn(schedules::run(
@@ -163,14 +186,14 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         }
         admin::FirstAdmin::Exists => {}
     }
-    eprintln!("  stop with Ctrl-C: live calls are finished and committed first.");
+    eprintln!("  stop with Ctrl-C or SIGTERM: live calls are finished and committed first.");
 
     let watched = [args.resources.as_path(), generated.as_path()];
     let mut last = resources::snapshot(&watched);
     let mut tick = tokio::time::interval(resources::POLL);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            () = &mut stop => break,
             _ = tick.tick() => {}
         }
         let now = resources::snapshot(&watched);
@@ -181,7 +204,9 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         match resources::load(&args.resources, &generated) {
             Ok(set) => {
                 access.set_resources(declared(&set));
-                if let Err(e) = pool.apply(&local, &set) {
+                let applied = pool.apply(&local, &set);
+                recorders.set(&pool);
+                if let Err(e) = applied {
                     tracing::error!(error = %format!("{e:#}"), "keeping the running recorders");
                 } else {
                     resources_tx.send_replace(Arc::new(set));
@@ -202,6 +227,29 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         .context("portal task")?
         .context("portal server")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The health of every running recorder, for `/readyz` (and, later, status and alarms).
+#[derive(Debug, Clone, Default)]
+struct Recorders(Arc<std::sync::Mutex<BTreeMap<String, HealthCell>>>);
+
+impl Recorders {
+    fn set(&self, pool: &recorders::Pool) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = pool.health();
+    }
+
+    /// Why some profile cannot record now, one line per profile; `None` when all can.
+    fn cannot_record(&self) -> Option<String> {
+        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let reasons: Vec<String> = all
+            .iter()
+            .filter_map(|(name, cell)| {
+                let health = cell.get();
+                (!health.can_record()).then(|| format!("recorder {name:?}: {}\n", health.reason()))
+            })
+            .collect();
+        (!reasons.is_empty()).then(|| reasons.concat())
+    }
 }
 
 /// The SQLite database under `<data>`, created and migrated on first start.

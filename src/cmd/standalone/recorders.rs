@@ -6,17 +6,19 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use callvault_config::{Advertise, MediaAddress, RecorderConfig};
+use callvault_config::{Advertise, MediaAddress, RecorderConfig, ValidRecorderConfig};
 use callvault_crds::ResourceSet;
-use callvault_recorder::service::{self, ServiceOptions};
+use callvault_recorder::ops::HealthCell;
+use callvault_recorder::service::{self, ConfigUpdate, ServiceOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::TENANT;
 use super::keys::ProfileKey;
 
-/// How long live calls may go on after Ctrl-C or a profile change before they are cut (and
-/// committed). Shorter than a pod's grace: a person at a terminal is waiting.
+/// How long live calls may go on after SIGTERM or Ctrl-C, or after their profile was removed,
+/// before they are cut (and committed). Shorter than a pod's grace: a person at a terminal is
+/// waiting.
 const DRAIN_GRACE_SECONDS: u32 = 30;
 
 /// What standalone puts where the operator would mount volumes.
@@ -67,6 +69,9 @@ impl Local {
 #[derive(Debug)]
 struct Running {
     config: RecorderConfig,
+    /// New configurations for the running recorder, applied in place.
+    updates: watch::Sender<ConfigUpdate>,
+    health: HealthCell,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -75,12 +80,16 @@ struct Running {
 #[derive(Debug, Default)]
 pub struct Pool {
     running: BTreeMap<String, Running>,
+    /// Recorders of removed or disabled profiles, finishing their live calls.
+    draining: Vec<(String, JoinHandle<()>)>,
 }
 
 impl Pool {
     /// Brings the recorders in line with `set`: profiles added start, removed or disabled ones
-    /// drain and stop, changed ones drain and restart with the new configuration. Nothing
-    /// changes unless every profile's configuration is valid.
+    /// drain and stop, changed ones take the new configuration in place (the same path a
+    /// cluster recorder's reloaded ConfigMap takes: nothing restarts, a new SIP port is bound
+    /// before the old one stops taking calls). Nothing changes unless every profile's
+    /// configuration is valid.
     pub fn apply(&mut self, local: &Local, set: &ResourceSet) -> anyhow::Result<()> {
         let url_file = local.data.join("database-url");
         std::fs::write(&url_file, super::database_url(&local.data))
@@ -91,32 +100,42 @@ impl Pool {
                 continue;
             }
             let config = local.recorder_config(set, name)?;
-            config
+            let valid = config
                 .clone()
                 .validate()
                 .map_err(|e| anyhow::anyhow!("RecordingProfile {name:?}: {e}"))?;
-            wanted.insert(name.clone(), config);
+            wanted.insert(name.clone(), (config, valid));
         }
         let names: Vec<String> = self.running.keys().cloned().collect();
-        let mut draining = BTreeMap::new();
         for name in names {
-            if wanted.get(&name) != self.running.get(&name).map(|r| &r.config) {
-                let old = self.running.remove(&name).expect("listed above");
+            if !wanted.contains_key(&name)
+                && let Some(old) = self.running.remove(&name)
+            {
                 let _ = old.stop.send(true);
                 tracing::info!(profile = %name, "draining the recorder: live calls finish first");
-                draining.insert(name, old.task);
+                self.draining.push((name, old.task));
             }
         }
-        for (name, config) in wanted {
-            if self.running.contains_key(&name) {
-                continue;
+        self.draining.retain(|(_, task)| !task.is_finished());
+        for (name, (config, valid)) in wanted {
+            match self.running.get_mut(&name) {
+                // Stopped on an error (its configuration could not work): the new one starts it.
+                Some(running) if running.task.is_finished() && running.config != config => {
+                    self.running
+                        .insert(name.clone(), start(name, config, valid));
+                }
+                Some(running) if running.config == config => {}
+                Some(running) => {
+                    tracing::info!(profile = %name, "applying the changed profile to its recorder");
+                    let _ = running.updates.send(Ok(valid));
+                    running.config = config;
+                }
+                None => {
+                    self.running
+                        .insert(name.clone(), start(name, config, valid));
+                }
             }
-            let before = draining.remove(&name);
-            self.running
-                .insert(name.clone(), start(name, config, before));
         }
-        // Removed profiles: nothing replaces them; their drain runs on by itself.
-        drop(draining);
         Ok(())
     }
 
@@ -133,44 +152,47 @@ impl Pool {
             .collect()
     }
 
+    /// Each running recorder's health, by profile: what standalone's readiness (and its status
+    /// and alarms) report.
+    pub fn health(&self) -> BTreeMap<String, HealthCell> {
+        self.running
+            .iter()
+            .map(|(name, r)| (name.clone(), r.health.clone()))
+            .collect()
+    }
+
     /// Drains every recorder and waits until each has committed what it recorded.
     pub async fn stop_all(&mut self) {
         for r in self.running.values() {
             let _ = r.stop.send(true);
         }
-        for (name, r) in std::mem::take(&mut self.running) {
-            if let Err(e) = r.task.await {
+        let running = std::mem::take(&mut self.running)
+            .into_iter()
+            .map(|(name, r)| (name, r.task));
+        for (name, task) in running.chain(std::mem::take(&mut self.draining)) {
+            if let Err(e) = task.await {
                 tracing::error!(profile = %name, error = %e, "recorder task failed");
             }
         }
     }
 }
 
-/// Starts a recorder once `before` (the same profile's previous recorder, which holds the SIP
-/// port) has drained.
-fn start(name: String, config: RecorderConfig, before: Option<JoinHandle<()>>) -> Running {
+/// Starts the recorder of profile `name`.
+fn start(name: String, config: RecorderConfig, valid: ValidRecorderConfig) -> Running {
     let (stop, mut stopped) = watch::channel(false);
-    let task_config = config.clone();
+    let (updates, configs) = watch::channel(Ok(valid));
+    let health = HealthCell::default();
+    let options = ServiceOptions {
+        // The operations endpoint is for the operator; standalone needs no fixed port.
+        http: SocketAddr::from(([127, 0, 0, 1], 0)),
+        health: health.clone(),
+        ..ServiceOptions::default()
+    };
     let task = tokio::spawn(async move {
-        if let Some(before) = before {
-            let _ = before.await;
-        }
-        let valid = match task_config.validate() {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(profile = %name, error = %e, "recorder configuration invalid");
-                return;
-            }
-        };
-        let options = ServiceOptions {
-            // The operations endpoint is for the operator; standalone needs no fixed port.
-            http: SocketAddr::from(([127, 0, 0, 1], 0)),
-            ..ServiceOptions::default()
-        };
         let shutdown = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        match service::run(valid, options, shutdown).await {
+        match service::run_with_updates(configs, options, shutdown).await {
             Ok(outcome) => tracing::info!(
                 profile = %name,
                 cut_calls = outcome.cut_calls,
@@ -180,5 +202,11 @@ fn start(name: String, config: RecorderConfig, before: Option<JoinHandle<()>>) -
             Err(e) => tracing::error!(profile = %name, error = %e, "recorder failed"),
         }
     });
-    Running { config, stop, task }
+    Running {
+        config,
+        updates,
+        health,
+        stop,
+        task,
+    }
 }

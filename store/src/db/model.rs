@@ -249,6 +249,8 @@ pub struct Recording {
     pub queue_name: String,
     pub participants: Vec<Party>,
     pub release_cause: Option<ReleaseCause>,
+    /// Why the recording stopped when that was not the call's end, and when.
+    pub stop_reason: Option<String>,
     pub owner_user_id: Option<Uuid>,
     pub owner_item: String,
     pub agents: Vec<String>,

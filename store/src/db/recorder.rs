@@ -20,6 +20,8 @@ pub struct RecoveredRecording {
     pub channels: i64,
     pub metadata_digest: String,
     pub key_id: String,
+    /// What happened and when (e.g. "recovered after crash at …").
+    pub stop_reason: Option<String>,
 }
 
 impl Db {
@@ -75,7 +77,7 @@ impl Db {
                      THEN ($4 - answer_time) / 1000 ELSE 0 END, \
                  wait_ms = CASE WHEN answer_time IS NULL THEN NULL \
                      ELSE (answer_time - start_time) / 1000 END, \
-                 release_cause = 'failure', object_key = $5, size_bytes = $6, codec = $7, \
+                 release_cause = NULL, stop_reason = $12, object_key = $5, size_bytes = $6, codec = $7, \
                  channels = $8, sha256 = NULL, metadata_digest = $9, signature = NULL, \
                  key_id = $10, updated_at = $11 \
                  WHERE tenant = $1 AND id = $2 AND status IN ('recording', 'pending')",
@@ -91,6 +93,7 @@ impl Db {
                     &rec.metadata_digest,
                     &rec.key_id,
                     now_micros(),
+                    rec.stop_reason.as_deref(),
                 ],
             )
             .await?;

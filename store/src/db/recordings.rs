@@ -15,7 +15,7 @@ pub(crate) const RECORDING_COLUMNS: &str = "r.tenant, r.id, r.call_id, r.sip_cal
     r.session_id, r.segment, r.start_time, r.answer_time, r.end_time, r.duration_ms, r.wait_ms, \
     r.direction, r.call_type, r.calling_number, r.calling_name, r.called_number, r.called_name, \
     r.answering_number, r.answering_name, r.on_behalf_of, r.transferred_by, r.transferred_to, \
-    r.queue_name, r.participants, r.release_cause, r.owner_user_id, r.owner_item, r.agents, \
+    r.queue_name, r.participants, r.release_cause, r.stop_reason, r.owner_user_id, r.owner_item, r.agents, \
     r.skills, r.profile, r.storage_target, r.object_key, r.size_bytes, r.codec, r.channels, \
     r.sha256, r.metadata_digest, r.signature, r.key_id, r.expires_at, r.legal_hold, \
     (CASE WHEN r.legal_hold OR COALESCE(u.legal_hold, FALSE) THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END) AS hold_effective, \
@@ -65,6 +65,7 @@ pub(crate) fn recording_from_row(r: &dyn DbRow) -> Result<Recording> {
             .opt_text("release_cause")?
             .map(|v| parse("release_cause", v))
             .transpose()?,
+        stop_reason: r.opt_text("stop_reason")?,
         owner_user_id: r.opt_uuid("owner_user_id")?,
         owner_item: r.text("owner_item")?,
         agents: json_list("agents", r.text("agents")?)?,
