@@ -682,11 +682,11 @@ fn every_cel_rule_rejects_what_it_should_and_accepts_the_rest() {
         "every 5 minutes",
     ] {
         for doc in [connector(), whisper()] {
-            reject(
-                with(doc, "/spec/schedule", json!(schedule)),
+            hit.insert(rejected(
+                &with(doc, "/spec/schedule", json!(schedule)),
                 "spec.schedule",
                 "must be a cron schedule",
-            );
+            ));
         }
     }
 
