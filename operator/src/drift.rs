@@ -10,9 +10,9 @@
 use serde_json::Value;
 
 /// Whether `live` holds every field of `desired` with the same value. Fields only `live` has
-/// (defaults the API server filled in, fields of other managers) do not matter; an empty
-/// desired value (`null`, `{}`, `[]`) also holds when the field is absent, as the API server
-/// drops empty values. A list of objects holds when each desired element is held by some live
+/// (defaults the API server filled in, fields of other managers) do not matter; a desired
+/// value that sets nothing (`null`, `{}`, `[]`) also holds when the field is absent, as the
+/// API server drops empty values. A list of objects holds when each desired element is held by some live
 /// element (lists keyed by name or port keep elements of other managers); a list of scalars
 /// must be equal, as such lists are replaced whole.
 pub fn holds(live: &Value, desired: &Value) -> bool {
@@ -63,10 +63,11 @@ pub fn first_difference(live: &Value, desired: &Value) -> Option<String> {
     Some(String::new())
 }
 
+/// Whether `value` sets nothing: null, or an empty list, or an object of such values.
 fn is_empty(value: &Value) -> bool {
     match value {
         Value::Null => true,
-        Value::Object(o) => o.is_empty(),
+        Value::Object(o) => o.values().all(is_empty),
         Value::Array(a) => a.is_empty(),
         _ => false,
     }
