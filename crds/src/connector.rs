@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::LocalObjectRef;
+use crate::common::{CRON_MESSAGE, CRON_RULE, LocalObjectRef};
 use crate::status::{Condition, RunResult};
 
 /// Copies recordings to an archive StorageTarget on a schedule, including older recordings not
@@ -22,6 +22,7 @@ use crate::status::{Condition, RunResult};
     namespaced,
     doc = "A Connector: archives copies of recordings to a second StorageTarget.",
     status = "ConnectorStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.storageTargetRef.name"}"#,
     printcolumn = r#"{"name":"Active","type":"boolean","jsonPath":".spec.active"}"#,
     printcolumn = r#"{"name":"Encrypt","type":"boolean","jsonPath":".spec.encrypt"}"#,
@@ -40,7 +41,10 @@ pub struct ConnectorSpec {
     pub source: ConnectorSource,
     /// Cron schedule (5 fields, UTC) of the archive run.
     #[serde(default = "default_schedule")]
-    #[schemars(length(min = 9, max = 128), regex(pattern = r"^\S+(\s+\S+){4}$"))]
+    #[schemars(
+        length(min = 7, max = 128),
+        extend("x-kubernetes-validations" = [{"rule": CRON_RULE, "message": format!("spec.schedule {CRON_MESSAGE}"), "reason": "FieldValueInvalid"}])
+    )]
     pub schedule: String,
     /// Only an active Connector archives; an inactive one keeps its copies readable.
     #[serde(default = "yes")]

@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::SecretRef;
+use crate::common::{CRON_MESSAGE, CRON_RULE, SecretRef};
 use crate::status::Condition;
 
 /// Transcribes recordings (per channel, with word timings) with a local or remote engine, on a
@@ -22,6 +22,7 @@ use crate::status::Condition;
     namespaced,
     doc = "A SpeechJob: transcribes recordings on a schedule or once.",
     status = "SpeechJobStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Engine","type":"string","jsonPath":".spec.engine.type"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"Schedule","type":"string","jsonPath":".spec.schedule"}"#,
@@ -55,7 +56,10 @@ pub struct SpeechJobSpec {
     pub mode: SpeechMode,
     /// Cron schedule (5 fields, UTC). Without it the job runs once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 9, max = 128), regex(pattern = r"^\S+(\s+\S+){4}$"))]
+    #[schemars(
+        length(min = 7, max = 128),
+        extend("x-kubernetes-validations" = [{"rule": CRON_RULE, "message": format!("spec.schedule {CRON_MESSAGE}"), "reason": "FieldValueInvalid"}])
+    )]
     pub schedule: Option<String>,
     /// Recordings transcribed in parallel.
     #[serde(default = "default_concurrency")]

@@ -10,7 +10,7 @@ use crate::status::Condition;
 
 /// An object store or directory recordings are written to (primary) or archived to (Connector).
 /// Each `type` takes its own fields and no others. The operator probes it (write, read, delete a
-/// probe object) and reports the result in the `Reachable` condition.
+/// probe object) and reports the result in the `Reachable` condition, which `Ready` follows.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "callvault.io",
@@ -23,6 +23,7 @@ use crate::status::Condition;
     namespaced,
     doc = "A StorageTarget: an object store or directory that holds recordings.",
     status = "StorageTargetStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,
     printcolumn = r#"{"name":"Reachable","type":"string","jsonPath":".status.conditions[?(@.type==\"Reachable\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","description":"Failing probe step, if any","jsonPath":".status.conditions[?(@.type==\"Reachable\")].reason"}"#,
@@ -200,7 +201,7 @@ pub enum StorageType {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageTargetStatus {
-    /// Reachable (reason names the failing probe step), CapacityAlarm.
+    /// Ready (follows Reachable), Reachable (reason names the failing probe step), CapacityAlarm.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

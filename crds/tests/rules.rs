@@ -659,6 +659,37 @@ fn every_cel_rule_rejects_what_it_should_and_accepts_the_rest() {
     )
     .expect("other StorageTarget fields may change");
 
+    // Connector and SpeechJob schedules: what a CronJob runs, anything else refused at
+    // admission rather than when the operator creates the CronJob.
+    for schedule in [
+        "*/5 * * * *",
+        "0 2 * * 1-5",
+        "0,30 8-18 * jan-jun MON",
+        "59 23 31 12 7",
+        "@hourly",
+    ] {
+        accepted(&with(connector(), "/spec/schedule", json!(schedule)));
+        accepted(&with(whisper(), "/spec/schedule", json!(schedule)));
+    }
+    for schedule in [
+        "61 * * * *",
+        "0 24 * * *",
+        "0 0 0 * *",
+        "0 0 * 13 *",
+        "0 0 * * 8",
+        "* * * *",
+        "@every 5m",
+        "every 5 minutes",
+    ] {
+        for doc in [connector(), whisper()] {
+            hit.insert(rejected(
+                &with(doc, "/spec/schedule", json!(schedule)),
+                "spec.schedule",
+                "must be a cron schedule",
+            ));
+        }
+    }
+
     let missing: Vec<_> = rule_messages_in_crds().difference(&hit).cloned().collect();
     assert!(
         missing.is_empty(),

@@ -1144,3 +1144,364 @@ async fn a_stopped_s3_server_is_unreachable_naming_the_step_and_reachable_once_s
     server.abort();
     operator.stop().await.expect("stops");
 }
+
+/// How long a hand edit of a child may last: the child's watch event reconciles its owner.
+const HEAL: Duration = Duration::from_secs(10);
+
+/// The kinds of children a RecordingProfile has, as the applies metric names them.
+const CHILD_KINDS: [&str; 5] = [
+    "ConfigMap",
+    "Service",
+    "PodDisruptionBudget",
+    "StatefulSet",
+    "CronJob",
+];
+
+/// Children the operator applied so far (every kind a profile has).
+async fn applies(operator: &Operator) -> f64 {
+    let mut total = 0.0;
+    for kind in CHILD_KINDS {
+        total += operator
+            .metric(&format!(
+                "callvault_operator_applies_total{{kind=\"{kind}\"}}"
+            ))
+            .await
+            .expect("metrics");
+    }
+    total
+}
+
+/// Triggers reconciles of `profile` that have nothing to change (a label of another field
+/// manager on its ConfigMap is no field of the operator) until one finishes with no apply in
+/// between; returns how many reconciles that took. Panics when every reconcile applied
+/// something.
+async fn idle_reconcile_writes_nothing(
+    operator: &Operator,
+    cms: &Api<ConfigMap>,
+    profile: &str,
+) -> usize {
+    let finished =
+        "callvault_operator_reconcile_duration_seconds_count{controller=\"recordingprofile\"}";
+    static TOUCHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    for attempt in 1..=5 {
+        // A new value each time: applying the same label again would change nothing.
+        let touch = TOUCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (applied, reconciled) = (
+            applies(operator).await,
+            operator.metric(finished).await.expect("metrics"),
+        );
+        cms.patch(
+            &child_name(profile, "recorder-config"),
+            &PatchParams::apply("e2e-someone-else"),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"labels": {"e2e-touched": touch.to_string()}}})),
+        )
+        .await
+        .expect("label the ConfigMap");
+        eventually("a reconcile after the touch", WAIT, || async {
+            let n = operator.metric(finished).await.map_err(|e| e.to_string())?;
+            if n > reconciled {
+                Ok(())
+            } else {
+                Err(format!("{n}"))
+            }
+        })
+        .await;
+        if applies(operator).await == applied {
+            return attempt;
+        }
+    }
+    panic!("five reconciles with nothing changed each applied a child");
+}
+
+#[tokio::test]
+async fn hand_edits_of_every_child_are_reverted_within_seconds() {
+    let (_cp, ns, admin, op_client) = setup("op-drift").await;
+    let (pem, _) = public_key();
+    let yaml = format!(
+        "apiVersion: callvault.io/v1alpha1\nkind: StorageTarget\nmetadata: {{name: primary}}\nspec: {{type: filesystem, path: /nonexistent/drift}}\n---\n{}---\n\
+         apiVersion: callvault.io/v1alpha1\nkind: RecordingProfile\nmetadata: {{name: sales}}\n\
+         spec: {{selector: {{allUsers: true}}, storageTargetRef: {{name: primary}}, encryption: {{keySecretRef: {{name: key}}}}, retention: {{days: 30}}, recorder: {{minReplicas: 2, maxReplicas: 4}}}}\n",
+        key_secret("key", &pem)
+    );
+    apply_yaml(&admin, &yaml, "drift", &ns)
+        .await
+        .expect("apply");
+    let config = test_config(&ns);
+    let operator = Operator::start(op_client.clone(), config.clone())
+        .await
+        .expect("operator");
+
+    let statefulsets: Api<StatefulSet> = Api::namespaced(admin.clone(), &ns);
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
+    let svcs: Api<Service> = Api::namespaced(admin.clone(), &ns);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(admin.clone(), &ns);
+    let cron_jobs: Api<CronJob> = Api::namespaced(admin.clone(), &ns);
+    let (sts, cm, sip, headless, pdb, retention) = (
+        child_name("sales", "recorder"),
+        child_name("sales", "recorder-config"),
+        child_name("sales", "recorder-sip"),
+        child_name("sales", "recorder-headless"),
+        child_name("sales", "recorder"),
+        child_name("sales", "retention"),
+    );
+    // What the operator applied, as the API server stores it.
+    let original = eventually("every child", WAIT, || async {
+        let e = |e: kube::Error| e.to_string();
+        Ok::<_, String>((
+            statefulsets.get(&sts).await.map_err(e)?.spec.replicas,
+            cms.get(&cm).await.map_err(e)?.data,
+            svcs.get(&sip).await.map_err(e)?.spec.and_then(|s| s.ports),
+            pdbs.get(&pdb).await.map_err(e)?.spec,
+            cron_jobs.get(&retention).await.map_err(e)?.spec.schedule,
+        ))
+    })
+    .await;
+    assert_eq!(original.0, Some(2));
+    let config_data = original.1.clone().expect("ConfigMap data");
+    let ports = original.2.clone().expect("SIP Service ports");
+    let pdb_spec = original.3.clone().expect("PDB spec");
+    let schedule = original.4.clone();
+
+    // Once settled, a reconcile with nothing to change writes nothing.
+    let tries = idle_reconcile_writes_nothing(&operator, &cms, "sales").await;
+    println!("idle reconcile without writes after {tries} touch(es)");
+
+    let by_hand = PatchParams {
+        field_manager: Some("e2e-hand-edit".to_owned()),
+        ..PatchParams::default()
+    };
+    let healed = |what: &'static str, started: std::time::Instant| {
+        println!("{what} restored in {:?}", started.elapsed());
+    };
+
+    // StatefulSet replicas, as `kubectl scale` would.
+    let started = std::time::Instant::now();
+    statefulsets
+        .patch(
+            &sts,
+            &by_hand,
+            &Patch::Merge(json!({"spec": {"replicas": 7}})),
+        )
+        .await
+        .expect("scale by hand");
+    eventually("the replicas restored", HEAL, || async {
+        let r = statefulsets
+            .get(&sts)
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .replicas;
+        if r == Some(2) {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+    healed("StatefulSet replicas", started);
+
+    // ConfigMap data, as `kubectl edit` would.
+    let started = std::time::Instant::now();
+    let mut edited = config_data.clone();
+    for value in edited.values_mut() {
+        value.push_str("\n# edited by hand\n");
+    }
+    cms.patch(&cm, &by_hand, &Patch::Merge(json!({"data": edited})))
+        .await
+        .expect("edit the ConfigMap");
+    eventually("the ConfigMap data restored", HEAL, || async {
+        let data = cms.get(&cm).await.map_err(|e| e.to_string())?.data;
+        if data.as_ref() == Some(&config_data) {
+            Ok(())
+        } else {
+            Err(format!("{data:?}"))
+        }
+    })
+    .await;
+    healed("ConfigMap data", started);
+
+    // Service ports: the SIP port sent somewhere else.
+    let started = std::time::Instant::now();
+    let mut moved = ports.clone();
+    moved[0].target_port =
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(9999));
+    svcs.patch(
+        &sip,
+        &by_hand,
+        &Patch::Merge(json!({"spec": {"ports": moved}})),
+    )
+    .await
+    .expect("edit the Service");
+    eventually("the Service ports restored", HEAL, || async {
+        let now = svcs
+            .get(&sip)
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .and_then(|s| s.ports);
+        if now.as_ref() == Some(&ports) {
+            Ok(())
+        } else {
+            Err(format!("{now:?}"))
+        }
+    })
+    .await;
+    healed("Service ports", started);
+
+    // PodDisruptionBudget: more recorders allowed down at once.
+    let started = std::time::Instant::now();
+    pdbs.patch(
+        &pdb,
+        &by_hand,
+        &Patch::Merge(json!({"spec": {"maxUnavailable": 3}})),
+    )
+    .await
+    .expect("edit the PDB");
+    eventually("the PDB restored", HEAL, || async {
+        let spec = pdbs.get(&pdb).await.map_err(|e| e.to_string())?.spec;
+        if spec.as_ref() == Some(&pdb_spec) {
+            Ok(())
+        } else {
+            Err(format!("{spec:?}"))
+        }
+    })
+    .await;
+    healed("PodDisruptionBudget", started);
+
+    // CronJob schedule: retention once a year instead of daily.
+    let started = std::time::Instant::now();
+    cron_jobs
+        .patch(
+            &retention,
+            &by_hand,
+            &Patch::Merge(json!({"spec": {"schedule": "0 0 1 1 *"}})),
+        )
+        .await
+        .expect("edit the CronJob");
+    eventually("the CronJob schedule restored", HEAL, || async {
+        let now = cron_jobs
+            .get(&retention)
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .schedule;
+        if now == schedule { Ok(()) } else { Err(now) }
+    })
+    .await;
+    healed("CronJob schedule", started);
+
+    // A deleted child comes back.
+    let started = std::time::Instant::now();
+    svcs.delete(&headless, &DeleteParams::default())
+        .await
+        .expect("delete the headless Service");
+    eventually("the headless Service recreated", HEAL, || async {
+        svcs.get_opt(&headless)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "absent".to_owned())
+    })
+    .await;
+    healed("deleted Service", started);
+
+    // Edits made while the operator is down are reverted when it starts again.
+    operator.stop().await.expect("stops");
+    statefulsets
+        .patch(
+            &sts,
+            &by_hand,
+            &Patch::Merge(json!({"spec": {"replicas": 9}})),
+        )
+        .await
+        .expect("scale by hand");
+    cron_jobs
+        .patch(
+            &retention,
+            &by_hand,
+            &Patch::Merge(json!({"spec": {"schedule": "0 0 1 1 *"}})),
+        )
+        .await
+        .expect("edit the CronJob");
+    let started = std::time::Instant::now();
+    let operator = Operator::start(op_client, config)
+        .await
+        .expect("operator again");
+    eventually("edits made while stopped reverted", HEAL, || async {
+        let r = statefulsets
+            .get(&sts)
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .replicas;
+        let s = cron_jobs
+            .get(&retention)
+            .await
+            .map_err(|e| e.to_string())?
+            .spec
+            .schedule;
+        if r == Some(2) && s == schedule {
+            Ok(())
+        } else {
+            Err(format!("{r:?} {s}"))
+        }
+    })
+    .await;
+    healed("edits made while the operator was stopped", started);
+    let reverted = applies(&operator).await;
+    assert!(
+        (2.0..=4.0).contains(&reverted),
+        "a restart reverting two edits applied {reverted} children"
+    );
+    idle_reconcile_writes_nothing(&operator, &cms, "sales").await;
+    operator.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn a_child_the_api_server_refuses_is_a_false_condition_with_its_message() {
+    let (_cp, ns, admin, op_client) = setup("op-refused").await;
+    let (pem, _) = public_key();
+    let yaml = format!(
+        "apiVersion: callvault.io/v1alpha1\nkind: StorageTarget\nmetadata: {{name: primary}}\nspec: {{type: filesystem, path: /nonexistent/refused}}\n---\n{}---\n\
+         apiVersion: callvault.io/v1alpha1\nkind: RecordingProfile\nmetadata: {{name: sales}}\n\
+         spec: {{selector: {{allUsers: true}}, storageTargetRef: {{name: primary}}, encryption: {{keySecretRef: {{name: key}}}}}}\n",
+        key_secret("key", &pem)
+    );
+    apply_yaml(&admin, &yaml, "refused", &ns)
+        .await
+        .expect("apply");
+    // A spool StorageClass name no volume claim can have (a typo in the chart's values): the
+    // StatefulSet is refused by the API server.
+    let mut config = test_config(&ns);
+    config.spool_storage_class = Some("Fast SSD".to_owned());
+    let operator = Operator::start(op_client, config).await.expect("operator");
+    let profiles: Api<RecordingProfile> = Api::namespaced(admin.clone(), &ns);
+    let status = wait_condition(&profiles, "sales", "Ready", "False", Some("InvalidSpec")).await;
+    let (_, _, message) = condition(&status, "Ready").expect("Ready");
+    assert!(
+        message.contains("the API server refused StatefulSet")
+            && message.contains("storageClassName")
+            && message.contains("Fast SSD"),
+        "{message}"
+    );
+    // Said once as an Event too, not only in a log line.
+    let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
+    eventually("a Warning Event for the refusal", WAIT, || async {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        list.items
+            .iter()
+            .find(|e| {
+                e.reason.as_deref() == Some("InvalidSpec")
+                    && e.note
+                        .as_deref()
+                        .is_some_and(|n| n.contains("refused StatefulSet"))
+            })
+            .map(|_| ())
+            .ok_or_else(|| format!("{} events", list.items.len()))
+    })
+    .await;
+    operator.stop().await.expect("stops");
+}

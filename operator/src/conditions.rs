@@ -91,15 +91,18 @@ pub struct Transition {
     pub note: String,
 }
 
-/// Conditions whose status changed from `current` to `next`. A condition seen for the first
-/// time is a transition only when it is bad news (a healthy start is not worth an Event).
+/// Conditions whose status or reason changed from `current` to `next` (a profile whose Ready
+/// goes from `KeySecretNotFound` to `StorageTargetUnreachable` has a new problem worth an
+/// Event), one per reason. A condition seen for the first time is a transition only when it is
+/// bad news (a healthy start is not worth an Event).
 pub fn transitions(current: &[Condition], next: &[Condition]) -> Vec<Transition> {
-    next.iter()
+    let mut all: Vec<Transition> = next
+        .iter()
         .filter_map(|n| {
             let before = current.iter().find(|c| c.type_ == n.type_);
             let bad = is_bad(&n.type_, n.status);
             let changed = match before {
-                Some(b) => b.status != n.status,
+                Some(b) => b.status != n.status || b.reason != n.reason,
                 None => bad,
             };
             (changed && n.status != ConditionStatus::Unknown).then(|| Transition {
@@ -108,7 +111,15 @@ pub fn transitions(current: &[Condition], next: &[Condition]) -> Vec<Transition>
                 note: format!("{} is now {:?}: {}", n.type_, n.status, n.message),
             })
         })
-        .collect()
+        .collect();
+    // Ready repeats the reason of the condition it follows: one Event per cause.
+    let mut seen = Vec::new();
+    all.retain(|t| {
+        let first = !seen.contains(&(t.reason.clone(), t.warning));
+        seen.push((t.reason.clone(), t.warning));
+        first
+    });
+    all
 }
 
 /// Whether `status` of condition `type_` needs attention. Most conditions are good when True;
@@ -168,7 +179,7 @@ mod tests {
     }
 
     #[test]
-    fn only_status_changes_and_bad_first_news_are_events() {
+    fn status_and_reason_changes_and_bad_first_news_are_events() {
         let before = merge(
             &[],
             &[Observed::yes("Reachable", "ProbeSucceeded", "ok")],
@@ -197,6 +208,32 @@ mod tests {
             t[0].note.contains("Reachable is now False: refused"),
             "{t:?}"
         );
+
+        // Still False, for another reason: a new problem, a new Event.
+        let other = merge(
+            &down,
+            &[Observed::no("Reachable", "WriteFailed", "denied")],
+            Some(1),
+            &at(4),
+        );
+        let t = transitions(&down, &other);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].reason, "WriteFailed");
+        assert!(t[0].warning);
+
+        // Ready following Reachable for the same cause: one Event, Ready's.
+        let both = merge(
+            &[],
+            &[
+                Observed::no("Ready", "ConnectUnreachable", "refused"),
+                Observed::no("Reachable", "ConnectUnreachable", "refused"),
+            ],
+            Some(1),
+            &at(5),
+        );
+        let t = transitions(&[], &both);
+        assert_eq!(t.len(), 1, "{t:?}");
+        assert!(t[0].note.starts_with("Ready is now False"), "{t:?}");
 
         // First sight: healthy is quiet, unhealthy is reported; DeletionBlocked=True is bad.
         let fresh_ok = merge(

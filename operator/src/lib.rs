@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod build;
 pub mod conditions;
 pub mod controller;
+pub mod drift;
 pub mod load;
 pub mod metrics;
 pub mod render;

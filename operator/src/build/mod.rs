@@ -11,4 +11,3 @@ mod names;
 
 pub use meta::{MANAGER, Owner};
 pub use names::child_name;
-pub(crate) use names::digest;

@@ -12,7 +12,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::{Context, Error, Scope, current_conditions, succeeded};
+use super::{Context, Error, Scope, current_conditions, refusal, succeeded};
 use crate::build::connector::{build, config_map_name, cron_job_name};
 use crate::conditions::{self, Observed};
 
@@ -117,10 +117,13 @@ pub(super) async fn reconcile(
             &ctx.config.key_ring,
         ) {
             Ok(children) => {
-                ctx.apply(&ctx.children.archive_config_maps, children.config_map)
-                    .await?;
-                ctx.apply(&ctx.children.archive_cron_jobs, children.cron_job)
-                    .await?;
+                let applied = async {
+                    ctx.apply(&ctx.children.archive_config_maps, children.config_map)
+                        .await?;
+                    ctx.apply(&ctx.children.archive_cron_jobs, children.cron_job)
+                        .await
+                };
+                invalid = refusal(applied.await)?.err();
             }
             Err(e) => invalid = Some(e.to_string()),
         }

@@ -10,11 +10,12 @@ mod recording_profile;
 mod speech_job;
 mod storage_target;
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use callvault_crds::Condition;
@@ -32,16 +33,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backoff::Failures;
-use crate::build::digest;
 use crate::build::job::KeyRingSecret;
 use crate::build::meta::{COMPONENT_LABEL, MANAGED_BY_LABEL, MANAGER, MissingMetadata};
 use crate::build::pod::DatabaseSecret;
 use crate::conditions::Transition;
+use crate::drift;
 use crate::metrics::Metrics;
-
-/// Annotation on every child: a digest of what the operator last applied. A child whose digest
-/// matches the desired object is not applied again, so an unchanged resource costs no write.
-pub const APPLIED_DIGEST_ANNOTATION: &str = "callvault.io/applied-digest";
 
 /// Reconciles of one kind that run at once; more wait in the controller's queue.
 const RECONCILE_CONCURRENCY: u16 = 48;
@@ -166,6 +163,17 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// The API server refused a child the operator built (a value the CRD schema accepts but
+    /// the child's own validation does not): shown as a False condition with its message.
+    #[error("the API server refused {kind} {name}: {message}")]
+    Refused {
+        /// The child's kind.
+        kind: String,
+        /// The child's name.
+        name: String,
+        /// The API server's message.
+        message: String,
+    },
     /// A watch ended with an error the controller could not recover from.
     #[error("{controller} controller stopped: {message}")]
     Stopped {
@@ -185,13 +193,14 @@ impl Error {
             Error::Build(_) => "build",
             Error::Json(_) => "json",
             Error::Http { .. } => "http",
+            Error::Refused { .. } => "refused",
             Error::Stopped { .. } => "stopped",
         }
     }
 }
 
-/// Stores of the children each controller owns (only their metadata, and a StatefulSet's
-/// replica counts, are kept: enough to compare digests and read availability).
+/// Stores of the children each controller owns (without their managed fields): what a
+/// reconcile compares the desired children with, and where it reads availability.
 #[derive(Clone)]
 pub(crate) struct ChildStores {
     pub stateful_sets: Store<k8s_openapi::api::apps::v1::StatefulSet>,
@@ -215,6 +224,11 @@ pub(crate) struct Context {
     pub recorder: Recorder,
     pub http: reqwest::Client,
     pub storage_targets: Store<callvault_crds::StorageTarget>,
+    /// The Secrets' metadata (never their values).
+    pub secrets: Store<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>,
+    /// Per StorageTarget (`namespace/name`), the resourceVersion of the credentials Secret its
+    /// last probe used: a newer one is probed at once.
+    pub probed_secrets: Mutex<HashMap<String, Option<String>>>,
     pub recording_profiles: Store<callvault_crds::RecordingProfile>,
     pub children: ChildStores,
     /// Completes once every store above holds its first full list.
@@ -254,9 +268,10 @@ impl Context {
             .collect()
     }
 
-    /// Server-side applies `desired` unless the stored child already carries its digest.
-    /// Returns whether it wrote.
-    pub async fn apply<K>(&self, store: &Store<K>, mut desired: K) -> Result<bool, Error>
+    /// Server-side applies `desired` unless the stored child already holds every field of it
+    /// ([`drift::holds`]): a child edited by hand is applied again, an unchanged one costs no
+    /// write. Returns whether it wrote; a child the API server refuses is [`Error::Refused`].
+    pub async fn apply<K>(&self, store: &Store<K>, desired: K) -> Result<bool, Error>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone
@@ -267,8 +282,9 @@ impl Context {
             + Sync
             + 'static,
     {
+        let kind = K::kind(&());
         let missing = |field| MissingMetadata {
-            kind: K::kind(&()).into_owned(),
+            kind: kind.clone().into_owned(),
             field,
         };
         let name = desired.meta().name.clone().ok_or_else(|| missing("name"))?;
@@ -277,25 +293,30 @@ impl Context {
             .namespace
             .clone()
             .ok_or_else(|| missing("namespace"))?;
-        let wanted = digest(&serde_json::to_string(&desired)?);
-        if let Some(existing) = store.get(&ObjectRef::new(&name).within(&ns))
-            && existing.annotations().get(APPLIED_DIGEST_ANNOTATION) == Some(&wanted)
-        {
-            return Ok(false);
+        let wanted = serde_json::to_value(&desired)?;
+        if let Some(existing) = store.get(&ObjectRef::new(&name).within(&ns)) {
+            match drift::first_difference(&serde_json::to_value(&*existing)?, &wanted) {
+                None => return Ok(false),
+                Some(field) => {
+                    tracing::info!(%kind, namespace = %ns, %name, %field, "drifted; applying again");
+                }
+            }
         }
-        desired
-            .meta_mut()
-            .annotations
-            .get_or_insert_with(Default::default)
-            .insert(APPLIED_DIGEST_ANNOTATION.to_owned(), wanted);
         let api: Api<K> = Api::namespaced(self.client.clone(), &ns);
-        api.patch(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&desired),
-        )
-        .await?;
-        tracing::info!(kind = %K::kind(&()), namespace = %ns, name = %name, "applied");
+        let applied = api
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&desired),
+            )
+            .await
+            .map_err(|e| refused(e, &kind, &name))?;
+        self.metrics.applied(&kind);
+        tracing::info!(%kind, namespace = %ns, %name, "applied");
+        if let Some(field) = drift::first_difference(&serde_json::to_value(&applied)?, &wanted) {
+            // Would be applied again on every reconcile: a build bug worth a loud line.
+            tracing::warn!(%kind, namespace = %ns, %name, %field, "the API server stores this field differently from how it is built");
+        }
         Ok(true)
     }
 
@@ -433,6 +454,51 @@ fn truncate(text: &str, max: usize) -> String {
         end -= 1;
     }
     text[..end].to_owned()
+}
+
+/// A refusal of the API server to store a child (invalid or malformed) as [`Error::Refused`];
+/// any other failure as it is.
+fn refused(error: kube::Error, kind: &str, name: &str) -> Error {
+    match error {
+        kube::Error::Api(status) if status.code == 422 || status.code == 400 => Error::Refused {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            message: status.message,
+        },
+        other => other.into(),
+    }
+}
+
+/// Splits a refused child off `result`: `Ok(Err(message))` when the API server refused it
+/// (for the False condition that shows its message), other failures stay errors.
+pub(crate) fn refusal<T>(result: Result<T, Error>) -> Result<Result<T, String>, Error> {
+    match result {
+        Ok(v) => Ok(Ok(v)),
+        Err(e @ Error::Refused { .. }) => Ok(Err(e.to_string())),
+        Err(e) => Err(e),
+    }
+}
+
+/// Locks `mutex`, also after a panic elsewhere (the maps it guards stay usable).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A watch of the Secrets' metadata in `scope`: what triggers the reconciles of the resources
+/// that name a Secret, so one created or changed later is noticed at once.
+pub(crate) fn secret_changes(
+    client: &Client,
+    scope: &Scope,
+) -> impl Stream<
+    Item = Result<
+        kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>,
+        watcher::Error,
+    >,
+> + Send
++ 'static {
+    watcher(scope.api(client), watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
 }
 
 /// The current conditions of a status, for merging.
@@ -603,76 +669,45 @@ fn controllers(
     use crate::build::recording_profile::{RECORDER, RETENTION};
     use crate::build::speech_job::TRANSCRIBE;
 
+    // Each store keeps the whole child (to compare with the desired one) but not the status
+    // the operator does not read.
     let (stateful_sets, ss_stream) = children(
         scope.api(client),
         RECORDER,
-        |ss: &mut k8s_openapi::api::apps::v1::StatefulSet| {
-            // Only the replica counts are read back.
-            let replicas = ss.spec.replicas;
-            ss.spec = Default::default();
-            ss.spec.replicas = replicas;
-        },
+        |_: &mut k8s_openapi::api::apps::v1::StatefulSet| {},
     );
     let (services, svc_stream) = children(
         scope.api(client),
         RECORDER,
-        |s: &mut k8s_openapi::api::core::v1::Service| {
-            s.spec = None;
-            s.status = None;
-        },
+        |s: &mut k8s_openapi::api::core::v1::Service| s.status = None,
     );
-    let (config_maps, cm_stream) = children(
-        scope.api(client),
-        RECORDER,
-        |c: &mut k8s_openapi::api::core::v1::ConfigMap| {
-            c.data = None;
-        },
-    );
+    let (config_maps, cm_stream) = children(scope.api(client), RECORDER, |_| {});
     let (pdbs, pdb_stream) = children(
         scope.api(client),
         RECORDER,
-        |p: &mut k8s_openapi::api::policy::v1::PodDisruptionBudget| {
-            p.spec = None;
-            p.status = None;
-        },
+        |p: &mut k8s_openapi::api::policy::v1::PodDisruptionBudget| p.status = None,
     );
-    let strip_cron = |c: &mut k8s_openapi::api::batch::v1::CronJob| {
-        c.spec = Default::default();
-        c.status = None;
-    };
+    let strip_cron = |c: &mut k8s_openapi::api::batch::v1::CronJob| c.status = None;
     let (retention_cron_jobs, ret_stream) = children(scope.api(client), RETENTION, strip_cron);
     let (archive_cron_jobs, arch_stream) = children(scope.api(client), ARCHIVE, strip_cron);
-    let (archive_config_maps, arch_cm_stream) = children(
-        scope.api(client),
-        ARCHIVE,
-        |c: &mut k8s_openapi::api::core::v1::ConfigMap| {
-            c.data = None;
-        },
-    );
+    let (archive_config_maps, arch_cm_stream) = children(scope.api(client), ARCHIVE, |_| {});
     let (transcribe_cron_jobs, tcj_stream) = children(scope.api(client), TRANSCRIBE, strip_cron);
     let (transcribe_jobs, tj_stream) = children(
         scope.api(client),
         TRANSCRIBE,
-        |j: &mut k8s_openapi::api::batch::v1::Job| {
-            j.spec = None;
-        },
+        |j: &mut k8s_openapi::api::batch::v1::Job| j.status = None,
     );
-    let (transcribe_config_maps, tcm_stream) = children(
-        scope.api(client),
-        TRANSCRIBE,
-        |c: &mut k8s_openapi::api::core::v1::ConfigMap| {
-            c.data = None;
-        },
-    );
+    let (transcribe_config_maps, tcm_stream) = children(scope.api(client), TRANSCRIBE, |_| {});
 
     // Bounded so that applying a thousand resources at once queues their reconciles instead of
     // holding a thousand sets of built children and API responses in memory together.
     let bounded = || controller::Config::default().concurrency(RECONCILE_CONCURRENCY);
-    let st = storage_target::controller(client, scope).with_config(bounded());
+    let (st, secrets) = storage_target::controller(client, scope);
+    let st = st.with_config(bounded());
     let rp = recording_profile::controller(client, scope).with_config(bounded());
     let ap = access_profile::controller(client, scope).with_config(bounded());
     let conn = connector::controller(client, scope).with_config(bounded());
-    let sj = speech_job::controller(client, scope).with_config(bounded());
+    let sj = speech_job::controller(client, scope, &config.key_ring.name).with_config(bounded());
     let children = ChildStores {
         stateful_sets,
         services,
@@ -689,8 +724,10 @@ fn controllers(
         let (st_store, rp_store) = (st.store(), rp.store());
         let (ap_store, conn_store, sj_store) = (ap.store(), conn.store(), sj.store());
         let s = children.clone();
+        let secrets = secrets.clone();
         async move {
             let _ = st_store.wait_until_ready().await;
+            let _ = secrets.wait_until_ready().await;
             let _ = rp_store.wait_until_ready().await;
             let _ = ap_store.wait_until_ready().await;
             let _ = conn_store.wait_until_ready().await;
@@ -724,6 +761,8 @@ fn controllers(
             .build()
             .unwrap_or_default(),
         storage_targets: st.store(),
+        secrets,
+        probed_secrets: Mutex::default(),
         recording_profiles: rp.store(),
         children,
         synced: synced.clone(),

@@ -16,7 +16,7 @@ use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::{Context, Error, Scope, current_conditions, succeeded};
+use super::{Context, Error, Scope, current_conditions, refusal, secret_changes, succeeded};
 use crate::build::Owner;
 use crate::build::recording_profile::{ChildNames, HTTP_PORT, RECORDER, RecorderSettings, build};
 use crate::conditions::{self, Observed};
@@ -26,8 +26,8 @@ use crate::{desired_replicas, render_recorder_config};
 /// Controller name in metrics and logs.
 pub(super) const NAME: &str = "recordingprofile";
 
-/// The controller, reconciling on spec changes (its own status writes do not trigger it) and
-/// on changes of the StorageTargets its profiles use.
+/// The controller, reconciling on spec changes (its own status writes do not trigger it), on
+/// changes of the StorageTargets its profiles use and of their key Secrets.
 pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<RecordingProfile> {
     let (store, writer) = reflector::store();
     let profiles = watcher(
@@ -39,19 +39,32 @@ pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<Recording
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
     let by_target = store.clone();
-    Controller::for_stream(profiles, store).watches(
-        scope.api::<StorageTarget>(client),
-        watcher::Config::default(),
-        move |target: StorageTarget| {
-            let ns = target.namespace();
-            let name = target.name_any();
-            by_target
-                .state_filter(|p| p.namespace() == ns && p.spec.storage_target_ref.name == name)
+    let by_secret = store.clone();
+    Controller::for_stream(profiles, store)
+        .watches_stream(secret_changes(client, scope), move |secret| {
+            let ns = secret.namespace();
+            let name = secret.name_any();
+            by_secret
+                .state_filter(|p| {
+                    p.namespace() == ns && p.spec.encryption.key_secret_ref.name == name
+                })
                 .iter()
                 .map(|p| ObjectRef::from_obj(&**p))
                 .collect::<Vec<_>>()
-        },
-    )
+        })
+        .watches(
+            scope.api::<StorageTarget>(client),
+            watcher::Config::default(),
+            move |target: StorageTarget| {
+                let ns = target.namespace();
+                let name = target.name_any();
+                by_target
+                    .state_filter(|p| p.namespace() == ns && p.spec.storage_target_ref.name == name)
+                    .iter()
+                    .map(|p| ObjectRef::from_obj(&**p))
+                    .collect::<Vec<_>>()
+            },
+        )
 }
 
 /// The storage binding: the target and the key id, or the condition saying what is missing.
@@ -116,14 +129,19 @@ pub(super) async fn reconcile(
                 Ok(config) => {
                     let c = build(&profile, &b.target, &config, replicas, &settings)?;
                     let s = &ctx.children;
-                    ctx.apply(&s.config_maps, c.config_map).await?;
-                    ctx.apply(&s.services, c.headless_service).await?;
-                    ctx.apply(&s.services, c.sip_service).await?;
-                    ctx.apply(&s.pod_disruption_budgets, c.pod_disruption_budget)
-                        .await?;
-                    ctx.apply(&s.stateful_sets, c.stateful_set).await?;
-                    ctx.apply(&s.retention_cron_jobs, c.retention_cron_job)
-                        .await?;
+                    let applied = async {
+                        ctx.apply(&s.config_maps, c.config_map).await?;
+                        ctx.apply(&s.services, c.headless_service).await?;
+                        ctx.apply(&s.services, c.sip_service).await?;
+                        ctx.apply(&s.pod_disruption_budgets, c.pod_disruption_budget)
+                            .await?;
+                        ctx.apply(&s.stateful_sets, c.stateful_set).await?;
+                        ctx.apply(&s.retention_cron_jobs, c.retention_cron_job)
+                            .await
+                    };
+                    if let Err(message) = refusal(applied.await)? {
+                        problem = Some(Observed::no(ct::READY, reason::INVALID_SPEC, message));
+                    }
                 }
                 Err(e) => {
                     problem = Some(Observed::no(
@@ -210,9 +228,6 @@ pub(super) async fn reconcile(
         Action::await_change()
     } else if ready > 0 {
         Action::requeue(ctx.config.load_interval)
-    } else if binding.is_err() {
-        // A Secret appearing later triggers nothing: look again soon.
-        Action::requeue(Duration::from_secs(30))
     } else {
         Action::requeue(Duration::from_secs(300))
     })

@@ -3,7 +3,6 @@
 //! its conditions.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use callvault_crds::{RecordingProfile, SpeechJob, StorageTarget, condition_type as ct, reason};
 use k8s_openapi::api::core::v1::Secret;
@@ -13,7 +12,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::{Context, Error, Scope, current_conditions, succeeded};
+use super::{Context, Error, Scope, current_conditions, refusal, secret_changes, succeeded};
 use crate::build::speech_job::{Workload, build, config_map_name};
 use crate::conditions::{self, Observed};
 
@@ -21,8 +20,9 @@ use crate::conditions::{self, Observed};
 pub(super) const NAME: &str = "speechjob";
 
 /// The controller; its sources are the StorageTargets of the namespace's profiles, so a
-/// profile or target change reconciles the namespace's SpeechJobs.
-pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<SpeechJob> {
+/// profile or target change reconciles the namespace's SpeechJobs, as does the private keys
+/// Secret appearing.
+pub(super) fn controller(client: &Client, scope: &Scope, key_ring: &str) -> Controller<SpeechJob> {
     let jobs = Controller::new(scope.api::<SpeechJob>(client), Default::default());
     let store = jobs.store();
     let in_namespace = move |ns: Option<String>| {
@@ -33,7 +33,17 @@ pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<SpeechJob
             .collect::<Vec<_>>()
     };
     let by_target = in_namespace.clone();
-    jobs.watches(
+    // The private keys Secret appearing lets the job's pods start: say so at once.
+    let by_secret = in_namespace.clone();
+    let key_ring = key_ring.to_owned();
+    jobs.watches_stream(secret_changes(client, scope), move |secret| {
+        if secret.name_any() == key_ring {
+            by_secret(secret.namespace())
+        } else {
+            Vec::new()
+        }
+    })
+    .watches(
         scope.api::<RecordingProfile>(client),
         Default::default(),
         move |profile: RecordingProfile| in_namespace(profile.namespace()),
@@ -85,40 +95,44 @@ pub(super) async fn reconcile(job: Arc<SpeechJob>, ctx: Arc<Context>) -> Result<
         Err(e) => Observed::no(ct::READY, reason::INVALID_SPEC, e.to_string()),
         Ok(built) => {
             keep_config.push(config_map_name(&name));
-            ctx.apply(&children.transcribe_config_maps, built.config_map)
-                .await?;
-            match built.workload {
-                Workload::Scheduled(cron) => {
-                    keep_cron.push(cron.metadata.name.clone().unwrap_or_default());
-                    ctx.apply(&children.transcribe_cron_jobs, *cron).await?;
-                    if job.spec.suspend {
+            let applied = async {
+                ctx.apply(&children.transcribe_config_maps, built.config_map)
+                    .await?;
+                Ok(match built.workload {
+                    Workload::Scheduled(cron) => {
+                        keep_cron.push(cron.metadata.name.clone().unwrap_or_default());
+                        ctx.apply(&children.transcribe_cron_jobs, *cron).await?;
+                        if job.spec.suspend {
+                            Observed::yes(
+                                ct::READY,
+                                reason::RECONCILED,
+                                "suspended: no new runs start",
+                            )
+                        } else {
+                            Observed::yes(
+                                ct::READY,
+                                reason::RECONCILED,
+                                format!(
+                                    "transcribing on schedule {}",
+                                    job.spec.schedule.as_deref().unwrap_or_default()
+                                ),
+                            )
+                        }
+                    }
+                    Workload::Once(once) => {
+                        let job_name = once.metadata.name.clone().unwrap_or_default();
+                        keep_job.push(job_name.clone());
+                        ctx.apply(&children.transcribe_jobs, *once).await?;
                         Observed::yes(
                             ct::READY,
                             reason::RECONCILED,
-                            "suspended: no new runs start",
-                        )
-                    } else {
-                        Observed::yes(
-                            ct::READY,
-                            reason::RECONCILED,
-                            format!(
-                                "transcribing on schedule {}",
-                                job.spec.schedule.as_deref().unwrap_or_default()
-                            ),
+                            format!("runs once as Job {job_name}"),
                         )
                     }
-                }
-                Workload::Once(once) => {
-                    let job_name = once.metadata.name.clone().unwrap_or_default();
-                    keep_job.push(job_name.clone());
-                    ctx.apply(&children.transcribe_jobs, *once).await?;
-                    Observed::yes(
-                        ct::READY,
-                        reason::RECONCILED,
-                        format!("runs once as Job {job_name}"),
-                    )
-                }
-            }
+                })
+            };
+            refusal(applied.await)?
+                .unwrap_or_else(|message| Observed::no(ct::READY, reason::INVALID_SPEC, message))
         }
     };
     ctx.delete_orphans(&children.transcribe_cron_jobs, &uid, &keep_cron)
@@ -153,10 +167,5 @@ pub(super) async fn reconcile(job: Arc<SpeechJob>, ctx: Arc<Context>) -> Result<
     )
     .await?;
     succeeded(NAME, &*job, &ctx);
-    Ok(if keys_missing {
-        // A Secret appearing later triggers nothing: look again soon.
-        Action::requeue(Duration::from_secs(30))
-    } else {
-        Action::await_change()
-    })
+    Ok(Action::await_change())
 }

@@ -1,27 +1,62 @@
-//! StorageTarget → connection test (write, read, delete a probe object) on create, on change
-//! and every `probe_interval`; the `Reachable` condition names the failing step.
+//! StorageTarget → connection test (write, read, delete a probe object) on create, on change,
+//! when its credentials Secret appears or changes, and every `probe_interval`; the `Reachable`
+//! condition names the failing step and `Ready` follows it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use callvault_crds::{StorageTarget, condition_type as ct, reason};
+use callvault_crds::{ConditionStatus, StorageTarget, condition_type as ct, reason};
 use callvault_store::objstore::{Credentials, Secret as Sensitive, StorageConfig, test_connection};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::{Context, Error, Scope, current_conditions, succeeded};
+use super::{Context, Error, Scope, current_conditions, lock, succeeded};
 use crate::conditions::{self, Observed};
 
 /// Controller name in metrics and logs.
 pub(super) const NAME: &str = "storagetarget";
 
-pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<StorageTarget> {
-    Controller::new(scope.api(client), Default::default())
+/// The controller, and the store of the Secrets' metadata it watches: a credentials Secret
+/// created or changed after its StorageTarget is probed at once, not at the next interval.
+pub(super) fn controller(
+    client: &Client,
+    scope: &Scope,
+) -> (Controller<StorageTarget>, Store<PartialObjectMeta<Secret>>) {
+    let targets = Controller::new(scope.api::<StorageTarget>(client), Default::default());
+    let by_secret = targets.store();
+    let (secrets, writer) = reflector::store();
+    // Metadata only: the operator keeps no secret values in memory.
+    let secret_changes = watcher(
+        scope.api::<PartialObjectMeta<Secret>>(client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
+    let targets = targets.watches_stream(secret_changes, move |secret| {
+        let ns = secret.namespace();
+        let name = secret.name_any();
+        by_secret
+            .state_filter(|t| {
+                t.namespace() == ns
+                    && t.spec
+                        .credentials_secret_ref
+                        .as_ref()
+                        .is_some_and(|r| r.name == name)
+            })
+            .iter()
+            .map(|t| ObjectRef::from_obj(&**t))
+            .collect::<Vec<_>>()
+    });
+    (targets, secrets)
 }
 
 #[tracing::instrument(skip_all, fields(namespace = target.namespace(), name = target.name_any()))]
@@ -42,15 +77,31 @@ pub(super) async fn reconcile(
         .and_then(|s| s.last_probe_time.as_ref())
         .map(|t| now.0.duration_since(t.0).unsigned_abs());
     let changed = status.and_then(|s| s.observed_generation) != generation;
+    let ns = target.namespace().unwrap_or_default();
+    let key = format!("{ns}/{}", target.name_any());
+    let secret_version = target.spec.credentials_secret_ref.as_ref().and_then(|r| {
+        ctx.secrets
+            .get(&ObjectRef::new(&r.name).within(&ns))
+            .and_then(|s| s.resource_version())
+    });
+    let credentials_missing = status
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == ct::REACHABLE))
+        .is_some_and(|c| c.reason == reason::CREDENTIALS_NOT_FOUND);
+    let secret_changed = lock(&ctx.probed_secrets)
+        .get(&key)
+        .map_or(credentials_missing && secret_version.is_some(), |seen| {
+            *seen != secret_version
+        });
     if let Some(elapsed) = since_probe
         && !changed
+        && !secret_changed
         && elapsed < interval
     {
         succeeded(NAME, &*target, &ctx);
         return Ok(Action::requeue(interval - elapsed + Duration::from_secs(1)));
     }
 
-    let ns = target.namespace().unwrap_or_default();
+    lock(&ctx.probed_secrets).insert(key, secret_version);
     let (reachable, usage) = match credentials(&ctx, &ns, &target).await? {
         Err(missing) => (missing, None),
         Ok(credentials) => {
@@ -83,7 +134,16 @@ pub(super) async fn reconcile(
     tracing::info!(reachable = ?reachable.status, reason = %reachable.reason, "probed");
 
     let current = current_conditions(status.map(|s| &s.conditions));
-    let merged = conditions::merge(current, &[reachable], generation, &now);
+    let ready = if reachable.status == ConditionStatus::True {
+        Observed::yes(ct::READY, reason::RECONCILED, reachable.message.clone())
+    } else {
+        Observed::no(
+            ct::READY,
+            reachable.reason.clone(),
+            reachable.message.clone(),
+        )
+    };
+    let merged = conditions::merge(current, &[ready, reachable], generation, &now);
     let transitions = conditions::transitions(current, &merged);
     let mut desired = json!({
         "observedGeneration": generation,
