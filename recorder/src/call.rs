@@ -700,6 +700,66 @@ impl Call {
     }
 }
 
+/// What the foreign-RTP alarm of a call is about.
+fn alarm_source(sip_call_id: &str) -> String {
+    format!("call {sip_call_id}")
+}
+
+/// The latch's verdict on a datagram from `from`. Only RTP with one of the stream's payload
+/// types may latch; anything else (RTCP, garbage, other payload types) passes to the timeline,
+/// which counts and drops it, when it comes from the latched source or before any latch.
+fn admit(slot: &mut Slot, from: Option<SocketAddr>, data: &[u8]) -> Verdict {
+    let recordable = match rtp::parse(data) {
+        Ok(Packet::Rtp(p)) if slot.config.lookup(p.payload_type).is_some() => Some(p.ssrc),
+        _ => None,
+    };
+    match (from, recordable, slot.latch.source()) {
+        (Some(from), Some(ssrc), _) => slot.latch.check(from, ssrc),
+        (_, _, None) => Verdict::Accept,
+        (Some(from), None, Some(_)) if slot.latch.admits(from) => Verdict::Accept,
+        (_, _, Some(latched)) => Verdict::Foreign { latched },
+    }
+}
+
+/// Logs a latch or SSRC change (accepted packets are not logged).
+fn log_latch(index: usize, from: Option<SocketAddr>, verdict: Verdict, now: Option<Source>) {
+    let basis = now.map(|s| s.basis);
+    match verdict {
+        Verdict::Latched { replaced: None } => {
+            tracing::info!(stream = index, source = ?from, ?basis, "RTP latched")
+        }
+        Verdict::Latched {
+            replaced: Some(old),
+        } => tracing::warn!(stream = index, source = ?from, ?basis, replaced = %old.address,
+            "RTP latched to a better source (the one it replaces was recorded until now)"),
+        Verdict::SsrcChanged { from: old } => {
+            tracing::info!(stream = index, old_ssrc = old, ssrc = ?now.map(|s| s.ssrc),
+                "the latched source changed its SSRC")
+        }
+        Verdict::Accept | Verdict::Foreign { .. } => {}
+    }
+}
+
+/// The row's metadata JSON with the count of foreign datagrams the segment dropped and the last
+/// one's source, so the recording itself shows it was targeted.
+fn with_foreign(raw: &str, dropped: u64, last: Option<SocketAddr>) -> String {
+    let Ok(serde_json::Value::Object(mut doc)) = serde_json::from_str(raw) else {
+        tracing::warn!(
+            dropped,
+            "metadata is not a JSON object: foreign RTP count not recorded in it"
+        );
+        return raw.to_owned();
+    };
+    doc.insert(
+        "rtpForeign".to_owned(),
+        serde_json::json!({
+            "dropped": dropped,
+            "lastSource": last.map(|a| a.to_string()),
+        }),
+    );
+    serde_json::Value::Object(doc).to_string()
+}
+
 /// Marks a segment whose spool write failed mid-call as recovered (see [`Spool::recover`]).
 pub fn recover(spool: &Spool, manifest: Manifest) -> Manifest {
     spool.recover(manifest, Recovery::WriteFailed)

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use callvault_config::Timestamp;
 use callvault_store::db::{CallType, Direction, NewRecording, Party, ReleaseCause};
-use callvault_store::format::{Header, TAG_LEN, sha256};
+use callvault_store::format::{Header, TAG_LEN};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
