@@ -1215,7 +1215,13 @@ async fn a_changed_configuration_file_applies_in_place_with_a_call_in_flight() {
     let old = std::mem::replace(&mut rig.sip, moved);
     let refused = run_sipp(old, rig.dir.path(), "options_refused.xml", &[], "u1").await;
     assert_ok(&refused, &rig);
-    let out = sipp(&rig, "record_no_rtp.xml", &[("PAUSE_MS", "500".into())], "u1").await;
+    let out = sipp(
+        &rig,
+        "record_no_rtp.xml",
+        &[("PAUSE_MS", "500".into())],
+        "u1",
+    )
+    .await;
     assert_ok(&out, &rig);
     for c in calls {
         assert_ok(&c.await.unwrap(), &rig);
@@ -1238,7 +1244,13 @@ async fn a_changed_configuration_file_applies_in_place_with_a_call_in_flight() {
         metrics.contains("callvault_recorder_config_refused_total 1"),
         "{metrics}"
     );
-    let out = sipp(&rig, "record_no_rtp.xml", &[("PAUSE_MS", "500".into())], "u1").await;
+    let out = sipp(
+        &rig,
+        "record_no_rtp.xml",
+        &[("PAUSE_MS", "500".into())],
+        "u1",
+    )
+    .await;
     assert_ok(&out, &rig);
     rig.wait_finished(3, Duration::from_secs(30)).await;
 }

@@ -197,7 +197,7 @@ spec:
   admin: {{auditTrail: true, configureSystem: true}}
 ",
             recordings = self.path("data/recordings").display(),
-            mode = if edit.n % 2 == 0 {
+            mode = if edit.n.is_multiple_of(2) {
                 "Always"
             } else {
                 "Mandatory"
@@ -858,6 +858,11 @@ async fn profile_edits_with_calls_in_flight_lose_no_call() {
         tally.recorded += 1;
     }
     tally.add(in_flight).await;
+    assert!(
+        log.text().contains("taken back into service"),
+        "moving back to a port reuses the listener still open there:\n{}",
+        log.text()
+    );
 
     eprintln!(
         "profile edits: {} calls offered, {} recorded, {} refused with 503, {} lost",
