@@ -501,7 +501,8 @@ async fn cluster_examples_become_children_with_owners_and_conditions() {
     assert!(
         warnings
             .iter()
-            .all(|e| e.reporting_controller.as_deref() == Some("callvault-operator"))
+            .all(|e| e.reporting_controller.as_deref() == Some("callvault-operator")),
+        "{warnings:#?}"
     );
 
     // Metrics count the reconciles.
