@@ -501,7 +501,8 @@ async fn cluster_examples_become_children_with_owners_and_conditions() {
     assert!(
         warnings
             .iter()
-            .all(|e| e.reporting_controller.as_deref() == Some("callvault-operator"))
+            .all(|e| e.reporting_controller.as_deref() == Some("callvault-operator")),
+        "{warnings:#?}"
     );
 
     // Metrics count the reconciles.
@@ -1503,5 +1504,57 @@ async fn a_child_the_api_server_refuses_is_a_false_condition_with_its_message() 
             .ok_or_else(|| format!("{} events", list.items.len()))
     })
     .await;
+    operator.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn a_credentials_secret_created_after_its_storage_target_is_noticed_in_seconds() {
+    let (_cp, ns, admin, op_client) = setup("op-late-secret").await;
+    let (secret, target) = minio_target(
+        "late",
+        &s3_env("CALLVAULT_TEST_S3_ENDPOINT"),
+        &format!("{ns}/late"),
+    )
+    .split_once("---\n")
+    .map(|(s, t)| (s.to_owned(), t.to_owned()))
+    .expect("a Secret and a StorageTarget");
+    apply_yaml(&admin, &target, "late-target", &ns)
+        .await
+        .expect("apply the target");
+    // The default interval: only the Secret's watch can make the probe run again in time.
+    let config = test_config(&ns);
+    assert!(config.probe_interval >= Duration::from_secs(300));
+    let operator = Operator::start(op_client, config).await.expect("operator");
+    let targets: Api<StorageTarget> = Api::namespaced(admin.clone(), &ns);
+    wait_condition(
+        &targets,
+        "late",
+        "Reachable",
+        "False",
+        Some("CredentialsNotFound"),
+    )
+    .await;
+    wait_condition(
+        &targets,
+        "late",
+        "Ready",
+        "False",
+        Some("CredentialsNotFound"),
+    )
+    .await;
+
+    let started = std::time::Instant::now();
+    apply_yaml(&admin, &secret, "late-secret", &ns)
+        .await
+        .expect("apply the Secret");
+    eventually("the target probed with its new Secret", HEAL, || async {
+        let (s, _) = status_of(&targets, "late").await?;
+        match (condition(&s, "Reachable"), condition(&s, "Ready")) {
+            (Some((r, _, _)), Some((ready, _, _))) if r == "True" && ready == "True" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    println!("late Secret noticed in {:?}", started.elapsed());
     operator.stop().await.expect("stops");
 }

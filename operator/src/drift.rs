@@ -22,7 +22,7 @@ pub fn holds(live: &Value, desired: &Value) -> bool {
                 return is_empty(desired) && live.is_null();
             };
             fields.iter().all(|(key, want)| match live.get(key) {
-                Some(have) => holds(have, want) || (is_empty(want) && have.is_null()),
+                Some(have) => holds(have, want),
                 None => is_empty(want),
             })
         }
@@ -52,7 +52,7 @@ pub fn first_difference(live: &Value, desired: &Value) -> Option<String> {
     if let (Value::Object(fields), Some(live)) = (desired, live.as_object()) {
         for (key, want) in fields {
             let have = live.get(key).unwrap_or(&Value::Null);
-            if !holds(have, want) && !(is_empty(want) && have.is_null()) {
+            if !holds(have, want) {
                 return Some(match first_difference(have, want) {
                     Some(inner) if !inner.is_empty() => format!("{key}.{inner}"),
                     _ => key.clone(),
