@@ -506,7 +506,10 @@ impl Call {
         let end_time = manifest.row.start_time
             + i64::try_from(end.saturating_duration_since(started).as_micros()).unwrap_or(0);
         // The seal covers the call's details as its row will hold them (recording format §5).
-        let digest = manifest.row.new_recording(manifest.id).sealed_digest(end_time);
+        let digest = manifest
+            .row
+            .new_recording(manifest.id)
+            .sealed_digest(end_time);
         let metadata_digest = hex::encode(digest);
         let sealed = recording
             .finish(end)
@@ -571,7 +574,12 @@ pub fn recover(spool: &Spool, mut manifest: Manifest) -> Manifest {
         .max(manifest.row.start_time);
     manifest.ended = Some(Ended::Recovered {
         end_time,
-        metadata_digest: hex::encode(manifest.row.new_recording(manifest.id).sealed_digest(end_time)),
+        metadata_digest: hex::encode(
+            manifest
+                .row
+                .new_recording(manifest.id)
+                .sealed_digest(end_time),
+        ),
     });
     if let Err(e) = spool.save(&manifest) {
         tracing::error!(error = %e, "cannot record the recovery in the spool");

@@ -8,7 +8,8 @@ use std::time::Duration;
 use anyhow::Context;
 use callvault_portal::oidc::{OidcConfig, Secret};
 use callvault_portal::{
-    AccessSource, AuditKey, ConfigError, FileAccessSource, KubeAccessSource, Portal, PortalConfig, Storages,
+    AccessSource, AuditKey, ConfigError, FileAccessSource, KubeAccessSource, Portal, PortalConfig,
+    Storages,
 };
 use callvault_store::db::Db;
 use callvault_store::keys::{KeyRing, PrivateKey, is_encrypted_pem};
