@@ -114,17 +114,13 @@ impl Media {
             return Ok(None);
         };
         let (facts, seal) = facts;
-        let covers = rec
-            .sealed_fields(&facts.metadata_sha256)
-            .ok_or_else(|| {
-                row_tampered(
-                    "the call's details (parties, numbers, names, times, duration, direction or \
+        let covers = rec.sealed_fields(&facts.metadata_sha256).ok_or_else(|| {
+            row_tampered(
+                "the call's details (parties, numbers, names, times, duration, direction or \
                      owner) differ from what was sealed",
-                )
-            })?;
-        self.file_key
-            .verify_seal(&facts, &seal)
-            .map_err(tampered)?;
+            )
+        })?;
+        self.file_key.verify_seal(&facts, &seal).map_err(tampered)?;
         Ok(Some(covers))
     }
 

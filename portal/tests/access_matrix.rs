@@ -966,7 +966,8 @@ async fn no_admin_permission_escalates_through_any_path() {
                     escalations.push(format!("{label} {what}: {detail}"));
                 }
             };
-            let said = |r: &common::Resp| format!("{} {}", r.status, String::from_utf8_lossy(&r.body));
+            let said =
+                |r: &common::Resp| format!("{} {}", r.status, String::from_utf8_lossy(&r.body));
 
             // Impersonation never widens rights: the boss's audio and admin views stay shut.
             let r = c
@@ -983,11 +984,36 @@ async fn no_admin_permission_escalates_through_any_path() {
             }
             if r.status.is_success() {
                 for (what, method, path, body) in [
-                    ("play as boss", Method::GET, format!("/api/v1/recordings/{boss_call}/media"), None),
-                    ("download as boss", Method::GET, format!("/api/v1/recordings/{boss_call}/download"), None),
-                    ("play own call as boss", Method::GET, format!("/api/v1/recordings/{own_call}/media"), None),
-                    ("audit trail as boss", Method::GET, "/api/v1/audit".to_owned(), None),
-                    ("access profiles as boss", Method::GET, "/api/v1/resources/access-profiles".to_owned(), None),
+                    (
+                        "play as boss",
+                        Method::GET,
+                        format!("/api/v1/recordings/{boss_call}/media"),
+                        None,
+                    ),
+                    (
+                        "download as boss",
+                        Method::GET,
+                        format!("/api/v1/recordings/{boss_call}/download"),
+                        None,
+                    ),
+                    (
+                        "play own call as boss",
+                        Method::GET,
+                        format!("/api/v1/recordings/{own_call}/media"),
+                        None,
+                    ),
+                    (
+                        "audit trail as boss",
+                        Method::GET,
+                        "/api/v1/audit".to_owned(),
+                        None,
+                    ),
+                    (
+                        "access profiles as boss",
+                        Method::GET,
+                        "/api/v1/resources/access-profiles".to_owned(),
+                        None,
+                    ),
                 ] {
                     let r = c.send(method, &path, body, &[]).await;
                     let held = match what {
@@ -1011,12 +1037,24 @@ async fn no_admin_permission_escalates_through_any_path() {
                 assert!(r.status.is_success(), "stop: {}", r.status);
             }
             // A posteriori view as the subject: the impersonation probe left it as it was.
-            let r = c.get(&format!("/api/v1/recordings/{boss_call}/media")).await;
-            attempt("play boss call as self", r.status.is_success(), true, said(&r));
+            let r = c
+                .get(&format!("/api/v1/recordings/{boss_call}/media"))
+                .await;
+            attempt(
+                "play boss call as self",
+                r.status.is_success(),
+                true,
+                said(&r),
+            );
 
             // Accounts: into a group with admin rights, or under a name a profile grants.
             for (what, name, groups, escalates) in [
-                ("create in admins", format!("puppet{i}{key}"), vec!["admins"], true),
+                (
+                    "create in admins",
+                    format!("puppet{i}{key}"),
+                    vec!["admins"],
+                    true,
+                ),
                 ("create as heir", "heir".to_owned(), vec![], true),
                 ("create plain", format!("plain{i}{key}"), vec![], false),
             ] {
@@ -1041,7 +1079,12 @@ async fn no_admin_permission_escalates_through_any_path() {
                             json!({"username": name, "password": NEW_PASSWORD}),
                         )
                         .await;
-                    attempt(&format!("sign in as {name}"), s.is_success(), true, s.to_string());
+                    attempt(
+                        &format!("sign in as {name}"),
+                        s.is_success(),
+                        true,
+                        s.to_string(),
+                    );
                 }
             }
 
@@ -1090,7 +1133,12 @@ async fn no_admin_permission_escalates_through_any_path() {
         escalations.len(),
         escalations.join("\n")
     );
-    assert!(wrong.is_empty(), "{} wrong answers:\n{}", wrong.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
     // 14 cases × (impersonate, play as self, 3 accounts, 5 resets); the 4 with configureSystem
     // also try 5 rights as the boss and view as them.
     assert_eq!(tried, 14 * 10 + 4 * 6);

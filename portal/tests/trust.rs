@@ -55,8 +55,14 @@ async fn fixtures(config: PortalConfig) -> [Fixture; 2] {
 async fn verdict(c: &mut Client, id: Uuid) -> (Value, StatusCode, StatusCode) {
     let integrity = c.get(&format!("/api/v1/recordings/{id}/integrity")).await;
     assert_eq!(integrity.status, StatusCode::OK);
-    let play = c.get(&format!("/api/v1/recordings/{id}/media")).await.status;
-    let download = c.get(&format!("/api/v1/recordings/{id}/download")).await.status;
+    let play = c
+        .get(&format!("/api/v1/recordings/{id}/media"))
+        .await
+        .status;
+    let download = c
+        .get(&format!("/api/v1/recordings/{id}/download"))
+        .await
+        .status;
     (integrity.json(), play, download)
 }
 
@@ -128,7 +134,10 @@ async fn edited_call_details_are_refused_by_playback_and_reported_by_the_integri
         )
         .await;
         let (v, play, _) = verdict(&mut c, rec.id).await;
-        assert_eq!((v["result"].as_str(), play), (Some("tampered"), StatusCode::CONFLICT));
+        assert_eq!(
+            (v["result"].as_str(), play),
+            (Some("tampered"), StatusCode::CONFLICT)
+        );
 
         // Recorded unassigned, assigned later through the portal: still authenticated.
         let rec = f.recording(None, vec![], "+15550177", "2001", &plain).await;
@@ -148,7 +157,9 @@ async fn edited_call_details_are_refused_by_playback_and_reported_by_the_integri
         assert_eq!(v["result"], "authenticated", "{v}");
         assert_eq!(v["sealed"], "metadata_only", "{v}");
         assert!(
-            v["covers"].as_str().is_some_and(|s| s.contains("cannot be detected")),
+            v["covers"]
+                .as_str()
+                .is_some_and(|s| s.contains("cannot be detected")),
             "{v}"
         );
         assert_eq!(play, StatusCode::OK);
@@ -197,7 +208,8 @@ async fn the_portal_checkpoints_the_audit_chain_and_reports_a_cut_tail_with_an_a
         for i in 0..5 {
             f.db.append_audit(
                 common::T,
-                &callvault_store::db::NewAuditEntry::new("alice", "view").item("call", i.to_string()),
+                &callvault_store::db::NewAuditEntry::new("alice", "view")
+                    .item("call", i.to_string()),
             )
             .await
             .expect("append");
@@ -231,9 +243,8 @@ async fn the_portal_checkpoints_the_audit_chain_and_reports_a_cut_tail_with_an_a
         // Cut the tail and move the head back: the chain alone still looks intact.
         drop_guard(&f.db).await;
         let keep = last - 2;
-        let kept_hash = f
-            .db
-            .query_audit(
+        let kept_hash =
+            f.db.query_audit(
                 common::T,
                 &callvault_store::db::AuditFilter {
                     before_seq: Some(keep + 1),
@@ -243,8 +254,8 @@ async fn the_portal_checkpoints_the_audit_chain_and_reports_a_cut_tail_with_an_a
             )
             .await
             .expect("entry")[0]
-            .hash
-            .clone();
+                .hash
+                .clone();
         raw(
             &f.db,
             &format!("DELETE FROM audit_log WHERE tenant = 'default' AND seq > {keep}"),

@@ -652,7 +652,10 @@ impl Call {
             );
         }
         // The seal covers the call's details as its row will hold them (recording format §5).
-        let digest = manifest.row.new_recording(manifest.id).sealed_digest(end_time);
+        let digest = manifest
+            .row
+            .new_recording(manifest.id)
+            .sealed_digest(end_time);
         let metadata_digest = hex::encode(digest);
         let sealed = recording
             .finish(end)

@@ -9,7 +9,8 @@ use anyhow::Context;
 use callvault_portal::config::parse_trusted_proxies;
 use callvault_portal::oidc::{OidcConfig, Secret};
 use callvault_portal::{
-    AccessSource, AuditKey, ConfigError, FileAccessSource, KubeAccessSource, Portal, PortalConfig, Storages,
+    AccessSource, AuditKey, ConfigError, FileAccessSource, KubeAccessSource, Portal, PortalConfig,
+    Storages,
 };
 use callvault_store::db::Db;
 use callvault_store::keys::{KeyRing, PrivateKey, is_encrypted_pem};

@@ -55,7 +55,8 @@ struct Row {
 }
 
 fn read_row(path: &Path) -> anyhow::Result<Row> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
     if let Some(inner) = v.get_mut("recording") {

@@ -4,7 +4,9 @@
 //! database does not hold catch each of these. Every test runs on SQLite and on PostgreSQL
 //! (CALLVAULT_TEST_DATABASE_URL; `source scripts/services.sh && start_postgres`).
 
-use callvault_store::db::{AuditEntry, AuditFilter, ChainBreak, Db, NewAuditEntry, audit_entry_hash};
+use callvault_store::db::{
+    AuditEntry, AuditFilter, ChainBreak, Db, NewAuditEntry, audit_entry_hash,
+};
 use callvault_store::keys::PrivateKey;
 
 use callvault_store::db::testing::TestDb as Fixture;
@@ -123,14 +125,20 @@ async fn checkpoints_prove_the_chain_and_say_how_far(f: Fixture) {
     let public = key().public_key().clone();
     append_n(db, "t", 5).await;
     // No checkpoint yet: consistent, nothing proven.
-    let v = db.verify_audit_anchored("t", &public).await.expect("verify");
+    let v = db
+        .verify_audit_anchored("t", &public)
+        .await
+        .expect("verify");
     assert!(v.is_intact(), "{v:?}");
     assert_eq!((v.proven_through, v.unanchored, v.checkpoint), (0, 5, None));
 
     let cp = db.checkpoint_audit("t", &key()).await.expect("checkpoint");
     assert_eq!(cp.map(|c| c.seq), Some(5));
     append_n(db, "t", 2).await;
-    let v = db.verify_audit_anchored("t", &public).await.expect("verify");
+    let v = db
+        .verify_audit_anchored("t", &public)
+        .await
+        .expect("verify");
     assert!(v.is_intact(), "{v:?}");
     assert_eq!((v.proven_through, v.unanchored, v.last_seq), (5, 2, 7));
     assert_eq!(v.checkpoint.as_ref().map(|c| c.seq), Some(5));
@@ -138,7 +146,10 @@ async fn checkpoints_prove_the_chain_and_say_how_far(f: Fixture) {
     let cp = db.checkpoint_audit("t", &key()).await.expect("checkpoint");
     assert_eq!(cp.map(|c| c.seq), Some(7));
     assert_eq!(db.checkpoint_audit("t", &key()).await.expect("again"), None);
-    let v = db.verify_audit_anchored("t", &public).await.expect("verify");
+    let v = db
+        .verify_audit_anchored("t", &public)
+        .await
+        .expect("verify");
     assert_eq!((v.proven_through, v.unanchored), (7, 0));
     assert_eq!(db.audit_tenants().await.expect("tenants"), ["t"]);
 }
@@ -152,17 +163,27 @@ async fn recomputed_rewrite_is_detected(f: Fixture) {
     chain[3].details = r#"{"i":"rewritten"}"#.into();
     write_recomputed(db, "t", chain).await;
     // The chain alone cannot tell: every link and the head were recomputed.
-    assert!(db.verify_audit_chain("t").await.expect("verify").is_intact());
+    assert!(
+        db.verify_audit_chain("t")
+            .await
+            .expect("verify")
+            .is_intact()
+    );
     let v = db
         .verify_audit_anchored("t", key().public_key())
         .await
         .expect("verify");
-    assert_eq!(v.first_break, Some(ChainBreak::CheckpointMismatch { seq: 8 }));
+    assert_eq!(
+        v.first_break,
+        Some(ChainBreak::CheckpointMismatch { seq: 8 })
+    );
     assert_eq!(v.proven_through, 0);
     // And the signer refuses to bless the rewritten chain.
     let refused = db.checkpoint_audit("t", &key()).await;
     assert!(
-        refused.as_ref().is_err_and(|e| e.to_string().contains("not checkpointed")),
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("not checkpointed")),
         "{refused:?}"
     );
 }
@@ -181,7 +202,12 @@ async fn truncated_tail_with_head_moved_back_is_detected(f: Fixture) {
         ),
     )
     .await;
-    assert!(db.verify_audit_chain("t").await.expect("verify").is_intact());
+    assert!(
+        db.verify_audit_chain("t")
+            .await
+            .expect("verify")
+            .is_intact()
+    );
     let v = db
         .verify_audit_anchored("t", key().public_key())
         .await
@@ -205,12 +231,20 @@ async fn reordered_entries_are_detected(f: Fixture) {
         chain[i].details = from.details.clone();
     }
     write_recomputed(db, "t", chain).await;
-    assert!(db.verify_audit_chain("t").await.expect("verify").is_intact());
+    assert!(
+        db.verify_audit_chain("t")
+            .await
+            .expect("verify")
+            .is_intact()
+    );
     let v = db
         .verify_audit_anchored("t", key().public_key())
         .await
         .expect("verify");
-    assert_eq!(v.first_break, Some(ChainBreak::CheckpointMismatch { seq: 8 }));
+    assert_eq!(
+        v.first_break,
+        Some(ChainBreak::CheckpointMismatch { seq: 8 })
+    );
 }
 
 async fn forged_and_foreign_checkpoints(f: Fixture) {
@@ -220,7 +254,10 @@ async fn forged_and_foreign_checkpoints(f: Fixture) {
     // A checkpoint signed by another key proves nothing and is not counted.
     let other = PrivateKey::generate(2048).expect("other key");
     db.checkpoint_audit("t", &other).await.expect("other");
-    let v = db.verify_audit_anchored("t", &public).await.expect("verify");
+    let v = db
+        .verify_audit_anchored("t", &public)
+        .await
+        .expect("verify");
     assert!(v.is_intact(), "{v:?}");
     assert_eq!(v.proven_through, 8);
     // A row claiming the checkpoint key without its signature is a break.
@@ -236,6 +273,12 @@ async fn forged_and_foreign_checkpoints(f: Fixture) {
         ),
     )
     .await;
-    let v = db.verify_audit_anchored("t", &public).await.expect("verify");
-    assert_eq!(v.first_break, Some(ChainBreak::ForgedCheckpoint { seq: 10 }));
+    let v = db
+        .verify_audit_anchored("t", &public)
+        .await
+        .expect("verify");
+    assert_eq!(
+        v.first_break,
+        Some(ChainBreak::ForgedCheckpoint { seq: 10 })
+    );
 }

@@ -478,7 +478,11 @@ pub async fn redeem_reset(
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     // A token minted before the account got a key grant no longer opens it.
-    if !super::grants_of(&state, &tenant, &user).await?.keys.is_empty() {
+    if !super::grants_of(&state, &tenant, &user)
+        .await?
+        .keys
+        .is_empty()
+    {
         return Err(ApiError::forbidden(
             "the account holds a key grant: its password is reset offline by a key holder \
              (`callvault keys reset-password`)",

@@ -556,14 +556,7 @@ impl Db {
         self.exec(
             "INSERT INTO audit_checkpoints (tenant, seq, hash, time, key_id, signature) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, key_id, seq) DO NOTHING",
-            &args![
-                tenant,
-                cp.seq,
-                &cp.hash,
-                cp.time,
-                &cp.key_id,
-                &cp.signature
-            ],
+            &args![tenant, cp.seq, &cp.hash, cp.time, &cp.key_id, &cp.signature],
         )
         .await?;
         Ok(Some(cp))
@@ -633,18 +626,15 @@ impl Db {
             Some(h) if h != cp.hash => Some(ChainBreak::CheckpointMismatch { seq: cp.seq }),
             Some(_) => None,
         };
-        match brk {
-            // A chain break found by the walk before the checkpoint stays the first one.
-            Some(b) => {
-                if v.first_break.as_ref().is_none_or(|f| f.seq() > cp.seq) {
-                    v.first_break = Some(b);
+        // A chain break the walk found before the checkpoint stays the first one.
+        if v.first_break.as_ref().is_none_or(|f| f.seq() > cp.seq) {
+            match brk {
+                Some(b) => v.first_break = Some(b),
+                None => {
+                    v.proven_through = cp.seq;
+                    v.unanchored = (v.last_seq - cp.seq).max(0);
                 }
             }
-            None if v.first_break.as_ref().is_none_or(|f| f.seq() > cp.seq) => {
-                v.proven_through = cp.seq;
-                v.unanchored = (v.last_seq - cp.seq).max(0);
-            }
-            None => {}
         }
         v.checkpoint = Some(cp);
         Ok(v)

@@ -17,8 +17,8 @@ mod portal;
 mod provisioning;
 mod recorder;
 mod recordings;
-mod search;
 mod sealed;
+mod search;
 mod speech;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -32,8 +32,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 pub use alarms::{ActivityEntry, Alarm, AlarmSeverity};
 pub use annotations::{CustomField, CustomFieldType, Note, SavedQuery, Tag, Transcript};
 pub use audit::{
-    AuditCheckpoint, AuditEntry, AuditFilter, AuditVerification, ChainBreak, GENESIS_HASH, NewAuditEntry,
-    PURGE_ACTION, PurgeReport, audit_entry_hash,
+    AuditCheckpoint, AuditEntry, AuditFilter, AuditVerification, ChainBreak, GENESIS_HASH,
+    NewAuditEntry, PURGE_ACTION, PurgeReport, audit_entry_hash,
 };
 pub use directory::{Group, NewUser, User, UserSource, WebSession};
 pub use jobs::{ArchiveCounts, RetentionOverview};
@@ -44,11 +44,11 @@ pub use model::{
 pub use portal::{LiveSession, SessionLookup};
 pub use provisioning::{UserFilter, UserProfile};
 pub use recorder::RecoveredRecording;
+pub use sealed::{SealedFields, raw_metadata_digest};
 pub use search::{
     AccessScope, DurationFilter, DurationOp, PartyPattern, SearchPage, SearchQuery, SortDirection,
     SortKey, TagMatch,
 };
-pub use sealed::{SealedFields, raw_metadata_digest};
 pub use speech::{SpeechCounts, SpeechJobState, SpeechPosition, SpeechSelection};
 
 pub(crate) use exec::Arg;

@@ -245,26 +245,49 @@ mod tests {
         let (n, row) = committed(end);
         let d = n.sealed_digest(end);
         assert_eq!(row.sealed_fields(&d), Some(SealedFields::CallDetails));
-        let edits: Vec<(&str, Box<dyn Fn(&mut Recording)>)> = vec![
-            ("calling number", Box::new(|r| r.calling.number = "+15550199".into())),
-            ("calling name", Box::new(|r| r.calling.name = "Mallory".into())),
-            ("called number", Box::new(|r| r.called.number = "2002".into())),
+        type Edit<'a> = Box<dyn Fn(&mut Recording) + 'a>;
+        let edits: Vec<(&str, Edit)> = vec![
+            (
+                "calling number",
+                Box::new(|r| r.calling.number = "+15550199".into()),
+            ),
+            (
+                "calling name",
+                Box::new(|r| r.calling.name = "Mallory".into()),
+            ),
+            (
+                "called number",
+                Box::new(|r| r.called.number = "2002".into()),
+            ),
             ("answering", Box::new(|r| r.answering.name = "X".into())),
-            ("participant", Box::new(|r| r.participants[1].name = "Eve".into())),
-            ("participant removed", Box::new(|r| drop(r.participants.pop()))),
+            (
+                "participant",
+                Box::new(|r| r.participants[1].name = "Eve".into()),
+            ),
+            (
+                "participant removed",
+                Box::new(|r| drop(r.participants.pop())),
+            ),
             ("start", Box::new(|r| r.start_time += 1)),
             ("answer", Box::new(|r| r.answer_time = None)),
             ("end", Box::new(|r| r.end_time = Some(end + 1_000_000))),
             ("duration", Box::new(|r| r.duration_ms += 1)),
             ("direction", Box::new(|r| r.direction = Direction::Outbound)),
-            ("owner", Box::new(|r| r.owner_user_id = Some(Uuid::from_u128(8)))),
+            (
+                "owner",
+                Box::new(|r| r.owner_user_id = Some(Uuid::from_u128(8))),
+            ),
             ("owner removed", Box::new(|r| r.owner_user_id = None)),
             ("metadata", Box::new(|r| r.raw_metadata = Some("{}".into()))),
         ];
         for (what, edit) in edits {
             let mut r = row.clone();
             edit(&mut r);
-            assert_eq!(r.sealed_fields(&d), None, "editing the {what} went unnoticed");
+            assert_eq!(
+                r.sealed_fields(&d),
+                None,
+                "editing the {what} went unnoticed"
+            );
         }
     }
 
