@@ -204,7 +204,12 @@ impl Spool {
         manifest.ended = Some(Ended::Recovered {
             end_time,
             // The seal covers the call's details as its row will hold them (recording format §5).
-            metadata_digest: hex::encode(manifest.row.new_recording(manifest.id).sealed_digest(end_time)),
+            metadata_digest: hex::encode(
+                manifest
+                    .row
+                    .new_recording(manifest.id)
+                    .sealed_digest(end_time),
+            ),
             stop_reason: Some(stop_reason),
         });
         if let Err(e) = self.save(&manifest) {

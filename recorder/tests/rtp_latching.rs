@@ -386,7 +386,7 @@ async fn a_flood_of_foreign_datagrams_is_dropped_and_raises_an_alarm_while_the_c
     let (rig, _, sent) = attack_leaves_the_recording_unchanged(Attack::Flood).await;
     assert!(sent >= 20 * FOREIGN_ALARM_THRESHOLD);
     assert_eq!(rig.metrics.rtp_foreign_alarms.load(Ordering::Relaxed), 1);
-    let rendered = rig.metrics.render(4, false);
+    let rendered = rig.metrics.render(4, false, true);
     assert!(
         rendered.contains(&format!("callvault_recorder_rtp_foreign_total {sent}\n")),
         "{rendered}"

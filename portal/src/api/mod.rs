@@ -38,8 +38,8 @@ use crate::auth::{
 };
 use crate::error::{ApiError, ApiResult, Code};
 
-pub(crate) use auth::failed_sign_in;
 pub use audit::checkpoint_audit_chains;
+pub(crate) use auth::failed_sign_in;
 pub use auth::sign_in;
 
 type St = State<Arc<AppState>>;

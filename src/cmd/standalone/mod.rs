@@ -97,7 +97,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     };
     args.edge.apply(&mut config)?;
     args.identity.apply(&mut config)?;
-    let portal = Portal::new(
+    let mut portal = Portal::new(
         config.validate()?,
         db.clone(),
         access.clone(),
@@ -105,7 +105,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         storages(&args.data, &set)?,
     );
     let recorders = Recorders::default();
-    let portal = portal.layer(axum::middleware::from_fn({
+    portal.app = portal.app.layer(axum::middleware::from_fn({
         let recorders = recorders.clone();
         move |req: axum::extract::Request, next: axum::middleware::Next| {
             let recorders = recorders.clone();

@@ -208,6 +208,7 @@ mod tests {
             queue_name: String::new(),
             participants: n.participants.clone(),
             release_cause: None,
+            stop_reason: None,
             owner_user_id: n.owner_user_id,
             owner_item: String::new(),
             agents: vec![],
