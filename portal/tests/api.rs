@@ -154,7 +154,10 @@ async fn sign_in_and_sessions(f: Fixture) {
 
 async fn lockout_must_change_and_reset(f: Fixture) {
     setup(&f).await;
-    let bob = f.user("bob", &["agents"]).await;
+    // Not an agent: the agents' profile grants a key, and a key holder's password is never
+    // reset in the portal.
+    let bob = f.user("bob", &["interns"]).await;
+    let carol = f.user("carol", &["agents"]).await;
     let mut anon = Client::new(f.router.clone());
     for _ in 0..5 {
         let (s, _) = anon
@@ -181,6 +184,20 @@ async fn lockout_must_change_and_reset(f: Fixture) {
 
     // An admin resets the password (must change): the lock is lifted.
     let mut admin = f.login("admin").await;
+    let (s, b) = admin
+        .json(
+            Method::POST,
+            &format!("/api/v1/users/{carol}/password-reset"),
+            json!({"mode": "set", "new_password": "temporary password 1"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a key holder: {b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("key grant")),
+        "{b}"
+    );
     let (s, b) = admin
         .json(
             Method::POST,
