@@ -49,11 +49,14 @@ fn free_tcp_port() -> u16 {
         .port()
 }
 
-/// Each rig gets its own RTP range so tests running side by side never share a port.
+/// Each rig gets its own RTP range so tests running side by side never share a port. The
+/// ranges lie below the kernel's ephemeral ports (32768 up), where `free_port` finds the SIP
+/// and HTTP ports: a SIP port inside another rig's RTP range would keep that recorder from
+/// ever becoming ready.
 fn rtp_range() -> (u16, u16) {
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    let start = 31000 + (std::process::id() as u16 % 40) * 400 + n * 40;
+    let n = NEXT.fetch_add(1, Ordering::SeqCst) % 20;
+    let start = 10000 + (std::process::id() as u16 % 15) * 800 + n * 40;
     (start, start + 39)
 }
 

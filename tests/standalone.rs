@@ -77,7 +77,8 @@ impl Install {
         let dir = tempfile::tempdir().unwrap();
         let http = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
         let sip = SocketAddr::from((Ipv4Addr::LOCALHOST, free_udp_port()));
-        let rtp = 20_000 + (std::process::id() % 200) as u16 * 100;
+        // Below the ephemeral ports (32768 up) that the free SIP and HTTP ports come from.
+        let rtp = 20_000 + (std::process::id() % 40) as u16 * 100;
         let root = dir.path();
         std::fs::create_dir_all(root.join("resources")).unwrap();
         std::fs::write(
@@ -165,7 +166,8 @@ spec:
 
     /// Writes the minimal installation's resources with the profile as `edit` says.
     fn profile(&self, edit: &Edit) {
-        let rtp = 24_000 + (std::process::id() % 100) as u16 * 100;
+        // Below the ephemeral ports, and apart from the other test's range (20000–24000).
+        let rtp = 24_000 + (std::process::id() % 40) as u16 * 100;
         let resources = format!(
             "apiVersion: callvault.io/v1alpha1
 kind: StorageTarget

@@ -235,14 +235,23 @@ async fn failed_sign_ins_from_one_source_are_aggregated(testdb: TestDb) {
             assert!(d["usernames"].as_array().map_or(0, Vec::len) <= 10);
         }
     }
-    let summary = rows
+    // Each summary names at most ten usernames and counts the rest; where the windows fall
+    // depends on the machine's speed, so the bound is checked on whichever summary overflowed.
+    let summaries: Vec<_> = rows
         .iter()
         .map(details)
-        .find(|d| d["summary"] == true)
-        .expect("a summary");
+        .filter(|d| d["summary"] == true)
+        .collect();
+    for d in &summaries {
+        let named = d["usernames"].as_array().map_or(0, Vec::len) as u64;
+        let omitted = d["usernames_omitted"].as_u64().unwrap_or(0);
+        assert_eq!(named + omitted, d["attempts"].as_u64().unwrap_or(0), "{d}");
+    }
     assert!(
-        summary["usernames_omitted"].as_u64().unwrap_or(0) > 0,
-        "{summary}"
+        summaries
+            .iter()
+            .any(|d| d["usernames_omitted"].as_u64().unwrap_or(0) > 0),
+        "a summary of more than ten usernames: {summaries:?}"
     );
 }
 

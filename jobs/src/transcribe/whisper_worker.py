@@ -71,6 +71,10 @@ def main():
                 word_timestamps=True,
                 beam_size=5,
                 condition_on_previous_text=False,
+                # Silence left to Whisper is where it invents text ("thanks for watching"):
+                # a transcript must hold only what was said, so the voice detector that ships
+                # with faster-whisper passes only speech (timestamps stay the call's own).
+                vad_filter=True,
             )
             text, words = [], []
             for seg in segments:

@@ -387,14 +387,12 @@ spec:
     }
 
     #[test]
-    fn a_bad_schedule_is_reported_and_the_rest_still_runs() {
+    fn a_bad_schedule_is_refused_when_the_resources_load() {
+        // The CRD's rule, as the API server applies it: the set never reaches the scheduler.
         let yaml = RESOURCES.replace("'0 3 * * *'", "'0 25 * * *'");
-        let (jobs, problems) = planned(&set(&yaml));
-        assert_eq!(jobs.len(), 1);
-        assert_eq!(problems.len(), 1);
-        assert!(
-            problems[0].contains("Connector \"nightly\"") && problems[0].contains("hour: 25"),
-            "{problems:?}"
-        );
+        let err = ResourceSet::from_files([(std::path::Path::new("jobs.yaml"), yaml.as_str())])
+            .expect_err("an hour of 25 is refused")
+            .to_string();
+        assert!(err.contains("nightly") && err.contains("schedule"), "{err}");
     }
 }
