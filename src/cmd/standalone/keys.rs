@@ -5,6 +5,10 @@
 //! are on the one machine, so the private key is never written unprotected. The key ids are
 //! granted to the first admin through a generated AccessProfile (see [`grant_file`]), because
 //! DESIGN's rule is that no admin permission reaches audio without a key grant.
+//!
+//! The same passphrase protects the key that signs the audit chain's checkpoints
+//! (`<data>/audit/checkpoint-key.pem`): the database never holds it, so an audit trail
+//! rewritten in the database file is detected up to the last checkpoint, as in a cluster.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +21,9 @@ use crate::cmd::keys::{PassphraseArgs, write_secret_file};
 
 /// File name of the passphrase-protected private key in each key directory.
 const PRIVATE_FILE: &str = "private.pem";
+/// The audit checkpoint key, under `<data>`: apart from `keys/`, whose directories are named
+/// by the profiles.
+const AUDIT_KEY_FILE: &str = "audit/checkpoint-key.pem";
 /// The generated AccessProfile granting standalone's keys (in `<data>/resources/`).
 pub const GRANT_FILE: &str = "key-grants.yaml";
 /// Size of keys standalone creates (DESIGN §6 default).
@@ -39,6 +46,9 @@ pub struct Keys {
     pub by_name: BTreeMap<String, ProfileKey>,
     /// Every private key, unlocked.
     pub ring: KeyRing,
+    /// The key that signs audit checkpoints, unlocked; `None` while no profile asks for a key
+    /// (no passphrase is read then).
+    pub audit: Option<PrivateKey>,
 }
 
 /// Makes sure every key the profiles name exists, creating missing ones; unlocks them all with
@@ -60,6 +70,7 @@ pub fn ensure(data: &Path, set: &ResourceSet, passphrase: &PassphraseArgs) -> an
     let mut keys = Keys {
         by_name: BTreeMap::new(),
         ring: KeyRing::new(),
+        audit: None,
     };
     let Some(pass) = pass else {
         return Ok(keys);
@@ -68,26 +79,11 @@ pub fn ensure(data: &Path, set: &ResourceSet, passphrase: &PassphraseArgs) -> an
         let dir = data.join("keys").join(name);
         let private_path = dir.join(PRIVATE_FILE);
         let public_path = dir.join(public_file);
-        let private = if private_path.exists() {
-            PrivateKey::read_pem_file(&private_path, Some(pass.as_bytes())).with_context(|| {
-                format!(
-                    "unlocking {} (is it the passphrase of the first start?)",
-                    private_path.display()
-                )
-            })?
-        } else {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            let key = PrivateKey::generate(BITS)?;
-            let protected = key.to_encrypted_pem(pass.as_bytes())?;
-            write_secret_file(&private_path, protected.as_bytes(), false)?;
-            eprintln!(
-                "created recording key {name:?} (id {}) in {}; its private key is protected by \
-                 your passphrase",
-                key.id(),
-                dir.display()
-            );
-            key
-        };
+        let private = unlock_or_create(
+            &private_path,
+            pass.as_bytes(),
+            &format!("recording key {name:?}"),
+        )?;
         // The public key is derived each start, so a lost or edited copy is put right.
         let public_pem = private.public_key().to_pem()?;
         if std::fs::read_to_string(&public_path).ok().as_deref() != Some(public_pem.as_str()) {
@@ -98,7 +94,36 @@ pub fn ensure(data: &Path, set: &ResourceSet, passphrase: &PassphraseArgs) -> an
         keys.by_name
             .insert(name.to_owned(), ProfileKey { id, public_path });
     }
+    keys.audit = Some(unlock_or_create(
+        &data.join(AUDIT_KEY_FILE),
+        pass.as_bytes(),
+        "audit checkpoint key",
+    )?);
     Ok(keys)
+}
+
+/// Unlocks the passphrase-protected private key at `path`, or creates it there on first start.
+fn unlock_or_create(path: &Path, pass: &[u8], what: &str) -> anyhow::Result<PrivateKey> {
+    if path.exists() {
+        return PrivateKey::read_pem_file(path, Some(pass)).with_context(|| {
+            format!(
+                "unlocking {} (is it the passphrase of the first start?)",
+                path.display()
+            )
+        });
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let key = PrivateKey::generate(BITS)?;
+    let protected = key.to_encrypted_pem(pass)?;
+    write_secret_file(path, protected.as_bytes(), false)?;
+    eprintln!(
+        "created {what} (id {}) in {}; its private key is protected by your passphrase",
+        key.id(),
+        path.display()
+    );
+    Ok(key)
 }
 
 /// Writes the generated AccessProfile that grants standalone's keys to the first admin, a file
@@ -140,4 +165,55 @@ fn grant_file(admin: &str, keys: &Keys) -> String {
         out.push_str(&format!("    - \"{id}\"\n"));
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const RESOURCES: &str = "
+apiVersion: callvault.io/v1alpha1
+kind: StorageTarget
+metadata: {name: local, namespace: default}
+spec: {type: filesystem, path: /var/lib/callvault/recordings}
+---
+apiVersion: callvault.io/v1alpha1
+kind: RecordingProfile
+metadata: {name: agents, namespace: default}
+spec:
+  selector: {allUsers: true}
+  storageTargetRef: {name: local}
+  encryption: {keySecretRef: {name: k, key: public.pem}}
+";
+
+    fn passphrase(dir: &Path, text: &str) -> PassphraseArgs {
+        let file = dir.join(format!("passphrase-{}", text.len()));
+        std::fs::write(&file, format!("{text}\n")).unwrap();
+        PassphraseArgs {
+            passphrase_file: Some(file),
+        }
+    }
+
+    #[test]
+    fn the_audit_key_is_made_once_kept_protected_and_apart_from_the_recording_keys() {
+        let data = tempfile::tempdir().unwrap();
+        let set = ResourceSet::from_files([(Path::new("r.yaml"), RESOURCES)]).unwrap();
+        let pass = passphrase(data.path(), "the first start's passphrase");
+        let first = ensure(data.path(), &set, &pass).unwrap();
+        let audit = first.audit.expect("an audit key");
+        assert!(!first.ring.contains(&audit.id()), "not a recording key");
+        let pem = std::fs::read_to_string(data.path().join(AUDIT_KEY_FILE)).unwrap();
+        assert!(pem.contains("ENCRYPTED PRIVATE KEY"), "protected on disk");
+
+        let again = ensure(data.path(), &set, &pass).unwrap();
+        assert_eq!(
+            again.audit.map(|k| k.id()),
+            Some(audit.id()),
+            "the same key"
+        );
+        let wrong = passphrase(data.path(), "another");
+        let err = ensure(data.path(), &set, &wrong).unwrap_err();
+        assert!(format!("{err:#}").contains("unlocking"), "{err:#}");
+    }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use callvault_crds::ResourceSet;
-use callvault_portal::{FileAccessSource, Portal, PortalConfig, Storages};
+use callvault_portal::{AuditKey, FileAccessSource, Portal, PortalConfig, Storages};
 use callvault_recorder::ops::HealthCell;
 use callvault_store::db::Db;
 
@@ -80,7 +80,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&generated)
         .with_context(|| format!("creating {}", generated.display()))?;
     let mut set = resources::load(&args.resources, &generated)?;
-    let keys = keys::ensure(&args.data, &set, &args.passphrase)?;
+    let mut keys = keys::ensure(&args.data, &set, &args.passphrase)?;
     if keys::write_grant(&generated, FIRST_ADMIN, &keys)? {
         // The grant file is part of the set: read it again with the new file.
         set = resources::load(&args.resources, &generated)?;
@@ -97,6 +97,9 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     };
     args.edge.apply(&mut config)?;
     args.identity.apply(&mut config)?;
+    if config.audit_key.is_none() {
+        config.audit_key = keys.audit.take().map(|k| AuditKey(Arc::new(k)));
+    }
     let mut portal = Portal::new(
         config.validate()?,
         db.clone(),
