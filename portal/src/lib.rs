@@ -99,7 +99,7 @@ impl Portal {
         });
         tokio::spawn(api::write_failed_sign_in_summaries(Arc::downgrade(&state)));
         if state.config.audit_key.is_some() {
-            tokio::spawn(api::checkpoint_audit_chains(state.clone()));
+            tokio::spawn(api::checkpoint_audit_chains(Arc::downgrade(&state)));
         }
         Portal {
             app: api::router(state.clone()).merge(ui::router()).layer(

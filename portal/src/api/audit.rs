@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use std::sync::Arc;
+use std::sync::Weak;
 
 use callvault_store::db::{AlarmSeverity, AuditEntry, AuditFilter, AuditVerification, now_micros};
 use serde::Deserialize;
@@ -137,16 +137,23 @@ pub async fn verify(State(state): St, c: Caller) -> ApiResult<Json<AuditVerifica
 const CHAIN_ALARM: &str = "AuditChainBroken";
 
 /// Signs every tenant's audit chain head at the configured interval, for as long as the
-/// portal runs. A chain that no longer leads from its last checkpoint to its head is never
+/// portal runs (the task holds the portal weakly, like the sign-in summary writer, so it ends
+/// with it). A chain that no longer leads from its last checkpoint to its head is never
 /// signed: it raises an alarm (and logs) instead, cleared once the chain checks out again.
-pub async fn checkpoint_audit_chains(state: Arc<AppState>) {
-    let Some(key) = state.config.audit_key.clone() else {
+pub async fn checkpoint_audit_chains(state: Weak<AppState>) {
+    let Some(interval) = state.upgrade().map(|s| s.config.audit_checkpoint_interval) else {
         return;
     };
-    let mut tick = tokio::time::interval(state.config.audit_checkpoint_interval);
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        let Some(key) = state.config.audit_key.clone() else {
+            return;
+        };
         let tenants = match state.db.audit_tenants().await {
             Ok(t) => t,
             Err(e) => {
