@@ -18,6 +18,9 @@ out = sys.stdout
 sys.stdout = sys.stderr
 
 
+LOGPROB_THRESHOLD = -1.0
+
+
 def send(obj):
     out.write(json.dumps(obj) + "\n")
     out.flush()
@@ -71,6 +74,9 @@ def main():
                 word_timestamps=True,
                 beam_size=5,
                 condition_on_previous_text=False,
+                # Greedy-to-beam decoding only: Whisper's temperature fallback samples at
+                # random, so the same call gave a different transcript on each run.
+                temperature=0.0,
                 # Silence left to Whisper is where it invents text ("thanks for watching"):
                 # a transcript must hold only what was said, so the voice detector that ships
                 # with faster-whisper passes only speech (timestamps stay the call's own).
@@ -78,6 +84,11 @@ def main():
             )
             text, words = [], []
             for seg in segments:
+                # Below this mean log-probability Whisper itself judges a decode failed (its
+                # `logprob_threshold`); without the fallback such a segment is text the model
+                # invented after the speech ended ("at the end of the video"), so it is left out.
+                if seg.avg_logprob < LOGPROB_THRESHOLD:
+                    continue
                 text.append(seg.text)
                 for w in seg.words or []:
                     words.append(
