@@ -143,6 +143,28 @@ fn children_match_the_committed_snapshot() {
 }
 
 #[test]
+fn an_edit_the_recorder_applies_in_place_changes_the_config_map_but_rolls_no_pod() {
+    let (profiles, targets) = examples();
+    let profile = with_uid(profiles[0].clone());
+    let target = target_of(&profile, &targets);
+    let before = children(&profile, target, 2);
+    let mut edited = profile.clone();
+    edited.spec.media.bitrate += 8000;
+    edited.spec.retention.days += 30;
+    edited.spec.max_duration_seconds += 600;
+    let after = children(&edited, target, 2);
+    assert_ne!(
+        before.config_map.data, after.config_map.data,
+        "the edit reaches the recorders' configuration"
+    );
+    assert_eq!(
+        serde_json::to_value(&before.stateful_set.spec.template).expect("serializes"),
+        serde_json::to_value(&after.stateful_set.spec.template).expect("serializes"),
+        "a changed pod template would restart every recorder for a setting it applies live"
+    );
+}
+
+#[test]
 fn every_child_is_owned_labelled_and_deterministically_named() {
     let (profiles, targets) = examples();
     for profile in profiles.into_iter().map(with_uid) {

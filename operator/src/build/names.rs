@@ -65,11 +65,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// A short, stable digest of `text`, for annotations that roll pods when their input changes.
-pub(crate) fn digest(text: &str) -> String {
-    format!("{:016x}", fnv1a(text.as_bytes()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

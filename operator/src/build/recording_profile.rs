@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::job::{JobPod, Schedule, cron_job};
 use super::meta::{MissingMetadata, Owner};
-use super::names::{child_name, digest};
+use super::names::child_name;
 use super::pod::{
     DatabaseSecret, container_security, database_volume, mount, pod_security, secret_volume,
 };
@@ -34,8 +34,6 @@ pub const HTTP_PORT: i32 = 8080;
 pub const RETENTION_SCHEDULE: &str = "30 2 * * *";
 /// Time zone of [`RETENTION_SCHEDULE`].
 pub const RETENTION_TIME_ZONE: &str = "Etc/UTC";
-/// Pod annotation holding a digest of the rendered configuration: a change rolls the pods.
-pub const CONFIG_DIGEST_ANNOTATION: &str = "callvault.io/config-digest";
 /// Seconds added to the drain grace so the last segment can be finalised after it.
 const TERMINATION_MARGIN_SECONDS: i64 = 30;
 
@@ -121,15 +119,7 @@ pub fn build(
     let ctx = Ctx::new(profile)?;
     let config_yaml = serde_yaml::to_string(config)?;
     Ok(Children {
-        stateful_set: stateful_set(
-            &ctx,
-            profile,
-            storage,
-            config,
-            &config_yaml,
-            replicas,
-            settings,
-        ),
+        stateful_set: stateful_set(&ctx, profile, storage, config, replicas, settings),
         headless_service: service(&ctx, &ctx.names.headless, config, true),
         sip_service: service(&ctx, &ctx.names.sip, config, false),
         config_map: config_map(&ctx, config_yaml),
@@ -175,7 +165,6 @@ fn stateful_set(
     profile: &RecordingProfile,
     storage: &StorageTarget,
     config: &RecorderConfig,
-    config_yaml: &str,
     replicas: i32,
     settings: &RecorderSettings,
 ) -> StatefulSet {
@@ -306,12 +295,10 @@ fn stateful_set(
                 match_expressions: None,
             },
             template: PodTemplateSpec {
+                // No digest of the configuration here: recorders apply a changed ConfigMap in
+                // place, so an edit must not roll the pods (only a changed pod spec does).
                 metadata: Some(ObjectMeta {
                     labels: Some(ctx.labels(RECORDER)),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_DIGEST_ANNOTATION.to_owned(),
-                        digest(config_yaml),
-                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
