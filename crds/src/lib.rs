@@ -10,6 +10,7 @@
 pub mod access_profile;
 pub mod common;
 pub mod connector;
+pub mod cron;
 pub mod recording_profile;
 pub mod reference;
 pub mod resource_set;
@@ -20,6 +21,7 @@ pub mod storage_target;
 pub use access_profile::{AccessProfile, AccessProfileSpec, AccessProfileStatus};
 pub use common::{LocalObjectRef, SecretKeyRef, SecretRef};
 pub use connector::{Connector, ConnectorSpec, ConnectorStatus};
+pub use cron::{Cron, CronError};
 pub use recording_profile::{RecordingProfile, RecordingProfileSpec, RecordingProfileStatus};
 pub use reference::reference_markdown;
 pub use resource_set::{ResourceSet, SetError, SetProblem};

@@ -690,6 +690,23 @@ fn every_cel_rule_rejects_what_it_should_and_accepts_the_rest() {
         }
     }
 
+    // What the CEL pattern lets through but the jobs' own parser refuses, with the reason:
+    // the same parser decides at admission and at run time, so an accepted schedule runs.
+    for (schedule, reason) in [
+        ("5-1 * * * *", "runs backwards"),
+        ("*/0 * * * *", "step \"0\" is not a positive number"),
+        ("0 0 30 2 *", "would never run"),
+        ("0 0 31 4,6,9,11 *", "would never run"),
+    ] {
+        for doc in [connector(), whisper()] {
+            rejected(
+                &with(doc, "/spec/schedule", json!(schedule)),
+                "spec.schedule",
+                reason,
+            );
+        }
+    }
+
     let missing: Vec<_> = rule_messages_in_crds().difference(&hit).cloned().collect();
     assert!(
         missing.is_empty(),

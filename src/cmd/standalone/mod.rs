@@ -9,7 +9,6 @@
 //! calls. SIGTERM and Ctrl-C both drain.
 
 mod admin;
-mod cron;
 mod keys;
 mod recorders;
 mod resources;

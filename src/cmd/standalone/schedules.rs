@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use callvault_config::{KeyRingConfig, StorageBinding};
-use callvault_crds::ResourceSet;
+use callvault_crds::{Cron, ResourceSet};
 use callvault_jobs::archive::{ArchiveJob, ArchiveMode, run_archive};
 use callvault_jobs::retention::{RetentionOptions, Target, run_retention};
 use callvault_jobs::transcribe::{build_engine, job_spec, transcribe_job};
@@ -25,7 +25,6 @@ use tokio::sync::watch;
 use tracing::Instrument as _;
 
 use super::TENANT;
-use super::cron::Cron;
 
 /// Audit entries are kept this long (DESIGN §6 default); the cluster takes it from the chart.
 const AUDIT_RETENTION_DAYS: u32 = 365;

@@ -1,8 +1,8 @@
 //! Cron schedules as Kubernetes CronJobs read them (five fields, or `@hourly`-style
 //! descriptors), so a Connector or SpeechJob runs at the same minutes in standalone as in a
-//! cluster. Pure: parsing and "the next minute after" only.
-
-use std::fmt;
+//! cluster. One parser serves admission (the offline validator, both modes), the operator's
+//! check before it renders a CronJob, and standalone's run-time scheduler, so a schedule that
+//! is accepted is one that runs. Pure: parsing and "the next minute after" only.
 
 use jiff::ToSpan as _;
 use jiff::civil::{Date, DateTime, Time};
@@ -21,23 +21,19 @@ pub struct Cron {
 }
 
 /// Why a schedule was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid cron schedule {schedule:?}: {reason}")]
 pub struct CronError {
     schedule: String,
     reason: String,
 }
 
-impl fmt::Display for CronError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid cron schedule {:?}: {}",
-            self.schedule, self.reason
-        )
+impl CronError {
+    /// What is wrong, without the schedule (for messages that name the field instead).
+    pub fn reason(&self) -> &str {
+        &self.reason
     }
 }
-
-impl std::error::Error for CronError {}
 
 struct Field {
     name: &'static str,
@@ -84,6 +80,8 @@ const WEEKDAY: Field = Field {
 const SEARCH_YEARS: i16 = 9;
 
 impl Cron {
+    /// Parse a schedule; a schedule that parses but names no date that exists (30 February) is
+    /// refused too, as it would never run.
     pub fn parse(schedule: &str) -> Result<Self, CronError> {
         let err = |reason: String| CronError {
             schedule: schedule.to_owned(),
@@ -109,7 +107,7 @@ impl Cron {
         if weekdays & (1 << 7) != 0 {
             weekdays = (weekdays & !(1 << 7)) | 1;
         }
-        Ok(Self {
+        let cron = Self {
             minutes: bits(m, &MINUTE).map_err(err)?,
             hours: bits(h, &HOUR).map_err(err)?,
             days: bits(dom, &DAY).map_err(err)?,
@@ -117,11 +115,20 @@ impl Cron {
             weekdays,
             day_star: dom.starts_with('*'),
             weekday_star: dow.starts_with('*'),
-        })
+        };
+        // Any start works: the search spans a whole leap cycle.
+        if cron
+            .next_after(Date::constant(2000, 1, 1).to_datetime(Time::midnight()))
+            .is_none()
+        {
+            return Err(err(
+                "it names no date that exists, so it would never run".into()
+            ));
+        }
+        Ok(cron)
     }
 
-    /// The first minute strictly after `after` (seconds ignored) that the schedule names, or
-    /// `None` when it names no date that exists (such as 30 February).
+    /// The first minute strictly after `after` (seconds ignored) that the schedule names.
     pub fn next_after(&self, after: DateTime) -> Option<DateTime> {
         let start = after
             .date()
@@ -283,7 +290,8 @@ mod tests {
     fn leap_day_and_impossible_dates() {
         let t = date(2026, 3, 1).at(0, 0, 0, 0);
         assert_eq!(next("0 0 29 2 *", t), date(2028, 2, 29).at(0, 0, 0, 0));
-        assert_eq!(Cron::parse("0 0 30 2 *").unwrap().next_after(t), None);
+        let e = Cron::parse("0 0 30 2 *").unwrap_err();
+        assert!(e.reason().contains("never run"), "{e}");
     }
 
     #[test]
