@@ -927,3 +927,33 @@ async fn sigterm_drains_live_calls_in_standalone() {
         );
     }
 }
+
+/// Audit retention is a setting (DESIGN §6: 1-3650 days, default 365), as in a cluster; a value
+/// out of range is refused with its name before anything is created on disk.
+#[tokio::test]
+async fn an_audit_retention_out_of_range_is_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    for days in ["0", "3651"] {
+        let out = Command::new(BIN)
+            .current_dir(dir.path())
+            .args([
+                "standalone",
+                "--data",
+                "data",
+                "--audit-retention-days",
+                days,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{days} accepted: {stderr}");
+        assert!(
+            stderr.contains("CALLVAULT_AUDIT_RETENTION_DAYS")
+                && stderr.contains(&format!("{days} is not within 1..=3650")),
+            "{stderr}"
+        );
+        assert!(!dir.path().join("data").exists(), "nothing created");
+    }
+}

@@ -60,6 +60,9 @@ pub struct Args {
     /// password is generated and printed once.
     #[arg(long)]
     pub admin_password_file: Option<PathBuf>,
+    /// Audit entries are kept this many days (1-3650), then purged by the retention job.
+    #[arg(long, env = "CALLVAULT_AUDIT_RETENTION_DAYS", default_value_t = 365)]
+    pub audit_retention_days: u32,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
     /// Single sign-on and SCIM provisioning (the callback defaults to the portal's address).
@@ -73,6 +76,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<ExitCode> {
+    let mut config = PortalConfig {
+        default_tenant: TENANT.to_owned(),
+        // Plain HTTP on this machine: a `Secure` cookie would never come back.
+        secure_cookies: false,
+        public_url: format!("http://{}", args.http),
+        audit_retention_days: args.audit_retention_days,
+        ..PortalConfig::default()
+    };
+    args.edge.apply(&mut config)?;
+    args.identity.apply(&mut config)?;
+    // Settings are checked before anything is created on disk.
+    let mut config = config.validate()?;
     let stop = crate::cmd::terminated();
     tokio::pin!(stop);
     let generated = args.data.join("resources");
@@ -87,20 +102,11 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     let db = open_db(&args.data).await?;
 
     let access = Arc::new(FileAccessSource::from_resources(TENANT, declared(&set)));
-    let mut config = PortalConfig {
-        default_tenant: TENANT.to_owned(),
-        // Plain HTTP on this machine: a `Secure` cookie would never come back.
-        secure_cookies: false,
-        public_url: format!("http://{}", args.http),
-        ..PortalConfig::default()
-    };
-    args.edge.apply(&mut config)?;
-    args.identity.apply(&mut config)?;
     if config.audit_key.is_none() {
         config.audit_key = keys.audit.take().map(|k| AuditKey(Arc::new(k)));
     }
     let mut portal = Portal::new(
-        config.validate()?,
+        config,
         db.clone(),
         access.clone(),
         keys.ring.clone(),
@@ -166,6 +172,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
             db: db.clone(),
             data: args.data.clone(),
             ring: Arc::new(keys.ring),
+            audit_retention_days: args.audit_retention_days,
         },
         resources_rx,
         stop_rx.clone(),

@@ -26,8 +26,6 @@ use tracing::Instrument as _;
 
 use super::TENANT;
 
-/// Audit entries are kept this long (DESIGN §6 default); the cluster takes it from the chart.
-const AUDIT_RETENTION_DAYS: u32 = 365;
 /// Rows read per query by retention and archive: small enough to keep memory flat.
 const BATCH: u32 = 500;
 /// Archive copies in flight at once: one machine, shared with live calls.
@@ -40,6 +38,8 @@ pub struct Context {
     pub data: std::path::PathBuf,
     /// Private keys, for Connectors that write decrypted copies.
     pub ring: Arc<KeyRing>,
+    /// How long audit entries are kept, as the portal was told (validated there).
+    pub audit_retention_days: u32,
 }
 
 /// One scheduled job.
@@ -196,7 +196,7 @@ pub async fn run_job(ctx: &Context, set: &ResourceSet, job: &Job) -> anyhow::Res
                 now_micros(),
                 RetentionOptions {
                     batch_size: BATCH,
-                    audit_retention_days: AUDIT_RETENTION_DAYS,
+                    audit_retention_days: ctx.audit_retention_days,
                 },
             )
             .await?;
