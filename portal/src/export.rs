@@ -120,11 +120,8 @@ pub fn cells(row: &Row<'_>, public_url: &str) -> Vec<String> {
             .map(|t| t.name.as_str())
             .collect::<Vec<_>>()
             .join("; "),
-        format!(
-            "{}/ui/interactions/{}",
-            public_url.trim_end_matches('/'),
-            r.id
-        ),
+        // The UI is one page routed by the fragment: this is the address its call screen has.
+        format!("{}/#/calls/{}", public_url.trim_end_matches('/'), r.id),
     ]
 }
 

@@ -734,6 +734,19 @@ async fn zip_csv_and_xlsx_exports(f: Fixture) {
     assert!(lines[4].ends_with("Tags,Call Link"));
     assert_eq!(lines.len(), 7);
     assert!(csv.contains("'=cmd"));
+    // Each Call Link opens that call: the UI page, routed by its fragment to the call screen.
+    for line in &lines[5..] {
+        let link = line.rsplit(',').next().expect("a Call Link");
+        let (page, fragment) = link.split_once('#').expect("a UI route");
+        let id = fragment.strip_prefix("/calls/").expect("the call screen");
+        assert!(line.starts_with(id), "{line}");
+        let page = c.send(Method::GET, page, None, &[]).await;
+        assert_eq!(page.status, StatusCode::OK, "{link}");
+        assert!(
+            String::from_utf8_lossy(&page.body).contains("app.js"),
+            "{link}"
+        );
+    }
 
     let r = c
         .send(

@@ -10,7 +10,8 @@ let me = null;
 
 const COLUMNS = {
   start_time: ['Start', (r) => when(r.start_time)],
-  duration: ['Duration', (r) => `${Math.round(r.duration_ms / 1000)} s`],
+  // Whole seconds, cut as the duration filter compares them (a 30.7 s call is "30 s" and "= 30").
+  duration: ['Duration', (r) => `${Math.floor(r.duration_ms / 1000)} s`],
   direction: ['Direction', (r) => r.direction],
   calling: ['Calling', (r) => party(r.calling)],
   called: ['Called', (r) => party(r.called)],
@@ -227,7 +228,7 @@ async function callScreen(id) {
 
   const info = el('div', { class: 'card', id: 'details' }, el('h2', {}, `${party(r.calling)} → ${party(r.called)}`),
     el('dl', {},
-      ...[['Start', when(r.start_time)], ['End', when(r.end_time)], ['Duration', `${Math.round(r.duration_ms / 1000)} s`],
+      ...[['Start', when(r.start_time)], ['End', when(r.end_time)], ['Duration', `${Math.floor(r.duration_ms / 1000)} s`],
         ['Direction', r.direction], ['Call type', r.call_type], ['Release cause', r.release_cause || ''],
         ['Answering', party(r.answering)], ['Queue', r.queue_name], ['Agents', (r.agents || []).join(', ')],
         ['Call id', r.call_id], ['Profile', r.profile], ['Status', r.status], ['Legal hold', r.legal_hold_effective ? 'yes' : 'no'],
