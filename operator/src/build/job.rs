@@ -24,6 +24,8 @@ use super::pod::{
 use crate::render::paths;
 
 /// ConfigMap key (and file name under [`paths::CONFIG_DIR`]) of a job's configuration.
+/// Times a failed job pod is run again (the Job's `backoffLimit`); standalone retries as often.
+pub const JOB_RETRIES: i32 = 2;
 pub const JOB_CONFIG_KEY: &str = "job.yaml";
 /// Under this directory each source StorageTarget's credentials are mounted, by target name.
 pub const SOURCE_CREDENTIALS_DIR: &str = "/run/secrets/callvault/storage";
@@ -267,7 +269,7 @@ impl JobPod {
             ..Container::default()
         };
         JobSpec {
-            backoff_limit: Some(2),
+            backoff_limit: Some(JOB_RETRIES),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),

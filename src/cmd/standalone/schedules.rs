@@ -13,14 +13,15 @@ use callvault_crds::{Cron, ResourceSet};
 use callvault_jobs::archive::{ArchiveJob, ArchiveMode, run_archive};
 use callvault_jobs::retention::{RetentionOptions, Target, run_retention};
 use callvault_jobs::transcribe::{build_engine, job_spec, transcribe_job};
+use callvault_operator::build::job::JOB_RETRIES;
 use callvault_operator::build::recording_profile::RETENTION_SCHEDULE;
 use callvault_operator::speech_config::{JobFiles, transcribe_job_config};
 use callvault_store::db::{Db, now_micros};
 use callvault_store::keys::KeyRing;
 use callvault_store::objstore::{Storage, StorageConfig};
-use jiff::Timestamp;
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan as _};
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
@@ -122,6 +123,44 @@ pub fn run_once(set: &ResourceSet) -> Vec<(Job, String)> {
         .collect()
 }
 
+/// Failed runs, run again as a cluster's Job runs a failed pod again: [`JOB_RETRIES`] times,
+/// each after a longer pause (1, then 2 minutes: the scheduler ticks once a minute). A job
+/// that is no longer planned (its resource removed or suspended) is not retried.
+#[derive(Debug, Default)]
+pub struct Retries {
+    pending: BTreeMap<Job, (u32, DateTime)>,
+}
+
+impl Retries {
+    /// Records a failed run at `now`; returns when it runs again, or `None` when it gave up.
+    pub fn failed(&mut self, job: &Job, now: DateTime) -> Option<DateTime> {
+        let failures = self.pending.get(job).map_or(0, |(n, _)| *n) + 1;
+        if failures > JOB_RETRIES.unsigned_abs() {
+            self.pending.remove(job);
+            return None;
+        }
+        let pause = i64::from(1u32 << (failures - 1));
+        let at = now.checked_add(pause.minutes()).ok()?;
+        self.pending.insert(job.clone(), (failures, at));
+        Some(at)
+    }
+
+    /// Records a successful run: the next failure starts counting again.
+    pub fn succeeded(&mut self, job: &Job) {
+        self.pending.remove(job);
+    }
+
+    /// The retries due at `now` among the jobs `planned` still names.
+    pub fn due(&mut self, now: DateTime, planned: impl Fn(&Job) -> bool) -> Vec<Job> {
+        self.pending.retain(|job, _| planned(job));
+        self.pending
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(job, _)| job.clone())
+            .collect()
+    }
+}
+
 /// The jobs due in the minutes after `last` up to and including `now` (both UTC).
 pub fn due(jobs: &[(Job, Cron)], last: DateTime, now: DateTime) -> Vec<Job> {
     jobs.iter()
@@ -138,6 +177,7 @@ pub async fn run(
 ) {
     let mut last = utc_now();
     let mut ran_once = BTreeSet::new();
+    let mut retries = Retries::default();
     loop {
         let wait = seconds_to_next_minute();
         tokio::select! {
@@ -150,14 +190,33 @@ pub async fn run(
         for p in problems {
             tracing::error!("{p}: not scheduled");
         }
-        let once = run_once(&set)
-            .into_iter()
-            .filter(|key| ran_once.insert(key.clone()))
-            .map(|(job, _)| job);
-        for job in due(&jobs, last, now).into_iter().chain(once) {
+        let once = run_once(&set);
+        let is_planned =
+            |job: &Job| jobs.iter().any(|(j, _)| j == job) || once.iter().any(|(j, _)| j == job);
+        let mut todo: BTreeSet<Job> = retries.due(now, is_planned).into_iter().collect();
+        todo.extend(due(&jobs, last, now));
+        todo.extend(
+            once.into_iter()
+                .filter(|key| ran_once.insert(key.clone()))
+                .map(|(job, _)| job),
+        );
+        for job in todo {
             let span = tracing::info_span!("job", job = %job);
-            if let Err(e) = run_job(&ctx, &set, &job).instrument(span).await {
-                tracing::error!(error = %format!("{e:#}"), "{job} failed; it runs again on schedule");
+            match run_job(&ctx, &set, &job).instrument(span).await {
+                Ok(()) => retries.succeeded(&job),
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    match retries.failed(&job, now) {
+                        Some(at) => {
+                            tracing::error!(%error, "{job} failed; it runs again at {at} UTC")
+                        }
+                        None => tracing::error!(
+                            %error,
+                            "{job} failed {} times in a row; no more retries until its next scheduled run",
+                            JOB_RETRIES + 1
+                        ),
+                    }
+                }
             }
         }
         last = now;
@@ -383,6 +442,35 @@ spec:
             due(&jobs, day.at(2, 29, 0, 0), day.at(3, 1, 0, 0)),
             [retention, nightly]
         );
+    }
+
+    #[test]
+    fn a_failed_run_is_retried_twice_with_back_off_while_still_planned() {
+        let job = Job::Transcribe {
+            speech_job: "once".into(),
+        };
+        let t = date(2026, 11, 24).at(10, 0, 0, 0);
+        let mut r = Retries::default();
+        assert_eq!(r.failed(&job, t), Some(t.checked_add(1.minute()).unwrap()));
+        assert_eq!(r.due(t, |_| true), []);
+        let t2 = date(2026, 11, 24).at(10, 1, 0, 0);
+        assert_eq!(r.due(t2, |_| true), std::slice::from_ref(&job));
+        assert_eq!(
+            r.failed(&job, t2),
+            Some(t2.checked_add(2.minutes()).unwrap())
+        );
+        let t3 = date(2026, 11, 24).at(10, 3, 0, 0);
+        assert_eq!(r.due(t3, |_| true), std::slice::from_ref(&job));
+        assert_eq!(r.failed(&job, t3), None, "three failures: given up");
+        assert_eq!(r.due(t3.checked_add(1.hour()).unwrap(), |_| true), []);
+
+        // A success starts the count again; a job no longer planned is dropped.
+        r.failed(&job, t);
+        r.succeeded(&job);
+        assert_eq!(r.due(t3, |_| true), []);
+        r.failed(&job, t);
+        assert_eq!(r.due(t3, |_| false), []);
+        assert_eq!(r.due(t3, |_| true), [], "dropped for good");
     }
 
     #[test]
