@@ -461,7 +461,7 @@ pub async fn redeem_reset(
         e.retry_after = Some(r.wait());
         return Err(e);
     }
-    let Some(user_id) = state
+    let Some((user_id, minted_by)) = state
         .db
         .consume_password_reset(&tenant, &token_hash(&req.token), now_micros())
         .await?
@@ -478,15 +478,32 @@ pub async fn redeem_reset(
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     // A token minted before the account got a key grant no longer opens it.
-    if !super::grants_of(&state, &tenant, &user)
-        .await?
-        .keys
-        .is_empty()
-    {
+    let theirs = super::grants_of(&state, &tenant, &user).await?;
+    if !theirs.keys.is_empty() {
         return Err(ApiError::forbidden(
             "the account holds a key grant: its password is reset offline by a key holder \
              (`callvault keys reset-password`)",
         ));
+    }
+    // Nor one minted before the account got a right its minter does not hold (now).
+    let minter = match state.db.user_by_username(&tenant, &minted_by).await? {
+        Some(m) if !m.disabled => Some(super::grants_of(&state, &tenant, &m).await?),
+        _ => None,
+    };
+    if let Err(right) = minter
+        .as_ref()
+        .map_or(Err(String::new()), |m| m.covers(&theirs))
+    {
+        let why = if right.is_empty() {
+            format!("{minted_by:?}, who issued the token, can no longer sign in")
+        } else {
+            format!(
+                "the account now holds {right}, which {minted_by:?}, who issued the token, does not"
+            )
+        };
+        return Err(ApiError::forbidden(format!(
+            "this reset token no longer opens the account: {why}; ask an admin for a new one"
+        )));
     }
     set_password(&state, &tenant, &user, &req.new_password, false).await?;
     state.db.revoke_user_sessions(&tenant, user.id).await?;

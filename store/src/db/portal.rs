@@ -165,19 +165,20 @@ impl Db {
         Ok(())
     }
 
-    /// Consumes a reset token: returns its user if the token exists, is unused and unexpired
-    /// at `now`, and marks it used so it never works twice.
+    /// Consumes a reset token: returns its user and the username of who minted it if the
+    /// token exists, is unused and unexpired at `now`, and marks it used so it never works
+    /// twice.
     pub async fn consume_password_reset(
         &self,
         tenant: &str,
         token_hash: &str,
         now: i64,
-    ) -> Result<Option<Uuid>> {
+    ) -> Result<Option<(Uuid, String)>> {
         self.row(
             "UPDATE password_resets SET used_at = $3 WHERE tenant = $1 AND token_hash = $2 \
-             AND used_at IS NULL AND expires_at > $3 RETURNING user_id",
+             AND used_at IS NULL AND expires_at > $3 RETURNING user_id, created_by",
             &args![tenant, token_hash, now],
-            |r| r.uuid("user_id"),
+            |r| Ok((r.uuid("user_id")?, r.text("created_by")?)),
         )
         .await
     }
