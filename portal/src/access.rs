@@ -892,7 +892,7 @@ mod tests {
     #[test]
     fn assigning_a_call_gives_the_own_and_group_scoped_actions() {
         let u = user("agent");
-        let (sales, other) = (group("sales"), group("other"));
+        let groups = [group("sales"), group("other")];
         let own_delete = profile("own-delete", &["agent"], CallScope::Own, &[], true);
         let mut all_play = profile("all-play", &["agent"], CallScope::All, &[], false);
         Arc::make_mut(&mut all_play).spec.calls.actions.play = true;
@@ -913,7 +913,7 @@ mod tests {
         );
         Arc::make_mut(&mut other_tag).spec.calls.actions.tag = true;
         let profiles = [own_delete, all_play, sales_play, other_tag];
-        let g = resolve(&u, &[sales.clone()], &[sales, other], &profiles);
+        let g = resolve(&u, &groups[..1], &groups, &profiles);
         // Own-scoped delete is gained; play on every call was held already; the sales
         // supervisor's download comes with the call's group; the other group's tag does not.
         assert_eq!(
