@@ -121,6 +121,10 @@ pub struct SipConfig {
     /// with TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_dir: Option<PathBuf>,
+    /// How long a SIP connection over TCP (or TLS) may take over one message, stay silent,
+    /// or not read its responses.
+    #[serde(default, skip_serializing_if = "SipTcpTimeouts::is_default")]
+    pub tcp_timeouts: SipTcpTimeouts,
 }
 
 impl Default for SipConfig {
@@ -129,8 +133,53 @@ impl Default for SipConfig {
             port: default_sip_port(),
             transports: default_transports(),
             tls_dir: None,
+            tcp_timeouts: SipTcpTimeouts::default(),
         }
     }
+}
+
+/// Timeouts of SIP connections over TCP (and TLS), so that no client holds one open: a changed
+/// value applies to connections opened after the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SipTcpTimeouts {
+    /// From a message's first byte to its last: a client that trickles a message (slow loris)
+    /// is disconnected. 1 to 300.
+    #[serde(default = "default_message_seconds")]
+    pub message_seconds: u32,
+    /// Without a byte (keep-alives count), a connection that carries no call is closed; one
+    /// that carries a call stays open for the recorder's own BYE. 1 to 3600.
+    #[serde(default = "default_idle_seconds")]
+    pub idle_seconds: u32,
+    /// One write to a peer that does not read its responses. 1 to 300.
+    #[serde(default = "default_write_seconds")]
+    pub write_seconds: u32,
+}
+
+impl Default for SipTcpTimeouts {
+    fn default() -> Self {
+        Self {
+            message_seconds: default_message_seconds(),
+            idle_seconds: default_idle_seconds(),
+            write_seconds: default_write_seconds(),
+        }
+    }
+}
+
+impl SipTcpTimeouts {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+fn default_message_seconds() -> u32 {
+    10
+}
+fn default_idle_seconds() -> u32 {
+    120
+}
+fn default_write_seconds() -> u32 {
+    10
 }
 
 fn default_sip_port() -> u16 {
@@ -343,6 +392,20 @@ impl RecorderConfig {
             "sip.tlsDir",
             "required when transports include TLS",
         );
+        // Zero would close every connection at once; beyond the bounds a slow client holds a
+        // connection as if there were no timeout.
+        let t = &sip.tcp_timeouts;
+        for (path, value, max) in [
+            ("sip.tcpTimeouts.messageSeconds", t.message_seconds, 300),
+            ("sip.tcpTimeouts.idleSeconds", t.idle_seconds, 3600),
+            ("sip.tcpTimeouts.writeSeconds", t.write_seconds, 300),
+        ] {
+            p.check(
+                (1..=max).contains(&value),
+                path,
+                format!("{value} is not within 1..={max} seconds"),
+            );
+        }
 
         let bind = self.media_address.bind.parse::<IpAddr>().ok();
         p.check(

@@ -34,6 +34,14 @@ fn defaults_are_the_recording_profile_defaults() {
     assert_eq!(c.sip.port, 5060);
     assert_eq!(c.sip.transports, [SipTransport::Udp, SipTransport::Tcp]);
     assert_eq!(
+        (
+            c.sip.tcp_timeouts.message_seconds,
+            c.sip.tcp_timeouts.idle_seconds,
+            c.sip.tcp_timeouts.write_seconds
+        ),
+        (10, 120, 10)
+    );
+    assert_eq!(
         (c.rtp_port_range.start, c.rtp_port_range.end),
         (20000, 29999)
     );
@@ -189,4 +197,34 @@ fn unreadable_or_malformed_files_are_errors_not_panics() {
     std::fs::write(&file, MINIMAL).expect("write");
     let valid = RecorderConfig::load(&file).expect("loads");
     assert_eq!(valid.config.profile, "traders");
+}
+
+#[test]
+fn sip_tcp_timeouts_are_settings_within_bounds() {
+    let text = format!(
+        "{MINIMAL}sip:\n  tcpTimeouts: {{messageSeconds: 5, idleSeconds: 600, writeSeconds: 20}}\n"
+    );
+    let valid = parse(&text).validate().expect("valid timeouts");
+    let t = valid.config.sip.tcp_timeouts;
+    assert_eq!(
+        (t.message_seconds, t.idle_seconds, t.write_seconds),
+        (5, 600, 20)
+    );
+    let text = format!(
+        "{MINIMAL}sip:\n  tcpTimeouts: {{messageSeconds: 0, idleSeconds: 3601, writeSeconds: 301}}\n"
+    );
+    let problems = parse(&text).validate().expect_err("out of bounds").problems;
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "sip.tcpTimeouts.messageSeconds",
+            "sip.tcpTimeouts.idleSeconds",
+            "sip.tcpTimeouts.writeSeconds"
+        ]
+    );
+    assert!(
+        problems[0].message.contains("0 is not within 1..=300"),
+        "{problems:?}"
+    );
 }

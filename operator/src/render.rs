@@ -102,6 +102,7 @@ pub fn render_recorder_config(
                 .tls_secret_ref
                 .as_ref()
                 .map(|_| paths::SIP_TLS_DIR.into()),
+            ..SipConfig::default()
         },
         media_address: MediaAddress {
             // One ConfigMap serves every pod, so each pod advertises its own IP from the env.

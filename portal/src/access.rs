@@ -617,6 +617,36 @@ pub fn resolve_subject(
     grants
 }
 
+/// The actions on a call that assigning it to a user gives anyone (the call becomes theirs
+/// and carries their groups): each action the user's grants allow on their own calls but not
+/// already on every call, and each action of every profile whose scope names one of the
+/// user's groups (that profile's subjects then have the call in scope). An admin may assign a
+/// call only when they hold every one of these on it themselves.
+pub fn gained_by_assignment(
+    user: &Grants,
+    user_group_names: &[&str],
+    profiles: &[Arc<Profile>],
+) -> BTreeSet<Action> {
+    let mut gained: BTreeSet<Action> = user
+        .actions
+        .iter()
+        .filter(|(_, scope)| !matches!(scope, AccessScope::None | AccessScope::All))
+        .map(|(a, _)| *a)
+        .collect();
+    for p in profiles {
+        let names_a_group = matches!(p.spec.calls.scope, CallScope::OwnAndGroups)
+            && p.spec
+                .calls
+                .groups
+                .iter()
+                .any(|g| user_group_names.contains(&g.as_str()));
+        if names_a_group {
+            gained.extend(Action::ALL.into_iter().filter(|a| a.granted_by(&p.spec)));
+        }
+    }
+    gained
+}
+
 /// Whether a holder of scope `mine` holds every call right that `theirs` gives its holder.
 /// Scopes are relative to their holder: `Own` covers `Own` (each their own calls), and
 /// `OwnAndGroups` covers the groups it names.
@@ -857,6 +887,39 @@ mod tests {
         let g = resolve(&u, &[], &[], &[p]);
         assert_eq!(g.view, AccessScope::None);
         assert!(g.profiles.is_empty());
+    }
+
+    #[test]
+    fn assigning_a_call_gives_the_own_and_group_scoped_actions() {
+        let u = user("agent");
+        let groups = [group("sales"), group("other")];
+        let own_delete = profile("own-delete", &["agent"], CallScope::Own, &[], true);
+        let mut all_play = profile("all-play", &["agent"], CallScope::All, &[], false);
+        Arc::make_mut(&mut all_play).spec.calls.actions.play = true;
+        let mut sales_play = profile(
+            "sales-sup",
+            &["sup"],
+            CallScope::OwnAndGroups,
+            &["sales"],
+            false,
+        );
+        Arc::make_mut(&mut sales_play).spec.calls.actions.download = true;
+        let mut other_tag = profile(
+            "other-sup",
+            &["sup"],
+            CallScope::OwnAndGroups,
+            &["other"],
+            false,
+        );
+        Arc::make_mut(&mut other_tag).spec.calls.actions.tag = true;
+        let profiles = [own_delete, all_play, sales_play, other_tag];
+        let g = resolve(&u, &groups[..1], &groups, &profiles);
+        // Own-scoped delete is gained; play on every call was held already; the sales
+        // supervisor's download comes with the call's group; the other group's tag does not.
+        assert_eq!(
+            gained_by_assignment(&g, &["sales"], &profiles),
+            BTreeSet::from([Action::Download, Action::DeleteCalls])
+        );
     }
 
     #[test]

@@ -118,6 +118,13 @@ fn err(setting: &'static str, reason: impl Into<String>) -> ConfigError {
     }
 }
 
+/// The setting of the header (and keep-alive idle) timeout, in seconds.
+pub const HTTP_HEADER_TIMEOUT: &str = "CALLVAULT_HTTP_HEADER_TIMEOUT_SECONDS";
+/// The setting of the body timeout, in seconds.
+pub const HTTP_BODY_TIMEOUT: &str = "CALLVAULT_HTTP_BODY_TIMEOUT_SECONDS";
+const MAX_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
+const MAX_BODY_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// The setting naming the trusted proxies (environment, with `--trusted-proxies` and the
 /// chart's `portal.trustedProxies`).
 pub const TRUSTED_PROXIES: &str = "CALLVAULT_TRUSTED_PROXIES";
@@ -176,8 +183,27 @@ impl PortalConfig {
         if self.hashing_concurrency < 1 {
             return Err(err("hashing concurrency", "must be at least 1"));
         }
-        if self.header_timeout.is_zero() || self.body_timeout.is_zero() {
-            return Err(err("HTTP timeouts", "must not be zero"));
+        // Zero would disable the slow-client defence; hours would let slow clients hold
+        // connections as if there were none.
+        if !(Duration::from_secs(1)..=MAX_HEADER_TIMEOUT).contains(&self.header_timeout) {
+            return Err(err(
+                HTTP_HEADER_TIMEOUT,
+                format!(
+                    "{} s is not within 1..={} seconds",
+                    self.header_timeout.as_secs_f64(),
+                    MAX_HEADER_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+        if !(Duration::from_secs(1)..=MAX_BODY_TIMEOUT).contains(&self.body_timeout) {
+            return Err(err(
+                HTTP_BODY_TIMEOUT,
+                format!(
+                    "{} s is not within 1..={} seconds",
+                    self.body_timeout.as_secs_f64(),
+                    MAX_BODY_TIMEOUT.as_secs()
+                ),
+            ));
         }
         if let Some(oidc) = &self.oidc {
             oidc.validate()?;
@@ -223,6 +249,30 @@ mod tests {
         .validate()
         .expect_err("absolute < idle");
         assert_eq!(e.setting, "CALLVAULT_SESSION_ABSOLUTE_TIMEOUT_MINUTES");
+        for (header, body, setting) in [
+            (0, 30, HTTP_HEADER_TIMEOUT),
+            (301, 30, HTTP_HEADER_TIMEOUT),
+            (10, 0, HTTP_BODY_TIMEOUT),
+            (10, 3601, HTTP_BODY_TIMEOUT),
+        ] {
+            let e = PortalConfig {
+                header_timeout: Duration::from_secs(header),
+                body_timeout: Duration::from_secs(body),
+                ..Default::default()
+            }
+            .validate()
+            .expect_err("out of range");
+            assert_eq!(e.setting, setting, "{e}");
+        }
+        assert!(
+            PortalConfig {
+                header_timeout: Duration::from_secs(300),
+                body_timeout: Duration::from_secs(3600),
+                ..Default::default()
+            }
+            .validate()
+            .is_ok()
+        );
     }
 
     #[test]

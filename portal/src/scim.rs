@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::access::{Grants, Profile, resolve_subject};
 use crate::auth::secret_eq;
 
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -606,6 +607,7 @@ async fn save_user(
     if before == doc {
         return Ok(false);
     }
+    refuse_user_widening(state, tenant, user, &doc.username).await?;
     let db = &state.db;
     let profile = UserProfile {
         username: doc.username.clone(),
@@ -1022,6 +1024,7 @@ async fn save_group(
     if before == doc {
         return Ok(());
     }
+    refuse_group_widening(state, tenant, g.id, &doc.name, &doc.members).await?;
     if before.name != doc.name || before.external_id != doc.external_id {
         state
             .db
@@ -1119,6 +1122,7 @@ async fn get_group(
 async fn create_group(State(state): St, headers: HeaderMap, body: Bytes) -> ScimResult<Response> {
     let tenant = authorize(&state, &headers)?;
     let doc = GroupDoc::from_resource(&state, &tenant, &parse_body(&body)?).await?;
+    refuse_group_widening(&state, &tenant, Uuid::new_v4(), &doc.name, &doc.members).await?;
     let g = state.db.create_group(&tenant, &doc.name, "").await?;
     if doc.external_id.is_some() {
         state
@@ -1219,6 +1223,171 @@ async fn delete_group(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- No escalation ----
+
+/// The local password accounts (each with its groups' ids) and the tenant's groups, as they
+/// are or as a SCIM change would leave them. The identity provider owns its own accounts (a
+/// profile naming a group delegates that group's membership to the directory), but a local
+/// account's rights come from an admin, who may give only what they hold: SCIM must never
+/// widen them. A SCIM client holds no right of its own, so it cannot give one this way.
+#[derive(Debug, Clone)]
+struct Accounts {
+    groups: Vec<Group>,
+    users: Vec<(User, Vec<Uuid>)>,
+}
+
+impl Accounts {
+    /// The tenant's local accounts, plus `also` (an account of another source being renamed).
+    async fn load(state: &AppState, tenant: &str, also: Option<&User>) -> ScimResult<Self> {
+        let users: Vec<User> = state
+            .db
+            .list_users(tenant)
+            .await?
+            .into_iter()
+            .filter(|u| u.source == UserSource::Local || also.is_some_and(|a| a.id == u.id))
+            .collect();
+        let ids: Vec<Uuid> = users.iter().map(|u| u.id).collect();
+        let pairs = state.db.groups_of_users(tenant, &ids).await?;
+        let users = users
+            .into_iter()
+            .map(|u| {
+                let mine = pairs
+                    .iter()
+                    .filter(|(id, _)| *id == u.id)
+                    .map(|(_, g)| g.id)
+                    .collect();
+                (u, mine)
+            })
+            .collect();
+        Ok(Accounts {
+            groups: state.db.list_groups(tenant).await?,
+            users,
+        })
+    }
+
+    /// After one user is renamed.
+    fn with_username(&self, id: Uuid, username: &str) -> Self {
+        let mut next = self.clone();
+        for (u, _) in next.users.iter_mut().filter(|(u, _)| u.id == id) {
+            username.clone_into(&mut u.username);
+        }
+        next
+    }
+
+    /// After a group (a new one when `id` is not in the tenant yet) gets `name` and exactly
+    /// `members`.
+    fn with_group(&self, tenant: &str, id: Uuid, name: &str, members: &[Uuid]) -> Self {
+        let mut next = self.clone();
+        match next.groups.iter_mut().find(|g| g.id == id) {
+            Some(g) => name.clone_into(&mut g.name),
+            None => next.groups.push(Group {
+                tenant: tenant.to_owned(),
+                id,
+                name: name.to_owned(),
+                description: String::new(),
+                external_id: None,
+            }),
+        }
+        for (u, mine) in &mut next.users {
+            mine.retain(|g| *g != id);
+            if members.contains(&u.id) {
+                mine.push(id);
+            }
+        }
+        next
+    }
+
+    /// What `user` (one of `self.users`) may do, group names mapped to ids with `ids` (the
+    /// same for both sides of a comparison, so that only memberships and names count). Whether
+    /// the account is enabled does not count: only SCIM disables accounts, and enabling one
+    /// again gives back what it had.
+    fn grants(
+        &self,
+        user: &User,
+        mine: &[Uuid],
+        ids: &[Group],
+        profiles: &[Arc<Profile>],
+    ) -> Grants {
+        let names: Vec<&str> = self
+            .groups
+            .iter()
+            .filter(|g| mine.contains(&g.id))
+            .map(|g| g.name.as_str())
+            .collect();
+        resolve_subject(user.id, &user.username, &names, ids, profiles)
+    }
+}
+
+/// Refuses (403) a SCIM change after which any account of `before` may do more than it could;
+/// the refusal is audited (`scim.refused`), since it is what a stolen SCIM token would try.
+async fn refuse_widening(
+    state: &AppState,
+    tenant: &str,
+    before: &Accounts,
+    after: &Accounts,
+) -> ScimResult<()> {
+    let profiles = state.access.profiles(tenant);
+    for (u, mine) in &after.users {
+        let Some((was, was_mine)) = before.users.iter().find(|(b, _)| b.id == u.id) else {
+            continue;
+        };
+        let then = before.grants(was, was_mine, &after.groups, &profiles);
+        let now = after.grants(u, mine, &after.groups, &profiles);
+        if let Err(right) = then.covers(&now) {
+            let whose = if u.source == UserSource::Local {
+                "the local account"
+            } else {
+                "the account"
+            };
+            let detail = format!(
+                "this change would give {whose} {:?} {right}: SCIM never widens a local \
+                 password account (its rights come from an admin in the portal) and a rename \
+                 never changes what an account may do",
+                was.username
+            );
+            audit(
+                state,
+                tenant,
+                "scim.refused",
+                "user",
+                u.id,
+                json!({"userName": was.username, "detail": detail}),
+            )
+            .await?;
+            return Err(ScimError::new(StatusCode::FORBIDDEN, None, detail));
+        }
+    }
+    Ok(())
+}
+
+/// [`refuse_widening`] for a user getting `username` (AccessProfiles may name users).
+async fn refuse_user_widening(
+    state: &AppState,
+    tenant: &str,
+    user: &User,
+    username: &str,
+) -> ScimResult<()> {
+    if user.username == username {
+        return Ok(());
+    }
+    let before = Accounts::load(state, tenant, Some(user)).await?;
+    let after = before.with_username(user.id, username);
+    refuse_widening(state, tenant, &before, &after).await
+}
+
+/// [`refuse_widening`] for a group getting `name` and `members`.
+async fn refuse_group_widening(
+    state: &AppState,
+    tenant: &str,
+    id: Uuid,
+    name: &str,
+    members: &[Uuid],
+) -> ScimResult<()> {
+    let before = Accounts::load(state, tenant, None).await?;
+    let after = before.with_group(tenant, id, name, members);
+    refuse_widening(state, tenant, &before, &after).await
 }
 
 // ---- Discovery (RFC 7644 §4) ----

@@ -882,9 +882,11 @@ async fn scim_endpoints_answer_401_without_their_bearer_token_whatever_the_sessi
 }
 
 /// The profiles of the escalation matrix: `boss` (also anyone named `heir` and every member of
-/// `admins`) holds every right and the key; `auditor` only the audit trail; `keyholder` only
-/// the key grant; the subject (the admin under test) its own calls, no call action, the admin
-/// permissions `admin` and, with `key`, the key grant.
+/// `admins` or `owners`) holds every right and the key; `auditor` only the audit trail;
+/// `keyholder` only the key grant; `agent` plays and downloads their own calls with the key;
+/// `crewsup` deletes the calls of the group `crew`; the subject (the admin under test) sees
+/// every call but may do nothing with them, and holds the admin permissions `admin` and, with
+/// `key`, the key grant.
 fn escalation_profiles(admin: &[&str], key: Option<&str>, key_id: &str) -> String {
     let actions = "{play: true, download: true, export: true, tag: true, addNotes: true, \
                    deleteOthersNotes: true, deleteCalls: true, legalHold: true}";
@@ -901,7 +903,7 @@ fn escalation_profiles(admin: &[&str], key: Option<&str>, key_id: &str) -> Strin
     let subject_keys = key.map_or_else(|| "[]".to_owned(), |k| format!("[{k}]"));
     format!(
         "apiVersion: callvault.io/v1alpha1\nkind: AccessProfile\nmetadata: {{name: boss}}\n\
-         spec:\n  subjects: {{users: [boss, heir], groups: [admins]}}\n\
+         spec:\n  subjects: {{users: [boss, heir], groups: [admins, owners]}}\n\
          \x20 calls: {{scope: All, groups: [], actions: {actions}}}\n\
          \x20 admin: {all_admin}\n  keys: [{key_id}]\n\
          ---\napiVersion: callvault.io/v1alpha1\nkind: AccessProfile\nmetadata: {{name: auditor}}\n\
@@ -910,30 +912,70 @@ fn escalation_profiles(admin: &[&str], key: Option<&str>, key_id: &str) -> Strin
          ---\napiVersion: callvault.io/v1alpha1\nkind: AccessProfile\nmetadata: {{name: keyholder}}\n\
          spec:\n  subjects: {{users: [keyholder, later]}}\n  calls: {{scope: Own, groups: [], actions: {{}}}}\n\
          \x20 admin: {{}}\n  keys: [{key_id}]\n\
+         ---\napiVersion: callvault.io/v1alpha1\nkind: AccessProfile\nmetadata: {{name: agent}}\n\
+         spec:\n  subjects: {{users: [agent]}}\n  calls: {{scope: Own, groups: [], actions: {{play: true, download: true}}}}\n\
+         \x20 admin: {{}}\n  keys: [{key_id}]\n\
+         ---\napiVersion: callvault.io/v1alpha1\nkind: AccessProfile\nmetadata: {{name: crew-supervisor}}\n\
+         spec:\n  subjects: {{users: [crewsup]}}\n  calls: {{scope: OwnAndGroups, groups: [crew], actions: {{deleteCalls: true}}}}\n\
+         \x20 admin: {{}}\n  keys: []\n\
          ---\napiVersion: callvault.io/v1alpha1\nkind: AccessProfile\nmetadata: {{name: subject}}\n\
-         spec:\n  subjects: {{users: [subject]}}\n  calls: {{scope: Own, groups: [], actions: {{}}}}\n\
+         spec:\n  subjects: {{users: [subject]}}\n  calls: {{scope: All, groups: [], actions: {{}}}}\n\
          \x20 admin: {subject_admin}\n  keys: {subject_keys}\n"
     )
 }
 
 const NEW_PASSWORD: &str = "an escalation test passphrase";
+const ESCALATION_SCIM_TOKEN: &str = "escalation-matrix-scim-token-0123456789abcdef";
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// A SCIM request with the escalation matrix's token.
+async fn scim(f: &Fixture, method: Method, path: &str, body: serde_json::Value) -> common::Resp {
+    Client::new(f.router.clone())
+        .send(
+            method,
+            &format!("/scim/v2{path}"),
+            Some(body),
+            &[(
+                "authorization",
+                format!("Bearer {ESCALATION_SCIM_TOKEN}").as_str(),
+            )],
+        )
+        .await
+}
 
 /// No escalation: for every admin permission (each alone, and configureSystem with the audit
 /// trail) × key grant (none, or the recordings' key), the subject tries every path to a right
 /// it does not hold: impersonating the all-powerful user and playing, downloading, zipping or
 /// reading the audit trail as them; creating an account in a group that carries admin rights,
 /// or under a name a profile grants rights to; resetting the password (set, or a token) of
-/// the all-powerful user, the key holder, or an auditor. Every such attempt must be refused
-/// (0 escalations), while the same paths that give nothing new keep working (a control for
-/// each), so the refusals are not blanket ones.
+/// the all-powerful user, the key holder, or an auditor; redeeming a token minted for an
+/// account that has since been promoted; assigning an unassigned call to a user who may play
+/// their own calls, or to a member of a group a supervisor's scope names; writing an
+/// AccessProfile; and, with the identity provider's SCIM token, adding the subject to the
+/// admins' group, renaming its group to one a profile names, or renaming it to a user a
+/// profile names. Every such attempt must be refused (0 escalations), while the same paths
+/// that give nothing new keep working (a control for each), so the refusals are not blanket
+/// ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_admin_permission_escalates_through_any_path() {
-    let f = Fixture::postgres().await;
-    let subject = f.user("subject", &[]).await;
+    let f = Fixture::with(
+        TestDb::postgres().await,
+        PortalConfig {
+            scim_token: Some(Secret::new(ESCALATION_SCIM_TOKEN)),
+            ..common::config()
+        },
+    )
+    .await;
+    let subject = f.user("subject", &["home"]).await;
     let boss = f.user("boss", &[]).await;
     let auditor = f.user("auditor", &[]).await;
     let keyholder = f.user("keyholder", &[]).await;
-    f.group("admins").await;
+    let agent = f.user("agent", &[]).await;
+    let crewman = f.user("crewman", &["crew"]).await;
+    let (admins, home) = (f.group("admins").await, f.group("home").await);
+    let r = scim(&f, Method::POST, "/Users", json!({"userName": "provided"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+    let provided: Uuid = r.json()["id"].as_str().expect("id").parse().expect("uuid");
     let boss_call = f
         .recording(Some(boss), vec![], "201", "+1777", &audio(2000, 9))
         .await
@@ -1120,6 +1162,178 @@ async fn no_admin_permission_escalates_through_any_path() {
                     }
                 }
             }
+
+            // A reset token stops opening an account that got a right its issuer lacks after
+            // it was minted (here from another admin, straight in the database).
+            for (what, promote) in [("redeem after promotion", true), ("redeem", false)] {
+                let name = format!("target{i}{key}{promote}");
+                let target = f.user(&name, &[]).await;
+                let (s, minted) = c
+                    .json(
+                        Method::POST,
+                        &format!("/api/v1/users/{target}/password-reset"),
+                        json!({"mode": "token"}),
+                    )
+                    .await;
+                if s.is_success() != configure {
+                    wrong.push(format!("{label} mint for {name}: {s} {minted}"));
+                }
+                if !s.is_success() {
+                    attempt(what, false, promote, format!("{s} {minted}"));
+                    continue;
+                }
+                if promote {
+                    f.db.add_member(common::T, admins, target)
+                        .await
+                        .expect("member");
+                }
+                let (s, body) = Client::new(f.router.clone())
+                    .json(
+                        Method::POST,
+                        "/api/v1/auth/password-reset",
+                        json!({"token": minted["token"], "new_password": NEW_PASSWORD}),
+                    )
+                    .await;
+                attempt(what, s.is_success(), promote, format!("{s} {body}"));
+                if !promote && !s.is_success() {
+                    wrong.push(format!("{label} {what}: {s} {body}"));
+                }
+            }
+
+            // Assigning an unassigned call: refused when it gives its new owner, or those whose
+            // scope names the owner's groups, an action the subject does not hold on it.
+            for (j, (what, to, escalates)) in [
+                ("assign to agent", agent, true),
+                ("assign to a crew member", crewman, true),
+                ("assign to self", subject, false),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let number = format!("5{i:02}{}{j}", u8::from(key));
+                let call = f
+                    .recording(None, vec![], &number, "+1888", &audio(800, 11))
+                    .await
+                    .id;
+                let r = c
+                    .send(
+                        Method::POST,
+                        &format!("/api/v1/recordings/{call}/assign"),
+                        Some(json!({"user_id": to, "number": number})),
+                        &[],
+                    )
+                    .await;
+                attempt(what, r.status.is_success(), escalates, said(&r));
+                if !escalates && r.status.is_success() != configure {
+                    wrong.push(format!("{label} {what}: {}", said(&r)));
+                }
+                if escalates
+                    && configure
+                    && !String::from_utf8_lossy(&r.body).contains("do not hold")
+                {
+                    wrong.push(format!(
+                        "{label} {what}: the refusal must say why: {}",
+                        said(&r)
+                    ));
+                }
+            }
+
+            // AccessProfiles: the portal has no way to write one.
+            for (method, path) in [
+                (Method::POST, "/api/v1/resources/access-profiles"),
+                (Method::PUT, "/api/v1/resources/access-profiles/subject"),
+                (Method::DELETE, "/api/v1/resources/access-profiles/boss"),
+            ] {
+                let r = c
+                    .send(
+                        method.clone(),
+                        path,
+                        Some(json!({"spec": {"subjects": {"users": ["subject"]}}})),
+                        &[],
+                    )
+                    .await;
+                attempt(
+                    &format!("{method} {path}"),
+                    r.status.is_success(),
+                    true,
+                    said(&r),
+                );
+            }
+
+            // SCIM (the identity provider's token) never widens a local account, the subject's
+            // included, and a rename never widens any account; the provider's own accounts
+            // follow its groups (a control), as do renames that give nothing.
+            let home_name = format!("home-{i}-{key}");
+            for (what, method, path, body, escalates) in [
+                (
+                    "SCIM: subject into admins",
+                    Method::PATCH,
+                    format!("/Groups/{admins}"),
+                    json!({"schemas": [PATCH_OP], "Operations": [
+                        {"op": "add", "path": "members", "value": [{"value": subject.to_string()}]}]}),
+                    true,
+                ),
+                (
+                    "SCIM: subject's group renamed owners",
+                    Method::PATCH,
+                    format!("/Groups/{home}"),
+                    json!({"schemas": [PATCH_OP], "Operations": [
+                        {"op": "replace", "value": {"displayName": "owners"}}]}),
+                    true,
+                ),
+                (
+                    "SCIM: subject renamed heir",
+                    Method::PATCH,
+                    format!("/Users/{subject}"),
+                    json!({"schemas": [PATCH_OP], "Operations": [
+                        {"op": "replace", "value": {"userName": "heir"}}]}),
+                    true,
+                ),
+                (
+                    "SCIM: subject's group renamed",
+                    Method::PATCH,
+                    format!("/Groups/{home}"),
+                    json!({"schemas": [PATCH_OP], "Operations": [
+                        {"op": "replace", "value": {"displayName": home_name}}]}),
+                    false,
+                ),
+                (
+                    "SCIM: provider's account into admins",
+                    Method::PATCH,
+                    format!("/Groups/{admins}"),
+                    json!({"schemas": [PATCH_OP], "Operations": [
+                        {"op": "add", "path": "members", "value": [{"value": provided.to_string()}]}]}),
+                    false,
+                ),
+            ] {
+                let r = scim(&f, method, &path, body).await;
+                attempt(what, r.status.is_success(), escalates, said(&r));
+                if escalates && r.status != StatusCode::FORBIDDEN {
+                    wrong.push(format!("{label} {what}: want 403, {}", said(&r)));
+                }
+                if !escalates && !r.status.is_success() {
+                    wrong.push(format!("{label} {what}: {}", said(&r)));
+                }
+            }
+            // Undo the control (and any escalation) so that every case starts alike.
+            f.db.set_group_members(common::T, admins, &[])
+                .await
+                .expect("members");
+            f.db.update_group(common::T, home, "home", None)
+                .await
+                .expect("group");
+            f.db.update_user_profile(
+                common::T,
+                subject,
+                &callvault_store::db::UserProfile {
+                    username: "subject".into(),
+                    display_name: "subject display".into(),
+                    email: String::new(),
+                    external_id: None,
+                },
+            )
+            .await
+            .expect("user");
         }
     }
     println!(
@@ -1139,9 +1353,10 @@ async fn no_admin_permission_escalates_through_any_path() {
         wrong.len(),
         wrong.join("\n")
     );
-    // 14 cases × (impersonate, play as self, 3 accounts, 5 resets); the 4 with configureSystem
-    // also try 5 rights as the boss and view as them.
-    assert_eq!(tried, 14 * 10 + 4 * 6);
+    // 14 cases × (impersonate, play as self, 3 accounts, 5 resets, 2 redeems, 3 assignments,
+    // 3 profile writes, 5 SCIM changes); the 4 with configureSystem also try 5 rights as the
+    // boss and view as them.
+    assert_eq!(tried, 14 * (10 + 2 + 3 + 3 + 5) + 4 * 6);
 }
 
 /// A reset token minted for an account without a key grant stops working once the account

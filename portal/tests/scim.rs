@@ -266,11 +266,19 @@ async fn provisioning(f: Fixture) {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "a PATCH names its schema: {e}");
 
-    // Groups: members set by the provider give AccessProfiles naming the group.
+    // Groups: members set by the provider give AccessProfiles naming the group to the
+    // provider's accounts; a local password account's rights come from an admin, so SCIM
+    // never widens them.
     let dave_id = f.user("dave", &[]).await;
     let mut dave = f.login("dave").await;
     let me = dave.get("/api/v1/auth/me").await.json();
     assert_eq!(me["scope"], "None");
+    let (s, frank) = scim
+        .send(Method::POST, "/Users", json!({"userName": "frank"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{frank}");
+    let frank_id: Uuid = frank["id"].as_str().expect("id").parse().expect("uuid");
+    let mut frank = session_of(&f, frank_id).await;
     let (s, group) = scim
         .send(
             Method::POST,
@@ -283,12 +291,28 @@ async fn provisioning(f: Fixture) {
     assert_eq!(s, StatusCode::CREATED, "{group}");
     let gid = group["id"].as_str().expect("id").to_owned();
     assert_eq!(group["members"][0]["value"], carol_id.to_string());
+    let (s, e) = scim
+        .send(
+            Method::PATCH,
+            &format!("/Groups/{gid}"),
+            json!({"schemas": [PATCH], "Operations": [
+                {"op": "add", "path": "members", "value": [{"value": dave_id.to_string()}]}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    let detail = e["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("\"dave\"") && detail.contains("call scope All"),
+        "the refusal names the account and the right: {e}"
+    );
+    let me = dave.get("/api/v1/auth/me").await.json();
+    assert_eq!(me["scope"], "None");
     let (s, group) = scim
         .send(
             Method::PATCH,
             &format!("/Groups/{gid}"),
             json!({"schemas": [PATCH], "Operations": [
-                {"op": "add", "path": "members", "value": [{"value": dave_id.to_string()}]},
+                {"op": "add", "path": "members", "value": [{"value": frank_id.to_string()}]},
                 {"op": "remove", "path": format!("members[value eq \"{carol_id}\"]")},
             ]}),
         )
@@ -300,11 +324,11 @@ async fn provisioning(f: Fixture) {
         .iter()
         .filter_map(|m| m["value"].as_str())
         .collect();
-    assert_eq!(members, vec![dave_id.to_string().as_str()]);
-    let me = dave.get("/api/v1/auth/me").await.json();
+    assert_eq!(members, vec![frank_id.to_string().as_str()]);
+    let me = frank.get("/api/v1/auth/me").await.json();
     assert_eq!(me["scope"], "All", "{me}");
     assert_eq!(me["profiles"], json!(["provisioned"]));
-    let (_, u) = scim.get(&format!("/Users/{dave_id}")).await;
+    let (_, u) = scim.get(&format!("/Users/{frank_id}")).await;
     assert_eq!(u["groups"][0]["display"], "scim-team");
     // A list page shows each user exactly as their own resource does (numbers and groups
     // are read for the whole page at once, and must land on the right users).
@@ -351,10 +375,10 @@ async fn provisioning(f: Fixture) {
         .await;
     assert_eq!(s, StatusCode::OK, "{group}");
     assert_eq!(group["displayName"], "scim-renamed");
-    let me = dave.get("/api/v1/auth/me").await.json();
+    let me = frank.get("/api/v1/auth/me").await.json();
     assert_eq!(me["scope"], "None");
     // A signed-in user's session is no SCIM credential.
-    let r = dave.get("/scim/v2/Users").await;
+    let r = frank.get("/scim/v2/Users").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
     // Members replaced as a whole.
@@ -522,7 +546,7 @@ async fn provisioning(f: Fixture) {
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(is_error(&e, 404));
 
-    // Every change is in the audit trail, by `scim`.
+    // Every change, and every refused widening, is in the audit trail, by `scim`.
     let actions: Vec<String> =
         f.db.query_audit(T, &AuditFilter::default(), 10_000)
             .await
@@ -543,9 +567,19 @@ async fn provisioning(f: Fixture) {
     ] {
         assert!(actions.iter().any(|x| x == a), "{a} in {actions:?}");
     }
-    // Creates of five users, one replace, two user patches, one delete, one return, one
-    // group create, three group patches (the refused ones changed nothing), one group delete.
-    assert_eq!(actions.len(), 5 + 1 + 2 + 1 + 1 + 1 + 3 + 1, "{actions:?}");
+    // Creates of six users, one replace, two user patches, one delete, one return, one
+    // group create, three group patches (the refused ones changed nothing), one group delete,
+    // and the refused widening of a local account.
+    assert_eq!(
+        actions.iter().filter(|a| *a == "scim.refused").count(),
+        1,
+        "{actions:?}"
+    );
+    assert_eq!(
+        actions.len(),
+        6 + 1 + 2 + 1 + 1 + 1 + 3 + 1 + 1,
+        "{actions:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,7 @@ use crate::ops::{self, Health, HealthCell, OpsState};
 use crate::ports::PortPool;
 use crate::session::{Live, Recorder, SessionSettings};
 use crate::sip::server::{ServerConfig, SipServer};
+use crate::sip::transport::TcpTimeouts;
 use crate::spool::{Recovery, Spool};
 
 /// Plaintext bytes per encrypted chunk: a killed recorder loses at most this much audio
@@ -186,6 +187,10 @@ async fn serve(
         let want = sip_address(&current);
         if !listeners.serves(want) && Instant::now() >= listeners.next_attempt {
             listeners.bind(want, &current, &recorder, &state).await;
+        }
+        if let Some((_, server)) = &listeners.current {
+            // Applied in place: connections opened from now on use the current timeouts.
+            server.set_tcp_timeouts(tcp_timeouts(&current));
         }
         let retry = listeners.next_attempt;
         let waiting = !listeners.serves(want);
@@ -390,6 +395,17 @@ fn read_key(config: &RecorderConfig) -> Result<PublicKey, ServiceError> {
     Ok(key)
 }
 
+/// The SIP TCP timeouts `valid` sets.
+fn tcp_timeouts(valid: &ValidRecorderConfig) -> TcpTimeouts {
+    let t = valid.config.sip.tcp_timeouts;
+    let secs = |s: u32| Duration::from_secs(u64::from(s));
+    TcpTimeouts {
+        message: secs(t.message_seconds),
+        idle: secs(t.idle_seconds),
+        write: secs(t.write_seconds),
+    }
+}
+
 /// First and longest wait between attempts to bind a SIP address that is taken.
 const BIND_RETRY_FIRST: Duration = Duration::from_millis(500);
 const BIND_RETRY_MAX: Duration = Duration::from_secs(5);
@@ -453,6 +469,7 @@ impl Listeners {
                 let config = ServerConfig {
                     bind: addr,
                     advertised_host: advertise(valid).ok().map(|a| a.to_string()),
+                    tcp: tcp_timeouts(valid),
                     ..ServerConfig::default()
                 };
                 match SipServer::start(config, recorder.clone()).await {

@@ -170,3 +170,42 @@ async fn slow_loris_and_silent_connections_are_closed_and_do_not_hold_up_calls()
     );
     assert_eq!(server.live_dialogs(), 0);
 }
+
+/// The timeouts are settings applied in place: a connection opened after a change gets the new
+/// ones, while one opened before keeps those it opened with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_timeouts_apply_to_connections_opened_after_the_change() {
+    let patient = TcpTimeouts {
+        idle: Duration::from_secs(60),
+        ..TIMEOUTS
+    };
+    let config = ServerConfig {
+        bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        tcp: patient,
+        ..ServerConfig::default()
+    };
+    let server = SipServer::start(config, Arc::new(Answering)).await.unwrap();
+    let addr = server.tcp_addr();
+    let mut before = TcpStream::connect(addr).await.unwrap();
+    // The accept loop has taken `before` once it answers a request on it.
+    let mut framer = StreamFramer::new(Limits::default());
+    before
+        .write_all(request("OPTIONS", "probe", "o1", "", 1, "").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(
+        final_response(&mut before, &mut framer).await.status(),
+        Some(200)
+    );
+
+    server.set_tcp_timeouts(TIMEOUTS);
+    let mut after = TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_within(&mut after, TIMEOUTS.idle * 4).await,
+        "a silent connection opened after the change stays open"
+    );
+    assert!(
+        !closed_within(&mut before, Duration::from_millis(100)).await,
+        "the connection opened before the change lost its timeouts"
+    );
+}

@@ -85,12 +85,30 @@ pub struct EdgeArgs {
     /// believed; every other peer is the client itself. Empty: the header is ignored.
     #[arg(long, env = "CALLVAULT_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+    /// Seconds a request's headers may take to arrive; a kept-alive connection idle this long
+    /// is closed (1-300).
+    #[arg(
+        long,
+        env = "CALLVAULT_HTTP_HEADER_TIMEOUT_SECONDS",
+        default_value_t = 10
+    )]
+    pub http_header_timeout_seconds: u64,
+    /// Seconds a request's body may take to arrive after its headers (1-3600).
+    #[arg(
+        long,
+        env = "CALLVAULT_HTTP_BODY_TIMEOUT_SECONDS",
+        default_value_t = 30
+    )]
+    pub http_body_timeout_seconds: u64,
 }
 
 impl EdgeArgs {
-    /// Sets `config.trusted_proxies`; validation is left to [`PortalConfig::validate`].
+    /// Sets the trusted proxies and the HTTP timeouts; validation is left to
+    /// [`PortalConfig::validate`].
     pub fn apply(&self, config: &mut PortalConfig) -> Result<(), ConfigError> {
         config.trusted_proxies = parse_trusted_proxies(&self.trusted_proxies)?;
+        config.header_timeout = Duration::from_secs(self.http_header_timeout_seconds);
+        config.body_timeout = Duration::from_secs(self.http_body_timeout_seconds);
         Ok(())
     }
 }

@@ -191,7 +191,7 @@ pub async fn reset_password(
                     &c.tenant,
                     &token_hash(&token),
                     user.id,
-                    &c.user.username,
+                    &c.actor.username,
                     expires,
                 )
                 .await?;

@@ -461,7 +461,7 @@ pub async fn redeem_reset(
         e.retry_after = Some(r.wait());
         return Err(e);
     }
-    let Some(user_id) = state
+    let Some((user_id, minted_by)) = state
         .db
         .consume_password_reset(&tenant, &token_hash(&req.token), now_micros())
         .await?
@@ -477,16 +477,17 @@ pub async fn redeem_reset(
         .user(&tenant, user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    // A token minted before the account got a key grant no longer opens it.
-    if !super::grants_of(&state, &tenant, &user)
-        .await?
-        .keys
-        .is_empty()
-    {
-        return Err(ApiError::forbidden(
-            "the account holds a key grant: its password is reset offline by a key holder \
-             (`callvault keys reset-password`)",
-        ));
+    if let Some(why) = stale_reset(&state, &tenant, &user, &minted_by).await? {
+        state
+            .db
+            .append_audit(
+                &tenant,
+                &NewAuditEntry::new(&user.username, "password.reset.refused")
+                    .item("user", user.id.to_string())
+                    .details(json!({ "issued_by": minted_by, "reason": why })),
+            )
+            .await?;
+        return Err(ApiError::forbidden(why));
     }
     set_password(&state, &tenant, &user, &req.new_password, false).await?;
     state.db.revoke_user_sessions(&tenant, user.id).await?;
@@ -499,6 +500,47 @@ pub async fn redeem_reset(
         )
         .await?;
     Ok(Json(json!({ "changed": true })))
+}
+
+/// Why a reset token minted by `minted_by` no longer opens `user`'s account (checked when it is
+/// redeemed, since rights change after minting): the account has since got a key grant (such
+/// passwords are reset offline), or a right its issuer does not hold now, or the issuer may no
+/// longer reset passwords.
+async fn stale_reset(
+    state: &AppState,
+    tenant: &str,
+    user: &User,
+    minted_by: &str,
+) -> ApiResult<Option<String>> {
+    let theirs = super::grants_of(state, tenant, user).await?;
+    if !theirs.keys.is_empty() {
+        return Ok(Some(
+            "the account holds a key grant: its password is reset offline by a key holder \
+             (`callvault keys reset-password`)"
+                .to_owned(),
+        ));
+    }
+    let issuer = match state.db.user_by_username(tenant, minted_by).await? {
+        Some(m) if !m.disabled => Some(super::grants_of(state, tenant, &m).await?),
+        _ => None,
+    };
+    let why = match issuer {
+        None => format!("{minted_by:?}, who issued it, can no longer sign in"),
+        Some(g) if !g.has_admin(AdminPermission::ConfigureSystem) => {
+            format!("{minted_by:?}, who issued it, may no longer reset passwords")
+        }
+        Some(g) => match g.covers(&theirs) {
+            Ok(()) => return Ok(None),
+            Err(right) => {
+                format!(
+                    "the account now holds {right}, which {minted_by:?}, who issued it, does not"
+                )
+            }
+        },
+    };
+    Ok(Some(format!(
+        "this reset token no longer opens the account: {why}; ask an admin for a new one"
+    )))
 }
 
 pub async fn my_sessions(State(state): St, c: Caller) -> ApiResult<Json<Vec<LiveSession>>> {

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::{Caller, Need, St};
 use crate::AppState;
-use crate::access::{Action, AdminPermission};
+use crate::access::{Action, AdminPermission, gained_by_assignment, resolve};
 use crate::error::{ApiError, ApiResult, Code};
 use crate::export::{self, Row};
 use crate::media::{Media, RangeRequest, STREAM_PIECE, parse_range};
@@ -593,10 +593,48 @@ pub async fn assign(
         .user(&c.tenant, req.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("user {}", req.user_id)))?;
+    // No escalation: the calls must not give the user, or those scoped to their groups, an
+    // action the admin does not hold on them (audio actions with the key grant).
+    let user_groups = state.db.user_groups(&c.tenant, user.id).await?;
+    let names: Vec<&str> = user_groups.iter().map(|g| g.name.as_str()).collect();
+    let profiles = state.access.profiles(&c.tenant);
+    let theirs = resolve(
+        &user,
+        &user_groups,
+        &state.db.list_groups(&c.tenant).await?,
+        &profiles,
+    );
+    let gained = gained_by_assignment(&theirs, &names, &profiles);
+    let candidates = state
+        .db
+        .assignable_calls(&c.tenant, id, number, req.apply_to_similar)
+        .await?;
+    for rid in &candidates {
+        let Some(call) = state.db.recording(&c.tenant, *rid).await? else {
+            continue;
+        };
+        let groups = state.db.recording_group_ids(&c.tenant, *rid).await?;
+        if let Some(a) = gained
+            .iter()
+            .find(|a| c.grants.check(**a, &call, &groups).is_err())
+        {
+            let key = if a.needs_key() {
+                " (with its key grant)"
+            } else {
+                ""
+            };
+            return Err(ApiError::forbidden(format!(
+                "assigning recording {rid} to {:?} would give them, or those whose scope names \
+                 their groups, {} on it{key}, which you do not hold yourself",
+                user.username,
+                serde_json::to_string(a).unwrap_or_default()
+            )));
+        }
+    }
     state.db.add_extension(&c.tenant, number, user.id).await?;
     let assigned = state
         .db
-        .assign_calls(&c.tenant, id, number, user.id, req.apply_to_similar)
+        .assign_calls(&c.tenant, &candidates, user.id)
         .await?;
     c.audit(
         &state,

@@ -151,6 +151,7 @@ pub struct SipServer<H> {
     shared: Arc<Shared<H>>,
     listeners: Listeners,
     dispatcher: JoinHandle<()>,
+    tcp_timeouts: watch::Sender<TcpTimeouts>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -162,7 +163,8 @@ impl<H: SessionHandler> SipServer<H> {
     pub async fn start(config: ServerConfig, handler: Arc<H>) -> Result<Self, TransportError> {
         let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(1024);
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
-        let listeners = Listeners::bind(config.bind, config.limits, config.tcp, in_tx).await?;
+        let (tcp_timeouts, timeouts_rx) = watch::channel(config.tcp);
+        let listeners = Listeners::bind(config.bind, config.limits, timeouts_rx, in_tx).await?;
         let shared = Arc::new(Shared {
             handler,
             txns: Transactions::new(config.timers, ev_tx),
@@ -196,7 +198,13 @@ impl<H: SessionHandler> SipServer<H> {
             shared,
             listeners,
             dispatcher,
+            tcp_timeouts,
         })
+    }
+
+    /// New TCP timeouts (a configuration change): connections opened from now on use them.
+    pub fn set_tcp_timeouts(&self, timeouts: TcpTimeouts) {
+        self.tcp_timeouts.send_replace(timeouts);
     }
 
     pub fn udp_addr(&self) -> SocketAddr {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::header::{Headers, Param, Via, split_list};
@@ -172,10 +172,11 @@ pub struct Listeners {
 impl Listeners {
     /// Binds UDP and TCP on `addr` (port 0: a free port, the same one for both) and forwards
     /// requests to `tx`.
+    /// TCP connections take their timeouts from `timeouts` as it is when they open.
     pub async fn bind(
         addr: SocketAddr,
         limits: Limits,
-        timeouts: TcpTimeouts,
+        timeouts: watch::Receiver<TcpTimeouts>,
         tx: mpsc::Sender<Inbound>,
     ) -> Result<Self, TransportError> {
         let (udp, udp_addr, tcp) = bind_pair(addr).await?;
@@ -305,13 +306,14 @@ async fn tcp_accept_loop(
     listener: TcpListener,
     local: SocketAddr,
     limits: Limits,
-    timeouts: TcpTimeouts,
+    timeouts: watch::Receiver<TcpTimeouts>,
     tx: mpsc::Sender<Inbound>,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let conn = tcp_connection(stream, peer, local, limits, timeouts, tx.clone());
+                let now = *timeouts.borrow();
+                let conn = tcp_connection(stream, peer, local, limits, now, tx.clone());
                 tokio::spawn(conn);
             }
             Err(e) => tracing::warn!(error = %e, "TCP accept failed"),

@@ -165,19 +165,20 @@ impl Db {
         Ok(())
     }
 
-    /// Consumes a reset token: returns its user if the token exists, is unused and unexpired
-    /// at `now`, and marks it used so it never works twice.
+    /// Consumes a reset token: returns its user and the username of who minted it if the
+    /// token exists, is unused and unexpired at `now`, and marks it used so it never works
+    /// twice.
     pub async fn consume_password_reset(
         &self,
         tenant: &str,
         token_hash: &str,
         now: i64,
-    ) -> Result<Option<Uuid>> {
+    ) -> Result<Option<(Uuid, String)>> {
         self.row(
             "UPDATE password_resets SET used_at = $3 WHERE tenant = $1 AND token_hash = $2 \
-             AND used_at IS NULL AND expires_at > $3 RETURNING user_id",
+             AND used_at IS NULL AND expires_at > $3 RETURNING user_id, created_by",
             &args![tenant, token_hash, now],
-            |r| r.uuid("user_id"),
+            |r| Ok((r.uuid("user_id")?, r.text("created_by")?)),
         )
         .await
     }
@@ -210,22 +211,19 @@ impl Db {
         .await
     }
 
-    /// Assigns unassigned calls to `user_id`: the call `recording`, and with `similar` every
-    /// other unassigned call whose calling or called number is `number`. Each assigned call
-    /// gets the user's current groups (so group scopes see it). Calls already assigned to
-    /// someone are never touched. Returns the ids assigned.
-    pub async fn assign_calls(
+    /// The unassigned calls an assignment would take: the call `recording` (if still
+    /// unassigned), and with `similar` every other unassigned call whose calling or called
+    /// number is `number`.
+    pub async fn assignable_calls(
         &self,
         tenant: &str,
         recording: Uuid,
         number: &str,
-        user_id: Uuid,
         similar: bool,
     ) -> Result<Vec<Uuid>> {
         if number.trim().is_empty() {
             return Err(invalid("number", "must not be empty"));
         }
-        // Candidates first, then each update re-checks that the call is still unassigned.
         let mut candidates = Vec::new();
         candidates.extend(
             self.row(
@@ -246,10 +244,22 @@ impl Db {
                 .await?,
             );
         }
+        Ok(candidates)
+    }
+
+    /// Assigns the unassigned calls `candidates` (from [`Db::assignable_calls`]) to `user_id`.
+    /// Each assigned call gets the user's current groups (so group scopes see it). A call
+    /// assigned to someone meanwhile is never touched. Returns the ids assigned.
+    pub async fn assign_calls(
+        &self,
+        tenant: &str,
+        candidates: &[Uuid],
+        user_id: Uuid,
+    ) -> Result<Vec<Uuid>> {
         let mut tx = self.begin().await?;
         let now = now_micros();
         let mut ids = Vec::new();
-        for id in candidates {
+        for &id in candidates {
             let n = tx
                 .exec(
                     "UPDATE recordings SET owner_user_id = $3, updated_at = $4 WHERE tenant = $1 \
