@@ -1372,3 +1372,120 @@ async fn sigterm_drains_live_calls_and_commits_them_all() {
         assert_eq!(row.status, RecordingStatus::Available);
     }
 }
+
+/// A TLS transport added without a usable certificate does not listen and says so at once
+/// (`/readyz` 503 naming the missing file, a bind failure in the metrics) while the recorder
+/// goes on recording over UDP; when the certificate is written, TLS listens without a restart
+/// and an independent TLS client (OpenSSL) gets its OPTIONS answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tls_transport_without_its_certificate_is_refused_visibly_until_the_certificate_comes() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.start().await;
+    let tls_dir = rig.dir.path().join("sip-tls");
+    std::fs::create_dir(&tls_dir).unwrap();
+    let tls = SocketAddr::from((Ipv4Addr::LOCALHOST, free_tcp_port()));
+    rig.edit(|c| {
+        c["sip"]["transports"] = serde_json::json!(["UDP", "TLS"]);
+        c["sip"]["tlsPort"] = tls.port().into();
+        c["sip"]["tlsDir"] = serde_json::json!(tls_dir);
+    });
+    let http = rig.http;
+    let reason = poll(
+        "/readyz to refuse",
+        Duration::from_secs(30),
+        || async move {
+            get(http, "/readyz")
+                .await
+                .filter(|(s, _)| *s == 503)
+                .map(|(_, body)| body)
+        },
+    )
+    .await;
+    assert!(reason.contains("tls.crt"), "{reason}");
+    let (_, metrics) = get(rig.http, "/metrics").await.unwrap();
+    assert!(
+        !metrics.contains("callvault_recorder_sip_bind_failures_total 0"),
+        "{metrics}"
+    );
+    // The previous listener still takes calls meanwhile.
+    let out = sipp(
+        &rig,
+        "record_no_rtp.xml",
+        &[("PAUSE_MS", "500".into())],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        .arg("-keyout")
+        .arg(tls_dir.join("tls.key"))
+        .arg("-out")
+        .arg(tls_dir.join("tls.crt"))
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    poll("the TLS listener", Duration::from_secs(30), || async move {
+        (get(http, "/readyz").await.map(|(s, _)| s) == Some(200)).then_some(())
+    })
+    .await;
+
+    let options = "OPTIONS sip:rec@localhost SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.1:5999;branch=z9hG4bKtls1\r\n\
+                   From: <sip:src@127.0.0.1>;tag=src\r\nTo: <sip:rec@localhost>\r\nCall-ID: tls-probe\r\n\
+                   CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let mut client = tokio::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &tls.to_string()])
+        .arg("-CAfile")
+        .arg(tls_dir.join("tls.crt"))
+        .args([
+            "-verify_hostname",
+            "localhost",
+            "-verify_return_error",
+            "-ign_eof",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(options.as_bytes())
+        .await
+        .unwrap();
+    let mut stdout = client.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+            let n = tokio::io::AsyncReadExt::read(&mut stdout, &mut buf)
+                .await
+                .unwrap();
+            assert!(
+                n > 0,
+                "connection closed: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&seen);
+    assert!(
+        answered.is_ok() && text.starts_with("SIP/2.0 200"),
+        "{text}"
+    );
+}

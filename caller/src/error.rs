@@ -54,6 +54,8 @@ pub enum SetupError {
         remote: SocketAddr,
         source: std::io::Error,
     },
+    #[error("the call client places calls over UDP and TCP; TLS is not supported yet")]
+    TlsUnsupported,
 }
 
 /// Why one call failed. The text is the reason the summary groups calls by, so it carries no

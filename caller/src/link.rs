@@ -151,6 +151,7 @@ impl SipLink {
                     tasks: vec![reader, writer],
                 })
             }
+            Transport::Tls => Err(SetupError::TlsUnsupported),
         }
     }
 

@@ -51,6 +51,7 @@ impl Sipp {
         let mode = match transport {
             Transport::Udp => "u1",
             Transport::Tcp => "t1",
+            Transport::Tls => panic!("Debian's sipp is built without TLS"),
         };
         let mut cmd = tokio::process::Command::new("sipp");
         cmd.args(["-sf", scenario(scenario_file).to_str().unwrap()])
@@ -95,7 +96,9 @@ impl Sipp {
         loop {
             let taken = match transport {
                 Transport::Udp => UdpSocket::bind((Ipv4Addr::LOCALHOST, self.port)).is_err(),
-                Transport::Tcp => TcpListener::bind((Ipv4Addr::LOCALHOST, self.port)).is_err(),
+                Transport::Tcp | Transport::Tls => {
+                    TcpListener::bind((Ipv4Addr::LOCALHOST, self.port)).is_err()
+                }
             };
             if taken {
                 return;

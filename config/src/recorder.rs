@@ -111,14 +111,20 @@ fn default_drain_grace() -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SipConfig {
-    /// Port for UDP and TCP (TLS listens on the same number).
+    /// Port for UDP and TCP.
     #[serde(default = "default_sip_port")]
     pub port: u16,
+    /// Port for TLS.
+    #[serde(default = "default_tls_port")]
+    pub tls_port: u16,
+    /// Mutual TLS: clients must present a certificate signed by `ca.crt` in `tls_dir`.
+    #[serde(default)]
+    pub tls_verify_client: bool,
     /// Transports to listen on.
     #[serde(default = "default_transports")]
     pub transports: Vec<SipTransport>,
-    /// Directory with `tls.crt` and `tls.key` (a mounted kubernetes.io/tls Secret); required
-    /// with TLS.
+    /// Directory with `tls.crt` and `tls.key` (a mounted kubernetes.io/tls Secret, with
+    /// `ca.crt` for `tls_verify_client`); required with TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_dir: Option<PathBuf>,
     /// How long a SIP connection over TCP (or TLS) may take over one message, stay silent,
@@ -131,6 +137,8 @@ impl Default for SipConfig {
     fn default() -> Self {
         Self {
             port: default_sip_port(),
+            tls_port: default_tls_port(),
+            tls_verify_client: false,
             transports: default_transports(),
             tls_dir: None,
             tcp_timeouts: SipTcpTimeouts::default(),
@@ -184,6 +192,9 @@ fn default_write_seconds() -> u32 {
 
 fn default_sip_port() -> u16 {
     5060
+}
+fn default_tls_port() -> u16 {
+    5061
 }
 fn default_transports() -> Vec<SipTransport> {
     vec![SipTransport::Udp, SipTransport::Tcp]
@@ -387,8 +398,9 @@ impl RecorderConfig {
             "sip.transports",
             "name at least one of UDP, TCP, TLS",
         );
+        let tls = sip.transports.contains(&SipTransport::Tls);
         p.check(
-            !sip.transports.contains(&SipTransport::Tls) || sip.tls_dir.is_some(),
+            !tls || sip.tls_dir.is_some(),
             "sip.tlsDir",
             "required when transports include TLS",
         );
@@ -406,6 +418,21 @@ impl RecorderConfig {
                 format!("{value} is not within 1..={max} seconds"),
             );
         }
+        p.check(
+            !tls || sip.tls_port != 0,
+            "sip.tlsPort",
+            "must be 1 to 65535",
+        );
+        p.check(
+            !(tls && sip.transports.contains(&SipTransport::Tcp)) || sip.tls_port != sip.port,
+            "sip.tlsPort",
+            "must differ from sip.port when both TCP and TLS listen",
+        );
+        p.check(
+            !sip.tls_verify_client || tls,
+            "sip.tlsVerifyClient",
+            "needs TLS in transports",
+        );
 
         let bind = self.media_address.bind.parse::<IpAddr>().ok();
         p.check(

@@ -472,18 +472,38 @@ fn default_sessions() -> i32 {
     "message": "spec.recorder.sip.tlsSecretRef is required when transports include TLS",
     "fieldPath": ".tlsSecretRef",
     "reason": "FieldValueRequired"
+}, {
+    "rule": "!('TLS' in self.transports && 'TCP' in self.transports) || self.tlsPort != self.port",
+    "message": "spec.recorder.sip.tlsPort must differ from spec.recorder.sip.port when both TCP and TLS listen (both are TCP ports)",
+    "fieldPath": ".tlsPort",
+    "reason": "FieldValueInvalid"
+}, {
+    "rule": "!self.tlsVerifyClient || 'TLS' in self.transports",
+    "message": "spec.recorder.sip.tlsVerifyClient needs TLS in transports",
+    "fieldPath": ".tlsVerifyClient",
+    "reason": "FieldValueInvalid"
 }]))]
 pub struct SipListener {
-    /// SIP port (UDP/TCP; TLS listens on the same port number).
+    /// SIP port for UDP and TCP.
     #[serde(default = "default_sip_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: i32,
+    /// SIP port for TLS (RFC 3261: 5061).
+    #[serde(default = "default_tls_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub tls_port: i32,
+    /// Mutual TLS: a call source must present a certificate signed by the `ca.crt` of the TLS
+    /// Secret, or its connection is refused.
+    #[serde(default)]
+    pub tls_verify_client: bool,
     /// Transports to listen on.
     #[serde(default = "default_transports")]
     #[schemars(length(min = 1, max = 3))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub transports: Vec<SipTransport>,
-    /// Secret of type kubernetes.io/tls with the certificate for SIP over TLS.
+    /// Secret of type kubernetes.io/tls with the certificate for SIP over TLS (`tls.crt`,
+    /// `tls.key`; `ca.crt` for `tlsVerifyClient`). A renewed certificate is served without a
+    /// restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_secret_ref: Option<crate::common::SecretRef>,
 }
@@ -492,6 +512,8 @@ impl Default for SipListener {
     fn default() -> Self {
         Self {
             port: default_sip_port(),
+            tls_port: default_tls_port(),
+            tls_verify_client: false,
             transports: default_transports(),
             tls_secret_ref: None,
         }
@@ -500,6 +522,9 @@ impl Default for SipListener {
 
 fn default_sip_port() -> i32 {
     5060
+}
+fn default_tls_port() -> i32 {
+    5061
 }
 fn default_transports() -> Vec<SipTransport> {
     vec![SipTransport::Udp, SipTransport::Tcp]

@@ -357,10 +357,38 @@ fn every_cel_rule_rejects_what_it_should_and_accepts_the_rest() {
         "spec.recorder.sip.tlsSecretRef",
         "required when transports include TLS",
     );
-    accepted(&with(
+    let tls = with(
         with(rp(), "/spec/recorder/sip/transports", json!(["TLS"])),
         "/spec/recorder/sip/tlsSecretRef",
         json!({"name": "sip-tls"}),
+    );
+    accepted(&tls);
+    // TLS and TCP are both TCP ports: one number cannot serve both.
+    let both = with(
+        tls.clone(),
+        "/spec/recorder/sip/transports",
+        json!(["UDP", "TCP", "TLS"]),
+    );
+    accepted(&both);
+    reject(
+        with(both.clone(), "/spec/recorder/sip/tlsPort", json!(5060)),
+        "spec.recorder.sip.tlsPort",
+        "must differ from spec.recorder.sip.port",
+    );
+    accepted(&with(
+        tls.clone(),
+        "/spec/recorder/sip/tlsPort",
+        json!(5060),
+    ));
+    reject(
+        with(rp(), "/spec/recorder/sip/tlsVerifyClient", json!(true)),
+        "spec.recorder.sip.tlsVerifyClient",
+        "needs TLS in transports",
+    );
+    accepted(&with(
+        tls,
+        "/spec/recorder/sip/tlsVerifyClient",
+        json!(true),
     ));
 
     // AccessProfile.

@@ -96,6 +96,8 @@ pub fn render_recorder_config(
         profile: name,
         sip: SipConfig {
             port: fit("recorder.sip.port", pool.sip.port)?,
+            tls_port: fit("recorder.sip.tlsPort", pool.sip.tls_port)?,
+            tls_verify_client: pool.sip.tls_verify_client,
             transports: pool.sip.transports.iter().map(|t| transport(*t)).collect(),
             tls_dir: pool
                 .sip

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use callvault_config::{RecorderConfig, ValidRecorderConfig};
+use callvault_config::{RecorderConfig, SipTransport, ValidRecorderConfig};
 use callvault_store::keys::PublicKey;
 use callvault_store::objstore::{self, Credentials};
 use tokio::sync::watch;
@@ -26,7 +26,8 @@ use crate::ops::{self, Health, HealthCell, OpsState};
 use crate::ports::PortPool;
 use crate::session::{Live, Recorder, SessionSettings};
 use crate::sip::server::{ServerConfig, SipServer};
-use crate::sip::transport::TcpTimeouts;
+use crate::sip::tls::{TlsFiles, TlsIdentity};
+use crate::sip::transport::{ListenOn, TcpTimeouts, TransportError};
 use crate::spool::{Recovery, Spool};
 
 /// Plaintext bytes per encrypted chunk: a killed recorder loses at most this much audio
@@ -185,15 +186,15 @@ async fn serve(
     tokio::pin!(shutdown);
     loop {
         let want = sip_address(&current);
-        if !listeners.serves(want) && Instant::now() >= listeners.next_attempt {
-            listeners.bind(want, &current, &recorder, &state).await;
+        if !listeners.serves(&want) && Instant::now() >= listeners.next_attempt {
+            listeners.bind(&want, &current, &recorder, &state).await;
         }
         if let Some((_, server)) = &listeners.current {
             // Applied in place: connections opened from now on use the current timeouts.
             server.set_tcp_timeouts(tcp_timeouts(&current));
         }
         let retry = listeners.next_attempt;
-        let waiting = !listeners.serves(want);
+        let waiting = !listeners.serves(&want);
         tokio::select! {
             () = &mut shutdown => break,
             changed = configs.changed(), if updates_open => {
@@ -282,8 +283,68 @@ pub fn apply(
 }
 
 /// The SIP address a configuration listens on.
-fn sip_address(valid: &ValidRecorderConfig) -> SocketAddr {
-    SocketAddr::new(valid.bind, valid.config.sip.port)
+/// Where and how a configuration listens for SIP: a change of any of it needs new sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Listen {
+    addr: SocketAddr,
+    udp: bool,
+    tcp: bool,
+    tls: Option<(u16, TlsFiles)>,
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut transports: Vec<&str> = Vec::new();
+        if self.udp {
+            transports.push("UDP");
+        }
+        if self.tcp {
+            transports.push("TCP");
+        }
+        write!(f, "{} ({})", self.addr, transports.join(", "))?;
+        if let Some((port, _)) = &self.tls {
+            write!(f, ", TLS port {port}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The listeners `at` names, with the TLS identity loaded from its files.
+fn listen_on(at: &Listen) -> Result<ListenOn, TransportError> {
+    let tls = match &at.tls {
+        Some((port, files)) => Some((*port, Arc::new(TlsIdentity::new(files.clone())?))),
+        None => None,
+    };
+    Ok(ListenOn {
+        addr: at.addr,
+        udp: at.udp,
+        tcp: at.tcp,
+        tls,
+    })
+}
+
+fn sip_address(valid: &ValidRecorderConfig) -> Listen {
+    let sip = &valid.config.sip;
+    let has = |t| sip.transports.contains(&t);
+    Listen {
+        addr: SocketAddr::new(valid.bind, sip.port),
+        udp: has(SipTransport::Udp),
+        tcp: has(SipTransport::Tcp),
+        // Validation makes sure a TLS transport has its directory.
+        tls: sip
+            .tls_dir
+            .clone()
+            .filter(|_| has(SipTransport::Tls))
+            .map(|dir| {
+                (
+                    sip.tls_port,
+                    TlsFiles {
+                        dir,
+                        verify_clients: sip.tls_verify_client,
+                    },
+                )
+            }),
+    }
 }
 
 /// Whether two configurations commit the same way: same spool, storage and database.
@@ -419,8 +480,8 @@ type Server = Arc<SipServer<Recorder>>;
 
 /// The SIP listener of the current configuration and those it replaced.
 struct Listeners {
-    current: Option<(SocketAddr, Server)>,
-    retired: Vec<(SocketAddr, Server)>,
+    current: Option<(Listen, Server)>,
+    retired: Vec<(Listen, Server)>,
     failures: u32,
     next_attempt: Instant,
 }
@@ -443,8 +504,8 @@ impl Listeners {
         self.next_attempt = Instant::now();
     }
 
-    fn serves(&self, addr: SocketAddr) -> bool {
-        self.current.as_ref().is_some_and(|(a, _)| *a == addr)
+    fn serves(&self, at: &Listen) -> bool {
+        self.current.as_ref().is_some_and(|(a, _)| a == at)
     }
 
     /// Makes `addr` the current listener: a replaced listener still open there is taken back,
@@ -453,51 +514,63 @@ impl Listeners {
     /// planned.
     async fn bind(
         &mut self,
-        addr: SocketAddr,
+        at: &Listen,
         valid: &ValidRecorderConfig,
         recorder: &Arc<Recorder>,
         state: &OpsState,
     ) {
-        let server = match self.retired.iter().position(|(a, _)| *a == addr) {
+        let addr = at.to_string();
+        // A TLS transport without a usable certificate is a failure to listen, shown and
+        // retried as any other.
+        let on = match listen_on(at) {
+            Ok(on) => on,
+            Err(e) => return self.failed(&addr, &e, recorder, state),
+        };
+        // The same SIP address: its listener changes transports in place, so the sockets live
+        // calls use stay (a new one could not bind their port anyway).
+        if let Some((current, server)) = self.current.as_mut()
+            && current.addr == at.addr
+        {
+            if let Err(e) = server.reconcile(on).await {
+                return self.failed(&addr, &e, recorder, state);
+            }
+            tracing::info!(%addr, "SIP transports changed in place");
+            *current = at.clone();
+            self.failures = 0;
+            state.set_health(Health::Ready);
+            return;
+        }
+        let server = match self.retired.iter().position(|(a, _)| a.addr == at.addr) {
             Some(i) => {
                 let (_, server) = self.retired.remove(i);
+                if let Err(e) = server.reconcile(on).await {
+                    self.retired.push((at.clone(), server));
+                    return self.failed(&addr, &e, recorder, state);
+                }
                 server.resume();
                 tracing::info!(%addr, "previous SIP listener taken back into service");
                 server
             }
             None => {
                 let config = ServerConfig {
-                    bind: addr,
+                    bind: at.addr,
+                    listen_udp: on.udp,
+                    listen_tcp: on.tcp,
+                    listen_tls: on.tls,
                     advertised_host: advertise(valid).ok().map(|a| a.to_string()),
                     tcp: tcp_timeouts(valid),
                     ..ServerConfig::default()
                 };
                 match SipServer::start(config, recorder.clone()).await {
                     Ok(server) => Arc::new(server),
-                    Err(e) => {
-                        self.failures += 1;
-                        metrics::inc(&recorder.metrics().sip_bind_failures);
-                        let wait = BIND_RETRY_FIRST
-                            .saturating_mul(1 << self.failures.min(8))
-                            .min(BIND_RETRY_MAX);
-                        self.next_attempt = Instant::now() + wait;
-                        tracing::error!(%addr, error = %e, attempts = self.failures,
-                            retry_in = ?wait,
-                            "cannot listen for SIP: calls to this address are not answered");
-                        state.set_health(Health::NotListening {
-                            address: addr.to_string(),
-                            error: e.to_string(),
-                            attempts: self.failures,
-                        });
-                        return;
-                    }
+                    Err(e) => return self.failed(&addr, &e, recorder, state),
                 }
             }
         };
-        tracing::info!(sip_udp = %server.udp_addr(), sip_tcp = %server.tcp_addr(),
-            profile = %valid.config.profile, "recorder listening");
+        tracing::info!(sip_udp = ?server.udp_addr(), sip_tcp = ?server.tcp_addr(),
+            sip_tls = ?server.tls_addr(), profile = %valid.config.profile, "recorder listening");
         self.failures = 0;
-        if let Some((old_addr, old)) = self.current.replace((addr, server)) {
+        if let Some((old_addr, old)) = self.current.replace((at.clone(), server)) {
             tracing::info!(%old_addr, live = old.live_dialogs(),
                 "previous SIP listener answers new calls 503 and serves its live ones to the end");
             // Sets the listener draining; its calls are waited for at the final drain.
@@ -513,6 +586,24 @@ impl Listeners {
             tracing::info!(%closed, "previous SIP listener closed");
         }
         state.set_health(Health::Ready);
+    }
+
+    /// Listening at `addr` failed: readiness drops, the metric counts it and a retry is
+    /// planned with back-off.
+    fn failed(&mut self, addr: &str, e: &TransportError, recorder: &Recorder, state: &OpsState) {
+        self.failures += 1;
+        metrics::inc(&recorder.metrics().sip_bind_failures);
+        let wait = BIND_RETRY_FIRST
+            .saturating_mul(1 << self.failures.min(8))
+            .min(BIND_RETRY_MAX);
+        self.next_attempt = Instant::now() + wait;
+        tracing::error!(%addr, error = %e, attempts = self.failures, retry_in = ?wait,
+            "cannot listen for SIP: calls to this address are not answered");
+        state.set_health(Health::NotListening {
+            address: addr.to_owned(),
+            error: e.to_string(),
+            attempts: self.failures,
+        });
     }
 
     fn all(&self) -> impl Iterator<Item = &Server> {

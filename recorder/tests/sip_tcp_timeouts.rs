@@ -97,7 +97,7 @@ async fn slow_loris_and_silent_connections_are_closed_and_do_not_hold_up_calls()
         ..ServerConfig::default()
     };
     let server = SipServer::start(config, Arc::new(Answering)).await.unwrap();
-    let addr = server.tcp_addr();
+    let addr = server.tcp_addr().expect("TCP listens");
 
     // Twenty clients each trickle an INVITE a byte every 50 ms (it would take 20 s); one more
     // connects and says nothing.
@@ -185,7 +185,7 @@ async fn changed_timeouts_apply_to_connections_opened_after_the_change() {
         ..ServerConfig::default()
     };
     let server = SipServer::start(config, Arc::new(Answering)).await.unwrap();
-    let addr = server.tcp_addr();
+    let addr = server.tcp_addr().expect("TCP listens");
     let mut before = TcpStream::connect(addr).await.unwrap();
     // The accept loop has taken `before` once it answers a request on it.
     let mut framer = StreamFramer::new(Limits::default());

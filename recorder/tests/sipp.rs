@@ -141,6 +141,8 @@ async fn run_sipp(scenario: &str, target: SocketAddr, transport: Transport) {
     let mode = match transport {
         Transport::Udp => "u1",
         Transport::Tcp => "t1",
+        // Debian's sipp is built without TLS: TLS calls are placed in tests/sip_tls.rs.
+        Transport::Tls => panic!("sipp cannot place TLS calls here"),
     };
     let child = tokio::process::Command::new("sipp")
         .arg(target.to_string())
@@ -175,7 +177,12 @@ async fn run_sipp(scenario: &str, target: SocketAddr, transport: Transport) {
 
 async fn siprec_call(transport: Transport) {
     let (server, handler) = start().await;
-    run_sipp("siprec_invite.xml", server.udp_addr(), transport).await;
+    run_sipp(
+        "siprec_invite.xml",
+        server.udp_addr().expect("UDP listens"),
+        transport,
+    )
+    .await;
     handler
         .wait_until("the BYE to end the session", |h| {
             !h.ended.lock().unwrap().is_empty()
@@ -213,15 +220,30 @@ async fn siprec_call_over_tcp_is_answered_with_its_metadata_and_ended_by_bye() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn options_ping_is_answered_over_udp_and_tcp() {
     let (server, _handler) = start().await;
-    run_sipp("options_ping.xml", server.udp_addr(), Transport::Udp).await;
-    run_sipp("options_ping.xml", server.tcp_addr(), Transport::Tcp).await;
+    run_sipp(
+        "options_ping.xml",
+        server.udp_addr().expect("UDP listens"),
+        Transport::Udp,
+    )
+    .await;
+    run_sipp(
+        "options_ping.xml",
+        server.tcp_addr().expect("TCP listens"),
+        Transport::Tcp,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_before_answer_gets_200_and_487_and_leaves_no_session() {
     for transport in [Transport::Udp, Transport::Tcp] {
         let (server, handler) = start().await;
-        run_sipp("cancel_before_answer.xml", server.udp_addr(), transport).await;
+        run_sipp(
+            "cancel_before_answer.xml",
+            server.udp_addr().expect("UDP listens"),
+            transport,
+        )
+        .await;
         assert_eq!(server.live_dialogs(), 0);
         assert!(handler.offers.lock().unwrap().is_empty());
     }

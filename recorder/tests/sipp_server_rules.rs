@@ -96,7 +96,7 @@ const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\
 #[tokio::test]
 async fn garbage_and_malformed_requests_do_not_stop_the_server() {
     let server = start().await;
-    let c = Client::new(server.udp_addr()).await;
+    let c = Client::new(server.udp_addr().expect("UDP listens")).await;
     c.send("\u{0}\u{1}not sip at all").await;
     // CSeq method differs from the request method: answerable, so 400.
     c.send(
@@ -112,7 +112,7 @@ async fn garbage_and_malformed_requests_do_not_stop_the_server() {
 #[tokio::test]
 async fn out_of_dialog_and_unknown_requests_get_the_rfc_answers() {
     let server = start().await;
-    let c = Client::new(server.udp_addr()).await;
+    let c = Client::new(server.udp_addr().expect("UDP listens")).await;
     c.send(&c.request("BYE", "b", "nosuch", 2, "")).await;
     assert_eq!(c.final_response().await.status(), Some(481));
     c.send(&c.request("FROBNICATE", "f", "", 1, "")).await;
@@ -126,7 +126,7 @@ async fn out_of_dialog_and_unknown_requests_get_the_rfc_answers() {
 #[tokio::test]
 async fn draining_refuses_new_calls_with_retry_after_and_waits_for_the_live_one() {
     let server = Arc::new(start().await);
-    let c = Client::new(server.udp_addr()).await;
+    let c = Client::new(server.udp_addr().expect("UDP listens")).await;
     c.send(&c.request("INVITE", "i1", "", 1, SDP)).await;
     let ok = c.final_response().await;
     assert_eq!(ok.status(), Some(200));

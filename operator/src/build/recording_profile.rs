@@ -220,9 +220,9 @@ fn stateful_set(
 
     let mut ports = sip_ports(config)
         .into_iter()
-        .map(|(name, protocol)| ContainerPort {
+        .map(|(name, protocol, number)| ContainerPort {
             name: Some(name.to_owned()),
-            container_port: i32::from(config.sip.port),
+            container_port: number,
             protocol: Some(protocol.to_owned()),
             ..ContainerPort::default()
         })
@@ -321,15 +321,19 @@ fn stateful_set(
     }
 }
 
-fn sip_ports(config: &RecorderConfig) -> Vec<(&'static str, &'static str)> {
+/// The SIP ports the recorder listens on: name, protocol and number.
+fn sip_ports(config: &RecorderConfig) -> Vec<(&'static str, &'static str, i32)> {
     let t = &config.sip.transports;
+    let plain = i32::from(config.sip.port);
     let mut ports = Vec::new();
     if t.contains(&SipTransport::Udp) {
-        ports.push(("sip-udp", "UDP"));
+        ports.push(("sip-udp", "UDP", plain));
     }
-    // TLS listens on the same number over TCP.
-    if t.contains(&SipTransport::Tcp) || t.contains(&SipTransport::Tls) {
-        ports.push(("sip-tcp", "TCP"));
+    if t.contains(&SipTransport::Tcp) {
+        ports.push(("sip-tcp", "TCP", plain));
+    }
+    if t.contains(&SipTransport::Tls) {
+        ports.push(("sip-tls", "TCP", i32::from(config.sip.tls_port)));
     }
     ports
 }
@@ -337,9 +341,9 @@ fn sip_ports(config: &RecorderConfig) -> Vec<(&'static str, &'static str)> {
 fn service(ctx: &Ctx, name: &str, config: &RecorderConfig, headless: bool) -> Service {
     let ports = sip_ports(config)
         .into_iter()
-        .map(|(port_name, protocol)| ServicePort {
+        .map(|(port_name, protocol, number)| ServicePort {
             name: Some(port_name.to_owned()),
-            port: i32::from(config.sip.port),
+            port: number,
             protocol: Some(protocol.to_owned()),
             target_port: Some(IntOrString::String(port_name.to_owned())),
             ..ServicePort::default()

@@ -13,8 +13,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::tls::TlsIdentity;
 use super::transaction::{Received, ServerTxn, Timers, Transactions, TxnEvent, new_tag};
-use super::transport::{Inbound, Listeners, ReplyPath, TcpTimeouts, Transport, TransportError};
+use super::transport::{
+    Inbound, ListenOn, Listeners, ReplyPath, TcpTimeouts, Transport, TransportError,
+};
 use super::{DialogId, Limits, Method, SipMessage};
 use crate::multipart::siprec_body;
 
@@ -29,6 +32,11 @@ const SUPPORTED: &[&str] = &["siprec"];
 pub struct ServerConfig {
     /// UDP and TCP listen address; port 0 picks a free port.
     pub bind: SocketAddr,
+    /// Which of UDP and TCP listen on `bind`.
+    pub listen_udp: bool,
+    pub listen_tcp: bool,
+    /// TLS port (on `bind`'s address; 0 picks a free one) and its identity.
+    pub listen_tls: Option<(u16, Arc<TlsIdentity>)>,
     /// Host written in Contact (the pod IP when `bind` is a wildcard).
     pub advertised_host: Option<String>,
     pub timers: Timers,
@@ -42,6 +50,9 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([0, 0, 0, 0], 5060)),
+            listen_udp: true,
+            listen_tcp: true,
+            listen_tls: None,
             advertised_host: None,
             timers: Timers::default(),
             limits: Limits::default(),
@@ -149,7 +160,8 @@ pub struct DrainReport {
 #[derive(Debug)]
 pub struct SipServer<H> {
     shared: Arc<Shared<H>>,
-    listeners: Listeners,
+    /// Changed only by [`SipServer::reconcile`]; the lock is never held across an await.
+    listeners: Mutex<Option<Listeners>>,
     dispatcher: JoinHandle<()>,
     tcp_timeouts: watch::Sender<TcpTimeouts>,
 }
@@ -164,7 +176,13 @@ impl<H: SessionHandler> SipServer<H> {
         let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(1024);
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         let (tcp_timeouts, timeouts_rx) = watch::channel(config.tcp);
-        let listeners = Listeners::bind(config.bind, config.limits, timeouts_rx, in_tx).await?;
+        let on = ListenOn {
+            addr: config.bind,
+            udp: config.listen_udp,
+            tcp: config.listen_tcp,
+            tls: config.listen_tls.clone(),
+        };
+        let listeners = Listeners::bind(on, config.limits, timeouts_rx, in_tx).await?;
         let shared = Arc::new(Shared {
             handler,
             txns: Transactions::new(config.timers, ev_tx),
@@ -196,7 +214,7 @@ impl<H: SessionHandler> SipServer<H> {
         });
         Ok(Self {
             shared,
-            listeners,
+            listeners: Mutex::new(Some(listeners)),
             dispatcher,
             tcp_timeouts,
         })
@@ -207,12 +225,31 @@ impl<H: SessionHandler> SipServer<H> {
         self.tcp_timeouts.send_replace(timeouts);
     }
 
-    pub fn udp_addr(&self) -> SocketAddr {
-        self.listeners.udp
+    /// Where UDP listens, if it does.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        lock(&self.listeners).as_ref().and_then(Listeners::udp)
     }
 
-    pub fn tcp_addr(&self) -> SocketAddr {
-        self.listeners.tcp
+    /// Where TCP listens, if it does.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        lock(&self.listeners).as_ref().and_then(Listeners::tcp)
+    }
+
+    /// Where TLS listens, if it does.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        lock(&self.listeners).as_ref().and_then(Listeners::tls)
+    }
+
+    /// Changes which transports listen, in place: what stays keeps its sockets, and with them
+    /// the calls on them. On failure the listeners are as before (see
+    /// [`Listeners::reconcile`]). Not to be called concurrently with itself.
+    pub async fn reconcile(&self, on: ListenOn) -> Result<(), TransportError> {
+        let Some(mut listeners) = lock(&self.listeners).take() else {
+            return Err(TransportError::NoTransport);
+        };
+        let result = listeners.reconcile(on).await;
+        *lock(&self.listeners) = Some(listeners);
+        result
     }
 
     /// Number of live dialogs (sessions answered and not ended).
@@ -245,14 +282,18 @@ impl<H: SessionHandler> SipServer<H> {
 
     /// Stops the listeners and the dispatcher.
     pub fn shutdown(&self) {
-        self.listeners.abort();
+        if let Some(l) = lock(&self.listeners).as_ref() {
+            l.abort();
+        }
         self.dispatcher.abort();
     }
 }
 
 impl<H> Drop for SipServer<H> {
     fn drop(&mut self) {
-        self.listeners.abort();
+        if let Some(l) = lock(&self.listeners).as_ref() {
+            l.abort();
+        }
         self.dispatcher.abort();
     }
 }
@@ -271,12 +312,14 @@ impl<H: SessionHandler> Shared<H> {
         self.live.send_replace(dialogs.len());
     }
 
+    /// The recorder's Contact: where in-dialog requests reach it, over the transport the
+    /// request came on, with the `+sip.srs` feature tag (RFC 7866 §6.1.1).
     fn contact(&self, local: SocketAddr, transport: Transport) -> String {
-        let t = match transport {
-            Transport::Udp => "udp",
-            Transport::Tcp => "tcp",
-        };
-        format!("<sip:callvault@{};transport={t}>", self.contact_host(local))
+        let t = transport.as_str().to_ascii_lowercase();
+        format!(
+            "<sip:callvault@{};transport={t}>;+sip.srs",
+            self.contact_host(local)
+        )
     }
 
     /// Runs on the dispatcher: matching is synchronous and ordered; each

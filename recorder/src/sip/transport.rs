@@ -1,20 +1,21 @@
-//! UDP and TCP listeners (RFC 3261 §18). They parse what arrives, stamp the
+//! UDP, TCP and TLS listeners (RFC 3261 §18, §26.2). They parse what arrives, stamp the
 //! top Via with where it really came from, answer 400 to requests that are
 //! malformed but still answerable, and hand valid requests upwards together
-//! with the way back to the sender.
+//! with the way back to the sender. Only the transports the configuration names listen.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::header::{Headers, Param, Via, split_list};
 use super::message::{Limits, SipMessage, parse_with_limits};
+use super::tls::{TlsError, TlsFiles, TlsIdentity};
 use super::{SipError, StreamFramer};
 
 /// Largest datagram accepted; bigger SIPREC INVITEs must use TCP.
@@ -54,24 +55,53 @@ pub enum TransportError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("no SIP transport to listen on")]
+    NoTransport,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl Transport {
     /// Whether the transport retransmits by itself (no SIP timers needed).
     pub fn reliable(self) -> bool {
-        matches!(self, Self::Tcp)
+        matches!(self, Self::Tcp | Self::Tls)
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Udp => "UDP",
             Self::Tcp => "TCP",
+            Self::Tls => "TLS",
+        }
+    }
+}
+
+/// What to listen on: UDP and TCP share the SIP port, TLS has its own.
+#[derive(Debug, Clone)]
+pub struct ListenOn {
+    /// Address (and port for UDP and TCP; 0 picks a free one, the same for both).
+    pub addr: SocketAddr,
+    pub udp: bool,
+    pub tcp: bool,
+    /// TLS port (0: a free one) and the identity it serves.
+    pub tls: Option<(u16, Arc<TlsIdentity>)>,
+}
+
+impl ListenOn {
+    /// UDP and TCP on `addr`, no TLS: what a SIP peer expects by default.
+    pub fn plain(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            udp: true,
+            tcp: true,
+            tls: None,
         }
     }
 }
@@ -90,9 +120,11 @@ pub enum ReplyPath {
         socket: Arc<UdpSocket>,
         to: SocketAddr,
     },
+    /// A connection (TCP or TLS).
     Tcp {
         conn: mpsc::Sender<Vec<u8>>,
         peer: SocketAddr,
+        transport: Transport,
     },
     /// In-memory peer for unit tests of the layers above.
     #[cfg(test)]
@@ -106,7 +138,7 @@ impl ReplyPath {
     pub fn transport(&self) -> Transport {
         match self {
             Self::Udp { .. } => Transport::Udp,
-            Self::Tcp { .. } => Transport::Tcp,
+            Self::Tcp { transport, .. } => *transport,
             #[cfg(test)]
             Self::Memory { transport, .. } => *transport,
         }
@@ -132,9 +164,13 @@ impl ReplyPath {
                     tracing::warn!(%to, error = %e, "UDP send failed");
                 }
             }
-            Self::Tcp { conn, peer } => {
+            Self::Tcp {
+                conn,
+                peer,
+                transport,
+            } => {
                 if let Err(e) = conn.try_send(bytes) {
-                    tracing::warn!(%peer, error = %e, "TCP connection cannot take a response");
+                    tracing::warn!(%peer, %transport, error = %e, "connection cannot take a response");
                 }
             }
             #[cfg(test)]
@@ -161,56 +197,227 @@ impl Inbound {
     }
 }
 
-/// Running listeners; dropping this does not stop them, [`Listeners::abort`] does.
+/// One running listener: where it listens and the task that serves it.
+#[derive(Debug)]
+struct Bound {
+    local: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+/// The TLS listener and the certificate files it serves.
+#[derive(Debug)]
+struct BoundTls {
+    bound: Bound,
+    files: TlsFiles,
+}
+
+/// Running listeners; dropping this does not stop them, [`Listeners::abort`] does. They are
+/// changed in place ([`Listeners::reconcile`]), so that adding TLS or dropping TCP does not
+/// need the UDP socket a live call uses to be closed and bound again.
 #[derive(Debug)]
 pub struct Listeners {
-    pub udp: SocketAddr,
-    pub tcp: SocketAddr,
-    tasks: Vec<JoinHandle<()>>,
+    udp: Option<Bound>,
+    tcp: Option<Bound>,
+    tls: Option<BoundTls>,
+    limits: Limits,
+    timeouts: watch::Receiver<TcpTimeouts>,
+    tx: mpsc::Sender<Inbound>,
 }
 
 impl Listeners {
-    /// Binds UDP and TCP on `addr` (port 0: a free port, the same one for both) and forwards
-    /// requests to `tx`.
-    /// TCP connections take their timeouts from `timeouts` as it is when they open.
+    /// Binds what `on` names and forwards requests to `tx`. TCP and TLS connections take their
+    /// timeouts from `timeouts` as it is when they open.
     pub async fn bind(
-        addr: SocketAddr,
+        on: ListenOn,
         limits: Limits,
         timeouts: watch::Receiver<TcpTimeouts>,
         tx: mpsc::Sender<Inbound>,
     ) -> Result<Self, TransportError> {
-        let (udp, udp_addr, tcp) = bind_pair(addr).await?;
-        let tcp_addr = tcp.local_addr().map_err(|source| TransportError::Bind {
-            transport: Transport::Tcp,
-            addr,
-            source,
-        })?;
-        let udp = Arc::new(udp);
-        let tasks = vec![
-            tokio::spawn(udp_loop(udp, udp_addr, limits, tx.clone())),
-            tokio::spawn(tcp_accept_loop(tcp, tcp_addr, limits, timeouts, tx)),
-        ];
-        tracing::info!(udp = %udp_addr, tcp = %tcp_addr, "SIP listeners bound");
-        Ok(Self {
-            udp: udp_addr,
-            tcp: tcp_addr,
-            tasks,
-        })
+        let mut out = Self {
+            udp: None,
+            tcp: None,
+            tls: None,
+            limits,
+            timeouts,
+            tx,
+        };
+        out.reconcile(on).await?;
+        Ok(out)
+    }
+
+    pub fn udp(&self) -> Option<SocketAddr> {
+        self.udp.as_ref().map(|b| b.local)
+    }
+
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        self.tcp.as_ref().map(|b| b.local)
+    }
+
+    pub fn tls(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().map(|b| b.bound.local)
+    }
+
+    /// Makes the listeners those `on` names, on `on.addr`'s address: new ones are bound first
+    /// (if one cannot be, nothing changes), then those no longer named stop. Connections already
+    /// open, and the calls on them, are not touched. A TLS listener whose port stays but whose
+    /// certificate files change is replaced (its port must be free for the new one).
+    pub async fn reconcile(&mut self, on: ListenOn) -> Result<(), TransportError> {
+        if !(on.udp || on.tcp || on.tls.is_some()) {
+            return Err(TransportError::NoTransport);
+        }
+        let plain_port = self
+            .udp()
+            .or(self.tcp())
+            .map_or(on.addr.port(), |a| a.port());
+        let plain = SocketAddr::new(on.addr.ip(), plain_port);
+        let (new_udp, new_tcp) = match (on.udp && self.udp.is_none(), on.tcp && self.tcp.is_none())
+        {
+            (true, true) => {
+                let (udp, tcp) = bind_pair(plain).await?;
+                (Some(udp), Some(tcp))
+            }
+            (true, false) => (Some(bind_udp(plain).await?), None),
+            (false, true) => (None, Some(bind_tcp(plain, Transport::Tcp).await?)),
+            (false, false) => (None, None),
+        };
+        let wanted_tls = on
+            .tls
+            .as_ref()
+            .map(|(port, id)| (*port, id.files().clone()));
+        let current_tls = self
+            .tls
+            .as_ref()
+            .map(|t| (t.bound.local.port(), t.files.clone()));
+        let new_tls = match &on.tls {
+            Some((port, identity)) if wanted_tls != current_tls => {
+                let addr = SocketAddr::new(on.addr.ip(), *port);
+                // The same port: the old listener has to let go of it first.
+                if current_tls.as_ref().is_some_and(|(p, _)| p == port)
+                    && let Some(old) = self.tls.take()
+                {
+                    old.bound.task.abort();
+                    let _ = old.bound.task.await;
+                }
+                Some((bind_tcp(addr, Transport::Tls).await?, identity.clone()))
+            }
+            _ => None,
+        };
+
+        if let Some(udp) = new_udp {
+            let local = local_addr(&udp, plain, Transport::Udp)?;
+            let task = tokio::spawn(udp_loop(Arc::new(udp), local, self.limits, self.tx.clone()));
+            self.udp = Some(Bound { local, task });
+        }
+        if let Some(tcp) = new_tcp {
+            let local = local_addr(&tcp, plain, Transport::Tcp)?;
+            let task = tokio::spawn(stream_accept_loop(
+                tcp,
+                local,
+                None,
+                self.limits,
+                self.timeouts.clone(),
+                self.tx.clone(),
+            ));
+            self.tcp = Some(Bound { local, task });
+        }
+        if let Some((listener, identity)) = new_tls {
+            let local = local_addr(&listener, on.addr, Transport::Tls)?;
+            let files = identity.files().clone();
+            let task = tokio::spawn(stream_accept_loop(
+                listener,
+                local,
+                Some(identity),
+                self.limits,
+                self.timeouts.clone(),
+                self.tx.clone(),
+            ));
+            if let Some(old) = self.tls.replace(BoundTls {
+                bound: Bound { local, task },
+                files,
+            }) {
+                old.bound.task.abort();
+            }
+        }
+        if !on.udp
+            && let Some(old) = self.udp.take()
+        {
+            old.task.abort();
+        }
+        if !on.tcp
+            && let Some(old) = self.tcp.take()
+        {
+            old.task.abort();
+        }
+        if on.tls.is_none()
+            && let Some(old) = self.tls.take()
+        {
+            old.bound.task.abort();
+        }
+        tracing::info!(udp = ?self.udp(), tcp = ?self.tcp(), tls = ?self.tls(), "SIP listeners bound");
+        Ok(())
     }
 
     /// Stops accepting; open TCP connections end with their peers.
     pub fn abort(&self) {
-        for t in &self.tasks {
-            t.abort();
+        let tls = self.tls.as_ref().map(|t| &t.bound);
+        for b in self.udp.iter().chain(self.tcp.iter()).chain(tls) {
+            b.task.abort();
         }
     }
 }
 
+/// The address a socket got (port 0 resolved).
+fn local_addr<S: LocalAddr>(
+    socket: &S,
+    addr: SocketAddr,
+    transport: Transport,
+) -> Result<SocketAddr, TransportError> {
+    socket.local_addr().map_err(|source| TransportError::Bind {
+        transport,
+        addr,
+        source,
+    })
+}
+
+trait LocalAddr {
+    fn local_addr(&self) -> std::io::Result<SocketAddr>;
+}
+
+impl LocalAddr for UdpSocket {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        UdpSocket::local_addr(self)
+    }
+}
+
+impl LocalAddr for TcpListener {
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        TcpListener::local_addr(self)
+    }
+}
+
+async fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, TransportError> {
+    UdpSocket::bind(addr)
+        .await
+        .map_err(|source| TransportError::Bind {
+            transport: Transport::Udp,
+            addr,
+            source,
+        })
+}
+
+async fn bind_tcp(addr: SocketAddr, transport: Transport) -> Result<TcpListener, TransportError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| TransportError::Bind {
+            transport,
+            addr,
+            source,
+        })
+}
+
 /// Binds UDP and TCP on one port, as SIP peers expect. With port 0 the UDP port is chosen by the
 /// system and may already be taken on TCP by an unrelated socket, so a few fresh picks are made.
-async fn bind_pair(
-    addr: SocketAddr,
-) -> Result<(UdpSocket, SocketAddr, TcpListener), TransportError> {
+async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), TransportError> {
     const EPHEMERAL_ATTEMPTS: u32 = 16;
     let attempts = if addr.port() == 0 {
         EPHEMERAL_ATTEMPTS
@@ -229,7 +436,7 @@ async fn bind_pair(
         let udp_addr = udp.local_addr().map_err(udp_err)?;
         let tcp_addr = SocketAddr::new(addr.ip(), udp_addr.port());
         match TcpListener::bind(tcp_addr).await {
-            Ok(tcp) => return Ok((udp, udp_addr, tcp)),
+            Ok(tcp) => return Ok((udp, tcp)),
             Err(source) if attempt < attempts && source.kind() == std::io::ErrorKind::AddrInUse => {
                 continue;
             }
@@ -302,38 +509,89 @@ async fn udp_loop(
     }
 }
 
-async fn tcp_accept_loop(
+/// Accepts TCP connections; with an identity, each first completes a TLS handshake (bounded
+/// by the message timeout, so a peer that stalls it holds nothing for long).
+async fn stream_accept_loop(
     listener: TcpListener,
     local: SocketAddr,
+    tls: Option<Arc<TlsIdentity>>,
     limits: Limits,
     timeouts: watch::Receiver<TcpTimeouts>,
     tx: mpsc::Sender<Inbound>,
 ) {
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let now = *timeouts.borrow();
-                let conn = tcp_connection(stream, peer, local, limits, now, tx.clone());
-                tokio::spawn(conn);
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "TCP accept failed");
+                continue;
             }
-            Err(e) => tracing::warn!(error = %e, "TCP accept failed"),
+        };
+        let tx = tx.clone();
+        let timeouts = *timeouts.borrow();
+        match &tls {
+            None => {
+                tokio::spawn(stream_connection(
+                    stream,
+                    Transport::Tcp,
+                    peer,
+                    local,
+                    limits,
+                    timeouts,
+                    tx,
+                ));
+            }
+            Some(identity) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(identity.config());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(timeouts.message, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            stream_connection(
+                                tls,
+                                Transport::Tls,
+                                peer,
+                                local,
+                                limits,
+                                timeouts,
+                                tx,
+                            )
+                            .await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(%peer, error = %e, "TLS handshake refused");
+                        }
+                        Err(_) => {
+                            tracing::warn!(%peer, timeout = ?timeouts.message,
+                                "TLS handshake not completed in time");
+                        }
+                    }
+                });
+            }
         }
     }
 }
 
-async fn tcp_connection(
-    stream: TcpStream,
+async fn stream_connection<S>(
+    stream: S,
+    transport: Transport,
     peer: SocketAddr,
     local: SocketAddr,
     limits: Limits,
     timeouts: TcpTimeouts,
     tx: mpsc::Sender<Inbound>,
-) {
-    let (mut rd, mut wr) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
     let writer = tokio::spawn(async move {
         while let Some(bytes) = out_rx.recv().await {
-            match tokio::time::timeout(timeouts.write, wr.write_all(&bytes)).await {
+            // A flush too: TLS holds written bytes until its records go out.
+            let write = async {
+                wr.write_all(&bytes).await?;
+                wr.flush().await
+            };
+            match tokio::time::timeout(timeouts.write, write).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TCP write failed");
@@ -350,6 +608,7 @@ async fn tcp_connection(
     let reply = ReplyPath::Tcp {
         conn: out_tx.clone(),
         peer,
+        transport,
     };
     let mut framer = StreamFramer::new(limits);
     let mut buf = vec![0u8; 16 * 1024];
@@ -394,7 +653,7 @@ async fn tcp_connection(
                 }
             };
             completed = true;
-            match accept_request(msg, peer, Transport::Tcp) {
+            match accept_request(msg, peer, transport) {
                 Some(Ok(msg)) => {
                     let inbound = Inbound {
                         msg,

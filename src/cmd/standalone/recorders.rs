@@ -61,6 +61,14 @@ impl Local {
         config.spool_dir = self.data.join("spool").join(name);
         config.database_url_file = self.data.join("database-url");
         config.storage_credentials_dir = super::credentials_dir(&self.data, target);
+        // The TLS Secret's files, as for storage credentials.
+        config.sip.tls_dir = profile
+            .spec
+            .recorder
+            .sip
+            .tls_secret_ref
+            .as_ref()
+            .map(|r| self.data.join("secrets").join(&r.name));
         config.drain_grace_seconds = DRAIN_GRACE_SECONDS;
         Ok(config)
     }
