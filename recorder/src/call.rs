@@ -2,7 +2,6 @@
 //! spool file) and segment rotation at `maxDurationSeconds`. Runs as one task that owns
 //! everything, driven by datagrams, a tick and control messages from the SIP side.
 
-use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use crate::media::rtp::{self, Packet};
 use crate::media::{Latch, OpusConfig, Recording, StreamConfig, StreamId, TimelineConfig, Verdict};
 use crate::metrics::{self, Metrics};
 use crate::ports::{PortPair, PortPool};
-use crate::spool::{AudioProgress, Ended, Manifest, Recovery, RowFacts, Spool};
+use crate::spool::{AudioProgress, Ended, Manifest, Recovery, RowFacts, Spool, SpoolFile};
 
 /// What the recording side shares between calls.
 #[derive(Debug)]
@@ -127,7 +126,7 @@ struct Foreign {
 
 struct Segment {
     manifest: Manifest,
-    recording: Recording<AudioProgress<RecordingWriter<File>>>,
+    recording: Recording<AudioProgress<RecordingWriter<SpoolFile>>>,
     started: Instant,
     /// Stream id in this segment's timeline, per m-line.
     streams: Vec<Option<StreamId>>,

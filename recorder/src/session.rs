@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use callvault_config::rules::RecordingRules;
-use callvault_config::{OtherProfile, Timestamp};
+use callvault_config::{OtherProfile, SpoolLimits, Timestamp};
 use callvault_store::db::{CallType, Db, Direction, Party};
 use serde::Serialize;
 use serde_json::json;
@@ -27,7 +27,7 @@ use crate::rules::{self, CallFacts, Decision, MatchedUser};
 use crate::sdp::{self, AnswerParams, MediaPlan, SessionDescription};
 use crate::sip::DialogId;
 use crate::sip::server::{EndReason, Rejection, SessionHandler, SessionOffer};
-use crate::spool::RowFacts;
+use crate::spool::{RowFacts, SpoolLevel};
 
 /// The profile's settings the session layer applies.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub struct SessionSettings {
     pub fail_closed: bool,
     pub retention_days: u32,
     pub rules: RecordingRules,
+    /// When the spool is too full to take a new call.
+    pub spool: SpoolLimits,
 }
 
 enum Entry {
@@ -185,6 +187,28 @@ pub fn conflicts(
 
 fn reject(status: u16, reason: impl Into<String>) -> Rejection {
     Rejection::new(status, reason)
+}
+
+/// Retry-After of a call refused for its spool: about when a freed spool is noticed.
+const SPOOL_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Why the spool cannot take a new call now, if it cannot. A volume that cannot be measured
+/// is not refused for it: opening the call's spool files says whether it can be written.
+pub fn spool_full(live: &Live) -> Option<String> {
+    let space = match live.ctx.spool.space() {
+        Ok(space) => space,
+        Err(e) => {
+            tracing::warn!(error = %e, "spool space not measured");
+            return None;
+        }
+    };
+    (SpoolLevel::of(space, &live.settings.spool) == SpoolLevel::Full).then(|| {
+        format!(
+            "spool full: {} MiB free, {} MiB needed",
+            space.free_bytes >> 20,
+            live.settings.spool.min_free_mib
+        )
+    })
 }
 
 impl Recorder {
@@ -352,6 +376,18 @@ impl Recorder {
                 return self.answer_unrecorded(&offer, &parsed, session_id);
             }
         };
+        if let Some(full) = spool_full(&live) {
+            metrics::inc(&self.metrics.spool_refusals);
+            if settings.fail_closed {
+                tracing::warn!(reason = %full, "spool full: call refused so its source fails over");
+                return Err(reject(503, format!("Service Unavailable ({full})"))
+                    .retry_after(SPOOL_RETRY_AFTER));
+            }
+            tracing::warn!(reason = %full,
+                "spool full: call answered without recording (failClosed is off)");
+            metrics::inc(&self.metrics.sessions_not_recorded);
+            return self.answer_unrecorded(&offer, &parsed, session_id);
+        }
         if !self.reserve() {
             if settings.fail_closed {
                 return Err(reject(503, "Service Unavailable (recorder at capacity)"));
@@ -401,7 +437,9 @@ impl Recorder {
             Err(e) => {
                 self.unreserve();
                 tracing::error!(error = %e, "cannot open the spool");
-                return Err(reject(500, "Server Internal Error (spool unavailable)"));
+                // 503, not 500: another recorder can take the call.
+                return Err(reject(503, "Service Unavailable (spool unavailable)")
+                    .retry_after(SPOOL_RETRY_AFTER));
             }
         };
         let (control, rx) = mpsc::unbounded_channel();

@@ -71,6 +71,8 @@ pub struct SessionOffer {
 pub struct Rejection {
     pub status: u16,
     pub reason: String,
+    /// Sent as Retry-After (a 503 the source may try again later).
+    pub retry_after: Option<Duration>,
 }
 
 impl Rejection {
@@ -78,7 +80,13 @@ impl Rejection {
         Self {
             status,
             reason: reason.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
     }
 }
 
@@ -418,7 +426,11 @@ impl<H: SessionHandler> Shared<H> {
             Ok(a) => a,
             Err(rej) => {
                 tracing::info!(status = rej.status, reason = %rej.reason, "session rejected");
-                return self.send(&txn, rej.status, &rej.reason, Some(&tag));
+                let mut resp = self.build(&txn, rej.status, &rej.reason, Some(&tag));
+                if let (Some(r), Some(after)) = (resp.as_mut(), rej.retry_after) {
+                    r.headers.push("Retry-After", after.as_secs().to_string());
+                }
+                return self.respond(&txn, resp);
             }
         };
         let Ok(mut resp) = req.response(200, "OK", &tag) else {
