@@ -160,10 +160,10 @@ mod tests {
         assert_eq!(level(200, 1_000), SpoolLevel::Full);
         assert_eq!(level(0, 0), SpoolLevel::Full, "a volume of no size is full");
         assert_eq!(spool("r", space(10_000, 20_000), &limits), None);
-        let major = spool("r", space(3_000, 20_000), &limits).unwrap();
+        let major = spool("r", space(3_000, 20_000), &limits).expect("raised");
         assert_eq!(major.0, AlarmSeverity::Major);
         assert!(major.1.contains("85% full (3000 MiB free)"), "{}", major.1);
-        let full = spool("r", space(100, 20_000), &limits).unwrap();
+        let full = spool("r", space(100, 20_000), &limits).expect("raised");
         assert_eq!(full.0, AlarmSeverity::Critical);
         assert!(full.1.contains("new calls are refused (503)"), "{}", full.1);
     }
@@ -181,7 +181,7 @@ mod tests {
             },
             2,
         )
-        .unwrap();
+        .expect("raised");
         assert_eq!(raised.0, AlarmSeverity::Critical);
         assert!(
             raised.1.contains("StorageTarget vault: connection refused")

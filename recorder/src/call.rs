@@ -49,6 +49,8 @@ pub enum Stop {
     AckTimeout,
     /// The recorder is shutting down with the call still live (drain grace ran out).
     Shutdown,
+    /// The recording failed (its spool write); the recorder ends the call.
+    Failed,
 }
 
 impl Stop {
@@ -56,7 +58,7 @@ impl Stop {
         match self {
             Stop::Bye => ReleaseCause::Normal,
             Stop::Cancelled => ReleaseCause::Abandoned,
-            Stop::AckTimeout | Stop::Shutdown => ReleaseCause::Failure,
+            Stop::AckTimeout | Stop::Shutdown | Stop::Failed => ReleaseCause::Failure,
         }
     }
 }
@@ -162,6 +164,8 @@ pub struct Call {
     held: Vec<Held>,
     paused: bool,
     foreign: Foreign,
+    /// Why recording failed: the call ends and the source is sent a BYE.
+    failed: Option<String>,
 }
 
 impl std::fmt::Debug for Call {
@@ -185,6 +189,7 @@ impl Call {
             held: Vec::new(),
             paused: false,
             foreign: Foreign::default(),
+            failed: None,
         };
         call.segment = Some(call.open_segment()?);
         Ok(call)
@@ -255,13 +260,18 @@ impl Call {
         })
     }
 
-    /// Runs the call until it is stopped; every segment ends up with the committer.
-    pub async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
+    /// Runs the call until it is stopped or its recording fails; every segment ends up with
+    /// the committer. Returns why recording failed, if it did: the source must be told the
+    /// call is no longer recorded.
+    pub async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) -> Option<String> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; 2048];
         let mut stamps = crate::ports::stamp_buffer();
         let stop = loop {
+            if self.failed.is_some() {
+                break Stop::Failed;
+            }
             tokio::select! {
                 biased;
                 msg = control.recv() => match msg {
@@ -303,7 +313,7 @@ impl Call {
         .await;
         let Ok(mut call) = finished else {
             tracing::error!("sealing the recording failed");
-            return;
+            return None;
         };
         for slot in call.slots.drain(..).flatten() {
             let port = slot.port;
@@ -313,6 +323,7 @@ impl Call {
         if let Some(raised) = call.foreign.alarm.take() {
             call.clear_foreign_alarm(raised);
         }
+        call.failed.take()
     }
 
     /// Waits for the segment to come back from its encoder, if it is away.
@@ -332,10 +343,7 @@ impl Call {
             Err(_) => return,
         };
         if let Err(e) = result {
-            tracing::error!(error = %e, "spool write failed: keeping what was written");
-            self.ctx
-                .committer
-                .submit(recover(&self.ctx.spool, seg.manifest));
+            self.write_failed(seg.manifest, e);
             self.held.clear();
             return;
         }
@@ -343,6 +351,21 @@ impl Call {
         for held in std::mem::take(&mut self.held) {
             self.on_datagram(held.index, &held.data, held.arrival);
         }
+    }
+
+    /// The spool cannot be written: what was written is committed `incomplete` with the
+    /// error, and the call ends (a recording that silently stops while the call goes on is
+    /// the loss this prevents).
+    fn write_failed(&mut self, manifest: Manifest, error: String) {
+        tracing::error!(recording = %manifest.id, %error,
+            "spool write failed: keeping what was written and ending the call");
+        metrics::inc(&self.ctx.metrics.spool_write_failures);
+        let recovered = self
+            .ctx
+            .spool
+            .recover(manifest, Recovery::WriteFailed(error.clone()));
+        self.ctx.committer.submit(recovered);
+        self.failed = Some(format!("spool write failed: {error}"));
     }
 
     fn on_control(&mut self, msg: Control) {
@@ -624,7 +647,11 @@ impl Call {
         self.row.start_time = now_micros();
         match self.open_segment() {
             Ok(seg) => self.segment = Some(seg),
-            Err(e) => tracing::error!(error = %e, "cannot open the next segment"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the next segment: ending the call");
+                metrics::inc(&self.ctx.metrics.spool_write_failures);
+                self.failed = Some(format!("cannot open the next segment: {e}"));
+            }
         }
     }
 
@@ -694,7 +721,8 @@ impl Call {
             }
             Err(e) => {
                 tracing::error!(error = %e, "recording could not be finished: keeping what was written");
-                recover(&ctx.spool, manifest)
+                metrics::inc(&ctx.metrics.spool_write_failures);
+                ctx.spool.recover(manifest, Recovery::WriteFailed(e))
             }
         };
         tracing::info!(recording = %manifest.id, ?stop, "segment ended");
@@ -760,9 +788,4 @@ fn with_foreign(raw: &str, dropped: u64, last: Option<SocketAddr>) -> String {
         }),
     );
     serde_json::Value::Object(doc).to_string()
-}
-
-/// Marks a segment whose spool write failed mid-call as recovered (see [`Spool::recover`]).
-pub fn recover(spool: &Spool, manifest: Manifest) -> Manifest {
-    spool.recover(manifest, Recovery::WriteFailed)
 }

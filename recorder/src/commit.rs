@@ -32,13 +32,19 @@ pub enum CommitError {
     #[error("database unreachable: connecting took longer than {0:?}")]
     DbTimeout(Duration),
     #[error("storage: {0}")]
-    Storage(#[from] StorageError),
+    Storage(Box<StorageError>),
     #[error("storage credentials: {0}")]
     Credentials(#[from] objstore::CredentialsError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
     #[error("segment {0} has not ended")]
     NotEnded(uuid::Uuid),
+}
+
+impl From<StorageError> for CommitError {
+    fn from(e: StorageError) -> Self {
+        CommitError::Storage(Box::new(e))
+    }
 }
 
 /// The database, connected on first use and reconnected after a failed connect.

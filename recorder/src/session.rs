@@ -14,7 +14,7 @@ use callvault_config::{OtherProfile, SpoolLimits, Timestamp};
 use callvault_store::db::{CallType, Db, Direction, Party};
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -26,7 +26,7 @@ use crate::metrics::{self, Metrics};
 use crate::rules::{self, CallFacts, Decision, MatchedUser};
 use crate::sdp::{self, AnswerParams, MediaPlan, SessionDescription};
 use crate::sip::DialogId;
-use crate::sip::server::{EndReason, Rejection, SessionHandler, SessionOffer};
+use crate::sip::server::{EndReason, Hangup, Rejection, SessionHandler, SessionOffer};
 use crate::spool::{RowFacts, SpoolLevel};
 
 /// The profile's settings the session layer applies.
@@ -81,6 +81,8 @@ pub struct Recorder {
     released: tokio::sync::Notify,
     /// Users another profile selects too, from the last directory pass.
     conflicts: Mutex<Vec<Conflict>>,
+    /// Calls whose recording failed, for the SIP servers to end with a BYE.
+    hangups: broadcast::Sender<Hangup>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -223,6 +225,7 @@ impl Recorder {
             active: AtomicU32::new(0),
             released: tokio::sync::Notify::new(),
             conflicts: Mutex::new(Vec::new()),
+            hangups: broadcast::channel(256).0,
         }
     }
 
@@ -459,7 +462,17 @@ impl Recorder {
             }
         };
         let answer = self.answer(settings, &parsed, &plans, &ports, session_id, 1)?;
-        let task = tokio::spawn(call.run(rx).in_current_span());
+        let (hangups, dialog) = (self.hangups.clone(), offer.dialog.clone());
+        let task = tokio::spawn(
+            async move {
+                // A call whose recording failed is ended: the source must not believe it is
+                // still recorded.
+                if let Some(reason) = call.run(rx).await {
+                    let _ = hangups.send(Hangup { dialog, reason });
+                }
+            }
+            .in_current_span(),
+        );
         metrics::inc(&self.metrics.sessions_total);
         metrics::inc(&self.metrics.sessions_active);
         self.calls().insert(
@@ -652,6 +665,8 @@ impl Recorder {
                 EndReason::Bye => Stop::Bye,
                 EndReason::Cancelled => Stop::Cancelled,
                 EndReason::AckTimeout => Stop::AckTimeout,
+                // The call stopped itself before asking for the hang-up.
+                EndReason::HungUp => Stop::Failed,
             };
             if reason == EndReason::AckTimeout {
                 tracing::warn!(
@@ -986,6 +1001,10 @@ impl SessionHandler for Recorder {
     fn has_capacity(&self) -> bool {
         let settings = self.settings();
         !settings.fail_closed || self.active_sessions() < settings.capacity
+    }
+
+    fn hangups(&self) -> Option<broadcast::Receiver<Hangup>> {
+        Some(self.hangups.subscribe())
     }
 }
 

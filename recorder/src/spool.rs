@@ -203,6 +203,8 @@ impl Spool {
     }
 
     /// Measures the volume the spool is on.
+    // The block counts' types differ between platforms (u64 on 64-bit Linux).
+    #[allow(clippy::useless_conversion)]
     pub fn space(&self) -> Result<Space, SpoolError> {
         let stat = nix::sys::statvfs::statvfs(&self.dir).map_err(|e| SpoolError::Io {
             path: self.dir.clone(),
@@ -282,7 +284,9 @@ impl Spool {
             .map_or_else(|| "an unknown time".to_owned(), |t| t.to_string());
         let stop_reason = match why {
             Recovery::Crash => format!("recovered after crash at {at}"),
-            Recovery::WriteFailed => format!("spool write failed at {at}; kept what was written"),
+            Recovery::WriteFailed(error) => format!(
+                "spool write failed at {at} ({error}); kept what was written, the call was ended"
+            ),
         };
         tracing::info!(recording = %id, %stop_reason, audio_micros = ?audio, "recording recovered");
         manifest.ended = Some(Ended::Recovered {
@@ -453,12 +457,12 @@ pub fn trim_to_whole_chunks(path: &Path) -> Result<Option<(u64, u64)>, SpoolErro
 }
 
 /// Why a segment was recovered rather than sealed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recovery {
     /// The recorder stopped mid-call (killed, crashed, lost power); found at the next start.
     Crash,
-    /// Writing the spool failed while the call went on.
-    WriteFailed,
+    /// Writing the spool failed mid-call, with this error (the recorder ends the call).
+    WriteFailed(String),
 }
 
 /// Opus granule positions count 48 kHz samples, whatever the input rate.
