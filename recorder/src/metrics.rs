@@ -27,7 +27,7 @@ pub struct Metrics {
     pub sip_bind_failures: AtomicU64,
     pub config_applied: AtomicU64,
     pub config_refused: AtomicU64,
-    /// Offers refused (or answered unrecorded, fail-open) because the spool was full.
+    /// Offers refused (503) because the spool was full.
     pub spool_refusals: AtomicU64,
     /// Segments whose spool write failed mid-call (the call was ended with a BYE).
     pub spool_write_failures: AtomicU64,
@@ -130,7 +130,7 @@ impl Metrics {
         metric(
             "sessions_rejected_total",
             "counter",
-            "Session offers refused (bad offer, no capacity, no ports).",
+            "Session offers refused (bad offer, no capacity, no ports, a full spool).",
             get(&self.sessions_rejected),
         );
         metric(

@@ -380,8 +380,8 @@ impl Recorder {
             }
         };
         if let Some(full) = spool_full(&live) {
-            metrics::inc(&self.metrics.spool_refusals);
             if settings.fail_closed {
+                metrics::inc(&self.metrics.spool_refusals);
                 tracing::warn!(reason = %full, "spool full: call refused so its source fails over");
                 return Err(reject(503, format!("Service Unavailable ({full})"))
                     .retry_after(SPOOL_RETRY_AFTER));
