@@ -1542,3 +1542,49 @@ async fn a_full_spool_refuses_new_calls_with_503_and_alarms() {
     )
     .await;
 }
+
+/// Storage that fails while the recorder runs, fixed by editing the StorageTarget (here: its
+/// endpoint): the edit is applied in place and the recordings waiting in the spool are
+/// committed to the new endpoint at once, without a restart and without waiting out the
+/// retry back-off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_target_fixed_by_an_edit_takes_the_waiting_recordings_at_once() {
+    let mut proxy = Proxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await;
+    let mut rig = Rig::new(Some(format!("http://{}", proxy.addr)), 10).await;
+    rig.start().await;
+    proxy.cut();
+    let out = sipp(
+        &rig,
+        "record_no_rtp.xml",
+        &[("PAUSE_MS", "500".into())],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    let alarm = poll("the storage alarm", Duration::from_secs(60), || async {
+        active_alarm(&rig, "STORAGE_UNREACHABLE").await
+    })
+    .await;
+    assert!(
+        alarm.message.contains("1 recordings wait"),
+        "{}",
+        alarm.message
+    );
+    assert!(rig.finished().await.is_empty());
+    rig.edit(|c| c["storage"]["endpoint"] = env("CALLVAULT_TEST_S3_ENDPOINT").into());
+    rig.configuration(1, 0).await;
+    // Well inside the back-off the failed attempts reached.
+    let rows = rig.wait_finished(1, Duration::from_secs(10)).await;
+    check_recording(&rig, &rows[0]).await;
+    poll(
+        "the storage alarm to clear",
+        Duration::from_secs(30),
+        || async {
+            active_alarm(&rig, "STORAGE_UNREACHABLE")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}

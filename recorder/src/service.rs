@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use callvault_config::{RecorderConfig, ValidRecorderConfig};
 use callvault_store::keys::PublicKey;
+use callvault_store::objstore::Storage;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -297,10 +298,7 @@ pub fn apply(
         // Same spool and database, another StorageTarget spec: opened now so a change that
         // cannot work is refused while the previous target keeps storing; recordings waiting
         // in the spool are retried with the new one at once.
-        let opened = spec.open().map_err(|e| ServiceError::Storage {
-            target: spec.target.clone(),
-            error: Box::new(e),
-        })?;
+        let opened = open_storage(&spec)?;
         live.ctx.committer.storage().replace(spec, Some(opened));
     }
     recorder.reconfigure(live);
@@ -316,6 +314,14 @@ fn sip_address(valid: &ValidRecorderConfig) -> SocketAddr {
 /// (a changed storage is given to that committer).
 fn same_commit_path(a: &RecorderConfig, b: &RecorderConfig) -> bool {
     a.spool_dir == b.spool_dir && a.database_url_file == b.database_url_file
+}
+
+/// Opens the storage of a configuration offered to a running recorder (refused if it cannot).
+fn open_storage(spec: &StorageSpec) -> Result<Storage, ServiceError> {
+    spec.open().map_err(|e| ServiceError::Storage {
+        target: spec.target.clone(),
+        error: Box::new(e),
+    })
 }
 
 fn storage_spec(config: &RecorderConfig) -> StorageSpec {
@@ -356,10 +362,7 @@ fn build(
             let storage = match previous {
                 // A running recorder keeps its previous commit path unless the new one opens.
                 Some(_) => {
-                    let opened = spec.open().map_err(|e| ServiceError::Storage {
-                        target: spec.target.clone(),
-                        error: Box::new(e),
-                    })?;
+                    let opened = open_storage(&spec)?;
                     StorageSlot::new(spec, Some(opened))
                 }
                 None => StorageSlot::new(spec, None),
