@@ -110,24 +110,57 @@ impl Reporter {
     ) -> Result<(), DbError> {
         let (tenant, source) = (&self.tenant, &self.source);
         match now {
-            Some((severity, message)) => {
-                db.raise_alarm(tenant, kind, source, *severity, message)
-                    .await?;
-                if was != Some(*severity) {
-                    tracing::error!(alarm = kind, %source, "{message}");
-                    db.log_activity(tenant, "alarm", message).await?;
-                }
+            Some((severity, message)) if was != Some(*severity) => {
+                tracing::error!(alarm = kind, %source, "{message}");
+                raise(db, tenant, kind, source, *severity, message).await
             }
-            None => {
-                if db.clear_alarm(tenant, kind, source).await? {
-                    let text = format!("{kind} ({source}) cleared");
-                    tracing::info!(alarm = kind, %source, "{text}");
-                    db.log_activity(tenant, "alarm Clear", &text).await?;
-                }
-            }
+            // Only the text changed: no news for the activity log.
+            Some((severity, message)) => db
+                .raise_alarm(tenant, kind, source, *severity, message)
+                .await
+                .map(|_| ()),
+            None => clear(
+                db,
+                tenant,
+                kind,
+                source,
+                &format!("{kind} ({source}) cleared"),
+            )
+            .await
+            .map(|_| ()),
         }
-        Ok(())
     }
+}
+
+/// Raises (or updates) an alarm and notes it in the activity log.
+pub async fn raise(
+    db: &Db,
+    tenant: &str,
+    kind: &str,
+    source: &str,
+    severity: AlarmSeverity,
+    message: &str,
+) -> Result<(), DbError> {
+    db.raise_alarm(tenant, kind, source, severity, message)
+        .await?;
+    db.log_activity(tenant, "alarm", message).await
+}
+
+/// Clears an alarm; if one was active, notes `text` in the activity log. Returns whether one
+/// was active.
+pub async fn clear(
+    db: &Db,
+    tenant: &str,
+    kind: &str,
+    source: &str,
+    text: &str,
+) -> Result<bool, DbError> {
+    let was = db.clear_alarm(tenant, kind, source).await?;
+    if was {
+        tracing::info!(alarm = kind, %source, "{text}");
+        db.log_activity(tenant, "alarm Clear", text).await?;
+    }
+    Ok(was)
 }
 
 #[cfg(test)]

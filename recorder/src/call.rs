@@ -529,19 +529,15 @@ impl Call {
             );
             f.alarm = Some(tokio::spawn(async move {
                 let raised = match db.get().await {
-                    Ok(db) => match db
-                        .raise_alarm(
-                            &tenant,
-                            FOREIGN_ALARM,
-                            &source,
-                            AlarmSeverity::Major,
-                            &message,
-                        )
-                        .await
-                    {
-                        Ok(_) => db.log_activity(&tenant, "alarm", &message).await,
-                        Err(e) => Err(e),
-                    }
+                    Ok(db) => crate::alarms::raise(
+                        &db,
+                        &tenant,
+                        FOREIGN_ALARM,
+                        &source,
+                        AlarmSeverity::Major,
+                        &message,
+                    )
+                    .await
                     .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
@@ -561,15 +557,11 @@ impl Call {
         );
         tokio::spawn(async move {
             let _ = raised.await;
+            let text = format!("Foreign RTP ({source}) cleared: the call ended");
             let cleared = match db.get().await {
-                Ok(db) => match db.clear_alarm(&tenant, FOREIGN_ALARM, &source).await {
-                    Ok(true) => {
-                        let text = format!("Foreign RTP ({source}) cleared: the call ended");
-                        db.log_activity(&tenant, "alarm Clear", &text).await
-                    }
-                    other => other.map(|_| ()),
-                }
-                .map_err(|e| e.to_string()),
+                Ok(db) => crate::alarms::clear(&db, &tenant, FOREIGN_ALARM, &source, &text)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = cleared {
