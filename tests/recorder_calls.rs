@@ -1498,6 +1498,9 @@ async fn a_full_spool_refuses_new_calls_with_503_and_alarms() {
     rig.configuration(1, 0).await;
     let out = sipp(&rig, "record_refused.xml", &[], "u1").await;
     assert_ok(&out, &rig);
+    // A source probing with OPTIONS marks the recorder down too.
+    let out = sipp(&rig, "options_refused.xml", &[], "u1").await;
+    assert_ok(&out, &rig);
     let (ready, body) = get(rig.http, "/readyz").await.unwrap();
     assert_eq!(ready, 503);
     assert!(body.contains("spool full"), "{body}");

@@ -1003,6 +1003,11 @@ impl SessionHandler for Recorder {
         !settings.fail_closed || self.active_sessions() < settings.capacity
     }
 
+    fn records_new_calls(&self) -> bool {
+        let live = self.live();
+        !live.settings.fail_closed || spool_full(&live).is_none()
+    }
+
     fn hangups(&self) -> Option<broadcast::Receiver<Hangup>> {
         Some(self.hangups.subscribe())
     }

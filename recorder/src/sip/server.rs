@@ -132,6 +132,13 @@ pub trait SessionHandler: Send + Sync + 'static {
         true
     }
 
+    /// Whether a new call offered now would be recorded, for OPTIONS pings (a source that
+    /// probes marks the recorder down and sends elsewhere). An INVITE is refused by
+    /// [`offer`](Self::offer) itself, which counts it.
+    fn records_new_calls(&self) -> bool {
+        true
+    }
+
     /// Sessions the handler wants ended from the recorder's side; every server running the
     /// handler subscribes, and the one holding the dialog ends it.
     fn hangups(&self) -> Option<broadcast::Receiver<Hangup>> {
@@ -428,7 +435,7 @@ impl<H: SessionHandler> Shared<H> {
     }
 
     fn options(&self, txn: &ServerTxn) {
-        if self.unavailable() {
+        if self.unavailable() || !self.handler.records_new_calls() {
             return self.send_unavailable(txn);
         }
         let mut resp = self.build(txn, 200, "OK", None);
