@@ -198,10 +198,6 @@ impl Spool {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Measures the volume the spool is on.
     // The block counts' types differ between platforms (u64 on 64-bit Linux).
     #[allow(clippy::useless_conversion)]
