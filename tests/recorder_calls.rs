@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use audiopus::coder::{Decoder, Encoder};
 use audiopus::{Application, Channels, SampleRate};
 use callvault_recorder::media::{g711, g722};
-use callvault_store::db::{Db, Recording, RecordingStatus};
+use callvault_store::db::{AlarmSeverity, Db, Recording, RecordingStatus};
 use callvault_store::format::{decrypt_stream, recover_truncated, sha256};
 use callvault_store::keys::{KeyRing, PrivateKey};
 use callvault_store::objstore::{self, Credentials, StorageConfig};
@@ -1371,6 +1371,225 @@ async fn sigterm_drains_live_calls_and_commits_them_all() {
     for row in &rows {
         assert_eq!(row.status, RecordingStatus::Available);
     }
+}
+
+/// The active alarm of type `kind` in the rig's tenant, if there is one.
+async fn active_alarm(rig: &Rig, kind: &str) -> Option<callvault_store::db::Alarm> {
+    rig.db
+        .list_alarms(&rig.tenant, false, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.alarm_type == kind)
+}
+
+/// Polls `/metrics` until it has the line `line`.
+async fn metrics_line(rig: &Rig, line: &str) {
+    let http = rig.http;
+    let what = format!("the metric line {line:?}");
+    poll(&what, Duration::from_secs(30), || async move {
+        let (_, m) = get(http, "/metrics").await?;
+        m.lines().any(|l| l == line).then_some(())
+    })
+    .await;
+}
+
+/// A StorageTarget that cannot even be opened (its credentials Secret not mounted yet) does
+/// not stop the recorder: it takes calls into its spool, says so (alarm, metric, `/status`),
+/// and once the credentials appear commits what waited, with no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_that_cannot_be_opened_spools_calls_and_recovers_without_restart() {
+    let mut rig = Rig::new(None, 10).await;
+    let secret = rig
+        .dir
+        .path()
+        .join("creds")
+        .join(Credentials::SECRET_ACCESS_KEY);
+    let saved = std::fs::read(&secret).unwrap();
+    std::fs::remove_file(&secret).unwrap();
+    rig.start().await;
+    let alarm = poll("the storage alarm", Duration::from_secs(30), || async {
+        active_alarm(&rig, "STORAGE_UNREACHABLE").await
+    })
+    .await;
+    assert_eq!(alarm.severity, AlarmSeverity::Critical);
+    assert!(
+        alarm.message.contains("StorageTarget vault") && alarm.message.contains("secretAccessKey"),
+        "{}",
+        alarm.message
+    );
+    metrics_line(&rig, "callvault_recorder_storage_reachable 0").await;
+    let (_, status) = get(rig.http, "/status").await.unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["storage"]["state"], "unreachable", "{status}");
+
+    let out = sipp(
+        &rig,
+        "record_no_rtp.xml",
+        &[("PAUSE_MS", "800".into())],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    let http = rig.http;
+    poll(
+        "commit attempts to fail",
+        Duration::from_secs(30),
+        || async move {
+            let (_, m) = get(http, "/metrics").await?;
+            (!m.contains("callvault_recorder_commit_failures_total 0")).then_some(())
+        },
+    )
+    .await;
+    assert!(rig.finished().await.is_empty(), "nothing stored yet");
+
+    // The Secret is mounted: the next retry opens the storage.
+    std::fs::write(&secret, saved).unwrap();
+    let rows = rig.wait_finished(1, Duration::from_secs(60)).await;
+    check_recording(&rig, &rows[0]).await;
+    assert_eq!(rows[0].status, RecordingStatus::Available);
+    poll(
+        "the storage alarm to clear",
+        Duration::from_secs(30),
+        || async {
+            active_alarm(&rig, "STORAGE_UNREACHABLE")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    metrics_line(&rig, "callvault_recorder_storage_reachable 1").await;
+    let log = rig.db.list_alarms(&rig.tenant, true, 50).await.unwrap();
+    assert!(
+        log.iter()
+            .any(|a| a.alarm_type == "STORAGE_UNREACHABLE" && a.cleared_at.is_some()),
+        "the alarm is kept, cleared: {log:?}"
+    );
+}
+
+/// The spool's thresholds with the real volume's free space (read with statvfs): set so the
+/// volume is above the alarm threshold the recorder raises a Major alarm and still records;
+/// set so it has less free space than a new call needs, an offer gets 503 with Retry-After
+/// (counted), `/readyz` says why, the alarm turns Critical; set back, calls are recorded
+/// again. Each change is a configuration edit applied in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_refuses_new_calls_with_503_and_alarms() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.edit(|c| c["spool"] = serde_json::json!({"alarmPercent": 1, "criticalPercent": 100}));
+    rig.start().await;
+    let major = poll("the spool alarm", Duration::from_secs(30), || async {
+        active_alarm(&rig, "SPOOL_DISK_FULL").await
+    })
+    .await;
+    assert_eq!(major.severity, AlarmSeverity::Major, "{}", major.message);
+    let out = sipp(
+        &rig,
+        "record_no_rtp.xml",
+        &[("PAUSE_MS", "300".into())],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    rig.wait_finished(1, Duration::from_secs(30)).await;
+
+    // More free space needed than any volume has (1 PiB).
+    rig.edit(|c| c["spool"]["minFreeMiB"] = serde_json::json!(1u64 << 30));
+    rig.configuration(1, 0).await;
+    let out = sipp(&rig, "record_refused.xml", &[], "u1").await;
+    assert_ok(&out, &rig);
+    // A source probing with OPTIONS marks the recorder down too.
+    let out = sipp(&rig, "options_refused.xml", &[], "u1").await;
+    assert_ok(&out, &rig);
+    let (ready, body) = get(rig.http, "/readyz").await.unwrap();
+    assert_eq!(ready, 503);
+    assert!(body.contains("spool full"), "{body}");
+    let critical = poll(
+        "the alarm to turn Critical",
+        Duration::from_secs(30),
+        || async {
+            active_alarm(&rig, "SPOOL_DISK_FULL")
+                .await
+                .filter(|a| a.severity == AlarmSeverity::Critical)
+        },
+    )
+    .await;
+    assert!(
+        critical.message.contains("new calls are refused (503)"),
+        "{}",
+        critical.message
+    );
+    metrics_line(&rig, "callvault_recorder_spool_refusals_total 1").await;
+    metrics_line(&rig, "callvault_recorder_sessions_rejected_total 1").await;
+
+    rig.edit(|c| c["spool"] = serde_json::json!({"alarmPercent": 99, "criticalPercent": 100}));
+    rig.configuration(2, 0).await;
+    let out = sipp(
+        &rig,
+        "record_no_rtp.xml",
+        &[("PAUSE_MS", "300".into())],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    rig.wait_finished(2, Duration::from_secs(30)).await;
+    poll(
+        "the spool alarm to clear",
+        Duration::from_secs(30),
+        || async {
+            active_alarm(&rig, "SPOOL_DISK_FULL")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// Storage that fails while the recorder runs, fixed by editing the StorageTarget (here: its
+/// endpoint): the edit is applied in place and the recordings waiting in the spool are
+/// committed to the new endpoint at once, without a restart and without waiting out the
+/// retry back-off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_target_fixed_by_an_edit_takes_the_waiting_recordings_at_once() {
+    let mut proxy = Proxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await;
+    let mut rig = Rig::new(Some(format!("http://{}", proxy.addr)), 10).await;
+    rig.start().await;
+    proxy.cut();
+    let out = sipp(
+        &rig,
+        "record_no_rtp.xml",
+        &[("PAUSE_MS", "500".into())],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    let alarm = poll("the storage alarm", Duration::from_secs(60), || async {
+        active_alarm(&rig, "STORAGE_UNREACHABLE").await
+    })
+    .await;
+    assert!(
+        alarm.message.contains("1 recordings wait"),
+        "{}",
+        alarm.message
+    );
+    assert!(rig.finished().await.is_empty());
+    rig.edit(|c| c["storage"]["endpoint"] = env("CALLVAULT_TEST_S3_ENDPOINT").into());
+    rig.configuration(1, 0).await;
+    // Well inside the back-off the failed attempts reached.
+    let rows = rig.wait_finished(1, Duration::from_secs(10)).await;
+    check_recording(&rig, &rows[0]).await;
+    poll(
+        "the storage alarm to clear",
+        Duration::from_secs(30),
+        || async {
+            active_alarm(&rig, "STORAGE_UNREACHABLE")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// A TLS transport added without a usable certificate does not listen and says so at once

@@ -19,7 +19,7 @@ pub use jobs::{
 pub use problem::{Invalid, Problem};
 pub use recorder::{
     Advertise, EncryptionConfig, LoadError, MediaAddress, MediaConfig, OtherProfile, PortRange,
-    RecorderConfig, SipConfig, SipTransport, ValidRecorderConfig,
+    RecorderConfig, SipConfig, SipTransport, SpoolLimits, ValidRecorderConfig,
 };
 pub use rules::{RecordingRules, Rules};
 

@@ -59,6 +59,9 @@ pub struct RecorderConfig {
     /// Crash-safe local spool, the source of truth until upload and DB row are committed.
     #[serde(default = "default_spool_dir")]
     pub spool_dir: PathBuf,
+    /// When the spool volume raises alarms and when it refuses new calls.
+    #[serde(default)]
+    pub spool: SpoolLimits,
     /// File holding the database URL (it may contain a password, so it is never inline).
     pub database_url_file: PathBuf,
     /// On SIGTERM, how long live calls may go on before the pod stops; their spool survives.
@@ -318,6 +321,44 @@ fn default_complexity() -> u8 {
     5
 }
 
+/// The spool volume's thresholds. Above `alarmPercent` used the recorder raises a Major
+/// alarm, above `criticalPercent` a Critical one; with less than `minFreeMiB` free it refuses
+/// new calls (503, so the source fails over) while live calls go on into the space left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpoolLimits {
+    /// Percent of the volume used at which the Major alarm is raised, 1 to 99.
+    #[serde(default = "default_spool_alarm_percent")]
+    pub alarm_percent: u8,
+    /// Percent used at which the alarm turns Critical, from `alarmPercent` to 100.
+    #[serde(default = "default_spool_critical_percent")]
+    pub critical_percent: u8,
+    /// Free space below which new calls are refused, in MiB (about 4.5 hours of a call at
+    /// 32 kbit/s per 64 MiB).
+    #[serde(default = "default_spool_min_free", rename = "minFreeMiB")]
+    pub min_free_mib: u64,
+}
+
+impl Default for SpoolLimits {
+    fn default() -> Self {
+        Self {
+            alarm_percent: default_spool_alarm_percent(),
+            critical_percent: default_spool_critical_percent(),
+            min_free_mib: default_spool_min_free(),
+        }
+    }
+}
+
+fn default_spool_alarm_percent() -> u8 {
+    80
+}
+fn default_spool_critical_percent() -> u8 {
+    95
+}
+fn default_spool_min_free() -> u64 {
+    256
+}
+
 /// The profile's public key. The recorder never gets a private key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -544,6 +585,22 @@ impl RecorderConfig {
             "must name the StorageTarget the recordings are stored on",
         );
         check_path(&mut p, "spoolDir", Some(&self.spool_dir));
+        let spool = &self.spool;
+        p.check(
+            (1..=99).contains(&spool.alarm_percent),
+            "spool.alarmPercent",
+            "must be 1 to 99",
+        );
+        p.check(
+            (spool.alarm_percent..=100).contains(&spool.critical_percent),
+            "spool.criticalPercent",
+            "must be from spool.alarmPercent to 100",
+        );
+        p.check(
+            spool.min_free_mib <= 1 << 30,
+            "spool.minFreeMiB",
+            "must be at most 1073741824 (1 PiB)",
+        );
         check_path(&mut p, "databaseUrlFile", Some(&self.database_url_file));
         p.check(
             self.drain_grace_seconds <= 86_400,

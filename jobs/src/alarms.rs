@@ -458,6 +458,16 @@ mod tests {
     }
 
     #[test]
+    fn the_recorder_raises_its_own_alarms_under_the_same_types() {
+        use callvault_recorder::alarms as recorder;
+        assert_eq!(AlarmKind::SpoolDiskFull.as_str(), recorder::SPOOL_DISK_FULL);
+        assert_eq!(
+            AlarmKind::StorageUnreachable.as_str(),
+            recorder::STORAGE_UNREACHABLE
+        );
+    }
+
+    #[test]
     fn recorder_availability() {
         assert_eq!(
             recorders("traders", 0, 0, 0).raised.map(|r| r.0),

@@ -7,7 +7,7 @@ use callvault_config::rules::{
 };
 use callvault_config::{
     Advertise, EncryptionConfig, Invalid, MediaAddress, MediaConfig, PortRange, RecorderConfig,
-    Rules, SipConfig, SipTransport,
+    Rules, SipConfig, SipTransport, SpoolLimits,
 };
 use callvault_crds::recording_profile as rp;
 use callvault_crds::{RecordingProfile, StorageTarget};
@@ -139,6 +139,7 @@ pub fn render_recorder_config(
             key_id: key_id.to_owned(),
         },
         spool_dir: paths::SPOOL_DIR.into(),
+        spool: SpoolLimits::default(),
         database_url_file: paths::DATABASE_URL_FILE.into(),
         drain_grace_seconds: DRAIN_GRACE_SECONDS,
         rules: rules(&spec.selector)?,

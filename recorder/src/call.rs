@@ -2,7 +2,6 @@
 //! spool file) and segment rotation at `maxDurationSeconds`. Runs as one task that owns
 //! everything, driven by datagrams, a tick and control messages from the SIP side.
 
-use std::fs::File;
 use std::io::{ErrorKind, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use crate::media::rtp::{self, Packet};
 use crate::media::{Latch, OpusConfig, Recording, StreamConfig, StreamId, TimelineConfig, Verdict};
 use crate::metrics::{self, Metrics};
 use crate::ports::{PortPair, PortPool};
-use crate::spool::{AudioProgress, Ended, Manifest, Recovery, RowFacts, Spool};
+use crate::spool::{AudioProgress, Ended, Manifest, Recovery, RowFacts, Spool, SpoolFile};
 
 /// What the recording side shares between calls.
 #[derive(Debug)]
@@ -50,6 +49,8 @@ pub enum Stop {
     AckTimeout,
     /// The recorder is shutting down with the call still live (drain grace ran out).
     Shutdown,
+    /// The recording failed (its spool write); the recorder ends the call.
+    Failed,
 }
 
 impl Stop {
@@ -57,7 +58,7 @@ impl Stop {
         match self {
             Stop::Bye => ReleaseCause::Normal,
             Stop::Cancelled => ReleaseCause::Abandoned,
-            Stop::AckTimeout | Stop::Shutdown => ReleaseCause::Failure,
+            Stop::AckTimeout | Stop::Shutdown | Stop::Failed => ReleaseCause::Failure,
         }
     }
 }
@@ -127,7 +128,7 @@ struct Foreign {
 
 struct Segment {
     manifest: Manifest,
-    recording: Recording<AudioProgress<RecordingWriter<File>>>,
+    recording: Recording<AudioProgress<RecordingWriter<SpoolFile>>>,
     started: Instant,
     /// Stream id in this segment's timeline, per m-line.
     streams: Vec<Option<StreamId>>,
@@ -163,6 +164,8 @@ pub struct Call {
     held: Vec<Held>,
     paused: bool,
     foreign: Foreign,
+    /// Why recording failed: the call ends and the source is sent a BYE.
+    failed: Option<String>,
 }
 
 impl std::fmt::Debug for Call {
@@ -186,6 +189,7 @@ impl Call {
             held: Vec::new(),
             paused: false,
             foreign: Foreign::default(),
+            failed: None,
         };
         call.segment = Some(call.open_segment()?);
         Ok(call)
@@ -256,13 +260,18 @@ impl Call {
         })
     }
 
-    /// Runs the call until it is stopped; every segment ends up with the committer.
-    pub async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) {
+    /// Runs the call until it is stopped or its recording fails; every segment ends up with
+    /// the committer. Returns why recording failed, if it did: the source must be told the
+    /// call is no longer recorded.
+    pub async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) -> Option<String> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; 2048];
         let mut stamps = crate::ports::stamp_buffer();
         let stop = loop {
+            if self.failed.is_some() {
+                break Stop::Failed;
+            }
             tokio::select! {
                 biased;
                 msg = control.recv() => match msg {
@@ -304,7 +313,7 @@ impl Call {
         .await;
         let Ok(mut call) = finished else {
             tracing::error!("sealing the recording failed");
-            return;
+            return None;
         };
         for slot in call.slots.drain(..).flatten() {
             let port = slot.port;
@@ -314,6 +323,7 @@ impl Call {
         if let Some(raised) = call.foreign.alarm.take() {
             call.clear_foreign_alarm(raised);
         }
+        call.failed.take()
     }
 
     /// Waits for the segment to come back from its encoder, if it is away.
@@ -333,10 +343,7 @@ impl Call {
             Err(_) => return,
         };
         if let Err(e) = result {
-            tracing::error!(error = %e, "spool write failed: keeping what was written");
-            self.ctx
-                .committer
-                .submit(recover(&self.ctx.spool, seg.manifest));
+            self.write_failed(seg.manifest, e);
             self.held.clear();
             return;
         }
@@ -344,6 +351,21 @@ impl Call {
         for held in std::mem::take(&mut self.held) {
             self.on_datagram(held.index, &held.data, held.arrival);
         }
+    }
+
+    /// The spool cannot be written: what was written is committed `incomplete` with the
+    /// error, and the call ends (a recording that silently stops while the call goes on is
+    /// the loss this prevents).
+    fn write_failed(&mut self, manifest: Manifest, error: String) {
+        tracing::error!(recording = %manifest.id, %error,
+            "spool write failed: keeping what was written and ending the call");
+        metrics::inc(&self.ctx.metrics.spool_write_failures);
+        let recovered = self
+            .ctx
+            .spool
+            .recover(manifest, Recovery::WriteFailed(error.clone()));
+        self.ctx.committer.submit(recovered);
+        self.failed = Some(format!("spool write failed: {error}"));
     }
 
     fn on_control(&mut self, msg: Control) {
@@ -507,19 +529,15 @@ impl Call {
             );
             f.alarm = Some(tokio::spawn(async move {
                 let raised = match db.get().await {
-                    Ok(db) => match db
-                        .raise_alarm(
-                            &tenant,
-                            FOREIGN_ALARM,
-                            &source,
-                            AlarmSeverity::Major,
-                            &message,
-                        )
-                        .await
-                    {
-                        Ok(_) => db.log_activity(&tenant, "alarm", &message).await,
-                        Err(e) => Err(e),
-                    }
+                    Ok(db) => crate::alarms::raise(
+                        &db,
+                        &tenant,
+                        FOREIGN_ALARM,
+                        &source,
+                        AlarmSeverity::Major,
+                        &message,
+                    )
+                    .await
                     .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
@@ -539,15 +557,11 @@ impl Call {
         );
         tokio::spawn(async move {
             let _ = raised.await;
+            let text = format!("Foreign RTP ({source}) cleared: the call ended");
             let cleared = match db.get().await {
-                Ok(db) => match db.clear_alarm(&tenant, FOREIGN_ALARM, &source).await {
-                    Ok(true) => {
-                        let text = format!("Foreign RTP ({source}) cleared: the call ended");
-                        db.log_activity(&tenant, "alarm Clear", &text).await
-                    }
-                    other => other.map(|_| ()),
-                }
-                .map_err(|e| e.to_string()),
+                Ok(db) => crate::alarms::clear(&db, &tenant, FOREIGN_ALARM, &source, &text)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = cleared {
@@ -625,7 +639,11 @@ impl Call {
         self.row.start_time = now_micros();
         match self.open_segment() {
             Ok(seg) => self.segment = Some(seg),
-            Err(e) => tracing::error!(error = %e, "cannot open the next segment"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the next segment: ending the call");
+                metrics::inc(&self.ctx.metrics.spool_write_failures);
+                self.failed = Some(format!("cannot open the next segment: {e}"));
+            }
         }
     }
 
@@ -695,7 +713,8 @@ impl Call {
             }
             Err(e) => {
                 tracing::error!(error = %e, "recording could not be finished: keeping what was written");
-                recover(&ctx.spool, manifest)
+                metrics::inc(&ctx.metrics.spool_write_failures);
+                ctx.spool.recover(manifest, Recovery::WriteFailed(e))
             }
         };
         tracing::info!(recording = %manifest.id, ?stop, "segment ended");
@@ -761,9 +780,4 @@ fn with_foreign(raw: &str, dropped: u64, last: Option<SocketAddr>) -> String {
         }),
     );
     serde_json::Value::Object(doc).to_string()
-}
-
-/// Marks a segment whose spool write failed mid-call as recovered (see [`Spool::recover`]).
-pub fn recover(spool: &Spool, manifest: Manifest) -> Manifest {
-    spool.recover(manifest, Recovery::WriteFailed)
 }

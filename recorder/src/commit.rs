@@ -1,15 +1,21 @@
 //! Commits ended segments from the spool: object to the StorageTarget, then the row, then the
 //! spool files go. Every step is retried with exponential back-off until it succeeds, so a
-//! storage or database outage delays commits and loses nothing.
+//! storage or database outage delays commits and loses nothing. Storage that cannot even be
+//! opened (credentials not mounted yet, a missing directory) is one more such outage: the
+//! recorder records into the spool and opens it again at each attempt.
 
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use callvault_config::Timestamp;
-use callvault_store::db::{Db, DbError, FinishRecording, RecordingStatus, RecoveredRecording};
-use callvault_store::objstore::{Storage, StorageError};
-use tokio::sync::{Mutex, Notify, Semaphore};
+use callvault_store::db::{
+    Db, DbError, FinishRecording, RecordingStatus, RecoveredRecording, now_micros,
+};
+use callvault_store::objstore::{self, Credentials, Storage, StorageConfig, StorageError};
+use serde::Serialize;
+use tokio::sync::{Mutex, Notify, Semaphore, watch};
 use tracing::Instrument;
 
 use crate::metrics::{self, Metrics};
@@ -26,11 +32,19 @@ pub enum CommitError {
     #[error("database unreachable: connecting took longer than {0:?}")]
     DbTimeout(Duration),
     #[error("storage: {0}")]
-    Storage(#[from] StorageError),
+    Storage(Box<StorageError>),
+    #[error("storage credentials: {0}")]
+    Credentials(#[from] objstore::CredentialsError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
     #[error("segment {0} has not ended")]
     NotEnded(uuid::Uuid),
+}
+
+impl From<StorageError> for CommitError {
+    fn from(e: StorageError) -> Self {
+        CommitError::Storage(Box::new(e))
+    }
 }
 
 /// The database, connected on first use and reconnected after a failed connect.
@@ -71,6 +85,134 @@ impl DbSlot {
     }
 }
 
+/// Where recordings are stored: the StorageTarget's spec and credentials directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageSpec {
+    /// The StorageTarget's name.
+    pub target: String,
+    pub config: StorageConfig,
+    pub credentials_dir: Option<PathBuf>,
+}
+
+impl StorageSpec {
+    /// Reads the credentials and opens the target (no network call).
+    pub fn open(&self) -> Result<Storage, CommitError> {
+        let credentials = match &self.credentials_dir {
+            Some(dir) => Credentials::from_dir(dir)?,
+            None => Credentials::none(),
+        };
+        Ok(objstore::open(&self.config, &credentials)?)
+    }
+}
+
+/// Whether the recorder can store recordings now, as its last attempt found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "state")]
+pub enum StorageHealth {
+    /// Nothing stored or tried yet.
+    Unknown,
+    Reachable,
+    /// Opening the target or storing a recording failed; retried with back-off while the
+    /// recordings wait in the spool.
+    #[serde(rename_all = "camelCase")]
+    Unreachable {
+        target: String,
+        error: String,
+        /// First failure of this outage, µs since the Unix epoch.
+        since: i64,
+    },
+}
+
+/// The StorageTarget, opened on first use and again after a failure to open it; its spec can
+/// be replaced while the recorder runs (commits waiting for a retry then retry at once).
+#[derive(Debug)]
+pub struct StorageSlot {
+    spec: std::sync::Mutex<(StorageSpec, Option<Storage>)>,
+    health: watch::Sender<StorageHealth>,
+    changed: Notify,
+}
+
+impl StorageSlot {
+    pub fn new(spec: StorageSpec, opened: Option<Storage>) -> Self {
+        StorageSlot {
+            spec: std::sync::Mutex::new((spec, opened)),
+            health: watch::channel(StorageHealth::Unknown).0,
+            changed: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (StorageSpec, Option<Storage>)> {
+        self.spec.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn spec(&self) -> StorageSpec {
+        self.lock().0.clone()
+    }
+
+    /// Uses `spec` from now on (a changed StorageTarget).
+    pub fn replace(&self, spec: StorageSpec, opened: Option<Storage>) {
+        *self.lock() = (spec, opened);
+        self.changed.notify_waiters();
+    }
+
+    /// The opened target; opening failures are reported like any other storage failure.
+    pub fn get(&self) -> Result<Storage, CommitError> {
+        let mut slot = self.lock();
+        if let Some(storage) = &slot.1 {
+            return Ok(storage.clone());
+        }
+        match slot.0.open() {
+            Ok(storage) => {
+                slot.1 = Some(storage.clone());
+                Ok(storage)
+            }
+            Err(e) => {
+                drop(slot);
+                self.failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    pub fn health(&self) -> StorageHealth {
+        self.health.borrow().clone()
+    }
+
+    /// Changes as the health does.
+    pub fn subscribe(&self) -> watch::Receiver<StorageHealth> {
+        self.health.subscribe()
+    }
+
+    pub fn reachable(&self) {
+        self.health.send_if_modified(|h| {
+            let was = std::mem::replace(h, StorageHealth::Reachable);
+            if matches!(was, StorageHealth::Unreachable { .. }) {
+                tracing::info!("storage reachable again: waiting recordings are being committed");
+            }
+            was != StorageHealth::Reachable
+        });
+    }
+
+    pub fn failed(&self, error: &CommitError) {
+        let target = self.lock().0.target.clone();
+        let error = error.to_string();
+        self.health.send_if_modified(|h| {
+            let since = match h {
+                StorageHealth::Unreachable { since, .. } => *since,
+                _ => now_micros(),
+            };
+            let next = StorageHealth::Unreachable {
+                target,
+                error,
+                since,
+            };
+            let changed = *h != next;
+            *h = next;
+            changed
+        });
+    }
+}
+
 /// Retry pacing.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -99,7 +241,7 @@ impl Backoff {
 #[derive(Debug)]
 struct Inner {
     spool: Spool,
-    storage: Storage,
+    storage: Arc<StorageSlot>,
     db: Arc<DbSlot>,
     backoff: Backoff,
     slots: Semaphore,
@@ -120,7 +262,7 @@ const CONCURRENT_COMMITS: usize = 4;
 impl Committer {
     pub fn new(
         spool: Spool,
-        storage: Storage,
+        storage: Arc<StorageSlot>,
         db: Arc<DbSlot>,
         backoff: Backoff,
         metrics: Arc<Metrics>,
@@ -137,6 +279,10 @@ impl Committer {
                 metrics,
             }),
         }
+    }
+
+    pub fn storage(&self) -> &Arc<StorageSlot> {
+        &self.inner.storage
     }
 
     pub fn pending(&self) -> u64 {
@@ -179,7 +325,9 @@ impl Committer {
                             let delay = inner.backoff.delay(attempt);
                             tracing::warn!(error = %e, attempt, retry_in = ?delay,
                                 "commit failed; the spool keeps the recording");
-                            tokio::time::sleep(delay).await;
+                            // A replaced StorageTarget is tried at once.
+                            let _ =
+                                tokio::time::timeout(delay, inner.storage.changed.notified()).await;
                             attempt = attempt.saturating_add(1);
                         }
                     }
@@ -238,10 +386,20 @@ impl Inner {
             return Ok(());
         }
         let key = object_key(m);
-        let info = self
-            .storage
-            .put_file(&key, &self.spool.media_path(m.id))
-            .await?;
+        let storage = self.storage.get()?;
+        let info = match storage.put_file(&key, &self.spool.media_path(m.id)).await {
+            Ok(info) => {
+                self.storage.reachable();
+                info
+            }
+            // The spool file itself unreadable is no storage outage.
+            Err(e @ StorageError::LocalFile { .. }) => return Err(e.into()),
+            Err(e) => {
+                let e = CommitError::from(e);
+                self.storage.failed(&e);
+                return Err(e);
+            }
+        };
         let size = i64::try_from(info.size).unwrap_or(i64::MAX);
         let result = match ended {
             Ended::Sealed {

@@ -2,6 +2,7 @@
 //! session layer ([`session`]), which runs one [`call`] per recorded dialog (media into an
 //! encrypted spool file); the [`commit`] layer uploads each ended recording and finishes its
 //! row, retrying until both succeed; [`service`] wires it all for `callvault recorder`.
+pub mod alarms;
 pub mod call;
 pub mod commit;
 pub mod media;

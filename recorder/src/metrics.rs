@@ -27,6 +27,14 @@ pub struct Metrics {
     pub sip_bind_failures: AtomicU64,
     pub config_applied: AtomicU64,
     pub config_refused: AtomicU64,
+    /// Offers refused (503) because the spool was full.
+    pub spool_refusals: AtomicU64,
+    /// Segments whose spool write failed mid-call (the call was ended with a BYE).
+    pub spool_write_failures: AtomicU64,
+    /// 1 while storing recordings works (or has not been tried), 0 while it fails.
+    pub storage_reachable: AtomicU64,
+    pub spool_free_bytes: AtomicU64,
+    pub spool_used_percent: AtomicU64,
     /// End of the latest committed recording, µs since the Unix epoch.
     pub last_recording_time: Mutex<Option<i64>>,
 }
@@ -122,8 +130,38 @@ impl Metrics {
         metric(
             "sessions_rejected_total",
             "counter",
-            "Session offers refused (bad offer, no capacity, no ports).",
+            "Session offers refused (bad offer, no capacity, no ports, a full spool).",
             get(&self.sessions_rejected),
+        );
+        metric(
+            "spool_refusals_total",
+            "counter",
+            "Session offers refused (503) because the spool had less free space than spool.minFreeMiB (also in sessions_rejected_total).",
+            get(&self.spool_refusals),
+        );
+        metric(
+            "spool_write_failures_total",
+            "counter",
+            "Recordings whose spool write failed mid-call: the call was ended with a BYE and what was written committed as incomplete.",
+            get(&self.spool_write_failures),
+        );
+        metric(
+            "spool_free_bytes",
+            "gauge",
+            "Bytes the recorder may still write to its spool volume.",
+            get(&self.spool_free_bytes),
+        );
+        metric(
+            "spool_used_percent",
+            "gauge",
+            "Percent of the spool volume used.",
+            get(&self.spool_used_percent),
+        );
+        metric(
+            "storage_reachable",
+            "gauge",
+            "0 while recordings cannot be stored (they wait in the spool and are retried).",
+            get(&self.storage_reachable),
         );
         metric(
             "sessions_not_recorded_total",
@@ -182,7 +220,7 @@ impl Metrics {
         metric(
             "commits_incomplete_total",
             "counter",
-            "Recordings committed as incomplete (recovered after a crash).",
+            "Recordings committed as incomplete (recovered after a crash or a failed spool write).",
             get(&self.commits_incomplete),
         );
         metric(

@@ -204,12 +204,16 @@ fn route(method: &str, path: &str, state: &OpsState) -> (&'static str, &'static 
     let draining = health == Health::Draining;
     match path {
         "/healthz" => ("200 OK", TEXT, "ok\n".into()),
-        "/readyz" if health.can_record() => ("200 OK", TEXT, "ready\n".into()),
-        "/readyz" => (
+        "/readyz" if !health.can_record() => (
             "503 Service Unavailable",
             TEXT,
             format!("{}\n", health.reason()),
         ),
+        // A spool too full for a new call cannot record now either.
+        "/readyz" => match crate::session::spool_full(&state.recorder.live()) {
+            Some(full) => ("503 Service Unavailable", TEXT, format!("{full}\n")),
+            None => ("200 OK", TEXT, "ready\n".into()),
+        },
         "/metrics" => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
@@ -231,6 +235,23 @@ fn route(method: &str, path: &str, state: &OpsState) -> (&'static str, &'static 
                     "configuration".into(),
                     serde_json::to_value(&*state.configuration()).unwrap_or_default(),
                 );
+                let live = state.recorder.live();
+                fields.insert(
+                    "storage".into(),
+                    serde_json::to_value(live.ctx.committer.storage().health()).unwrap_or_default(),
+                );
+                if let Ok(space) = live.ctx.spool.space() {
+                    let level = crate::spool::SpoolLevel::of(space, &live.settings.spool);
+                    fields.insert(
+                        "spool".into(),
+                        serde_json::json!({
+                            "freeBytes": space.free_bytes,
+                            "totalBytes": space.total_bytes,
+                            "usedPercent": space.used_percent(),
+                            "level": level,
+                        }),
+                    );
+                }
             }
             ("200 OK", "application/json", status.to_string())
         }

@@ -12,14 +12,17 @@ use std::time::Duration;
 
 use callvault_config::{RecorderConfig, SipTransport, ValidRecorderConfig};
 use callvault_store::keys::PublicKey;
-use callvault_store::objstore::{self, Credentials};
+use callvault_store::objstore::Storage;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::alarms::{self, Reporter};
 use crate::call::CallContext;
-use crate::commit::{Backoff, Committer, DbSlot};
+use crate::commit::{
+    Backoff, CommitError, Committer, DbSlot, StorageHealth, StorageSlot, StorageSpec,
+};
 use crate::media::OpusConfig;
 use crate::metrics::{self, Metrics};
 use crate::ops::{self, Health, HealthCell, OpsState};
@@ -48,10 +51,11 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
-    #[error("storage: {0}")]
-    Storage(Box<objstore::StorageError>),
-    #[error("storage credentials: {0}")]
-    Credentials(#[from] objstore::CredentialsError),
+    #[error("storage {target}: {error}")]
+    Storage {
+        target: String,
+        error: Box<CommitError>,
+    },
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
     #[error("SIP listeners: {0}")]
@@ -76,6 +80,9 @@ pub struct ServiceOptions {
     /// Where the recorder says whether it can take calls now (standalone reads it for its
     /// status and alarms).
     pub health: HealthCell,
+    /// This recorder's name in its alarms (a cluster recorder's pod); `None`: named after its
+    /// profile.
+    pub instance: Option<String>,
 }
 
 impl Default for ServiceOptions {
@@ -85,6 +92,7 @@ impl Default for ServiceOptions {
             backoff: Backoff::default(),
             commit_grace: Duration::from_secs(20),
             health: HealthCell::default(),
+            instance: None,
         }
     }
 }
@@ -154,6 +162,13 @@ async fn serve(
         .map_err(ServiceError::Config)?;
     let metrics = Arc::new(Metrics::default());
     let (live, _) = build(&current, None, &metrics, options.backoff)?;
+    // Storage that cannot be opened does not stop the recorder: calls go into the spool and
+    // the committer opens it again at each attempt. Tried once now so the alarm and
+    // `/status` say so before the first call.
+    if let Err(e) = live.ctx.committer.storage().get() {
+        tracing::error!(error = %e,
+            "storage cannot be opened: recordings wait in the spool until it can");
+    }
     let mut committers = vec![live.ctx.committer.clone()];
     // What a previous run left: ended segments wait for their commit, live ones died with it.
     for manifest in live.ctx.spool.manifests()? {
@@ -180,6 +195,11 @@ async fn serve(
     tracing::info!(%http, profile = %current.config.profile, "operations endpoint up");
     let (applied_tx, applied) = watch::channel(current.clone());
     let users = spawn_directory_refresh(recorder.clone(), applied);
+    let source = options
+        .instance
+        .clone()
+        .unwrap_or_else(|| format!("recorder {}", current.config.profile));
+    let conditions = spawn_conditions(recorder.clone(), source);
 
     let mut listeners = Listeners::default();
     let mut updates_open = true;
@@ -242,6 +262,7 @@ async fn serve(
     recorder.stop_all().await;
     listeners.shutdown();
     users.abort();
+    conditions.abort();
     let mut idle = true;
     for committer in &committers {
         idle &= committer.wait_idle(options.commit_grace).await;
@@ -278,6 +299,14 @@ pub fn apply(
         metrics,
         backoff,
     )?;
+    let spec = storage_spec(&next.config);
+    if new_committer.is_none() && live.ctx.committer.storage().spec() != spec {
+        // Same spool and database, another StorageTarget spec: opened now so a change that
+        // cannot work is refused while the previous target keeps storing; recordings waiting
+        // in the spool are retried with the new one at once.
+        let opened = open_storage(&spec)?;
+        live.ctx.committer.storage().replace(spec, Some(opened));
+    }
     recorder.reconfigure(live);
     Ok(new_committer)
 }
@@ -347,12 +376,26 @@ fn sip_address(valid: &ValidRecorderConfig) -> Listen {
     }
 }
 
-/// Whether two configurations commit the same way: same spool, storage and database.
+/// Whether two configurations commit through the same committer: same spool and database
+/// (a changed storage is given to that committer).
 fn same_commit_path(a: &RecorderConfig, b: &RecorderConfig) -> bool {
-    a.spool_dir == b.spool_dir
-        && a.storage == b.storage
-        && a.storage_credentials_dir == b.storage_credentials_dir
-        && a.database_url_file == b.database_url_file
+    a.spool_dir == b.spool_dir && a.database_url_file == b.database_url_file
+}
+
+/// Opens the storage of a configuration offered to a running recorder (refused if it cannot).
+fn open_storage(spec: &StorageSpec) -> Result<Storage, ServiceError> {
+    spec.open().map_err(|e| ServiceError::Storage {
+        target: spec.target.clone(),
+        error: Box::new(e),
+    })
+}
+
+fn storage_spec(config: &RecorderConfig) -> StorageSpec {
+    StorageSpec {
+        target: config.storage_target.clone(),
+        config: config.storage.clone(),
+        credentials_dir: config.storage_credentials_dir.clone(),
+    }
 }
 
 /// The session settings and call context of `valid`. The committer, spool, database and RTP
@@ -381,16 +424,24 @@ fn build(
                     source,
                 }
             })?;
-            let credentials = match &config.storage_credentials_dir {
-                Some(dir) => Credentials::from_dir(dir)?,
-                None => Credentials::none(),
+            let spec = storage_spec(config);
+            let storage = match previous {
+                // A running recorder keeps its previous commit path unless the new one opens.
+                Some(_) => {
+                    let opened = open_storage(&spec)?;
+                    StorageSlot::new(spec, Some(opened))
+                }
+                None => StorageSlot::new(spec, None),
             };
-            let storage = objstore::open(&config.storage, &credentials)
-                .map_err(|e| ServiceError::Storage(Box::new(e)))?;
             let spool = Spool::open(&config.spool_dir)?;
             let db = Arc::new(DbSlot::new(url.trim().to_owned()));
-            let committer =
-                Committer::new(spool.clone(), storage, db.clone(), backoff, metrics.clone());
+            let committer = Committer::new(
+                spool.clone(),
+                Arc::new(storage),
+                db.clone(),
+                backoff,
+                metrics.clone(),
+            );
             (spool, committer.clone(), db, Some(committer))
         }
     };
@@ -431,6 +482,7 @@ fn build(
         fail_closed: config.fail_closed,
         retention_days: config.retention_days,
         rules: valid.rules.clone(),
+        spool: config.spool.clone(),
     });
     Ok((Live { settings, ctx }, new_committer))
 }
@@ -643,6 +695,60 @@ impl std::fmt::Debug for Listeners {
             .field("failures", &self.failures)
             .finish()
     }
+}
+
+/// How often the spool and the storage are looked at for the metrics and alarms.
+const CONDITIONS_PERIOD: Duration = Duration::from_secs(2);
+
+/// Measures the spool and reads the storage's health into the metrics, and raises or clears
+/// their alarms (named `source`) as they change.
+fn spawn_conditions(recorder: Arc<Recorder>, source: String) -> JoinHandle<()> {
+    tokio::spawn(
+        async move {
+            let mut reporter = Reporter::new(recorder.live().ctx.tenant.clone(), source);
+            loop {
+                let live = recorder.live();
+                let m = recorder.metrics();
+                let health = live.ctx.committer.storage().health();
+                let reachable = !matches!(health, StorageHealth::Unreachable { .. });
+                m.storage_reachable
+                    .store(u64::from(reachable), Ordering::Relaxed);
+                let storage = alarms::storage(
+                    reporter.source(),
+                    &health,
+                    m.commits_pending.load(Ordering::Relaxed),
+                );
+                let spool = match live.ctx.spool.space() {
+                    Ok(space) => {
+                        m.spool_free_bytes
+                            .store(space.free_bytes, Ordering::Relaxed);
+                        m.spool_used_percent
+                            .store(u64::from(space.used_percent()), Ordering::Relaxed);
+                        Some(alarms::spool(
+                            reporter.source(),
+                            space,
+                            &live.settings.spool,
+                        ))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "spool space not measured");
+                        None
+                    }
+                };
+                if let Ok(db) = live.ctx.db.get().await {
+                    reporter
+                        .report(&db, alarms::STORAGE_UNREACHABLE, storage)
+                        .await;
+                    if let Some(spool) = spool {
+                        reporter.report(&db, alarms::SPOOL_DISK_FULL, spool).await;
+                    }
+                }
+                let mut changed = live.ctx.committer.storage().subscribe();
+                let _ = tokio::time::timeout(CONDITIONS_PERIOD, changed.changed()).await;
+            }
+        }
+        .in_current_span(),
+    )
 }
 
 /// Counts the users the profile records and the conflicts with other profiles, once a

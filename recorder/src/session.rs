@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use callvault_config::rules::RecordingRules;
-use callvault_config::{OtherProfile, Timestamp};
+use callvault_config::{OtherProfile, SpoolLimits, Timestamp};
 use callvault_store::db::{CallType, Db, Direction, Party};
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -26,8 +26,8 @@ use crate::metrics::{self, Metrics};
 use crate::rules::{self, CallFacts, Decision, MatchedUser};
 use crate::sdp::{self, AnswerParams, MediaPlan, SessionDescription};
 use crate::sip::DialogId;
-use crate::sip::server::{EndReason, Rejection, SessionHandler, SessionOffer};
-use crate::spool::RowFacts;
+use crate::sip::server::{EndReason, Hangup, Rejection, SessionHandler, SessionOffer};
+use crate::spool::{RowFacts, SpoolLevel};
 
 /// The profile's settings the session layer applies.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub struct SessionSettings {
     pub fail_closed: bool,
     pub retention_days: u32,
     pub rules: RecordingRules,
+    /// When the spool is too full to take a new call.
+    pub spool: SpoolLimits,
 }
 
 enum Entry {
@@ -79,6 +81,8 @@ pub struct Recorder {
     released: tokio::sync::Notify,
     /// Users another profile selects too, from the last directory pass.
     conflicts: Mutex<Vec<Conflict>>,
+    /// Calls whose recording failed, for the SIP servers to end with a BYE.
+    hangups: broadcast::Sender<Hangup>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -187,6 +191,28 @@ fn reject(status: u16, reason: impl Into<String>) -> Rejection {
     Rejection::new(status, reason)
 }
 
+/// Retry-After of a call refused for its spool: about when a freed spool is noticed.
+const SPOOL_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Why the spool cannot take a new call now, if it cannot. A volume that cannot be measured
+/// is not refused for it: opening the call's spool files says whether it can be written.
+pub fn spool_full(live: &Live) -> Option<String> {
+    let space = match live.ctx.spool.space() {
+        Ok(space) => space,
+        Err(e) => {
+            tracing::warn!(error = %e, "spool space not measured");
+            return None;
+        }
+    };
+    (SpoolLevel::of(space, &live.settings.spool) == SpoolLevel::Full).then(|| {
+        format!(
+            "spool full: {} MiB free, {} MiB needed",
+            space.free_bytes >> 20,
+            live.settings.spool.min_free_mib
+        )
+    })
+}
+
 impl Recorder {
     pub fn new(settings: SessionSettings, ctx: Arc<CallContext>) -> Self {
         Recorder {
@@ -199,6 +225,7 @@ impl Recorder {
             active: AtomicU32::new(0),
             released: tokio::sync::Notify::new(),
             conflicts: Mutex::new(Vec::new()),
+            hangups: broadcast::channel(256).0,
         }
     }
 
@@ -352,6 +379,18 @@ impl Recorder {
                 return self.answer_unrecorded(&offer, &parsed, session_id);
             }
         };
+        if let Some(full) = spool_full(&live) {
+            if settings.fail_closed {
+                metrics::inc(&self.metrics.spool_refusals);
+                tracing::warn!(reason = %full, "spool full: call refused so its source fails over");
+                return Err(reject(503, format!("Service Unavailable ({full})"))
+                    .retry_after(SPOOL_RETRY_AFTER));
+            }
+            tracing::warn!(reason = %full,
+                "spool full: call answered without recording (failClosed is off)");
+            metrics::inc(&self.metrics.sessions_not_recorded);
+            return self.answer_unrecorded(&offer, &parsed, session_id);
+        }
         if !self.reserve() {
             if settings.fail_closed {
                 return Err(reject(503, "Service Unavailable (recorder at capacity)"));
@@ -401,7 +440,9 @@ impl Recorder {
             Err(e) => {
                 self.unreserve();
                 tracing::error!(error = %e, "cannot open the spool");
-                return Err(reject(500, "Server Internal Error (spool unavailable)"));
+                // 503, not 500: another recorder can take the call.
+                return Err(reject(503, "Service Unavailable (spool unavailable)")
+                    .retry_after(SPOOL_RETRY_AFTER));
             }
         };
         let (control, rx) = mpsc::unbounded_channel();
@@ -421,7 +462,17 @@ impl Recorder {
             }
         };
         let answer = self.answer(settings, &parsed, &plans, &ports, session_id, 1)?;
-        let task = tokio::spawn(call.run(rx).in_current_span());
+        let (hangups, dialog) = (self.hangups.clone(), offer.dialog.clone());
+        let task = tokio::spawn(
+            async move {
+                // A call whose recording failed is ended: the source must not believe it is
+                // still recorded.
+                if let Some(reason) = call.run(rx).await {
+                    let _ = hangups.send(Hangup { dialog, reason });
+                }
+            }
+            .in_current_span(),
+        );
         metrics::inc(&self.metrics.sessions_total);
         metrics::inc(&self.metrics.sessions_active);
         self.calls().insert(
@@ -614,6 +665,8 @@ impl Recorder {
                 EndReason::Bye => Stop::Bye,
                 EndReason::Cancelled => Stop::Cancelled,
                 EndReason::AckTimeout => Stop::AckTimeout,
+                // The call stopped itself before asking for the hang-up.
+                EndReason::HungUp => Stop::Failed,
             };
             if reason == EndReason::AckTimeout {
                 tracing::warn!(
@@ -948,6 +1001,15 @@ impl SessionHandler for Recorder {
     fn has_capacity(&self) -> bool {
         let settings = self.settings();
         !settings.fail_closed || self.active_sessions() < settings.capacity
+    }
+
+    fn records_new_calls(&self) -> bool {
+        let live = self.live();
+        !live.settings.fail_closed || spool_full(&live).is_none()
+    }
+
+    fn hangups(&self) -> Option<broadcast::Receiver<Hangup>> {
+        Some(self.hangups.subscribe())
     }
 }
 

@@ -12,6 +12,10 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use callvault_config::SpoolLimits;
 
 use callvault_config::Timestamp;
 use callvault_store::db::{CallType, Direction, NewRecording, Party, ReleaseCause};
@@ -130,6 +134,59 @@ pub struct Manifest {
 #[derive(Debug, Clone)]
 pub struct Spool {
     dir: PathBuf,
+    /// Bytes media files may still take before writes fail; `u64::MAX`: no limit.
+    write_budget: Arc<AtomicU64>,
+}
+
+/// The spool volume's size and what is left of it for the recorder, as `df` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Space {
+    /// Bytes the recorder may still write.
+    pub free_bytes: u64,
+    /// Bytes used plus those free: the part of the volume the recorder could ever use.
+    pub total_bytes: u64,
+}
+
+impl Space {
+    /// Percent of the volume used, rounded down (a volume of no size is full).
+    pub fn used_percent(&self) -> u8 {
+        if self.total_bytes == 0 {
+            return 100;
+        }
+        let used = u128::from(self.total_bytes.saturating_sub(self.free_bytes));
+        let total = u128::from(self.total_bytes);
+        u8::try_from((used.saturating_mul(100) / total).min(100)).unwrap_or(100)
+    }
+}
+
+/// How full the spool volume is against its [`SpoolLimits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SpoolLevel {
+    Normal,
+    /// At or above `alarmPercent`: a Major alarm.
+    Warning,
+    /// At or above `criticalPercent`: a Critical alarm.
+    Critical,
+    /// Less than `minFreeMiB` free: new calls are refused (and the alarm is Critical).
+    Full,
+}
+
+impl SpoolLevel {
+    /// Where `space` stands against `limits`.
+    pub fn of(space: Space, limits: &SpoolLimits) -> SpoolLevel {
+        let percent = space.used_percent();
+        if space.free_bytes < limits.min_free_mib.saturating_mul(1 << 20) {
+            SpoolLevel::Full
+        } else if percent >= limits.critical_percent {
+            SpoolLevel::Critical
+        } else if percent >= limits.alarm_percent {
+            SpoolLevel::Warning
+        } else {
+            SpoolLevel::Normal
+        }
+    }
 }
 
 impl Spool {
@@ -137,7 +194,32 @@ impl Spool {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         Ok(Spool {
             dir: dir.to_owned(),
+            write_budget: Arc::new(AtomicU64::new(u64::MAX)),
         })
+    }
+
+    /// Measures the volume the spool is on.
+    // The block counts' types differ between platforms (u64 on 64-bit Linux).
+    #[allow(clippy::useless_conversion)]
+    pub fn space(&self) -> Result<Space, SpoolError> {
+        let stat = nix::sys::statvfs::statvfs(&self.dir).map_err(|e| SpoolError::Io {
+            path: self.dir.clone(),
+            source: e.into(),
+        })?;
+        let unit = u64::from(stat.fragment_size());
+        let total_blocks = u64::from(stat.blocks());
+        let used = total_blocks.saturating_sub(u64::from(stat.blocks_free()));
+        let available = u64::from(stat.blocks_available());
+        Ok(Space {
+            free_bytes: available.saturating_mul(unit),
+            total_bytes: used.saturating_add(available).saturating_mul(unit),
+        })
+    }
+
+    /// Test seam: media writes of every clone of this spool fail with "no space left" once
+    /// `bytes` more have been written (the failure a full spool volume gives).
+    pub fn fail_writes_after(&self, bytes: u64) {
+        self.write_budget.store(bytes, Ordering::SeqCst);
     }
 
     pub fn media_path(&self, id: Uuid) -> PathBuf {
@@ -198,7 +280,9 @@ impl Spool {
             .map_or_else(|| "an unknown time".to_owned(), |t| t.to_string());
         let stop_reason = match why {
             Recovery::Crash => format!("recovered after crash at {at}"),
-            Recovery::WriteFailed => format!("spool write failed at {at}; kept what was written"),
+            Recovery::WriteFailed(error) => format!(
+                "spool write failed at {at} ({error}); kept what was written, the call was ended"
+            ),
         };
         tracing::info!(recording = %id, %stop_reason, audio_micros = ?audio, "recording recovered");
         manifest.ended = Some(Ended::Recovered {
@@ -255,9 +339,13 @@ impl Spool {
     }
 
     /// Creates the media file of a segment (after its manifest).
-    pub fn create_media(&self, id: Uuid) -> Result<File, SpoolError> {
+    pub fn create_media(&self, id: Uuid) -> Result<SpoolFile, SpoolError> {
         let path = self.media_path(id);
-        File::create_new(&path).map_err(io(&path))
+        let file = File::create_new(&path).map_err(io(&path))?;
+        Ok(SpoolFile {
+            file,
+            budget: self.write_budget.clone(),
+        })
     }
 
     /// Removes a committed segment: media first, so a crash in between leaves a manifest whose
@@ -297,6 +385,43 @@ impl Spool {
     }
 }
 
+/// A segment's media file in the spool.
+#[derive(Debug)]
+pub struct SpoolFile {
+    file: File,
+    budget: Arc<AtomicU64>,
+}
+
+impl SpoolFile {
+    pub fn sync_data(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+impl Write for SpoolFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let budget = self.budget.load(Ordering::SeqCst);
+        if budget != u64::MAX {
+            let n = (buf.len() as u64).min(budget);
+            if n == 0 && !buf.is_empty() {
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+            }
+            let n = self.file.write(&buf[..n as usize])?;
+            let _ = self
+                .budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                    (b != u64::MAX).then(|| b.saturating_sub(n as u64))
+                });
+            return Ok(n);
+        }
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
 /// Length of the longest prefix of whole encrypted chunks in a spool file whose writer died,
 /// and the number of those chunks, computed from the header alone (no key needed). `None` when
 /// even the header is torn.
@@ -328,12 +453,12 @@ pub fn trim_to_whole_chunks(path: &Path) -> Result<Option<(u64, u64)>, SpoolErro
 }
 
 /// Why a segment was recovered rather than sealed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recovery {
     /// The recorder stopped mid-call (killed, crashed, lost power); found at the next start.
     Crash,
-    /// Writing the spool failed while the call went on.
-    WriteFailed,
+    /// Writing the spool failed mid-call, with this error (the recorder ends the call).
+    WriteFailed(String),
 }
 
 /// Opus granule positions count 48 kHz samples, whatever the input rate.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use callvault_config::rules::Rules;
 use callvault_recorder::call::{CallContext, FOREIGN_ALARM, FOREIGN_ALARM_THRESHOLD};
-use callvault_recorder::commit::{Backoff, Committer, DbSlot};
+use callvault_recorder::commit::{Backoff, Committer, DbSlot, StorageSlot, StorageSpec};
 use callvault_recorder::media::{OpusConfig, g711};
 use callvault_recorder::metrics::Metrics;
 use callvault_recorder::ports::PortPool;
@@ -94,9 +94,14 @@ impl Rig {
         let spool = Spool::open(&dir.path().join("spool")).unwrap();
         let metrics = Arc::new(Metrics::default());
         let slot = Arc::new(DbSlot::connected(db.clone()));
+        let spec = StorageSpec {
+            target: "vault".to_owned(),
+            config: storage_config,
+            credentials_dir: None,
+        };
         let committer = Committer::new(
             spool.clone(),
-            storage.clone(),
+            Arc::new(StorageSlot::new(spec, Some(storage.clone()))),
             slot.clone(),
             Backoff::default(),
             metrics.clone(),
@@ -125,6 +130,7 @@ impl Rig {
             fail_closed: true,
             retention_days: 30,
             rules: Rules::parse("allUsers: true").unwrap().validate().unwrap(),
+            spool: Default::default(),
         };
         Rig {
             _dir: dir,

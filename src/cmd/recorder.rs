@@ -43,6 +43,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             configs,
             ServiceOptions {
                 http: args.http,
+                // In a pod, its name: each replica's alarms are its own.
+                instance: std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()),
                 ..ServiceOptions::default()
             },
             stop,

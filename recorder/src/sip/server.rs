@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -82,6 +82,8 @@ pub struct SessionOffer {
 pub struct Rejection {
     pub status: u16,
     pub reason: String,
+    /// Sent as Retry-After (a 503 the source may try again later).
+    pub retry_after: Option<Duration>,
 }
 
 impl Rejection {
@@ -89,7 +91,13 @@ impl Rejection {
         Self {
             status,
             reason: reason.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, after: Duration) -> Self {
+        self.retry_after = Some(after);
+        self
     }
 }
 
@@ -102,6 +110,16 @@ pub enum EndReason {
     Cancelled,
     /// The source never acknowledged the 2xx.
     AckTimeout,
+    /// The recorder ended it with a BYE of its own ([`Hangup`]).
+    HungUp,
+}
+
+/// The handler asks for a live session to be ended from the recorder's side: a BYE goes to
+/// the source (with `reason` in its Reason header) and the session ends as [`EndReason::HungUp`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hangup {
+    pub dialog: DialogId,
+    pub reason: String,
 }
 
 /// What the recording session layer provides. Futures must be `Send`
@@ -123,6 +141,35 @@ pub trait SessionHandler: Send + Sync + 'static {
     /// Whether a new session could be taken now (OPTIONS and INVITE get 503 if not).
     fn has_capacity(&self) -> bool {
         true
+    }
+
+    /// Whether a new call offered now would be recorded, for OPTIONS pings (a source that
+    /// probes marks the recorder down and sends elsewhere). An INVITE is refused by
+    /// [`offer`](Self::offer) itself, which counts it.
+    fn records_new_calls(&self) -> bool {
+        true
+    }
+
+    /// Sessions the handler wants ended from the recorder's side; every server running the
+    /// handler subscribes, and the one holding the dialog ends it.
+    fn hangups(&self) -> Option<broadcast::Receiver<Hangup>> {
+        None
+    }
+}
+
+/// The next hang-up request, if the handler makes any.
+async fn next_hangup(rx: &mut Option<broadcast::Receiver<Hangup>>) -> Hangup {
+    loop {
+        let Some(r) = rx.as_mut() else {
+            return std::future::pending().await;
+        };
+        match r.recv().await {
+            Ok(h) => return h,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::error!(missed = n, "hang-up requests missed");
+            }
+            Err(broadcast::error::RecvError::Closed) => *rx = None,
+        }
     }
 }
 
@@ -193,9 +240,24 @@ impl<H: SessionHandler> SipServer<H> {
             config,
         });
         let s = shared.clone();
+        let mut hangups = s.handler.hangups();
         let dispatcher = tokio::spawn(async move {
             loop {
                 tokio::select! {
+                    hangup = next_hangup(&mut hangups) => {
+                        if let Some(state) = s.remove_dialog(&hangup.dialog) {
+                            let Hangup { dialog, reason } = hangup;
+                            tracing::warn!(call_id = %dialog.call_id, %reason,
+                                "ending the session from the recorder's side");
+                            let header = format!("SIP;cause=500;text=\"{}\"",
+                                reason.replace(['"', '\\', '\r', '\n'], " "));
+                            tokio::spawn(s.clone().send_bye(dialog.clone(), state, header));
+                            let s = s.clone();
+                            tokio::spawn(async move {
+                                s.handler.ended(dialog, EndReason::HungUp).await;
+                            });
+                        }
+                    }
                     inbound = in_rx.recv() => match inbound {
                         Some(inbound) => s.clone().on_inbound(inbound),
                         None => return,
@@ -205,7 +267,8 @@ impl<H: SessionHandler> SipServer<H> {
                             // RFC 3261 §13.3.1.4: the UAS ends a dialog whose 2xx was never
                             // acknowledged with a BYE, so the source does not think the
                             // session is still being recorded.
-                            tokio::spawn(s.clone().send_bye(dialog.clone(), state));
+                            let reason = "SIP;cause=408;text=\"ACK not received\"".to_owned();
+                            tokio::spawn(s.clone().send_bye(dialog.clone(), state, reason));
                             s.handler.ended(dialog, EndReason::AckTimeout).await;
                         }
                     }
@@ -423,7 +486,7 @@ impl<H: SessionHandler> Shared<H> {
     }
 
     fn options(&self, txn: &ServerTxn) {
-        if self.unavailable() {
+        if self.unavailable() || !self.handler.records_new_calls() {
             return self.send_unavailable(txn);
         }
         let mut resp = self.build(txn, 200, "OK", None);
@@ -469,7 +532,11 @@ impl<H: SessionHandler> Shared<H> {
             Ok(a) => a,
             Err(rej) => {
                 tracing::info!(status = rej.status, reason = %rej.reason, "session rejected");
-                return self.send(&txn, rej.status, &rej.reason, Some(&tag));
+                let mut resp = self.build(&txn, rej.status, &rej.reason, Some(&tag));
+                if let (Some(r), Some(after)) = (resp.as_mut(), rej.retry_after) {
+                    r.headers.push("Retry-After", after.as_secs().to_string());
+                }
+                return self.respond(&txn, resp);
             }
         };
         let Ok(mut resp) = req.response(200, "OK", &tag) else {
@@ -614,12 +681,14 @@ impl<H: SessionHandler> Shared<H> {
         }
     }
 
-    /// Ends `dialog` from the recorder's side: a BYE to the source, retransmitted over UDP
-    /// (Timer E: T1 doubling up to T2) until a final response or 64*T1.
-    async fn send_bye(self: Arc<Self>, dialog: DialogId, state: DialogState) {
+    /// Ends `dialog` from the recorder's side: a BYE to the source with `reason` as its
+    /// Reason header, retransmitted over UDP (Timer E: T1 doubling up to T2) until a final
+    /// response or 64*T1.
+    async fn send_bye(self: Arc<Self>, dialog: DialogId, state: DialogState, reason: String) {
         let span = tracing::info_span!("sip", call_id = %dialog.call_id, method = "BYE");
         let branch = format!("z9hG4bK{}", new_tag());
-        let bye = match bye_request(&state, &dialog, &branch, &self.contact_host(state.local)) {
+        let sent_by = self.contact_host(state.local);
+        let bye = match bye_request(&state, &dialog, &branch, &sent_by, &reason) {
             Ok(b) => b,
             Err(e) => {
                 span.in_scope(|| tracing::warn!(error = %e, "cannot build a BYE for the session"));
@@ -706,6 +775,7 @@ fn bye_request(
     dialog: &DialogId,
     branch: &str,
     sent_by: &str,
+    reason: &str,
 ) -> Result<SipMessage, super::SipError> {
     let invite = &state.invite;
     let target = match invite.contacts().ok().and_then(|c| c.into_iter().next()) {
@@ -735,7 +805,6 @@ fn bye_request(
     bye.headers.push("To", from);
     bye.headers.push("Call-ID", dialog.call_id.as_str());
     bye.headers.push("CSeq", "1 BYE");
-    bye.headers
-        .push("Reason", "SIP;cause=408;text=\"ACK not received\"");
+    bye.headers.push("Reason", reason);
     Ok(bye)
 }

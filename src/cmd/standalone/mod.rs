@@ -110,7 +110,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         db.clone(),
         access.clone(),
         keys.ring.clone(),
-        storages(&args.data, &set)?,
+        storages(&args.data, &set),
     );
     let recorders = Recorders::default();
     portal.app = portal.app.layer(axum::middleware::from_fn({
@@ -274,22 +274,32 @@ fn database_url(data: &Path) -> String {
     format!("sqlite://{}", data.join("callvault.db").display())
 }
 
-/// Every StorageTarget opened by name; credentials of one that names a Secret come from
-/// `<data>/secrets/<secret name>/` (one file per key, as a mounted Secret).
-fn storages(data: &Path, set: &ResourceSet) -> anyhow::Result<Storages> {
+/// Every StorageTarget that can be opened, by name; credentials of one that names a Secret
+/// come from `<data>/secrets/<secret name>/` (one file per key, as a mounted Secret).
+fn storages(data: &Path, set: &ResourceSet) -> Storages {
     let mut out = Storages::new();
     for (name, target) in &set.storage_targets {
         // A local directory is created on first start, as the rest of `<data>` is.
         if target.spec.type_ == callvault_crds::StorageType::Filesystem
             && let Some(path) = &target.spec.path
+            && let Err(e) = std::fs::create_dir_all(path)
         {
-            std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
+            tracing::error!(storage_target = %name, error = %e, "cannot create {path}");
         }
         let dir = credentials_dir(data, target);
-        let storage = crate::cmd::portal::open_storage(name, target, dir.as_deref())?;
-        out.insert(name.clone(), storage);
+        // A target that cannot be opened (its credentials not written yet) stops nothing:
+        // its recorders keep calls in their spool and raise STORAGE_UNREACHABLE until it
+        // can be; only the portal cannot play from it until the next start.
+        match crate::cmd::portal::open_storage(name, target, dir.as_deref()) {
+            Ok(storage) => {
+                out.insert(name.clone(), storage);
+            }
+            Err(e) => tracing::error!(storage_target = %name, error = format!("{e:#}"),
+                "StorageTarget cannot be opened: the portal cannot play its recordings until \
+                 the next start"),
+        }
     }
-    Ok(out)
+    out
 }
 
 fn credentials_dir(data: &Path, target: &callvault_crds::StorageTarget) -> Option<PathBuf> {
