@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::call::{Call, CallContext, Control, Stop};
+use crate::call::{Call, CallContext, Control, MediaWatch, Stop};
 use crate::media::{Channel, Codec, PayloadType, StreamConfig};
 use crate::metadata::{self, RecordingMetadata};
 use crate::metrics::{self, Metrics};
@@ -42,6 +42,10 @@ pub struct SessionSettings {
     pub fail_closed: bool,
     pub retention_days: u32,
     pub rules: RecordingRules,
+    /// No RTP for this long on a stream the source sends on ends the session (`None`: off).
+    pub media_timeout: Option<Duration>,
+    /// The in-dialog OPTIONS probe's interval (`None`: off).
+    pub options_probe: Option<Duration>,
 }
 
 enum Entry {
@@ -405,6 +409,7 @@ impl Recorder {
             }
         };
         let (control, rx) = mpsc::unbounded_channel();
+        let _ = control.send(Control::Held(!sends_media(&plans)));
         if record.start_paused {
             // OnDemand: nothing is recorded until the source resumes (a re-offer with a
             // stream it sends on). Sent before the streams so no packet beats it.
@@ -415,13 +420,20 @@ impl Recorder {
             Ok(p) => p,
             Err(rej) => {
                 let _ = control.send(Control::Stop(Stop::Cancelled));
-                tokio::spawn(call.run(rx));
+                tokio::spawn(call.run(rx, None));
                 self.unreserve();
                 return Err(rej);
             }
         };
         let answer = self.answer(settings, &parsed, &plans, &ports, session_id, 1)?;
-        let task = tokio::spawn(call.run(rx).in_current_span());
+        let watch = settings.media_timeout.map(|timeout| {
+            let (hangup, dialog) = (offer.hangup.clone(), offer.dialog.clone());
+            MediaWatch {
+                timeout,
+                expired: Box::new(move || hangup.end(&dialog, EndReason::MediaTimeout)),
+            }
+        });
+        let task = tokio::spawn(call.run(rx, watch).in_current_span());
         metrics::inc(&self.metrics.sessions_total);
         metrics::inc(&self.metrics.sessions_active);
         self.calls().insert(
@@ -594,6 +606,8 @@ impl Recorder {
                 // SIPREC pause and resume (RFC 7866): every stream inactive pauses the
                 // recording, a stream the source sends on again resumes it.
                 let _ = control.send(Control::Pause(!sends_media(&plans)));
+                // Hold (RFC 3264: the source sends on no stream) is no inactivity.
+                let _ = control.send(Control::Held(!sends_media(&plans)));
                 if let Some(md) = md.as_ref() {
                     let (raw, participants) = metadata_json(Some(md), &parsed);
                     let _ = control.send(Control::Metadata { raw, participants });
@@ -614,6 +628,9 @@ impl Recorder {
                 EndReason::Bye => Stop::Bye,
                 EndReason::Cancelled => Stop::Cancelled,
                 EndReason::AckTimeout => Stop::AckTimeout,
+                EndReason::MediaTimeout => Stop::MediaTimeout,
+                EndReason::SessionTimerExpired => Stop::SessionTimerExpired,
+                EndReason::PeerUnreachable => Stop::PeerUnreachable,
             };
             if reason == EndReason::AckTimeout {
                 tracing::warn!(
@@ -948,6 +965,10 @@ impl SessionHandler for Recorder {
     fn has_capacity(&self) -> bool {
         let settings = self.settings();
         !settings.fail_closed || self.active_sessions() < settings.capacity
+    }
+
+    fn probe_interval(&self) -> Option<Duration> {
+        self.settings().options_probe
     }
 }
 
