@@ -38,6 +38,7 @@ callvault_store::on_both_backends!(
     a_held_call_outlives_the_media_timeout,
     an_unrefreshed_session_timer_ends_the_session,
     a_probe_answered_481_ends_the_session,
+    a_probe_left_unanswered_ends_the_session,
 );
 
 const TENANT: &str = "default";
@@ -586,6 +587,46 @@ async fn a_probe_answered_481_ends_the_session(db: TestDb) {
         "{bye:?}"
     );
     source.respond(&bye, 200, "OK").await;
+    no_sessions(&rig).await;
+    let (row, _) = rig.committed().await;
+    assert_eq!(row.stop_reason.as_deref(), Some("peer-unreachable"));
+    assert_eq!(rig.ended("peer-unreachable"), 1);
+}
+
+/// A source that answers nothing any more: the probe is retransmitted until Timer F (64*T1,
+/// 6.4 s with this rig's T1) and then the session is ended as peer-unreachable.
+async fn a_probe_left_unanswered_ends_the_session(db: TestDb) {
+    let rig = Rig::new(
+        db,
+        Checks {
+            probe: Some(Duration::from_secs(1)),
+            ..Checks::default()
+        },
+    )
+    .await;
+    let mut source = Source::new(rig.server.udp_addr()).await;
+    let sdp = source.sdp("sendonly", 1);
+    assert_eq!(
+        source.request("INVITE", "", Some(sdp)).await.status(),
+        Some(200)
+    );
+    let probed = Instant::now();
+    let bye = loop {
+        let req = source.next_request(Duration::from_secs(15)).await;
+        if req.method().map(ToString::to_string).as_deref() == Some("BYE") {
+            break req;
+        }
+        assert_eq!(
+            req.method().map(ToString::to_string).as_deref(),
+            Some("OPTIONS")
+        );
+    };
+    source.respond(&bye, 200, "OK").await;
+    assert!(
+        probed.elapsed() >= Duration::from_secs(7),
+        "ended {:?} after the answer: before the probe's Timer F",
+        probed.elapsed()
+    );
     no_sessions(&rig).await;
     let (row, _) = rig.committed().await;
     assert_eq!(row.stop_reason.as_deref(), Some("peer-unreachable"));
