@@ -86,6 +86,7 @@ async fn store_call(db: &Db, media: &Path, key: &PrivateKey) -> NewRecording {
             metadata_digest: hex(&metadata_sha),
             signature: summary.seal.to_hex(),
             key_id: summary.key_id.to_hex(),
+            stop_reason: None,
         },
     )
     .await

@@ -1004,6 +1004,68 @@ async fn an_answer_never_acknowledged_is_ended_by_the_recorders_bye_and_committe
     assert_eq!(status["activeSessions"], 0, "{status}");
 }
 
+/// A source that vanishes mid-call (no BYE, no more RTP) is ended by the profile's media
+/// timeout (2 s here) with a BYE of the recorder's (sipp fails unless it arrives). The
+/// recording is committed complete with stop reason media-timeout; it holds the call's audio
+/// and the 2 s the recorder waited, and its row's duration is that audio. The session's
+/// capacity is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_vanishes_is_ended_by_the_media_timeout() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.edit(|config| config["mediaTimeoutSeconds"] = serde_json::json!(2));
+    rig.start().await;
+    let a = speech(rig.dir.path(), PARTY_A, 8000);
+    let b = speech(rig.dir.path(), PARTY_B, 8000);
+    let pcap = rig.dir.path().join("vanish.pcap");
+    write_pcap(
+        &pcap,
+        &[
+            rtp_stream(Codec::Pcmu, &a, 0x8888, Duration::ZERO, None),
+            rtp_stream(Codec::Pcmu, &b, 0x9999, Duration::ZERO, None),
+        ],
+    );
+    let out = sipp(
+        &rig,
+        "record_vanish.xml",
+        &[("PCAP", pcap.display().to_string())],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    let row = rig
+        .wait_finished(1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    let pcm = check_recording(&rig, &row).await;
+    assert_eq!(row.stop_reason.as_deref(), Some("media-timeout"), "{row:?}");
+    assert_eq!(
+        row.release_cause,
+        Some(callvault_store::db::ReleaseCause::Failure)
+    );
+    let talk = a.len().max(b.len()) as f64 / 8000.0;
+    let session = (row.end_time.unwrap() - row.start_time) as f64 / 1e6;
+    assert!(
+        session >= talk + 1.9 && session < talk + 3.5,
+        "{talk:.2} s of audio and the 2 s timeout, not {session:.2} s"
+    );
+    let held = pcm[0].len() as f64 / 48_000.0;
+    assert!(
+        (row.duration_ms as f64 / 1000.0 - held).abs() <= 0.021,
+        "duration {} ms, audio held {held:.3} s",
+        row.duration_ms
+    );
+    let (aa, _) = match_audio(&pcm[0], &a, 8000);
+    assert!(aa > 0.8, "the call's audio is recorded ({aa:.2})");
+    let (_, metrics) = get(rig.http, "/metrics").await.unwrap();
+    assert!(
+        metrics.contains("callvault_recorder_sessions_ended_total{reason=\"media-timeout\"} 1"),
+        "{metrics}"
+    );
+    let status = get(rig.http, "/status").await.unwrap().1;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["activeSessions"], 0, "{status}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies_get_a_clean_4xx_and_no_recording() {
     let mut rig = Rig::new(None, 10).await;

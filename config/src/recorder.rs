@@ -67,6 +67,16 @@ pub struct RecorderConfig {
     /// On SIGTERM, how long live calls may go on before the pod stops; their spool survives.
     #[serde(default = "default_drain_grace")]
     pub drain_grace_seconds: u32,
+    /// Seconds without RTP on any stream the source sends on (a held call is not counted)
+    /// before the recorder ends the session: BYE to the source, the recording committed with
+    /// stop reason `media-timeout`. 0 turns the check off (session timers and the in-dialog
+    /// probe still end dead sessions).
+    #[serde(default = "default_media_timeout")]
+    pub media_timeout_seconds: u32,
+    /// Seconds between the recorder's in-dialog OPTIONS to the source; a 481, a 408 or no
+    /// answer ends the session with stop reason `peer-unreachable`. 0 turns the probe off.
+    #[serde(default = "default_options_probe")]
+    pub options_probe_seconds: u32,
     /// Which calls are recorded.
     pub rules: Rules,
     /// A JSON file listing the tenant's other enabled RecordingProfiles ([`OtherProfile`]): a
@@ -108,6 +118,20 @@ fn default_spool_dir() -> PathBuf {
 }
 fn default_drain_grace() -> u32 {
     600
+}
+/// What media relays and SBCs use for an established call's RTP timeout: rtpengine's and
+/// rtpproxy's default is 60 s. Long enough for a network blip or a silence-suppressing
+/// endpoint's comfort-noise gaps, short enough that a dead source frees its capacity quickly.
+pub const DEFAULT_MEDIA_TIMEOUT_SECONDS: u32 = 60;
+fn default_media_timeout() -> u32 {
+    DEFAULT_MEDIA_TIMEOUT_SECONDS
+}
+/// The probe runs once a minute by default: it finds a vanished source during a hold (no
+/// media to miss) or when media timeouts are off, at the cost of one request per call per
+/// minute.
+pub const DEFAULT_OPTIONS_PROBE_SECONDS: u32 = 60;
+fn default_options_probe() -> u32 {
+    DEFAULT_OPTIONS_PROBE_SECONDS
 }
 
 /// SIP listener settings.
@@ -606,6 +630,17 @@ impl RecorderConfig {
             self.drain_grace_seconds <= 86_400,
             "drainGraceSeconds",
             "must be at most 86400",
+        );
+
+        p.check(
+            self.media_timeout_seconds <= 3600,
+            "mediaTimeoutSeconds",
+            "must be 0 (off) to 3600",
+        );
+        p.check(
+            self.options_probe_seconds <= 3600,
+            "optionsProbeSeconds",
+            "must be 0 (off) to 3600",
         );
 
         let rules = self.rules.compile("rules.", &mut p);

@@ -58,6 +58,8 @@ fn defaults_are_the_recording_profile_defaults() {
         c.media_address.advertise.from_env.as_deref(),
         Some("POD_IP")
     );
+    assert_eq!(c.media_timeout_seconds, 60);
+    assert_eq!(c.options_probe_seconds, 60);
     assert_eq!(c.rules.sample_percent, 100);
     assert_eq!(c.rules.schedule.time_zone, "UTC");
     assert!(valid.rules.schedule.windows.is_empty());
@@ -81,6 +83,8 @@ sip: { port: 20002, transports: [TLS] }
 rtpPortRange: { start: 20001, end: 20003 }
 media: { bitrate: 1000, complexity: 11 }
 retentionDays: 0
+mediaTimeoutSeconds: 3601
+optionsProbeSeconds: 86400
 storage: { type: s3, path: /nope }
 encryption: { publicKeyPath: "", keyId: "ABC" }
 databaseUrlFile: /db
@@ -105,6 +109,8 @@ rules:
         "media.bitrate",
         "media.complexity",
         "retentionDays",
+        "mediaTimeoutSeconds",
+        "optionsProbeSeconds",
         "storage.path",
         "encryption.publicKeyPath",
         "encryption.keyId",

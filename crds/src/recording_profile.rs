@@ -439,6 +439,19 @@ pub struct RecorderPool {
     /// (compliance) instead of letting it continue unrecorded.
     #[serde(default = "yes")]
     pub fail_closed: bool,
+    /// Seconds without RTP on every stream the source sends on before the recorder ends the
+    /// session (BYE to the source; the recording is committed with stop reason
+    /// `media-timeout`). A held call (streams `inactive`, or `recvonly` from the source) is
+    /// not counted. 60 is what media relays use by default (rtpengine, rtpproxy); 0 turns
+    /// the check off.
+    #[serde(default = "default_media_timeout")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub media_timeout_seconds: i32,
+    /// Seconds between the recorder's in-dialog OPTIONS to the source; a 481, a 408 or no
+    /// answer ends the session (stop reason `peer-unreachable`). 0 turns the probe off.
+    #[serde(default = "default_options_probe")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub options_probe_seconds: i32,
 }
 
 impl Default for RecorderPool {
@@ -450,10 +463,18 @@ impl Default for RecorderPool {
             sip: SipListener::default(),
             rtp_port_range: PortRange::default(),
             fail_closed: true,
+            media_timeout_seconds: default_media_timeout(),
+            options_probe_seconds: default_options_probe(),
         }
     }
 }
 
+fn default_media_timeout() -> i32 {
+    60
+}
+fn default_options_probe() -> i32 {
+    60
+}
 fn default_min_replicas() -> i32 {
     2
 }

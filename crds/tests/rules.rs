@@ -125,6 +125,8 @@ fn defaults_are_applied_like_the_api_server() {
     assert!(rp.spec.recorder.fail_closed);
     assert_eq!(rp.spec.recorder.min_replicas, 2);
     assert_eq!(rp.spec.recorder.rtp_port_range.start, 20000);
+    assert_eq!(rp.spec.recorder.media_timeout_seconds, 60);
+    assert_eq!(rp.spec.recorder.options_probe_seconds, 60);
     assert_eq!(rp.spec.encryption.key_secret_ref.key, "public.pem");
     assert!(!rp.spec.disabled);
 

@@ -115,6 +115,7 @@ fn main() {
                     metadata_digest: hex(&metadata_sha),
                     signature: summary.seal.to_hex(),
                     key_id: summary.key_id.to_hex(),
+                    stop_reason: None,
                 },
             )
             .await

@@ -207,6 +207,7 @@ async fn call(
             metadata_digest: hex::encode(metadata_sha),
             signature: summary.seal.to_hex(),
             key_id: summary.key_id.to_hex(),
+            stop_reason: None,
         },
     )
     .await

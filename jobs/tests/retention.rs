@@ -114,6 +114,7 @@ async fn call(db: &Db, media: &Media, profile: &str, expires_at: i64, owner: Opt
             metadata_digest: "cd".repeat(32),
             signature: "sig".into(),
             key_id: "k1".into(),
+            stop_reason: None,
         },
     )
     .await

@@ -167,6 +167,7 @@ impl World {
                     metadata_digest: hex(&metadata_sha),
                     signature: summary.seal.to_hex(),
                     key_id: summary.key_id.to_hex(),
+                    stop_reason: None,
                 },
             )
             .await

@@ -142,6 +142,8 @@ pub fn render_recorder_config(
         spool: SpoolLimits::default(),
         database_url_file: paths::DATABASE_URL_FILE.into(),
         drain_grace_seconds: DRAIN_GRACE_SECONDS,
+        media_timeout_seconds: fit("recorder.mediaTimeoutSeconds", pool.media_timeout_seconds)?,
+        options_probe_seconds: fit("recorder.optionsProbeSeconds", pool.options_probe_seconds)?,
         rules: rules(&spec.selector)?,
         other_profiles_file: None,
     };

@@ -444,6 +444,7 @@ async fn hour_recording(db: &Db, storage: &Storage, key: &PrivateKey, owner: Uui
             metadata_digest: hex::encode(summary.metadata_sha256),
             signature: summary.seal.to_hex(),
             key_id: summary.key_id.to_hex(),
+            stop_reason: None,
         },
     )
     .await

@@ -51,6 +51,12 @@ pub enum Stop {
     Shutdown,
     /// The recording failed (its spool write); the recorder ends the call.
     Failed,
+    /// No RTP on any stream the source sends on for the profile's media timeout.
+    MediaTimeout,
+    /// The source asked for RFC 4028 session timers and did not refresh the session.
+    SessionTimerExpired,
+    /// The recorder's in-dialog probe got 481 or 408, or no answer.
+    PeerUnreachable,
 }
 
 impl Stop {
@@ -58,8 +64,52 @@ impl Stop {
         match self {
             Stop::Bye => ReleaseCause::Normal,
             Stop::Cancelled => ReleaseCause::Abandoned,
-            Stop::AckTimeout | Stop::Shutdown | Stop::Failed => ReleaseCause::Failure,
+            Stop::AckTimeout
+            | Stop::Shutdown
+            | Stop::Failed
+            | Stop::MediaTimeout
+            | Stop::SessionTimerExpired
+            | Stop::PeerUnreachable => ReleaseCause::Failure,
         }
+    }
+
+    /// The label of `callvault_recorder_sessions_ended_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stop::Bye => "bye",
+            Stop::Cancelled => "cancelled",
+            Stop::AckTimeout => "ack-timeout",
+            Stop::Shutdown => "shutdown",
+            Stop::MediaTimeout => "media-timeout",
+            Stop::SessionTimerExpired => "session-timer-expired",
+            Stop::PeerUnreachable => "peer-unreachable",
+            Stop::Failed => "spool-write-failed",
+        }
+    }
+
+    /// The row's stop reason: set when the recorder itself ended a session its source had
+    /// left, so the recording says why it ends without a BYE.
+    fn stop_reason(self) -> Option<String> {
+        matches!(
+            self,
+            Stop::MediaTimeout | Stop::SessionTimerExpired | Stop::PeerUnreachable
+        )
+        .then(|| self.as_str().to_owned())
+    }
+}
+
+/// The media inactivity check of one call: after `timeout` without RTP on any stream the
+/// source sends on, the call stops and `expired` asks the SIP side to end the dialog.
+pub struct MediaWatch {
+    pub timeout: Duration,
+    pub expired: Box<dyn FnOnce() + Send>,
+}
+
+impl std::fmt::Debug for MediaWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaWatch")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,6 +141,9 @@ pub enum Control {
     },
     /// Pause (`true`) or resume the recording: paused audio is recorded as silence.
     Pause(bool),
+    /// Whether the source holds the call (it sends on no stream: every stream `inactive` or
+    /// `recvonly` from its side): no media is expected, so the media timeout does not run.
+    Held(bool),
     Stop(Stop),
 }
 
@@ -163,6 +216,10 @@ pub struct Call {
     encoding: Option<Encoding>,
     held: Vec<Held>,
     paused: bool,
+    on_hold: bool,
+    /// When media last arrived, or when the media timeout last restarted (call start, end
+    /// of a hold).
+    last_media: Instant,
     foreign: Foreign,
     /// Why recording failed: the call ends and the source is sent a BYE.
     failed: Option<String>,
@@ -188,6 +245,8 @@ impl Call {
             encoding: None,
             held: Vec::new(),
             paused: false,
+            on_hold: false,
+            last_media: Instant::now(),
             foreign: Foreign::default(),
             failed: None,
         };
@@ -260,10 +319,14 @@ impl Call {
         })
     }
 
-    /// Runs the call until it is stopped or its recording fails; every segment ends up with
-    /// the committer. Returns why recording failed, if it did: the source must be told the
-    /// call is no longer recorded.
-    pub async fn run(mut self, mut control: mpsc::UnboundedReceiver<Control>) -> Option<String> {
+    /// Runs the call until it is stopped, until `watch` finds its media gone, or until its
+    /// recording fails; every segment ends up with the committer. Returns why recording
+    /// failed, if it did: the source must be told the call is no longer recorded.
+    pub async fn run(
+        mut self,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        watch: Option<MediaWatch>,
+    ) -> Option<String> {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut buf = vec![0u8; 2048];
@@ -293,12 +356,24 @@ impl Call {
                     // Reading the sockets is cheap and stays on the runtime, so they never
                     // overflow while encoders are busy; encoding goes to an encoder thread.
                     self.drain_sockets(&mut buf, &mut stamps);
+                    if let Some(w) = &watch
+                        && self.media_expired(w.timeout)
+                    {
+                        break Stop::MediaTimeout;
+                    }
                     if self.encoding.is_none() {
                         self = self.on_tick().await;
                     }
                 }
             }
         };
+        metrics::ended(&self.ctx.metrics, stop.as_str());
+        if stop == Stop::MediaTimeout
+            && let Some(w) = watch
+        {
+            tracing::warn!(timeout = ?w.timeout, "no media from the source: ending the session");
+            (w.expired)();
+        }
         self.settle().await;
         // What arrived since the last tick belongs to the recording too.
         self.drain_sockets(&mut buf, &mut stamps);
@@ -460,8 +535,27 @@ impl Call {
                     seg.recording.set_paused(paused, Instant::now());
                 }
             }
+            Control::Held(held) => {
+                if held != self.on_hold {
+                    tracing::info!(
+                        held,
+                        "the source {} the call",
+                        if held { "holds" } else { "resumes" }
+                    );
+                    // Media is expected again from now, not from before the hold.
+                    self.last_media = Instant::now();
+                }
+                self.on_hold = held;
+            }
             Control::Stop(_) => {}
         }
+    }
+
+    /// Whether the source sent nothing for `timeout` on a stream it sends on. A held call, or
+    /// one with no stream left, expects no media.
+    fn media_expired(&self, timeout: Duration) -> bool {
+        let expecting = !self.on_hold && self.slots.iter().any(Option::is_some);
+        expecting && self.last_media.elapsed() >= timeout
     }
 
     /// Reads every datagram waiting on the media sockets (non-blocking), stream by stream.
@@ -481,6 +575,7 @@ impl Call {
                         Verdict::Foreign { latched } => self.on_foreign(index, from, latched),
                         verdict => {
                             log_latch(index, from, verdict, slot.latch.source());
+                            self.last_media = self.last_media.max(arrival);
                             self.on_datagram(index, &buf[..len], arrival);
                         }
                     },
@@ -705,6 +800,7 @@ impl Call {
                     signature: summary.seal.to_hex(),
                     raw_metadata: manifest.row.raw_metadata.clone(),
                     participants: manifest.row.participants.clone(),
+                    stop_reason: stop.stop_reason(),
                 });
                 if let Err(e) = ctx.spool.save(&manifest) {
                     tracing::error!(error = %e, "cannot record the segment's end in the spool");

@@ -410,6 +410,7 @@ impl Inner {
                 signature,
                 raw_metadata,
                 participants,
+                stop_reason: stop,
             } => {
                 if row.raw_metadata.as_deref() != Some(raw_metadata.as_str()) {
                     db.update_recording_metadata(&m.tenant, m.id, participants, raw_metadata)
@@ -432,6 +433,7 @@ impl Inner {
                         metadata_digest: metadata_digest.clone(),
                         signature: signature.clone(),
                         key_id: m.row.key_id.clone(),
+                        stop_reason: stop.clone(),
                     },
                 )
                 .await

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub storage_reachable: AtomicU64,
     pub spool_free_bytes: AtomicU64,
     pub spool_used_percent: AtomicU64,
+    /// Sessions ended, by why they stopped ([`crate::call::Stop::as_str`]).
+    pub sessions_ended: Mutex<std::collections::BTreeMap<&'static str, u64>>,
     /// End of the latest committed recording, µs since the Unix epoch.
     pub last_recording_time: Mutex<Option<i64>>,
 }
@@ -49,6 +51,15 @@ pub fn inc(c: &AtomicU64) {
 
 pub fn add(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Counts a session ended for `reason`.
+pub fn ended(m: &Metrics, reason: &'static str) {
+    *m.sessions_ended
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(reason)
+        .or_default() += 1;
 }
 
 pub fn dec(c: &AtomicU64) {
@@ -235,6 +246,22 @@ impl Metrics {
             "Ended recordings in the spool waiting for their commit.",
             get(&self.commits_pending),
         );
+        let _ = writeln!(
+            s,
+            "# HELP callvault_recorder_sessions_ended_total Recorded sessions ended, by stop reason."
+        );
+        let _ = writeln!(s, "# TYPE callvault_recorder_sessions_ended_total counter");
+        for (reason, n) in self
+            .sessions_ended
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                s,
+                "callvault_recorder_sessions_ended_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
         s
     }
 }

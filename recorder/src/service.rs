@@ -483,8 +483,15 @@ fn build(
         retention_days: config.retention_days,
         rules: valid.rules.clone(),
         spool: config.spool.clone(),
+        media_timeout: seconds(config.media_timeout_seconds),
+        options_probe: seconds(config.options_probe_seconds),
     });
     Ok((Live { settings, ctx }, new_committer))
+}
+
+/// A setting in seconds where 0 turns its check off.
+fn seconds(n: u32) -> Option<Duration> {
+    (n > 0).then(|| Duration::from_secs(u64::from(n)))
 }
 
 fn read_key(config: &RecorderConfig) -> Result<PublicKey, ServiceError> {

@@ -14,19 +14,19 @@ use callvault_config::{OtherProfile, SpoolLimits, Timestamp};
 use callvault_store::db::{CallType, Db, Direction, Party};
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::call::{Call, CallContext, Control, Stop};
+use crate::call::{Call, CallContext, Control, MediaWatch, Stop};
 use crate::media::{Channel, Codec, PayloadType, StreamConfig};
 use crate::metadata::{self, RecordingMetadata};
 use crate::metrics::{self, Metrics};
 use crate::rules::{self, CallFacts, Decision, MatchedUser};
 use crate::sdp::{self, AnswerParams, MediaPlan, SessionDescription};
 use crate::sip::DialogId;
-use crate::sip::server::{EndReason, Hangup, Rejection, SessionHandler, SessionOffer};
+use crate::sip::server::{EndReason, Rejection, SessionHandler, SessionOffer};
 use crate::spool::{RowFacts, SpoolLevel};
 
 /// The profile's settings the session layer applies.
@@ -44,6 +44,10 @@ pub struct SessionSettings {
     pub rules: RecordingRules,
     /// When the spool is too full to take a new call.
     pub spool: SpoolLimits,
+    /// No RTP for this long on a stream the source sends on ends the session (`None`: off).
+    pub media_timeout: Option<Duration>,
+    /// The in-dialog OPTIONS probe's interval (`None`: off).
+    pub options_probe: Option<Duration>,
 }
 
 enum Entry {
@@ -81,8 +85,6 @@ pub struct Recorder {
     released: tokio::sync::Notify,
     /// Users another profile selects too, from the last directory pass.
     conflicts: Mutex<Vec<Conflict>>,
-    /// Calls whose recording failed, for the SIP servers to end with a BYE.
-    hangups: broadcast::Sender<Hangup>,
 }
 
 impl std::fmt::Debug for Recorder {
@@ -225,7 +227,6 @@ impl Recorder {
             active: AtomicU32::new(0),
             released: tokio::sync::Notify::new(),
             conflicts: Mutex::new(Vec::new()),
-            hangups: broadcast::channel(256).0,
         }
     }
 
@@ -446,6 +447,7 @@ impl Recorder {
             }
         };
         let (control, rx) = mpsc::unbounded_channel();
+        let _ = control.send(Control::Held(!sends_media(&plans)));
         if record.start_paused {
             // OnDemand: nothing is recorded until the source resumes (a re-offer with a
             // stream it sends on). Sent before the streams so no packet beats it.
@@ -456,19 +458,26 @@ impl Recorder {
             Ok(p) => p,
             Err(rej) => {
                 let _ = control.send(Control::Stop(Stop::Cancelled));
-                tokio::spawn(call.run(rx));
+                tokio::spawn(call.run(rx, None));
                 self.unreserve();
                 return Err(rej);
             }
         };
         let answer = self.answer(settings, &parsed, &plans, &ports, session_id, 1)?;
-        let (hangups, dialog) = (self.hangups.clone(), offer.dialog.clone());
+        let watch = settings.media_timeout.map(|timeout| {
+            let (hangup, dialog) = (offer.hangup.clone(), offer.dialog.clone());
+            MediaWatch {
+                timeout,
+                expired: Box::new(move || hangup.end(&dialog, EndReason::MediaTimeout)),
+            }
+        });
+        let (hangup, dialog) = (offer.hangup.clone(), offer.dialog.clone());
         let task = tokio::spawn(
             async move {
                 // A call whose recording failed is ended: the source must not believe it is
                 // still recorded.
-                if let Some(reason) = call.run(rx).await {
-                    let _ = hangups.send(Hangup { dialog, reason });
+                if call.run(rx, watch).await.is_some() {
+                    hangup.end(&dialog, EndReason::RecordingFailed);
                 }
             }
             .in_current_span(),
@@ -645,6 +654,8 @@ impl Recorder {
                 // SIPREC pause and resume (RFC 7866): every stream inactive pauses the
                 // recording, a stream the source sends on again resumes it.
                 let _ = control.send(Control::Pause(!sends_media(&plans)));
+                // Hold (RFC 3264: the source sends on no stream) is no inactivity.
+                let _ = control.send(Control::Held(!sends_media(&plans)));
                 if let Some(md) = md.as_ref() {
                     let (raw, participants) = metadata_json(Some(md), &parsed);
                     let _ = control.send(Control::Metadata { raw, participants });
@@ -666,7 +677,10 @@ impl Recorder {
                 EndReason::Cancelled => Stop::Cancelled,
                 EndReason::AckTimeout => Stop::AckTimeout,
                 // The call stopped itself before asking for the hang-up.
-                EndReason::HungUp => Stop::Failed,
+                EndReason::RecordingFailed => Stop::Failed,
+                EndReason::MediaTimeout => Stop::MediaTimeout,
+                EndReason::SessionTimerExpired => Stop::SessionTimerExpired,
+                EndReason::PeerUnreachable => Stop::PeerUnreachable,
             };
             if reason == EndReason::AckTimeout {
                 tracing::warn!(
@@ -1008,8 +1022,8 @@ impl SessionHandler for Recorder {
         !live.settings.fail_closed || spool_full(&live).is_none()
     }
 
-    fn hangups(&self) -> Option<broadcast::Receiver<Hangup>> {
-        Some(self.hangups.subscribe())
+    fn probe_interval(&self) -> Option<Duration> {
+        self.settings().options_probe
     }
 }
 

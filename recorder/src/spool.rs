@@ -102,6 +102,10 @@ pub enum Ended {
         /// Metadata and participants as they were at the end (re-INVITEs may change them).
         raw_metadata: String,
         participants: Vec<Party>,
+        /// Why the recorder ended a session its source left (media timeout, session timer,
+        /// unreachable peer); `None` for an ordinary end.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stop_reason: Option<String>,
     },
     /// The writer died (crash, full disk): the file holds a prefix of whole chunks.
     Recovered {

@@ -21,7 +21,7 @@ use callvault_recorder::metrics::Metrics;
 use callvault_recorder::ports::PortPool;
 use callvault_recorder::sdp;
 use callvault_recorder::session::{Recorder, SessionSettings};
-use callvault_recorder::sip::server::{EndReason, SessionHandler, SessionOffer};
+use callvault_recorder::sip::server::{EndReason, Hangup, SessionHandler, SessionOffer};
 use callvault_recorder::sip::transport::Transport;
 use callvault_recorder::sip::{self, DialogId};
 use callvault_recorder::spool::Spool;
@@ -131,6 +131,8 @@ impl Rig {
             retention_days: 30,
             rules: Rules::parse("allUsers: true").unwrap().validate().unwrap(),
             spool: Default::default(),
+            media_timeout: None,
+            options_probe: None,
         };
         Rig {
             _dir: dir,
@@ -172,6 +174,7 @@ impl Rig {
             request: sip::parse_datagram(invite.as_bytes()).unwrap(),
             source: SocketAddr::from((Ipv4Addr::LOCALHOST, 5070)),
             transport: Transport::Udp,
+            hangup: Hangup::detached(),
         };
         let answer = if version == 1 {
             self.recorder.offer(offer).await

@@ -108,6 +108,8 @@ async fn a_failed_spool_write_ends_the_call_with_a_bye_and_commits_what_was_writ
         retention_days: 30,
         rules: Rules::parse("allUsers: true").unwrap().validate().unwrap(),
         spool: Default::default(),
+        media_timeout: None,
+        options_probe: None,
     };
     let recorder = Arc::new(Recorder::new(settings, ctx));
     let server = SipServer::start(

@@ -58,6 +58,7 @@ fn finish(status: RecordingStatus, end: i64, answer: Option<i64>) -> FinishRecor
         metadata_digest: "cd".repeat(32),
         signature: "sig".into(),
         key_id: "ef".repeat(32),
+        stop_reason: None,
     }
 }
 

@@ -212,6 +212,7 @@ impl Fixture {
                     metadata_digest: "cd".repeat(32),
                     signature: "ef".repeat(32),
                     key_id: self.key_id.clone(),
+                    stop_reason: None,
                 },
             )
             .await
@@ -311,6 +312,7 @@ impl Fixture {
                     metadata_digest: hex::encode(summary.metadata_sha256),
                     signature: summary.seal.to_hex(),
                     key_id: summary.key_id.to_hex(),
+                    stop_reason: None,
                 },
             )
             .await

@@ -7,6 +7,7 @@ mod framer;
 mod header;
 mod message;
 pub mod server;
+pub mod timer;
 pub mod tls;
 pub mod transaction;
 pub mod transport;

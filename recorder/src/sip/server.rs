@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::timer::{self, Negotiated, SessionTimer};
 use super::tls::TlsIdentity;
 use super::transaction::{Received, ServerTxn, Timers, Transactions, TxnEvent, new_tag};
 use super::transport::{
@@ -25,7 +26,9 @@ const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE";
 const ACCEPT: &str =
     "application/sdp, multipart/mixed, application/rs-metadata+xml, application/rs-metadata";
 /// Option tags the recorder understands in `Require`.
-const SUPPORTED: &[&str] = &["siprec"];
+const SUPPORTED: &[&str] = &["siprec", "timer"];
+/// `Supported` of the recorder's responses.
+const SUPPORTED_HEADER: &str = "siprec, timer";
 
 /// Where and how the server runs.
 #[derive(Debug, Clone)]
@@ -44,6 +47,8 @@ pub struct ServerConfig {
     pub tcp: TcpTimeouts,
     /// Retry-After on 503 while draining or full.
     pub retry_after: Duration,
+    /// The smallest RFC 4028 session interval accepted (`Min-SE` of a 422); the RFC's 90 s.
+    pub min_session_expires: Duration,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +63,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             tcp: TcpTimeouts::default(),
             retry_after: Duration::from_secs(30),
+            min_session_expires: timer::RFC_MIN_SE,
         }
     }
 }
@@ -75,6 +81,24 @@ pub struct SessionOffer {
     pub request: SipMessage,
     pub source: SocketAddr,
     pub transport: Transport,
+    /// Ends this offer's dialog from the recorder's side (a BYE to the source).
+    pub hangup: Hangup,
+}
+
+/// Ends a dialog of the server an offer came to: the server sends the BYE and then tells the
+/// handler the session [`ended`](SessionHandler::ended), as for a BYE from the source.
+#[derive(Debug, Clone)]
+pub struct Hangup(mpsc::UnboundedSender<(DialogId, EndReason)>);
+
+impl Hangup {
+    pub fn end(&self, dialog: &DialogId, reason: EndReason) {
+        let _ = self.0.send((dialog.clone(), reason));
+    }
+
+    /// A hangup that ends nothing, for a handler driven without a SIP server.
+    pub fn detached() -> Self {
+        Hangup(mpsc::unbounded_channel().0)
+    }
 }
 
 /// A handler's refusal, sent as the final response.
@@ -110,16 +134,29 @@ pub enum EndReason {
     Cancelled,
     /// The source never acknowledged the 2xx.
     AckTimeout,
-    /// The recorder ended it with a BYE of its own ([`Hangup`]).
-    HungUp,
+    /// The recording failed (its spool could not be written): the source must not believe
+    /// the call is still recorded.
+    RecordingFailed,
+    /// The source sent no media for the profile's media timeout.
+    MediaTimeout,
+    /// The source asked for a session timer and did not refresh the session in time.
+    SessionTimerExpired,
+    /// The recorder's in-dialog OPTIONS got 481 or 408, or no answer.
+    PeerUnreachable,
 }
 
-/// The handler asks for a live session to be ended from the recorder's side: a BYE goes to
-/// the source (with `reason` in its Reason header) and the session ends as [`EndReason::HungUp`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hangup {
-    pub dialog: DialogId,
-    pub reason: String,
+impl EndReason {
+    /// The RFC 3326 `Reason` of the recorder's BYE.
+    fn bye_reason(self) -> &'static str {
+        match self {
+            EndReason::AckTimeout => "SIP;cause=408;text=\"ACK not received\"",
+            EndReason::MediaTimeout => "SIP;cause=408;text=\"media timeout\"",
+            EndReason::SessionTimerExpired => "SIP;cause=408;text=\"session timer expired\"",
+            EndReason::PeerUnreachable => "SIP;cause=408;text=\"peer unreachable\"",
+            EndReason::RecordingFailed => "SIP;cause=500;text=\"spool write failed\"",
+            EndReason::Bye | EndReason::Cancelled => "SIP;cause=200;text=\"call completed\"",
+        }
+    }
 }
 
 /// What the recording session layer provides. Futures must be `Send`
@@ -150,26 +187,9 @@ pub trait SessionHandler: Send + Sync + 'static {
         true
     }
 
-    /// Sessions the handler wants ended from the recorder's side; every server running the
-    /// handler subscribes, and the one holding the dialog ends it.
-    fn hangups(&self) -> Option<broadcast::Receiver<Hangup>> {
+    /// How often a new session's source is probed with an in-dialog OPTIONS (`None`: not).
+    fn probe_interval(&self) -> Option<Duration> {
         None
-    }
-}
-
-/// The next hang-up request, if the handler makes any.
-async fn next_hangup(rx: &mut Option<broadcast::Receiver<Hangup>>) -> Hangup {
-    loop {
-        let Some(r) = rx.as_mut() else {
-            return std::future::pending().await;
-        };
-        match r.recv().await {
-            Ok(h) => return h,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::error!(missed = n, "hang-up requests missed");
-            }
-            Err(broadcast::error::RecvError::Closed) => *rx = None,
-        }
     }
 }
 
@@ -182,6 +202,13 @@ struct DialogState {
     invite: SipMessage,
     reply: ReplyPath,
     local: SocketAddr,
+    /// The RFC 4028 session timer in force, and when the session was last refreshed.
+    timer: Option<SessionTimer>,
+    refreshed: tokio::time::Instant,
+    /// CSeq of the recorder's last request in the dialog.
+    local_cseq: u32,
+    /// Wakes the dialog's supervisor when its timer changes.
+    wake: Arc<Notify>,
 }
 
 #[derive(Debug)]
@@ -191,6 +218,8 @@ struct Shared<H> {
     dialogs: Mutex<HashMap<DialogId, DialogState>>,
     /// The recorder's own requests waiting for a final response, by Via branch.
     client: Mutex<HashMap<String, oneshot::Sender<u16>>>,
+    /// Dialogs the handler ends ([`Hangup`]).
+    hangups: mpsc::UnboundedSender<(DialogId, EndReason)>,
     live: watch::Sender<usize>,
     draining: AtomicBool,
     config: ServerConfig,
@@ -223,6 +252,7 @@ impl<H: SessionHandler> SipServer<H> {
         let (in_tx, mut in_rx) = mpsc::channel::<Inbound>(1024);
         let (ev_tx, mut ev_rx) = mpsc::unbounded_channel();
         let (tcp_timeouts, timeouts_rx) = watch::channel(config.tcp);
+        let (hangup_tx, mut hangup_rx) = mpsc::unbounded_channel();
         let on = ListenOn {
             addr: config.bind,
             udp: config.listen_udp,
@@ -235,42 +265,27 @@ impl<H: SessionHandler> SipServer<H> {
             txns: Transactions::new(config.timers, ev_tx),
             dialogs: Mutex::new(HashMap::new()),
             client: Mutex::new(HashMap::new()),
+            hangups: hangup_tx,
             live: watch::channel(0).0,
             draining: AtomicBool::new(false),
             config,
         });
         let s = shared.clone();
-        let mut hangups = s.handler.hangups();
         let dispatcher = tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    hangup = next_hangup(&mut hangups) => {
-                        if let Some(state) = s.remove_dialog(&hangup.dialog) {
-                            let Hangup { dialog, reason } = hangup;
-                            tracing::warn!(call_id = %dialog.call_id, %reason,
-                                "ending the session from the recorder's side");
-                            let header = format!("SIP;cause=500;text=\"{}\"",
-                                reason.replace(['"', '\\', '\r', '\n'], " "));
-                            tokio::spawn(s.clone().send_bye(dialog.clone(), state, header));
-                            let s = s.clone();
-                            tokio::spawn(async move {
-                                s.handler.ended(dialog, EndReason::HungUp).await;
-                            });
-                        }
-                    }
                     inbound = in_rx.recv() => match inbound {
                         Some(inbound) => s.clone().on_inbound(inbound),
                         None => return,
                     },
+                    // RFC 3261 §13.3.1.4: the UAS ends a dialog whose 2xx was never
+                    // acknowledged with a BYE, so the source does not think the session is
+                    // still being recorded.
                     Some(TxnEvent::AckTimeout { dialog }) = ev_rx.recv() => {
-                        if let Some(state) = s.remove_dialog(&dialog) {
-                            // RFC 3261 §13.3.1.4: the UAS ends a dialog whose 2xx was never
-                            // acknowledged with a BYE, so the source does not think the
-                            // session is still being recorded.
-                            let reason = "SIP;cause=408;text=\"ACK not received\"".to_owned();
-                            tokio::spawn(s.clone().send_bye(dialog.clone(), state, reason));
-                            s.handler.ended(dialog, EndReason::AckTimeout).await;
-                        }
+                        tokio::spawn(s.clone().end_dialog(dialog, EndReason::AckTimeout));
+                    }
+                    Some((dialog, reason)) = hangup_rx.recv() => {
+                        tokio::spawn(s.clone().end_dialog(dialog, reason));
                     }
                 }
             }
@@ -366,6 +381,10 @@ impl<H: SessionHandler> Shared<H> {
         let mut dialogs = lock(&self.dialogs);
         let out = dialogs.remove(d);
         self.live.send_replace(dialogs.len());
+        if let Some(state) = &out {
+            // Its supervisor finds it gone and stops.
+            state.wake.notify_one();
+        }
         out
     }
 
@@ -493,12 +512,32 @@ impl<H: SessionHandler> Shared<H> {
         if let Some(r) = resp.as_mut() {
             r.headers.push("Allow", ALLOW);
             r.headers.push("Accept", ACCEPT);
-            r.headers.push("Supported", "siprec");
+            r.headers.push("Supported", SUPPORTED_HEADER);
         }
         self.respond(txn, resp);
     }
 
-    async fn new_session(&self, txn: ServerTxn, source: SocketAddr, local: SocketAddr) {
+    /// The session timer `txn`'s request asks for; a refusal (422, 400) is answered here.
+    fn session_timer(&self, txn: &ServerTxn) -> Result<Option<SessionTimer>, ()> {
+        match timer::negotiate(txn.request(), self.config.min_session_expires) {
+            Ok(Negotiated::Off) => Ok(None),
+            Ok(Negotiated::On(t)) => Ok(Some(t)),
+            Ok(Negotiated::TooSmall(min)) => {
+                let mut resp = self.build(txn, 422, "Session Interval Too Small", None);
+                if let Some(r) = resp.as_mut() {
+                    r.headers.push("Min-SE", min.as_secs().to_string());
+                }
+                self.respond(txn, resp);
+                Err(())
+            }
+            Err(e) => {
+                self.send(txn, 400, &format!("Bad Request ({e})"), None);
+                Err(())
+            }
+        }
+    }
+
+    async fn new_session(self: &Arc<Self>, txn: ServerTxn, source: SocketAddr, local: SocketAddr) {
         if self.unavailable() {
             tracing::info!(
                 draining = self.draining.load(Ordering::SeqCst),
@@ -525,6 +564,9 @@ impl<H: SessionHandler> Shared<H> {
             Ok(d) => d,
             Err(e) => return self.send(&txn, 400, &format!("Bad Request ({e})"), None),
         };
+        let Ok(session_timer) = self.session_timer(&txn) else {
+            return;
+        };
         let Some(offer) = self.offer_of(&txn, dialog.clone(), source) else {
             return;
         };
@@ -545,7 +587,8 @@ impl<H: SessionHandler> Shared<H> {
         resp.headers
             .push("Contact", self.contact(local, txn.reply_path().transport()));
         resp.headers.push("Allow", ALLOW);
-        resp.headers.push("Supported", "siprec");
+        resp.headers.push("Supported", SUPPORTED_HEADER);
+        with_timer(&mut resp, session_timer);
         let resp = resp.with_body("application/sdp", answer.clone());
         // Register the dialog before the 200 leaves so a quick BYE finds it.
         self.insert_dialog(
@@ -555,6 +598,10 @@ impl<H: SessionHandler> Shared<H> {
                 invite: req.clone(),
                 reply: txn.reply_path().clone(),
                 local,
+                timer: session_timer,
+                refreshed: tokio::time::Instant::now(),
+                local_cseq: 0,
+                wake: Arc::new(Notify::new()),
             },
         );
         if txn.respond(resp).is_err() {
@@ -563,7 +610,13 @@ impl<H: SessionHandler> Shared<H> {
             tracing::info!("answer dropped: the INVITE was cancelled meanwhile");
             self.handler.ended(dialog, EndReason::Cancelled).await;
         } else {
-            tracing::info!(live = *self.live.borrow(), "session answered");
+            tracing::info!(live = *self.live.borrow(), timer = ?session_timer, "session answered");
+            let probe = self.handler.probe_interval();
+            tokio::spawn(
+                self.clone()
+                    .supervise(dialog, probe)
+                    .instrument(tracing::Span::current()),
+            );
         }
     }
 
@@ -575,9 +628,17 @@ impl<H: SessionHandler> Shared<H> {
         local: SocketAddr,
     ) {
         let req = txn.request();
+        let Ok(session_timer) = self.session_timer(&txn) else {
+            return;
+        };
         let answer = if req.body.is_empty() {
             if req.method() == Some(&Method::Update) {
-                return self.send(&txn, 200, "OK", None);
+                let Ok(mut resp) = req.response(200, "OK", "") else {
+                    return;
+                };
+                self.refreshed(&dialog, session_timer);
+                with_timer(&mut resp, session_timer);
+                return self.respond(&txn, Some(resp));
             }
             // Offerless re-INVITE: our 200 carries the current description.
             lock(&self.dialogs)
@@ -603,8 +664,87 @@ impl<H: SessionHandler> Shared<H> {
         };
         resp.headers
             .push("Contact", self.contact(local, txn.reply_path().transport()));
+        // A re-INVITE or UPDATE accepted refreshes the session (RFC 4028 §10), and sets its
+        // timer anew: one without Session-Expires turns it off.
+        self.refreshed(&dialog, session_timer);
+        with_timer(&mut resp, session_timer);
         let resp = resp.with_body("application/sdp", answer);
         let _ = txn.respond(resp);
+    }
+
+    /// The source refreshed the session: its timer restarts with what it asked for now.
+    fn refreshed(&self, dialog: &DialogId, session_timer: Option<SessionTimer>) {
+        if let Some(d) = lock(&self.dialogs).get_mut(dialog) {
+            d.timer = session_timer;
+            d.refreshed = tokio::time::Instant::now();
+            d.wake.notify_one();
+        }
+    }
+
+    /// Ends `dialog` from the recorder's side, if it is still live: a BYE to the source, and
+    /// the handler finishes the recording.
+    async fn end_dialog(self: Arc<Self>, dialog: DialogId, reason: EndReason) {
+        let Some(state) = self.remove_dialog(&dialog) else {
+            return;
+        };
+        tracing::info!(call_id = %dialog.call_id, ?reason, "the recorder ends the session");
+        tokio::spawn(self.clone().send_bye(dialog.clone(), state, reason));
+        self.handler.ended(dialog, reason).await;
+    }
+
+    /// Watches a live dialog until it ends: its session timer (if the source asked for one)
+    /// and the in-dialog OPTIONS probe every `probe`. An expired timer, or a probe answered
+    /// 481 or 408 or not at all, ends the session.
+    async fn supervise(self: Arc<Self>, dialog: DialogId, probe: Option<Duration>) {
+        let mut next_probe = probe.map(|p| tokio::time::Instant::now() + p);
+        loop {
+            let (expiry, wake) = match lock(&self.dialogs).get(&dialog) {
+                Some(d) => (d.timer.map(|t| d.refreshed + t.end_after()), d.wake.clone()),
+                None => return,
+            };
+            let now = tokio::time::Instant::now();
+            if expiry.is_some_and(|at| at <= now) {
+                tracing::warn!("the source did not refresh its session timer: ending the session");
+                return self
+                    .end_dialog(dialog, EndReason::SessionTimerExpired)
+                    .await;
+            }
+            if let (Some(at), Some(every)) = (next_probe, probe)
+                && at <= now
+            {
+                let status = self.probe(&dialog).await;
+                if matches!(status, None | Some(408 | 481)) {
+                    tracing::warn!(
+                        ?status,
+                        "the source does not answer in the dialog: ending the session"
+                    );
+                    return self.end_dialog(dialog, EndReason::PeerUnreachable).await;
+                }
+                next_probe = Some(tokio::time::Instant::now() + every);
+                continue;
+            }
+            let Some(until) = [expiry, next_probe].into_iter().flatten().min() else {
+                // Nothing to watch until the source asks for a timer.
+                wake.notified().await;
+                continue;
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => {}
+                () = wake.notified() => {}
+            }
+        }
+    }
+
+    /// Sends an OPTIONS in the dialog; its final status, `None` when none came (Timer F).
+    async fn probe(&self, dialog: &DialogId) -> Option<u16> {
+        let (state, cseq) = {
+            let mut dialogs = lock(&self.dialogs);
+            let d = dialogs.get_mut(dialog)?;
+            d.local_cseq += 1;
+            (d.clone(), d.local_cseq)
+        };
+        self.request(&state, dialog, Method::Options, cseq, None)
+            .await
     }
 
     /// Extracts the offer from a request body, answering the error itself.
@@ -661,6 +801,7 @@ impl<H: SessionHandler> Shared<H> {
             request: req.clone(),
             source,
             transport: txn.reply_path().transport(),
+            hangup: Hangup(self.hangups.clone()),
         })
     }
 
@@ -681,18 +822,43 @@ impl<H: SessionHandler> Shared<H> {
         }
     }
 
-    /// Ends `dialog` from the recorder's side: a BYE to the source with `reason` as its
-    /// Reason header, retransmitted over UDP (Timer E: T1 doubling up to T2) until a final
-    /// response or 64*T1.
-    async fn send_bye(self: Arc<Self>, dialog: DialogId, state: DialogState, reason: String) {
+    /// A BYE to the source, saying why the recorder ends the session.
+    async fn send_bye(self: Arc<Self>, dialog: DialogId, state: DialogState, reason: EndReason) {
+        let cseq = state.local_cseq + 1;
         let span = tracing::info_span!("sip", call_id = %dialog.call_id, method = "BYE");
+        let outcome = self
+            .request(
+                &state,
+                &dialog,
+                Method::Bye,
+                cseq,
+                Some(reason.bye_reason()),
+            )
+            .instrument(span.clone())
+            .await;
+        span.in_scope(|| match outcome {
+            Some(status) => tracing::info!(status, "session ended by the recorder's BYE"),
+            None => tracing::warn!("no response to the recorder's BYE"),
+        });
+    }
+
+    /// Sends a request of the recorder's own in `dialog`, retransmitted over UDP (Timer E: T1
+    /// doubling up to T2) until a final response or 64*T1 (Timer F); its final status.
+    async fn request(
+        &self,
+        state: &DialogState,
+        dialog: &DialogId,
+        method: Method,
+        cseq: u32,
+        reason: Option<&str>,
+    ) -> Option<u16> {
         let branch = format!("z9hG4bK{}", new_tag());
         let sent_by = self.contact_host(state.local);
-        let bye = match bye_request(&state, &dialog, &branch, &sent_by, &reason) {
-            Ok(b) => b,
+        let req = match in_dialog_request(state, dialog, method, cseq, &branch, &sent_by, reason) {
+            Ok(r) => r,
             Err(e) => {
-                span.in_scope(|| tracing::warn!(error = %e, "cannot build a BYE for the session"));
-                return;
+                tracing::warn!(error = %e, "cannot build a request in the session's dialog");
+                return None;
             }
         };
         let (tx, mut rx) = oneshot::channel();
@@ -701,7 +867,7 @@ impl<H: SessionHandler> Shared<H> {
         let deadline = tokio::time::Instant::now() + timers.timeout();
         let mut interval = timers.t1;
         let outcome = loop {
-            state.reply.send(&bye);
+            state.reply.send(&req);
             let wait = if state.reply.transport().reliable() {
                 timers.timeout()
             } else {
@@ -716,10 +882,7 @@ impl<H: SessionHandler> Shared<H> {
             }
         };
         lock(&self.client).remove(&branch);
-        span.in_scope(|| match outcome {
-            Some(status) => tracing::info!(status, "session ended by the recorder's BYE"),
-            None => tracing::warn!("no response to the recorder's BYE"),
-        });
+        outcome
     }
 
     fn contact_host(&self, local: SocketAddr) -> String {
@@ -767,44 +930,58 @@ impl<H: SessionHandler> Shared<H> {
     }
 }
 
-/// The BYE a UAS sends within its dialog (RFC 3261 §12.2.1.1, §15): to the remote target
+/// A request the UAS sends within its dialog (RFC 3261 §12.2.1.1, §15): to the remote target
 /// (the INVITE's Contact), From our To with our tag, To the source's From, the INVITE's
-/// Record-Route as the route set, and a CSeq of the recorder's own (it sent nothing before).
-fn bye_request(
+/// Record-Route as the route set, and a CSeq of the recorder's own.
+fn in_dialog_request(
     state: &DialogState,
     dialog: &DialogId,
+    method: Method,
+    cseq: u32,
     branch: &str,
     sent_by: &str,
-    reason: &str,
+    reason: Option<&str>,
 ) -> Result<SipMessage, super::SipError> {
     let invite = &state.invite;
     let target = match invite.contacts().ok().and_then(|c| c.into_iter().next()) {
         Some(c) if !c.uri.is_empty() => c.uri,
         _ => invite.from()?.uri,
     };
-    let mut bye = SipMessage::request(Method::Bye, target);
+    let name = method.to_string();
+    let mut req = SipMessage::request(method, target);
     let transport = state.reply.transport().as_str().to_ascii_uppercase();
-    bye.headers.push(
+    req.headers.push(
         "Via",
         format!("SIP/2.0/{transport} {sent_by};branch={branch};rport"),
     );
-    bye.headers.push("Max-Forwards", "70");
+    req.headers.push("Max-Forwards", "70");
     for route in invite.headers.get_all("Record-Route") {
-        bye.headers.push("Route", route);
+        req.headers.push("Route", route);
     }
     let to = invite
         .headers
         .get("To")
         .ok_or(super::SipError::MissingHeader("To"))?;
-    bye.headers
+    req.headers
         .push("From", format!("{to};tag={}", dialog.local_tag));
     let from = invite
         .headers
         .get("From")
         .ok_or(super::SipError::MissingHeader("From"))?;
-    bye.headers.push("To", from);
-    bye.headers.push("Call-ID", dialog.call_id.as_str());
-    bye.headers.push("CSeq", "1 BYE");
-    bye.headers.push("Reason", reason);
-    Ok(bye)
+    req.headers.push("To", from);
+    req.headers.push("Call-ID", dialog.call_id.as_str());
+    req.headers.push("CSeq", format!("{cseq} {name}"));
+    if let Some(reason) = reason {
+        req.headers.push("Reason", reason);
+    }
+    Ok(req)
+}
+
+/// The session timer's headers on a 2xx (RFC 4028 §9): the interval and refresher, and
+/// `Require: timer` since the source supports it.
+fn with_timer(resp: &mut SipMessage, session_timer: Option<SessionTimer>) {
+    if let Some(t) = session_timer {
+        resp.headers.push("Session-Expires", t.header());
+        resp.headers.push("Require", "timer");
+    }
 }

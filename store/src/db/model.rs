@@ -211,6 +211,9 @@ pub struct FinishRecording {
     pub metadata_digest: String,
     pub signature: String,
     pub key_id: String,
+    /// Why the recording stopped when its call did not end normally (the recorder ended a
+    /// dead session: `media-timeout`, `session-timer-expired`, `peer-unreachable`).
+    pub stop_reason: Option<String>,
 }
 
 /// A copy of a recording made by a Connector.

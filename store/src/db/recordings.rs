@@ -279,7 +279,8 @@ impl Db {
                  answering_name = COALESCE($8, answering_name), \
                  answering_norm = COALESCE($9, answering_norm), \
                  object_key = $10, size_bytes = $11, codec = $12, channels = $13, sha256 = $14, \
-                 metadata_digest = $15, signature = $16, key_id = $17, updated_at = $18 \
+                 metadata_digest = $15, signature = $16, key_id = $17, updated_at = $18, \
+                 stop_reason = $19 \
                  WHERE tenant = $1 AND id = $2 AND status IN ('recording', 'pending')",
                 &args![
                     tenant,
@@ -300,6 +301,7 @@ impl Db {
                     &fin.signature,
                     &fin.key_id,
                     now_micros(),
+                    fin.stop_reason.as_deref(),
                 ],
             )
             .await?;
