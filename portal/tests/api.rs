@@ -659,6 +659,101 @@ async fn assign_unassigned_calls(f: Fixture) {
     assert_eq!(page["total"], 2);
 }
 
+/// Group scope from a call's parties: a supervisor with OwnAndGroups sees the calls of the
+/// users of their groups, found by the users' numbers, as the groups were at call time; a
+/// user's later move does not give old calls to the new group's supervisor.
+async fn supervisors_see_their_groups_calls_as_the_groups_were_then(f: Fixture) {
+    setup(&f).await;
+    let key = f.key_id.clone();
+    f.profiles(&format!(
+        "{}---\n{}---\n{}",
+        ADMIN_PROFILE.replace("KEY", &key),
+        supervisor_profile("deskboss", "desk", &key),
+        supervisor_profile("auditboss", "audit", &key),
+    ));
+    let ann = f.user("ann", &["desk"]).await;
+    let bob = f.user("bob", &["sales"]).await;
+    f.db.add_extension(T, "201", ann).await.expect("ext");
+    f.db.add_extension(T, "202", bob).await.expect("ext");
+    f.user("deskboss", &[]).await;
+    f.user("auditboss", &[]).await;
+    let (desk, audit) = (f.group("desk").await, f.group("audit").await);
+    // Bob's call (recorded for him) with ann on the other end: desk's, through ann's number.
+    let old = f
+        .recording(Some(bob), vec![], "202", "201", &audio(10, 1))
+        .await;
+    let mut deskboss = f.login("deskboss").await;
+    let mut auditboss = f.login("auditboss").await;
+    assert_eq!(found(&mut deskboss, json!({})).await, [old.id.to_string()]);
+    let r = deskboss
+        .get(&format!("/api/v1/recordings/{}/media", old.id))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the supervisor plays the team's call"
+    );
+    assert!(found(&mut auditboss, json!({})).await.is_empty());
+
+    // Ann moves from desk to audit: the old call stays desk's; her next call is audit's.
+    f.db.remove_member(T, desk, ann).await.expect("leave");
+    f.db.add_member(T, audit, ann).await.expect("join");
+    let new = f
+        .recording(None, vec![], "+15550100", "201", &audio(10, 2))
+        .await;
+    assert!(
+        found(&mut auditboss, json!({}))
+            .await
+            .iter()
+            .all(|id| *id != old.id.to_string()),
+        "the old call is not exposed to the new group's supervisor"
+    );
+    let r = auditboss
+        .get(&format!("/api/v1/recordings/{}", old.id))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(found(&mut deskboss, json!({})).await, [old.id.to_string()]);
+    assert_eq!(found(&mut auditboss, json!({})).await, [new.id.to_string()]);
+    // The admin's group filter finds each call under the group it was made in.
+    let mut admin = f.login("admin").await;
+    assert_eq!(
+        found(&mut admin, json!({ "groups": [desk] })).await,
+        [old.id.to_string()]
+    );
+    assert_eq!(
+        found(&mut admin, json!({ "groups": [audit] })).await,
+        [new.id.to_string()]
+    );
+}
+
+/// The ids a search with `query` lists, sorted.
+async fn found(c: &mut Client, query: serde_json::Value) -> Vec<String> {
+    let (s, page) = c
+        .json(
+            Method::POST,
+            "/api/v1/recordings/search",
+            json!({ "query": query }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let mut ids: Vec<String> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn supervisor_profile(user: &str, group: &str, key: &str) -> String {
+    format!(
+        "apiVersion: callvault.io/v1alpha1\nkind: AccessProfile\nmetadata: {{name: {user}}}\n\
+         spec:\n  subjects: {{users: [{user}]}}\n  calls: {{scope: OwnAndGroups, groups: [{group}], actions: {{play: true}}}}\n\
+         \x20 keys: [{key}]\n"
+    )
+}
+
 async fn zip_csv_and_xlsx_exports(f: Fixture) {
     setup(&f).await;
     let p1 = audio(9000, 8);
@@ -1420,6 +1515,7 @@ suite!(
     download_integrity_and_tamper,
     tags_notes_delete_and_legal_hold,
     assign_unassigned_calls,
+    supervisors_see_their_groups_calls_as_the_groups_were_then,
     zip_csv_and_xlsx_exports,
     impersonation_is_read_only_and_audited,
     audit_trail_api,
