@@ -5,8 +5,7 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use callvault_crds::validate::Resource;
 use callvault_store::db::{
     AccessScope, ActivityEntry, Alarm, Group, Note, Recording, RecordingStatus, SearchQuery,
@@ -16,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::extract::{Json, Query};
 use super::{Caller, St};
 use crate::AppState;
 use crate::access::AdminPermission;
