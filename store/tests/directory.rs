@@ -1,5 +1,5 @@
 //! Directory rules on both backends: user names are unique regardless of case (with the
-//! upgrade renaming accounts that already clash, and an alarm), and a user on legal hold
+//! upgrade renaming accounts that already clash, in the activity log), and a user on legal hold
 //! cannot be deleted, whether by an admin or by an identity provider.
 
 use callvault_store::db::testing::TestDb;
@@ -117,10 +117,18 @@ async fn the_upgrade_renames_accounts_whose_names_clash_by_case(t: TestDb) {
     let renamed = db.user(T, later.id).await.expect("db").expect("later");
     let suffix = &later.id.simple().to_string()[..8];
     assert_eq!(renamed.username, format!("Alice~{suffix}"));
-    let alarms = db.list_alarms(T, false, 10).await.expect("alarms");
-    assert_eq!(alarms.len(), 1, "{alarms:?}");
-    assert_eq!(alarms[0].alarm_type, "UserNameRenamed");
-    assert!(alarms[0].message.contains(&renamed.username), "{alarms:?}");
+    let log = db.activity(T, None, 10).await.expect("activity");
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0].kind, "directory");
+    assert!(
+        log[0]
+            .message
+            .contains(&format!("renamed to {}", renamed.username))
+            && log[0]
+                .message
+                .contains("its name Alice differed only by case"),
+        "{log:?}"
+    );
     // And the rule holds from now on.
     conflict(
         db.create_user(T, &NewUser::local("ALICE", "x"))

@@ -1,7 +1,7 @@
 -- User names are unique regardless of case ("Alice" and "alice" are one name). Where accounts
 -- already differ only by case, the oldest keeps its name and each later one is renamed
--- "<name>~<first 8 hex digits of its id>", with a major alarm naming both, so nothing is lost
--- and an admin sees what changed. (SQLite's LOWER folds ASCII letters only.)
+-- "<name>~<first 8 hex digits of its id>", with an entry in the activity log naming both, so
+-- nothing is lost and an admin sees what changed. (SQLite's LOWER folds ASCII letters only.)
 CREATE TEMP TABLE user_name_clashes AS
 SELECT u.tenant, u.id, u.username AS old_name,
        u.username || '~' || lower(hex(substr(u.id, 1, 4))) AS new_name
@@ -11,12 +11,10 @@ WHERE EXISTS (
     WHERE o.tenant = u.tenant AND LOWER(o.username) = LOWER(u.username)
       AND (o.created_at, o.id) < (u.created_at, u.id));
 
-INSERT INTO alarms (tenant, id, alarm_type, source, severity, message, raised_at)
-SELECT tenant, randomblob(16), 'UserNameRenamed', new_name, 'major',
-       'user names are unique regardless of case: this account was renamed to ' || new_name
-       || ' because an older account has the name ' || old_name
-       || ' in another case; rename or delete one of them',
-       CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)
+INSERT INTO activity_log (tenant, time, kind, message)
+SELECT tenant, CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER), 'directory',
+       'user names are unique regardless of case: an account was renamed to ' || new_name
+       || ': its name ' || old_name || ' differed only by case from an older account''s'
 FROM user_name_clashes;
 
 UPDATE users SET username = (
