@@ -35,6 +35,30 @@ pub struct Directory {
 }
 
 impl Directory {
+    /// The tenant's directory from the database.
+    pub async fn load(
+        db: &callvault_store::db::Db,
+        tenant: &str,
+    ) -> Result<Directory, callvault_store::db::DbError> {
+        let users = db
+            .list_users(tenant)
+            .await?
+            .into_iter()
+            .map(|u| u.username)
+            .collect();
+        let mut groups = HashMap::new();
+        for g in db.list_groups(tenant).await? {
+            let members = db
+                .group_members(tenant, g.id)
+                .await?
+                .into_iter()
+                .map(|u| u.username)
+                .collect();
+            groups.insert(g.name, members);
+        }
+        Ok(Directory { users, groups })
+    }
+
     /// The users a profile selecting `groups` (or every user) matches.
     pub fn selected<'a>(
         &self,
@@ -99,11 +123,12 @@ pub fn ownership(profiles: &[Selection], directory: &Directory) -> BTreeMap<Stri
     out
 }
 
-/// The one-line summary of a profile's conflicts, for its Conflict condition.
-pub fn conflict_message(conflicts: &[Conflict]) -> String {
+/// The one-line summary of a profile's conflicts, `(user, older profile)` pairs, for its
+/// Conflict condition.
+pub fn conflict_message<'a>(conflicts: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut by_keeper: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for c in conflicts {
-        by_keeper.entry(&c.profile).or_default().push(&c.user);
+    for (user, keeper) in conflicts {
+        by_keeper.entry(keeper).or_default().push(user);
     }
     let parts: Vec<String> = by_keeper
         .into_iter()
@@ -176,7 +201,12 @@ mod tests {
             }]
         );
         assert_eq!(
-            conflict_message(&o["desk"].conflicts),
+            conflict_message(
+                o["desk"]
+                    .conflicts
+                    .iter()
+                    .map(|c| (c.user.as_str(), c.profile.as_str()))
+            ),
             "one profile per user: bob recorded by the older profile sales; this profile does not record them"
         );
     }

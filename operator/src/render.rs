@@ -140,9 +140,27 @@ pub fn render_recorder_config(
         drain_grace_seconds: DRAIN_GRACE_SECONDS,
         rules: rules(&spec.selector)?,
         other_profiles_file: None,
+        profile_created: created(profile),
     };
     config.validate()?;
     Ok(config)
+}
+
+/// The profile's user selection and age, for deciding which profile records a user.
+pub fn selection(profile: &RecordingProfile) -> callvault_config::profiles::Selection {
+    callvault_config::profiles::Selection {
+        name: profile.metadata.name.clone().unwrap_or_default(),
+        all_users: profile.spec.selector.all_users,
+        groups: profile.spec.selector.groups.clone(),
+        created: created(profile),
+    }
+}
+
+/// The profile's creation time (RFC 3339): of two profiles selecting a user, the older
+/// records them.
+pub fn created(profile: &RecordingProfile) -> Option<String> {
+    let t = profile.metadata.creation_timestamp.as_ref()?;
+    serde_json::to_value(t).ok()?.as_str().map(str::to_owned)
 }
 
 fn fit<T: TryFrom<i64>>(field: &'static str, value: impl Into<i64>) -> Result<T, RenderError> {

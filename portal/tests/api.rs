@@ -929,6 +929,67 @@ async fn every_error_body_is_json_with_a_code(f: Fixture) {
     }
 }
 
+/// One RecordingProfile per user: a user two profiles select stays with the older one; the
+/// newer one shows a Conflict condition naming them, as soon as the directory changes.
+async fn overlapping_recording_profiles_show_a_conflict_on_the_newer_one(f: Fixture) {
+    setup(&f).await;
+    let profile = |name: &str, created: &str, groups: &str| {
+        format!(
+            "apiVersion: callvault.io/v1alpha1\nkind: RecordingProfile\n\
+             metadata: {{name: {name}, creationTimestamp: \"{created}\"}}\n\
+             spec:\n  selector: {{groups: {groups}}}\n  storageTargetRef: {{name: primary-s3}}\n\
+             \x20 encryption: {{keySecretRef: {{name: recording-key, key: public.pem}}}}\n"
+        )
+    };
+    // The newer one is declared first: age decides, not order.
+    f.declare(common::parse_resources(&format!(
+        "{}---\n{}",
+        profile("desk", "2026-02-01T00:00:00Z", "[desk]"),
+        profile("sales", "2026-01-01T00:00:00Z", "[sales, desk]"),
+    )));
+    let bob = f.user("bob", &["desk"]).await;
+    let ann = f.user("ann", &["sales"]).await;
+    let mut admin = f.login("admin").await;
+    let conflict = |list: &serde_json::Value, name: &str| {
+        let p = list
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {list}"));
+        let c = p["status"]["conditions"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["type"] == "Conflict"))
+            .cloned()
+            .unwrap_or_else(|| panic!("a Conflict condition on {name}: {p}"));
+        (c, p["status"]["conflicts"].clone())
+    };
+    let r = admin.get("/api/v1/resources/recording-profiles").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let (c, users) = conflict(&r.json(), "desk");
+    assert_eq!(c["status"], "True", "{c}");
+    assert_eq!(c["reason"], "UserConflict");
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("bob recorded by the older profile sales")),
+        "{c}"
+    );
+    assert_eq!(users, json!([{"user": "bob", "profile": "sales"}]));
+    let (c, users) = conflict(&r.json(), "sales");
+    assert_eq!(
+        c["status"], "False",
+        "the older profile keeps its users: {c}"
+    );
+    assert_eq!(users, json!([]));
+    // Groups change: ann joins desk (a conflict too), bob leaves it (his is resolved).
+    let desk = f.group("desk").await;
+    f.db.add_member(T, desk, ann).await.expect("join");
+    f.db.remove_member(T, desk, bob).await.expect("leave");
+    let r = admin.get("/api/v1/resources/recording-profiles").await;
+    let (_, users) = conflict(&r.json(), "desk");
+    assert_eq!(users, json!([{"user": "ann", "profile": "sales"}]));
+}
+
 async fn zip_csv_and_xlsx_exports(f: Fixture) {
     setup(&f).await;
     let p1 = audio(9000, 8);
@@ -1693,6 +1754,7 @@ suite!(
     supervisors_see_their_groups_calls_as_the_groups_were_then,
     directory_rules,
     every_error_body_is_json_with_a_code,
+    overlapping_recording_profiles_show_a_conflict_on_the_newer_one,
     zip_csv_and_xlsx_exports,
     impersonation_is_read_only_and_audited,
     audit_trail_api,

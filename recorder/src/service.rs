@@ -365,6 +365,7 @@ fn build(
         fail_closed: config.fail_closed,
         retention_days: config.retention_days,
         rules: valid.rules.clone(),
+        created: config.profile_created.clone(),
     });
     Ok((Live { settings, ctx }, new_committer))
 }

@@ -125,6 +125,7 @@ impl Rig {
             fail_closed: true,
             retention_days: 30,
             rules: Rules::parse("allUsers: true").unwrap().validate().unwrap(),
+            created: None,
         };
         Rig {
             _dir: dir,

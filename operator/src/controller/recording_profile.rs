@@ -199,11 +199,12 @@ pub(super) async fn reconcile(
         Observed::yes(ct::READY, reason::RECONCILED, "recording")
     };
 
+    let conflict = conflict_condition(&load.conflicts);
     let status = profile.status.as_ref();
     let current = current_conditions(status.map(|s| &s.conditions));
     let merged = conditions::merge(
         current,
-        &[ready_condition, recorders, storage_bound],
+        &[ready_condition, recorders, storage_bound, conflict],
         generation,
         &conditions::now(),
     );
@@ -231,6 +232,27 @@ pub(super) async fn reconcile(
     } else {
         Action::requeue(Duration::from_secs(300))
     })
+}
+
+/// The Conflict condition: True naming the users an older profile records (reported by the
+/// recorders, which leave them out), else False.
+fn conflict_condition(conflicts: &[callvault_crds::recording_profile::UserConflict]) -> Observed {
+    if conflicts.is_empty() {
+        return Observed::no(
+            ct::CONFLICT,
+            reason::NO_CONFLICT,
+            "no user of this profile is recorded by another profile",
+        );
+    }
+    Observed::yes(
+        ct::CONFLICT,
+        reason::USER_CONFLICT,
+        callvault_config::profiles::conflict_message(
+            conflicts
+                .iter()
+                .map(|c| (c.user.as_str(), c.profile.as_str())),
+        ),
+    )
 }
 
 /// Resolves the StorageTarget and the public key, or says which is missing.
