@@ -1034,6 +1034,71 @@ async fn a_call_carries_the_groups_of_its_parties_users_at_call_time() {
     assert_eq!(captured(row.id).await, both, "a later move changes nothing");
 }
 
+/// One profile per user: alice (1001, desk) is selected by this profile and by an older one.
+/// The recorder reports the conflict on `/status` and answers her call without recording it
+/// (not even as an unassigned call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_an_older_profile_selects_is_left_to_it() {
+    let mut rig = Rig::new(None, 10).await;
+    let (db, t) = (&rig.db, rig.tenant.as_str());
+    let desk = db.create_group(t, "desk", "").await.unwrap().id;
+    let alice = db
+        .create_user(t, &NewUser::local("alice", "Alice"))
+        .await
+        .unwrap();
+    db.add_member(t, desk, alice.id).await.unwrap();
+    db.add_extension(t, "1001", alice.id).await.unwrap();
+    let others = rig.dir.path().join("other-profiles.json");
+    let older = |groups: &[&str]| {
+        serde_json::json!([{"name": "older", "groups": groups, "created": "2020-01-01T00:00:00Z"}])
+            .to_string()
+    };
+    std::fs::write(&others, older(&["desk"])).unwrap();
+    rig.edit(|c| {
+        c["rules"] = serde_json::json!({"groups": ["desk"]});
+        c["otherProfilesFile"] = serde_json::json!(others);
+        c["profileCreated"] = serde_json::json!("2026-01-01T00:00:00Z");
+    });
+    rig.start().await;
+    let http = rig.http;
+    let status = poll(
+        "the conflict on /status",
+        Duration::from_secs(30),
+        || async move {
+            let (_, body) = get(http, "/status").await?;
+            let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (status["conflicts"].as_array()?.len() == 1).then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(
+        status["conflicts"],
+        serde_json::json!([{"user": "alice", "profile": "older"}])
+    );
+    assert_eq!(status["usersMatched"], 0);
+    let out = sipp(
+        &rig,
+        "record_no_rtp.xml",
+        &[("PAUSE_MS", "300".into())],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    let metrics = get(http, "/metrics").await.unwrap().1;
+    assert!(
+        metrics.contains("callvault_recorder_sessions_not_recorded_total 1"),
+        "{metrics}"
+    );
+    assert!(rig.finished().await.is_empty(), "not recorded here");
+    assert!(
+        rig.db
+            .active_recordings(&rig.tenant)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// RFC 3261 §13.3.1.4: a 2xx never acknowledged within 64*T1 (32 s) ends the dialog with a
 /// BYE from the recorder; what was recorded until then is committed. sipp fails unless the
 /// BYE arrives.
