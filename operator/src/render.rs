@@ -22,6 +22,10 @@ pub mod paths {
     pub const CONFIG_KEY: &str = "recorder.yaml";
     /// The configuration file the recorder is started with.
     pub const CONFIG_FILE: &str = "/etc/callvault/recorder.yaml";
+    /// ConfigMap key (and file name) of the other profiles' user selections.
+    pub const OTHER_PROFILES_KEY: &str = "other-profiles.json";
+    /// The other profiles' selections, reread by the recorder every minute.
+    pub const OTHER_PROFILES_FILE: &str = "/etc/callvault/other-profiles.json";
     /// Directory the profile's public-key Secret is mounted at (only the public key's item).
     pub const PUBLIC_KEY_DIR: &str = "/run/secrets/callvault/encryption";
     /// File name of the public key inside [`PUBLIC_KEY_DIR`].
@@ -139,7 +143,7 @@ pub fn render_recorder_config(
         database_url_file: paths::DATABASE_URL_FILE.into(),
         drain_grace_seconds: DRAIN_GRACE_SECONDS,
         rules: rules(&spec.selector)?,
-        other_profiles_file: None,
+        other_profiles_file: Some(paths::OTHER_PROFILES_FILE.into()),
         profile_created: created(profile),
     };
     config.validate()?;
