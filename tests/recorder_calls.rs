@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use audiopus::coder::{Decoder, Encoder};
 use audiopus::{Application, Channels, SampleRate};
 use callvault_recorder::media::{g711, g722};
-use callvault_store::db::{AlarmSeverity, Db, Recording, RecordingStatus};
+use callvault_store::db::{AlarmSeverity, Db, NewUser, Recording, RecordingStatus};
 use callvault_store::format::{decrypt_stream, recover_truncated, sha256};
 use callvault_store::keys::{KeyRing, PrivateKey};
 use callvault_store::objstore::{self, Credentials, StorageConfig};
@@ -981,6 +981,122 @@ async fn a_call_without_rtp_is_recorded_as_silence_of_its_length() {
     let pcm = check_recording(&rig, &row).await;
     assert!(pcm[0].len() >= 48_000 * 3 / 2, "{} samples", pcm[0].len());
     assert!(rms(&pcm[0]) < 5.0 && rms(&pcm[1]) < 5.0);
+}
+
+/// A recorded call carries the groups of the users its parties' numbers belong to, as they
+/// were when it was made: the profile records alice (1001, desk); the other party's number is
+/// bob's (sales). A later move of alice leaves the recording with desk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_carries_the_groups_of_its_parties_users_at_call_time() {
+    let mut rig = Rig::new(None, 10).await;
+    let (db, t) = (&rig.db, rig.tenant.as_str());
+    let mut groups = Vec::new();
+    for name in ["desk", "sales", "audit"] {
+        groups.push(db.create_group(t, name, "").await.unwrap().id);
+    }
+    let (desk, sales, audit) = (groups[0], groups[1], groups[2]);
+    let mut users = Vec::new();
+    for (name, group, number) in [("alice", desk, "1001"), ("bob", sales, "+15551234567")] {
+        let u = db
+            .create_user(t, &NewUser::local(name, name))
+            .await
+            .unwrap();
+        db.add_member(t, group, u.id).await.unwrap();
+        db.add_extension(t, number, u.id).await.unwrap();
+        users.push(u.id);
+    }
+    rig.set_rules(serde_json::json!({"groups": ["desk"]}));
+    rig.start().await;
+    let out = sipp(
+        &rig,
+        "record_no_rtp.xml",
+        &[("PAUSE_MS", "500".into())],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    let row = rig
+        .wait_finished(1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    assert_eq!(row.owner_user_id, Some(users[0]), "recorded for alice");
+    let (db, t) = (&rig.db, rig.tenant.as_str());
+    let captured = |id| async move {
+        let mut g = db.recording_group_ids(t, id).await.unwrap();
+        g.sort();
+        g
+    };
+    let mut both = vec![desk, sales];
+    both.sort();
+    assert_eq!(captured(row.id).await, both);
+    db.remove_member(t, desk, users[0]).await.unwrap();
+    db.add_member(t, audit, users[0]).await.unwrap();
+    assert_eq!(captured(row.id).await, both, "a later move changes nothing");
+}
+
+/// One profile per user: alice (1001, desk) is selected by this profile and by an older one.
+/// The recorder reports the conflict on `/status` and answers her call without recording it
+/// (not even as an unassigned call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_an_older_profile_selects_is_left_to_it() {
+    let mut rig = Rig::new(None, 10).await;
+    let (db, t) = (&rig.db, rig.tenant.as_str());
+    let desk = db.create_group(t, "desk", "").await.unwrap().id;
+    let alice = db
+        .create_user(t, &NewUser::local("alice", "Alice"))
+        .await
+        .unwrap();
+    db.add_member(t, desk, alice.id).await.unwrap();
+    db.add_extension(t, "1001", alice.id).await.unwrap();
+    let others = rig.dir.path().join("other-profiles.json");
+    let older = |groups: &[&str]| {
+        serde_json::json!([{"name": "older", "groups": groups, "created": "2020-01-01T00:00:00Z"}])
+            .to_string()
+    };
+    std::fs::write(&others, older(&["desk"])).unwrap();
+    rig.edit(|c| {
+        c["rules"] = serde_json::json!({"groups": ["desk"]});
+        c["otherProfilesFile"] = serde_json::json!(others);
+        c["profileCreated"] = serde_json::json!("2026-01-01T00:00:00Z");
+    });
+    rig.start().await;
+    let http = rig.http;
+    let status = poll(
+        "the conflict on /status",
+        Duration::from_secs(30),
+        || async move {
+            let (_, body) = get(http, "/status").await?;
+            let status: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (status["conflicts"].as_array()?.len() == 1).then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(
+        status["conflicts"],
+        serde_json::json!([{"user": "alice", "profile": "older"}])
+    );
+    assert_eq!(status["usersMatched"], 0);
+    let out = sipp(
+        &rig,
+        "record_no_rtp.xml",
+        &[("PAUSE_MS", "300".into())],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    let metrics = get(http, "/metrics").await.unwrap().1;
+    assert!(
+        metrics.contains("callvault_recorder_sessions_not_recorded_total 1"),
+        "{metrics}"
+    );
+    assert!(rig.finished().await.is_empty(), "not recorded here");
+    assert!(
+        rig.db
+            .active_recordings(&rig.tenant)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// RFC 3261 §13.3.1.4: a 2xx never acknowledged within 64*T1 (32 s) ends the dialog with a

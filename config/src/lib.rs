@@ -7,6 +7,7 @@
 
 mod jobs;
 mod problem;
+pub mod profiles;
 mod recorder;
 pub mod rules;
 

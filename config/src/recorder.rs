@@ -80,26 +80,19 @@ pub struct RecorderConfig {
     /// Which calls are recorded.
     pub rules: Rules,
     /// A JSON file listing the tenant's other enabled RecordingProfiles ([`OtherProfile`]): a
-    /// user this profile and another both select is a conflict (one profile per user),
-    /// reported on `/status`. Read again every minute, so another profile's change needs no
+    /// user this profile and an older one both select is recorded by the older one only, and
+    /// is a conflict of this one (one profile per user), reported on `/status`. Read again every minute, so another profile's change needs no
     /// restart; absent: no conflicts are looked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub other_profiles_file: Option<PathBuf>,
+    /// When this RecordingProfile was created (RFC 3339): of two profiles selecting a user,
+    /// the older records them. Absent: newer than every profile with a creation time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_created: Option<String>,
 }
 
-/// Another RecordingProfile's user selection, as far as conflicts need it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OtherProfile {
-    /// The profile's name.
-    pub name: String,
-    /// It records every user of the directory.
-    #[serde(default)]
-    pub all_users: bool,
-    /// The directory groups whose members it records.
-    #[serde(default)]
-    pub groups: Vec<String>,
-}
+/// Another RecordingProfile's user selection and age, as far as conflicts need them.
+pub type OtherProfile = crate::profiles::Selection;
 
 fn yes() -> bool {
     true

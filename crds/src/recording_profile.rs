@@ -607,7 +607,7 @@ fn default_rtp_end() -> i32 {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordingProfileStatus {
-    /// Ready, RecordersAvailable, StorageBound.
+    /// Ready, RecordersAvailable, StorageBound, Conflict.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -629,7 +629,8 @@ pub struct RecordingProfileStatus {
     /// Users matched by this profile.
     #[serde(default)]
     pub users_matched: i64,
-    /// Users also matched by another profile (one profile per user); the older profile wins.
+    /// Users this profile matches that an older profile records (one profile per user): this
+    /// profile does not record them.
     #[serde(default)]
     pub conflicts: Vec<UserConflict>,
     /// Start time of the most recent recording stored for this profile.
@@ -646,7 +647,7 @@ pub struct RecordingProfileStatus {
 pub struct UserConflict {
     /// User name.
     pub user: String,
-    /// The other RecordingProfile that also matches the user.
+    /// The older RecordingProfile that records the user.
     pub profile: String,
 }
 

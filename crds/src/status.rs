@@ -58,6 +58,9 @@ pub mod condition_type {
     pub const CAPACITY_ALARM: &str = "CapacityAlarm";
     /// SpeechJob / Connector: the last run succeeded.
     pub const LAST_RUN_SUCCEEDED: &str = "LastRunSucceeded";
+    /// RecordingProfile: users it selects are recorded by an older profile (one profile per
+    /// user), so it does not record them; the message names them.
+    pub const CONFLICT: &str = "Conflict";
 }
 
 /// Reasons for condition transitions (CamelCase, as Kubernetes expects).
@@ -94,6 +97,8 @@ pub mod reason {
     pub const CAPACITY_EXCEEDED: &str = "CapacityExceeded";
     /// Users matched by this profile are also matched by another one.
     pub const USER_CONFLICT: &str = "UserConflict";
+    /// Every user this profile matches is its own.
+    pub const NO_CONFLICT: &str = "NoConflict";
     /// Connector: recordings were archived through it, so it cannot be deleted.
     pub const ARCHIVES_EXIST: &str = "ArchivesExist";
     /// A scheduled run failed.

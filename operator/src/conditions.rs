@@ -123,10 +123,11 @@ pub fn transitions(current: &[Condition], next: &[Condition]) -> Vec<Transition>
 }
 
 /// Whether `status` of condition `type_` needs attention. Most conditions are good when True;
-/// these two are alarms.
+/// these are alarms.
 fn is_bad(type_: &str, status: ConditionStatus) -> bool {
-    let alarm =
-        type_ == condition_type::DELETION_BLOCKED || type_ == condition_type::CAPACITY_ALARM;
+    let alarm = type_ == condition_type::DELETION_BLOCKED
+        || type_ == condition_type::CAPACITY_ALARM
+        || type_ == condition_type::CONFLICT;
     match status {
         ConditionStatus::True => alarm,
         ConditionStatus::False => !alarm,

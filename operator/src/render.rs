@@ -22,6 +22,10 @@ pub mod paths {
     pub const CONFIG_KEY: &str = "recorder.yaml";
     /// The configuration file the recorder is started with.
     pub const CONFIG_FILE: &str = "/etc/callvault/recorder.yaml";
+    /// ConfigMap key (and file name) of the other profiles' user selections.
+    pub const OTHER_PROFILES_KEY: &str = "other-profiles.json";
+    /// The other profiles' selections, reread by the recorder every minute.
+    pub const OTHER_PROFILES_FILE: &str = "/etc/callvault/other-profiles.json";
     /// Directory the profile's public-key Secret is mounted at (only the public key's item).
     pub const PUBLIC_KEY_DIR: &str = "/run/secrets/callvault/encryption";
     /// File name of the public key inside [`PUBLIC_KEY_DIR`].
@@ -145,10 +149,28 @@ pub fn render_recorder_config(
         media_timeout_seconds: fit("recorder.mediaTimeoutSeconds", pool.media_timeout_seconds)?,
         options_probe_seconds: fit("recorder.optionsProbeSeconds", pool.options_probe_seconds)?,
         rules: rules(&spec.selector)?,
-        other_profiles_file: None,
+        other_profiles_file: Some(paths::OTHER_PROFILES_FILE.into()),
+        profile_created: created(profile),
     };
     config.validate()?;
     Ok(config)
+}
+
+/// The profile's user selection and age, for deciding which profile records a user.
+pub fn selection(profile: &RecordingProfile) -> callvault_config::profiles::Selection {
+    callvault_config::profiles::Selection {
+        name: profile.metadata.name.clone().unwrap_or_default(),
+        all_users: profile.spec.selector.all_users,
+        groups: profile.spec.selector.groups.clone(),
+        created: created(profile),
+    }
+}
+
+/// The profile's creation time (RFC 3339): of two profiles selecting a user, the older
+/// records them.
+pub fn created(profile: &RecordingProfile) -> Option<String> {
+    let t = profile.metadata.creation_timestamp.as_ref()?;
+    serde_json::to_value(t).ok()?.as_str().map(str::to_owned)
 }
 
 fn fit<T: TryFrom<i64>>(field: &'static str, value: impl Into<i64>) -> Result<T, RenderError> {

@@ -343,3 +343,31 @@ fn the_recorder_runs_the_rendered_config_and_drains_before_it_is_killed() {
     assert_eq!(args[1..4], ["job", "retention", "--profile"]);
     assert_eq!(Some(&args[4]), profile.metadata.name.as_ref());
 }
+
+/// The recorders get the other profiles' selections in their ConfigMap, at the file their
+/// configuration names, to leave out the users an older profile records.
+#[test]
+fn the_config_map_carries_the_other_profiles_selections() {
+    let (profiles, targets) = examples();
+    let profile = with_uid(profiles[0].clone());
+    let mut c = children(&profile, target_of(&profile, &targets), 1);
+    let others = [callvault_config::profiles::Selection {
+        name: "older".into(),
+        all_users: false,
+        groups: vec!["desk".into()],
+        created: Some("2020-01-01T00:00:00Z".into()),
+    }];
+    callvault_operator::build::recording_profile::with_other_profiles(&mut c.config_map, &others)
+        .expect("written");
+    let data = c.config_map.data.as_ref().expect("data");
+    let written: Vec<callvault_config::profiles::Selection> =
+        serde_json::from_str(&data[paths::OTHER_PROFILES_KEY]).expect("json");
+    assert_eq!(written, others);
+    let config: callvault_config::RecorderConfig =
+        serde_yaml::from_str(&data[paths::CONFIG_KEY]).expect("config");
+    assert_eq!(
+        config.other_profiles_file.as_deref(),
+        Some(Path::new(paths::OTHER_PROFILES_FILE))
+    );
+    assert!(paths::OTHER_PROFILES_FILE.starts_with(paths::CONFIG_DIR));
+}

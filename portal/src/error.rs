@@ -37,6 +37,8 @@ pub enum Code {
     ImpersonationReadOnly,
     /// 404: no such item, or not visible to the caller.
     NotFound,
+    /// 405: the endpoint exists but not with this method.
+    MethodNotAllowed,
     /// 409: the change conflicts with the current state.
     Conflict,
     /// 409: a user or call under legal hold cannot be deleted.
@@ -74,6 +76,7 @@ impl Code {
             | Code::KeyNotGranted
             | Code::ImpersonationReadOnly => StatusCode::FORBIDDEN,
             Code::NotFound => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::Conflict | Code::LegalHold => StatusCode::CONFLICT,
             Code::MediaGone => StatusCode::GONE,
             Code::TooManyItems | Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -99,6 +102,7 @@ impl Code {
         Code::KeyNotGranted,
         Code::ImpersonationReadOnly,
         Code::NotFound,
+        Code::MethodNotAllowed,
         Code::Conflict,
         Code::LegalHold,
         Code::MediaGone,

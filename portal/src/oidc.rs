@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::RwLock;
 
 use crate::AppState;
+use crate::api::extract::Query;
 use crate::api::{failed_sign_in, sign_in};
 use crate::auth::Failure;
 use crate::auth::{cookie_value, new_token, secret_eq};

@@ -121,6 +121,13 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "configureSystem",
     ),
     ep(
+        "delete",
+        "/users/{id}",
+        "Delete a user: disabled, out of their groups and numbers; their calls stay. \
+         Refused (409 legal_hold) while the user is on legal hold.",
+        "configureSystem",
+    ),
+    ep(
         "post",
         "/users/{id}/password-reset",
         "Reset a user's password: set one, or issue a one-time token.",

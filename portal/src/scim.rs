@@ -73,6 +73,10 @@ impl From<DbError> for ScimError {
     fn from(e: DbError) -> Self {
         match e {
             DbError::NotFound { .. } => Self::not_found(e.to_string()),
+            // A user on legal hold: no SCIM scimType fits; the detail says why.
+            DbError::Conflict(m) if m.contains("legal hold") => {
+                Self::new(StatusCode::CONFLICT, None, m)
+            }
             DbError::Conflict(m) => Self::new(StatusCode::CONFLICT, Some("uniqueness"), m),
             DbError::Invalid { .. } => Self::invalid(e.to_string()),
             other => {

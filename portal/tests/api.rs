@@ -11,6 +11,7 @@ use axum::http::{Method, StatusCode};
 use callvault_store::db::{AlarmSeverity, ArchiveCopy, AuditFilter, now_micros};
 use common::{Client, Fixture, PASSWORD, T, audio};
 use serde_json::json;
+use uuid::Uuid;
 
 const ADMIN_PROFILE: &str = r#"
 apiVersion: callvault.io/v1alpha1
@@ -627,6 +628,26 @@ async fn assign_unassigned_calls(f: Fixture) {
         e["message"].as_str().unwrap_or_default().contains("dave"),
         "{e}"
     );
+    // Without "apply to similar": that one call only, and the number stays nobody's.
+    let (s, b) = c
+        .json(
+            Method::POST,
+            &format!("/api/v1/recordings/{}/assign", y.id),
+            json!({"user_id": dave, "number": "7777"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["assigned"], json!([y.id]));
+    assert_eq!(f.db.extension_owner(T, "7777").await.expect("db"), None);
+    assert_eq!(
+        f.db.recording(T, x.id)
+            .await
+            .expect("db")
+            .expect("row")
+            .owner_user_id,
+        None,
+        "the similar call is untouched"
+    );
     // Assign, and apply to all similar calls.
     let (s, b) = c
         .json(
@@ -636,27 +657,337 @@ async fn assign_unassigned_calls(f: Fixture) {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    assert_eq!(b["assigned"].as_array().map(Vec::len), Some(2));
-    for id in [x.id, y.id] {
+    assert_eq!(b["assigned"], json!([x.id]), "y is dave's already");
+    for (id, owner) in [(x.id, carol), (y.id, dave)] {
         assert_eq!(
             f.db.recording(T, id)
                 .await
                 .expect("db")
                 .expect("row")
                 .owner_user_id,
-            Some(carol)
+            Some(owner)
         );
     }
     assert_eq!(
         f.db.extension_owner(T, "7777").await.expect("db"),
         Some(carol)
     );
-    // Carol (scope Own) now sees them.
+    // Carol (scope Own) now sees hers.
     let mut cc = f.login("carol").await;
     let (_, page) = cc
         .json(Method::POST, "/api/v1/recordings/search", json!({}))
         .await;
-    assert_eq!(page["total"], 2);
+    assert_eq!(page["total"], 1);
+}
+
+/// Group scope from a call's parties: a supervisor with OwnAndGroups sees the calls of the
+/// users of their groups, found by the users' numbers, as the groups were at call time; a
+/// user's later move does not give old calls to the new group's supervisor.
+async fn supervisors_see_their_groups_calls_as_the_groups_were_then(f: Fixture) {
+    setup(&f).await;
+    let key = f.key_id.clone();
+    f.profiles(&format!(
+        "{}---\n{}---\n{}",
+        ADMIN_PROFILE.replace("KEY", &key),
+        supervisor_profile("deskboss", "desk", &key),
+        supervisor_profile("auditboss", "audit", &key),
+    ));
+    let ann = f.user("ann", &["desk"]).await;
+    let bob = f.user("bob", &["sales"]).await;
+    f.db.add_extension(T, "201", ann).await.expect("ext");
+    f.db.add_extension(T, "202", bob).await.expect("ext");
+    f.user("deskboss", &[]).await;
+    f.user("auditboss", &[]).await;
+    let (desk, audit) = (f.group("desk").await, f.group("audit").await);
+    // Bob's call (recorded for him) with ann on the other end: desk's, through ann's number.
+    let old = f
+        .recording(Some(bob), vec![], "202", "201", &audio(10, 1))
+        .await;
+    let mut deskboss = f.login("deskboss").await;
+    let mut auditboss = f.login("auditboss").await;
+    assert_eq!(found(&mut deskboss, json!({})).await, [old.id.to_string()]);
+    let r = deskboss
+        .get(&format!("/api/v1/recordings/{}/media", old.id))
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the supervisor plays the team's call"
+    );
+    assert!(found(&mut auditboss, json!({})).await.is_empty());
+
+    // Ann moves from desk to audit: the old call stays desk's; her next call is audit's.
+    f.db.remove_member(T, desk, ann).await.expect("leave");
+    f.db.add_member(T, audit, ann).await.expect("join");
+    let new = f
+        .recording(None, vec![], "+15550100", "201", &audio(10, 2))
+        .await;
+    assert!(
+        found(&mut auditboss, json!({}))
+            .await
+            .iter()
+            .all(|id| *id != old.id.to_string()),
+        "the old call is not exposed to the new group's supervisor"
+    );
+    let r = auditboss
+        .get(&format!("/api/v1/recordings/{}", old.id))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(found(&mut deskboss, json!({})).await, [old.id.to_string()]);
+    assert_eq!(found(&mut auditboss, json!({})).await, [new.id.to_string()]);
+    // The admin's group filter finds each call under the group it was made in.
+    let mut admin = f.login("admin").await;
+    assert_eq!(
+        found(&mut admin, json!({ "groups": [desk] })).await,
+        [old.id.to_string()]
+    );
+    assert_eq!(
+        found(&mut admin, json!({ "groups": [audit] })).await,
+        [new.id.to_string()]
+    );
+}
+
+/// The ids a search with `query` lists, sorted.
+async fn found(c: &mut Client, query: serde_json::Value) -> Vec<String> {
+    let (s, page) = c
+        .json(
+            Method::POST,
+            "/api/v1/recordings/search",
+            json!({ "query": query }),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    let mut ids: Vec<String> = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn supervisor_profile(user: &str, group: &str, key: &str) -> String {
+    format!(
+        "apiVersion: callvault.io/v1alpha1\nkind: AccessProfile\nmetadata: {{name: {user}}}\n\
+         spec:\n  subjects: {{users: [{user}]}}\n  calls: {{scope: OwnAndGroups, groups: [{group}], actions: {{play: true}}}}\n\
+         \x20 keys: [{key}]\n"
+    )
+}
+
+/// Directory rules through the admin API: user names are unique regardless of case, and a
+/// user on legal hold cannot be deleted (409 `legal_hold`, saying why) until the hold is lifted.
+async fn directory_rules(f: Fixture) {
+    setup(&f).await;
+    f.user("carol", &[]).await;
+    let mut admin = f.login("admin").await;
+    let (s, e) = admin
+        .json(
+            Method::POST,
+            "/api/v1/users",
+            json!({"username": "Carol", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert_eq!(e["code"], "conflict");
+    let m = e["message"].as_str().unwrap_or_default();
+    assert!(
+        m.contains("\"carol\"") && m.contains("regardless of case"),
+        "{e}"
+    );
+
+    let held = f.user("held", &["agents"]).await;
+    f.db.add_extension(T, "4444", held).await.expect("ext");
+    let hold = |on: bool| json!({ "hold": on });
+    let (s, b) = admin
+        .json(
+            Method::PUT,
+            &format!("/api/v1/users/{held}/legal-hold"),
+            hold(true),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let r = admin
+        .send(Method::DELETE, &format!("/api/v1/users/{held}"), None, &[])
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.code(), "legal_hold");
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("legal hold") && m.contains("held")),
+        "{}",
+        r.json()
+    );
+    let row = f.db.user(T, held).await.expect("db").expect("row");
+    assert!(!row.disabled, "nothing changed");
+    assert_eq!(
+        f.db.extension_owner(T, "4444").await.expect("db"),
+        Some(held)
+    );
+    // Lifted: the delete goes through; the account is disabled and its number released.
+    let (s, _) = admin
+        .json(
+            Method::PUT,
+            &format!("/api/v1/users/{held}/legal-hold"),
+            hold(false),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let r = admin
+        .send(Method::DELETE, &format!("/api/v1/users/{held}"), None, &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json());
+    assert!(f.db.user(T, held).await.expect("db").expect("row").disabled);
+    assert_eq!(f.db.extension_owner(T, "4444").await.expect("db"), None);
+    let actions: Vec<String> = audit_actions(&f).await.into_iter().map(|a| a.1).collect();
+    assert!(actions.iter().any(|a| a == "user.delete"), "{actions:?}");
+}
+
+/// Requests the API refuses before any handler runs (malformed JSON, a missing or mistyped
+/// field, no JSON content type, an id that is no UUID, a bad query value, a wrong method)
+/// answer like every other error: JSON with a code and a message naming the problem.
+async fn every_error_body_is_json_with_a_code(f: Fixture) {
+    setup(&f).await;
+    let mut admin = f.login("admin").await;
+    let user = Uuid::new_v4();
+    let hold = format!("/api/v1/users/{user}/legal-hold");
+    let mut answers = vec![
+        (
+            "malformed JSON",
+            admin
+                .send_raw(
+                    Method::POST,
+                    "/api/v1/tags",
+                    "application/json",
+                    "{\"name\":",
+                )
+                .await,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "not JSON",
+            admin
+                .send_raw(Method::POST, "/api/v1/tags", "text/plain", "name=x")
+                .await,
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (what, method, path, body, want) in [
+        (
+            "missing field",
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({"username": "x"})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "mistyped field",
+            Method::PUT,
+            hold.as_str(),
+            Some(json!({"hold": "yes"})),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "id not a UUID",
+            Method::GET,
+            "/api/v1/recordings/not-a-uuid",
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "bad query value",
+            Method::GET,
+            "/api/v1/alarms?limit=many",
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "wrong method",
+            Method::DELETE,
+            "/api/v1/tags",
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ] {
+        answers.push((what, admin.send(method, path, body, &[]).await, want));
+    }
+    for (what, r, want) in answers {
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert_eq!(r.status, want, "{what}: {body}");
+        assert_eq!(
+            r.headers.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "{what}: {body}"
+        );
+        let v = r.json();
+        assert!(
+            v["code"].as_str().is_some_and(|c| !c.is_empty())
+                && v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {body}"
+        );
+    }
+}
+
+/// One RecordingProfile per user: a user two profiles select stays with the older one; the
+/// newer one shows a Conflict condition naming them, as soon as the directory changes.
+async fn overlapping_recording_profiles_show_a_conflict_on_the_newer_one(f: Fixture) {
+    setup(&f).await;
+    let profile = |name: &str, created: &str, groups: &str| {
+        format!(
+            "apiVersion: callvault.io/v1alpha1\nkind: RecordingProfile\n\
+             metadata: {{name: {name}, creationTimestamp: \"{created}\"}}\n\
+             spec:\n  selector: {{groups: {groups}}}\n  storageTargetRef: {{name: primary-s3}}\n\
+             \x20 encryption: {{keySecretRef: {{name: recording-key, key: public.pem}}}}\n"
+        )
+    };
+    // The newer one is declared first: age decides, not order.
+    f.declare(common::parse_resources(&format!(
+        "{}---\n{}",
+        profile("desk", "2026-02-01T00:00:00Z", "[desk]"),
+        profile("sales", "2026-01-01T00:00:00Z", "[sales, desk]"),
+    )));
+    let bob = f.user("bob", &["desk"]).await;
+    let ann = f.user("ann", &["sales"]).await;
+    let mut admin = f.login("admin").await;
+    let conflict = |list: &serde_json::Value, name: &str| {
+        let p = list
+            .as_array()
+            .and_then(|a| a.iter().find(|p| p["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {list}"));
+        let c = p["status"]["conditions"]
+            .as_array()
+            .and_then(|a| a.iter().find(|c| c["type"] == "Conflict"))
+            .cloned()
+            .unwrap_or_else(|| panic!("a Conflict condition on {name}: {p}"));
+        (c, p["status"]["conflicts"].clone())
+    };
+    let r = admin.get("/api/v1/resources/recording-profiles").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let (c, users) = conflict(&r.json(), "desk");
+    assert_eq!(c["status"], "True", "{c}");
+    assert_eq!(c["reason"], "UserConflict");
+    assert!(
+        c["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("bob recorded by the older profile sales")),
+        "{c}"
+    );
+    assert_eq!(users, json!([{"user": "bob", "profile": "sales"}]));
+    let (c, users) = conflict(&r.json(), "sales");
+    assert_eq!(
+        c["status"], "False",
+        "the older profile keeps its users: {c}"
+    );
+    assert_eq!(users, json!([]));
+    // Groups change: ann joins desk (a conflict too), bob leaves it (his is resolved).
+    let desk = f.group("desk").await;
+    f.db.add_member(T, desk, ann).await.expect("join");
+    f.db.remove_member(T, desk, bob).await.expect("leave");
+    let r = admin.get("/api/v1/resources/recording-profiles").await;
+    let (_, users) = conflict(&r.json(), "desk");
+    assert_eq!(users, json!([{"user": "ann", "profile": "sales"}]));
 }
 
 async fn zip_csv_and_xlsx_exports(f: Fixture) {
@@ -1433,6 +1764,10 @@ suite!(
     download_integrity_and_tamper,
     tags_notes_delete_and_legal_hold,
     assign_unassigned_calls,
+    supervisors_see_their_groups_calls_as_the_groups_were_then,
+    directory_rules,
+    every_error_body_is_json_with_a_code,
+    overlapping_recording_profiles_show_a_conflict_on_the_newer_one,
     zip_csv_and_xlsx_exports,
     impersonation_is_read_only_and_audited,
     audit_trail_api,

@@ -607,3 +607,58 @@ async fn scim_is_off_without_a_token() {
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(is_error(&r.json(), 401));
 }
+
+/// An identity provider cannot delete a user on legal hold: 409 with the reason, and the
+/// account keeps its sign-in, groups and numbers. A userName taken in another case is refused
+/// as not unique.
+async fn legal_hold_and_unique_names(f: Fixture) {
+    let mut scim = Scim(Client::new(f.router.clone()));
+    let (s, held) = scim
+        .send(
+            Method::POST,
+            "/Users",
+            json!({"userName": "held", "phoneNumbers": [{"value": "2101"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{held}");
+    let id: Uuid = held["id"].as_str().expect("id").parse().expect("uuid");
+    f.db.set_user_legal_hold(T, id, true).await.expect("hold");
+    let r = scim
+        .call(Method::DELETE, &format!("/Users/{id}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let e = r.json();
+    assert!(is_error(&e, 409), "{e}");
+    assert!(
+        e["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("legal hold")),
+        "{e}"
+    );
+    let (s, still) = scim.get(&format!("/Users/{id}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(still["active"], true);
+    assert_eq!(f.db.extension_owner(T, "2101").await.expect("db"), Some(id));
+
+    let (s, e) = scim
+        .send(Method::POST, "/Users", json!({"userName": "HELD"}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert_eq!(e["scimType"], "uniqueness");
+
+    f.db.set_user_legal_hold(T, id, false).await.expect("lift");
+    let r = scim
+        .call(Method::DELETE, &format!("/Users/{id}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_scim_legal_hold_and_unique_names() {
+    legal_hold_and_unique_names(fixture(TestDb::postgres().await).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_scim_legal_hold_and_unique_names() {
+    legal_hold_and_unique_names(fixture(TestDb::sqlite().await).await).await;
+}

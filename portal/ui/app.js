@@ -563,6 +563,7 @@ const RESOURCES = {
     ['Retention', (s) => (s.retention && s.retention.days ? `${s.retention.days} days` : '')],
     ['Recorders ready', (s, st) => (st ? `${st.readyReplicas || 0} of ${st.replicas || 0}` : '')],
     ['Active sessions', (s, st) => (st ? String(st.activeSessions || 0) : '')],
+    ['Users kept by an older profile', (s, st) => ((st && st.conflicts) || []).map((c) => `${c.user} (${c.profile})`).join(', ')],
   ]],
   'access-profiles': ['Access profiles', [
     ['Subjects', (s) => [...((s.subjects && s.subjects.groups) || []).map((g) => `group ${g}`), ...((s.subjects && s.subjects.users) || [])].join(', ')],

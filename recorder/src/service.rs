@@ -485,6 +485,7 @@ fn build(
         spool: config.spool.clone(),
         media_timeout: seconds(config.media_timeout_seconds),
         options_probe: seconds(config.options_probe_seconds),
+        created: config.profile_created.clone(),
     });
     Ok((Live { settings, ctx }, new_committer))
 }

@@ -3,12 +3,13 @@
 //! answer, and starts a [`Call`]; re-offers add, change or remove streams; the end of the
 //! dialog finishes the recording and hands it to the committer.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use callvault_config::profiles::{Conflict, Directory, Selection, ownership};
 use callvault_config::rules::RecordingRules;
 use callvault_config::{OtherProfile, SpoolLimits, Timestamp};
 use callvault_store::db::{CallType, Db, Direction, Party};
@@ -48,6 +49,8 @@ pub struct SessionSettings {
     pub media_timeout: Option<Duration>,
     /// The in-dialog OPTIONS probe's interval (`None`: off).
     pub options_probe: Option<Duration>,
+    /// When the profile was created: of two profiles selecting a user, the older records them.
+    pub created: Option<String>,
 }
 
 enum Entry {
@@ -83,7 +86,8 @@ pub struct Recorder {
     active: AtomicU32,
     /// Notified whenever a session's reservation is given back.
     released: tokio::sync::Notify,
-    /// Users another profile selects too, from the last directory pass.
+    /// Users this profile selects that an older profile records, from the last directory
+    /// pass: reported on `/status`, and not recorded here (one profile per user).
     conflicts: Mutex<Vec<Conflict>>,
 }
 
@@ -109,84 +113,9 @@ pub struct Status {
     pub last_recording_time: Option<String>,
 }
 
-/// A user this profile selects whom another profile selects too (one profile per user).
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Conflict {
-    pub user: String,
-    /// The other profile.
-    pub profile: String,
-}
-
-/// The tenant's directory as far as user selection needs it: every user name, and each
-/// group's members.
-#[derive(Debug, Clone, Default)]
-pub struct Directory {
-    pub users: Vec<String>,
-    pub groups: HashMap<String, BTreeSet<String>>,
-}
-
-impl Directory {
-    async fn load(db: &Db, tenant: &str) -> Result<Directory, callvault_store::db::DbError> {
-        let users = db
-            .list_users(tenant)
-            .await?
-            .into_iter()
-            .map(|u| u.username)
-            .collect();
-        let mut groups = HashMap::new();
-        for g in db.list_groups(tenant).await? {
-            let members = db
-                .group_members(tenant, g.id)
-                .await?
-                .into_iter()
-                .map(|u| u.username)
-                .collect();
-            groups.insert(g.name, members);
-        }
-        Ok(Directory { users, groups })
-    }
-
-    /// The users a profile selecting `groups` (or every user) records.
-    pub fn selected<'a>(
-        &self,
-        all_users: bool,
-        groups: impl IntoIterator<Item = &'a String>,
-    ) -> BTreeSet<String> {
-        if all_users {
-            return self.users.iter().cloned().collect();
-        }
-        groups
-            .into_iter()
-            .filter_map(|g| self.groups.get(g))
-            .flatten()
-            .cloned()
-            .collect()
-    }
-}
-
-/// Users both `mine` and another profile select, each with that profile, sorted. Being in
-/// several groups of the same profile is no conflict.
-pub fn conflicts(
-    mine: &BTreeSet<String>,
-    others: &[OtherProfile],
-    directory: &Directory,
-) -> Vec<Conflict> {
-    let mut out: Vec<Conflict> = others
-        .iter()
-        .flat_map(|p| {
-            directory
-                .selected(p.all_users, &p.groups)
-                .intersection(mine)
-                .map(|user| Conflict {
-                    user: user.clone(),
-                    profile: p.name.clone(),
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+/// The matched users less those `kept` by an older profile (one profile per user).
+fn without_kept(users: Vec<MatchedUser>, kept: impl Fn(&str) -> bool) -> Vec<MatchedUser> {
+    users.into_iter().filter(|u| !kept(&u.user)).collect()
 }
 
 fn reject(status: u16, reason: impl Into<String>) -> Rejection {
@@ -310,8 +239,8 @@ impl Recorder {
         }
     }
 
-    /// Reads the directory: the users the profile records (returned, for `/status`) and
-    /// those of them another profile selects too (kept for `/status`).
+    /// Reads the directory: the users the profile records (returned, for `/status`), and
+    /// those of them an older profile records, kept for `/status` and left out of recording.
     pub async fn refresh_directory(
         &self,
         db: &Db,
@@ -319,17 +248,38 @@ impl Recorder {
     ) -> Result<u32, callvault_store::db::DbError> {
         let live = self.live();
         let directory = Directory::load(db, &live.ctx.tenant).await?;
-        let rules = &live.settings.rules;
-        let mine = directory.selected(rules.all_users, &rules.groups);
-        let found = conflicts(&mine, others, &directory);
-        if !found.is_empty() {
+        let settings = &live.settings;
+        let mut profiles: Vec<Selection> = others
+            .iter()
+            .filter(|p| p.name != settings.profile)
+            .cloned()
+            .collect();
+        profiles.push(Selection {
+            name: settings.profile.clone(),
+            all_users: settings.rules.all_users,
+            groups: settings.rules.groups.iter().cloned().collect(),
+            created: settings.created.clone(),
+        });
+        let mine = ownership(&profiles, &directory)
+            .remove(&settings.profile)
+            .unwrap_or_default();
+        if !mine.conflicts.is_empty() {
             tracing::warn!(
-                conflicts = found.len(),
-                "users selected by this profile and another one (one profile per user)"
+                conflicts = mine.conflicts.len(),
+                "users this profile selects are recorded by an older profile (one profile per user)"
             );
         }
-        *self.conflicts.lock().unwrap_or_else(|e| e.into_inner()) = found;
-        Ok(u32::try_from(mine.len()).unwrap_or(u32::MAX))
+        *self.conflicts.lock().unwrap_or_else(|e| e.into_inner()) = mine.conflicts;
+        Ok(u32::try_from(mine.users.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Whether an older profile records `user` (so this one must not).
+    fn kept_by_older(&self, user: &str) -> bool {
+        self.conflicts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|c| c.user == user)
     }
 
     fn reserve(&self) -> bool {
@@ -734,11 +684,20 @@ impl Recorder {
         } else {
             (rules::CallType::External, CallType::ExternalP2p)
         };
-        let users: Vec<MatchedUser> = [calling_user, called_user]
+        let matched: Vec<MatchedUser> = [calling_user, called_user]
             .into_iter()
             .flatten()
             .map(|(_, u)| u.clone())
             .collect();
+        let any_matched = !matched.is_empty();
+        let users = without_kept(matched, |u| self.kept_by_older(u));
+        if any_matched && users.is_empty() {
+            // Not even as an unassigned call: the older profile records it.
+            return (
+                Err("its users are recorded by an older profile (one profile per user)"),
+                None,
+            );
+        }
         let facts = CallFacts {
             direction,
             call_type,
@@ -1031,72 +990,22 @@ impl SessionHandler for Recorder {
 mod tests {
     use super::*;
 
-    fn names(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    fn directory() -> Directory {
-        let group = |members: &[&str]| names(members).into_iter().collect::<BTreeSet<_>>();
-        Directory {
-            users: names(&["ann", "bob", "cat", "dan"]),
-            groups: HashMap::from([
-                ("traders".to_owned(), group(&["ann", "bob"])),
-                ("desk".to_owned(), group(&["bob"])),
-                ("collections".to_owned(), group(&["bob", "cat"])),
-                ("audit".to_owned(), group(&["dan"])),
-            ]),
-        }
-    }
-
-    fn other(name: &str, all_users: bool, groups: &[&str]) -> OtherProfile {
-        OtherProfile {
-            name: name.to_owned(),
-            all_users,
-            groups: names(groups),
-        }
-    }
-
     #[test]
-    fn a_user_another_profile_selects_too_is_a_conflict_naming_that_profile() {
-        let dir = directory();
-        // bob is in two of this profile's groups: that alone is no conflict.
-        let mine = dir.selected(false, &names(&["traders", "desk"]));
-        assert_eq!(mine, names(&["ann", "bob"]).into_iter().collect());
-        assert!(conflicts(&mine, &[], &dir).is_empty());
-        let found = conflicts(
-            &mine,
-            &[
-                other("recovery", false, &["collections"]),
-                other("compliance", false, &["audit", "no-such-group"]),
-                other("everyone", true, &[]),
-            ],
-            &dir,
-        );
-        let pairs: Vec<(&str, &str)> = found
-            .iter()
-            .map(|c| (c.user.as_str(), c.profile.as_str()))
+    fn users_an_older_profile_records_are_left_out() {
+        let users = vec![
+            MatchedUser {
+                user: "ann".into(),
+                groups: vec!["traders".into()],
+            },
+            MatchedUser {
+                user: "bob".into(),
+                groups: vec!["traders".into()],
+            },
+        ];
+        let kept: Vec<String> = without_kept(users, |u| u == "bob")
+            .into_iter()
+            .map(|u| u.user)
             .collect();
-        assert_eq!(
-            pairs,
-            [
-                ("ann", "everyone"),
-                ("bob", "everyone"),
-                ("bob", "recovery")
-            ]
-        );
-    }
-
-    #[test]
-    fn a_profile_of_all_users_conflicts_with_every_other_profiles_users() {
-        let dir = directory();
-        let mine = dir.selected(true, &[]);
-        let found = conflicts(&mine, &[other("audit-only", false, &["audit"])], &dir);
-        assert_eq!(
-            found,
-            [Conflict {
-                user: "dan".into(),
-                profile: "audit-only".into()
-            }]
-        );
+        assert_eq!(kept, ["ann"]);
     }
 }

@@ -141,6 +141,7 @@ impl Rig {
             spool: Default::default(),
             media_timeout: checks.media_timeout,
             options_probe: checks.probe,
+            created: None,
         };
         let recorder = Arc::new(Recorder::new(settings, ctx));
         let server = SipServer::start(

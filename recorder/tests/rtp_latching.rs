@@ -133,6 +133,7 @@ impl Rig {
             spool: Default::default(),
             media_timeout: None,
             options_probe: None,
+            created: None,
         };
         Rig {
             _dir: dir,

@@ -59,6 +59,9 @@ pub enum BuildError {
     /// The rendered configuration could not be written as YAML.
     #[error("cannot write the recorder configuration as YAML: {0}")]
     Yaml(#[from] serde_yaml::Error),
+    /// The other profiles' selections could not be written as JSON.
+    #[error("cannot write the other profiles' selections as JSON: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// Every object a RecordingProfile owns.
@@ -366,12 +369,27 @@ fn service(ctx: &Ctx, name: &str, config: &RecorderConfig, headless: bool) -> Se
 fn config_map(ctx: &Ctx, config_yaml: String) -> ConfigMap {
     ConfigMap {
         metadata: ctx.meta(&ctx.names.config, RECORDER),
-        data: Some(BTreeMap::from([(
-            paths::CONFIG_KEY.to_owned(),
-            config_yaml,
-        )])),
+        data: Some(BTreeMap::from([
+            (paths::CONFIG_KEY.to_owned(), config_yaml),
+            (paths::OTHER_PROFILES_KEY.to_owned(), "[]".to_owned()),
+        ])),
         ..ConfigMap::default()
     }
+}
+
+/// Puts the namespace's other enabled profiles' selections into the recorder ConfigMap: the
+/// recorders leave out the users an older one records (one profile per user). A change here
+/// is read by the running recorders, nothing restarts.
+pub fn with_other_profiles(
+    config_map: &mut ConfigMap,
+    others: &[callvault_config::profiles::Selection],
+) -> Result<(), BuildError> {
+    let json = serde_json::to_string(others)?;
+    config_map
+        .data
+        .get_or_insert_with(BTreeMap::new)
+        .insert(paths::OTHER_PROFILES_KEY.to_owned(), json);
+    Ok(())
 }
 
 fn pod_disruption_budget(ctx: &Ctx) -> PodDisruptionBudget {

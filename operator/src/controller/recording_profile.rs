@@ -18,7 +18,9 @@ use serde_json::json;
 
 use super::{Context, Error, Scope, current_conditions, refusal, secret_changes, succeeded};
 use crate::build::Owner;
-use crate::build::recording_profile::{ChildNames, HTTP_PORT, RECORDER, RecorderSettings, build};
+use crate::build::recording_profile::{
+    ChildNames, HTTP_PORT, RECORDER, RecorderSettings, build, with_other_profiles,
+};
 use crate::conditions::{self, Observed};
 use crate::load::{PoolLoad, RecorderStatus, aggregate};
 use crate::{desired_replicas, render_recorder_config};
@@ -127,7 +129,8 @@ pub(super) async fn reconcile(
             };
             match render_recorder_config(&owner.namespace, &profile, &b.target, &b.key_id) {
                 Ok(config) => {
-                    let c = build(&profile, &b.target, &config, replicas, &settings)?;
+                    let mut c = build(&profile, &b.target, &config, replicas, &settings)?;
+                    with_other_profiles(&mut c.config_map, &other_profiles(&ctx, &profile))?;
                     let s = &ctx.children;
                     let applied = async {
                         ctx.apply(&s.config_maps, c.config_map).await?;
@@ -199,11 +202,12 @@ pub(super) async fn reconcile(
         Observed::yes(ct::READY, reason::RECONCILED, "recording")
     };
 
+    let conflict = conflict_condition(&load.conflicts);
     let status = profile.status.as_ref();
     let current = current_conditions(status.map(|s| &s.conditions));
     let merged = conditions::merge(
         current,
-        &[ready_condition, recorders, storage_bound],
+        &[ready_condition, recorders, storage_bound, conflict],
         generation,
         &conditions::now(),
     );
@@ -231,6 +235,47 @@ pub(super) async fn reconcile(
     } else {
         Action::requeue(Duration::from_secs(300))
     })
+}
+
+/// The selections of the other enabled RecordingProfiles of `profile`'s namespace.
+fn other_profiles(
+    ctx: &Context,
+    profile: &RecordingProfile,
+) -> Vec<callvault_config::profiles::Selection> {
+    let mut others: Vec<_> = ctx
+        .recording_profiles
+        .state()
+        .iter()
+        .filter(|p| {
+            p.metadata.namespace == profile.metadata.namespace
+                && p.metadata.name != profile.metadata.name
+                && !p.spec.disabled
+        })
+        .map(|p| crate::render::selection(p))
+        .collect();
+    others.sort_by(|a, b| a.name.cmp(&b.name));
+    others
+}
+
+/// The Conflict condition: True naming the users an older profile records (reported by the
+/// recorders, which leave them out), else False.
+fn conflict_condition(conflicts: &[callvault_crds::recording_profile::UserConflict]) -> Observed {
+    if conflicts.is_empty() {
+        return Observed::no(
+            ct::CONFLICT,
+            reason::NO_CONFLICT,
+            "no user of this profile is recorded by another profile",
+        );
+    }
+    Observed::yes(
+        ct::CONFLICT,
+        reason::USER_CONFLICT,
+        callvault_config::profiles::conflict_message(
+            conflicts
+                .iter()
+                .map(|c| (c.user.as_str(), c.profile.as_str())),
+        ),
+    )
 }
 
 /// Resolves the StorageTarget and the public key, or says which is missing.

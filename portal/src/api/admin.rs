@@ -1,19 +1,19 @@
-//! Users (list, create, password reset), legal hold per user, impersonation, the tag
+//! Users (list, create, delete, password reset), legal hold per user, impersonation, the tag
 //! catalogue and saved queries.
 
-use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use callvault_store::db::{Group, NewUser, SavedQuery, SearchQuery, Tag, User, now_micros};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::auth::set_password;
+use super::extract::{Json, Path};
 use super::{Caller, SessionCaller, St};
 use crate::AppState;
 use crate::access::{Action, AdminPermission, Grants, resolve_subject, scope_covers_user};
 use crate::auth::{new_token, token_hash};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Code};
 
 /// The grants `username` has (or would have) with `group_names`; 403 naming the first right
 /// the caller does not hold themselves, so no admin gives anyone more than they have.
@@ -119,6 +119,46 @@ pub async fn create_user(
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(Json(user))
+}
+
+/// Deletes a user (configureSystem) as an identity provider's delete does: the account is
+/// disabled and leaves its groups and numbers; its calls stay until their retention ends.
+/// Refused (409 `legal_hold`) while the user is on legal hold, and for one's own account.
+pub async fn delete_user(
+    State(state): St,
+    c: Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<Value>> {
+    c.require(AdminPermission::ConfigureSystem)?;
+    let user = state
+        .db
+        .user(&c.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("user {id}")))?;
+    if user.id == c.actor.id {
+        return Err(ApiError::new(
+            Code::Conflict,
+            "you cannot delete your own account",
+        ));
+    }
+    let numbers = state.db.user_extensions(&c.tenant, id).await?;
+    let groups: Vec<String> = state
+        .db
+        .user_groups(&c.tenant, id)
+        .await?
+        .into_iter()
+        .map(|g| g.name)
+        .collect();
+    state.db.deprovision_user(&c.tenant, id).await?;
+    c.audit(
+        &state,
+        "user.delete",
+        "user",
+        id.to_string(),
+        json!({ "username": user.username, "numbers_released": numbers, "groups_left": groups }),
+    )
+    .await?;
+    Ok(Json(json!({ "user_id": id, "deleted": true })))
 }
 
 #[derive(Debug, Deserialize)]

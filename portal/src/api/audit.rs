@@ -1,8 +1,7 @@
 //! The audit trail: read with filters, export to CSV, verify the hash chain. There is no
 //! endpoint that changes or deletes an entry (and the database refuses it).
 
-use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::Weak;
@@ -11,6 +10,7 @@ use callvault_store::db::{AlarmSeverity, AuditEntry, AuditFilter, AuditVerificat
 use serde::Deserialize;
 use serde_json::json;
 
+use super::extract::{Json, Query};
 use super::{Caller, St};
 use crate::AppState;
 use crate::access::AdminPermission;

@@ -3,14 +3,15 @@
 use std::time::Instant;
 
 use axum::Json;
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use callvault_store::db::{LiveSession, NewAuditEntry, User, UserSource, now_micros};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::extract::Path;
 use super::{Caller, SessionCaller, St, json_body};
 use crate::AppState;
 use crate::access::AdminPermission;

@@ -12,6 +12,7 @@
 mod admin;
 mod audit;
 mod auth;
+pub(crate) mod extract;
 mod recordings;
 mod system;
 
@@ -70,6 +71,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/sessions/{id}", delete(auth::terminate_session))
         .route("/admin/sessions", get(auth::all_sessions))
         .route("/users", get(admin::list_users).post(admin::create_user))
+        .route("/users/{id}", delete(admin::delete_user))
         .route("/users/{id}/password-reset", post(admin::reset_password))
         .route("/users/{id}/legal-hold", put(admin::set_legal_hold))
         .route("/users/{id}/impersonate", post(admin::start_impersonation))
@@ -116,7 +118,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/activity", get(system::activity))
         .route("/active-calls", get(system::active_calls))
         .route("/active-calls/mine", get(system::my_active_calls))
-        .fallback(not_found);
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed);
     Router::new()
         .nest("/api/v1", api)
         .nest("/scim/v2", crate::scim::router())
@@ -156,18 +159,19 @@ pub(crate) async fn write_failed_sign_in_summaries(state: std::sync::Weak<AppSta
 
 /// A JSON body, or a named refusal: 413 when it exceeds the route's limit, else 400.
 fn json_body<T>(body: Result<Json<T>, JsonRejection>, limit: usize) -> ApiResult<T> {
-    match body {
-        Ok(Json(v)) => Ok(v),
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
-            Code::PayloadTooLarge,
-            format!("the request body is larger than {limit} bytes"),
-        )),
-        Err(e) => Err(ApiError::invalid(e.body_text())),
-    }
+    body.map(|Json(v)| v)
+        .map_err(|e| extract::json_rejection(&e, Some(limit)))
 }
 
 async fn not_found() -> ApiError {
     ApiError::new(Code::NotFound, "no such API endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        Code::MethodNotAllowed,
+        "this endpoint does not take that method",
+    )
 }
 
 async fn openapi() -> Response {

@@ -4,9 +4,8 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use callvault_store::db::{
@@ -16,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::extract::{Json, Path, Query};
 use super::{Caller, Need, St};
 use crate::AppState;
 use crate::access::{Action, AdminPermission, gained_by_assignment, resolve};
@@ -560,8 +560,8 @@ pub struct Assign {
     pub apply_to_similar: bool,
 }
 
-/// Assigns an unassigned call to a user and adds the number to the user's extensions (so
-/// future calls match); with `apply_to_similar`, every unassigned call of the number too.
+/// Assigns an unassigned call to a user; with `apply_to_similar`, also adds the number to the
+/// user's extensions (so future calls match) and assigns every unassigned call of the number.
 pub async fn assign(
     State(state): St,
     c: Caller,
@@ -631,7 +631,13 @@ pub async fn assign(
             )));
         }
     }
-    state.db.add_extension(&c.tenant, number, user.id).await?;
+    // A number another user has is refused either way (the conflict names them); only
+    // "apply to all similar calls" makes it the user's, so that future calls match.
+    if req.apply_to_similar {
+        state.db.add_extension(&c.tenant, number, user.id).await?;
+    } else {
+        state.db.number_free_for(&c.tenant, number, user.id).await?;
+    }
     let assigned = state
         .db
         .assign_calls(&c.tenant, &candidates, user.id)

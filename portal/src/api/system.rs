@@ -5,17 +5,19 @@
 
 use std::collections::HashMap;
 
-use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
+use callvault_config::profiles::{Conflict, Directory, Selection, conflict_message, ownership};
 use callvault_crds::validate::Resource;
+use callvault_crds::{condition_type as ct, reason};
 use callvault_store::db::{
     AccessScope, ActivityEntry, Alarm, Group, Note, Recording, RecordingStatus, SearchQuery,
     SortDirection, Tag,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::extract::{Json, Query};
 use super::{Caller, St};
 use crate::AppState;
 use crate::access::AdminPermission;
@@ -135,8 +137,70 @@ async fn list_kind(state: &AppState, c: &Caller, kind: Kind) -> ApiResult<Json<V
     Ok(Json(out))
 }
 
+/// The RecordingProfiles, each with the users it selects that an older profile records (one
+/// profile per user): `status.conflicts` and a `Conflict` condition naming them, decided here
+/// from the directory as it is now, as the recorders decide it, so the screen shows it in
+/// both modes.
 pub async fn recording_profiles(State(s): St, c: Caller) -> ApiResult<Json<Vec<ResourceView>>> {
-    list_kind(&s, &c, Kind::RecordingProfiles).await
+    let Json(mut views) = list_kind(&s, &c, Kind::RecordingProfiles).await?;
+    let selections: Vec<Selection> = s
+        .access
+        .resources(&c.tenant)
+        .iter()
+        .filter_map(|r| match r {
+            Resource::RecordingProfile(p) if !p.spec.disabled => Some(selection(p)),
+            _ => None,
+        })
+        .collect();
+    let directory = Directory::load(&s.db, &c.tenant).await?;
+    let owners = ownership(&selections, &directory);
+    for v in &mut views {
+        let Some(own) = owners.get(&v.name) else {
+            continue;
+        };
+        with_conflicts(&mut v.status, &own.conflicts);
+    }
+    Ok(Json(views))
+}
+
+/// The profile's user selection and age (`metadata.creationTimestamp`; none for a profile from
+/// a resource file, which then counts as newer than dated ones, and by name among undated).
+fn selection(p: &callvault_crds::RecordingProfile) -> Selection {
+    Selection {
+        name: p.metadata.name.clone().unwrap_or_default(),
+        all_users: p.spec.selector.all_users,
+        groups: p.spec.selector.groups.clone(),
+        created: p
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .and_then(|t| serde_json::to_value(t).ok())
+            .and_then(|v| v.as_str().map(str::to_owned)),
+    }
+}
+
+/// Sets `status.conflicts` and the `Conflict` condition (replacing a reported one).
+fn with_conflicts(status: &mut Value, conflicts: &[Conflict]) {
+    if !status.is_object() {
+        *status = json!({});
+    }
+    let condition = if conflicts.is_empty() {
+        json!({"type": ct::CONFLICT, "status": "False", "reason": reason::NO_CONFLICT,
+               "message": "no user of this profile is recorded by another profile"})
+    } else {
+        json!({"type": ct::CONFLICT, "status": "True", "reason": reason::USER_CONFLICT,
+               "message": conflict_message(conflicts.iter().map(|c| (c.user.as_str(), c.profile.as_str())))})
+    };
+    let mut list: Vec<Value> = status["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c["type"] != ct::CONFLICT)
+        .collect();
+    list.push(condition);
+    status["conditions"] = Value::Array(list);
+    status["conflicts"] = json!(conflicts);
 }
 
 pub async fn access_profiles(State(s): St, c: Caller) -> ApiResult<Json<Vec<ResourceView>>> {

@@ -32,6 +32,9 @@ pub struct Local {
     pub public_keys: BTreeMap<String, ProfileKey>,
 }
 
+/// The file under the data directory listing every enabled profile's user selection.
+const OTHER_PROFILES: &str = "recording-profiles.json";
+
 impl Local {
     /// The recorder configuration of one profile.
     pub fn recorder_config(&self, set: &ResourceSet, name: &str) -> anyhow::Result<RecorderConfig> {
@@ -70,6 +73,7 @@ impl Local {
             .as_ref()
             .map(|r| self.data.join("secrets").join(&r.name));
         config.drain_grace_seconds = DRAIN_GRACE_SECONDS;
+        config.other_profiles_file = Some(self.data.join(OTHER_PROFILES));
         Ok(config)
     }
 }
@@ -99,6 +103,19 @@ impl Pool {
     /// before the old one stops taking calls). Nothing changes unless every profile's
     /// configuration is valid.
     pub fn apply(&mut self, local: &Local, set: &ResourceSet) -> anyhow::Result<()> {
+        // Every enabled profile's selection: each recorder reads it every minute to leave out
+        // the users an older profile records (one profile per user).
+        let selections: Vec<_> = set
+            .recording_profiles
+            .values()
+            .filter(|p| !p.spec.disabled)
+            .map(callvault_operator::render::selection)
+            .collect();
+        std::fs::write(
+            local.data.join(OTHER_PROFILES),
+            serde_json::to_vec(&selections)?,
+        )
+        .context("writing the recording profiles' selections")?;
         let url_file = local.data.join("database-url");
         std::fs::write(&url_file, super::database_url(&local.data))
             .with_context(|| format!("writing {}", url_file.display()))?;

@@ -138,6 +138,25 @@ fn session_from_row(r: &dyn DbRow) -> Result<WebSession> {
     })
 }
 
+/// The refusal of a user name another user holds in some case.
+pub(crate) fn name_taken(wanted: &str, holder: &str) -> DbError {
+    if wanted == holder {
+        DbError::Conflict(format!("user {wanted:?} already exists"))
+    } else {
+        DbError::Conflict(format!(
+            "user name {wanted:?} is taken by user {holder:?} (user names are unique regardless of case)"
+        ))
+    }
+}
+
+/// The refusal to delete a user on legal hold (the message says "legal hold": the portal
+/// answers it with the `legal_hold` code).
+pub(crate) fn on_legal_hold(username: &str) -> DbError {
+    DbError::Conflict(format!(
+        "user {username:?} is on legal hold and cannot be deleted; lift the hold first"
+    ))
+}
+
 fn user_not_found(tenant: &str, id: impl ToString) -> DbError {
     DbError::NotFound {
         kind: "user",
@@ -150,6 +169,9 @@ impl Db {
     pub async fn create_user(&self, tenant: &str, u: &NewUser) -> Result<User> {
         if tenant.is_empty() || u.username.trim().is_empty() {
             return Err(invalid("user", "tenant and username are required"));
+        }
+        if let Some(taken) = self.user_by_username(tenant, &u.username).await? {
+            return Err(name_taken(&u.username, &taken.username));
         }
         let id = Uuid::new_v4();
         let now = now_micros();
@@ -172,7 +194,7 @@ impl Db {
             ],
         )
         .await
-        .map_err(|e| conflict_on_unique(e, || format!("user {:?} already exists", u.username)))?;
+        .map_err(|e| conflict_on_unique(e, || name_taken(&u.username, &u.username).to_string()))?;
         self.user(tenant, id)
             .await?
             .ok_or_else(|| user_not_found(tenant, id))
@@ -187,9 +209,12 @@ impl Db {
         .await
     }
 
+    /// The user of a name, whatever its case (names are unique regardless of case).
     pub async fn user_by_username(&self, tenant: &str, username: &str) -> Result<Option<User>> {
         self.row(
-            &format!("SELECT {USER_COLUMNS} FROM users WHERE tenant = $1 AND username = $2"),
+            &format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE tenant = $1 AND LOWER(username) = LOWER($2)"
+            ),
             &args![tenant, username],
             user_from_row,
         )
@@ -282,15 +307,19 @@ impl Db {
         Ok(())
     }
 
+    /// Deletes a user's row; refused while the user is on legal hold.
     pub async fn delete_user(&self, tenant: &str, id: Uuid) -> Result<()> {
         let n = self
             .exec(
-                "DELETE FROM users WHERE tenant = $1 AND id = $2",
+                "DELETE FROM users WHERE tenant = $1 AND id = $2 AND NOT legal_hold",
                 &args![tenant, id],
             )
             .await?;
         if n == 0 {
-            return Err(user_not_found(tenant, id));
+            return match self.user(tenant, id).await? {
+                Some(u) => Err(on_legal_hold(&u.username)),
+                None => Err(user_not_found(tenant, id)),
+            };
         }
         Ok(())
     }
@@ -415,17 +444,8 @@ impl Db {
         if number.is_empty() {
             return Err(invalid("extension", "must not be empty"));
         }
-        if let Some(owner) = self.extension_owner(tenant, number).await? {
-            if owner == user_id {
-                return Ok(());
-            }
-            let name = self
-                .user(tenant, owner)
-                .await?
-                .map_or_else(|| owner.to_string(), |u| u.username);
-            return Err(DbError::Conflict(format!(
-                "number {number} already belongs to user {name}"
-            )));
+        if self.number_free_for(tenant, number, user_id).await? {
+            return Ok(());
         }
         self.exec(
             "INSERT INTO extensions (tenant, number, user_id) VALUES ($1, $2, $3)",
@@ -434,6 +454,25 @@ impl Db {
         .await
         .map_err(|e| conflict_on_unique(e, || format!("number {number} is already assigned")))?;
         Ok(())
+    }
+
+    /// Whether `number` already is `user_id`'s (`true`) or nobody's (`false`); a conflict
+    /// naming the user it belongs to otherwise.
+    pub async fn number_free_for(&self, tenant: &str, number: &str, user_id: Uuid) -> Result<bool> {
+        let Some(owner) = self.extension_owner(tenant, number.trim()).await? else {
+            return Ok(false);
+        };
+        if owner == user_id {
+            return Ok(true);
+        }
+        let name = self
+            .user(tenant, owner)
+            .await?
+            .map_or_else(|| owner.to_string(), |u| u.username);
+        Err(DbError::Conflict(format!(
+            "number {} already belongs to user {name}",
+            number.trim()
+        )))
     }
 
     pub async fn remove_extension(&self, tenant: &str, number: &str) -> Result<()> {

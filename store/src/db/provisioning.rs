@@ -57,6 +57,11 @@ impl Db {
         if p.username.trim().is_empty() {
             return Err(invalid("user", "username is required"));
         }
+        if let Some(other) = self.user_by_username(tenant, &p.username).await?
+            && other.id != id
+        {
+            return Err(super::directory::name_taken(&p.username, &other.username));
+        }
         let n = self
             .exec(
                 "UPDATE users SET username = $3, display_name = $4, email = $5, external_id = $6, \
@@ -94,16 +99,21 @@ impl Db {
         let mut tx = self.begin().await?;
         let n = tx
             .exec(
-                "UPDATE users SET disabled = $3, updated_at = $4 WHERE tenant = $1 AND id = $2",
+                "UPDATE users SET disabled = $3, updated_at = $4 WHERE tenant = $1 AND id = $2 \
+                 AND NOT legal_hold",
                 &args![tenant, id, true, now],
             )
             .await?;
         if n == 0 {
-            return Err(DbError::NotFound {
-                kind: "user",
-                tenant: tenant.to_owned(),
-                id: id.to_string(),
-            });
+            drop(tx);
+            return match self.user(tenant, id).await? {
+                Some(u) => Err(super::directory::on_legal_hold(&u.username)),
+                None => Err(DbError::NotFound {
+                    kind: "user",
+                    tenant: tenant.to_owned(),
+                    id: id.to_string(),
+                }),
+            };
         }
         for sql in [
             "DELETE FROM memberships WHERE tenant = $1 AND user_id = $2",

@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::exec::args;
 use super::model::{Party, Recording, RecordingStatus};
+use super::recordings::participant_groups;
 use super::{Db, DbError, Result, invalid, now_micros};
 
 /// A recording recovered from a spool whose writer was killed: the media is a prefix of whole
@@ -44,7 +45,8 @@ impl Db {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
-        let n = self
+        let mut tx = self.begin().await?;
+        let n = tx
             .exec(
                 "UPDATE recordings SET participants = $3, participants_norm = $4, \
                  raw_metadata = $5, updated_at = $6 \
@@ -57,6 +59,16 @@ impl Db {
                 "recording {id} is not being recorded in tenant {tenant}"
             )));
         }
+        // A party who joined during the call brings their groups, as they are now; groups the
+        // recording already has stay (whoever was on the call stays visible to their team).
+        let (sql, params) = participant_groups(
+            tenant,
+            id,
+            None,
+            participants.iter().map(|p| p.number.as_str()),
+        );
+        tx.exec(&sql, &params).await?;
+        tx.commit().await?;
         Ok(())
     }
 

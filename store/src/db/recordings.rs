@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::exec::{DbRow, args, conflict_on_unique};
+use super::exec::{Arg, DbRow, args, conflict_on_unique};
 use super::model::{
     ArchiveCopy, DeleteMode, FinishRecording, NewRecording, Party, Recording, RecordingStatus,
     parse,
@@ -140,6 +140,49 @@ fn participants_norm(participants: &[Party]) -> String {
     format!("\n{}\n", lines.join("\n"))
 }
 
+/// The statement that gives a recording the groups of its owner and of every user whose
+/// number is one of `numbers`, as the memberships are when it runs: a later move of a user to
+/// another group leaves the recording where it was (DESIGN §6), so the old group's supervisor
+/// keeps the call and the new one does not get it.
+pub(crate) fn participant_groups<'a>(
+    tenant: &str,
+    id: Uuid,
+    owner: Option<Uuid>,
+    numbers: impl IntoIterator<Item = &'a str>,
+) -> (String, Vec<Arg>) {
+    let mut numbers: Vec<&str> = numbers
+        .into_iter()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    let mut params = vec![Arg::from(tenant), Arg::from(id), Arg::from(owner)];
+    let mut users = "m.user_id = $3".to_owned();
+    if !numbers.is_empty() {
+        let list: Vec<String> = numbers
+            .iter()
+            .map(|n| {
+                params.push(Arg::from(*n));
+                format!("${}", params.len())
+            })
+            .collect();
+        users = format!(
+            "({users} OR m.user_id IN (SELECT e.user_id FROM extensions e \
+             WHERE e.tenant = $1 AND e.number IN ({})))",
+            list.join(", ")
+        );
+    }
+    (
+        format!(
+            "INSERT INTO recording_groups (tenant, recording_id, group_id) \
+             SELECT DISTINCT m.tenant, $2, m.group_id FROM memberships m \
+             WHERE m.tenant = $1 AND {users} ON CONFLICT DO NOTHING"
+        ),
+        params,
+    )
+}
+
 fn check_tenant(tenant: &str) -> Result<()> {
     if tenant.is_empty() {
         return Err(invalid("tenant", "must not be empty"));
@@ -215,6 +258,12 @@ impl Db {
             )
             .await?;
         }
+        let numbers = std::iter::once(&rec.calling)
+            .chain([&rec.called, &rec.answering])
+            .chain(&rec.participants)
+            .map(|p| p.number.as_str());
+        let (sql, params) = participant_groups(tenant, rec.id, rec.owner_user_id, numbers);
+        tx.exec(&sql, &params).await?;
         tx.commit().await?;
         self.recording(tenant, rec.id)
             .await?
