@@ -303,10 +303,12 @@ storageTarget: primary
 storage: {{type: filesystem, path: /recordings, capacityAlarmPercent: 90}}
 encryption: {{publicKeyPath: {key}, keyId: {KEY_ID}}}
 databaseUrlFile: {db}
+otherProfilesFile: {others}
 rules: {{allUsers: true}}
 ",
             key = paths::PUBLIC_KEY_PATH,
             db = paths::DATABASE_URL_FILE,
+            others = paths::OTHER_PROFILES_FILE,
         ))
         .expect("defaults parse");
         assert_eq!(rendered, defaults);
