@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use callvault_crds::{ConditionStatus, StorageTarget, condition_type as ct, reason};
+use callvault_crds::{StorageTarget, condition_type as ct, reason};
 use callvault_store::objstore::{Credentials, Secret as Sensitive, StorageConfig, test_connection};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -113,20 +113,7 @@ pub(super) async fn reconcile(
                 ),
                 Ok(config) => {
                     let report = test_connection(&config, &credentials, &ctx.config.probe).await;
-                    let condition = if report.succeeded() {
-                        Observed::yes(
-                            ct::REACHABLE,
-                            report.condition_reason(),
-                            report.condition_message(),
-                        )
-                    } else {
-                        Observed::no(
-                            ct::REACHABLE,
-                            report.condition_reason(),
-                            report.condition_message(),
-                        )
-                    };
-                    (condition, report.usage)
+                    (crate::status::reachable(&report), report.usage)
                 }
             }
         }
@@ -134,15 +121,7 @@ pub(super) async fn reconcile(
     tracing::info!(reachable = ?reachable.status, reason = %reachable.reason, "probed");
 
     let current = current_conditions(status.map(|s| &s.conditions));
-    let ready = if reachable.status == ConditionStatus::True {
-        Observed::yes(ct::READY, reason::RECONCILED, reachable.message.clone())
-    } else {
-        Observed::no(
-            ct::READY,
-            reachable.reason.clone(),
-            reachable.message.clone(),
-        )
-    };
+    let ready = crate::status::storage_target_ready(&reachable);
     let merged = conditions::merge(current, &[ready, reachable], generation, &now);
     let transitions = conditions::transitions(current, &merged);
     let mut desired = json!({
