@@ -3,9 +3,12 @@
 //! `kubectl get` and in the standalone portal.
 
 use callvault_crds::{Condition, ConditionStatus, SpeechJob, condition_type as ct, reason};
-use callvault_store::objstore::ProbeReport;
+use callvault_store::objstore::{ProbeReport, Usage};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde_json::{Value, json};
 
 use crate::conditions::Observed;
+use crate::load::PoolLoad;
 
 /// StorageTarget `Reachable` from a connection test: the reason names the failed step and
 /// its cause (`ConnectNotFound`, `WriteAccessDenied`), the message what failed where.
@@ -225,6 +228,51 @@ pub fn speech_job_ready(job: &SpeechJob, once: &str) -> Observed {
         ),
         None => Observed::yes(ct::READY, reason::RECONCILED, format!("runs once {once}")),
     }
+}
+
+/// A StorageTarget's status fields after a probe at `now`: its conditions, when it was probed
+/// and, when the probe could count them, what the target holds.
+pub fn storage_target_status(
+    generation: Option<i64>,
+    conditions: &[Condition],
+    now: &Time,
+    usage: Option<&Usage>,
+) -> Value {
+    let mut status = json!({
+        "observedGeneration": generation,
+        "conditions": conditions,
+        "lastProbeTime": now,
+    });
+    if let Some(u) = usage {
+        status["usedBytes"] = json!(u.bytes);
+        status["objects"] = json!(u.objects);
+    }
+    status
+}
+
+/// A RecordingProfile's status fields: its conditions, its recorders (`replicas` running,
+/// `ready` of them taking calls) and the load they report.
+pub fn profile_status(
+    generation: Option<i64>,
+    conditions: &[Condition],
+    replicas: i32,
+    ready: i32,
+    load: &PoolLoad,
+) -> Value {
+    let mut status = json!({
+        "observedGeneration": generation,
+        "conditions": conditions,
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "activeSessions": load.active_sessions,
+        "capacity": load.capacity,
+        "usersMatched": load.users_matched,
+        "conflicts": load.conflicts,
+    });
+    if let Some(t) = &load.last_recording_time {
+        status["lastRecordingTime"] = json!(t);
+    }
+    status
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::call::CallContext;
 use crate::commit::{Backoff, Committer, DbSlot};
 use crate::media::OpusConfig;
 use crate::metrics::{self, Metrics};
-use crate::ops::{self, Health, HealthCell, OpsState};
+use crate::ops::{self, Health, HealthCell, OpsState, StatusCell};
 use crate::ports::PortPool;
 use crate::session::{Live, Recorder, SessionSettings};
 use crate::sip::server::{ServerConfig, SipServer};
@@ -74,6 +74,8 @@ pub struct ServiceOptions {
     /// Where the recorder says whether it can take calls now (standalone reads it for its
     /// status and alarms).
     pub health: HealthCell,
+    /// Where the recorder's `/status` can be read in-process (standalone's status).
+    pub status: StatusCell,
 }
 
 impl Default for ServiceOptions {
@@ -83,6 +85,7 @@ impl Default for ServiceOptions {
             backoff: Backoff::default(),
             commit_grace: Duration::from_secs(20),
             health: HealthCell::default(),
+            status: StatusCell::default(),
         }
     }
 }
@@ -169,6 +172,7 @@ async fn serve(
         live.ctx.clone(),
     ));
     let state = OpsState::new(recorder.clone(), options.health.clone());
+    options.status.set(state.clone());
     let (http, http_task) = ops::serve(options.http, state.clone())
         .await
         .map_err(|source| ServiceError::Http {

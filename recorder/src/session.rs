@@ -949,6 +949,10 @@ impl SessionHandler for Recorder {
         let settings = self.settings();
         !settings.fail_closed || self.active_sessions() < settings.capacity
     }
+
+    fn refused(&self) {
+        metrics::inc(&self.metrics.sessions_rejected);
+    }
 }
 
 #[cfg(test)]

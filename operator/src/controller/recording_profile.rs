@@ -12,7 +12,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 use super::{Context, Error, Scope, current_conditions, refusal, secret_changes, succeeded};
 use crate::build::Owner;
@@ -167,19 +166,7 @@ pub(super) async fn reconcile(
         &conditions::now(),
     );
     let transitions = conditions::transitions(current, &merged);
-    let mut desired = json!({
-        "observedGeneration": generation,
-        "conditions": merged,
-        "replicas": existing,
-        "readyReplicas": ready,
-        "activeSessions": load.active_sessions,
-        "capacity": load.capacity,
-        "usersMatched": load.users_matched,
-        "conflicts": load.conflicts,
-    });
-    if let Some(t) = &load.last_recording_time {
-        desired["lastRecordingTime"] = json!(t);
-    }
+    let desired = crate::status::profile_status(generation, &merged, existing, ready, &load);
     ctx.apply_status(&*profile, desired, &transitions).await?;
     succeeded(NAME, &*profile, &ctx);
 

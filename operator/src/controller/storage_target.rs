@@ -16,7 +16,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 use super::{Context, Error, Scope, current_conditions, lock, succeeded};
 use crate::conditions::{self, Observed};
@@ -124,15 +123,7 @@ pub(super) async fn reconcile(
     let ready = crate::status::storage_target_ready(&reachable);
     let merged = conditions::merge(current, &[ready, reachable], generation, &now);
     let transitions = conditions::transitions(current, &merged);
-    let mut desired = json!({
-        "observedGeneration": generation,
-        "conditions": merged,
-        "lastProbeTime": now,
-    });
-    if let Some(u) = usage {
-        desired["usedBytes"] = json!(u.bytes);
-        desired["objects"] = json!(u.objects);
-    }
+    let desired = crate::status::storage_target_status(generation, &merged, &now, usage.as_ref());
     ctx.apply_status(&*target, desired, &transitions).await?;
     succeeded(NAME, &*target, &ctx);
     Ok(Action::requeue(interval))

@@ -113,6 +113,10 @@ pub trait SessionHandler: Send + Sync + 'static {
     fn has_capacity(&self) -> bool {
         true
     }
+
+    /// A new session was refused before [`SessionHandler::offer`] saw it (draining, or no
+    /// capacity): counted with the offers the handler refuses itself.
+    fn refused(&self) {}
 }
 
 #[derive(Debug, Clone)]
@@ -390,6 +394,7 @@ impl<H: SessionHandler> Shared<H> {
                 draining = self.draining.load(Ordering::SeqCst),
                 "refusing new session"
             );
+            self.handler.refused();
             return self.send_unavailable(&txn);
         }
         let req = txn.request();
