@@ -103,18 +103,35 @@ pub fn spool_disk(
 
 /// A failed connection test is Critical ("Connection To Storage <name> Lost", F-111).
 pub fn storage(target: &str, probe: &ProbeReport) -> Observation {
+    storage_unreachable(
+        target,
+        (!probe.succeeded())
+            .then(|| probe.condition_message())
+            .as_deref(),
+    )
+}
+
+/// A target that could not be tested at all (`why`: its credentials or settings), or clear.
+pub fn storage_unreachable(target: &str, why: Option<&str>) -> Observation {
     Observation {
         kind: AlarmKind::StorageUnreachable,
         source: target.to_owned(),
-        raised: (!probe.succeeded()).then(|| {
+        raised: why.map(|why| {
             (
                 AlarmSeverity::Critical,
-                format!(
-                    "Connection to storage {target} lost: {}",
-                    probe.condition_message()
-                ),
+                format!("Connection to storage {target} lost: {why}"),
             )
         }),
+    }
+}
+
+/// Whatever alarm of `kind` was raised for `source` is cleared (the source is gone, or was
+/// disabled).
+pub fn clear(kind: AlarmKind, source: &str) -> Observation {
+    Observation {
+        kind,
+        source: source.to_owned(),
+        raised: None,
     }
 }
 

@@ -5,8 +5,9 @@
 //! schedules (retention and archive). The resource directory is polled; a valid change is applied
 //! (AccessProfiles live, a changed profile applied to its running recorder in place, schedules
 //! from their next run), an invalid one is reported and the last good configuration keeps
-//! running. `/readyz` answers 503, naming the profile and why, while a recorder cannot take
-//! calls. SIGTERM and Ctrl-C both drain.
+//! running. Every resource shows the status the operator would write, and the same alarms are
+//! raised (listed in the portal, mailed with `--smtp-config`). `/readyz` answers 503, naming
+//! the profile and why, while a recorder cannot take calls. SIGTERM and Ctrl-C both drain.
 
 mod admin;
 mod cron;
@@ -14,8 +15,8 @@ mod keys;
 mod recorders;
 mod resources;
 mod schedules;
+mod status;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,7 +24,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use callvault_crds::ResourceSet;
 use callvault_portal::{AuditKey, FileAccessSource, Portal, PortalConfig, Storages};
-use callvault_recorder::ops::HealthCell;
 use callvault_store::db::Db;
 
 use crate::cmd::keys::PassphraseArgs;
@@ -63,6 +63,11 @@ pub struct Args {
     pub admin_password_file: Option<PathBuf>,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
+    /// YAML file of the SMTP settings alarms are mailed with (`host`, `port`, `security`,
+    /// `from`, `to`, and `usernameFile`/`passwordFile` for a server that wants a login).
+    /// Without it, alarms are listed in the portal only.
+    #[arg(long)]
+    pub smtp_config: Option<PathBuf>,
     /// Single sign-on and SCIM provisioning (the callback defaults to the portal's address).
     #[command(flatten)]
     pub identity: IdentityArgs,
@@ -86,6 +91,14 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         set = resources::load(&args.resources, &generated)?;
     }
     let db = open_db(&args.data).await?;
+    let mailer = match &args.smtp_config {
+        Some(path) => {
+            let smtp = callvault_config::SmtpConfig::load(path)
+                .with_context(|| format!("SMTP settings in {}", path.display()))?;
+            Some(callvault_jobs::alarms::Mailer::new(&smtp).context("SMTP settings")?)
+        }
+        None => None,
+    };
 
     let access = Arc::new(FileAccessSource::from_resources(TENANT, declared(&set)));
     let mut config = PortalConfig {
@@ -107,14 +120,14 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         keys.ring.clone(),
         storages(&args.data, &set)?,
     );
-    let recorders = Recorders::default();
+    let board = status::Board::default();
     portal.app = portal.app.layer(axum::middleware::from_fn({
-        let recorders = recorders.clone();
+        let board = board.clone();
         move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let recorders = recorders.clone();
+            let board = board.clone();
             async move {
                 if req.uri().path() == "/readyz"
-                    && let Some(reason) = recorders.cannot_record()
+                    && let Some(reason) = board.cannot_record()
                 {
                     use axum::response::IntoResponse as _;
                     return (axum::http::StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
@@ -159,17 +172,41 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut pool = recorders::Pool::default();
     pool.apply(&local, &set)?;
-    recorders.set(&pool);
+    board.set_recorders(pool.cells());
     let set = Arc::new(set);
     let (resources_tx, resources_rx) = tokio::sync::watch::channel(set.clone());
+    // The portal shows the last set that loaded, even one the recorders refused (its
+    // AccessProfiles apply at once), with the status of each resource.
+    let (loaded_tx, loaded_rx) = tokio::sync::watch::channel(set.clone());
     let jobs_task = tokio::spawn(schedules::run(
         schedules::Context {
             db: db.clone(),
             data: args.data.clone(),
             ring: Arc::new(keys.ring),
+            board: board.clone(),
         },
         resources_rx,
         stop_rx.clone(),
+    ));
+    let status_task = tokio::spawn(status::run(
+        status::Context {
+            db: db.clone(),
+            data: args.data.clone(),
+            mailer,
+            key_ids: keys
+                .by_name
+                .iter()
+                .map(|(name, k)| (name.clone(), k.id.to_hex()))
+                .collect(),
+            probe: callvault_store::objstore::ProbeOptions::default(),
+        },
+        board.clone(),
+        loaded_rx,
+        stop_rx.clone(),
+        {
+            let access = access.clone();
+            move |set| access.set_resources(declared(&set))
+        },
     ));
     // Last, once nothing else can fail: a generated password is shown only at creation.
     let first_admin = admin::ensure_first_admin(&db, args.admin_password_file.as_deref()).await?;
@@ -206,18 +243,24 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         last = now;
         match resources::load(&args.resources, &generated) {
             Ok(set) => {
-                access.set_resources(declared(&set));
+                let set = Arc::new(set);
+                loaded_tx.send_replace(set.clone());
                 let applied = pool.apply(&local, &set);
-                recorders.set(&pool);
+                board.set_recorders(pool.cells());
                 if let Err(e) = applied {
-                    tracing::error!(error = %format!("{e:#}"), "keeping the running recorders");
+                    let why = format!("{e:#}");
+                    tracing::error!(error = %why, "keeping the running recorders");
+                    board.files(Some(why));
                 } else {
-                    resources_tx.send_replace(Arc::new(set));
+                    resources_tx.send_replace(set);
+                    board.files(None);
                     tracing::info!("resources reloaded");
                 }
             }
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "keeping the last good configuration");
+                let why = format!("{e:#}");
+                tracing::error!(error = %why, "keeping the last good configuration");
+                board.files(Some(why));
             }
         }
     }
@@ -225,34 +268,12 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     let _ = stop_tx.send(true);
     pool.stop_all().await;
     jobs_task.await.context("jobs task")?;
+    status_task.await.context("status task")?;
     portal_task
         .await
         .context("portal task")?
         .context("portal server")?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The health of every running recorder, for `/readyz` (and, later, status and alarms).
-#[derive(Debug, Clone, Default)]
-struct Recorders(Arc<std::sync::Mutex<BTreeMap<String, HealthCell>>>);
-
-impl Recorders {
-    fn set(&self, pool: &recorders::Pool) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = pool.health();
-    }
-
-    /// Why some profile cannot record now, one line per profile; `None` when all can.
-    fn cannot_record(&self) -> Option<String> {
-        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let reasons: Vec<String> = all
-            .iter()
-            .filter_map(|(name, cell)| {
-                let health = cell.get();
-                (!health.can_record()).then(|| format!("recorder {name:?}: {}\n", health.reason()))
-            })
-            .collect();
-        (!reasons.is_empty()).then(|| reasons.concat())
-    }
 }
 
 /// The SQLite database under `<data>`, created and migrated on first start.
