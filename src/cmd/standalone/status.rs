@@ -68,6 +68,8 @@ struct State {
     probes: BTreeMap<String, Probe>,
     /// Targets to probe at the next tick, whatever their last probe.
     probe_now: Vec<String>,
+    /// The alarm each StorageTarget's last probe raised or cleared.
+    storage_alarms: BTreeMap<String, Observation>,
     /// The alarm each Connector's last archive run raised or cleared.
     archive_alarms: BTreeMap<String, Observation>,
     /// Why the resource files were last refused, until a load succeeds.
@@ -141,7 +143,11 @@ impl Board {
             if run.last_successful_archive_time.is_some() {
                 next.last_successful_archive_time = run.last_successful_archive_time;
             }
-            keep_condition(&mut next.conditions, &run.conditions, ct::LAST_RUN_SUCCEEDED);
+            keep_condition(
+                &mut next.conditions,
+                &run.conditions,
+                ct::LAST_RUN_SUCCEEDED,
+            );
             state.connectors.insert(connector.to_owned(), next);
         }
         state
@@ -152,7 +158,11 @@ impl Board {
     /// A transcription run finished: its counters in the SpeechJob's status.
     pub fn transcription_ran(&self, speech_job: &str, patch: &Value) {
         let mut state = self.lock();
-        let previous = state.speech_jobs.get(speech_job).cloned().unwrap_or_default();
+        let previous = state
+            .speech_jobs
+            .get(speech_job)
+            .cloned()
+            .unwrap_or_default();
         if let Ok(run) = serde_json::from_value::<SpeechJobStatus>(patch["status"].clone()) {
             let next = SpeechJobStatus {
                 conditions: previous.conditions,
@@ -239,12 +249,13 @@ pub async fn run(
 /// One refresh of every resource's status, and the alarms that follow from it.
 async fn refresh(ctx: &Context, board: &Board, set: &ResourceSet) {
     let mut observations = Vec::new();
-    probe_due(ctx, board, set, &mut observations).await;
+    probe_due(ctx, board, set).await;
     profiles(ctx, board, set, &mut observations);
     connectors(ctx, board, set).await;
     speech_jobs(board, set);
     {
         let state = board.lock();
+        observations.extend(state.storage_alarms.values().cloned());
         observations.extend(
             state
                 .archive_alarms
@@ -261,12 +272,7 @@ async fn refresh(ctx: &Context, board: &Board, set: &ResourceSet) {
 }
 
 /// Probes every target that is new, changed, due or asked for; forgets removed ones.
-async fn probe_due(
-    ctx: &Context,
-    board: &Board,
-    set: &ResourceSet,
-    observations: &mut Vec<Observation>,
-) {
+async fn probe_due(ctx: &Context, board: &Board, set: &ResourceSet) {
     let due: Vec<(String, StorageTarget)> = {
         let mut state = board.lock();
         state
@@ -274,6 +280,9 @@ async fn probe_due(
             .retain(|name, _| set.storage_targets.contains_key(name));
         state
             .probes
+            .retain(|name, _| set.storage_targets.contains_key(name));
+        state
+            .storage_alarms
             .retain(|name, _| set.storage_targets.contains_key(name));
         let asked = std::mem::take(&mut state.probe_now);
         set.storage_targets
@@ -292,12 +301,17 @@ async fn probe_due(
     for (name, target) in due {
         let (reachable, report) = probe(&ctx.data, &name, &target, &ctx.probe).await;
         tracing::info!(target = %name, reachable = ?reachable.status, reason = %reachable.reason, "probed");
-        observations.push(match &report {
+        let alarm = match &report {
             Some(report) => alarms::storage(&name, report),
             None => alarms::storage_unreachable(&name, Some(&reachable.message)),
-        });
+        };
         let mut state = board.lock();
-        let previous = state.storage_targets.get(&name).cloned().unwrap_or_default();
+        state.storage_alarms.insert(name.clone(), alarm);
+        let previous = state
+            .storage_targets
+            .get(&name)
+            .cloned()
+            .unwrap_or_default();
         let ready = shared::storage_target_ready(&reachable);
         let now = conditions::now();
         let generation = target.metadata.generation;
@@ -342,10 +356,7 @@ pub async fn probe(
     {
         Ok(config) => config,
         Err(e) => {
-            return (
-                Observed::no(ct::REACHABLE, reason::INVALID_SPEC, e),
-                None,
-            );
+            return (Observed::no(ct::REACHABLE, reason::INVALID_SPEC, e), None);
         }
     };
     let credentials = match super::credentials_dir(data, target) {
@@ -386,10 +397,9 @@ fn profiles(ctx: &Context, board: &Board, set: &ResourceSet, observations: &mut 
         let replicas = i32::from(cells.is_some());
         let ready = i32::from(health.as_ref().is_some_and(Health::can_record));
         let load = aggregate(report.as_slice());
-        let not_ready = health.as_ref().map_or_else(
-            || "the recorder has not started".to_owned(),
-            Health::reason,
-        );
+        let not_ready = health
+            .as_ref()
+            .map_or_else(|| "the recorder has not started".to_owned(), Health::reason);
         let target_name = &spec.storage_target_ref.name;
         let target = set.storage_targets.get(target_name).map(|_| {
             state
@@ -412,7 +422,8 @@ fn profiles(ctx: &Context, board: &Board, set: &ResourceSet, observations: &mut 
         let problem = refusal
             .as_ref()
             .map(|why| Observed::no(ct::READY, reason::INVALID_SPEC, why.clone()));
-        let ready_condition = shared::profile_ready(spec.disabled, problem, &storage_bound, &recorders);
+        let ready_condition =
+            shared::profile_ready(spec.disabled, problem, &storage_bound, &recorders);
         let previous = state.profiles.get(name).cloned().unwrap_or_default();
         let generation = profile.metadata.generation;
         let merged = conditions::merge(
@@ -478,7 +489,8 @@ async fn connectors(ctx: &Context, board: &Board, set: &ResourceSet) {
         });
         let exists = target.is_some();
         let reachable = shared::connector_reachable(target_name, TENANT, target);
-        let ready = shared::connector_ready(exists, &reachable, None, c.spec.active, &c.spec.schedule);
+        let ready =
+            shared::connector_ready(exists, &reachable, None, c.spec.active, &c.spec.schedule);
         let mut status = state.connectors.get(name).cloned().unwrap_or_default();
         let generation = c.metadata.generation;
         let mut merged = conditions::merge(
