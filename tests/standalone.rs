@@ -1210,6 +1210,33 @@ spec: {{type: filesystem, path: /proc/callvault-cannot-be-here}}
         "{alarm}"
     );
 
+    // "Test connection" runs the probe for an admin, step by step; the broken target was
+    // never opened, and the answer says so.
+    let tested = admin
+        .post("/resources/storage-targets/added/test", json!({}))
+        .await;
+    assert_eq!(tested.status(), 200);
+    let tested: Value = tested.json().await.unwrap();
+    assert_eq!(tested["succeeded"], true, "{tested}");
+    let steps: Vec<&str> = tested["report"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps.contains(&"write") && steps.contains(&"read"),
+        "{tested}"
+    );
+    let refused = admin
+        .post("/resources/storage-targets/broken/test", json!({}))
+        .await;
+    assert_eq!(refused.status(), 409);
+    let unknown = admin
+        .post("/resources/storage-targets/nowhere/test", json!({}))
+        .await;
+    assert_eq!(unknown.status(), 404);
+
     // Removing the broken target clears its alarm.
     std::fs::remove_file(install.path("resources/storage.yaml")).unwrap();
     poll(

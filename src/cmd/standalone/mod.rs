@@ -113,12 +113,13 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     if config.audit_key.is_none() {
         config.audit_key = keys.audit.take().map(|k| AuditKey(Arc::new(k)));
     }
+    let portal_storages = storages(&args.data, &set);
     let mut portal = Portal::new(
         config.validate()?,
         db.clone(),
         access.clone(),
         keys.ring.clone(),
-        storages(&args.data, &set)?,
+        portal_storages.clone(),
     );
     let board = status::Board::default();
     portal.app = portal.app.layer(axum::middleware::from_fn({
@@ -244,6 +245,8 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         match resources::load(&args.resources, &generated) {
             Ok(set) => {
                 let set = Arc::new(set);
+                // Added or changed StorageTargets play back at once.
+                portal_storages.replace(storages(&args.data, &set));
                 loaded_tx.send_replace(set.clone());
                 let applied = pool.apply(&local, &set);
                 board.set_recorders(pool.cells());
@@ -290,21 +293,29 @@ fn database_url(data: &Path) -> String {
 }
 
 /// Every StorageTarget opened by name; credentials of one that names a Secret come from
-/// `<data>/secrets/<secret name>/` (one file per key, as a mounted Secret).
-fn storages(data: &Path, set: &ResourceSet) -> anyhow::Result<Storages> {
-    let mut out = Storages::new();
+/// `<data>/secrets/<secret name>/` (one file per key, as a mounted Secret). A target that
+/// cannot be opened is left out: its status and alarm say why (its connection test runs at
+/// once), and the rest of the system runs on.
+fn storages(data: &Path, set: &ResourceSet) -> Storages {
+    let out = Storages::new();
     for (name, target) in &set.storage_targets {
-        // A local directory is created on first start, as the rest of `<data>` is.
+        // A local directory is created when it is declared, as the rest of `<data>` is.
         if target.spec.type_ == callvault_crds::StorageType::Filesystem
             && let Some(path) = &target.spec.path
+            && let Err(e) = std::fs::create_dir_all(path)
         {
-            std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
+            tracing::error!(target = %name, error = %e, "cannot create {path}");
+            continue;
         }
         let dir = credentials_dir(data, target);
-        let storage = crate::cmd::portal::open_storage(name, target, dir.as_deref())?;
-        out.insert(name.clone(), storage);
+        match crate::cmd::portal::open_storage(name, target, dir.as_deref()) {
+            Ok(storage) => out.insert(name.clone(), storage),
+            Err(e) => {
+                tracing::error!(target = %name, error = %format!("{e:#}"), "StorageTarget not opened")
+            }
+        }
     }
-    Ok(out)
+    out
 }
 
 fn credentials_dir(data: &Path, target: &callvault_crds::StorageTarget) -> Option<PathBuf> {

@@ -4,7 +4,7 @@
 //!
 //! One task refreshes everything every [`TICK`]: each recorder's health and `/status` (read
 //! in-process), each StorageTarget's connection test (at once when it is new or changed, then
-//! every [`PROBE_INTERVAL`], or on demand), and the archive counters. The jobs add their part
+//! every [`PROBE_INTERVAL`]), and the archive counters. The jobs add their part
 //! (last archive, transcription and retention runs) as they finish. An alarm is applied only
 //! when what it observes changes, so a steady state costs no database writes.
 
@@ -52,7 +52,7 @@ pub struct Board(Arc<Shared>);
 #[derive(Debug, Default)]
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the task before its next tick (a new resource set, a probe asked for).
+    /// Wakes the task before its next tick (recorders or resource files changed).
     wake: Notify,
 }
 
@@ -66,8 +66,6 @@ struct State {
     recorders: BTreeMap<String, RecorderCells>,
     /// Probe results by target: when, of which spec, and what it found.
     probes: BTreeMap<String, Probe>,
-    /// Targets to probe at the next tick, whatever their last probe.
-    probe_now: Vec<String>,
     /// The alarm each StorageTarget's last probe raised or cleared.
     storage_alarms: BTreeMap<String, Observation>,
     /// The alarm each Connector's last archive run raised or cleared.
@@ -99,21 +97,6 @@ impl Board {
     pub fn files(&self, refused: Option<String>) {
         self.lock().files_refused = refused;
         self.0.wake.notify_one();
-    }
-
-    /// Probes `target` at once; the result is in its status when [`Board::probed_since`] says.
-    pub fn probe_now(&self, target: &str) {
-        self.lock().probe_now.push(target.to_owned());
-        self.0.wake.notify_one();
-    }
-
-    /// The StorageTarget's status once it was probed after `since`.
-    pub fn probed_since(&self, target: &str, since: Instant) -> Option<StorageTargetStatus> {
-        let state = self.lock();
-        let probe = state.probes.get(target)?;
-        (probe.at >= since)
-            .then(|| state.storage_targets.get(target).cloned())
-            .flatten()
     }
 
     /// Why some recorder cannot record now, one line per profile; `None` when all can.
@@ -284,16 +267,14 @@ async fn probe_due(ctx: &Context, board: &Board, set: &ResourceSet) {
         state
             .storage_alarms
             .retain(|name, _| set.storage_targets.contains_key(name));
-        let asked = std::mem::take(&mut state.probe_now);
         set.storage_targets
             .iter()
             .filter(|(name, target)| {
                 let spec = serde_json::to_value(&target.spec).unwrap_or_default();
-                asked.contains(name)
-                    || state
-                        .probes
-                        .get(*name)
-                        .is_none_or(|p| p.spec != spec || p.at.elapsed() >= PROBE_INTERVAL)
+                state
+                    .probes
+                    .get(*name)
+                    .is_none_or(|p| p.spec != spec || p.at.elapsed() >= PROBE_INTERVAL)
             })
             .map(|(name, target)| (name.clone(), target.clone()))
             .collect()
