@@ -228,9 +228,15 @@ spec:
 
     /// Starts `callvault standalone` in the installation directory.
     fn spawn(&self) -> (Child, Log) {
+        self.spawn_with(&[])
+    }
+
+    /// Starts `callvault standalone` with `extra` options.
+    fn spawn_with(&self, extra: &[&str]) -> (Child, Log) {
         let mut child = Command::new(BIN)
             .current_dir(self.dir.path())
             .args(["standalone", "--resources", "resources", "--data", "data"])
+            .args(extra)
             .args(["--http", &self.http.to_string()])
             .args(["--passphrase-file", "passphrase"])
             .args(["--admin-password-file", "admin-password"])
@@ -256,7 +262,12 @@ spec:
 
     /// Starts standalone and waits until it says it is running.
     async fn start(&self) -> (Child, Log) {
-        let (mut child, log) = self.spawn();
+        self.start_with(&[]).await
+    }
+
+    /// Starts standalone with `extra` options and waits until it says it is running.
+    async fn start_with(&self, extra: &[&str]) -> (Child, Log) {
+        let (mut child, log) = self.spawn_with(extra);
         let deadline = Instant::now() + Duration::from_secs(120);
         // The last line of the start-up message.
         while !log.text().contains("stop with Ctrl-C") {
@@ -956,4 +967,319 @@ async fn an_audit_retention_out_of_range_is_refused_before_anything_is_created()
         );
         assert!(!dir.path().join("data").exists(), "nothing created");
     }
+}
+
+/// The resource of `kind` (its portal path) named `name`, as an admin sees it.
+async fn resource(admin: &Session, kind: &str, name: &str) -> Option<Value> {
+    let resp = admin.get(&format!("/resources/{kind}")).send().await.ok()?;
+    let all: Vec<Value> = resp.json().await.ok()?;
+    all.into_iter().find(|r| r["name"] == name)
+}
+
+/// The condition `type_` of a resource's status.
+fn condition<'a>(resource: &'a Value, type_: &str) -> Option<&'a Value> {
+    resource["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// The active alarm of `alarm_type` for `source`.
+async fn active_alarm(admin: &Session, alarm_type: &str, source: &str) -> Option<Value> {
+    let resp = admin.get("/alarms").send().await.ok()?;
+    let all: Vec<Value> = resp.json().await.ok()?;
+    all.into_iter().find(|a| {
+        a["alarm_type"] == alarm_type && a["source"] == source && a["cleared_at"].is_null()
+    })
+}
+
+/// Mails in the test SMTP server's Maildir addressed to `to`.
+fn mails_to(to: &str) -> Vec<String> {
+    let dir = PathBuf::from(std::env::var("CALLVAULT_TEST_SMTP_MAILDIR").unwrap());
+    let mut found = Vec::new();
+    for sub in ["new", "cur"] {
+        for e in std::fs::read_dir(dir.join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(text) = std::fs::read_to_string(e.path())
+                && text.contains(to)
+            {
+                found.push(text);
+            }
+        }
+    }
+    found
+}
+
+/// Issue 15: standalone says when it cannot record, in every place a cluster does. A profile
+/// whose SIP port is taken shows `Ready: False` with the reason, `/readyz` is 503 naming it,
+/// the RECORDER_UNAVAILABLE alarm is listed and mailed; when the port frees all of it clears.
+/// Issue 17: a StorageTarget added while running is created and probed at once, and one that
+/// cannot work shows the failing step and raises STORAGE_UNREACHABLE.
+///
+/// Needs `start_smtp` (CALLVAULT_TEST_SMTP_PORT, CALLVAULT_TEST_SMTP_MAILDIR).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_reports_status_and_alarms_and_probes_new_storage() {
+    let install = Install::minimal();
+    let to = format!("ops-{}@bank.example", std::process::id());
+    let smtp_port = std::env::var("CALLVAULT_TEST_SMTP_PORT").expect(
+        "CALLVAULT_TEST_SMTP_PORT is not set: run `source scripts/services.sh; start_smtp`",
+    );
+    std::fs::write(
+        install.path("smtp.yaml"),
+        format!(
+            "host: 127.0.0.1\nport: {smtp_port}\nsecurity: None\nfrom: callvault@bank.example\nto: [{to}]\n"
+        ),
+    )
+    .unwrap();
+    // Another process holds the profile's SIP port.
+    let squatter = UdpSocket::bind(install.sip).unwrap();
+    let (mut child, log) = install.start_with(&["--smtp-config", "smtp.yaml"]).await;
+    let http = install.http;
+
+    let body = poll(
+        "/readyz to say why it cannot record",
+        Duration::from_secs(30),
+        &log,
+        || async move {
+            let resp = reqwest::get(format!("http://{http}/readyz")).await.ok()?;
+            (resp.status() == 503).then_some(())?;
+            resp.text().await.ok()
+        },
+    )
+    .await;
+    assert!(
+        body.contains("everyone") && body.contains("not listening"),
+        "{body}"
+    );
+
+    let (admin, _) = Session::login(http, FIRST_PASSWORD).await;
+    let admin = &admin;
+    let profile = poll(
+        "the profile's status to show the recorder down",
+        Duration::from_secs(30),
+        &log,
+        || async move {
+            let p = resource(admin, "recording-profiles", "everyone").await?;
+            (condition(&p, "RecordersAvailable")?["status"] == "False").then_some(p)
+        },
+    )
+    .await;
+    let ready = condition(&profile, "Ready").unwrap();
+    assert_eq!(ready["status"], "False", "{profile}");
+    assert_eq!(ready["reason"], "RecordersUnavailable", "{profile}");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("not listening for SIP"),
+        "{profile}"
+    );
+    assert_eq!(profile["status"]["readyReplicas"], 0, "{profile}");
+    assert_eq!(
+        condition(&profile, "StorageBound").unwrap()["status"],
+        "True",
+        "{profile}"
+    );
+
+    let alarm = poll("the recorder alarm", Duration::from_secs(30), &log, || {
+        active_alarm(admin, "RECORDER_UNAVAILABLE", "everyone")
+    })
+    .await;
+    assert!(
+        alarm["severity"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case("critical"),
+        "{alarm}"
+    );
+    let to_ref = to.as_str();
+    let mail = poll(
+        "the alarm mail",
+        Duration::from_secs(30),
+        &log,
+        || async move {
+            mails_to(to_ref).into_iter().find(|m| {
+                m.contains("Alarm: Recording Resource Unavailable (RECORDER_UNAVAILABLE)")
+            })
+        },
+    )
+    .await;
+    assert!(
+        mail.contains("Severity: Critical") && mail.contains("Source: everyone"),
+        "{mail}"
+    );
+
+    // The StorageTarget was probed: reachable, when, and what it holds.
+    let target = resource(admin, "storage-targets", "local").await.unwrap();
+    assert_eq!(
+        condition(&target, "Reachable").unwrap()["status"],
+        "True",
+        "{target}"
+    );
+    assert!(target["status"]["lastProbeTime"].is_string(), "{target}");
+
+    // The port frees: the recorder binds it, and everything clears.
+    drop(squatter);
+    poll(
+        "/readyz 200",
+        Duration::from_secs(30),
+        &log,
+        || async move {
+            let resp = reqwest::get(format!("http://{http}/readyz")).await.ok()?;
+            (resp.status() == 200).then_some(())
+        },
+    )
+    .await;
+    let profile = poll(
+        "the profile Ready",
+        Duration::from_secs(30),
+        &log,
+        || async move {
+            let p = resource(admin, "recording-profiles", "everyone").await?;
+            (condition(&p, "Ready")?["status"] == "True").then_some(p)
+        },
+    )
+    .await;
+    assert_eq!(profile["status"]["readyReplicas"], 1, "{profile}");
+    assert_eq!(profile["status"]["capacity"], 10, "{profile}");
+    assert_eq!(profile["status"]["activeSessions"], 0, "{profile}");
+    poll(
+        "the alarm to clear",
+        Duration::from_secs(30),
+        &log,
+        || async move {
+            active_alarm(admin, "RECORDER_UNAVAILABLE", "everyone")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    poll(
+        "the clear mail",
+        Duration::from_secs(30),
+        &log,
+        || async move {
+            mails_to(to_ref)
+                .into_iter()
+                .any(|m| {
+                    m.contains("The condition has recovered.") && m.contains("Source: everyone")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Two StorageTargets added while running: one is created and probed at once, the other
+    // cannot be created and says at which step it failed.
+    let added = install.path("added-recordings");
+    std::fs::write(
+        install.path("resources/storage.yaml"),
+        format!(
+            "apiVersion: callvault.io/v1alpha1
+kind: StorageTarget
+metadata: {{name: added, namespace: default}}
+spec: {{type: filesystem, path: {}}}
+---
+apiVersion: callvault.io/v1alpha1
+kind: StorageTarget
+metadata: {{name: broken, namespace: default}}
+spec: {{type: filesystem, path: /proc/callvault-cannot-be-here}}
+",
+            added.display()
+        ),
+    )
+    .unwrap();
+    let target = poll(
+        "the added target probed",
+        Duration::from_secs(30),
+        &log,
+        || async move {
+            let t = resource(admin, "storage-targets", "added").await?;
+            (condition(&t, "Reachable")?["status"] == "True").then_some(t)
+        },
+    )
+    .await;
+    assert!(added.is_dir(), "the added target's directory was created");
+    assert_eq!(
+        condition(&target, "Ready").unwrap()["status"],
+        "True",
+        "{target}"
+    );
+    let broken = poll(
+        "the broken target probed",
+        Duration::from_secs(30),
+        &log,
+        || async move {
+            let t = resource(admin, "storage-targets", "broken").await?;
+            (condition(&t, "Reachable")?["status"] == "False").then_some(t)
+        },
+    )
+    .await;
+    let reachable = condition(&broken, "Reachable").unwrap();
+    assert_eq!(reachable["reason"], "ConnectFailed", "{broken}");
+    assert!(
+        reachable["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("connect step failed"),
+        "{broken}"
+    );
+    let alarm = poll("the storage alarm", Duration::from_secs(30), &log, || {
+        active_alarm(admin, "STORAGE_UNREACHABLE", "broken")
+    })
+    .await;
+    assert!(
+        alarm["message"]
+            .as_str()
+            .unwrap()
+            .contains("callvault-cannot-be-here"),
+        "{alarm}"
+    );
+
+    // "Test connection" runs the probe for an admin, step by step; the broken target was
+    // never opened, and the answer says so.
+    let tested = admin
+        .post("/resources/storage-targets/added/test", json!({}))
+        .await;
+    assert_eq!(tested.status(), 200);
+    let tested: Value = tested.json().await.unwrap();
+    assert_eq!(tested["succeeded"], true, "{tested}");
+    let steps: Vec<&str> = tested["report"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps.contains(&"write") && steps.contains(&"read"),
+        "{tested}"
+    );
+    let refused = admin
+        .post("/resources/storage-targets/broken/test", json!({}))
+        .await;
+    assert_eq!(refused.status(), 409);
+    let unknown = admin
+        .post("/resources/storage-targets/nowhere/test", json!({}))
+        .await;
+    assert_eq!(unknown.status(), 404);
+
+    // Removing the broken target clears its alarm.
+    std::fs::remove_file(install.path("resources/storage.yaml")).unwrap();
+    poll(
+        "the storage alarm to clear",
+        Duration::from_secs(30),
+        &log,
+        || async move {
+            active_alarm(admin, "STORAGE_UNREACHABLE", "broken")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    interrupt(&mut child, &log).await;
 }

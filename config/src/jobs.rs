@@ -579,6 +579,18 @@ impl EngineConfig {
 }
 
 impl SmtpConfig {
+    /// Reads, parses and validates an SMTP settings file (standalone's `--smtp-config`).
+    pub fn load(path: &Path) -> Result<SmtpConfig, JobConfigError> {
+        let config: SmtpConfig =
+            serde_yaml::from_str(&read(path)?).map_err(|e| JobConfigError::Parse {
+                what: "SMTP settings",
+                message: e.to_string(),
+            })?;
+        let mut p = Problems::default();
+        config.check(&mut p, "smtp");
+        Ok(p.into_result(config)?)
+    }
+
     fn check(&self, p: &mut Problems, at: &str) {
         p.check(
             !self.host.trim().is_empty() && !self.host.contains(char::is_whitespace),

@@ -29,6 +29,8 @@ pub enum AlarmKind {
     RecorderUnavailable,
     /// A Connector's archive run failed.
     ConnectorFailing,
+    /// A configuration change was refused: the previous configuration keeps running.
+    ConfigurationRefused,
 }
 
 impl AlarmKind {
@@ -39,6 +41,7 @@ impl AlarmKind {
             AlarmKind::StorageUnreachable => "STORAGE_UNREACHABLE",
             AlarmKind::RecorderUnavailable => "RECORDER_UNAVAILABLE",
             AlarmKind::ConnectorFailing => "CONNECTOR_FAILING",
+            AlarmKind::ConfigurationRefused => "CONFIGURATION_REFUSED",
         }
     }
 
@@ -49,6 +52,7 @@ impl AlarmKind {
             AlarmKind::StorageUnreachable => "Connection Failed",
             AlarmKind::RecorderUnavailable => "Recording Resource Unavailable",
             AlarmKind::ConnectorFailing => "Archive connector failing",
+            AlarmKind::ConfigurationRefused => "Configuration refused",
         }
     }
 }
@@ -99,18 +103,35 @@ pub fn spool_disk(
 
 /// A failed connection test is Critical ("Connection To Storage <name> Lost", F-111).
 pub fn storage(target: &str, probe: &ProbeReport) -> Observation {
+    storage_unreachable(
+        target,
+        (!probe.succeeded())
+            .then(|| probe.condition_message())
+            .as_deref(),
+    )
+}
+
+/// A target that could not be tested at all (`why`: its credentials or settings), or clear.
+pub fn storage_unreachable(target: &str, why: Option<&str>) -> Observation {
     Observation {
         kind: AlarmKind::StorageUnreachable,
         source: target.to_owned(),
-        raised: (!probe.succeeded()).then(|| {
+        raised: why.map(|why| {
             (
                 AlarmSeverity::Critical,
-                format!(
-                    "Connection to storage {target} lost: {}",
-                    probe.condition_message()
-                ),
+                format!("Connection to storage {target} lost: {why}"),
             )
         }),
+    }
+}
+
+/// Whatever alarm of `kind` was raised for `source` is cleared (the source is gone, or was
+/// disabled).
+pub fn clear(kind: AlarmKind, source: &str) -> Observation {
+    Observation {
+        kind,
+        source: source.to_owned(),
+        raised: None,
     }
 }
 
@@ -187,6 +208,24 @@ pub fn connector(name: &str, summary: &ArchiveSummary) -> Observation {
         kind: AlarmKind::ConnectorFailing,
         source: name.to_owned(),
         raised,
+    }
+}
+
+/// A configuration change `source` (a recorder, the resource files) refused, and why, is Major:
+/// recording goes on with the previous configuration, but what was asked for is not in force.
+/// It clears when a change is applied.
+pub fn configuration(source: &str, refused: Option<&str>) -> Observation {
+    Observation {
+        kind: AlarmKind::ConfigurationRefused,
+        source: source.to_owned(),
+        raised: refused.map(|why| {
+            (
+                AlarmSeverity::Major,
+                format!(
+                    "Configuration of {source} refused: {why}; the previous configuration keeps running"
+                ),
+            )
+        }),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod render;
 pub mod scale;
 pub mod speech_config;
+pub mod status;
 
 pub use controller::{Config, ConfigError, Error, Scope, connect, run};
 pub use render::{RenderError, render_recorder_config};

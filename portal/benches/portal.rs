@@ -106,7 +106,7 @@ async fn main() {
     let key_id = key.id().to_hex();
     let mut ring = KeyRing::new();
     ring.insert(key.clone());
-    let mut storages = Storages::new();
+    let storages = Storages::new();
     storages.insert("primary".into(), storage.clone());
     let access = Arc::new(FileAccessSource::from_profiles(T, profiles(&key_id)));
     let router = Portal::new(

@@ -34,7 +34,46 @@ pub use error::{ApiError, Code};
 pub use net::{ServerLimits, serve};
 
 /// Storage targets by name (a recording row names its target; archive copies name theirs).
-pub type Storages = HashMap<String, Storage>;
+/// A shared handle: whoever opened the targets can add and replace them while the portal runs
+/// (standalone, when a StorageTarget is added), and playback finds them at once.
+#[derive(Debug, Clone, Default)]
+pub struct Storages(Arc<std::sync::RwLock<HashMap<String, Storage>>>);
+
+impl Storages {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The target `name`, if open.
+    pub fn get(&self, name: &str) -> Option<Storage> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn insert(&self, name: String, storage: Storage) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name, storage);
+    }
+
+    /// Replaces every target with `all`.
+    pub fn replace(&self, all: Storages) {
+        let all = std::mem::take(&mut *all.0.write().unwrap_or_else(|e| e.into_inner()));
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = all;
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// Everything a request handler needs; shared by every request.
 #[derive(Debug)]

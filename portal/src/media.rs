@@ -64,7 +64,7 @@ async fn locate(state: &AppState, rec: &Recording) -> ApiResult<(Storage, String
             continue;
         };
         match storage.head(&key).await {
-            Ok(info) => return Ok((storage.clone(), key, info.size, source)),
+            Ok(info) => return Ok((storage, key, info.size, source)),
             Err(e) if e.is_not_found() => {
                 tracing::warn!(recording = %rec.id, %target, %key, "media copy missing");
             }

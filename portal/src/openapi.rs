@@ -283,6 +283,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "configureSystem",
     ),
     ep(
+        "post",
+        "/resources/storage-targets/{name}/test",
+        "Test connection: write, read back and delete a probe object on the StorageTarget now; each step with its outcome. Audited.",
+        "configureSystem",
+    ),
+    ep(
         "get",
         "/resources/connectors",
         "Connectors: spec and status (read-only; declared as resources).",

@@ -145,6 +145,59 @@ impl OpsState {
     }
 }
 
+/// `GET /status`: the recorder's load and directory figures, its health and its last
+/// configuration change.
+pub fn status_document(state: &OpsState) -> serde_json::Value {
+    let health = state.health();
+    let mut status =
+        serde_json::to_value(state.recorder.status(health == Health::Draining)).unwrap_or_default();
+    if let Some(fields) = status.as_object_mut() {
+        fields.insert(
+            "health".into(),
+            serde_json::to_value(&health).unwrap_or_default(),
+        );
+        fields.insert(
+            "configuration".into(),
+            serde_json::to_value(&*state.configuration()).unwrap_or_default(),
+        );
+        let live = state.recorder.live();
+        fields.insert(
+            "storage".into(),
+            serde_json::to_value(live.ctx.committer.storage().health()).unwrap_or_default(),
+        );
+        if let Ok(space) = live.ctx.spool.space() {
+            let level = crate::spool::SpoolLevel::of(space, &live.settings.spool);
+            fields.insert(
+                "spool".into(),
+                serde_json::json!({
+                    "freeBytes": space.free_bytes,
+                    "totalBytes": space.total_bytes,
+                    "usedPercent": space.used_percent(),
+                    "level": level,
+                }),
+            );
+        }
+    }
+    status
+}
+
+/// A running recorder's [`status_document`], for a process that embeds recorders (standalone)
+/// and reports on them as the operator does from each pod's `/status`.
+#[derive(Debug, Clone, Default)]
+pub struct StatusCell(Arc<Mutex<Option<Arc<OpsState>>>>);
+
+impl StatusCell {
+    /// `None` until the recorder has started.
+    pub fn get(&self) -> Option<serde_json::Value> {
+        let state = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        state.map(|s| status_document(&s))
+    }
+
+    pub fn set(&self, state: Arc<OpsState>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
+    }
+}
+
 /// Binds the endpoint and serves it in the background.
 pub async fn serve(
     addr: SocketAddr,
@@ -223,38 +276,11 @@ fn route(method: &str, path: &str, state: &OpsState) -> (&'static str, &'static 
                 !matches!(health, Health::NotListening { .. } | Health::Starting),
             ),
         ),
-        "/status" => {
-            let mut status =
-                serde_json::to_value(state.recorder.status(draining)).unwrap_or_default();
-            if let Some(fields) = status.as_object_mut() {
-                fields.insert(
-                    "health".into(),
-                    serde_json::to_value(&health).unwrap_or_default(),
-                );
-                fields.insert(
-                    "configuration".into(),
-                    serde_json::to_value(&*state.configuration()).unwrap_or_default(),
-                );
-                let live = state.recorder.live();
-                fields.insert(
-                    "storage".into(),
-                    serde_json::to_value(live.ctx.committer.storage().health()).unwrap_or_default(),
-                );
-                if let Ok(space) = live.ctx.spool.space() {
-                    let level = crate::spool::SpoolLevel::of(space, &live.settings.spool);
-                    fields.insert(
-                        "spool".into(),
-                        serde_json::json!({
-                            "freeBytes": space.free_bytes,
-                            "totalBytes": space.total_bytes,
-                            "usedPercent": space.used_percent(),
-                            "level": level,
-                        }),
-                    );
-                }
-            }
-            ("200 OK", "application/json", status.to_string())
-        }
+        "/status" => (
+            "200 OK",
+            "application/json",
+            status_document(state).to_string(),
+        ),
         _ => ("404 Not Found", TEXT, "not found\n".into()),
     }
 }

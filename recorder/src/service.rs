@@ -25,7 +25,7 @@ use crate::commit::{
 };
 use crate::media::OpusConfig;
 use crate::metrics::{self, Metrics};
-use crate::ops::{self, Health, HealthCell, OpsState};
+use crate::ops::{self, Health, HealthCell, OpsState, StatusCell};
 use crate::ports::PortPool;
 use crate::session::{Live, Recorder, SessionSettings};
 use crate::sip::server::{ServerConfig, SipServer};
@@ -83,6 +83,8 @@ pub struct ServiceOptions {
     /// This recorder's name in its alarms (a cluster recorder's pod); `None`: named after its
     /// profile.
     pub instance: Option<String>,
+    /// Where the recorder's `/status` can be read in-process (standalone's status).
+    pub status: StatusCell,
 }
 
 impl Default for ServiceOptions {
@@ -93,6 +95,7 @@ impl Default for ServiceOptions {
             commit_grace: Duration::from_secs(20),
             health: HealthCell::default(),
             instance: None,
+            status: StatusCell::default(),
         }
     }
 }
@@ -186,6 +189,7 @@ async fn serve(
         live.ctx.clone(),
     ));
     let state = OpsState::new(recorder.clone(), options.health.clone());
+    options.status.set(state.clone());
     let (http, http_task) = ops::serve(options.http, state.clone())
         .await
         .map_err(|source| ServiceError::Http {

@@ -984,6 +984,10 @@ impl SessionHandler for Recorder {
     fn probe_interval(&self) -> Option<Duration> {
         self.settings().options_probe
     }
+
+    fn refused(&self) {
+        metrics::inc(&self.metrics.sessions_rejected);
+    }
 }
 
 #[cfg(test)]

@@ -332,7 +332,7 @@ fn load_keys(dir: Option<&Path>, pass_file: Option<&Path>) -> anyhow::Result<Key
 }
 
 fn load_storages(dir: Option<&Path>, creds: Option<&Path>) -> anyhow::Result<Storages> {
-    let mut out = Storages::new();
+    let out = Storages::new();
     let Some(dir) = dir else {
         return Ok(out);
     };

@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use callvault_crds::{
-    ConditionStatus, Connector, RecordingProfile, StorageTarget, condition_type as ct, reason,
-};
+use callvault_crds::{Connector, RecordingProfile, StorageTarget, condition_type as ct, reason};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -143,55 +141,22 @@ pub(super) async fn reconcile(
     )
     .await?;
 
-    let reachable = match &target {
-        None => Observed::no(
-            ct::REACHABLE,
-            reason::STORAGE_TARGET_NOT_FOUND,
-            format!("StorageTarget {target_name} does not exist in namespace {ns}"),
-        ),
-        Some(t) => match t
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == ct::REACHABLE))
-        {
-            Some(c) if c.status == ConditionStatus::True => Observed::yes(
-                ct::REACHABLE,
-                reason::PROBE_SUCCEEDED,
-                format!("StorageTarget {target_name} is reachable"),
-            ),
-            Some(c) if c.status == ConditionStatus::False => Observed::no(
-                ct::REACHABLE,
-                reason::STORAGE_TARGET_UNREACHABLE,
-                format!("StorageTarget {target_name}: {}", c.message),
-            ),
-            _ => Observed::unknown(
-                ct::REACHABLE,
-                reason::PENDING,
-                format!("StorageTarget {target_name} has not been probed yet"),
-            ),
-        },
-    };
-    let ready = if target.is_none() {
-        Observed::no(
-            ct::READY,
-            reachable.reason.clone(),
-            reachable.message.clone(),
-        )
-    } else if let Some(problem) = invalid {
-        Observed::no(ct::READY, reason::INVALID_SPEC, problem)
-    } else if connector.spec.active {
-        Observed::yes(
-            ct::READY,
-            reason::RECONCILED,
-            format!("archiving on schedule {}", connector.spec.schedule),
-        )
-    } else {
-        Observed::yes(
-            ct::READY,
-            reason::RECONCILED,
-            "inactive: the archive CronJob is suspended",
-        )
-    };
+    let reachable = crate::status::connector_reachable(
+        target_name,
+        &ns,
+        target.as_ref().map(|t| {
+            t.status
+                .as_ref()
+                .and_then(|s| crate::status::reachable_of(&s.conditions))
+        }),
+    );
+    let ready = crate::status::connector_ready(
+        target.is_some(),
+        &reachable,
+        invalid,
+        connector.spec.active,
+        &connector.spec.schedule,
+    );
     let merged = conditions::merge(current, &[ready, reachable], generation, &conditions::now());
     let transitions = conditions::transitions(current, &merged);
     ctx.apply_status(

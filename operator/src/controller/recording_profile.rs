@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use callvault_crds::{
-    ConditionStatus, RecordingProfile, StorageTarget, condition_type as ct, reason,
-};
+use callvault_crds::{RecordingProfile, StorageTarget, condition_type as ct, reason};
 use callvault_store::keys::PublicKey;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, ListParams};
@@ -14,7 +12,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 use super::{Context, Error, Scope, current_conditions, refusal, secret_changes, succeeded};
 use crate::build::Owner;
@@ -159,48 +156,9 @@ pub(super) async fn reconcile(
         Err(condition) => condition.clone(),
     };
 
-    let recorders = if spec.disabled {
-        Observed::no(
-            ct::RECORDERS_AVAILABLE,
-            reason::DISABLED,
-            "the profile is disabled: recorders scaled to 0, recordings kept",
-        )
-    } else if ready > 0 {
-        Observed::yes(
-            ct::RECORDERS_AVAILABLE,
-            reason::RECONCILED,
-            format!("{ready} of {replicas} recorders ready"),
-        )
-    } else {
-        Observed::no(
-            ct::RECORDERS_AVAILABLE,
-            reason::RECORDERS_UNAVAILABLE,
-            format!("0 of {replicas} recorders ready"),
-        )
-    };
-    let ready_condition = if spec.disabled {
-        Observed::no(
-            ct::READY,
-            reason::DISABLED,
-            "the profile is disabled; nothing more is recorded",
-        )
-    } else if let Some(p) = problem {
-        p
-    } else if storage_bound.status != ConditionStatus::True {
-        Observed::no(
-            ct::READY,
-            storage_bound.reason.clone(),
-            storage_bound.message.clone(),
-        )
-    } else if recorders.status != ConditionStatus::True {
-        Observed::no(
-            ct::READY,
-            recorders.reason.clone(),
-            recorders.message.clone(),
-        )
-    } else {
-        Observed::yes(ct::READY, reason::RECONCILED, "recording")
-    };
+    let recorders = crate::status::recorders_available(spec.disabled, ready, replicas, None);
+    let ready_condition =
+        crate::status::profile_ready(spec.disabled, problem, &storage_bound, &recorders);
 
     let conflict = conflict_condition(&load.conflicts);
     let status = profile.status.as_ref();
@@ -212,19 +170,7 @@ pub(super) async fn reconcile(
         &conditions::now(),
     );
     let transitions = conditions::transitions(current, &merged);
-    let mut desired = json!({
-        "observedGeneration": generation,
-        "conditions": merged,
-        "replicas": existing,
-        "readyReplicas": ready,
-        "activeSessions": load.active_sessions,
-        "capacity": load.capacity,
-        "usersMatched": load.users_matched,
-        "conflicts": load.conflicts,
-    });
-    if let Some(t) = &load.last_recording_time {
-        desired["lastRecordingTime"] = json!(t);
-    }
+    let desired = crate::status::profile_status(generation, &merged, existing, ready, &load);
     ctx.apply_status(&*profile, desired, &transitions).await?;
     succeeded(NAME, &*profile, &ctx);
 
@@ -332,31 +278,8 @@ async fn bind(
     let reachable = target
         .status
         .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == ct::REACHABLE));
-    let condition = match reachable {
-        Some(c) if c.status == ConditionStatus::False => Observed::no(
-            ct::STORAGE_BOUND,
-            reason::STORAGE_TARGET_UNREACHABLE,
-            format!(
-                "StorageTarget {target_name} is not reachable ({}: {}); recorders keep recordings in their spool until it is",
-                c.reason, c.message
-            ),
-        ),
-        Some(c) if c.status == ConditionStatus::True => Observed::yes(
-            ct::STORAGE_BOUND,
-            reason::RECONCILED,
-            format!(
-                "StorageTarget {target_name} is reachable; recordings are encrypted with key {key_id}"
-            ),
-        ),
-        _ => Observed::yes(
-            ct::STORAGE_BOUND,
-            reason::RECONCILED,
-            format!(
-                "StorageTarget {target_name} bound (not probed yet); recordings are encrypted with key {key_id}"
-            ),
-        ),
-    };
+        .and_then(|s| crate::status::reachable_of(&s.conditions));
+    let condition = crate::status::storage_bound(target_name, ns, Some(reachable), &key_id);
     Ok(Ok(Binding {
         target,
         key_id,

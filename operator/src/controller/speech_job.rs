@@ -102,32 +102,13 @@ pub(super) async fn reconcile(job: Arc<SpeechJob>, ctx: Arc<Context>) -> Result<
                     Workload::Scheduled(cron) => {
                         keep_cron.push(cron.metadata.name.clone().unwrap_or_default());
                         ctx.apply(&children.transcribe_cron_jobs, *cron).await?;
-                        if job.spec.suspend {
-                            Observed::yes(
-                                ct::READY,
-                                reason::RECONCILED,
-                                "suspended: no new runs start",
-                            )
-                        } else {
-                            Observed::yes(
-                                ct::READY,
-                                reason::RECONCILED,
-                                format!(
-                                    "transcribing on schedule {}",
-                                    job.spec.schedule.as_deref().unwrap_or_default()
-                                ),
-                            )
-                        }
+                        crate::status::speech_job_ready(&job, "")
                     }
                     Workload::Once(once) => {
                         let job_name = once.metadata.name.clone().unwrap_or_default();
                         keep_job.push(job_name.clone());
                         ctx.apply(&children.transcribe_jobs, *once).await?;
-                        Observed::yes(
-                            ct::READY,
-                            reason::RECONCILED,
-                            format!("runs once as Job {job_name}"),
-                        )
+                        crate::status::speech_job_ready(&job, &format!("as Job {job_name}"))
                     }
                 })
             };

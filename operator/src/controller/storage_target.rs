@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use callvault_crds::{ConditionStatus, StorageTarget, condition_type as ct, reason};
+use callvault_crds::{StorageTarget, condition_type as ct, reason};
 use callvault_store::objstore::{Credentials, Secret as Sensitive, StorageConfig, test_connection};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -16,7 +16,6 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 use super::{Context, Error, Scope, current_conditions, lock, succeeded};
 use crate::conditions::{self, Observed};
@@ -113,20 +112,7 @@ pub(super) async fn reconcile(
                 ),
                 Ok(config) => {
                     let report = test_connection(&config, &credentials, &ctx.config.probe).await;
-                    let condition = if report.succeeded() {
-                        Observed::yes(
-                            ct::REACHABLE,
-                            report.condition_reason(),
-                            report.condition_message(),
-                        )
-                    } else {
-                        Observed::no(
-                            ct::REACHABLE,
-                            report.condition_reason(),
-                            report.condition_message(),
-                        )
-                    };
-                    (condition, report.usage)
+                    (crate::status::reachable(&report), report.usage)
                 }
             }
         }
@@ -134,26 +120,10 @@ pub(super) async fn reconcile(
     tracing::info!(reachable = ?reachable.status, reason = %reachable.reason, "probed");
 
     let current = current_conditions(status.map(|s| &s.conditions));
-    let ready = if reachable.status == ConditionStatus::True {
-        Observed::yes(ct::READY, reason::RECONCILED, reachable.message.clone())
-    } else {
-        Observed::no(
-            ct::READY,
-            reachable.reason.clone(),
-            reachable.message.clone(),
-        )
-    };
+    let ready = crate::status::storage_target_ready(&reachable);
     let merged = conditions::merge(current, &[ready, reachable], generation, &now);
     let transitions = conditions::transitions(current, &merged);
-    let mut desired = json!({
-        "observedGeneration": generation,
-        "conditions": merged,
-        "lastProbeTime": now,
-    });
-    if let Some(u) = usage {
-        desired["usedBytes"] = json!(u.bytes);
-        desired["objects"] = json!(u.objects);
-    }
+    let desired = crate::status::storage_target_status(generation, &merged, &now, usage.as_ref());
     ctx.apply_status(&*target, desired, &transitions).await?;
     succeeded(NAME, &*target, &ctx);
     Ok(Action::requeue(interval))

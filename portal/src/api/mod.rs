@@ -112,6 +112,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/resources/access-profiles", get(system::access_profiles))
         .route("/resources/storage-targets", get(system::storage_targets))
+        .route(
+            "/resources/storage-targets/{name}/test",
+            post(system::test_storage_target),
+        )
         .route("/resources/connectors", get(system::connectors))
         .route("/resources/speech-jobs", get(system::speech_jobs))
         .route("/alarms", get(system::alarms))

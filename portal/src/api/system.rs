@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::extract::{Json, Query};
+use super::extract::{Json, Path, Query};
 use super::{Caller, St};
 use crate::AppState;
 use crate::access::AdminPermission;
@@ -217,6 +217,50 @@ pub async fn connectors(State(s): St, c: Caller) -> ApiResult<Json<Vec<ResourceV
 
 pub async fn speech_jobs(State(s): St, c: Caller) -> ApiResult<Json<Vec<ResourceView>>> {
     list_kind(&s, &c, Kind::SpeechJobs).await
+}
+
+/// "Test connection": runs the StorageTarget's connection test (write, read back, delete a
+/// probe object) now and answers with each step, as the status condition reports it. For
+/// admins who configure the system; audited, since it writes to the target.
+pub async fn test_storage_target(
+    State(state): St,
+    c: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    c.require_any(&[AdminPermission::ConfigureSystem])?;
+    let declared = state
+        .access
+        .resources(&c.tenant)
+        .iter()
+        .any(|r| matches!(r, Resource::StorageTarget(_)) && r.name() == name);
+    if !declared {
+        return Err(ApiError::not_found(format!("StorageTarget {name}")));
+    }
+    let Some(storage) = state.storages.get(&name) else {
+        return Err(ApiError::new(
+            crate::Code::Conflict,
+            format!("StorageTarget {name} is not open in the portal: see its status for why"),
+        ));
+    };
+    let report = storage
+        .probe(&callvault_store::objstore::ProbeOptions::default())
+        .await;
+    let out = serde_json::json!({
+        "name": name,
+        "succeeded": report.succeeded(),
+        "reason": report.condition_reason(),
+        "message": report.condition_message(),
+        "report": report,
+    });
+    c.audit(
+        &state,
+        "storage_target.test",
+        "storage_target",
+        name.clone(),
+        serde_json::json!({ "succeeded": out["succeeded"], "reason": out["reason"] }),
+    )
+    .await?;
+    Ok(Json(out))
 }
 
 #[derive(Debug, Deserialize)]

@@ -87,7 +87,7 @@ impl Fixture {
         let key_id = key.id().to_hex();
         let mut ring = KeyRing::new();
         ring.insert(key.clone());
-        let mut storages = Storages::new();
+        let storages = Storages::new();
         storages.insert(TARGET.to_owned(), storage.clone());
         storages.insert(ARCHIVE.to_owned(), archive.clone());
         let access = Arc::new(FileAccessSource::from_profiles(T, vec![]));

@@ -191,6 +191,10 @@ pub trait SessionHandler: Send + Sync + 'static {
     fn probe_interval(&self) -> Option<Duration> {
         None
     }
+
+    /// A new session was refused before [`SessionHandler::offer`] saw it (draining, or no
+    /// capacity): counted with the offers the handler refuses itself.
+    fn refused(&self) {}
 }
 
 #[derive(Debug, Clone)]
@@ -543,6 +547,7 @@ impl<H: SessionHandler> Shared<H> {
                 draining = self.draining.load(Ordering::SeqCst),
                 "refusing new session"
             );
+            self.handler.refused();
             return self.send_unavailable(&txn);
         }
         let req = txn.request();

@@ -5,16 +5,17 @@
 //! schedules (retention and archive). The resource directory is polled; a valid change is applied
 //! (AccessProfiles live, a changed profile applied to its running recorder in place, schedules
 //! from their next run), an invalid one is reported and the last good configuration keeps
-//! running. `/readyz` answers 503, naming the profile and why, while a recorder cannot take
-//! calls. SIGTERM and Ctrl-C both drain.
+//! running. Every resource shows the status the operator would write, and the same alarms are
+//! raised (listed in the portal, mailed with `--smtp-config`). `/readyz` answers 503, naming
+//! the profile and why, while a recorder cannot take calls. SIGTERM and Ctrl-C both drain.
 
 mod admin;
 mod keys;
 mod recorders;
 mod resources;
 mod schedules;
+mod status;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,7 +23,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use callvault_crds::ResourceSet;
 use callvault_portal::{AuditKey, FileAccessSource, Portal, PortalConfig, Storages};
-use callvault_recorder::ops::HealthCell;
 use callvault_store::db::Db;
 
 use crate::cmd::keys::PassphraseArgs;
@@ -65,6 +65,11 @@ pub struct Args {
     pub audit_retention_days: u32,
     #[command(flatten)]
     pub passphrase: PassphraseArgs,
+    /// YAML file of the SMTP settings alarms are mailed with (`host`, `port`, `security`,
+    /// `from`, `to`, and `usernameFile`/`passwordFile` for a server that wants a login).
+    /// Without it, alarms are listed in the portal only.
+    #[arg(long)]
+    pub smtp_config: Option<PathBuf>,
     /// Single sign-on and SCIM provisioning (the callback defaults to the portal's address).
     #[command(flatten)]
     pub identity: IdentityArgs,
@@ -100,26 +105,35 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         set = resources::load(&args.resources, &generated)?;
     }
     let db = open_db(&args.data).await?;
+    let mailer = match &args.smtp_config {
+        Some(path) => {
+            let smtp = callvault_config::SmtpConfig::load(path)
+                .with_context(|| format!("SMTP settings in {}", path.display()))?;
+            Some(callvault_jobs::alarms::Mailer::new(&smtp).context("SMTP settings")?)
+        }
+        None => None,
+    };
 
     let access = Arc::new(FileAccessSource::from_resources(TENANT, declared(&set)));
     if config.audit_key.is_none() {
         config.audit_key = keys.audit.take().map(|k| AuditKey(Arc::new(k)));
     }
+    let portal_storages = storages(&args.data, &set);
     let mut portal = Portal::new(
         config,
         db.clone(),
         access.clone(),
         keys.ring.clone(),
-        storages(&args.data, &set),
+        portal_storages.clone(),
     );
-    let recorders = Recorders::default();
+    let board = status::Board::default();
     portal.app = portal.app.layer(axum::middleware::from_fn({
-        let recorders = recorders.clone();
+        let board = board.clone();
         move |req: axum::extract::Request, next: axum::middleware::Next| {
-            let recorders = recorders.clone();
+            let board = board.clone();
             async move {
                 if req.uri().path() == "/readyz"
-                    && let Some(reason) = recorders.cannot_record()
+                    && let Some(reason) = board.cannot_record()
                 {
                     use axum::response::IntoResponse as _;
                     return (axum::http::StatusCode::SERVICE_UNAVAILABLE, reason).into_response();
@@ -164,18 +178,42 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut pool = recorders::Pool::default();
     pool.apply(&local, &set)?;
-    recorders.set(&pool);
+    board.set_recorders(pool.cells());
     let set = Arc::new(set);
     let (resources_tx, resources_rx) = tokio::sync::watch::channel(set.clone());
+    // The portal shows the last set that loaded, even one the recorders refused (its
+    // AccessProfiles apply at once), with the status of each resource.
+    let (loaded_tx, loaded_rx) = tokio::sync::watch::channel(set.clone());
     let jobs_task = tokio::spawn(schedules::run(
         schedules::Context {
             db: db.clone(),
             data: args.data.clone(),
             ring: Arc::new(keys.ring),
             audit_retention_days: args.audit_retention_days,
+            board: board.clone(),
         },
         resources_rx,
         stop_rx.clone(),
+    ));
+    let status_task = tokio::spawn(status::run(
+        status::Context {
+            db: db.clone(),
+            data: args.data.clone(),
+            mailer,
+            key_ids: keys
+                .by_name
+                .iter()
+                .map(|(name, k)| (name.clone(), k.id.to_hex()))
+                .collect(),
+            probe: callvault_store::objstore::ProbeOptions::default(),
+        },
+        board.clone(),
+        loaded_rx,
+        stop_rx.clone(),
+        {
+            let access = access.clone();
+            move |set| access.set_resources(declared(&set))
+        },
     ));
     // Last, once nothing else can fail: a generated password is shown only at creation.
     let first_admin = admin::ensure_first_admin(&db, args.admin_password_file.as_deref()).await?;
@@ -212,18 +250,26 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         last = now;
         match resources::load(&args.resources, &generated) {
             Ok(set) => {
-                access.set_resources(declared(&set));
+                let set = Arc::new(set);
+                // Added or changed StorageTargets play back at once.
+                portal_storages.replace(storages(&args.data, &set));
+                loaded_tx.send_replace(set.clone());
                 let applied = pool.apply(&local, &set);
-                recorders.set(&pool);
+                board.set_recorders(pool.cells());
                 if let Err(e) = applied {
-                    tracing::error!(error = %format!("{e:#}"), "keeping the running recorders");
+                    let why = format!("{e:#}");
+                    tracing::error!(error = %why, "keeping the running recorders");
+                    board.files(Some(why));
                 } else {
-                    resources_tx.send_replace(Arc::new(set));
+                    resources_tx.send_replace(set);
+                    board.files(None);
                     tracing::info!("resources reloaded");
                 }
             }
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "keeping the last good configuration");
+                let why = format!("{e:#}");
+                tracing::error!(error = %why, "keeping the last good configuration");
+                board.files(Some(why));
             }
         }
     }
@@ -231,34 +277,12 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     let _ = stop_tx.send(true);
     pool.stop_all().await;
     jobs_task.await.context("jobs task")?;
+    status_task.await.context("status task")?;
     portal_task
         .await
         .context("portal task")?
         .context("portal server")?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The health of every running recorder, for `/readyz` (and, later, status and alarms).
-#[derive(Debug, Clone, Default)]
-struct Recorders(Arc<std::sync::Mutex<BTreeMap<String, HealthCell>>>);
-
-impl Recorders {
-    fn set(&self, pool: &recorders::Pool) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = pool.health();
-    }
-
-    /// Why some profile cannot record now, one line per profile; `None` when all can.
-    fn cannot_record(&self) -> Option<String> {
-        let all = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let reasons: Vec<String> = all
-            .iter()
-            .filter_map(|(name, cell)| {
-                let health = cell.get();
-                (!health.can_record()).then(|| format!("recorder {name:?}: {}\n", health.reason()))
-            })
-            .collect();
-        (!reasons.is_empty()).then(|| reasons.concat())
-    }
 }
 
 /// The SQLite database under `<data>`, created and migrated on first start.
@@ -274,29 +298,27 @@ fn database_url(data: &Path) -> String {
     format!("sqlite://{}", data.join("callvault.db").display())
 }
 
-/// Every StorageTarget that can be opened, by name; credentials of one that names a Secret
-/// come from `<data>/secrets/<secret name>/` (one file per key, as a mounted Secret).
+/// Every StorageTarget opened by name; credentials of one that names a Secret come from
+/// `<data>/secrets/<secret name>/` (one file per key, as a mounted Secret). A target that
+/// cannot be opened is left out: its status and alarm say why (its connection test runs at
+/// once), and the rest of the system runs on.
 fn storages(data: &Path, set: &ResourceSet) -> Storages {
-    let mut out = Storages::new();
+    let out = Storages::new();
     for (name, target) in &set.storage_targets {
-        // A local directory is created on first start, as the rest of `<data>` is.
+        // A local directory is created when it is declared, as the rest of `<data>` is.
         if target.spec.type_ == callvault_crds::StorageType::Filesystem
             && let Some(path) = &target.spec.path
             && let Err(e) = std::fs::create_dir_all(path)
         {
-            tracing::error!(storage_target = %name, error = %e, "cannot create {path}");
+            tracing::error!(target = %name, error = %e, "cannot create {path}");
+            continue;
         }
         let dir = credentials_dir(data, target);
-        // A target that cannot be opened (its credentials not written yet) stops nothing:
-        // its recorders keep calls in their spool and raise STORAGE_UNREACHABLE until it
-        // can be; only the portal cannot play from it until the next start.
         match crate::cmd::portal::open_storage(name, target, dir.as_deref()) {
-            Ok(storage) => {
-                out.insert(name.clone(), storage);
+            Ok(storage) => out.insert(name.clone(), storage),
+            Err(e) => {
+                tracing::error!(target = %name, error = %format!("{e:#}"), "StorageTarget not opened")
             }
-            Err(e) => tracing::error!(storage_target = %name, error = format!("{e:#}"),
-                "StorageTarget cannot be opened: the portal cannot play its recordings until \
-                 the next start"),
         }
     }
     out

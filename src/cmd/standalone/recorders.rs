@@ -8,13 +8,14 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use callvault_config::{Advertise, MediaAddress, RecorderConfig, ValidRecorderConfig};
 use callvault_crds::ResourceSet;
-use callvault_recorder::ops::HealthCell;
+use callvault_recorder::ops::{HealthCell, StatusCell};
 use callvault_recorder::service::{self, ConfigUpdate, ServiceOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::TENANT;
 use super::keys::ProfileKey;
+use super::status::RecorderCells;
 
 /// How long live calls may go on after SIGTERM or Ctrl-C, or after their profile was removed,
 /// before they are cut (and committed). Shorter than a pod's grace: a person at a terminal is
@@ -84,6 +85,7 @@ struct Running {
     /// New configurations for the running recorder, applied in place.
     updates: watch::Sender<ConfigUpdate>,
     health: HealthCell,
+    status: StatusCell,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -177,12 +179,20 @@ impl Pool {
             .collect()
     }
 
-    /// Each running recorder's health, by profile: what standalone's readiness (and its status
-    /// and alarms) report.
-    pub fn health(&self) -> BTreeMap<String, HealthCell> {
+    /// Each running recorder's health and `/status`, by profile: what standalone's readiness,
+    /// status and alarms report.
+    pub fn cells(&self) -> BTreeMap<String, RecorderCells> {
         self.running
             .iter()
-            .map(|(name, r)| (name.clone(), r.health.clone()))
+            .map(|(name, r)| {
+                (
+                    name.clone(),
+                    RecorderCells {
+                        health: r.health.clone(),
+                        status: r.status.clone(),
+                    },
+                )
+            })
             .collect()
     }
 
@@ -207,10 +217,12 @@ fn start(name: String, config: RecorderConfig, valid: ValidRecorderConfig) -> Ru
     let (stop, mut stopped) = watch::channel(false);
     let (updates, configs) = watch::channel(Ok(valid));
     let health = HealthCell::default();
+    let status = StatusCell::default();
     let options = ServiceOptions {
         // The operations endpoint is for the operator; standalone needs no fixed port.
         http: SocketAddr::from(([127, 0, 0, 1], 0)),
         health: health.clone(),
+        status: status.clone(),
         ..ServiceOptions::default()
     };
     let task = tokio::spawn(async move {
@@ -231,6 +243,7 @@ fn start(name: String, config: RecorderConfig, valid: ValidRecorderConfig) -> Ru
         config,
         updates,
         health,
+        status,
         stop,
         task,
     }

@@ -41,6 +41,8 @@ pub struct Context {
     pub ring: Arc<KeyRing>,
     /// How long audit entries are kept, as the portal was told (validated there).
     pub audit_retention_days: u32,
+    /// Where each run reports its part of its resource's status (and its alarm).
+    pub board: super::status::Board,
 }
 
 /// One scheduled job.
@@ -264,6 +266,11 @@ pub async fn run_job(ctx: &Context, set: &ResourceSet, job: &Job) -> anyhow::Res
                 failures = summary.failures.len(),
                 "retention done"
             );
+            let days = u32::try_from(p.spec.retention.days).unwrap_or(0);
+            ctx.board.retention_ran(
+                profile,
+                &callvault_jobs::cluster::retention_status(days, &summary, now_micros()),
+            );
         }
         Job::Archive { connector } => {
             let c = set
@@ -295,6 +302,8 @@ pub async fn run_job(ctx: &Context, set: &ResourceSet, job: &Job) -> anyhow::Res
                 concurrency: ARCHIVE_CONCURRENCY,
             })
             .await?;
+            ctx.board
+                .archive_ran(connector, &summary, c.metadata.generation);
             tracing::info!(
                 outcome = ?summary.outcome(),
                 archived = summary.archived,
@@ -350,6 +359,8 @@ pub async fn run_job(ctx: &Context, set: &ResourceSet, job: &Job) -> anyhow::Res
                 tokio::runtime::Handle::current()
                     .block_on(transcribe_job(&ctx.db, &sources, &ctx.ring, &engine, &spec))
             })?;
+            ctx.board
+                .transcription_ran(speech_job, &summary.status_patch());
             tracing::info!(
                 transcribed = summary.transcribed,
                 failures = summary.failures.len(),
