@@ -29,6 +29,8 @@ pub enum AlarmKind {
     RecorderUnavailable,
     /// A Connector's archive run failed.
     ConnectorFailing,
+    /// A filesystem StorageTarget crossed its space-cleanup limit.
+    StorageSpaceLow,
 }
 
 impl AlarmKind {
@@ -39,6 +41,7 @@ impl AlarmKind {
             AlarmKind::StorageUnreachable => "STORAGE_UNREACHABLE",
             AlarmKind::RecorderUnavailable => "RECORDER_UNAVAILABLE",
             AlarmKind::ConnectorFailing => "CONNECTOR_FAILING",
+            AlarmKind::StorageSpaceLow => "STORAGE_SPACE_LOW",
         }
     }
 
@@ -49,6 +52,7 @@ impl AlarmKind {
             AlarmKind::StorageUnreachable => "Connection Failed",
             AlarmKind::RecorderUnavailable => "Recording Resource Unavailable",
             AlarmKind::ConnectorFailing => "Archive connector failing",
+            AlarmKind::StorageSpaceLow => "Not enough storage space",
         }
     }
 }

@@ -18,7 +18,8 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::{Context, Error, Scope, current_conditions, lock, succeeded};
+use super::{Context, Error, Scope, current_conditions, lock, refusal, succeeded};
+use crate::build::storage_target::{build, config_map_name, cron_job_name};
 use crate::conditions::{self, Observed};
 
 /// Controller name in metrics and logs.
@@ -66,6 +67,8 @@ pub(super) async fn reconcile(
 ) -> Result<Action, Error> {
     ctx.synced().await;
     let _timer = ctx.metrics.reconcile(NAME);
+    // The space cleanup CronJob follows the spec on every reconcile, probe due or not.
+    let cleanup_invalid = space_cleanup(&target, &ctx).await?;
     let generation = target.metadata.generation;
     let status = target.status.as_ref();
     let now = conditions::now();
@@ -134,7 +137,9 @@ pub(super) async fn reconcile(
     tracing::info!(reachable = ?reachable.status, reason = %reachable.reason, "probed");
 
     let current = current_conditions(status.map(|s| &s.conditions));
-    let ready = if reachable.status == ConditionStatus::True {
+    let ready = if let Some(problem) = cleanup_invalid {
+        Observed::no(ct::READY, reason::INVALID_SPEC, problem)
+    } else if reachable.status == ConditionStatus::True {
         Observed::yes(ct::READY, reason::RECONCILED, reachable.message.clone())
     } else {
         Observed::no(
@@ -157,6 +162,34 @@ pub(super) async fn reconcile(
     ctx.apply_status(&*target, desired, &transitions).await?;
     succeeded(NAME, &*target, &ctx);
     Ok(Action::requeue(interval))
+}
+
+/// Applies the space cleanup ConfigMap and CronJob when the target asks for them and removes
+/// them when it no longer does; returns why they could not be built or applied, if so.
+async fn space_cleanup(target: &StorageTarget, ctx: &Context) -> Result<Option<String>, Error> {
+    let mut keep = Vec::new();
+    let mut invalid = None;
+    match build(target, &ctx.config.image, &ctx.config.database) {
+        Ok(Some(children)) => {
+            let name = target.name_any();
+            keep = vec![cron_job_name(&name), config_map_name(&name)];
+            let applied = async {
+                ctx.apply(&ctx.children.space_cleanup_config_maps, children.config_map)
+                    .await?;
+                ctx.apply(&ctx.children.space_cleanup_cron_jobs, children.cron_job)
+                    .await
+            };
+            invalid = refusal(applied.await)?.err();
+        }
+        Ok(None) => {}
+        Err(e) => invalid = Some(format!("space cleanup: {e}")),
+    }
+    let uid = target.uid().unwrap_or_default();
+    ctx.delete_orphans(&ctx.children.space_cleanup_cron_jobs, &uid, &keep)
+        .await?;
+    ctx.delete_orphans(&ctx.children.space_cleanup_config_maps, &uid, &keep)
+        .await?;
+    Ok(invalid)
 }
 
 /// The credentials from the target's Secret, or the condition saying what is missing.

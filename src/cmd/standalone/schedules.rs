@@ -1,5 +1,6 @@
 //! The jobs' schedules in one process: retention per RecordingProfile at the time the operator's
-//! CronJob uses, archive per active Connector on its cron schedule, and transcription per
+//! CronJob uses, space cleanup per filesystem StorageTarget with `spaceCleanup` as often as the
+//! operator's, archive per active Connector on its cron schedule, and transcription per
 //! SpeechJob on its schedule or, without one, once (as the operator's Job). Jobs run one at a
 //! time on a whole-minute tick, against the resources in force at that minute, so a reload takes
 //! effect at the next run and never in the middle of one.
@@ -10,11 +11,14 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use callvault_config::{KeyRingConfig, StorageBinding};
 use callvault_crds::{Cron, ResourceSet};
+use callvault_jobs::alarms::Alarms;
 use callvault_jobs::archive::{ArchiveJob, ArchiveMode, run_archive};
 use callvault_jobs::retention::{RetentionOptions, Target, run_retention};
+use callvault_jobs::space::{SpaceJob, SpaceLimits, run_space_cleanup, space_note};
 use callvault_jobs::transcribe::{build_engine, job_spec, transcribe_job};
 use callvault_operator::build::job::JOB_RETRIES;
 use callvault_operator::build::recording_profile::RETENTION_SCHEDULE;
+use callvault_operator::build::storage_target::{SPACE_CLEANUP_SCHEDULE, job_config};
 use callvault_operator::speech_config::{JobFiles, transcribe_job_config};
 use callvault_store::db::{Db, now_micros};
 use callvault_store::keys::KeyRing;
@@ -47,6 +51,7 @@ pub struct Context {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Job {
     Retention { profile: String },
+    SpaceCleanup { storage_target: String },
     Archive { connector: String },
     Transcribe { speech_job: String },
 }
@@ -55,6 +60,9 @@ impl std::fmt::Display for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Job::Retention { profile } => write!(f, "retention of RecordingProfile {profile:?}"),
+            Job::SpaceCleanup { storage_target } => {
+                write!(f, "space cleanup of StorageTarget {storage_target:?}")
+            }
             Job::Archive { connector } => write!(f, "archive of Connector {connector:?}"),
             Job::Transcribe { speech_job } => {
                 write!(f, "transcription of SpeechJob {speech_job:?}")
@@ -81,6 +89,16 @@ pub fn planned(set: &ResourceSet) -> (Vec<(Job, Cron)>, Vec<String>) {
             },
             RETENTION_SCHEDULE,
         );
+    }
+    for (name, target) in &set.storage_targets {
+        if target.spec.space_cleanup.is_some() {
+            add(
+                Job::SpaceCleanup {
+                    storage_target: name.clone(),
+                },
+                SPACE_CLEANUP_SCHEDULE,
+            );
+        }
     }
     for (name, connector) in &set.connectors {
         if connector.spec.active {
@@ -265,6 +283,40 @@ pub async fn run_job(ctx: &Context, set: &ResourceSet, job: &Job) -> anyhow::Res
                 "retention done"
             );
         }
+        Job::SpaceCleanup { storage_target } => {
+            let target = set
+                .storage_targets
+                .get(storage_target)
+                .context("the StorageTarget is gone")?;
+            let config = job_config(target, TENANT, ctx.data.join("database-url"))?
+                .context("the StorageTarget no longer asks for space cleanup")?;
+            let valid = config
+                .validate()
+                .map_err(|e| anyhow::anyhow!("StorageTarget {storage_target:?}: {e}"))?;
+            let storage = open(ctx, set, storage_target)?;
+            let summary = run_space_cleanup(&SpaceJob {
+                db: &ctx.db,
+                tenant: TENANT,
+                target: Target {
+                    name: storage_target,
+                    storage: &storage,
+                },
+                root: &valid.root,
+                limits: SpaceLimits {
+                    max_used_bytes: config.max_used_bytes,
+                    min_free_percent: config.min_free_percent,
+                },
+                batch_size: BATCH,
+                // Standalone sends no mail: alarms are listed in the portal.
+                alarms: &Alarms {
+                    db: &ctx.db,
+                    tenant: TENANT,
+                    mailer: None,
+                },
+            })
+            .await?;
+            tracing::info!("space cleanup done: {}", space_note(&summary));
+        }
         Job::Archive { connector } => {
             let c = set
                 .connectors
@@ -442,6 +494,26 @@ spec:
             due(&jobs, day.at(2, 29, 0, 0), day.at(3, 1, 0, 0)),
             [retention, nightly]
         );
+    }
+
+    #[test]
+    fn a_target_with_space_cleanup_is_checked_every_ten_minutes() {
+        let yaml = RESOURCES.replace(
+            "spec: {type: filesystem, path: /var/lib/callvault/recordings}",
+            "spec: {type: filesystem, path: /var/lib/callvault/recordings, \
+             spaceCleanup: {maxUsedBytes: 1000000}}",
+        );
+        let (jobs, problems) = planned(&set(&yaml));
+        assert!(problems.is_empty(), "{problems:?}");
+        let cleanup = Job::SpaceCleanup {
+            storage_target: "local".into(),
+        };
+        let day = date(2026, 11, 24);
+        assert_eq!(
+            due(&jobs, day.at(9, 9, 0, 0), day.at(9, 10, 0, 0)),
+            std::slice::from_ref(&cleanup)
+        );
+        assert_eq!(due(&jobs, day.at(9, 10, 0, 0), day.at(9, 19, 0, 0)), []);
     }
 
     #[test]
