@@ -20,6 +20,7 @@ use callvault_operator::build::job::JOB_RETRIES;
 use callvault_operator::build::recording_profile::RETENTION_SCHEDULE;
 use callvault_operator::build::storage_target::{SPACE_CLEANUP_SCHEDULE, job_config};
 use callvault_operator::speech_config::{JobFiles, transcribe_job_config};
+use callvault_store::backup::BackupSecret;
 use callvault_store::db::{Db, now_micros};
 use callvault_store::keys::KeyRing;
 use callvault_store::objstore::{Storage, StorageConfig};
@@ -45,7 +46,16 @@ pub struct Context {
     pub ring: Arc<KeyRing>,
     /// How long audit entries are kept, as the portal was told (validated there).
     pub audit_retention_days: u32,
+    /// The user's resource directory, backed up with `<data>`'s configuration.
+    pub resources: std::path::PathBuf,
+    /// With a key, the daily backup runs.
+    pub backup_key: Option<Arc<BackupSecret>>,
 }
+
+/// When the daily backup runs (UTC), after retention has removed what expired.
+const BACKUP_SCHEDULE: &str = "15 3 * * *";
+/// Daily backups kept in `<data>/backups/`; older ones are removed.
+const BACKUPS_KEPT: usize = 7;
 
 /// One scheduled job.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,6 +64,7 @@ pub enum Job {
     SpaceCleanup { storage_target: String },
     Archive { connector: String },
     Transcribe { speech_job: String },
+    Backup,
 }
 
 impl std::fmt::Display for Job {
@@ -67,6 +78,7 @@ impl std::fmt::Display for Job {
             Job::Transcribe { speech_job } => {
                 write!(f, "transcription of SpeechJob {speech_job:?}")
             }
+            Job::Backup => f.write_str("backup of the catalogue and configuration"),
         }
     }
 }
@@ -204,7 +216,12 @@ pub async fn run(
         }
         let now = utc_now();
         let set = resources.borrow_and_update().clone();
-        let (jobs, problems) = planned(&set);
+        let (mut jobs, problems) = planned(&set);
+        if ctx.backup_key.is_some()
+            && let Ok(cron) = Cron::parse(BACKUP_SCHEDULE)
+        {
+            jobs.push((Job::Backup, cron));
+        }
         for p in problems {
             tracing::error!("{p}: not scheduled");
         }
@@ -316,6 +333,39 @@ pub async fn run_job(ctx: &Context, set: &ResourceSet, job: &Job) -> anyhow::Res
             })
             .await?;
             tracing::info!("space cleanup done: {}", space_note(&summary));
+        }
+        Job::Backup => {
+            let key = ctx.backup_key.as_ref().context("no backup key")?;
+            let dir = ctx.data.join("backups");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let name = format!(
+                "callvault-{}.cvbackup",
+                Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+            );
+            let system = crate::cmd::backup::SystemArgs {
+                data: Some(ctx.data.clone()),
+                database_url_file: None,
+                resources: Some(ctx.resources.clone()),
+            };
+            let summary =
+                crate::cmd::backup::write_backup(&ctx.db, &system, &dir.join(&name), key).await?;
+            // Names sort by time: keep the newest.
+            let mut old: Vec<_> = std::fs::read_dir(&dir)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "cvbackup"))
+                .collect();
+            old.sort();
+            old.reverse();
+            for stale in old.into_iter().skip(BACKUPS_KEPT) {
+                std::fs::remove_file(&stale)
+                    .with_context(|| format!("removing {}", stale.display()))?;
+            }
+            tracing::info!(
+                file = %name,
+                rows = summary.catalogue.rows,
+                files = summary.files,
+                "backup done"
+            );
         }
         Job::Archive { connector } => {
             let c = set
