@@ -44,6 +44,10 @@ enum Command {
     },
     /// Decrypt a recording offline, check its integrity and print its digest.
     Verify(cmd::verify::Args),
+    /// Write an encrypted backup of the catalogue and configuration (no media).
+    Backup(cmd::backup::BackupArgs),
+    /// Restore an encrypted backup into a new, empty system.
+    Restore(cmd::backup::RestoreArgs),
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -65,6 +69,8 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Crdgen(args) => cmd::crdgen::run(args),
         Command::Keys { keys } => cmd::keys::run(keys),
         Command::Verify(args) => cmd::verify::run(args),
+        Command::Backup(args) => cmd::backup::backup(args),
+        Command::Restore(args) => cmd::backup::restore(args),
     }
 }
 

@@ -152,6 +152,118 @@ pub struct ValidArchiveJobConfig {
     pub destination: ValidStorageBinding,
 }
 
+/// What `callvault job space-cleanup --storage-target NAME` runs with: a filesystem
+/// StorageTarget and its `spec.spaceCleanup` limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpaceCleanupJobConfig {
+    /// Tenant: the StorageTarget's namespace (`default` standalone).
+    pub tenant: String,
+    /// File holding the database URL.
+    pub database_url_file: PathBuf,
+    /// The StorageTarget (filesystem only) recordings are deleted from.
+    pub storage_target: StorageBinding,
+    /// Bytes the files under the target's directory may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_used_bytes: Option<u64>,
+    /// Percentage of the volume that must stay free (1-99).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_free_percent: Option<u8>,
+    /// Recordings read per database query.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    /// Alarm emails (not enough storage space).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// A [`SpaceCleanupJobConfig`] that passed [`SpaceCleanupJobConfig::validate`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ValidSpaceCleanupJobConfig {
+    /// The configuration as given.
+    pub config: SpaceCleanupJobConfig,
+    /// The target.
+    pub storage_target: ValidStorageBinding,
+    /// The directory the target's objects are under (`path`, then `prefix`): what is measured.
+    pub root: PathBuf,
+}
+
+impl SpaceCleanupJobConfig {
+    /// Parses YAML or JSON.
+    pub fn parse(text: &str) -> Result<Self, JobConfigError> {
+        serde_yaml::from_str(text).map_err(|e| JobConfigError::Parse {
+            what: "a space cleanup job configuration",
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads, parses and validates the file the operator mounted.
+    pub fn load(path: &Path) -> Result<ValidSpaceCleanupJobConfig, JobConfigError> {
+        Ok(Self::parse(&read(path)?)?.validate()?)
+    }
+
+    /// The one place the space cleanup job configuration is checked. Returns every problem
+    /// found.
+    pub fn validate(&self) -> Result<ValidSpaceCleanupJobConfig, Invalid> {
+        let mut p = Problems::default();
+        check_scope(
+            &mut p,
+            &self.tenant,
+            "storageTarget.name",
+            &self.storage_target.name,
+        );
+        check_path(&mut p, "databaseUrlFile", Some(&self.database_url_file));
+        let target = check_binding(&mut p, "storageTarget", &self.storage_target);
+        let root = target.as_ref().and_then(|t| match &t.storage.backend {
+            callvault_store::objstore::Backend::Filesystem { path } => {
+                Some(match &t.storage.prefix {
+                    Some(prefix) => path.join(prefix),
+                    None => path.clone(),
+                })
+            }
+            _ => None,
+        });
+        if target.is_some() && root.is_none() {
+            p.add(
+                "storageTarget.storage.type",
+                "must be filesystem: only a directory fills up",
+            );
+        }
+        p.check(
+            self.max_used_bytes.is_some() || self.min_free_percent.is_some(),
+            "maxUsedBytes",
+            "set maxUsedBytes, minFreePercent or both",
+        );
+        p.check(
+            self.max_used_bytes != Some(0),
+            "maxUsedBytes",
+            "must be at least 1",
+        );
+        p.check(
+            self.min_free_percent.is_none_or(|v| (1..=99).contains(&v)),
+            "minFreePercent",
+            "must be 1 to 99",
+        );
+        p.check(
+            (1..=10_000).contains(&self.batch_size),
+            "batchSize",
+            "must be 1 to 10000",
+        );
+        if let Some(smtp) = &self.smtp {
+            smtp.check(&mut p, "smtp");
+        }
+        match (target, root) {
+            (Some(storage_target), Some(root)) => p.into_result(ValidSpaceCleanupJobConfig {
+                config: self.clone(),
+                storage_target,
+                root,
+            }),
+            _ => Err(Invalid { problems: p.0 }),
+        }
+    }
+}
+
 /// What `callvault job transcribe --speech-job NAME` runs with (the SpeechJob's spec, with its
 /// Secrets and volumes replaced by the paths they are mounted at).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,9 +13,9 @@ pub mod rules;
 
 pub use jobs::{
     ArchiveJobConfig, DEFAULT_JOB_CONFIG_PATH, DirectionFilter, EngineConfig, EngineKind,
-    JobConfigError, KeyRingConfig, SmtpConfig, SmtpSecurity, SpeechFilterConfig, StorageBinding,
-    TranscribeJobConfig, TranscribeMode, ValidArchiveJobConfig, ValidStorageBinding,
-    ValidTranscribeJobConfig,
+    JobConfigError, KeyRingConfig, SmtpConfig, SmtpSecurity, SpaceCleanupJobConfig,
+    SpeechFilterConfig, StorageBinding, TranscribeJobConfig, TranscribeMode, ValidArchiveJobConfig,
+    ValidSpaceCleanupJobConfig, ValidStorageBinding, ValidTranscribeJobConfig,
 };
 pub use problem::{Invalid, Problem};
 pub use recorder::{

@@ -27,7 +27,9 @@ pub use reference::reference_markdown;
 pub use resource_set::{ResourceSet, SetError, SetProblem};
 pub use speech_job::{SpeechJob, SpeechJobSpec, SpeechJobStatus};
 pub use status::{Condition, ConditionStatus, condition_type, reason};
-pub use storage_target::{StorageTarget, StorageTargetSpec, StorageTargetStatus, StorageType};
+pub use storage_target::{
+    SpaceCleanup, StorageTarget, StorageTargetSpec, StorageTargetStatus, StorageType,
+};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

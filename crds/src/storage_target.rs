@@ -74,7 +74,10 @@ use crate::status::Condition;
      "fieldPath": ".virtualHostedStyle", "reason": "FieldValueForbidden"},
     {"rule": "!has(self.credentialsSecretRef) || self.type != 'filesystem'",
      "message": "spec.credentialsSecretRef is not allowed when spec.type is filesystem",
-     "fieldPath": ".credentialsSecretRef", "reason": "FieldValueForbidden"}
+     "fieldPath": ".credentialsSecretRef", "reason": "FieldValueForbidden"},
+    {"rule": "!has(self.spaceCleanup) || self.type == 'filesystem'",
+     "message": "spec.spaceCleanup is only allowed when spec.type is filesystem (object stores do not fill up)",
+     "fieldPath": ".spaceCleanup", "reason": "FieldValueForbidden"}
 ]))]
 pub struct StorageTargetSpec {
     /// Kind of storage: `s3` (AWS S3 or any S3-compatible store), `azure` (Blob Storage), `gcs`
@@ -177,10 +180,42 @@ pub struct StorageTargetSpec {
         "message": "spec.capacityAlarmPercent must be between 1 and 100"
     }]))]
     pub capacity_alarm_percent: i32,
+    /// Space-based cleanup (filesystem only; off when absent). When a limit is crossed an
+    /// alarm is raised, then the oldest recordings not under legal hold are deleted until the
+    /// limit holds again. Their media goes; the call details stay in the catalogue and archive
+    /// copies are kept. A recording's retention period does not protect it: only legal hold
+    /// does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space_cleanup: Option<SpaceCleanup>,
 }
 
 fn default_alarm() -> i32 {
     90
+}
+
+/// Limits of space-based cleanup; at least one is required, and either crossed starts it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.maxUsedBytes) || has(self.minFreePercent)",
+     "message": "spec.spaceCleanup needs maxUsedBytes or minFreePercent (or both)",
+     "reason": "FieldValueRequired"}
+]))]
+pub struct SpaceCleanup {
+    /// The space allocated to recordings: when the files under `path` (and `prefix`) take more
+    /// than this many bytes, the oldest are deleted until they take no more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_used_bytes: Option<i64>,
+    /// When the volume holding `path` has less than this percentage of its space free, the
+    /// oldest recordings are deleted until it has this much again (1-99).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 99))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self >= 1 && self <= 99",
+        "message": "spec.spaceCleanup.minFreePercent must be between 1 and 99"
+    }]))]
+    pub min_free_percent: Option<i32>,
 }
 
 /// Kind of storage.

@@ -570,6 +570,55 @@ fn every_cel_rule_rejects_what_it_should_and_accepts_the_rest() {
         "spec.capacityAlarmPercent",
         "between 1 and 100",
     );
+    // Space-based cleanup: filesystem only, at least one limit, each in range.
+    let cleanup = accepted(&with(
+        storage_target("filesystem"),
+        "/spec/spaceCleanup",
+        json!({"maxUsedBytes": 1_000_000, "minFreePercent": 10}),
+    ));
+    let Resource::StorageTarget(cleanup) = cleanup else {
+        panic!("a StorageTarget")
+    };
+    assert_eq!(
+        cleanup.spec.space_cleanup.and_then(|c| c.max_used_bytes),
+        Some(1_000_000)
+    );
+    reject(
+        with(
+            storage_target("s3"),
+            "/spec/spaceCleanup",
+            json!({"minFreePercent": 10}),
+        ),
+        "spec.spaceCleanup",
+        "only allowed when spec.type is filesystem",
+    );
+    reject(
+        with(
+            storage_target("filesystem"),
+            "/spec/spaceCleanup",
+            json!({}),
+        ),
+        "spec.spaceCleanup",
+        "needs maxUsedBytes or minFreePercent",
+    );
+    reject(
+        with(
+            storage_target("filesystem"),
+            "/spec/spaceCleanup",
+            json!({"minFreePercent": 100}),
+        ),
+        "spec.spaceCleanup.minFreePercent",
+        "between 1 and 99",
+    );
+    reject(
+        with(
+            storage_target("filesystem"),
+            "/spec/spaceCleanup",
+            json!({"maxUsedBytes": 0}),
+        ),
+        "spec.spaceCleanup.maxUsedBytes",
+        "",
+    );
     reject(
         with(storage_target("s3"), "/spec/type", json!("ftp")),
         "spec.type",

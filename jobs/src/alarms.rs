@@ -31,6 +31,8 @@ pub enum AlarmKind {
     ConnectorFailing,
     /// A configuration change was refused: the previous configuration keeps running.
     ConfigurationRefused,
+    /// A filesystem StorageTarget crossed its space-cleanup limit.
+    StorageSpaceLow,
 }
 
 impl AlarmKind {
@@ -42,6 +44,7 @@ impl AlarmKind {
             AlarmKind::RecorderUnavailable => "RECORDER_UNAVAILABLE",
             AlarmKind::ConnectorFailing => "CONNECTOR_FAILING",
             AlarmKind::ConfigurationRefused => "CONFIGURATION_REFUSED",
+            AlarmKind::StorageSpaceLow => "STORAGE_SPACE_LOW",
         }
     }
 
@@ -53,6 +56,7 @@ impl AlarmKind {
             AlarmKind::RecorderUnavailable => "Recording Resource Unavailable",
             AlarmKind::ConnectorFailing => "Archive connector failing",
             AlarmKind::ConfigurationRefused => "Configuration refused",
+            AlarmKind::StorageSpaceLow => "Not enough storage space",
         }
     }
 }

@@ -11,6 +11,7 @@ use callvault_crds::connector::{Connector, ConnectorStatus};
 use callvault_crds::recording_profile::RecordingProfile;
 use callvault_crds::speech_job::SpeechJob;
 use callvault_crds::status::{Condition, ConditionStatus, condition_type, reason};
+use callvault_crds::storage_target::StorageTarget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -22,10 +23,13 @@ use serde_json::{Value, json};
 use crate::alarms::Transition;
 use crate::archive::{ArchiveSummary, RunOutcome};
 use crate::retention::RetentionSummary;
+use crate::space::{SpaceSummary, space_note};
 use crate::transcribe::{self, TranscribeSummary};
 
 /// Field manager of the archive job's status fields.
 pub const ARCHIVE_FIELD_MANAGER: &str = "callvault-job-archive";
+/// Reporter of the space cleanup job's Events.
+pub const SPACE_CLEANUP_FIELD_MANAGER: &str = "callvault-job-space-cleanup";
 /// Field manager of the retention job's status fields.
 pub const RETENTION_FIELD_MANAGER: &str = "callvault-job-retention";
 /// Environment variable naming the namespace the job runs in (the downward API).
@@ -151,6 +155,32 @@ impl Cluster {
             reason,
             "Retention",
             retention_note(summary),
+        )
+        .await
+    }
+
+    /// Emits the space cleanup run as an Event on its StorageTarget: Normal when within the
+    /// limits or freed, Warning when still over them or when some deletions failed.
+    pub async fn report_space_cleanup(
+        &self,
+        target: &str,
+        summary: &SpaceSummary,
+    ) -> Result<(), ClusterError> {
+        let current: StorageTarget = self.get(target).await?;
+        let (type_, reason) = if summary.still_over > 0 || !summary.failures.is_empty() {
+            (EventType::Warning, "SpaceCleanupIncomplete")
+        } else if summary.to_free > 0 {
+            (EventType::Normal, "SpaceFreed")
+        } else {
+            (EventType::Normal, "SpaceWithinLimits")
+        };
+        self.event(
+            &current,
+            SPACE_CLEANUP_FIELD_MANAGER,
+            type_,
+            reason,
+            "SpaceCleanup",
+            space_note(summary),
         )
         .await
     }

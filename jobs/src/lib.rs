@@ -1,9 +1,11 @@
-//! CronJob workloads: retention (expiry, deferred deletions, audit purge) and archive
-//! (Connector copies); transcription lives in its own module.
+//! CronJob workloads: retention (expiry, deferred deletions, audit purge), space-based cleanup
+//! of full filesystem targets and archive (Connector copies); transcription lives in its own
+//! module.
 pub mod alarms;
 pub mod archive;
 pub mod cluster;
 pub mod retention;
+pub mod space;
 pub mod transcribe;
 pub mod vault;
 

@@ -110,9 +110,20 @@ pub enum RetentionError {
 
 /// Why a recording is being removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reason {
+pub(crate) enum Reason {
     Expired,
     Requested(DeleteMode),
+    /// Space-based cleanup of a full storage target (see [`crate::space`]).
+    Space,
+}
+
+impl Reason {
+    fn actor(self) -> &'static str {
+        match self {
+            Reason::Space => crate::space::SYSTEM_ACTOR,
+            Reason::Expired | Reason::Requested(_) => SYSTEM_ACTOR,
+        }
+    }
 }
 
 /// Runs retention for `profile` of `tenant` at `now` (µs since the Unix epoch). `target` is
@@ -179,15 +190,15 @@ pub async fn run_retention(
     Ok(summary)
 }
 
-struct Run<'a> {
-    db: &'a Db,
-    target: Target<'a>,
-    tenant: &'a str,
-    profile: &'a str,
-    limit: i64,
+pub(crate) struct Run<'a> {
+    pub(crate) db: &'a Db,
+    pub(crate) target: Target<'a>,
+    pub(crate) tenant: &'a str,
+    pub(crate) profile: &'a str,
+    pub(crate) limit: i64,
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Removed,
     Held,
     /// Already removed (by a concurrent run, or the request was withdrawn).
@@ -259,7 +270,7 @@ impl Run<'_> {
     }
 
     /// Removes one recording: media, then audit entry, then row.
-    async fn remove(&self, id: Uuid, reason: Reason) -> Outcome {
+    pub(crate) async fn remove(&self, id: Uuid, reason: Reason) -> Outcome {
         let fail = |step: FailedStep, error: String| {
             tracing::warn!(tenant = self.tenant, recording = %id, ?step, %error,
                 "retention could not remove a recording; the next run retries it");
@@ -282,7 +293,7 @@ impl Run<'_> {
             return Outcome::Gone;
         }
         if rec.legal_hold_effective {
-            let entry = NewAuditEntry::new(SYSTEM_ACTOR, HOLD_SKIP_ACTION)
+            let entry = NewAuditEntry::new(reason.actor(), HOLD_SKIP_ACTION)
                 .item("recording", id.to_string())
                 .details(json!({ "reason": "legal_hold", "profile": rec.profile }));
             if let Err(e) = self.db.append_audit(self.tenant, &entry).await {
@@ -308,6 +319,19 @@ impl Run<'_> {
         }
 
         let (action, mode, details) = match reason {
+            Reason::Space => (
+                crate::space::CLEANUP_ACTION,
+                DeleteMode::MediaOnly,
+                json!({
+                    "object_key": rec.object_key,
+                    "profile": rec.profile,
+                    "storage_target": rec.storage_target,
+                    "size_bytes": rec.size_bytes,
+                    "start_time": rec.start_time,
+                    "expires_at": rec.expires_at,
+                    "reason": "the storage target crossed its space limit; oldest recordings not under legal hold go first",
+                }),
+            ),
             Reason::Expired => (
                 EXPIRE_ACTION,
                 DeleteMode::MediaOnly,
@@ -347,7 +371,7 @@ impl Run<'_> {
                 )
             }
         };
-        let entry = NewAuditEntry::new(SYSTEM_ACTOR, action)
+        let entry = NewAuditEntry::new(reason.actor(), action)
             .item("recording", id.to_string())
             .details(details);
         if let Err(e) = self.db.append_audit(self.tenant, &entry).await {

@@ -10,13 +10,17 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use callvault_config::{
-    ArchiveJobConfig, DEFAULT_JOB_CONFIG_PATH, RecorderConfig, TranscribeJobConfig,
+    ArchiveJobConfig, DEFAULT_JOB_CONFIG_PATH, RecorderConfig, SpaceCleanupJobConfig,
+    TranscribeJobConfig,
 };
-use callvault_crds::Connector;
+use callvault_crds::{Connector, StorageTarget};
 use callvault_jobs::alarms::{self, Alarms, Mailer};
 use callvault_jobs::archive::{ArchiveJob, ArchiveMode, RunOutcome, run_archive};
-use callvault_jobs::cluster::{ARCHIVE_FIELD_MANAGER, Cluster, retention_note, transcribe_note};
+use callvault_jobs::cluster::{
+    ARCHIVE_FIELD_MANAGER, Cluster, SPACE_CLEANUP_FIELD_MANAGER, retention_note, transcribe_note,
+};
 use callvault_jobs::retention::{RetentionOptions, Target, run_retention};
+use callvault_jobs::space::{SpaceJob, SpaceLimits, run_space_cleanup, space_note};
 use callvault_jobs::vault;
 use callvault_store::objstore::{self, Credentials};
 
@@ -32,6 +36,19 @@ pub enum JobCommand {
     Archive(ArchiveArgs),
     /// Transcribe recordings for a SpeechJob.
     Transcribe(TranscribeArgs),
+    /// Free space on a filesystem StorageTarget over its `spaceCleanup` limits: raise the
+    /// alarm, then delete the oldest recordings not under legal hold.
+    SpaceCleanup(SpaceCleanupArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SpaceCleanupArgs {
+    /// The StorageTarget (it must be the one the configuration file is for).
+    #[arg(long)]
+    storage_target: String,
+    /// The space cleanup job configuration the operator renders from the StorageTarget.
+    #[arg(long, default_value = DEFAULT_JOB_CONFIG_PATH)]
+    config: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,6 +96,7 @@ pub fn run(job: JobCommand) -> anyhow::Result<ExitCode> {
         JobCommand::Retention(args) => runtime.block_on(retention(args)),
         JobCommand::Archive(args) => runtime.block_on(archive(args)),
         JobCommand::Transcribe(args) => runtime.block_on(transcribe(args)),
+        JobCommand::SpaceCleanup(args) => runtime.block_on(space_cleanup(args)),
     }
 }
 
@@ -226,6 +244,68 @@ async fn archive(args: ArchiveArgs) -> anyhow::Result<ExitCode> {
     }
     db.close().await;
     Ok(exit(summary.outcome() == RunOutcome::Succeeded))
+}
+
+async fn space_cleanup(args: SpaceCleanupArgs) -> anyhow::Result<ExitCode> {
+    let valid = SpaceCleanupJobConfig::load(&args.config)
+        .with_context(|| format!("space cleanup job configuration {}", args.config.display()))?;
+    let config = &valid.config;
+    let name = &config.storage_target.name;
+    if *name != args.storage_target {
+        bail!(
+            "{} is the configuration of StorageTarget {name:?}, not {:?}",
+            args.config.display(),
+            args.storage_target
+        );
+    }
+    let span =
+        tracing::info_span!("space_cleanup", tenant = %config.tenant, storage_target = %name);
+    let _guard = span.enter();
+    let cluster = Cluster::from_env().await?;
+    let db = vault::connect_db(&config.database_url_file).await?;
+    let storage = vault::open_binding(&valid.storage_target)?;
+    let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
+    let alarms = Alarms {
+        db: &db,
+        tenant: &config.tenant,
+        mailer: mailer.as_ref(),
+    };
+    let summary = run_space_cleanup(&SpaceJob {
+        db: &db,
+        tenant: &config.tenant,
+        target: Target {
+            name,
+            storage: &storage,
+        },
+        root: &valid.root,
+        limits: SpaceLimits {
+            max_used_bytes: config.max_used_bytes,
+            min_free_percent: config.min_free_percent,
+        },
+        batch_size: config.batch_size,
+        alarms: &alarms,
+    })
+    .await?;
+    match &cluster {
+        Some(c) => {
+            for t in &summary.alarms {
+                c.alarm_event::<StorageTarget>(
+                    name,
+                    SPACE_CLEANUP_FIELD_MANAGER,
+                    &config.tenant,
+                    t,
+                )
+                .await
+                .context("alarm Event")?;
+            }
+            c.report_space_cleanup(name, &summary)
+                .await
+                .context("reporting to the StorageTarget")?;
+        }
+        None => println!("space cleanup {name}: {}", space_note(&summary)),
+    }
+    db.close().await;
+    Ok(exit(summary.failures.is_empty() && summary.still_over == 0))
 }
 
 async fn transcribe(args: TranscribeArgs) -> anyhow::Result<ExitCode> {

@@ -1,4 +1,5 @@
 //! One module per subcommand; each owns its options and its `run`.
+pub mod backup;
 pub mod call;
 pub mod crdgen;
 pub mod job;

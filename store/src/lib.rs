@@ -1,4 +1,5 @@
-//! The recording vault: database, encrypted format, object storage, audit log.
+//! The recording vault: database, encrypted format, object storage, audit log, backups.
+pub mod backup;
 pub mod db;
 pub mod format;
 pub mod keys;

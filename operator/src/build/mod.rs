@@ -6,6 +6,7 @@ pub mod meta;
 pub mod pod;
 pub mod recording_profile;
 pub mod speech_job;
+pub mod storage_target;
 
 mod names;
 

@@ -213,6 +213,8 @@ pub(crate) struct ChildStores {
     pub transcribe_cron_jobs: Store<k8s_openapi::api::batch::v1::CronJob>,
     pub transcribe_jobs: Store<k8s_openapi::api::batch::v1::Job>,
     pub transcribe_config_maps: Store<k8s_openapi::api::core::v1::ConfigMap>,
+    pub space_cleanup_cron_jobs: Store<k8s_openapi::api::batch::v1::CronJob>,
+    pub space_cleanup_config_maps: Store<k8s_openapi::api::core::v1::ConfigMap>,
 }
 
 /// What every reconcile shares.
@@ -668,6 +670,7 @@ fn controllers(
     use crate::build::connector::ARCHIVE;
     use crate::build::recording_profile::{RECORDER, RETENTION};
     use crate::build::speech_job::TRANSCRIBE;
+    use crate::build::storage_target::SPACE_CLEANUP;
 
     // Each store keeps the whole child (to compare with the desired one) but not the status
     // the operator does not read.
@@ -698,6 +701,10 @@ fn controllers(
         |j: &mut k8s_openapi::api::batch::v1::Job| j.status = None,
     );
     let (transcribe_config_maps, tcm_stream) = children(scope.api(client), TRANSCRIBE, |_| {});
+    let (space_cleanup_cron_jobs, scj_stream) =
+        children(scope.api(client), SPACE_CLEANUP, strip_cron);
+    let (space_cleanup_config_maps, scm_stream) =
+        children(scope.api(client), SPACE_CLEANUP, |_| {});
 
     // Bounded so that applying a thousand resources at once queues their reconciles instead of
     // holding a thousand sets of built children and API responses in memory together.
@@ -719,6 +726,8 @@ fn controllers(
         transcribe_cron_jobs,
         transcribe_jobs,
         transcribe_config_maps,
+        space_cleanup_cron_jobs,
+        space_cleanup_config_maps,
     };
     let synced = {
         let (st_store, rp_store) = (st.store(), rp.store());
@@ -742,6 +751,8 @@ fn controllers(
             let _ = s.transcribe_cron_jobs.wait_until_ready().await;
             let _ = s.transcribe_jobs.wait_until_ready().await;
             let _ = s.transcribe_config_maps.wait_until_ready().await;
+            let _ = s.space_cleanup_cron_jobs.wait_until_ready().await;
+            let _ = s.space_cleanup_config_maps.wait_until_ready().await;
         }
         .boxed()
         .shared()
@@ -781,11 +792,15 @@ fn controllers(
             |o, e, c| error_policy(recording_profile::NAME, &*o, e, &c),
             ctx.clone(),
         );
-    let st_run = st.graceful_shutdown_on(shutdown.clone()).run(
-        storage_target::reconcile,
-        |o, e, c| error_policy(storage_target::NAME, &*o, e, &c),
-        ctx.clone(),
-    );
+    let st_run = st
+        .owns_stream(scj_stream)
+        .owns_stream(scm_stream)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            storage_target::reconcile,
+            |o, e, c| error_policy(storage_target::NAME, &*o, e, &c),
+            ctx.clone(),
+        );
     let ap_run = ap.graceful_shutdown_on(shutdown.clone()).run(
         access_profile::reconcile,
         |o, e, c| error_policy(access_profile::NAME, &*o, e, &c),

@@ -17,7 +17,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 
-use super::{Context, Error, Scope, current_conditions, lock, succeeded};
+use super::{Context, Error, Scope, current_conditions, lock, refusal, succeeded};
+use crate::build::storage_target::{build, config_map_name, cron_job_name};
 use crate::conditions::{self, Observed};
 
 /// Controller name in metrics and logs.
@@ -65,6 +66,8 @@ pub(super) async fn reconcile(
 ) -> Result<Action, Error> {
     ctx.synced().await;
     let _timer = ctx.metrics.reconcile(NAME);
+    // The space cleanup CronJob follows the spec on every reconcile, probe due or not.
+    let cleanup_invalid = space_cleanup(&target, &ctx).await?;
     let generation = target.metadata.generation;
     let status = target.status.as_ref();
     let now = conditions::now();
@@ -120,13 +123,44 @@ pub(super) async fn reconcile(
     tracing::info!(reachable = ?reachable.status, reason = %reachable.reason, "probed");
 
     let current = current_conditions(status.map(|s| &s.conditions));
-    let ready = crate::status::storage_target_ready(&reachable);
+    let ready = match cleanup_invalid {
+        Some(problem) => Observed::no(ct::READY, reason::INVALID_SPEC, problem),
+        None => crate::status::storage_target_ready(&reachable),
+    };
     let merged = conditions::merge(current, &[ready, reachable], generation, &now);
     let transitions = conditions::transitions(current, &merged);
     let desired = crate::status::storage_target_status(generation, &merged, &now, usage.as_ref());
     ctx.apply_status(&*target, desired, &transitions).await?;
     succeeded(NAME, &*target, &ctx);
     Ok(Action::requeue(interval))
+}
+
+/// Applies the space cleanup ConfigMap and CronJob when the target asks for them and removes
+/// them when it no longer does; returns why they could not be built or applied, if so.
+async fn space_cleanup(target: &StorageTarget, ctx: &Context) -> Result<Option<String>, Error> {
+    let mut keep = Vec::new();
+    let mut invalid = None;
+    match build(target, &ctx.config.image, &ctx.config.database) {
+        Ok(Some(children)) => {
+            let name = target.name_any();
+            keep = vec![cron_job_name(&name), config_map_name(&name)];
+            let applied = async {
+                ctx.apply(&ctx.children.space_cleanup_config_maps, children.config_map)
+                    .await?;
+                ctx.apply(&ctx.children.space_cleanup_cron_jobs, children.cron_job)
+                    .await
+            };
+            invalid = refusal(applied.await)?.err();
+        }
+        Ok(None) => {}
+        Err(e) => invalid = Some(format!("space cleanup: {e}")),
+    }
+    let uid = target.uid().unwrap_or_default();
+    ctx.delete_orphans(&ctx.children.space_cleanup_cron_jobs, &uid, &keep)
+        .await?;
+    ctx.delete_orphans(&ctx.children.space_cleanup_config_maps, &uid, &keep)
+        .await?;
+    Ok(invalid)
 }
 
 /// The credentials from the target's Secret, or the condition saying what is missing.

@@ -70,6 +70,10 @@ pub struct Args {
     /// Without it, alarms are listed in the portal only.
     #[arg(long)]
     pub smtp_config: Option<PathBuf>,
+    /// File holding the backup key (at least 16 characters; or CALLVAULT_BACKUP_KEY): with
+    /// one, the catalogue and configuration are backed up daily into `<data>/backups/`.
+    #[arg(long)]
+    pub backup_key_file: Option<PathBuf>,
     /// Single sign-on and SCIM provisioning (the callback defaults to the portal's address).
     #[command(flatten)]
     pub identity: IdentityArgs,
@@ -93,6 +97,16 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     args.identity.apply(&mut config)?;
     // Settings are checked before anything is created on disk.
     let mut config = config.validate()?;
+    let backup_key = if args.backup_key_file.is_some()
+        || std::env::var_os(crate::cmd::backup::KEY_ENV).is_some()
+    {
+        let key = crate::cmd::backup::KeyArgs {
+            key_file: args.backup_key_file.clone(),
+        };
+        Some(Arc::new(key.read()?))
+    } else {
+        None
+    };
     let stop = crate::cmd::terminated();
     tokio::pin!(stop);
     let generated = args.data.join("resources");
@@ -191,6 +205,8 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
             ring: Arc::new(keys.ring),
             audit_retention_days: args.audit_retention_days,
             board: board.clone(),
+            resources: args.resources.clone(),
+            backup_key,
         },
         resources_rx,
         stop_rx.clone(),

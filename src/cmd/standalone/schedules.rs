@@ -1,5 +1,6 @@
 //! The jobs' schedules in one process: retention per RecordingProfile at the time the operator's
-//! CronJob uses, archive per active Connector on its cron schedule, and transcription per
+//! CronJob uses, space cleanup per filesystem StorageTarget with `spaceCleanup` as often as the
+//! operator's, archive per active Connector on its cron schedule, and transcription per
 //! SpeechJob on its schedule or, without one, once (as the operator's Job). Jobs run one at a
 //! time on a whole-minute tick, against the resources in force at that minute, so a reload takes
 //! effect at the next run and never in the middle of one.
@@ -10,12 +11,16 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use callvault_config::{KeyRingConfig, StorageBinding};
 use callvault_crds::{Cron, ResourceSet};
+use callvault_jobs::alarms::Alarms;
 use callvault_jobs::archive::{ArchiveJob, ArchiveMode, run_archive};
 use callvault_jobs::retention::{RetentionOptions, Target, run_retention};
+use callvault_jobs::space::{SpaceJob, SpaceLimits, run_space_cleanup, space_note};
 use callvault_jobs::transcribe::{build_engine, job_spec, transcribe_job};
 use callvault_operator::build::job::JOB_RETRIES;
 use callvault_operator::build::recording_profile::RETENTION_SCHEDULE;
+use callvault_operator::build::storage_target::{SPACE_CLEANUP_SCHEDULE, job_config};
 use callvault_operator::speech_config::{JobFiles, transcribe_job_config};
+use callvault_store::backup::BackupSecret;
 use callvault_store::db::{Db, now_micros};
 use callvault_store::keys::KeyRing;
 use callvault_store::objstore::{Storage, StorageConfig};
@@ -43,24 +48,39 @@ pub struct Context {
     pub audit_retention_days: u32,
     /// Where each run reports its part of its resource's status (and its alarm).
     pub board: super::status::Board,
+    /// The user's resource directory, backed up with `<data>`'s configuration.
+    pub resources: std::path::PathBuf,
+    /// With a key, the daily backup runs.
+    pub backup_key: Option<Arc<BackupSecret>>,
 }
+
+/// When the daily backup runs (UTC), after retention has removed what expired.
+const BACKUP_SCHEDULE: &str = "15 3 * * *";
+/// Daily backups kept in `<data>/backups/`; older ones are removed.
+const BACKUPS_KEPT: usize = 7;
 
 /// One scheduled job.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Job {
     Retention { profile: String },
+    SpaceCleanup { storage_target: String },
     Archive { connector: String },
     Transcribe { speech_job: String },
+    Backup,
 }
 
 impl std::fmt::Display for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Job::Retention { profile } => write!(f, "retention of RecordingProfile {profile:?}"),
+            Job::SpaceCleanup { storage_target } => {
+                write!(f, "space cleanup of StorageTarget {storage_target:?}")
+            }
             Job::Archive { connector } => write!(f, "archive of Connector {connector:?}"),
             Job::Transcribe { speech_job } => {
                 write!(f, "transcription of SpeechJob {speech_job:?}")
             }
+            Job::Backup => f.write_str("backup of the catalogue and configuration"),
         }
     }
 }
@@ -83,6 +103,16 @@ pub fn planned(set: &ResourceSet) -> (Vec<(Job, Cron)>, Vec<String>) {
             },
             RETENTION_SCHEDULE,
         );
+    }
+    for (name, target) in &set.storage_targets {
+        if target.spec.space_cleanup.is_some() {
+            add(
+                Job::SpaceCleanup {
+                    storage_target: name.clone(),
+                },
+                SPACE_CLEANUP_SCHEDULE,
+            );
+        }
     }
     for (name, connector) in &set.connectors {
         if connector.spec.active {
@@ -188,7 +218,12 @@ pub async fn run(
         }
         let now = utc_now();
         let set = resources.borrow_and_update().clone();
-        let (jobs, problems) = planned(&set);
+        let (mut jobs, problems) = planned(&set);
+        if ctx.backup_key.is_some()
+            && let Ok(cron) = Cron::parse(BACKUP_SCHEDULE)
+        {
+            jobs.push((Job::Backup, cron));
+        }
         for p in problems {
             tracing::error!("{p}: not scheduled");
         }
@@ -270,6 +305,73 @@ pub async fn run_job(ctx: &Context, set: &ResourceSet, job: &Job) -> anyhow::Res
             ctx.board.retention_ran(
                 profile,
                 &callvault_jobs::cluster::retention_status(days, &summary, now_micros()),
+            );
+        }
+        Job::SpaceCleanup { storage_target } => {
+            let target = set
+                .storage_targets
+                .get(storage_target)
+                .context("the StorageTarget is gone")?;
+            let config = job_config(target, TENANT, ctx.data.join("database-url"))?
+                .context("the StorageTarget no longer asks for space cleanup")?;
+            let valid = config
+                .validate()
+                .map_err(|e| anyhow::anyhow!("StorageTarget {storage_target:?}: {e}"))?;
+            let storage = open(ctx, set, storage_target)?;
+            let summary = run_space_cleanup(&SpaceJob {
+                db: &ctx.db,
+                tenant: TENANT,
+                target: Target {
+                    name: storage_target,
+                    storage: &storage,
+                },
+                root: &valid.root,
+                limits: SpaceLimits {
+                    max_used_bytes: config.max_used_bytes,
+                    min_free_percent: config.min_free_percent,
+                },
+                batch_size: BATCH,
+                // Standalone sends no mail: alarms are listed in the portal.
+                alarms: &Alarms {
+                    db: &ctx.db,
+                    tenant: TENANT,
+                    mailer: None,
+                },
+            })
+            .await?;
+            tracing::info!("space cleanup done: {}", space_note(&summary));
+        }
+        Job::Backup => {
+            let key = ctx.backup_key.as_ref().context("no backup key")?;
+            let dir = ctx.data.join("backups");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let name = format!(
+                "callvault-{}.cvbackup",
+                Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+            );
+            let system = crate::cmd::backup::SystemArgs {
+                data: Some(ctx.data.clone()),
+                database_url_file: None,
+                resources: Some(ctx.resources.clone()),
+            };
+            let summary =
+                crate::cmd::backup::write_backup(&ctx.db, &system, &dir.join(&name), key).await?;
+            // Names sort by time: keep the newest.
+            let mut old: Vec<_> = std::fs::read_dir(&dir)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "cvbackup"))
+                .collect();
+            old.sort();
+            old.reverse();
+            for stale in old.into_iter().skip(BACKUPS_KEPT) {
+                std::fs::remove_file(&stale)
+                    .with_context(|| format!("removing {}", stale.display()))?;
+            }
+            tracing::info!(
+                file = %name,
+                rows = summary.catalogue.rows,
+                files = summary.files,
+                "backup done"
             );
         }
         Job::Archive { connector } => {
@@ -453,6 +555,26 @@ spec:
             due(&jobs, day.at(2, 29, 0, 0), day.at(3, 1, 0, 0)),
             [retention, nightly]
         );
+    }
+
+    #[test]
+    fn a_target_with_space_cleanup_is_checked_every_ten_minutes() {
+        let yaml = RESOURCES.replace(
+            "spec: {type: filesystem, path: /var/lib/callvault/recordings}",
+            "spec: {type: filesystem, path: /var/lib/callvault/recordings, \
+             spaceCleanup: {maxUsedBytes: 1000000}}",
+        );
+        let (jobs, problems) = planned(&set(&yaml));
+        assert!(problems.is_empty(), "{problems:?}");
+        let cleanup = Job::SpaceCleanup {
+            storage_target: "local".into(),
+        };
+        let day = date(2026, 11, 24);
+        assert_eq!(
+            due(&jobs, day.at(9, 9, 0, 0), day.at(9, 10, 0, 0)),
+            std::slice::from_ref(&cleanup)
+        );
+        assert_eq!(due(&jobs, day.at(9, 10, 0, 0), day.at(9, 19, 0, 0)), []);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub(crate) enum Arg {
     Text(String),
     OptText(Option<String>),
     Bool(bool),
+    OptBool(Option<bool>),
     Uuid(Uuid),
     OptUuid(Option<Uuid>),
 }
@@ -129,6 +130,7 @@ macro_rules! bind_all {
                 Arg::Text(v) => q.bind(v.as_str()),
                 Arg::OptText(v) => q.bind(v.as_deref()),
                 Arg::Bool(v) => q.bind(*v),
+                Arg::OptBool(v) => q.bind(*v),
                 Arg::Uuid(v) => q.bind(*v),
                 Arg::OptUuid(v) => q.bind(*v),
             };

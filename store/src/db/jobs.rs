@@ -78,6 +78,38 @@ impl Db {
         .await
     }
 
+    /// Recordings whose media is on `target` and that space-based cleanup may remove: finished
+    /// (not being recorded or committed), not deleted, not held (their own hold or their
+    /// owner's), oldest first by start time then id, after the cursor `after`.
+    pub async fn oldest_removable_on_target(
+        &self,
+        tenant: &str,
+        target: &str,
+        after: Option<(i64, Uuid)>,
+        limit: i64,
+    ) -> Result<Vec<Recording>> {
+        let (after_t, after_id) = after.unzip();
+        self.rows(
+            &format!(
+                "SELECT {RECORDING_COLUMNS} FROM {RECORDING_FROM} WHERE r.tenant = $1 \
+                 AND r.storage_target = $2 AND r.object_key IS NOT NULL \
+                 AND r.status IN ('available', 'incomplete') \
+                 AND NOT (r.legal_hold OR COALESCE(u.legal_hold, FALSE)) \
+                 AND ($3 IS NULL OR r.start_time > $3 OR (r.start_time = $3 AND r.id > $4)) \
+                 ORDER BY r.start_time, r.id LIMIT $5"
+            ),
+            &[
+                tenant.into(),
+                target.into(),
+                after_t.into(),
+                after_id.into(),
+                limit.into(),
+            ],
+            recording_from_row,
+        )
+        .await
+    }
+
     /// Held recordings past expiry and the oldest stored start time of `profile` at `now`.
     pub async fn retention_overview(
         &self,

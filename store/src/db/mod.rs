@@ -9,6 +9,7 @@
 mod alarms;
 mod annotations;
 mod audit;
+mod catalogue;
 mod directory;
 mod exec;
 mod jobs;
@@ -35,6 +36,7 @@ pub use audit::{
     AuditCheckpoint, AuditEntry, AuditFilter, AuditVerification, ChainBreak, GENESIS_HASH,
     NewAuditEntry, PURGE_ACTION, PurgeReport, audit_entry_hash,
 };
+pub use catalogue::{CatalogueCounts, CatalogueItem, Column, ColumnKind};
 pub use directory::{Group, NewUser, User, UserSource, WebSession};
 pub use jobs::{ArchiveCounts, RetentionOverview};
 pub use model::{
@@ -51,7 +53,7 @@ pub use search::{
 };
 pub use speech::{SpeechCounts, SpeechJobState, SpeechPosition, SpeechSelection};
 
-pub(crate) use exec::Arg;
+pub(crate) use exec::{Arg, Tx};
 
 /// Errors of the database layer.
 #[derive(Debug, thiserror::Error)]
