@@ -478,7 +478,7 @@ mod tests {
         }
         // The recorder would accept both streams.
         assert!(
-            sdp::plan(&offer)
+            sdp::plan(&offer, sdp::SrtpPolicy::Preferred)
                 .iter()
                 .all(|p| matches!(p, sdp::MediaPlan::Accept { .. }))
         );

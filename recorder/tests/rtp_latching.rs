@@ -134,6 +134,7 @@ impl Rig {
             media_timeout: None,
             options_probe: None,
             created: None,
+            srtp: sdp::SrtpPolicy::Preferred,
         };
         Rig {
             _dir: dir,
