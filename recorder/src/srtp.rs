@@ -195,11 +195,6 @@ impl MasterKey {
         self.suite
     }
 
-    /// Key and salt, for an independent implementation in tests.
-    pub fn bytes(&self) -> &[u8] {
-        &self.material
-    }
-
     fn split(&self) -> (&[u8], &[u8]) {
         self.material.split_at(self.suite.key_len())
     }
@@ -574,7 +569,7 @@ mod tests {
         for encoded in [k.trim_end_matches('=').to_owned(), k.clone()] {
             let c = Crypto::parse(&format!("7 AEAD_AES_128_GCM inline:{encoded} WSH=64 -FOO"))
                 .expect("valid");
-            assert_eq!(c.key.bytes(), [7u8; 28]);
+            assert_eq!(*c.key.material, [7u8; 28]);
         }
         let k = BASE64.encode([9u8; 44]);
         assert!(Crypto::parse(&format!("2 AEAD_AES_256_GCM inline:{k}|1048576 KDR=0")).is_ok());
