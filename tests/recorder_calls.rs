@@ -718,12 +718,12 @@ async fn check_recording(rig: &Rig, row: &Recording) -> [Vec<f32>; 2] {
 // ---------------------------------------------------------------------------------------------
 // The call scenarios.
 
+/// One stream's packets: (send time, datagram).
+type Stream = Vec<(Duration, Vec<u8>)>;
+
 /// Each party's stream of a call, protected with libsrtp (`protect`) under a key of its own:
 /// the streams and the `a=crypto` lines that offer their keys.
-fn srtp_streams(
-    suite: Suite,
-    streams: [Vec<(Duration, Vec<u8>)>; 2],
-) -> ([Vec<(Duration, Vec<u8>)>; 2], [String; 2]) {
+fn srtp_streams(suite: Suite, streams: [Stream; 2]) -> ([Stream; 2], [String; 2]) {
     let keys = [1u32, 2].map(|tag| Crypto {
         tag,
         key: MasterKey::generate(suite).unwrap(),
