@@ -561,18 +561,48 @@ fn libsrtp_protect(key: &MasterKey, packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// An SRTP call of `suite` from 127.0.0.1, protected by libsrtp. During the attack window the
-/// genuine address itself also sends, before each genuine packet, the previous genuine packet
-/// again (a replay) and the next sequence number with the foreign tone under another key (a
-/// forgery that, taken, would make the genuine packet a duplicate). Returns the recording and
-/// the replays and forgeries sent.
-async fn record_srtp(rig: &Rig, suite: Suite) -> (Vec<f64>, u64, u64) {
+/// The datagrams of an SRTP call, protected by libsrtp before the call starts (the Python
+/// process must not hold up the runtime while calls are timed): the genuine stream under the
+/// offered key, and forgeries of the next sequence number with the foreign tone under another.
+struct SrtpCall {
+    key: MasterKey,
+    genuine: Vec<Vec<u8>>,
+    forged: Vec<Vec<u8>>,
+}
+
+impl SrtpCall {
+    fn new(suite: Suite) -> SrtpCall {
+        let key = MasterKey::generate(suite).unwrap();
+        let packets = |first: u32, hz: f64| -> Vec<Vec<u8>> {
+            (first..first + PACKETS)
+                .map(|i| {
+                    let ts = 50_000 + 160 * i;
+                    rtp(0, 1000 + i as u16, ts, GENUINE_SSRC, &tone(hz, ts))
+                })
+                .collect()
+        };
+        SrtpCall {
+            genuine: libsrtp_protect(&key, &packets(0, GENUINE_HZ)),
+            forged: libsrtp_protect(
+                &MasterKey::generate(suite).unwrap(),
+                &packets(1, FOREIGN_HZ),
+            ),
+            key,
+        }
+    }
+}
+
+/// An SRTP call from 127.0.0.1. During the attack window the genuine address itself also
+/// sends, before each genuine packet, the previous genuine packet again (a replay) and a
+/// forgery (which, taken, would make the genuine packet a duplicate). Returns the recording
+/// and the replays and forgeries sent.
+async fn record_srtp(rig: &Rig, srtp: &SrtpCall) -> (Vec<f64>, u64, u64) {
+    let suite = srtp.key.suite();
     let genuine = bind([127, 0, 0, 1]);
     let call = dialog(&format!("srtp-{suite}"));
-    let key = MasterKey::generate(suite).unwrap();
     let crypto = Crypto {
         tag: 1,
-        key: key.clone(),
+        key: srtp.key.clone(),
     };
     let answer = rig
         .offer_sdp(
@@ -593,23 +623,8 @@ async fn record_srtp(rig: &Rig, suite: Suite) -> (Vec<f64>, u64, u64) {
         .and_then(|(_, v)| Crypto::parse(v.as_deref()?).ok())
         .expect("the answer has the recorder's key");
     assert_eq!((theirs.tag, theirs.key.suite()), (1, suite));
-    assert_ne!(theirs.key, key, "the recorder's key is its own");
-    let plain: Vec<Vec<u8>> = (0..PACKETS)
-        .map(|i| {
-            let ts = 50_000 + 160 * i;
-            rtp(0, 1000 + i as u16, ts, GENUINE_SSRC, &tone(GENUINE_HZ, ts))
-        })
-        .collect();
-    let protected = libsrtp_protect(&key, &plain);
-    let forged = libsrtp_protect(
-        &MasterKey::generate(suite).unwrap(),
-        &(0..PACKETS)
-            .map(|i| {
-                let ts = 50_000 + 160 * (i + 1);
-                rtp(0, 1001 + i as u16, ts, GENUINE_SSRC, &tone(FOREIGN_HZ, ts))
-            })
-            .collect::<Vec<_>>(),
-    );
+    assert_ne!(theirs.key, srtp.key, "the recorder's key is its own");
+    let (protected, forged) = (&srtp.genuine, &srtp.forged);
     let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let mut pace = tokio::time::interval(Duration::from_millis(20));
     let (mut replays, mut forgeries) = (0, 0);
@@ -629,8 +644,9 @@ async fn record_srtp(rig: &Rig, suite: Suite) -> (Vec<f64>, u64, u64) {
 
 async fn srtp_attack_leaves_the_recording_unchanged(suite: Suite) {
     let secure = Rig::new().await;
+    let srtp = SrtpCall::new(suite);
     let ((_, _, baseline, _), (attacked, replays, forgeries)) =
-        tokio::join!(record(Attack::None), record_srtp(&secure, suite));
+        tokio::join!(record(Attack::None), record_srtp(&secure, &srtp));
     assert_same_audio(&baseline, &attacked);
     let m = &secure.metrics;
     assert_eq!(m.srtp_replayed.load(Ordering::Relaxed), replays);
