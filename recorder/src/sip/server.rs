@@ -1021,3 +1021,23 @@ fn with_timer(resp: &mut SipMessage, session_timer: Option<SessionTimer>) {
         resp.headers.push("Require", "timer");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejection_says_why_in_a_warning_that_stays_a_quoted_string() {
+        let mut resp = SipMessage::request(Method::Invite, "sip:srs@192.0.2.1");
+        Rejection::new(488, "Not Acceptable Here (SRTP required)")
+            .warning("SRTP \"required\"\r\nInjected: yes\\")
+            .retry_after(Duration::from_secs(60))
+            .decorate(&mut resp);
+        assert_eq!(
+            resp.headers.get("Warning"),
+            Some("399 callvault \"SRTP requiredInjected: yes\"")
+        );
+        assert_eq!(resp.headers.get("Retry-After"), Some("60"));
+        assert_eq!(resp.headers.get("Injected"), None);
+    }
+}
