@@ -8,6 +8,11 @@
 //! it measures how many channels raw libopus encodes in real time at the recorder's settings
 //! (the physical bound) and the ratio of the two.
 //!
+//! Then, side by side in the same run, secure calls (SRTP of `CALLVAULT_BENCH_SRTP`, default
+//! AES_CM_128_HMAC_SHA1_80) against plain ones at one level (`CALLVAULT_BENCH_SRTP_CALLS`,
+//! default 60 % of the libopus bound), alternating plain and secure runs, and reports secure
+//! calls per core ÷ plain calls per core by the recorder's CPU time.
+//!
 //! Run: `cargo bench --bench calls`. Levels: `CALLVAULT_BENCH_LEVELS=100,200,300` (default: a
 //! search from 40 % of the libopus bound); steady window `CALLVAULT_BENCH_SECONDS` (default 20).
 
@@ -199,6 +204,13 @@ fn files_under(dir: &Path) -> u64 {
         .sum()
 }
 
+/// What the calls of a level send: the two parties' WAV files, and the SRTP suite if any.
+#[derive(Debug, Clone, Copy)]
+struct Load<'a> {
+    audio: &'a (PathBuf, PathBuf),
+    srtp: Option<&'a str>,
+}
+
 async fn level(
     n: usize,
     sip: SocketAddr,
@@ -206,8 +218,9 @@ async fn level(
     store: &Path,
     seconds: u64,
     idle_rss: u64,
-    audio: &(PathBuf, PathBuf),
+    load: Load<'_>,
 ) -> Level {
+    let (audio, srtp) = (load.audio, load.srtp);
     // Start from an idle recorder.
     while metric(&get(http, "/metrics").await, "sessions_active") > 0 {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -230,6 +243,7 @@ async fn level(
         .args(["--duration", &duration.to_string()])
         .args(["--left".as_ref(), audio.0.as_os_str()])
         .args(["--right".as_ref(), audio.1.as_os_str()])
+        .args(srtp.map(|suite| ["--srtp", suite]).into_iter().flatten())
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::inherit())
@@ -437,7 +451,11 @@ fn main() {
         let mut fixed = fixed.map(std::collections::VecDeque::from);
         let mut next = Some(fixed.as_mut().and_then(|f| f.pop_front()).unwrap_or(first));
         while let Some(n) = next {
-            let l = level(n, sip, http, &store, seconds, idle_rss, &audio).await;
+            let plain = Load {
+                audio: &audio,
+                srtp: None,
+            };
+            let l = level(n, sip, http, &store, seconds, idle_rss, plain).await;
             println!(
                 "| {} | {} | {} ({}) | {} | {} | {:.1} / {:.1} ms | {} | {} | {} | {} ({:.3} %) | {:.3} | {:.0} | {:.0} KiB | {} ms | {:.1} s |",
                 l.calls,
@@ -485,6 +503,43 @@ fn main() {
                 None => Some(n + step),
             };
         }
+        // Secure against plain: the same level, alternating so that drift in the machine's
+        // speed falls on both alike; the recorder's CPU per call of each kind, summed.
+        let suite = std::env::var("CALLVAULT_BENCH_SRTP")
+            .unwrap_or_else(|_| "AES_CM_128_HMAC_SHA1_80".to_owned());
+        let n = std::env::var("CALLVAULT_BENCH_SRTP_CALLS")
+            .ok()
+            .map(|v| v.parse().expect("CALLVAULT_BENCH_SRTP_CALLS"))
+            .unwrap_or(if smoke { 4 } else { round10(0.6) });
+        let (mut plain, mut secure) = (0.0, 0.0);
+        for round in 0..if smoke { 1 } else { 2 } {
+            for srtp in [None, Some(suite.as_str())] {
+                let load = Load {
+                    audio: &audio,
+                    srtp,
+                };
+                let l = level(n, sip, http, &store, seconds, idle_rss, load).await;
+                println!(
+                    "{} round {round}: {n} calls, {} committed ({} incomplete), {} of {} packets late or lost, recorder CPU per call {:.3} % of a core",
+                    srtp.unwrap_or("plain RTP"),
+                    l.committed,
+                    l.incomplete,
+                    l.bad,
+                    l.sent,
+                    l.cpu_per_call
+                );
+                assert_eq!(
+                    (l.answered, l.committed, l.incomplete),
+                    (n, n as u64, 0),
+                    "every call answered and its recording committed whole"
+                );
+                *if srtp.is_some() { &mut secure } else { &mut plain } += l.cpu_per_call;
+            }
+        }
+        println!(
+            "secure calls per core ÷ plain calls per core ({suite}, {n} calls): {:.3}",
+            plain / secure
+        );
         let _ = stop_tx.send(());
         let _ = server.await;
         (best, best_cpu, best_rss)

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use audiopus::coder::{Decoder, Encoder};
 use audiopus::{Application, Channels, SampleRate};
 use callvault_recorder::media::{g711, g722};
+use callvault_recorder::srtp::{Crypto, MasterKey, Suite};
 use callvault_store::db::{AlarmSeverity, Db, NewUser, Recording, RecordingStatus};
 use callvault_store::format::{decrypt_stream, recover_truncated, sha256};
 use callvault_store::keys::{KeyRing, PrivateKey};
@@ -515,6 +516,10 @@ async fn run_sipp(
     for (k, v) in vars {
         text = text.replace(&format!("@{k}@"), v);
     }
+    // What plain-RTP calls leave out of the scenarios that can offer SRTP.
+    for (k, v) in [("PROTO", "RTP/AVP"), ("CRYPTO_1", ""), ("CRYPTO_2", "")] {
+        text = text.replace(&format!("@{k}@"), v);
+    }
     let filled = dir.join(format!("{}-{scenario}", uuid_hex()));
     std::fs::write(&filled, text).unwrap();
     let child = Command::new("sipp")
@@ -713,32 +718,106 @@ async fn check_recording(rig: &Rig, row: &Recording) -> [Vec<f32>; 2] {
 // ---------------------------------------------------------------------------------------------
 // The call scenarios.
 
+/// One stream's packets: (send time, datagram).
+type Stream = Vec<(Duration, Vec<u8>)>;
+
+/// Each party's stream of a call, protected with libsrtp (`protect`) under a key of its own:
+/// the streams and the `a=crypto` lines that offer their keys.
+fn srtp_streams(suite: Suite, streams: [Stream; 2]) -> ([Stream; 2], [String; 2]) {
+    let keys = [1u32, 2].map(|tag| Crypto {
+        tag,
+        key: MasterKey::generate(suite).unwrap(),
+    });
+    let lines = keys
+        .each_ref()
+        .map(|c| format!("a=crypto:{}", &*c.attribute()));
+    let mut k = keys.iter();
+    let streams = streams.map(|s| {
+        let key = k.next().unwrap().key.inline();
+        let packets: Vec<Vec<u8>> = s.iter().map(|(_, p)| p.clone()).collect();
+        let protected = libsrtp("protect", suite, &key, &packets);
+        s.into_iter()
+            .zip(protected)
+            .map(|((at, _), p)| (at, p.expect("libsrtp protects every packet")))
+            .collect()
+    });
+    (streams, lines)
+}
+
+/// libsrtp (pylibsrtp, recorder/tests/tools/srtp_oracle.py) applied to `packets` in order:
+/// `protect` or `unprotect` under `key` (base64 of key and salt); `None` where it refused one.
+fn libsrtp(direction: &str, suite: Suite, key: &str, packets: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+    let python = std::env::var("CALLVAULT_TEST_SRTP_PYTHON").unwrap_or_else(|_| {
+        panic!("CALLVAULT_TEST_SRTP_PYTHON is not set: run `source scripts/services.sh; ensure_recorder_test_tools` first")
+    });
+    let script = format!(
+        "{}/recorder/tests/tools/srtp_oracle.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let input: String = packets
+        .iter()
+        .map(|p| format!("{}\n", ::hex::encode(p)))
+        .collect();
+    let mut child = std::process::Command::new(python)
+        .args([script.as_str(), direction, suite.name(), key])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write as _;
+        stdin.write_all(input.as_bytes()).unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success(), "srtp_oracle.py failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| (l != "-").then(|| ::hex::decode(l).unwrap()))
+        .collect()
+}
+
 async fn two_stream_call(codec: Codec, transport: &str) {
+    two_stream_call_with(codec, transport, None).await;
+}
+
+/// A call of two parties, each on a stream of its own; `srtp`: both streams SRTP of this
+/// suite, protected by libsrtp.
+async fn two_stream_call_with(codec: Codec, transport: &str, srtp: Option<Suite>) {
     let mut rig = Rig::new(None, 10).await;
     rig.start().await;
     let a = speech(rig.dir.path(), PARTY_A, codec.pcm_rate());
     let b = speech(rig.dir.path(), PARTY_B, codec.pcm_rate());
     let pcap = rig.dir.path().join("call.pcap");
-    write_pcap(
-        &pcap,
-        &[
-            rtp_stream(codec, &a, 0x1111, Duration::ZERO, None),
-            rtp_stream(codec, &b, 0x2222, Duration::ZERO, None),
-        ],
-    );
+    let streams = [
+        rtp_stream(codec, &a, 0x1111, Duration::ZERO, None),
+        rtp_stream(codec, &b, 0x2222, Duration::ZERO, None),
+    ];
     let talk = a.len().max(b.len()) as u64 * 1000 / u64::from(codec.pcm_rate());
-    let out = sipp(
-        &rig,
-        "record_two_streams.xml",
-        &[
-            ("PT", codec.pt().to_string()),
-            ("RTPMAP", codec.rtpmap().into()),
-            ("PCAP", pcap.display().to_string()),
-            ("PAUSE_MS", (talk + 500).to_string()),
-        ],
-        transport,
-    )
-    .await;
+    let mut vars = vec![
+        ("PT", codec.pt().to_string()),
+        ("RTPMAP", codec.rtpmap().into()),
+        ("PCAP", pcap.display().to_string()),
+        ("PAUSE_MS", (talk + 500).to_string()),
+    ];
+    let mut offered = Vec::new();
+    let streams = match srtp {
+        None => streams,
+        Some(suite) => {
+            let (streams, [line_a, line_b]) = srtp_streams(suite, streams);
+            offered = vec![line_a.clone(), line_b.clone()];
+            vars.extend([
+                ("PROTO", "RTP/SAVP".to_owned()),
+                ("CRYPTO_1", line_a),
+                ("CRYPTO_2", line_b),
+            ]);
+            streams
+        }
+    };
+    write_pcap(&pcap, &streams);
+    let out = sipp(&rig, "record_two_streams.xml", &vars, transport).await;
     assert_ok(&out, &rig);
     let rows = rig.wait_finished(1, Duration::from_secs(30)).await;
     let row = &rows[0];
@@ -789,6 +868,25 @@ async fn two_stream_call(codec: Codec, transport: &str) {
         rig.db.active_recordings(&rig.tenant).await.unwrap().len(),
         0
     );
+    if srtp.is_some() {
+        // Nothing was dropped, and no key is anywhere the recorder writes: not the offered
+        // ones, not the recorder's own (which the log would show as `inline:` too).
+        let (_, metrics) = get(rig.http, "/metrics").await.unwrap();
+        for counter in ["srtp_unauthenticated_total", "srtp_replayed_total"] {
+            assert!(
+                metrics.contains(&format!("callvault_recorder_{counter} 0\n")),
+                "{metrics}"
+            );
+        }
+        let (log, row) = (rig.logs(), format!("{row:?}"));
+        for line in &offered {
+            let key = line.rsplit("inline:").next().unwrap();
+            for (what, text) in [("log", &log), ("metrics", &metrics), ("row", &row)] {
+                assert!(!text.contains(key), "an offered key is in the {what}");
+            }
+        }
+        assert!(!log.contains("inline:"), "a key is in the log");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -804,6 +902,34 @@ async fn two_g722_streams_over_tcp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_opus_streams() {
     two_stream_call(Codec::Opus, "u1").await;
+}
+
+/// SRTP from libsrtp, over UDP and TCP signalling, records what the plain call records; no
+/// key reaches the log, the metrics or the row.
+async fn srtp_call(suite: Suite) {
+    for transport in ["u1", "t1"] {
+        two_stream_call_with(Codec::Pcmu, transport, Some(suite)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_aes_cm_128_hmac_sha1_80_streams() {
+    srtp_call(Suite::AesCm128HmacSha1_80).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_aes_cm_128_hmac_sha1_32_streams() {
+    srtp_call(Suite::AesCm128HmacSha1_32).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_aead_aes_128_gcm_streams() {
+    srtp_call(Suite::AeadAes128Gcm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_aead_aes_256_gcm_streams() {
+    srtp_call(Suite::AeadAes256Gcm).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 
+use callvault_recorder::srtp::{Crypto, MasterKey, Outbound};
+
 use crate::audio::Audio;
 use crate::config::CallConfig;
 use crate::error::CallError;
@@ -91,6 +93,18 @@ async fn run(
         transport: link.transport(),
         rtp: [rtp_addr(0)?, rtp_addr(1)?],
     };
+    // A fresh key per stream and call (RFC 4568 §8.1: keys are never reused).
+    let keys = match cfg.srtp {
+        Some(suite) => {
+            let key = |tag| {
+                MasterKey::generate(suite)
+                    .map(|key| Crypto { tag, key })
+                    .map_err(|e| CallError::Srtp(e.to_string()))
+            };
+            Some([key(1)?, key(1)?])
+        }
+        None => None,
+    };
     let start_time = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
@@ -102,6 +116,7 @@ async fn run(
         ids,
         local,
         start_time: &start_time,
+        srtp: keys.as_ref(),
     };
     let invite = request::invite(&offer, &request::new_branch());
 
@@ -123,13 +138,16 @@ async fn run(
     );
 
     // An answer we cannot send media to still opened a dialog: hang it up before failing.
-    let media_result = match request::media_destinations(&ok, cfg.codec) {
+    let media_result = match request::media_destinations(&ok, cfg.codec, keys.as_ref()) {
         Ok(dests) => {
             let streams = [0, 1].map(|_| RtpStream::random(cfg.codec.payload_type()));
             let media = Media {
                 sockets: [sockets[0].clone(), sockets[1].clone()],
                 dests,
                 streams,
+                srtp: keys
+                    .as_ref()
+                    .map(|k| k.each_ref().map(|c| Outbound::new(&c.key))),
             };
             converse(ctx, media, &ack, &mut rx, &mut stop, outcome).await
         }
@@ -283,6 +301,8 @@ struct Media {
     sockets: [Arc<UdpSocket>; 2],
     dests: [SocketAddr; 2],
     streams: [RtpStream; 2],
+    /// Per stream, its SRTP protection.
+    srtp: Option<[Outbound; 2]>,
 }
 
 /// The call itself: RTP on both streams for the call's duration, while answering the
@@ -358,7 +378,7 @@ struct MediaResult {
 
 /// Sends `packets` ticks of both streams on the fixed 20 ms schedule, until done or `end`.
 async fn send_media(
-    media: Media,
+    mut media: Media,
     audio: Audio,
     packets: u64,
     mut end: watch::Receiver<bool>,
@@ -375,6 +395,15 @@ async fn send_media(
             .record_duration(rtp::lateness(rtp::due(k), start.elapsed()));
         for ch in 0..2 {
             media.streams[ch].packet(k, audio.payload(ch, k), &mut buf);
+            if let Some(srtp) = media.srtp.as_mut() {
+                match srtp[ch].protect_rtp(&buf) {
+                    Ok(protected) => buf = protected,
+                    Err(e) => {
+                        r.error = Some(CallError::Srtp(e.to_string()));
+                        return r;
+                    }
+                }
+            }
             if let Err(e) = media.sockets[ch].send_to(&buf, media.dests[ch]).await {
                 r.error = Some(CallError::RtpSend(format!("to {}: {e}", media.dests[ch])));
                 return r;

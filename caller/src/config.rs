@@ -6,6 +6,7 @@ use std::time::Duration;
 use callvault_recorder::media::g711;
 use callvault_recorder::sip::transaction::Timers;
 use callvault_recorder::sip::transport::Transport;
+use callvault_recorder::srtp::Suite;
 
 use crate::error::ConfigError;
 
@@ -139,6 +140,8 @@ pub struct CallOptions {
     pub rate: f64,
     /// Seconds to wait for a final answer to an INVITE.
     pub answer_timeout: f64,
+    /// SRTP crypto suite of the streams (RFC 4568 name); `None`: plain RTP.
+    pub srtp: Option<String>,
 }
 
 impl Default for CallOptions {
@@ -157,6 +160,7 @@ impl Default for CallOptions {
             calls: 1,
             rate: 1.0,
             answer_timeout: 32.0,
+            srtp: None,
         }
     }
 }
@@ -175,6 +179,8 @@ pub struct CallConfig {
     pub rate: f64,
     pub timers: Timers,
     pub answer_timeout: Duration,
+    /// Both streams SRTP of this suite, each under a fresh key.
+    pub srtp: Option<Suite>,
 }
 
 /// One party of the recorded call, as the metadata names it.
@@ -203,6 +209,20 @@ impl CallOptions {
             "pcma" => G711::Pcma,
             _ => return Err(option("codec", &self.codec, "must be pcmu or pcma")),
         };
+        let srtp = self
+            .srtp
+            .as_deref()
+            .map(|name| {
+                Suite::from_name(name).ok_or_else(|| {
+                    option(
+                        "srtp",
+                        name,
+                        "must be AES_CM_128_HMAC_SHA1_80, AES_CM_128_HMAC_SHA1_32, \
+                         AEAD_AES_128_GCM or AEAD_AES_256_GCM",
+                    )
+                })
+            })
+            .transpose()?;
         check_number("from-number", &self.from_number)?;
         check_number("to-number", &self.to_number)?;
         check_name("caller-name", &self.caller_name)?;
@@ -260,6 +280,7 @@ impl CallOptions {
             duration,
             audio,
             codec,
+            srtp,
             calls: self.calls,
             rate: self.rate,
             timers: Timers::default(),

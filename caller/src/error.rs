@@ -82,6 +82,8 @@ pub enum CallError {
     ByeRefused { status: u16, reason: String },
     #[error("recorder's answer is unusable: {0}")]
     BadAnswer(String),
+    #[error("SRTP: {0}")]
+    Srtp(String),
     #[error("recorder ended the call early with BYE")]
     EndedByRecorder,
     #[error("SIP connection lost: {0}")]

@@ -11,6 +11,7 @@ use callvault_recorder::multipart::siprec_body;
 use callvault_recorder::sdp::{self, Direction};
 use callvault_recorder::sip::transport::Transport;
 use callvault_recorder::sip::{Method, NameAddr, SipMessage};
+use callvault_recorder::srtp::Crypto;
 
 use crate::config::{G711, Party, Target};
 use crate::error::CallError;
@@ -91,6 +92,8 @@ pub struct Offer<'a> {
     pub local: Local,
     /// RFC 3339 UTC time written as the session's start.
     pub start_time: &'a str,
+    /// Per stream, the SRTP key it is sent under; `None`: plain RTP.
+    pub srtp: Option<&'a [Crypto; 2]>,
 }
 
 /// The SDP offer: one send-only m-line per party, labelled as the metadata's streams.
@@ -103,14 +106,22 @@ pub fn sdp_offer(o: &Offer<'_>) -> String {
          c=IN {ip_type} {ip}\r\nt=0 0\r\n",
         id = o.ids.sdp_session
     );
-    for (label, rtp) in LABELS.iter().zip(o.local.rtp) {
+    for (i, (label, rtp)) in LABELS.iter().zip(o.local.rtp).enumerate() {
+        let proto = if o.srtp.is_some() {
+            "RTP/SAVP"
+        } else {
+            "RTP/AVP"
+        };
         let _ = write!(
             s,
-            "m=audio {port} RTP/AVP {pt}\r\na=rtpmap:{pt} {name}/8000\r\na=ptime:20\r\n\
-             a=label:{label}\r\na=sendonly\r\n",
+            "m=audio {port} {proto} {pt}\r\na=rtpmap:{pt} {name}/8000\r\na=ptime:20\r\n",
             port = rtp.port(),
             name = o.codec.encoding_name()
         );
+        if let Some(keys) = o.srtp {
+            let _ = write!(s, "a=crypto:{}\r\n", &*keys[i].attribute());
+        }
+        let _ = write!(s, "a=label:{label}\r\na=sendonly\r\n");
     }
     s
 }
@@ -351,8 +362,13 @@ pub fn refusal_detail(response: &SipMessage) -> String {
 }
 
 /// The address each stream's RTP goes to, from the SDP answer in a 2xx (bare or multipart),
-/// checking the recorder accepted both streams with our codec.
-pub fn media_destinations(ok: &SipMessage, codec: G711) -> Result<[SocketAddr; 2], CallError> {
+/// checking the recorder accepted both streams with our codec and, for SRTP, with the offered
+/// suite under its tag and a key of its own (RFC 4568 §7.1.2).
+pub fn media_destinations(
+    ok: &SipMessage,
+    codec: G711,
+    srtp: Option<&[Crypto; 2]>,
+) -> Result<[SocketAddr; 2], CallError> {
     let bad = |what: String| CallError::BadAnswer(what);
     let ct = ok
         .content_type()
@@ -387,6 +403,32 @@ pub fn media_destinations(ok: &SipMessage, codec: G711) -> Result<[SocketAddr; 2
                     "stream {label} answered {}: the recorder will not receive it",
                     d.as_str()
                 )));
+            }
+        }
+        if let Some(keys) = srtp {
+            let offered = &keys[i];
+            let answered = m
+                .attributes
+                .iter()
+                .filter(|(name, _)| name == "crypto")
+                .filter_map(|(_, v)| Crypto::parse(v.as_deref()?).ok())
+                .find(|c| c.tag == offered.tag);
+            match answered {
+                Some(c) if c.key.suite() == offered.key.suite() => {}
+                Some(c) => {
+                    return Err(bad(format!(
+                        "stream {label} answered SRTP suite {} for tag {}, offered {}",
+                        c.key.suite(),
+                        c.tag,
+                        offered.key.suite()
+                    )));
+                }
+                None => {
+                    return Err(bad(format!(
+                        "stream {label} answered without a usable a=crypto for tag {}",
+                        offered.tag
+                    )));
+                }
             }
         }
         let ip = m
@@ -429,6 +471,10 @@ mod tests {
     }
 
     fn with_offer<T>(f: impl FnOnce(&Offer<'_>) -> T) -> T {
+        with_srtp_offer(None, f)
+    }
+
+    fn with_srtp_offer<T>(srtp: Option<&[Crypto; 2]>, f: impl FnOnce(&Offer<'_>) -> T) -> T {
         let target = Target::parse("sip:srs@192.0.2.50:5060").unwrap();
         let caller = Party {
             number: "+442071234567".into(),
@@ -447,6 +493,7 @@ mod tests {
             ids: &ids,
             local: local(),
             start_time: "2026-01-02T03:04:05Z",
+            srtp,
         })
     }
 
@@ -478,7 +525,7 @@ mod tests {
         }
         // The recorder would accept both streams.
         assert!(
-            sdp::plan(&offer)
+            sdp::plan(&offer, sdp::SrtpPolicy::Preferred)
                 .iter()
                 .all(|p| matches!(p, sdp::MediaPlan::Accept { .. }))
         );
@@ -543,7 +590,7 @@ mod tests {
     #[test]
     fn media_goes_where_the_answer_says_per_stream() {
         let ok = response(200, &[], Some(("application/sdp", ANSWER)));
-        let d = media_destinations(&ok, G711::Pcma).unwrap();
+        let d = media_destinations(&ok, G711::Pcma, None).unwrap();
         assert_eq!(d[0], "198.51.100.9:40000".parse().unwrap());
         assert_eq!(d[1], "198.51.100.10:40002".parse().unwrap());
     }
@@ -581,9 +628,56 @@ mod tests {
         ];
         for (body, needle) in cases {
             let ok = response(200, &[], body);
-            let e = media_destinations(&ok, G711::Pcma).unwrap_err().to_string();
+            let e = media_destinations(&ok, G711::Pcma, None)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(needle), "{needle}: {e}");
         }
+    }
+
+    #[test]
+    fn srtp_offers_keys_the_recorder_takes_and_checks_its_answer() {
+        use callvault_recorder::srtp::{MasterKey, Suite};
+        let keys = [1, 1].map(|tag| Crypto {
+            tag,
+            key: MasterKey::generate(Suite::AeadAes128Gcm).unwrap(),
+        });
+        let sdp_text = with_srtp_offer(Some(&keys), sdp_offer);
+        let offer = sdp::parse(sdp_text.as_bytes()).unwrap();
+        let plans = sdp::plan(&offer, sdp::SrtpPolicy::Required);
+        for (plan, key) in plans.iter().zip(&keys) {
+            let sdp::MediaPlan::Accept {
+                srtp: Some(chosen), ..
+            } = plan
+            else {
+                panic!("{plan:?}");
+            };
+            assert_eq!(&chosen.remote, key);
+        }
+        let answer = |key: &MasterKey| {
+            ANSWER.replace("RTP/AVP", "RTP/SAVP").replace(
+                "a=recvonly",
+                &format!(
+                    "a=crypto:1 {} inline:{}\r\na=recvonly",
+                    key.suite(),
+                    &*key.inline()
+                ),
+            )
+        };
+        let ours = MasterKey::generate(Suite::AeadAes128Gcm).unwrap();
+        let ok = response(200, &[], Some(("application/sdp", &answer(&ours))));
+        assert!(media_destinations(&ok, G711::Pcma, Some(&keys)).is_ok());
+        let other = MasterKey::generate(Suite::AeadAes256Gcm).unwrap();
+        let ok = response(200, &[], Some(("application/sdp", &answer(&other))));
+        let e = media_destinations(&ok, G711::Pcma, Some(&keys)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("answered SRTP suite AEAD_AES_256_GCM"),
+            "{e}"
+        );
+        let ok = response(200, &[], Some(("application/sdp", ANSWER)));
+        let e = media_destinations(&ok, G711::Pcma, Some(&keys)).unwrap_err();
+        assert!(e.to_string().contains("without a usable a=crypto"), "{e}");
     }
 
     #[test]

@@ -222,3 +222,125 @@ async fn bye_without_answer_times_out_after_retransmitting() {
     // Timer E: 50, 100, 200 ms, then every 200 ms until 3.2 s.
     assert!(byes >= 10, "{byes} BYEs");
 }
+
+/// libsrtp (pylibsrtp, recorder/tests/tools/srtp_oracle.py) unprotecting `packets` in order
+/// under `key` (base64 of key and salt): `None` where it refused one.
+fn libsrtp_unprotect(suite: &str, key: &str, packets: &[Vec<u8>]) -> Vec<Option<Vec<u8>>> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let python = std::env::var("CALLVAULT_TEST_SRTP_PYTHON").unwrap_or_else(|_| {
+        panic!("CALLVAULT_TEST_SRTP_PYTHON is not set: run `source scripts/services.sh; ensure_recorder_test_tools` first")
+    });
+    let script = format!(
+        "{}/../recorder/tests/tools/srtp_oracle.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut child = Command::new(python)
+        .args([script.as_str(), "unprotect", suite, key])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = packets
+        .iter()
+        .map(|p| p.iter().map(|b| format!("{b:02x}")).collect::<String>() + "\n")
+        .collect();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success(), "srtp_oracle.py failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            (l != "-").then(|| {
+                (0..l.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&l[i..i + 2], 16).unwrap())
+                    .collect()
+            })
+        })
+        .collect()
+}
+
+/// `callvault call --srtp` for each suite against a server that answers SRTP: every packet
+/// it receives, libsrtp decrypts under the key the INVITE offered, to the audio plain calls send.
+#[tokio::test]
+async fn srtp_calls_send_what_libsrtp_decrypts_to_the_plain_audio() {
+    use callvault_recorder::media::rtp::{Packet, parse};
+    use callvault_recorder::sdp;
+    use callvault_recorder::srtp::{Crypto, MasterKey, Suite};
+    for suite in Suite::ALL {
+        let media = [(); 2].map(|_| std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap());
+        let ports = media.each_ref().map(|s| s.local_addr().unwrap().port());
+        let srv = server(Box::new(move |req, _| match req.method() {
+            Some(Method::Invite) => {
+                let ours = MasterKey::generate(suite).unwrap();
+                let mut answer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n".to_owned();
+                for port in ports {
+                    answer += &format!(
+                        "m=audio {port} RTP/SAVP 0\r\na=crypto:1 {suite} inline:{}\r\na=recvonly\r\n",
+                        &*ours.inline()
+                    );
+                }
+                vec![reply(req, 200, "OK", Some(&answer))]
+            }
+            Some(Method::Bye) => vec![reply(req, 200, "OK", None)],
+            _ => vec![],
+        }))
+        .await;
+        let mut config = CallOptions {
+            to: format!("sip:srs@{}", srv.addr),
+            duration: Some(1.0),
+            srtp: Some(suite.name().to_owned()),
+            ..CallOptions::default()
+        }
+        .validate()
+        .unwrap();
+        config.timers = Timers {
+            t1: Duration::from_millis(50),
+            t2: Duration::from_millis(200),
+        };
+        let audio = callvault_caller::load_audio(&config).unwrap();
+        let (_tx, stop) = watch::channel(false);
+        let summary = callvault_caller::run(config, audio.clone(), stop)
+            .await
+            .unwrap();
+        assert!(summary.success(), "{suite}: {summary:#?}");
+        assert_eq!(summary.rtp_packets_sent, 100);
+        // The offered keys, from the INVITE the server saw.
+        let invite = srv.seen.lock().unwrap()[0].clone();
+        let body = callvault_recorder::multipart::siprec_body(
+            &invite.content_type().unwrap().unwrap(),
+            &invite.body,
+        )
+        .unwrap();
+        let offer = sdp::parse(&body.sdp).unwrap();
+        for (ch, (socket, m)) in media.iter().zip(&offer.media).enumerate() {
+            assert_eq!(m.proto, "RTP/SAVP");
+            let (_, value) = m.attributes.iter().find(|(n, _)| n == "crypto").unwrap();
+            let key = Crypto::parse(value.as_deref().unwrap()).unwrap().key;
+            socket.set_nonblocking(true).unwrap();
+            let mut received = Vec::new();
+            let mut buf = [0u8; 2048];
+            while let Ok(n) = socket.recv(&mut buf) {
+                received.push(buf[..n].to_vec());
+            }
+            assert_eq!(received.len(), 50, "{suite}: stream {ch}");
+            let clear = libsrtp_unprotect(suite.name(), &key.inline(), &received);
+            for (k, packet) in clear.into_iter().enumerate() {
+                let packet =
+                    packet.unwrap_or_else(|| panic!("{suite}: libsrtp refused packet {k}"));
+                let Ok(Packet::Rtp(p)) = parse(&packet) else {
+                    panic!("{suite}: not RTP once decrypted");
+                };
+                assert_eq!(
+                    p.payload,
+                    audio.payload(ch, k as u64),
+                    "{suite}: packet {k}"
+                );
+            }
+        }
+    }
+}

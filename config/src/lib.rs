@@ -20,7 +20,7 @@ pub use jobs::{
 pub use problem::{Invalid, Problem};
 pub use recorder::{
     Advertise, EncryptionConfig, LoadError, MediaAddress, MediaConfig, OtherProfile, PortRange,
-    RecorderConfig, SipConfig, SipTransport, SpoolLimits, ValidRecorderConfig,
+    RecorderConfig, SipConfig, SipTransport, SpoolLimits, SrtpPolicy, ValidRecorderConfig,
 };
 pub use rules::{RecordingRules, Rules};
 

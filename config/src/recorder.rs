@@ -77,6 +77,9 @@ pub struct RecorderConfig {
     /// answer ends the session with stop reason `peer-unreachable`. 0 turns the probe off.
     #[serde(default = "default_options_probe")]
     pub options_probe_seconds: u32,
+    /// Whether the media sources send must be SRTP (SDES keys, RFC 4568), may be, or must not.
+    #[serde(default)]
+    pub srtp: SrtpPolicy,
     /// Which calls are recorded.
     pub rules: Rules,
     /// A JSON file listing the tenant's other enabled RecordingProfiles ([`OtherProfile`]): a
@@ -218,6 +221,21 @@ fn default_tls_port() -> u16 {
 }
 fn default_transports() -> Vec<SipTransport> {
     vec![SipTransport::Udp, SipTransport::Tcp]
+}
+
+/// Whether the media sources send must, may or must not be SRTP. An offer the policy refuses
+/// is answered 488, its reason phrase and Warning saying which way to change it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SrtpPolicy {
+    /// Only `RTP/SAVP`: plain RTP offers are refused.
+    Required,
+    /// `RTP/SAVP` and plain RTP alike, each answered in kind (RFC 4568 forbids answering one
+    /// with the other). The default: a recorder takes the media its sources send, and the
+    /// sources, not the recorder, decide whether their network needs it encrypted.
+    #[default]
+    Preferred,
+    /// Only plain RTP: `RTP/SAVP` offers are refused.
+    Off,
 }
 
 /// SIP transport.

@@ -60,6 +60,7 @@ fn defaults_are_the_recording_profile_defaults() {
     );
     assert_eq!(c.media_timeout_seconds, 60);
     assert_eq!(c.options_probe_seconds, 60);
+    assert_eq!(c.srtp, callvault_config::SrtpPolicy::Preferred);
     assert_eq!(c.rules.sample_percent, 100);
     assert_eq!(c.rules.schedule.time_zone, "UTC");
     assert!(valid.rules.schedule.windows.is_empty());
@@ -233,4 +234,20 @@ fn sip_tcp_timeouts_are_settings_within_bounds() {
         problems[0].message.contains("0 is not within 1..=300"),
         "{problems:?}"
     );
+}
+
+#[test]
+fn the_srtp_policy_is_one_of_three_named_values() {
+    for (text, policy) in [
+        ("Required", callvault_config::SrtpPolicy::Required),
+        ("Preferred", callvault_config::SrtpPolicy::Preferred),
+        ("Off", callvault_config::SrtpPolicy::Off),
+    ] {
+        let config = parse(&format!("{MINIMAL}srtp: {text}\n"));
+        assert_eq!(config.srtp, policy);
+    }
+    let err = RecorderConfig::parse(&format!("{MINIMAL}srtp: required\n"))
+        .expect_err("the values are case-sensitive, as the CRD's enum")
+        .to_string();
+    assert!(err.contains("srtp"), "{err}");
 }

@@ -452,6 +452,23 @@ pub struct RecorderPool {
     #[serde(default = "default_options_probe")]
     #[schemars(range(min = 0, max = 3600))]
     pub options_probe_seconds: i32,
+    /// SRTP (SDES keys, RFC 4568) on the media sources send. `Preferred` takes `RTP/SAVP` and
+    /// plain RTP offers alike, answering each in kind; `Required` refuses plain RTP offers and
+    /// `Off` refuses `RTP/SAVP` ones, with 488 and a Warning saying why.
+    #[serde(default)]
+    pub srtp: SrtpPolicy,
+}
+
+/// Whether the media sources send must, may or must not be SRTP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SrtpPolicy {
+    /// Only SRTP (`RTP/SAVP`): plain RTP offers are refused.
+    Required,
+    /// SRTP or plain RTP, as the source offers.
+    #[default]
+    Preferred,
+    /// Only plain RTP: SRTP offers are refused.
+    Off,
 }
 
 impl Default for RecorderPool {
@@ -465,6 +482,7 @@ impl Default for RecorderPool {
             fail_closed: true,
             media_timeout_seconds: default_media_timeout(),
             options_probe_seconds: default_options_probe(),
+            srtp: SrtpPolicy::default(),
         }
     }
 }

@@ -7,7 +7,7 @@ use callvault_config::rules::{
 };
 use callvault_config::{
     Advertise, EncryptionConfig, Invalid, MediaAddress, MediaConfig, PortRange, RecorderConfig,
-    Rules, SipConfig, SipTransport, SpoolLimits,
+    Rules, SipConfig, SipTransport, SpoolLimits, SrtpPolicy,
 };
 use callvault_crds::recording_profile as rp;
 use callvault_crds::{RecordingProfile, StorageTarget};
@@ -148,6 +148,11 @@ pub fn render_recorder_config(
         drain_grace_seconds: DRAIN_GRACE_SECONDS,
         media_timeout_seconds: fit("recorder.mediaTimeoutSeconds", pool.media_timeout_seconds)?,
         options_probe_seconds: fit("recorder.optionsProbeSeconds", pool.options_probe_seconds)?,
+        srtp: match pool.srtp {
+            rp::SrtpPolicy::Required => SrtpPolicy::Required,
+            rp::SrtpPolicy::Preferred => SrtpPolicy::Preferred,
+            rp::SrtpPolicy::Off => SrtpPolicy::Off,
+        },
         rules: rules(&spec.selector)?,
         other_profiles_file: Some(paths::OTHER_PROFILES_FILE.into()),
         profile_created: created(profile),

@@ -21,6 +21,7 @@ use crate::media::{Latch, OpusConfig, Recording, StreamConfig, StreamId, Timelin
 use crate::metrics::{self, Metrics};
 use crate::ports::{PortPair, PortPool};
 use crate::spool::{AudioProgress, Ended, Manifest, Recovery, RowFacts, Spool, SpoolFile};
+use crate::srtp::{Inbound, MasterKey, Rejected, Unprotected};
 
 /// What the recording side shares between calls.
 #[derive(Debug)]
@@ -118,17 +119,20 @@ impl std::fmt::Debug for MediaWatch {
 pub enum Control {
     /// A new m-line to receive (initial offer, or added by a re-INVITE).
     /// `peer`: the address the offer names for the stream's media (see [`crate::media::latch`]).
+    /// `srtp`: the source's key, for an SRTP stream.
     AddStream {
         index: usize,
         pair: PortPair,
         config: StreamConfig,
         peer: Option<IpAddr>,
+        srtp: Option<MasterKey>,
     },
-    /// A re-offer of the m-line: its codecs may have changed, and it latches again.
+    /// A re-offer of the m-line: its codecs or its key may have changed, and it latches again.
     UpdateStream {
         index: usize,
         config: StreamConfig,
         peer: Option<IpAddr>,
+        srtp: Option<MasterKey>,
     },
     /// The source removed the m-line (port 0).
     CloseStream {
@@ -153,6 +157,9 @@ struct Slot {
     rtcp: UdpSocket,
     config: StreamConfig,
     latch: Latch,
+    /// An SRTP stream's decryption: nothing reaches the latch or the recording unless it
+    /// authenticated.
+    srtp: Option<Inbound>,
 }
 
 /// Foreign datagrams a call drops before it raises an alarm: a few strays (late packets of a
@@ -164,6 +171,13 @@ pub const FOREIGN_ALARM: &str = "RTP_FOREIGN_SOURCE";
 
 /// At most one log line per call and interval about its foreign datagrams.
 const FOREIGN_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// SRTP datagrams a call dropped: replayed or not authentic. Logged like foreign ones.
+#[derive(Debug, Default)]
+struct SrtpDrops {
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
 
 /// Datagrams a call dropped because they came from a source its stream is not latched to.
 #[derive(Debug, Default)]
@@ -221,6 +235,7 @@ pub struct Call {
     /// of a hold).
     last_media: Instant,
     foreign: Foreign,
+    srtp_drops: SrtpDrops,
     /// Why recording failed: the call ends and the source is sent a BYE.
     failed: Option<String>,
 }
@@ -248,6 +263,7 @@ impl Call {
             on_hold: false,
             last_media: Instant::now(),
             foreign: Foreign::default(),
+            srtp_drops: SrtpDrops::default(),
             failed: None,
         };
         call.segment = Some(call.open_segment()?);
@@ -450,6 +466,7 @@ impl Call {
                 pair,
                 config,
                 peer,
+                srtp,
             } => {
                 let (rtp, rtcp) = (pair.rtp, pair.rtcp);
                 if self.slots.len() <= index {
@@ -468,16 +485,22 @@ impl Call {
                     rtcp,
                     config,
                     latch: Latch::new(peer),
+                    srtp: srtp.map(Inbound::new),
                 });
             }
             Control::UpdateStream {
                 index,
                 config,
                 peer,
+                srtp,
             } => {
                 if let Some(Some(slot)) = self.slots.get_mut(index) {
                     slot.config = config.clone();
                     slot.latch.relatch(peer);
+                    // The same key keeps its state (rollover counters, replay windows).
+                    if slot.srtp.as_ref().map(Inbound::key) != srtp.as_ref() {
+                        slot.srtp = srtp.map(Inbound::new);
+                    }
                 }
                 if let Some(seg) = self.segment.as_mut()
                     && let Some(Some(id)) = seg.streams.get(index)
@@ -569,16 +592,39 @@ impl Call {
             }
             let mut errors = 0;
             while let Some(slot) = self.slots[index].as_mut() {
-                while slot.rtcp.recv_from(buf).is_ok() {}
+                while let Ok((len, from)) = slot.rtcp.recv_from(buf) {
+                    // SRTCP is authenticated (and counted when it is not), then dropped as
+                    // RTCP is: the recording needs none of it.
+                    if let Some(Err(r)) = slot.srtp.as_mut().map(|s| s.unprotect_rtcp(&buf[..len]))
+                    {
+                        self.on_srtp_rejected(index, Some(from), r);
+                        break;
+                    }
+                }
+                let Some(slot) = self.slots[index].as_mut() else {
+                    break;
+                };
                 match crate::ports::recv_stamped(&slot.rtp, buf, control) {
-                    Ok((len, from, arrival)) => match admit(slot, from, &buf[..len]) {
-                        Verdict::Foreign { latched } => self.on_foreign(index, from, latched),
-                        verdict => {
-                            log_latch(index, from, verdict, slot.latch.source());
-                            self.last_media = self.last_media.max(arrival);
-                            self.on_datagram(index, &buf[..len], arrival);
+                    Ok((len, from, arrival)) => {
+                        let clear = match slot.srtp.as_mut().map(|s| s.unprotect(&buf[..len])) {
+                            None => None,
+                            Some(Ok(Unprotected::Rtp(packet))) => Some(packet),
+                            Some(Ok(Unprotected::Rtcp)) => continue,
+                            Some(Err(r)) => {
+                                self.on_srtp_rejected(index, from, r);
+                                continue;
+                            }
+                        };
+                        let data = clear.as_deref().unwrap_or(&buf[..len]);
+                        match admit(slot, from, data) {
+                            Verdict::Foreign { latched } => self.on_foreign(index, from, latched),
+                            verdict => {
+                                log_latch(index, from, verdict, slot.latch.source());
+                                self.last_media = self.last_media.max(arrival);
+                                self.on_datagram(index, data, arrival);
+                            }
                         }
-                    },
+                    }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     // ICMP errors and the like are reported once: the socket may still hold
                     // datagrams behind them. A socket that keeps failing waits for the next tick.
@@ -640,6 +686,27 @@ impl Call {
                     tracing::error!(error = %e, "the foreign-RTP alarm could not be stored");
                 }
             }));
+        }
+    }
+
+    /// Counts and logs (rate-limited) an SRTP datagram that was replayed or did not
+    /// authenticate: it never reaches the latch or the recording.
+    fn on_srtp_rejected(&mut self, index: usize, from: Option<SocketAddr>, why: Rejected) {
+        let metrics = &self.ctx.metrics;
+        metrics::inc(match why {
+            Rejected::Replayed => &metrics.srtp_replayed,
+            Rejected::Unauthenticated => &metrics.srtp_unauthenticated,
+        });
+        let d = &mut self.srtp_drops;
+        d.unlogged += 1;
+        let now = Instant::now();
+        if d.logged_at
+            .is_none_or(|t| now.duration_since(t) >= FOREIGN_LOG_INTERVAL)
+        {
+            tracing::warn!(stream = index, source = ?from, last = ?why, dropped = d.unlogged,
+                "SRTP packets replayed or failing authentication: dropped");
+            d.unlogged = 0;
+            d.logged_at = Some(now);
         }
     }
 

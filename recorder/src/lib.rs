@@ -17,3 +17,4 @@ pub mod service;
 pub mod session;
 pub mod sip;
 pub mod spool;
+pub mod srtp;

@@ -19,6 +19,10 @@ pub struct Metrics {
     pub rtp_foreign: AtomicU64,
     /// Calls whose foreign datagrams crossed the alarm threshold.
     pub rtp_foreign_alarms: AtomicU64,
+    /// SRTP/SRTCP datagrams dropped as replays of ones already received.
+    pub srtp_replayed: AtomicU64,
+    /// SRTP/SRTCP datagrams dropped because they failed authentication.
+    pub srtp_unauthenticated: AtomicU64,
     pub commits: AtomicU64,
     pub commits_incomplete: AtomicU64,
     pub commit_failures: AtomicU64,
@@ -221,6 +225,18 @@ impl Metrics {
             "counter",
             "Calls whose foreign RTP crossed the alarm threshold (an injection attempt).",
             get(&self.rtp_foreign_alarms),
+        );
+        metric(
+            "srtp_replayed_total",
+            "counter",
+            "SRTP and SRTCP datagrams dropped as replays of ones already received.",
+            get(&self.srtp_replayed),
+        );
+        metric(
+            "srtp_unauthenticated_total",
+            "counter",
+            "SRTP and SRTCP datagrams dropped because they failed authentication (forged, corrupted, or under another key).",
+            get(&self.srtp_unauthenticated),
         );
         metric(
             "commits_total",

@@ -6,7 +6,10 @@ use std::net::IpAddr;
 
 use thiserror::Error;
 
+pub use callvault_config::SrtpPolicy;
+
 use crate::media::codec::{Codec, PayloadType};
+use crate::srtp::{Crypto, CryptoError, MasterKey};
 
 /// Offers beyond these sizes are not from a recording source.
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
@@ -389,28 +392,67 @@ pub enum MediaPlan {
         /// Direction the answer states: recvonly, or inactive when the
         /// offer is inactive (on hold / paused).
         direction: Direction,
+        /// SRTP keys, for an `RTP/SAVP` stream.
+        srtp: Option<SrtpKeys>,
     },
     /// Answered with port 0.
     Reject { reason: RejectReason },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The SDES keys of one SRTP stream (RFC 4568 §5.1.2): the offer's chosen attribute, which
+/// decrypts what the source sends, and the recorder's own of the same tag and suite, fresh
+/// for the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrtpKeys {
+    pub remote: Crypto,
+    pub local: Crypto,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RejectReason {
     NotAudio,
     /// Offered with port 0 (the source removed the stream).
     Disabled,
-    /// SRTP or another profile the recorder cannot receive.
+    /// A transport profile the recorder cannot receive (DTLS-SRTP, plain UDP, ...).
     UnsupportedProtocol,
     NoCommonCodec,
+    /// Plain RTP, and the profile requires SRTP.
+    SrtpRequired,
+    /// SRTP, and the profile turns it off.
+    SrtpOff,
+    /// SRTP without an `a=crypto` the recorder can use: why the first one is not.
+    NoUsableCrypto(String),
+}
+
+impl RejectReason {
+    /// Why an offer none of whose streams could be accepted is refused, when the reason is
+    /// the media's protection (the source needs to be told which way to change its offer).
+    pub fn srtp_refusal(&self) -> Option<String> {
+        match self {
+            RejectReason::SrtpRequired => Some(
+                "SRTP required by the recording profile: offer RTP/SAVP with a=crypto, not plain RTP"
+                    .to_owned(),
+            ),
+            RejectReason::SrtpOff => Some(
+                "SRTP is off in the recording profile: offer plain RTP/AVP, not RTP/SAVP".to_owned(),
+            ),
+            RejectReason::NoUsableCrypto(why) => Some(format!("no usable SRTP key: {why}")),
+            _ => None,
+        }
+    }
 }
 
 /// Decides, per offered m-line and in order, what the answer will say.
 /// The caller allocates one port pair per `Accept` before building the answer.
-pub fn plan(offer: &SessionDescription) -> Vec<MediaPlan> {
-    offer.media.iter().map(|m| plan_one(offer, m)).collect()
+pub fn plan(offer: &SessionDescription, srtp: SrtpPolicy) -> Vec<MediaPlan> {
+    offer
+        .media
+        .iter()
+        .map(|m| plan_one(offer, m, srtp))
+        .collect()
 }
 
-fn plan_one(offer: &SessionDescription, m: &MediaDescription) -> MediaPlan {
+fn plan_one(offer: &SessionDescription, m: &MediaDescription, policy: SrtpPolicy) -> MediaPlan {
     let reject = |reason| MediaPlan::Reject { reason };
     if m.media != "audio" {
         return reject(RejectReason::NotAudio);
@@ -418,12 +460,24 @@ fn plan_one(offer: &SessionDescription, m: &MediaDescription) -> MediaPlan {
     if m.port == 0 {
         return reject(RejectReason::Disabled);
     }
-    if !matches!(
-        m.proto.to_ascii_uppercase().as_str(),
-        "RTP/AVP" | "RTP/AVPF"
-    ) {
-        return reject(RejectReason::UnsupportedProtocol);
+    let secure = match m.proto.to_ascii_uppercase().as_str() {
+        "RTP/AVP" | "RTP/AVPF" => false,
+        "RTP/SAVP" | "RTP/SAVPF" => true,
+        _ => return reject(RejectReason::UnsupportedProtocol),
+    };
+    match (secure, policy) {
+        (false, SrtpPolicy::Required) => return reject(RejectReason::SrtpRequired),
+        (true, SrtpPolicy::Off) => return reject(RejectReason::SrtpOff),
+        _ => {}
     }
+    let srtp = if secure {
+        match choose_crypto(m) {
+            Ok(keys) => Some(keys),
+            Err(why) => return reject(RejectReason::NoUsableCrypto(why)),
+        }
+    } else {
+        None
+    };
     let chosen = m.formats.iter().find_map(|f| {
         let pt: u8 = f.parse().ok()?;
         let map = m.rtpmap(pt)?;
@@ -450,7 +504,40 @@ fn plan_one(offer: &SessionDescription, m: &MediaDescription) -> MediaPlan {
         payload,
         telephone_event,
         direction,
+        srtp,
     }
+}
+
+/// The first `a=crypto` of the m-line the recorder can use (the offerer lists them in its
+/// order of preference, RFC 4568 §7.1.1), with a fresh key of the recorder's for the answer
+/// under the same tag and suite. Otherwise, why the first one is unusable.
+fn choose_crypto(m: &MediaDescription) -> Result<SrtpKeys, String> {
+    let mut first_error: Option<CryptoError> = None;
+    for value in m
+        .attributes
+        .iter()
+        .filter(|(name, _)| name == "crypto")
+        .map(|(_, value)| value.as_deref().unwrap_or_default())
+    {
+        match Crypto::parse(value) {
+            Ok(remote) => {
+                let local = MasterKey::generate(remote.key.suite())
+                    .map_err(|e| e.to_string())
+                    .map(|key| Crypto {
+                        tag: remote.tag,
+                        key,
+                    })?;
+                return Ok(SrtpKeys { remote, local });
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.map_or_else(
+        || "RTP/SAVP offered without a=crypto (SDES, RFC 4568)".to_owned(),
+        |e| e.to_string(),
+    ))
 }
 
 /// The recorder's side of the answer.
@@ -506,7 +593,7 @@ pub fn build_answer(
                 payload,
                 telephone_event,
                 direction,
-                ..
+                srtp,
             } => {
                 let port = ports.next().copied().unwrap_or_default();
                 let _ = write!(s, "m=audio {port} {} {}", m.proto, payload.pt);
@@ -531,6 +618,9 @@ pub fn build_answer(
                 }
                 if let Some(l) = label {
                     let _ = write!(s, "a=label:{l}\r\n");
+                }
+                if let Some(keys) = srtp {
+                    let _ = write!(s, "a=crypto:{}\r\n", &*keys.local.attribute());
                 }
                 let _ = write!(s, "a={}\r\n", direction.as_str());
             }

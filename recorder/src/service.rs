@@ -490,6 +490,7 @@ fn build(
         media_timeout: seconds(config.media_timeout_seconds),
         options_probe: seconds(config.options_probe_seconds),
         created: config.profile_created.clone(),
+        srtp: config.srtp,
     });
     Ok((Live { settings, ctx }, new_committer))
 }

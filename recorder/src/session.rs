@@ -51,6 +51,8 @@ pub struct SessionSettings {
     pub options_probe: Option<Duration>,
     /// When the profile was created: of two profiles selecting a user, the older records them.
     pub created: Option<String>,
+    /// Whether sources must, may or must not send SRTP.
+    pub srtp: sdp::SrtpPolicy,
 }
 
 enum Entry {
@@ -120,6 +122,23 @@ fn without_kept(users: Vec<MatchedUser>, kept: impl Fn(&str) -> bool) -> Vec<Mat
 
 fn reject(status: u16, reason: impl Into<String>) -> Rejection {
     Rejection::new(status, reason)
+}
+
+/// The 488 of an offer none of whose streams the recorder takes. When the profile's SRTP
+/// policy or the offer's keys are why, the reason phrase and a Warning say so, so that the
+/// source's operator knows which way to change the offer.
+fn no_stream(plans: &[MediaPlan]) -> Rejection {
+    let srtp = plans.iter().find_map(|p| match p {
+        MediaPlan::Reject { reason } => reason.srtp_refusal(),
+        MediaPlan::Accept { .. } => None,
+    });
+    match srtp {
+        Some(why) => reject(488, format!("Not Acceptable Here ({why})")).warning(why),
+        None => reject(
+            488,
+            "Not Acceptable Here (no audio stream the recorder decodes)",
+        ),
+    }
 }
 
 /// Retry-After of a call refused for its spool: about when a freed spool is noticed.
@@ -308,12 +327,9 @@ impl Recorder {
             ),
             None => None,
         };
-        let plans = sdp::plan(&parsed);
+        let plans = sdp::plan(&parsed, settings.srtp);
         if !plans.iter().any(|p| matches!(p, MediaPlan::Accept { .. })) {
-            return Err(reject(
-                488,
-                "Not Acceptable Here (no audio stream the recorder decodes)",
-            ));
+            return Err(no_stream(&plans));
         }
         let parties = parties(&offer, md.as_ref());
         let (decision, owner) = self.decide(&live, &parties).await;
@@ -467,7 +483,8 @@ impl Recorder {
         for (index, (m, plan)) in offer.media.iter().zip(plans).enumerate() {
             let existing = current.get(index).copied().flatten();
             match plan {
-                MediaPlan::Accept { label, .. } => {
+                MediaPlan::Accept { label, srtp, .. } => {
+                    let srtp = srtp.as_ref().map(|keys| keys.remote.key.clone());
                     let channel = channel_for(nth, accepted, label.as_deref(), md);
                     nth += 1;
                     let config = stream_config(m, channel);
@@ -477,6 +494,7 @@ impl Recorder {
                             index,
                             config,
                             peer,
+                            srtp,
                         });
                         ports.push(Some(port));
                         continue;
@@ -496,6 +514,7 @@ impl Recorder {
                         pair,
                         config,
                         peer,
+                        srtp,
                     });
                 }
                 MediaPlan::Reject { .. } => {
@@ -573,7 +592,7 @@ impl Recorder {
             ),
             None => None,
         };
-        let plans = sdp::plan(&parsed);
+        let plans = sdp::plan(&parsed, self.settings().srtp);
         let mut calls = self.calls();
         let Some(entry) = calls.get_mut(&offer.dialog) else {
             return Err(reject(481, "Call/Transaction Does Not Exist"));

@@ -142,6 +142,7 @@ impl Rig {
             media_timeout: checks.media_timeout,
             options_probe: checks.probe,
             created: None,
+            srtp: sdp::SrtpPolicy::Preferred,
         };
         let recorder = Arc::new(Recorder::new(settings, ctx));
         let server = SipServer::start(

@@ -77,6 +77,9 @@ fn seeds_pass() {
     for seed in seeds("rtp_path") {
         entry::rtp_path(&seed);
     }
+    for seed in seeds("srtp") {
+        entry::srtp_datagrams(&seed);
+    }
 }
 
 proptest! {
@@ -130,5 +133,15 @@ proptest! {
     #[test]
     fn rtp_path_mutated(which in any::<Index>(), edits in edits()) {
         entry::rtp_path(&mutated("rtp_path", which, &edits));
+    }
+
+    #[test]
+    fn srtp_random(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        entry::srtp_datagrams(&data);
+    }
+
+    #[test]
+    fn srtp_mutated(which in any::<Index>(), edits in edits()) {
+        entry::srtp_datagrams(&mutated("srtp", which, &edits));
     }
 }

@@ -1,8 +1,10 @@
-//! RTP latching on the recorder's real media path: the session layer answers an offer, the call
-//! reads its UDP sockets, records, seals and commits (SQLite, filesystem storage), and the
-//! committed recording is decrypted and decoded. The genuine source sends a 440 Hz tone; what
-//! an attacker injects is a 2 kHz tone. Each attack must leave the recording as a run without
-//! it: the same length, the genuine tone in every 100 ms with the same level, no foreign tone.
+//! RTP latching and SRTP on the recorder's real media path: the session layer answers an offer,
+//! the call reads its UDP sockets, records, seals and commits (SQLite, filesystem storage), and
+//! the committed recording is decrypted and decoded. The genuine source sends a 440 Hz tone;
+//! what an attacker injects is a 2 kHz tone. Each attack must leave the recording as a run
+//! without it: the same length, the genuine tone in every 100 ms with the same level, no
+//! foreign tone. SRTP sources are libsrtp (`CALLVAULT_TEST_SRTP_PYTHON`, set up by
+//! `ensure_recorder_test_tools`), and their attackers send from the genuine address itself.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -21,10 +23,11 @@ use callvault_recorder::metrics::Metrics;
 use callvault_recorder::ports::PortPool;
 use callvault_recorder::sdp;
 use callvault_recorder::session::{Recorder, SessionSettings};
-use callvault_recorder::sip::server::{EndReason, Hangup, SessionHandler, SessionOffer};
+use callvault_recorder::sip::server::{EndReason, Hangup, Rejection, SessionHandler, SessionOffer};
 use callvault_recorder::sip::transport::Transport;
 use callvault_recorder::sip::{self, DialogId};
 use callvault_recorder::spool::Spool;
+use callvault_recorder::srtp::{Crypto, MasterKey, Suite};
 use callvault_store::db::Db;
 use callvault_store::format::decrypt_stream;
 use callvault_store::keys::{KeyRing, PrivateKey};
@@ -76,6 +79,10 @@ fn rtp_range() -> (u16, u16) {
 
 impl Rig {
     async fn new() -> Rig {
+        Rig::with_srtp(sdp::SrtpPolicy::Preferred).await
+    }
+
+    async fn with_srtp(srtp: sdp::SrtpPolicy) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let key = private_key();
         let db = Db::connect(&format!(
@@ -134,6 +141,7 @@ impl Rig {
             media_timeout: None,
             options_probe: None,
             created: None,
+            srtp,
         };
         Rig {
             _dir: dir,
@@ -149,9 +157,26 @@ impl Rig {
     /// Offers (or re-offers) one PCMU stream whose SDP names `media`; returns the port the
     /// recorder answered.
     async fn offer(&self, dialog: &DialogId, media: SocketAddr, version: u32) -> u16 {
+        let answer = self
+            .offer_sdp(dialog, media, version, "RTP/AVP", "")
+            .await
+            .unwrap();
+        sdp::parse(&answer).unwrap().media[0].port
+    }
+
+    /// Offers one PCMU stream of `proto` with `attributes` (whole `a=` lines); returns the
+    /// answer or the rejection.
+    async fn offer_sdp(
+        &self,
+        dialog: &DialogId,
+        media: SocketAddr,
+        version: u32,
+        proto: &str,
+        attributes: &str,
+    ) -> Result<Vec<u8>, Rejection> {
         let sdp = format!(
             "v=0\r\no=src 1 {version} IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
-             m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendonly\r\n",
+             m=audio {port} {proto} 0\r\na=rtpmap:0 PCMU/8000\r\n{attributes}a=sendonly\r\n",
             ip = media.ip(),
             port = media.port(),
         );
@@ -177,13 +202,11 @@ impl Rig {
             transport: Transport::Udp,
             hangup: Hangup::detached(),
         };
-        let answer = if version == 1 {
+        if version == 1 {
             self.recorder.offer(offer).await
         } else {
             self.recorder.reoffer(offer).await
         }
-        .unwrap();
-        sdp::parse(&answer).unwrap().media[0].port
     }
 
     /// Ends the call and returns its committed recording: the row's metadata and the decoded
@@ -497,4 +520,224 @@ async fn a_reinvite_moving_the_media_relatches_to_the_new_address() {
     let dropped = rig.metrics.rtp_foreign.load(Ordering::Relaxed);
     assert!((98..=100).contains(&dropped), "{dropped} dropped");
     assert_eq!(metadata["rtpForeign"]["dropped"], dropped);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SRTP.
+
+/// libsrtp (recorder/tests/tools/srtp_oracle.py) protecting `packets` in order under `key`.
+fn libsrtp_protect(key: &MasterKey, packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let python = std::env::var("CALLVAULT_TEST_SRTP_PYTHON").unwrap_or_else(|_| {
+        panic!("CALLVAULT_TEST_SRTP_PYTHON is not set: run `source scripts/services.sh; ensure_recorder_test_tools` first")
+    });
+    let script = format!("{}/tests/tools/srtp_oracle.py", env!("CARGO_MANIFEST_DIR"));
+    let mut child = std::process::Command::new(python)
+        .args([
+            script.as_str(),
+            "protect",
+            key.suite().name(),
+            &key.inline(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = packets
+        .iter()
+        .map(|p| format!("{}\n", hex::encode(p)))
+        .collect();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write as _;
+        stdin.write_all(input.as_bytes()).unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success(), "srtp_oracle.py failed");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| hex::decode(l).expect("libsrtp protects every packet"))
+        .collect()
+}
+
+/// The datagrams of an SRTP call, protected by libsrtp before the call starts (the Python
+/// process must not hold up the runtime while calls are timed): the genuine stream under the
+/// offered key, and forgeries of the next sequence number with the foreign tone under another.
+struct SrtpCall {
+    key: MasterKey,
+    genuine: Vec<Vec<u8>>,
+    forged: Vec<Vec<u8>>,
+}
+
+impl SrtpCall {
+    fn new(suite: Suite) -> SrtpCall {
+        let key = MasterKey::generate(suite).unwrap();
+        let packets = |first: u32, hz: f64| -> Vec<Vec<u8>> {
+            (first..first + PACKETS)
+                .map(|i| {
+                    let ts = 50_000 + 160 * i;
+                    rtp(0, 1000 + i as u16, ts, GENUINE_SSRC, &tone(hz, ts))
+                })
+                .collect()
+        };
+        SrtpCall {
+            genuine: libsrtp_protect(&key, &packets(0, GENUINE_HZ)),
+            forged: libsrtp_protect(
+                &MasterKey::generate(suite).unwrap(),
+                &packets(1, FOREIGN_HZ),
+            ),
+            key,
+        }
+    }
+}
+
+/// An SRTP call from 127.0.0.1. During the attack window the genuine address itself also
+/// sends, before each genuine packet, the previous genuine packet again (a replay) and a
+/// forgery (which, taken, would make the genuine packet a duplicate). Returns the recording
+/// and the replays and forgeries sent.
+async fn record_srtp(rig: &Rig, srtp: &SrtpCall) -> (Vec<f64>, u64, u64) {
+    let suite = srtp.key.suite();
+    let genuine = bind([127, 0, 0, 1]);
+    let call = dialog(&format!("srtp-{suite}"));
+    let crypto = Crypto {
+        tag: 1,
+        key: srtp.key.clone(),
+    };
+    let answer = rig
+        .offer_sdp(
+            &call,
+            genuine.local_addr().unwrap(),
+            1,
+            "RTP/SAVP",
+            &format!("a=crypto:{}\r\n", &*crypto.attribute()),
+        )
+        .await
+        .unwrap();
+    let answer = sdp::parse(&answer).unwrap();
+    let port = answer.media[0].port;
+    let theirs = answer.media[0]
+        .attributes
+        .iter()
+        .find(|(n, _)| n == "crypto")
+        .and_then(|(_, v)| Crypto::parse(v.as_deref()?).ok())
+        .expect("the answer has the recorder's key");
+    assert_eq!((theirs.tag, theirs.key.suite()), (1, suite));
+    assert_ne!(theirs.key, srtp.key, "the recorder's key is its own");
+    let (protected, forged) = (&srtp.genuine, &srtp.forged);
+    let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut pace = tokio::time::interval(Duration::from_millis(20));
+    let (mut replays, mut forgeries) = (0, 0);
+    for i in 0..PACKETS as usize {
+        pace.tick().await;
+        if ATTACK.contains(&(i as u32)) {
+            genuine.send_to(&protected[i - 1], to).unwrap();
+            genuine.send_to(&forged[i], to).unwrap();
+            replays += 1;
+            forgeries += 1;
+        }
+        genuine.send_to(&protected[i], to).unwrap();
+    }
+    let (_, audio) = rig.finish(call).await;
+    (audio, replays, forgeries)
+}
+
+async fn srtp_attack_leaves_the_recording_unchanged(suite: Suite) {
+    let secure = Rig::new().await;
+    let srtp = SrtpCall::new(suite);
+    let ((_, _, baseline, _), (attacked, replays, forgeries)) =
+        tokio::join!(record(Attack::None), record_srtp(&secure, &srtp));
+    assert_same_audio(&baseline, &attacked);
+    let m = &secure.metrics;
+    assert_eq!(m.srtp_replayed.load(Ordering::Relaxed), replays);
+    assert_eq!(m.srtp_unauthenticated.load(Ordering::Relaxed), forgeries);
+    assert_eq!(m.rtp_foreign.load(Ordering::Relaxed), 0);
+    let rendered = m.render(4, false, true);
+    assert!(
+        rendered.contains(&format!(
+            "callvault_recorder_srtp_replayed_total {replays}\n"
+        )),
+        "{rendered}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_replays_and_forgeries_leave_the_recording_unchanged_aes_cm_80() {
+    srtp_attack_leaves_the_recording_unchanged(Suite::AesCm128HmacSha1_80).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_replays_and_forgeries_leave_the_recording_unchanged_aes_cm_32() {
+    srtp_attack_leaves_the_recording_unchanged(Suite::AesCm128HmacSha1_32).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_replays_and_forgeries_leave_the_recording_unchanged_gcm_128() {
+    srtp_attack_leaves_the_recording_unchanged(Suite::AeadAes128Gcm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn srtp_replays_and_forgeries_leave_the_recording_unchanged_gcm_256() {
+    srtp_attack_leaves_the_recording_unchanged(Suite::AeadAes256Gcm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_srtp_policy_refuses_offers_with_488_saying_why() {
+    let media = SocketAddr::from(([127, 0, 0, 1], 4000));
+    let key = Crypto {
+        tag: 1,
+        key: MasterKey::generate(Suite::AesCm128HmacSha1_80).unwrap(),
+    };
+    let crypto = format!("a=crypto:{}\r\n", &*key.attribute());
+    let cases = [
+        (sdp::SrtpPolicy::Required, "RTP/AVP", "", "SRTP required"),
+        (
+            sdp::SrtpPolicy::Off,
+            "RTP/SAVP",
+            crypto.as_str(),
+            "SRTP is off",
+        ),
+        (
+            sdp::SrtpPolicy::Preferred,
+            "RTP/SAVP",
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd|2^20|1:4\r\n",
+            "MKI is not supported",
+        ),
+        (
+            sdp::SrtpPolicy::Preferred,
+            "RTP/SAVP",
+            "a=crypto:1 NULL_HMAC_SHA1_80 inline:AAECAw\r\n",
+            "crypto suite NULL_HMAC_SHA1_80 is not supported",
+        ),
+        (
+            sdp::SrtpPolicy::Preferred,
+            "RTP/SAVP",
+            "",
+            "without a=crypto",
+        ),
+    ];
+    for (policy, proto, attributes, says) in cases {
+        let rig = Rig::with_srtp(policy).await;
+        let rejection = rig
+            .offer_sdp(&dialog("refused"), media, 1, proto, attributes)
+            .await
+            .expect_err(says);
+        assert_eq!(rejection.status, 488);
+        assert!(rejection.reason.starts_with("Not Acceptable Here ("));
+        assert!(rejection.reason.contains(says), "{}", rejection.reason);
+        assert!(
+            rejection
+                .warning
+                .as_deref()
+                .is_some_and(|w| w.contains(says)),
+            "{rejection:?}"
+        );
+    }
+    // What the policy allows is recorded.
+    let rig = Rig::with_srtp(sdp::SrtpPolicy::Required).await;
+    assert!(
+        rig.offer_sdp(&dialog("allowed"), media, 1, "RTP/SAVP", &crypto)
+            .await
+            .is_ok()
+    );
 }

@@ -9,6 +9,7 @@ use callvault_recorder::metadata::{self, DataMode, RecordingMetadata};
 use callvault_recorder::multipart::{self, SiprecBody};
 use callvault_recorder::sdp::{self, AnswerParams, Direction, MediaPlan, RejectReason};
 use callvault_recorder::sip::{self, Method, SipMessage};
+use callvault_recorder::srtp::{Crypto, Suite};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/fixtures/sip/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -25,7 +26,7 @@ fn load(name: &str) -> (SipMessage, SiprecBody) {
 const RECORDER: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 50));
 
 fn answer(offer: &sdp::SessionDescription, ports: &[u16]) -> String {
-    let plans = sdp::plan(offer);
+    let plans = sdp::plan(offer, sdp::SrtpPolicy::Preferred);
     sdp::build_answer(
         offer,
         &plans,
@@ -128,7 +129,7 @@ fn avaya_draft_format_with_bare_lf_and_quoted_boundary() {
     assert_eq!(msg.top_via().unwrap().transport, "TCP");
     assert_eq!(msg.top_via().unwrap().rport(), Some(None));
     let offer = sdp::parse(&body.sdp).unwrap();
-    let plans = sdp::plan(&offer);
+    let plans = sdp::plan(&offer, sdp::SrtpPolicy::Preferred);
     // G.729 is listed first but unsupported: PCMA is chosen instead.
     assert!(matches!(
         plans[0],
@@ -303,13 +304,13 @@ fn reinvite_inactive_and_partial_metadata_merge() {
 fn rejected_lines_keep_position_with_port_zero() {
     let offer = sdp::parse(
         b"v=0\r\no=- 1 1 IN IP4 198.51.100.1\r\ns=-\r\nc=IN IP4 198.51.100.1\r\nt=0 0\r\n\
-m=audio 5000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:xyz\r\na=label:a\r\n\
+m=audio 5000 UDP/TLS/RTP/SAVP 0\r\na=fingerprint:sha-256 AB:CD\r\na=label:a\r\n\
 m=video 5002 RTP/AVP 96\r\n\
 m=audio 5004 RTP/AVP 18\r\na=label:c\r\n\
 m=audio 5006 RTP/AVP 0\r\na=label:d\r\na=sendonly\r\n",
     )
     .unwrap();
-    let plans = sdp::plan(&offer);
+    let plans = sdp::plan(&offer, sdp::SrtpPolicy::Preferred);
     assert_eq!(
         plans[..3],
         [
@@ -329,7 +330,7 @@ m=audio 5006 RTP/AVP 0\r\na=label:d\r\na=sendonly\r\n",
     assert_eq!(
         m_lines,
         [
-            "m=audio 0 RTP/SAVP 0",
+            "m=audio 0 UDP/TLS/RTP/SAVP 0",
             "m=video 0 RTP/AVP 96",
             "m=audio 0 RTP/AVP 18",
             "m=audio 7000 RTP/AVP 0"
@@ -354,4 +355,105 @@ m=audio 5006 RTP/AVP 0\r\na=label:d\r\na=sendonly\r\n",
             given: 0
         }
     );
+}
+
+/// An SDES offer (RFC 4568): several keys, the first the recorder can use chosen per stream.
+const SRTP_OFFER: &str = "v=0\r\no=sbc 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n\
+m=audio 40000 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\n\
+a=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4v\r\n\
+a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd|2^31|1:1\r\n\
+a=crypto:3 AES_CM_128_HMAC_SHA1_32 inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd|2^31\r\n\
+a=crypto:4 AEAD_AES_128_GCM inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBka\r\na=label:1\r\na=sendonly\r\n\
+m=audio 40002 RTP/SAVP 0\r\na=crypto:9 AES_CM_128_HMAC_SHA1_80 inline:AAECAw\r\na=label:2\r\na=sendonly\r\n\
+m=audio 40004 RTP/AVP 0\r\na=label:3\r\na=sendonly\r\n";
+
+#[test]
+fn srtp_offers_are_answered_with_the_first_usable_suite_and_a_fresh_key() {
+    let offer = sdp::parse(SRTP_OFFER.as_bytes()).unwrap();
+    let plans = sdp::plan(&offer, sdp::SrtpPolicy::Preferred);
+    // Tag 1's suite is unknown, tag 2 has an MKI: tag 3 is the first usable one.
+    let MediaPlan::Accept {
+        srtp: Some(keys), ..
+    } = &plans[0]
+    else {
+        panic!("{:?}", plans[0]);
+    };
+    assert_eq!(keys.remote.tag, 3);
+    assert_eq!(keys.remote.key.suite(), Suite::AesCm128HmacSha1_32);
+    assert_eq!(
+        (keys.local.tag, keys.local.key.suite()),
+        (3, Suite::AesCm128HmacSha1_32)
+    );
+    assert_ne!(keys.local.key, keys.remote.key);
+    // A key too short to be one: the stream is refused, saying so.
+    assert_eq!(
+        plans[1],
+        MediaPlan::Reject {
+            reason: RejectReason::NoUsableCrypto(
+                "AES_CM_128_HMAC_SHA1_80 needs a 30-byte key and salt, the offer has 4 bytes"
+                    .to_owned()
+            )
+        }
+    );
+    assert!(matches!(plans[2], MediaPlan::Accept { srtp: None, .. }));
+    let text = answer(&offer, &[7000, 7002]);
+    let answer = sdp::parse(text.as_bytes()).unwrap();
+    assert_eq!(answer.media[0].proto, "RTP/SAVP");
+    let crypto: Vec<_> = answer.media[0]
+        .attributes
+        .iter()
+        .filter(|(n, _)| n == "crypto")
+        .filter_map(|(_, v)| v.as_deref())
+        .collect();
+    assert_eq!(crypto.len(), 1, "{text}");
+    // The answer is planned afresh: the same tag and suite, a key of its own again.
+    let ours = Crypto::parse(crypto[0]).unwrap();
+    assert_eq!(
+        (ours.tag, ours.key.suite()),
+        (3, Suite::AesCm128HmacSha1_32)
+    );
+    assert_ne!(ours.key, keys.remote.key);
+    assert_eq!(answer.media[1].port, 0);
+    assert_eq!(answer.media[2].proto, "RTP/AVP");
+    assert!(
+        !text.contains("AAECAwQF"),
+        "the offer's keys are not echoed"
+    );
+}
+
+#[test]
+fn the_srtp_policy_refuses_the_other_kind_of_stream() {
+    let offer = sdp::parse(SRTP_OFFER.as_bytes()).unwrap();
+    let required = sdp::plan(&offer, sdp::SrtpPolicy::Required);
+    assert!(matches!(
+        required[0],
+        MediaPlan::Accept { srtp: Some(_), .. }
+    ));
+    assert_eq!(
+        required[2],
+        MediaPlan::Reject {
+            reason: RejectReason::SrtpRequired
+        }
+    );
+    let off = sdp::plan(&offer, sdp::SrtpPolicy::Off);
+    for p in &off[..2] {
+        assert_eq!(
+            *p,
+            MediaPlan::Reject {
+                reason: RejectReason::SrtpOff
+            }
+        );
+    }
+    assert!(matches!(off[2], MediaPlan::Accept { srtp: None, .. }));
+    for (reason, says) in [
+        (RejectReason::SrtpRequired, "SRTP required"),
+        (RejectReason::SrtpOff, "SRTP is off"),
+        (
+            RejectReason::NoUsableCrypto("MKI".into()),
+            "no usable SRTP key: MKI",
+        ),
+    ] {
+        assert!(reason.srtp_refusal().unwrap().contains(says));
+    }
+    assert_eq!(RejectReason::NoCommonCodec.srtp_refusal(), None);
 }

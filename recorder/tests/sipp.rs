@@ -44,7 +44,7 @@ impl SessionHandler for TestHandler {
             std::future::pending::<()>().await;
         }
         let parsed = sdp::parse(&offer.sdp).map_err(|e| Rejection::new(488, e.to_string()))?;
-        let plans = sdp::plan(&parsed);
+        let plans = sdp::plan(&parsed, sdp::SrtpPolicy::Preferred);
         let accepted = plans
             .iter()
             .filter(|p| matches!(p, MediaPlan::Accept { .. }))

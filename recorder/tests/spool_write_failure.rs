@@ -111,6 +111,7 @@ async fn a_failed_spool_write_ends_the_call_with_a_bye_and_commits_what_was_writ
         media_timeout: None,
         options_probe: None,
         created: None,
+        srtp: sdp::SrtpPolicy::Preferred,
     };
     let recorder = Arc::new(Recorder::new(settings, ctx));
     let server = SipServer::start(

@@ -7,7 +7,7 @@
 # By hand: `source scripts/services.sh; run_fuzz_targets 600` fuzzes each target for ten minutes;
 # `$(fuzz_bin_dir)/<target> <file>` replays one input.
 
-FUZZ_TARGETS=(sip_message sdp rs_metadata multipart rtp_path)
+FUZZ_TARGETS=(sip_message sdp rs_metadata multipart rtp_path srtp)
 FUZZ_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 FUZZ_RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \

@@ -57,6 +57,10 @@ pub struct Args {
     /// Seconds to wait for the recorder's final answer to each INVITE.
     #[arg(long, value_name = "SECONDS", default_value_t = 32.0)]
     pub answer_timeout: f64,
+    /// Send SRTP of this crypto suite (SDES keys, fresh per stream): AES_CM_128_HMAC_SHA1_80,
+    /// AES_CM_128_HMAC_SHA1_32, AEAD_AES_128_GCM or AEAD_AES_256_GCM [default: plain RTP].
+    #[arg(long, value_name = "SUITE")]
+    pub srtp: Option<String>,
 }
 
 const INTERRUPTED: u8 = 130;
@@ -76,6 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         calls: args.calls,
         rate: args.rate,
         answer_timeout: args.answer_timeout,
+        srtp: args.srtp,
     }
     .validate()?;
     let audio = callvault_caller::load_audio(&config)?;

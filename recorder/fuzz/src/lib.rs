@@ -60,7 +60,13 @@ fn signalling(msg: &SipMessage) {
 /// m-line per offered one (RFC 3264 §6).
 pub fn sdp_offer(data: &[u8]) {
     let Ok(offer) = sdp::parse(data) else { return };
-    let plans = sdp::plan(&offer);
+    // Every SRTP policy sees the offer: which one is the input's length's choice.
+    let policy = [
+        sdp::SrtpPolicy::Preferred,
+        sdp::SrtpPolicy::Required,
+        sdp::SrtpPolicy::Off,
+    ][data.len() % 3];
+    let plans = sdp::plan(&offer, policy);
     let accepted = plans
         .iter()
         .filter(|p| matches!(p, sdp::MediaPlan::Accept { .. }))
@@ -78,9 +84,28 @@ pub fn sdp_offer(data: &[u8]) {
         Ok(answer) => answer,
         Err(e) => panic!("no answer for a planned offer: {e}"),
     };
-    match sdp::parse(answer.as_bytes()) {
-        Ok(parsed) => assert_eq!(parsed.media.len(), offer.media.len(), "{answer}"),
+    let parsed = match sdp::parse(answer.as_bytes()) {
+        Ok(parsed) => parsed,
         Err(e) => panic!("our answer does not parse ({e}): {answer:?}"),
+    };
+    assert_eq!(parsed.media.len(), offer.media.len(), "{answer}");
+    // An SRTP stream is answered with the chosen attribute's tag and suite and a key of our
+    // own, which parses as any offered one does (RFC 4568 §7.1.1).
+    for (plan, m) in plans.iter().zip(&parsed.media) {
+        if let sdp::MediaPlan::Accept {
+            srtp: Some(keys), ..
+        } = plan
+        {
+            let crypto: Vec<_> = m.attributes.iter().filter(|(n, _)| n == "crypto").collect();
+            let [(_, Some(value))] = crypto.as_slice() else {
+                panic!("one a=crypto per SRTP stream: {answer:?}");
+            };
+            let ours = callvault_recorder::srtp::Crypto::parse(value)
+                .unwrap_or_else(|e| panic!("our a=crypto does not parse ({e})"));
+            assert_eq!(ours.tag, keys.remote.tag);
+            assert_eq!(ours.key.suite(), keys.remote.key.suite());
+            assert_ne!(ours.key, keys.remote.key, "a key of our own");
+        }
     }
 }
 
@@ -326,5 +351,45 @@ fn push(timeline: &mut Timeline, index: usize, streams: usize, datagram: &[u8], 
     let result = timeline.push(StreamId(index), datagram, at);
     if index >= streams {
         assert!(result.is_err(), "unknown stream {index} accepted");
+    }
+}
+
+/// SRTP and SRTCP datagrams: each is authenticated and decrypted, or dropped as a replay or
+/// a forgery, never a panic. The first byte picks the suite; then each datagram is a length
+/// byte and its bytes. Odd-numbered ones are first protected under the stream's key, so that
+/// what comes after authentication is reached as well.
+pub fn srtp_datagrams(data: &[u8]) {
+    use callvault_recorder::srtp::{Inbound, MasterKey, Outbound, Suite};
+    let Some((&head, mut rest)) = data.split_first() else {
+        return;
+    };
+    let suite = Suite::ALL[usize::from(head) % Suite::ALL.len()];
+    let material = vec![head; suite.key_len() + suite.salt_len()];
+    let Ok(key) = MasterKey::from_bytes(suite, &material) else {
+        panic!("a key of the suite's length refused");
+    };
+    let mut tx = Outbound::new(&key);
+    let mut rx = Inbound::new(key);
+    let mut n = 0usize;
+    while let Some((&len, tail)) = rest.split_first() {
+        let (datagram, tail) = tail.split_at(usize::from(len).min(tail.len()));
+        rest = tail;
+        n += 1;
+        let protected = if n % 2 == 1 {
+            let rtcp = datagram.len() >= 2 && (192..=223).contains(&datagram[1]);
+            let sent = if rtcp {
+                tx.protect_rtcp(datagram)
+            } else {
+                tx.protect_rtp(datagram)
+            };
+            match sent {
+                Ok(p) => p,
+                Err(_) => datagram.to_vec(),
+            }
+        } else {
+            datagram.to_vec()
+        };
+        let _ = rx.unprotect(&protected);
+        let _ = rx.unprotect_rtcp(&protected);
     }
 }

@@ -108,6 +108,8 @@ pub struct Rejection {
     pub reason: String,
     /// Sent as Retry-After (a 503 the source may try again later).
     pub retry_after: Option<Duration>,
+    /// Sent as a Warning (RFC 3261 §20.43, code 399): why, for a source's operator to read.
+    pub warning: Option<String>,
 }
 
 impl Rejection {
@@ -116,12 +118,35 @@ impl Rejection {
             status,
             reason: reason.into(),
             retry_after: None,
+            warning: None,
         }
     }
 
     pub fn retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);
         self
+    }
+
+    pub fn warning(mut self, text: impl Into<String>) -> Self {
+        self.warning = Some(text.into());
+        self
+    }
+
+    /// The rejection's extra headers on `resp`.
+    fn decorate(&self, resp: &mut SipMessage) {
+        if let Some(after) = self.retry_after {
+            resp.headers
+                .push("Retry-After", after.as_secs().to_string());
+        }
+        if let Some(text) = &self.warning {
+            // A quoted-string: no quotes, backslashes or control characters inside.
+            let text: String = text
+                .chars()
+                .filter(|c| !c.is_control() && *c != '"' && *c != '\\')
+                .collect();
+            resp.headers
+                .push("Warning", format!("399 callvault \"{text}\""));
+        }
     }
 }
 
@@ -580,8 +605,8 @@ impl<H: SessionHandler> Shared<H> {
             Err(rej) => {
                 tracing::info!(status = rej.status, reason = %rej.reason, "session rejected");
                 let mut resp = self.build(&txn, rej.status, &rej.reason, Some(&tag));
-                if let (Some(r), Some(after)) = (resp.as_mut(), rej.retry_after) {
-                    r.headers.push("Retry-After", after.as_secs().to_string());
+                if let Some(r) = resp.as_mut() {
+                    rej.decorate(r);
                 }
                 return self.respond(&txn, resp);
             }
@@ -661,7 +686,13 @@ impl<H: SessionHandler> Shared<H> {
                     }
                     a
                 }
-                Err(rej) => return self.send(&txn, rej.status, &rej.reason, None),
+                Err(rej) => {
+                    let mut resp = self.build(&txn, rej.status, &rej.reason, None);
+                    if let Some(r) = resp.as_mut() {
+                        rej.decorate(r);
+                    }
+                    return self.respond(&txn, resp);
+                }
             }
         };
         let Ok(mut resp) = req.response(200, "OK", "") else {
@@ -988,5 +1019,25 @@ fn with_timer(resp: &mut SipMessage, session_timer: Option<SessionTimer>) {
     if let Some(t) = session_timer {
         resp.headers.push("Session-Expires", t.header());
         resp.headers.push("Require", "timer");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejection_says_why_in_a_warning_that_stays_a_quoted_string() {
+        let mut resp = SipMessage::request(Method::Invite, "sip:srs@192.0.2.1");
+        Rejection::new(488, "Not Acceptable Here (SRTP required)")
+            .warning("SRTP \"required\"\r\nInjected: yes\\")
+            .retry_after(Duration::from_secs(60))
+            .decorate(&mut resp);
+        assert_eq!(
+            resp.headers.get("Warning"),
+            Some("399 callvault \"SRTP requiredInjected: yes\"")
+        );
+        assert_eq!(resp.headers.get("Retry-After"), Some("60"));
+        assert_eq!(resp.headers.get("Injected"), None);
     }
 }
