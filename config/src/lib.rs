@@ -12,10 +12,10 @@ mod recorder;
 pub mod rules;
 
 pub use jobs::{
-    ArchiveJobConfig, DEFAULT_JOB_CONFIG_PATH, DirectionFilter, EngineConfig, EngineKind,
-    JobConfigError, KeyRingConfig, SmtpConfig, SmtpSecurity, SpeechFilterConfig, StorageBinding,
-    TranscribeJobConfig, TranscribeMode, ValidArchiveJobConfig, ValidStorageBinding,
-    ValidTranscribeJobConfig,
+    ArchiveJobConfig, AssuranceJobConfig, DEFAULT_JOB_CONFIG_PATH, DirectionFilter, EngineConfig,
+    EngineKind, JobConfigError, KeyRingConfig, SmtpConfig, SmtpSecurity, SpeechFilterConfig,
+    StorageBinding, TranscribeJobConfig, TranscribeMode, ValidArchiveJobConfig,
+    ValidAssuranceJobConfig, ValidStorageBinding, ValidTranscribeJobConfig,
 };
 pub use problem::{Invalid, Problem};
 pub use recorder::{
