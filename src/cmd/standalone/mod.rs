@@ -191,6 +191,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
             ring: Arc::new(keys.ring),
             audit_retention_days: args.audit_retention_days,
             board: board.clone(),
+            media_address: args.media_address.clone(),
         },
         resources_rx,
         stop_rx.clone(),
