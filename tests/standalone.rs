@@ -187,7 +187,7 @@ spec:
     sessionsPerReplica: {capacity}
     sip: {{port: {sip_port}}}
     rtpPortRange: {{start: {rtp}, end: {rtp_end}}}
----
+{assurance}---
 apiVersion: callvault.io/v1alpha1
 kind: AccessProfile
 metadata: {{name: admins, namespace: default}}
@@ -198,6 +198,11 @@ spec:
     actions: {{play: true, download: true}}
   admin: {{auditTrail: true, configureSystem: true}}
 ",
+            assurance = if edit.assurance {
+                "  assurance: {schedule: '* * * * *', durationSeconds: 4, commitTimeoutSeconds: 10}\n"
+            } else {
+                ""
+            },
             recordings = self.path("data/recordings").display(),
             mode = if edit.n.is_multiple_of(2) {
                 "Always"
@@ -291,6 +296,8 @@ spec:
 struct Edit {
     n: u32,
     sip_port: Option<u16>,
+    /// A recording assurance test call every minute.
+    assurance: bool,
 }
 
 /// Stops the process as Ctrl-C does and waits for a clean exit.
@@ -833,7 +840,10 @@ async fn profile_edits_with_calls_in_flight_lose_no_call() {
     for n in 1..=EDITS {
         started += 1;
         in_flight.push(call_in_flight(install.sip, &db, &log, started).await);
-        install.profile(&Edit { n, sip_port: None });
+        install.profile(&Edit {
+            n,
+            ..Edit::default()
+        });
         edits += 1;
         applied(&install, &log, edits).await;
         // Answered right after the edit, on the new settings.
@@ -861,6 +871,7 @@ async fn profile_edits_with_calls_in_flight_lose_no_call() {
         install.profile(&Edit {
             n: EDITS + n,
             sip_port: Some(to.port()),
+            ..Edit::default()
         });
         edits += 1;
         applied(&install, &log, edits).await;
@@ -1414,5 +1425,146 @@ async fn a_backup_restored_on_a_new_system_plays_every_recording() {
         played, original,
         "the same audio, decrypted on the new system"
     );
+    interrupt(&mut child, &log).await;
+}
+
+/// Issue 15, recording assurance: a test call every minute through the profile's own SIP
+/// listener is found, its seal verified, decrypted and each channel compared. The profile shows
+/// `Assured: True` with its last success, the audit trail holds the run, and the test call is
+/// absent from a normal search (an explicit filter finds it). With the storage made unusable the
+/// next run says why it failed in `Assured: False` and raises RECORDING_ASSURANCE_FAILED; with
+/// the storage back, the next run clears it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_assurance_says_daily_that_recording_works_and_when_it_does_not() {
+    let install = Install::minimal();
+    install.profile(&Edit {
+        assurance: true,
+        ..Edit::default()
+    });
+    let (mut child, log) = install.start().await;
+    let (admin, _) = Session::login(install.http, FIRST_PASSWORD).await;
+    let admin = &admin;
+    let assured = |status: &'static str| async move {
+        let p = resource(admin, "recording-profiles", "everyone").await?;
+        (condition(&p, "Assured")?["status"] == status).then_some(p)
+    };
+
+    // The first run is at the next whole minute.
+    let profile = poll(
+        "the profile Assured",
+        Duration::from_secs(150),
+        &log,
+        || assured("True"),
+    )
+    .await;
+    let assurance = &profile["status"]["assurance"];
+    assert!(assurance["lastSuccessTime"].is_string(), "{profile}");
+    assert!(assurance["lastFailureTime"].is_null(), "{profile}");
+    let message = condition(&profile, "Assured").unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        message.contains("seal valid") && message.contains("channel 2 matched"),
+        "{message}"
+    );
+    let test_call = assurance["lastRecordingId"].as_str().unwrap().to_owned();
+
+    // The run is in the audit trail, naming the recording it checked.
+    let audit: Vec<Value> = admin
+        .get("/audit?limit=500")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run = audit
+        .iter()
+        .find(|e| e["action"] == "recording_assurance")
+        .unwrap_or_else(|| panic!("no assurance audit entry in {audit:?}"));
+    assert_eq!(run["item_id"], "everyone", "{run}");
+    let details: Value = serde_json::from_str(run["details"].as_str().unwrap()).unwrap();
+    assert_eq!(details["result"], "passed", "{details}");
+    assert_eq!(details["recording_id"], test_call.as_str(), "{details}");
+
+    // Hidden from the Interactions list and a normal search; an explicit filter finds it.
+    assert!(
+        admin
+            .recordings()
+            .await
+            .iter()
+            .all(|r| r["id"] != test_call.as_str()),
+        "a test call is listed among the real ones"
+    );
+    let resp = admin
+        .post("/recordings/search", json!({"query": {"assurance": true}}))
+        .await;
+    let page: Value = resp.json().await.unwrap();
+    let found = page["items"].as_array().unwrap();
+    let row = found
+        .iter()
+        .find(|r| r["id"] == test_call.as_str())
+        .unwrap_or_else(|| panic!("the test call is not found with the filter: {page}"));
+    assert_eq!(row["assurance"], true);
+    // Its own short retention (7 days by default), not the profile's 30.
+    let days = (row["expires_at"].as_i64().unwrap() - row["start_time"].as_i64().unwrap())
+        / 86_400_000_000;
+    assert_eq!(days, 7, "{row}");
+
+    // Recording breaks: the storage directory is replaced by a file.
+    let recordings = install.path("data/recordings");
+    let moved = install.path("data/recordings-moved");
+    std::fs::rename(&recordings, &moved).unwrap();
+    std::fs::write(&recordings, "not a directory").unwrap();
+    let profile = poll(
+        "Assured to turn False",
+        Duration::from_secs(150),
+        &log,
+        || assured("False"),
+    )
+    .await;
+    let failed = condition(&profile, "Assured").unwrap();
+    assert_eq!(failed["reason"], "RecordingNotCommitted", "{profile}");
+    let why = profile["status"]["assurance"]["lastFailureReason"]
+        .as_str()
+        .unwrap();
+    assert!(why.contains("not committed"), "{profile}");
+    assert!(
+        profile["status"]["assurance"]["lastSuccessTime"].is_string(),
+        "the last success is kept: {profile}"
+    );
+    let alarm = poll("the assurance alarm", Duration::from_secs(30), &log, || {
+        active_alarm(admin, "RECORDING_ASSURANCE_FAILED", "everyone")
+    })
+    .await;
+    assert!(
+        alarm["severity"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case("critical")
+            && alarm["message"].as_str().unwrap().contains("not committed"),
+        "{alarm}"
+    );
+
+    // The storage comes back: the next run passes and the alarm clears.
+    std::fs::remove_file(&recordings).unwrap();
+    std::fs::rename(&moved, &recordings).unwrap();
+    poll("Assured True again", Duration::from_secs(150), &log, || {
+        assured("True")
+    })
+    .await;
+    poll(
+        "the assurance alarm to clear",
+        Duration::from_secs(30),
+        &log,
+        || async move {
+            active_alarm(admin, "RECORDING_ASSURANCE_FAILED", "everyone")
+                .await
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
     interrupt(&mut child, &log).await;
 }

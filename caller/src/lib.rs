@@ -28,9 +28,11 @@ pub use config::{AudioSource, CallConfig, CallOptions, G711, Party, Target};
 pub use error::{AudioError, CallError, ConfigError, SetupError};
 pub use stats::Summary;
 
-use call::{CallContext, CallOutcome};
+pub use call::CallOutcome;
+pub use request::CallIds;
+
+use call::CallContext;
 use link::SipLink;
-use request::CallIds;
 use stats::{Histogram, group_failures};
 
 /// Length of a tone call when no `--duration` is given.
@@ -110,6 +112,28 @@ pub async fn run(
         started.elapsed(),
         *stop.borrow(),
     ))
+}
+
+/// Places one call with `ids` (chosen by the caller, who can then find its recording by its
+/// Call-ID) and says how it went: recording assurance's test call.
+pub async fn place_one(
+    config: CallConfig,
+    audio: Audio,
+    ids: CallIds,
+) -> Result<CallOutcome, SetupError> {
+    let remote = resolve(&config.target).await?;
+    let link = SipLink::open(config.transport, remote).await?;
+    let duration = config.duration.unwrap_or_else(|| audio.length());
+    let ctx = Arc::new(CallContext {
+        link,
+        config,
+        audio,
+        duration,
+    });
+    // Never stopped early: the sender lives until the call ends.
+    let (_keep, stop) = watch::channel(false);
+    let span = tracing::info_span!("call", call_id = %ids.call_id);
+    Ok(call::place(ctx, ids, stop).instrument(span).await)
 }
 
 fn summarise(

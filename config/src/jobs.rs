@@ -406,6 +406,127 @@ pub struct ValidTranscribeJobConfig {
     pub to: Option<Timestamp>,
 }
 
+/// What `callvault job assurance --profile NAME` runs with: the test call to place through the
+/// RecordingProfile's own SIP entry point, and what the check needs to find, verify and
+/// decrypt its recording.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssuranceJobConfig {
+    /// Tenant: the profile's namespace (`default` standalone).
+    pub tenant: String,
+    /// The RecordingProfile under test.
+    pub profile: String,
+    /// File holding the database URL.
+    pub database_url_file: PathBuf,
+    /// Where the test call goes: the profile's SIP Service (cluster) or listener (standalone),
+    /// e.g. `sip:agents-recorder-sip.bank.svc:5060`.
+    pub sip_uri: String,
+    /// `udp` or `tcp`: one the profile's recorders listen on.
+    pub transport: String,
+    /// Calling number of the test call.
+    pub from_number: String,
+    /// Called number of the test call.
+    pub to_number: String,
+    /// Seconds of known audio on each channel.
+    pub duration_seconds: u32,
+    /// Seconds to wait, after the call ends, for its recording to be committed.
+    pub commit_timeout_seconds: u32,
+    /// Days a test recording is kept.
+    pub retention_days: u32,
+    /// The profile's StorageTarget, where its recordings are stored.
+    pub storage: StorageBinding,
+    /// Private keys to decrypt the test recording with (the recorder holds only the public key).
+    pub key_ring: KeyRingConfig,
+    /// Alarm emails (recording assurance failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpConfig>,
+}
+
+/// An [`AssuranceJobConfig`] that passed [`AssuranceJobConfig::validate`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ValidAssuranceJobConfig {
+    /// The configuration as given.
+    pub config: AssuranceJobConfig,
+    /// The profile's storage.
+    pub storage: ValidStorageBinding,
+}
+
+impl AssuranceJobConfig {
+    /// Parses YAML or JSON.
+    pub fn parse(text: &str) -> Result<Self, JobConfigError> {
+        serde_yaml::from_str(text).map_err(|e| JobConfigError::Parse {
+            what: "a recording assurance job configuration",
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads, parses and validates the file the operator mounted.
+    pub fn load(path: &Path) -> Result<ValidAssuranceJobConfig, JobConfigError> {
+        Ok(Self::parse(&read(path)?)?.validate()?)
+    }
+
+    /// The one place the assurance job configuration is checked (the CRD's ranges again, for
+    /// configurations built without the API server). Returns every problem found.
+    pub fn validate(&self) -> Result<ValidAssuranceJobConfig, Invalid> {
+        let mut p = Problems::default();
+        check_scope(&mut p, &self.tenant, "profile", &self.profile);
+        check_path(&mut p, "databaseUrlFile", Some(&self.database_url_file));
+        p.check(
+            self.sip_uri.starts_with("sip:")
+                && self.sip_uri.len() > 4
+                && !self.sip_uri.contains(char::is_whitespace),
+            "sipUri",
+            format!("{:?} is not a sip: URI", self.sip_uri),
+        );
+        p.check(
+            matches!(self.transport.as_str(), "udp" | "tcp"),
+            "transport",
+            "must be udp or tcp",
+        );
+        for (field, number) in [
+            ("fromNumber", &self.from_number),
+            ("toNumber", &self.to_number),
+        ] {
+            p.check(
+                (1..=64).contains(&number.len())
+                    && number
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "+*#.:@_-".contains(c)),
+                field,
+                format!("{number:?} is not a number or sip: URI"),
+            );
+        }
+        p.check(
+            (3..=60).contains(&self.duration_seconds),
+            "durationSeconds",
+            "must be 3 to 60",
+        );
+        p.check(
+            (10..=3600).contains(&self.commit_timeout_seconds),
+            "commitTimeoutSeconds",
+            "must be 10 to 3600",
+        );
+        p.check(
+            (1..=365).contains(&self.retention_days),
+            "retentionDays",
+            "must be 1 to 365",
+        );
+        let storage = check_binding(&mut p, "storage", &self.storage);
+        check_key_ring(&mut p, "keyRing", &self.key_ring);
+        if let Some(smtp) = &self.smtp {
+            smtp.check(&mut p, "smtp");
+        }
+        match storage {
+            Some(storage) => p.into_result(ValidAssuranceJobConfig {
+                config: self.clone(),
+                storage,
+            }),
+            None => Err(Invalid { problems: p.0 }),
+        }
+    }
+}
+
 /// Why a job configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum JobConfigError {

@@ -12,10 +12,11 @@ mod recorder;
 pub mod rules;
 
 pub use jobs::{
-    ArchiveJobConfig, DEFAULT_JOB_CONFIG_PATH, DirectionFilter, EngineConfig, EngineKind,
-    JobConfigError, KeyRingConfig, SmtpConfig, SmtpSecurity, SpaceCleanupJobConfig,
+    ArchiveJobConfig, AssuranceJobConfig, DEFAULT_JOB_CONFIG_PATH, DirectionFilter, EngineConfig,
+    EngineKind, JobConfigError, KeyRingConfig, SmtpConfig, SmtpSecurity, SpaceCleanupJobConfig,
     SpeechFilterConfig, StorageBinding, TranscribeJobConfig, TranscribeMode, ValidArchiveJobConfig,
-    ValidSpaceCleanupJobConfig, ValidStorageBinding, ValidTranscribeJobConfig,
+    ValidAssuranceJobConfig, ValidSpaceCleanupJobConfig, ValidStorageBinding,
+    ValidTranscribeJobConfig,
 };
 pub use problem::{Invalid, Problem};
 pub use recorder::{

@@ -1,8 +1,9 @@
-//! Loading and validating the archive and transcription job configurations.
+//! Loading and validating the archive, transcription and recording assurance job
+//! configurations.
 
 use callvault_config::{
-    ArchiveJobConfig, DirectionFilter, EngineKind, JobConfigError, SmtpSecurity,
-    TranscribeJobConfig, TranscribeMode,
+    ArchiveJobConfig, AssuranceJobConfig, DirectionFilter, EngineKind, JobConfigError,
+    SmtpSecurity, TranscribeJobConfig, TranscribeMode,
 };
 
 const ARCHIVE: &str = r#"
@@ -245,4 +246,49 @@ fn configs_round_trip_through_json() {
     let json = serde_json::to_string(&t).expect("serialise");
     assert!(json.contains("\"speechJob\"") && json.contains("\"modelPath\""));
     assert_eq!(TranscribeJobConfig::parse(&json).expect("reparse"), t);
+}
+
+const ASSURANCE: &str = r#"
+tenant: bank-emea
+profile: agents
+databaseUrlFile: /etc/callvault/db/url
+sipUri: "sip:agents-recorder-sip.bank-emea.svc:5060"
+transport: udp
+fromNumber: "+15550100901"
+toNumber: "+15550100902"
+durationSeconds: 6
+commitTimeoutSeconds: 120
+retentionDays: 7
+storage:
+  name: primary
+  storage: {type: filesystem, path: /recordings}
+keyRing: {dir: /etc/callvault/keys}
+"#;
+
+#[test]
+fn assurance_is_checked_in_one_place_naming_each_field() {
+    let ok = AssuranceJobConfig::parse(ASSURANCE).expect("parses");
+    let valid = ok.validate().expect("valid");
+    assert_eq!(valid.storage.binding.name, "primary");
+
+    let bad = AssuranceJobConfig {
+        sip_uri: "agents-recorder-sip:5060".into(),
+        transport: "tls".into(),
+        from_number: "not a number".into(),
+        duration_seconds: 2,
+        commit_timeout_seconds: 5,
+        retention_days: 0,
+        ..ok
+    };
+    let e = bad.validate().expect_err("invalid");
+    for path in [
+        "sipUri",
+        "transport",
+        "fromNumber",
+        "durationSeconds",
+        "commitTimeoutSeconds",
+        "retentionDays",
+    ] {
+        assert!(e.has(path), "{path} not reported: {e}");
+    }
 }

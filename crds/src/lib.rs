@@ -22,7 +22,9 @@ pub use access_profile::{AccessProfile, AccessProfileSpec, AccessProfileStatus};
 pub use common::{LocalObjectRef, SecretKeyRef, SecretRef};
 pub use connector::{Connector, ConnectorSpec, ConnectorStatus};
 pub use cron::{Cron, CronError};
-pub use recording_profile::{RecordingProfile, RecordingProfileSpec, RecordingProfileStatus};
+pub use recording_profile::{
+    Assurance, AssuranceStatus, RecordingProfile, RecordingProfileSpec, RecordingProfileStatus,
+};
 pub use reference::reference_markdown;
 pub use resource_set::{ResourceSet, SetError, SetProblem};
 pub use speech_job::{SpeechJob, SpeechJobSpec, SpeechJobStatus};

@@ -5,7 +5,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{LocalObjectRef, Names, SecretKeyRef};
+use crate::common::{CRON_MESSAGE, CRON_RULE, LocalObjectRef, Names, SecretKeyRef};
 use crate::status::Condition;
 
 /// What to record, how long to keep it, where to store it, and the recorder pool that records it.
@@ -67,6 +67,61 @@ pub struct RecordingProfileSpec {
         "reason": "FieldValueForbidden"
     }]))]
     pub disabled: bool,
+    /// Recording assurance: on this schedule a test call with known audio goes through the
+    /// profile's own SIP entry point, and its recording is found, its seal verified, and each
+    /// channel compared with what was sent. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assurance: Option<Assurance>,
+}
+
+/// Recording assurance of a profile (see `spec.assurance`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Assurance {
+    /// Cron schedule (5 fields, UTC) of the test call, e.g. `0 6 * * *` for daily evidence.
+    #[schemars(
+        length(min = 7, max = 128),
+        extend("x-kubernetes-validations" = [{"rule": CRON_RULE, "message": format!("spec.assurance.schedule {CRON_MESSAGE}"), "reason": "FieldValueInvalid"}])
+    )]
+    pub schedule: String,
+    /// Calling number of the test call, as its recording names it (digits, `+` or a `sip:` URI).
+    #[serde(default = "default_assurance_from")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9+*#.:@_-]+$"))]
+    pub from_number: String,
+    /// Called number of the test call.
+    #[serde(default = "default_assurance_to")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9+*#.:@_-]+$"))]
+    pub to_number: String,
+    /// Seconds of known audio the test call carries.
+    #[serde(default = "default_assurance_seconds")]
+    #[schemars(range(min = 3, max = 60))]
+    pub duration_seconds: i32,
+    /// Seconds the check waits for the recording to be committed after the call ends.
+    #[serde(default = "default_assurance_commit")]
+    #[schemars(range(min = 10, max = 3600))]
+    pub commit_timeout_seconds: i32,
+    /// Days a test recording is kept (never longer than `spec.retention` keeps recordings):
+    /// the evidence is the audit entry and the status, the recording itself is only a sample.
+    #[serde(default = "default_assurance_retention")]
+    #[schemars(range(min = 1, max = 365))]
+    pub retention_days: i32,
+}
+
+// Numbers from the ranges reserved for fiction (+1 555 01xx), so no real party is named.
+fn default_assurance_from() -> String {
+    "+15550100901".to_owned()
+}
+fn default_assurance_to() -> String {
+    "+15550100902".to_owned()
+}
+fn default_assurance_seconds() -> i32 {
+    6
+}
+fn default_assurance_commit() -> i32 {
+    120
+}
+fn default_assurance_retention() -> i32 {
+    7
 }
 
 fn default_max_duration() -> i64 {
@@ -625,7 +680,7 @@ fn default_rtp_end() -> i32 {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordingProfileStatus {
-    /// Ready, RecordersAvailable, StorageBound, Conflict.
+    /// Ready, RecordersAvailable, StorageBound, Conflict and, with `spec.assurance`, Assured.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -657,6 +712,31 @@ pub struct RecordingProfileStatus {
     /// What retention did last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionSummary>,
+    /// What recording assurance found last (with the `Assured` condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assurance: Option<AssuranceStatus>,
+}
+
+/// Results of the profile's recording assurance runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AssuranceStatus {
+    /// When the last run finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run_time: Option<Time>,
+    /// When a run last found the test call recorded, sealed and intact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_time: Option<Time>,
+    /// When a run last failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_time: Option<Time>,
+    /// Why the last failed run failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub last_failure_reason: Option<String>,
+    /// The last test call's recording, when one was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_recording_id: Option<String>,
 }
 
 /// A user matched by more than one profile.

@@ -61,6 +61,9 @@ pub mod condition_type {
     /// RecordingProfile: users it selects are recorded by an older profile (one profile per
     /// user), so it does not record them; the message names them.
     pub const CONFLICT: &str = "Conflict";
+    /// RecordingProfile: the last recording assurance test call was recorded intact (its
+    /// recording found, sealed, decrypted and each channel as sent).
+    pub const ASSURED: &str = "Assured";
 }
 
 /// Reasons for condition transitions (CamelCase, as Kubernetes expects).
@@ -109,6 +112,22 @@ pub mod reason {
     pub const UNKNOWN_SUBJECTS: &str = "UnknownSubjects";
     /// The resource is invalid in a way only the controller can see (e.g. a bad regex).
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Recording assurance: the test call was recorded, sealed and each channel as sent.
+    pub const TEST_CALL_RECORDED: &str = "TestCallRecorded";
+    /// Recording assurance: the test call was refused, not answered or cut.
+    pub const TEST_CALL_FAILED: &str = "TestCallFailed";
+    /// Recording assurance: no recording of the test call was found.
+    pub const RECORDING_NOT_FOUND: &str = "RecordingNotFound";
+    /// Recording assurance: the test call's recording was not committed in time.
+    pub const RECORDING_NOT_COMMITTED: &str = "RecordingNotCommitted";
+    /// Recording assurance: the test call's recording was committed incomplete.
+    pub const RECORDING_INCOMPLETE: &str = "RecordingIncomplete";
+    /// Recording assurance: the recording failed its seal or did not decrypt.
+    pub const SEAL_INVALID: &str = "SealInvalid";
+    /// Recording assurance: a channel of the recording is not what was sent.
+    pub const AUDIO_MISMATCH: &str = "AudioMismatch";
+    /// Recording assurance: the check itself could not run (database, storage, keys).
+    pub const CHECK_FAILED: &str = "CheckFailed";
 }
 
 /// Result of one scheduled run (Connector, SpeechJob).

@@ -749,6 +749,11 @@ fn every_cel_rule_rejects_what_it_should_and_accepts_the_rest() {
     ] {
         accepted(&with(connector(), "/spec/schedule", json!(schedule)));
         accepted(&with(whisper(), "/spec/schedule", json!(schedule)));
+        accepted(&with(
+            recording_profile(),
+            "/spec/assurance/schedule",
+            json!(schedule),
+        ));
     }
     for schedule in [
         "61 * * * *",
@@ -767,6 +772,15 @@ fn every_cel_rule_rejects_what_it_should_and_accepts_the_rest() {
                 "must be a cron schedule",
             ));
         }
+        hit.insert(rejected(
+            &with(
+                recording_profile(),
+                "/spec/assurance/schedule",
+                json!(schedule),
+            ),
+            "spec.assurance.schedule",
+            "must be a cron schedule",
+        ));
     }
 
     // What the CEL pattern lets through but the jobs' own parser refuses, with the reason:

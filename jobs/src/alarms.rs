@@ -16,6 +16,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use crate::archive::{ArchiveSummary, RunOutcome};
+use crate::assurance::AssuranceReport;
 use crate::vault::{SetupError, read_secret_file};
 
 /// The alarms CallVault raises.
@@ -31,6 +32,8 @@ pub enum AlarmKind {
     ConnectorFailing,
     /// A configuration change was refused: the previous configuration keeps running.
     ConfigurationRefused,
+    /// A RecordingProfile's recording assurance test call was not recorded intact.
+    AssuranceFailed,
     /// A filesystem StorageTarget crossed its space-cleanup limit.
     StorageSpaceLow,
 }
@@ -42,6 +45,7 @@ impl AlarmKind {
             AlarmKind::SpoolDiskFull => "SPOOL_DISK_FULL",
             AlarmKind::StorageUnreachable => "STORAGE_UNREACHABLE",
             AlarmKind::RecorderUnavailable => "RECORDER_UNAVAILABLE",
+            AlarmKind::AssuranceFailed => "RECORDING_ASSURANCE_FAILED",
             AlarmKind::ConnectorFailing => "CONNECTOR_FAILING",
             AlarmKind::ConfigurationRefused => "CONFIGURATION_REFUSED",
             AlarmKind::StorageSpaceLow => "STORAGE_SPACE_LOW",
@@ -53,6 +57,7 @@ impl AlarmKind {
         match self {
             AlarmKind::SpoolDiskFull => "Spool disk nearly full",
             AlarmKind::StorageUnreachable => "Connection Failed",
+            AlarmKind::AssuranceFailed => "Recording assurance failed",
             AlarmKind::RecorderUnavailable => "Recording Resource Unavailable",
             AlarmKind::ConnectorFailing => "Archive connector failing",
             AlarmKind::ConfigurationRefused => "Configuration refused",
@@ -227,6 +232,26 @@ pub fn configuration(source: &str, refused: Option<&str>) -> Observation {
                 AlarmSeverity::Major,
                 format!(
                     "Configuration of {source} refused: {why}; the previous configuration keeps running"
+                ),
+            )
+        }),
+    }
+}
+
+/// A failed recording assurance run is Critical: the profile's test call, placed the way a
+/// call source places real ones, was not recorded intact, so real calls may not be either. It
+/// clears on the next run that passes.
+pub fn assurance(report: &AssuranceReport) -> Observation {
+    let profile = &report.profile;
+    Observation {
+        kind: AlarmKind::AssuranceFailed,
+        source: profile.clone(),
+        raised: report.failure.as_ref().map(|f| {
+            (
+                AlarmSeverity::Critical,
+                format!(
+                    "RecordingProfile {profile}: the recording assurance test call was not recorded intact ({}): {}",
+                    f.reason, f.message
                 ),
             )
         }),

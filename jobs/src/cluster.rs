@@ -8,7 +8,9 @@
 //! does not change.
 
 use callvault_crds::connector::{Connector, ConnectorStatus};
-use callvault_crds::recording_profile::RecordingProfile;
+use callvault_crds::recording_profile::{
+    AssuranceStatus, RecordingProfile, RecordingProfileStatus,
+};
 use callvault_crds::speech_job::SpeechJob;
 use callvault_crds::status::{Condition, ConditionStatus, condition_type, reason};
 use callvault_crds::storage_target::StorageTarget;
@@ -22,12 +24,15 @@ use serde_json::{Value, json};
 
 use crate::alarms::Transition;
 use crate::archive::{ArchiveSummary, RunOutcome};
+use crate::assurance::AssuranceReport;
 use crate::retention::RetentionSummary;
 use crate::space::{SpaceSummary, space_note};
 use crate::transcribe::{self, TranscribeSummary};
 
 /// Field manager of the archive job's status fields.
 pub const ARCHIVE_FIELD_MANAGER: &str = "callvault-job-archive";
+/// Field manager of the recording assurance job's status fields.
+pub const ASSURANCE_FIELD_MANAGER: &str = "callvault-job-assurance";
 /// Reporter of the space cleanup job's Events.
 pub const SPACE_CLEANUP_FIELD_MANAGER: &str = "callvault-job-space-cleanup";
 /// Field manager of the retention job's status fields.
@@ -181,6 +186,30 @@ impl Cluster {
             reason,
             "SpaceCleanup",
             space_note(summary),
+        )
+        .await
+    }
+
+    /// Writes the assurance run into the RecordingProfile's `Assured` condition and
+    /// `status.assurance`, and emits an Event on it.
+    pub async fn report_assurance(&self, report: &AssuranceReport) -> Result<(), ClusterError> {
+        let current: RecordingProfile = self.get(&report.profile).await?;
+        let previous = current.status.clone().unwrap_or_default();
+        let status = assurance_status(report, &previous, current.metadata.generation);
+        self.apply_status::<RecordingProfile>(&report.profile, ASSURANCE_FIELD_MANAGER, status)
+            .await?;
+        let (type_, reason) = if report.passed() {
+            (EventType::Normal, "Assured")
+        } else {
+            (EventType::Warning, "AssuranceFailed")
+        };
+        self.event(
+            &current,
+            ASSURANCE_FIELD_MANAGER,
+            type_,
+            reason,
+            "Assurance",
+            report.message(),
         )
         .await
     }
@@ -502,6 +531,57 @@ pub fn retention_status(days: u32, summary: &RetentionSummary, finished_at: i64)
         retention["oldestRecordingTime"] = to_value(&t);
     }
     json!({ "retention": retention })
+}
+
+/// The assurance job's part of a RecordingProfile's status: the `Assured` condition and
+/// `status.assurance`, the last success and the last failure carried over from `previous`
+/// (standalone's board and the job's server-side apply alike write the whole part).
+pub fn assurance_status(
+    report: &AssuranceReport,
+    previous: &RecordingProfileStatus,
+    generation: Option<i64>,
+) -> Value {
+    let now = report.finished_at;
+    let assured = condition(
+        &previous.conditions,
+        condition_type::ASSURED,
+        if report.passed() {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
+        report.reason(),
+        report.message(),
+        now,
+        generation,
+    );
+    let before = previous.assurance.clone().unwrap_or_default();
+    let (last_success, last_failure, why) = match &report.failure {
+        None => (
+            time(now),
+            before.last_failure_time,
+            before.last_failure_reason,
+        ),
+        Some(f) => (
+            before.last_success_time,
+            time(now),
+            Some(truncate(format!("{}: {}", f.reason, f.message), 4096)),
+        ),
+    };
+    let assurance = AssuranceStatus {
+        last_run_time: time(now),
+        last_success_time: last_success,
+        last_failure_time: last_failure,
+        last_failure_reason: why,
+        last_recording_id: report
+            .recording_id
+            .map(|id| id.to_string())
+            .or(before.last_recording_id),
+    };
+    json!({
+        "conditions": [to_value(&assured)],
+        "assurance": to_value(&assurance),
+    })
 }
 
 /// One line for the Event and the log.

@@ -1,8 +1,9 @@
 //! CronJob workloads: retention (expiry, deferred deletions, audit purge), space-based cleanup
-//! of full filesystem targets and archive (Connector copies); transcription lives in its own
-//! module.
+//! of full filesystem targets, archive (Connector copies) and recording assurance (a test call
+//! through a profile, checked end to end); transcription lives in its own module.
 pub mod alarms;
 pub mod archive;
+pub mod assurance;
 pub mod cluster;
 pub mod retention;
 pub mod space;

@@ -3,8 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use callvault_crds::{RecordingProfile, StorageTarget};
+use callvault_operator::build::assurance::{self, AssuranceChildren};
+use callvault_operator::build::job::KeyRingSecret;
 use callvault_operator::build::pod::DatabaseSecret;
-use callvault_operator::build::recording_profile::{Children, RecorderSettings, build};
+use callvault_operator::build::recording_profile::{ChildNames, Children, RecorderSettings, build};
 use callvault_operator::render::paths;
 use callvault_operator::render_recorder_config;
 use k8s_openapi::api::core::v1::PodSpec;
@@ -75,6 +77,15 @@ fn children(profile: &RecordingProfile, target: &StorageTarget, replicas: i32) -
     build(profile, target, &config, replicas, &settings()).expect("builds")
 }
 
+fn assurance(profile: &RecordingProfile, target: &StorageTarget) -> Option<AssuranceChildren> {
+    let names = ChildNames::new(profile.metadata.name.as_deref().expect("named"));
+    let s = settings();
+    let ring = KeyRingSecret {
+        name: "callvault-private-keys".to_owned(),
+    };
+    assurance::build(profile, target, &names.sip, &s.image, &s.database, &ring).expect("builds")
+}
+
 fn all_objects(c: &Children) -> Vec<serde_json::Value> {
     [
         serde_json::to_value(&c.stateful_set),
@@ -122,9 +133,14 @@ fn children_match_the_committed_snapshot() {
         .find(|p| p.metadata.name.as_deref() == Some("retail-banking-agents"))
         .expect("example profile");
     let profile = with_uid(profile);
-    let c = children(&profile, target_of(&profile, &targets), 3);
+    let target = target_of(&profile, &targets);
+    let c = children(&profile, target, 3);
+    let a = assurance(&profile, target).expect("the example profile has assurance");
+    let mut objects = all_objects(&c);
+    objects.push(serde_json::to_value(&a.config_map).expect("serializes"));
+    objects.push(serde_json::to_value(&a.cron_job).expect("serializes"));
     let mut actual = String::new();
-    for object in all_objects(&c) {
+    for object in objects {
         actual.push_str("---\n");
         actual.push_str(&serde_yaml::to_string(&object).expect("serializes"));
     }
@@ -370,4 +386,82 @@ fn the_config_map_carries_the_other_profiles_selections() {
         Some(Path::new(paths::OTHER_PROFILES_FILE))
     );
     assert!(paths::OTHER_PROFILES_FILE.starts_with(paths::CONFIG_DIR));
+}
+
+/// Recording assurance: the CronJob is owned by its profile, calls the profile's SIP Service,
+/// mounts the private keys (which the recorders never get) and follows `spec.assurance`.
+#[test]
+fn assurance_is_a_cron_job_the_profile_owns_calling_its_sip_service() {
+    let (profiles, targets) = examples();
+    let profile = with_uid(
+        profiles
+            .into_iter()
+            .find(|p| p.metadata.name.as_deref() == Some("retail-banking-agents"))
+            .expect("example profile"),
+    );
+    let target = target_of(&profile, &targets);
+    let a = assurance(&profile, target).expect("built");
+    let owner = &a
+        .cron_job
+        .metadata
+        .owner_references
+        .as_ref()
+        .expect("owned")[0];
+    assert_eq!(owner.kind, "RecordingProfile");
+    assert_eq!(owner.uid, "0b6c7ad5-55a4-4c4e-9d7e-3f1e0c9b2a11");
+    assert_eq!(owner.controller, Some(true));
+    let spec = &a.cron_job.spec;
+    assert_eq!(spec.schedule, "0 6 * * *");
+    assert_eq!(spec.suspend, Some(false));
+    let pod = spec
+        .job_template
+        .spec
+        .as_ref()
+        .and_then(|j| j.template.spec.as_ref())
+        .expect("pod");
+    let command = pod.containers[0]
+        .command
+        .as_ref()
+        .expect("command")
+        .join(" ");
+    assert!(
+        command.starts_with("callvault job assurance --profile retail-banking-agents"),
+        "{command}"
+    );
+    let volumes = pod.volumes.as_ref().expect("volumes");
+    assert!(
+        volumes.iter().any(|v| v
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.secret_name.as_deref() == Some("callvault-private-keys"))),
+        "the job decrypts with the key ring"
+    );
+    let config = a.config_map.data.as_ref().expect("data")["job.yaml"].clone();
+    let config = callvault_config::AssuranceJobConfig::parse(&config).expect("parses");
+    config.validate().expect("valid");
+    assert_eq!(
+        config.sip_uri,
+        "sip:retail-banking-agents-recorder-sip.contact-centre.svc:5060"
+    );
+    assert_eq!(config.retention_days, 7, "the default short retention");
+    assert!(
+        !recorder_pod(&children(&profile, target, 1))
+            .volumes
+            .as_ref()
+            .expect("volumes")
+            .iter()
+            .any(|v| v
+                .secret
+                .as_ref()
+                .is_some_and(|s| s.secret_name.as_deref() == Some("callvault-private-keys"))),
+        "the recorder never holds a private key"
+    );
+
+    let mut without = profile.clone();
+    without.spec.assurance = None;
+    assert!(assurance(&without, target).is_none());
+    let mut disabled = profile;
+    disabled.spec.disabled = true;
+    let a = assurance(&disabled, target).expect("built");
+    assert_eq!(a.cron_job.spec.suspend, Some(true), "no recorders to call");
 }

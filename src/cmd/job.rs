@@ -10,14 +10,16 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use callvault_config::{
-    ArchiveJobConfig, DEFAULT_JOB_CONFIG_PATH, RecorderConfig, SpaceCleanupJobConfig,
-    TranscribeJobConfig,
+    ArchiveJobConfig, AssuranceJobConfig, DEFAULT_JOB_CONFIG_PATH, RecorderConfig,
+    SpaceCleanupJobConfig, TranscribeJobConfig,
 };
-use callvault_crds::{Connector, StorageTarget};
+use callvault_crds::{Connector, RecordingProfile, StorageTarget};
 use callvault_jobs::alarms::{self, Alarms, Mailer};
 use callvault_jobs::archive::{ArchiveJob, ArchiveMode, RunOutcome, run_archive};
+use callvault_jobs::assurance::{Check, run_assurance};
 use callvault_jobs::cluster::{
-    ARCHIVE_FIELD_MANAGER, Cluster, SPACE_CLEANUP_FIELD_MANAGER, retention_note, transcribe_note,
+    ARCHIVE_FIELD_MANAGER, ASSURANCE_FIELD_MANAGER, Cluster, SPACE_CLEANUP_FIELD_MANAGER,
+    retention_note, transcribe_note,
 };
 use callvault_jobs::retention::{RetentionOptions, Target, run_retention};
 use callvault_jobs::space::{SpaceJob, SpaceLimits, run_space_cleanup, space_note};
@@ -32,6 +34,9 @@ pub enum JobCommand {
     /// Remove expired recordings and carry out deferred deletions for one RecordingProfile,
     /// and purge old audit entries.
     Retention(RetentionArgs),
+    /// Place a recording assurance test call through a RecordingProfile and check its
+    /// recording end to end (found, sealed, decrypted, each channel as sent).
+    Assurance(AssuranceArgs),
     /// Copy recordings to a Connector's destination.
     Archive(ArchiveArgs),
     /// Transcribe recordings for a SpeechJob.
@@ -87,6 +92,16 @@ pub struct TranscribeArgs {
     config: PathBuf,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct AssuranceArgs {
+    /// The RecordingProfile (it must be the one the configuration file is for).
+    #[arg(long)]
+    profile: String,
+    /// The assurance job configuration the operator renders from the RecordingProfile.
+    #[arg(long, default_value = DEFAULT_JOB_CONFIG_PATH)]
+    config: PathBuf,
+}
+
 pub fn run(job: JobCommand) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -96,6 +111,7 @@ pub fn run(job: JobCommand) -> anyhow::Result<ExitCode> {
         JobCommand::Retention(args) => runtime.block_on(retention(args)),
         JobCommand::Archive(args) => runtime.block_on(archive(args)),
         JobCommand::Transcribe(args) => runtime.block_on(transcribe(args)),
+        JobCommand::Assurance(args) => runtime.block_on(assurance(args)),
         JobCommand::SpaceCleanup(args) => runtime.block_on(space_cleanup(args)),
     }
 }
@@ -338,4 +354,64 @@ async fn transcribe(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
         ),
     }
     Ok(exit(summary.failures.is_empty()))
+}
+
+async fn assurance(args: AssuranceArgs) -> anyhow::Result<ExitCode> {
+    let valid = AssuranceJobConfig::load(&args.config)
+        .with_context(|| format!("assurance job configuration {}", args.config.display()))?;
+    let config = &valid.config;
+    if config.profile != args.profile {
+        bail!(
+            "{} is the configuration of RecordingProfile {:?}, not {:?}",
+            args.config.display(),
+            config.profile,
+            args.profile
+        );
+    }
+    let span = tracing::info_span!("assurance", tenant = %config.tenant, profile = %config.profile);
+    let _guard = span.enter();
+    let cluster = Cluster::from_env().await?;
+    let db = vault::connect_db(&config.database_url_file).await?;
+    let storage = vault::open_binding(&valid.storage)?;
+    let ring = vault::load_key_ring(&config.key_ring)?;
+    let report = run_assurance(Check {
+        db: &db,
+        config: &valid,
+        storage: &storage,
+        ring: &ring,
+    })
+    .await;
+    let mailer = config.smtp.as_ref().map(Mailer::new).transpose()?;
+    let alarms = Alarms {
+        db: &db,
+        tenant: &config.tenant,
+        mailer: mailer.as_ref(),
+    };
+    if let Some(t) = alarms.apply(&alarms::assurance(&report)).await?
+        && let Some(c) = &cluster
+    {
+        c.alarm_event::<RecordingProfile>(
+            &config.profile,
+            ASSURANCE_FIELD_MANAGER,
+            &config.tenant,
+            &t,
+        )
+        .await
+        .context("alarm Event")?;
+    }
+    match &cluster {
+        Some(c) => c
+            .report_assurance(&report)
+            .await
+            .context("reporting to the RecordingProfile")?,
+        None => println!(
+            "assurance {}: {} ({}): {}",
+            config.profile,
+            if report.passed() { "passed" } else { "FAILED" },
+            report.reason(),
+            report.message()
+        ),
+    }
+    db.close().await;
+    Ok(exit(report.passed()))
 }

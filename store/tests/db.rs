@@ -28,6 +28,7 @@ callvault_store::on_both_backends!(
     audit_purge_keeps_chain_verifiable,
     tenant_isolation,
     directory_sessions_alarms,
+    assurance_calls_are_marked_hidden_and_expire_early,
 );
 
 const T: &str = "bank";
@@ -1432,4 +1433,71 @@ async fn directory_sessions_alarms(f: Fixture) {
     let ts = db.transcripts(T, r.id).await.expect("get");
     assert_eq!(ts.len(), 1);
     assert_eq!(ts[0].body, "second");
+}
+
+/// A recording assurance test call, once marked by the Call-ID only its job knows, is left out
+/// of every search but the explicit one, and expires on its own short retention (never later
+/// than the profile's).
+async fn assurance_calls_are_marked_hidden_and_expire_early(f: Fixture) {
+    let db = &f.db;
+    let day = 24 * HOUR;
+    let real = call(
+        db,
+        T,
+        NewRecording::new("real", T0, Direction::Inbound),
+        1000,
+    )
+    .await;
+    let mut test = NewRecording::new("test", T0, Direction::Inbound);
+    test.profile = "agents".into();
+    test.sip_call_id = "assurance-1@callvault".into();
+    test.expires_at = Some(T0 + 30 * day);
+    let test = call(db, T, test, 1000).await;
+    assert!(!test.assurance);
+
+    let nothing = db
+        .mark_assurance(T, "other-profile", "assurance-1@callvault", 7 * day)
+        .await
+        .expect("mark");
+    assert!(nothing.is_empty(), "another profile's call is not touched");
+    let marked = db
+        .mark_assurance(T, "agents", "assurance-1@callvault", 7 * day)
+        .await
+        .expect("mark");
+    assert_eq!(marked.len(), 1);
+    assert!(marked[0].assurance);
+    assert_eq!(marked[0].expires_at, Some(T0 + 7 * day));
+    // A profile keeping calls for less than the test retention wins.
+    let again = db
+        .mark_assurance(T, "agents", "assurance-1@callvault", 90 * day)
+        .await
+        .expect("mark");
+    assert_eq!(again[0].expires_at, Some(T0 + 7 * day));
+
+    let found = |q: SearchQuery| async move {
+        db.search_recordings(T, &AccessScope::All, &q, 10, None)
+            .await
+            .expect("search")
+            .items
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(found(SearchQuery::default()).await, [real.id]);
+    let explicit = SearchQuery {
+        assurance: true,
+        ..SearchQuery::default()
+    };
+    assert_eq!(found(explicit.clone()).await, [test.id]);
+    assert_eq!(
+        db.count_recordings(T, &AccessScope::All, &SearchQuery::default())
+            .await
+            .expect("count"),
+        1
+    );
+    let expired = db
+        .expired_recordings_of_profile(T, "agents", T0 + 8 * day, None, 10)
+        .await
+        .expect("expired");
+    assert_eq!(expired.iter().map(|r| r.id).collect::<Vec<_>>(), [test.id]);
 }

@@ -1,5 +1,6 @@
 //! Pure builders of the objects each controller applies.
 
+pub mod assurance;
 pub mod connector;
 pub mod job;
 pub mod meta;

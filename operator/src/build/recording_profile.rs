@@ -1,6 +1,7 @@
 //! The objects a RecordingProfile owns: the recorder StatefulSet, its headless and SIP
 //! Services, the ConfigMap with the rendered configuration, a PodDisruptionBudget and the daily
-//! retention CronJob. Pure: the controller fetches, these build, the controller applies.
+//! retention CronJob (the assurance CronJob is in [`super::assurance`]). Pure: the controller
+//! fetches, these build, the controller applies.
 
 use std::collections::BTreeMap;
 

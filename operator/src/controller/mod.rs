@@ -208,6 +208,8 @@ pub(crate) struct ChildStores {
     pub config_maps: Store<k8s_openapi::api::core::v1::ConfigMap>,
     pub pod_disruption_budgets: Store<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
     pub retention_cron_jobs: Store<k8s_openapi::api::batch::v1::CronJob>,
+    pub assurance_cron_jobs: Store<k8s_openapi::api::batch::v1::CronJob>,
+    pub assurance_config_maps: Store<k8s_openapi::api::core::v1::ConfigMap>,
     pub archive_cron_jobs: Store<k8s_openapi::api::batch::v1::CronJob>,
     pub archive_config_maps: Store<k8s_openapi::api::core::v1::ConfigMap>,
     pub transcribe_cron_jobs: Store<k8s_openapi::api::batch::v1::CronJob>,
@@ -667,6 +669,7 @@ fn controllers(
     BoxFuture<'static, Result<(), Error>>,
     BoxFuture<'static, ()>,
 ) {
+    use crate::build::assurance::ASSURANCE;
     use crate::build::connector::ARCHIVE;
     use crate::build::recording_profile::{RECORDER, RETENTION};
     use crate::build::speech_job::TRANSCRIBE;
@@ -692,6 +695,8 @@ fn controllers(
     );
     let strip_cron = |c: &mut k8s_openapi::api::batch::v1::CronJob| c.status = None;
     let (retention_cron_jobs, ret_stream) = children(scope.api(client), RETENTION, strip_cron);
+    let (assurance_cron_jobs, asr_stream) = children(scope.api(client), ASSURANCE, strip_cron);
+    let (assurance_config_maps, asr_cm_stream) = children(scope.api(client), ASSURANCE, |_| {});
     let (archive_cron_jobs, arch_stream) = children(scope.api(client), ARCHIVE, strip_cron);
     let (archive_config_maps, arch_cm_stream) = children(scope.api(client), ARCHIVE, |_| {});
     let (transcribe_cron_jobs, tcj_stream) = children(scope.api(client), TRANSCRIBE, strip_cron);
@@ -721,6 +726,8 @@ fn controllers(
         config_maps,
         pod_disruption_budgets: pdbs,
         retention_cron_jobs,
+        assurance_cron_jobs,
+        assurance_config_maps,
         archive_cron_jobs,
         archive_config_maps,
         transcribe_cron_jobs,
@@ -746,6 +753,8 @@ fn controllers(
             let _ = s.config_maps.wait_until_ready().await;
             let _ = s.pod_disruption_budgets.wait_until_ready().await;
             let _ = s.retention_cron_jobs.wait_until_ready().await;
+            let _ = s.assurance_cron_jobs.wait_until_ready().await;
+            let _ = s.assurance_config_maps.wait_until_ready().await;
             let _ = s.archive_cron_jobs.wait_until_ready().await;
             let _ = s.archive_config_maps.wait_until_ready().await;
             let _ = s.transcribe_cron_jobs.wait_until_ready().await;
@@ -786,6 +795,8 @@ fn controllers(
         .owns_stream(cm_stream)
         .owns_stream(pdb_stream)
         .owns_stream(ret_stream)
+        .owns_stream(asr_stream)
+        .owns_stream(asr_cm_stream)
         .graceful_shutdown_on(shutdown.clone())
         .run(
             recording_profile::reconcile,

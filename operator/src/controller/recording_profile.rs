@@ -15,6 +15,7 @@ use kube::{Client, ResourceExt};
 
 use super::{Context, Error, Scope, current_conditions, refusal, secret_changes, succeeded};
 use crate::build::Owner;
+use crate::build::assurance;
 use crate::build::recording_profile::{
     ChildNames, HTTP_PORT, RECORDER, RecorderSettings, build, with_other_profiles,
 };
@@ -142,6 +143,14 @@ pub(super) async fn reconcile(
                     if let Err(message) = refusal(applied.await)? {
                         problem = Some(Observed::no(ct::READY, reason::INVALID_SPEC, message));
                     }
+                    if let Err(message) = apply_assurance(&ctx, &profile, &b.target, &owner).await?
+                    {
+                        problem.get_or_insert(Observed::no(
+                            ct::READY,
+                            reason::INVALID_SPEC,
+                            message,
+                        ));
+                    }
                 }
                 Err(e) => {
                     problem = Some(Observed::no(
@@ -181,6 +190,49 @@ pub(super) async fn reconcile(
     } else {
         Action::requeue(Duration::from_secs(300))
     })
+}
+
+/// Applies the assurance CronJob and its ConfigMap, or deletes them when `spec.assurance` is
+/// gone. `Err` says why they cannot be built (a TLS-only profile the test client cannot call).
+async fn apply_assurance(
+    ctx: &Context,
+    profile: &RecordingProfile,
+    target: &StorageTarget,
+    owner: &Owner,
+) -> Result<Result<(), String>, Error> {
+    let s = &ctx.children;
+    let built = assurance::build(
+        profile,
+        target,
+        &ChildNames::new(&owner.name).sip,
+        &ctx.config.image,
+        &ctx.config.database,
+        &ctx.config.key_ring,
+    );
+    let keep = match built {
+        Err(e) => return Ok(Err(format!("recording assurance: {e}"))),
+        Ok(None) => Vec::new(),
+        Ok(Some(a)) => {
+            let keep = vec![
+                a.config_map.metadata.name.clone().unwrap_or_default(),
+                a.cron_job.metadata.name.clone().unwrap_or_default(),
+            ];
+            let applied = async {
+                ctx.apply(&s.assurance_config_maps, a.config_map).await?;
+                ctx.apply(&s.assurance_cron_jobs, a.cron_job).await
+            };
+            if let Err(message) = refusal(applied.await)? {
+                return Ok(Err(message));
+            }
+            keep
+        }
+    };
+    let uid = profile.metadata.uid.clone().unwrap_or_default();
+    ctx.delete_orphans(&s.assurance_cron_jobs, &uid, &keep)
+        .await?;
+    ctx.delete_orphans(&s.assurance_config_maps, &uid, &keep)
+        .await?;
+    Ok(Ok(()))
 }
 
 /// The selections of the other enabled RecordingProfiles of `profile`'s namespace.

@@ -207,6 +207,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
             board: board.clone(),
             resources: args.resources.clone(),
             backup_key,
+            media_address: args.media_address.clone(),
         },
         resources_rx,
         stop_rx.clone(),

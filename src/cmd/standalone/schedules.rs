@@ -1,18 +1,20 @@
 //! The jobs' schedules in one process: retention per RecordingProfile at the time the operator's
 //! CronJob uses, space cleanup per filesystem StorageTarget with `spaceCleanup` as often as the
-//! operator's, archive per active Connector on its cron schedule, and transcription per
-//! SpeechJob on its schedule or, without one, once (as the operator's Job). Jobs run one at a
-//! time on a whole-minute tick, against the resources in force at that minute, so a reload takes
-//! effect at the next run and never in the middle of one.
+//! operator's, recording assurance per RecordingProfile on `spec.assurance.schedule` (its test
+//! call to the profile's local listener), archive per active Connector on its cron schedule,
+//! and transcription per SpeechJob on its schedule or, without one, once (as the operator's
+//! Job). Jobs run one at a time on a whole-minute tick, against the resources in force at that
+//! minute, so a reload takes effect at the next run and never in the middle of one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use callvault_config::{KeyRingConfig, StorageBinding};
-use callvault_crds::{Cron, ResourceSet};
+use callvault_crds::{Cron, RecordingProfile, ResourceSet};
 use callvault_jobs::alarms::Alarms;
 use callvault_jobs::archive::{ArchiveJob, ArchiveMode, run_archive};
+use callvault_jobs::assurance::{self, AssuranceReport, Check, run_assurance};
 use callvault_jobs::retention::{RetentionOptions, Target, run_retention};
 use callvault_jobs::space::{SpaceJob, SpaceLimits, run_space_cleanup, space_note};
 use callvault_jobs::transcribe::{build_engine, job_spec, transcribe_job};
@@ -52,6 +54,8 @@ pub struct Context {
     pub resources: std::path::PathBuf,
     /// With a key, the daily backup runs.
     pub backup_key: Option<Arc<BackupSecret>>,
+    /// The address the recorders listen on: where assurance test calls go.
+    pub media_address: String,
 }
 
 /// When the daily backup runs (UTC), after retention has removed what expired.
@@ -64,6 +68,7 @@ const BACKUPS_KEPT: usize = 7;
 pub enum Job {
     Retention { profile: String },
     SpaceCleanup { storage_target: String },
+    Assurance { profile: String },
     Archive { connector: String },
     Transcribe { speech_job: String },
     Backup,
@@ -75,6 +80,9 @@ impl std::fmt::Display for Job {
             Job::Retention { profile } => write!(f, "retention of RecordingProfile {profile:?}"),
             Job::SpaceCleanup { storage_target } => {
                 write!(f, "space cleanup of StorageTarget {storage_target:?}")
+            }
+            Job::Assurance { profile } => {
+                write!(f, "recording assurance of RecordingProfile {profile:?}")
             }
             Job::Archive { connector } => write!(f, "archive of Connector {connector:?}"),
             Job::Transcribe { speech_job } => {
@@ -111,6 +119,17 @@ pub fn planned(set: &ResourceSet) -> (Vec<(Job, Cron)>, Vec<String>) {
                     storage_target: name.clone(),
                 },
                 SPACE_CLEANUP_SCHEDULE,
+            );
+        }
+    }
+    // A disabled profile has no recorder to call (its CronJob is suspended in a cluster).
+    for (name, profile) in &set.recording_profiles {
+        if let (Some(a), false) = (&profile.spec.assurance, profile.spec.disabled) {
+            add(
+                Job::Assurance {
+                    profile: name.clone(),
+                },
+                &a.schedule,
             );
         }
     }
@@ -374,6 +393,22 @@ pub async fn run_job(ctx: &Context, set: &ResourceSet, job: &Job) -> anyhow::Res
                 "backup done"
             );
         }
+        Job::Assurance { profile } => {
+            let p = set
+                .recording_profiles
+                .get(profile)
+                .context("the profile is gone")?;
+            // A check that cannot even start is a failed check: it shows as one.
+            let report = match assurance_check(ctx, set, p).await {
+                Ok(report) => report,
+                Err(e) => {
+                    let report = AssuranceReport::not_run(profile, format!("{e:#}"));
+                    assurance::audit(&ctx.db, TENANT, &report).await;
+                    report
+                }
+            };
+            ctx.board.assurance_ran(&report, p.metadata.generation);
+        }
         Job::Archive { connector } => {
             let c = set
                 .connectors
@@ -471,6 +506,52 @@ pub async fn run_job(ctx: &Context, set: &ResourceSet, job: &Job) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+/// One assurance run of `profile`: its test call to the local listener, its recording read
+/// from the profile's StorageTarget and decrypted with the keys already unlocked.
+async fn assurance_check(
+    ctx: &Context,
+    set: &ResourceSet,
+    profile: &RecordingProfile,
+) -> anyhow::Result<AssuranceReport> {
+    let target_name = &profile.spec.storage_target_ref.name;
+    let target = set
+        .storage_targets
+        .get(target_name)
+        .with_context(|| format!("no StorageTarget {target_name:?}"))?;
+    let binding = StorageBinding {
+        name: target_name.clone(),
+        storage: StorageConfig::from_spec(&serde_json::to_value(&target.spec)?)?,
+        credentials_dir: super::credentials_dir(&ctx.data, target),
+    };
+    let config = callvault_operator::build::assurance::job_config(
+        TENANT,
+        profile,
+        format!(
+            "sip:{}:{}",
+            ctx.media_address, profile.spec.recorder.sip.port
+        ),
+        binding,
+        ctx.data.join("database-url"),
+        // Unused here: the keys are already unlocked in `ctx.ring`.
+        KeyRingConfig {
+            dir: ctx.data.join("keys"),
+            passphrase_file: None,
+        },
+    )?
+    .context("the profile has no spec.assurance")?;
+    let valid = config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("recording assurance: {e}"))?;
+    let storage = open(ctx, set, target_name)?;
+    Ok(run_assurance(Check {
+        db: &ctx.db,
+        config: &valid,
+        storage: &storage,
+        ring: &ctx.ring,
+    })
+    .await)
 }
 
 fn open(ctx: &Context, set: &ResourceSet, name: &str) -> anyhow::Result<Storage> {
@@ -575,6 +656,33 @@ spec:
             std::slice::from_ref(&cleanup)
         );
         assert_eq!(due(&jobs, day.at(9, 10, 0, 0), day.at(9, 19, 0, 0)), []);
+    }
+
+    #[test]
+    fn assurance_is_planned_on_its_schedule_unless_the_profile_is_disabled() {
+        let with = RESOURCES.replace(
+            "  encryption: {keySecretRef: {name: k, key: public.pem}}\n",
+            "  encryption: {keySecretRef: {name: k, key: public.pem}}\n  assurance: {schedule: '0 6 * * *'}\n",
+        );
+        let assurance = Job::Assurance {
+            profile: "agents".into(),
+        };
+        let (jobs, problems) = planned(&set(&with));
+        assert!(problems.is_empty(), "{problems:?}");
+        let day = date(2026, 11, 24);
+        assert_eq!(
+            due(&jobs, day.at(5, 59, 0, 0), day.at(6, 0, 0, 0)),
+            std::slice::from_ref(&assurance)
+        );
+        let disabled = with.replace(
+            "  retention: {days: 30}\n",
+            "  retention: {days: 30}\n  disabled: true\n",
+        );
+        let (jobs, _) = planned(&set(&disabled));
+        assert!(
+            !jobs.iter().any(|(j, _)| *j == assurance),
+            "a disabled profile has no recorder to call"
+        );
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //!
 //! One task refreshes everything every [`TICK`]: each recorder's health and `/status` (read
 //! in-process), each StorageTarget's connection test (at once when it is new or changed, then
-//! every [`PROBE_INTERVAL`]), and the archive counters. The jobs add their part
-//! (last archive, transcription and retention runs) as they finish. An alarm is applied only
-//! when what it observes changes, so a steady state costs no database writes.
+//! every [`PROBE_INTERVAL`]), and the archive counters. The jobs add their part (last
+//! archive, transcription, retention and recording assurance runs) as they finish. An alarm is
+//! applied only when what it observes changes, so a steady state costs no database writes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +19,7 @@ use callvault_crds::{
 };
 use callvault_jobs::alarms::{self, AlarmKind, Alarms, Mailer, Observation};
 use callvault_jobs::archive::ArchiveSummary;
+use callvault_jobs::assurance::AssuranceReport;
 use callvault_operator::conditions::{self, Observed};
 use callvault_operator::load::{RecorderStatus, aggregate};
 use callvault_operator::status as shared;
@@ -70,6 +71,8 @@ struct State {
     storage_alarms: BTreeMap<String, Observation>,
     /// The alarm each Connector's last archive run raised or cleared.
     archive_alarms: BTreeMap<String, Observation>,
+    /// The alarm each profile's last recording assurance run raised or cleared.
+    assurance_alarms: BTreeMap<String, Observation>,
     /// Why the resource files were last refused, until a load succeeds.
     files_refused: Option<String>,
     /// The last observation applied per alarm, so that only changes reach the database.
@@ -168,6 +171,27 @@ impl Board {
         }
     }
 
+    /// A recording assurance run finished: the profile's `Assured` condition and
+    /// `status.assurance`, as the job writes them in a cluster, and its alarm.
+    pub fn assurance_ran(&self, report: &AssuranceReport, generation: Option<i64>) {
+        let mut state = self.lock();
+        let previous = state
+            .profiles
+            .get(&report.profile)
+            .cloned()
+            .unwrap_or_default();
+        let patch = callvault_jobs::cluster::assurance_status(report, &previous, generation);
+        if let Ok(run) = serde_json::from_value::<RecordingProfileStatus>(patch) {
+            let status = state.profiles.entry(report.profile.clone()).or_default();
+            status.assurance = run.assurance;
+            keep_condition(&mut status.conditions, &run.conditions, ct::ASSURED);
+        }
+        state
+            .assurance_alarms
+            .insert(report.profile.clone(), alarms::assurance(report));
+        self.0.wake.notify_one();
+    }
+
     /// `set` with each resource's status as last computed, for the portal.
     pub fn with_status(&self, set: &ResourceSet) -> ResourceSet {
         let state = self.lock();
@@ -239,6 +263,7 @@ async fn refresh(ctx: &Context, board: &Board, set: &ResourceSet) {
     {
         let state = board.lock();
         observations.extend(state.storage_alarms.values().cloned());
+        observations.extend(state.assurance_alarms.values().cloned());
         observations.extend(
             state
                 .archive_alarms
@@ -367,6 +392,12 @@ fn profiles(ctx: &Context, board: &Board, set: &ResourceSet, observations: &mut 
     state
         .profiles
         .retain(|name, _| set.recording_profiles.contains_key(name));
+    // Assurance removed from a profile takes its results (and alarm) with it.
+    state.assurance_alarms.retain(|name, _| {
+        set.recording_profiles
+            .get(name)
+            .is_some_and(|p| p.spec.assurance.is_some())
+    });
     for (name, profile) in &set.recording_profiles {
         let spec = &profile.spec;
         let cells = state.recorders.get(name).cloned();
@@ -416,6 +447,10 @@ fn profiles(ctx: &Context, board: &Board, set: &ResourceSet, observations: &mut 
         let status = shared::profile_status(generation, &merged, replicas, ready, &load);
         if let Ok(mut status) = serde_json::from_value::<RecordingProfileStatus>(status) {
             status.retention = previous.retention;
+            if spec.assurance.is_some() {
+                status.assurance = previous.assurance;
+                keep_condition(&mut status.conditions, &previous.conditions, ct::ASSURED);
+            }
             state.profiles.insert(name.clone(), status);
         }
         let source = format!("RecordingProfile {name}");

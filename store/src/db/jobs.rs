@@ -110,6 +110,43 @@ impl Db {
         .await
     }
 
+    /// Marks the rows of the recording assurance test call `sip_call_id` in `profile` as test
+    /// recordings, hidden from search, that expire `keep` µs after their start (or sooner, as
+    /// the profile's own retention says). Returns them, oldest segment first; none while the
+    /// recorder has not created the row yet. Only the job that placed the call knows its
+    /// random Call-ID, so no call source can hide a real call this way.
+    pub async fn mark_assurance(
+        &self,
+        tenant: &str,
+        profile: &str,
+        sip_call_id: &str,
+        keep: i64,
+    ) -> Result<Vec<Recording>> {
+        self.exec(
+            "UPDATE recordings SET assurance = TRUE, updated_at = $5, expires_at = \
+             CASE WHEN expires_at IS NULL OR expires_at > start_time + $4 \
+             THEN start_time + $4 ELSE expires_at END \
+             WHERE tenant = $1 AND profile = $2 AND sip_call_id = $3",
+            &[
+                tenant.into(),
+                profile.into(),
+                sip_call_id.into(),
+                keep.into(),
+                super::now_micros().into(),
+            ],
+        )
+        .await?;
+        self.rows(
+            &format!(
+                "SELECT {RECORDING_COLUMNS} FROM {RECORDING_FROM} WHERE r.tenant = $1 \
+                 AND r.profile = $2 AND r.sip_call_id = $3 ORDER BY r.segment, r.id"
+            ),
+            &[tenant.into(), profile.into(), sip_call_id.into()],
+            recording_from_row,
+        )
+        .await
+    }
+
     /// Held recordings past expiry and the oldest stored start time of `profile` at `now`.
     pub async fn retention_overview(
         &self,

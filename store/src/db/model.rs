@@ -273,6 +273,9 @@ pub struct Recording {
     pub legal_hold: bool,
     /// This recording's hold or its owner's (a held user's calls never expire).
     pub legal_hold_effective: bool,
+    /// A recording assurance test call: hidden from the normal list and search.
+    #[serde(default)]
+    pub assurance: bool,
     pub delete_mode: Option<DeleteMode>,
     pub delete_requested_by: Option<String>,
     pub delete_authorised_by: Option<String>,

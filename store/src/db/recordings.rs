@@ -17,7 +17,7 @@ pub(crate) const RECORDING_COLUMNS: &str = "r.tenant, r.id, r.call_id, r.sip_cal
     r.answering_number, r.answering_name, r.on_behalf_of, r.transferred_by, r.transferred_to, \
     r.queue_name, r.participants, r.release_cause, r.stop_reason, r.owner_user_id, r.owner_item, r.agents, \
     r.skills, r.profile, r.storage_target, r.object_key, r.size_bytes, r.codec, r.channels, \
-    r.sha256, r.metadata_digest, r.signature, r.key_id, r.expires_at, r.legal_hold, \
+    r.sha256, r.metadata_digest, r.signature, r.key_id, r.expires_at, r.legal_hold, r.assurance, \
     (CASE WHEN r.legal_hold OR COALESCE(u.legal_hold, FALSE) THEN CAST(1 AS BIGINT) ELSE CAST(0 AS BIGINT) END) AS hold_effective, \
     r.delete_mode, r.delete_requested_by, r.delete_authorised_by, r.delete_note, \
     r.delete_requested_at, r.deleted_at, r.status, r.raw_metadata, r.created_at, r.updated_at";
@@ -83,6 +83,7 @@ pub(crate) fn recording_from_row(r: &dyn DbRow) -> Result<Recording> {
         expires_at: r.opt_i64("expires_at")?,
         legal_hold: r.bool("legal_hold")?,
         legal_hold_effective: r.i64("hold_effective")? != 0,
+        assurance: r.bool("assurance")?,
         delete_mode: r
             .opt_text("delete_mode")?
             .map(|v| parse::<DeleteMode>("delete_mode", v))

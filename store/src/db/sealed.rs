@@ -226,6 +226,7 @@ mod tests {
             expires_at: None,
             legal_hold: false,
             legal_hold_effective: false,
+            assurance: false,
             delete_mode: None,
             delete_requested_by: None,
             delete_authorised_by: None,

@@ -224,6 +224,10 @@ pub struct SearchQuery {
     pub text: Option<String>,
     /// Substring of the call's transcript text.
     pub transcript: Option<String>,
+    /// Recording assurance test calls only. They are left out of every search without it, so
+    /// daily test calls never crowd the real ones. The caller's scope still applies: test calls
+    /// belong to no user, so only a scope over unassigned calls (an admin's) finds them.
+    pub assurance: bool,
     pub sort: SortKey,
     pub direction: SortDirection,
 }
@@ -324,6 +328,8 @@ pub(crate) fn build_where(tenant: &str, scope: &AccessScope, q: &SearchQuery) ->
     let mut w = Where::default();
     let t = w.arg(tenant);
     w.push(format!("r.tenant = {t}"));
+    let a = w.arg(q.assurance);
+    w.push(format!("r.assurance = {a}"));
 
     match scope {
         AccessScope::None => w.push("1 = 0".to_owned()),
