@@ -38,7 +38,10 @@ pub enum StorageReport {
     Unknown,
     Reachable,
     #[serde(rename_all = "camelCase")]
-    Unreachable { target: String, error: String },
+    Unreachable {
+        target: String,
+        error: String,
+    },
 }
 
 /// A recorder's spool volume: `level` is `normal`, `warning`, `critical` or `full` (new calls
@@ -169,8 +172,15 @@ mod tests {
         );
         let load = aggregate(&[a]);
         let storage = load.storage_failure.expect("storage failure reported");
-        assert!(storage.contains("local") && storage.contains("not a directory"), "{storage}");
-        assert!(load.spool_full.expect("spool full").contains("100 MiB free"));
+        assert!(
+            storage.contains("local") && storage.contains("not a directory"),
+            "{storage}"
+        );
+        assert!(
+            load.spool_full
+                .expect("spool full")
+                .contains("100 MiB free")
+        );
         let fine = report(
             r#"{"profile":"sales","activeSessions":0,"capacity":20,"draining":false,
                 "usersMatched":0,"lastRecordingTime":null,

@@ -145,7 +145,10 @@ pub fn render_recorder_config(
         spool_dir: paths::SPOOL_DIR.into(),
         spool: SpoolLimits {
             alarm_percent: fit("recorder.spool.alarmPercent", pool.spool.alarm_percent)?,
-            critical_percent: fit("recorder.spool.criticalPercent", pool.spool.critical_percent)?,
+            critical_percent: fit(
+                "recorder.spool.criticalPercent",
+                pool.spool.critical_percent,
+            )?,
             min_free_mib: fit("recorder.spool.minFreeMiB", pool.spool.min_free_mib)?,
         },
         database_url_file: paths::DATABASE_URL_FILE.into(),

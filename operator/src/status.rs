@@ -91,9 +91,11 @@ pub fn storage_bound(
 /// makes the binding false at once.
 pub fn storage_bound_as_recorded(bound: Observed, load: &PoolLoad) -> Observed {
     match &load.storage_failure {
-        Some(why) if bound.status == ConditionStatus::True => {
-            Observed::no(ct::STORAGE_BOUND, reason::STORAGE_TARGET_UNREACHABLE, why.clone())
-        }
+        Some(why) if bound.status == ConditionStatus::True => Observed::no(
+            ct::STORAGE_BOUND,
+            reason::STORAGE_TARGET_UNREACHABLE,
+            why.clone(),
+        ),
         _ => bound,
     }
 }
