@@ -20,7 +20,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_callvault");
+/// The binary under test: `CALLVAULT_BIN` (a release build, or a copy kept apart from a
+/// target directory that other builds rewrite), else the one cargo built.
+fn bin() -> String {
+    std::env::var("CALLVAULT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_callvault").to_owned())
+}
 const FIRST_PASSWORD: &str = "first-Password-4-admin";
 const NEW_PASSWORD: &str = "changed-Password-4-admin";
 
@@ -166,8 +170,9 @@ spec:
 
     /// Writes the minimal installation's resources with the profile as `edit` says.
     fn profile(&self, edit: &Edit) {
-        // Below the ephemeral ports, and apart from the other test's range (20000–24000).
-        let rtp = 24_000 + (std::process::id() % 40) as u16 * 100;
+        // Below the ephemeral ports, apart from the other test's range (20000–24000), and
+        // apart from the other minimal installations running at the same time.
+        let rtp = 24_000 + self.sip.port() % 80 * 100;
         let resources = format!(
             "apiVersion: callvault.io/v1alpha1
 kind: StorageTarget
@@ -184,9 +189,13 @@ spec:
   storageTargetRef: {{name: local}}
   encryption: {{keySecretRef: {{name: recording-key, key: public.pem}}}}
   recorder:
+    minReplicas: 1
+    maxReplicas: {max_replicas}
     sessionsPerReplica: {capacity}
     sip: {{port: {sip_port}}}
     rtpPortRange: {{start: {rtp}, end: {rtp_end}}}
+    mediaTimeoutSeconds: {MEDIA_TIMEOUT_SECONDS}
+    spool: {{alarmPercent: 99, criticalPercent: 100, minFreeMiB: {min_free}}}
 {assurance}---
 apiVersion: callvault.io/v1alpha1
 kind: AccessProfile
@@ -214,6 +223,8 @@ spec:
             capacity = 10 + edit.n % 10,
             sip_port = edit.sip_port.unwrap_or(self.sip.port()),
             rtp_end = rtp + 99,
+            max_replicas = 2 + edit.replicas % 90,
+            min_free = edit.min_free_mib,
         );
         // Written whole and renamed, as an editor or a deployment tool replaces a file.
         let tmp = self.path("resources/.callvault.yaml.tmp");
@@ -238,7 +249,7 @@ spec:
 
     /// Starts `callvault standalone` with `extra` options.
     fn spawn_with(&self, extra: &[&str]) -> (Child, Log) {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(bin())
             .current_dir(self.dir.path())
             .args(["standalone", "--resources", "resources", "--data", "data"])
             .args(extra)
@@ -298,7 +309,14 @@ struct Edit {
     sip_port: Option<u16>,
     /// A recording assurance test call every minute.
     assurance: bool,
+    /// Varies what standalone's recorder does not use (the cluster's replica bound).
+    replicas: u32,
+    /// `spool.minFreeMiB` (0: never refused for space).
+    min_free_mib: u64,
 }
+
+/// Seconds without RTP after which the minimal profile's recorder ends a session.
+const MEDIA_TIMEOUT_SECONDS: u32 = 5;
 
 /// Stops the process as Ctrl-C does and waits for a clean exit.
 async fn interrupt(child: &mut Child, log: &Log) {
@@ -418,7 +436,7 @@ fn speech(dir: &Path, name: &str, text: &str) -> String {
 
 /// Places a call with `callvault call` and `args`; returns its JSON summary.
 async fn call_with_client(sip: SocketAddr, args: &[&str]) -> Value {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["call", "--to", &format!("sip:{sip}")])
         .args(args)
         .output()
@@ -437,8 +455,14 @@ async fn call_with_client(sip: SocketAddr, args: &[&str]) -> Value {
 /// recorded to the end, `Ok(false)` refused with 503 at INVITE, `Err` anything else (no
 /// answer, cut, another status): a call lost without a word.
 async fn offer_call(sip: SocketAddr, seconds: &str) -> Result<bool, String> {
-    let out = Command::new(BIN)
+    offer_call_from(sip, seconds, "+15550100001").await
+}
+
+/// [`offer_call`] from the calling number `from`, which the recording names.
+async fn offer_call_from(sip: SocketAddr, seconds: &str, from: &str) -> Result<bool, String> {
+    let out = Command::new(bin())
         .args(["call", "--to", &format!("sip:{sip}"), "--duration", seconds])
+        .args(["--from-number", from])
         .args(["--answer-timeout", "10"])
         .output()
         .await
@@ -956,7 +980,7 @@ async fn sigterm_drains_live_calls_in_standalone() {
 async fn an_audit_retention_out_of_range_is_refused_before_anything_is_created() {
     let dir = tempfile::tempdir().unwrap();
     for days in ["0", "3651"] {
-        let out = Command::new(BIN)
+        let out = Command::new(bin())
             .current_dir(dir.path())
             .args([
                 "standalone",
@@ -1297,7 +1321,7 @@ spec: {{type: filesystem, path: /proc/callvault-cannot-be-here}}
 
 /// Runs `callvault <args>` to the end; returns whether it succeeded and its stderr.
 async fn cli(dir: &Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .current_dir(dir)
         .args(args)
         .output()
@@ -1566,5 +1590,485 @@ async fn recording_assurance_says_daily_that_recording_works_and_when_it_does_no
         },
     )
     .await;
+    interrupt(&mut child, &log).await;
+}
+
+/// How the fault suite's call source is told to go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Offering,
+    Paused,
+    Done,
+}
+
+/// One call the fault suite offered: its calling number (the recording names it) and how it
+/// ended for the source.
+#[derive(Debug)]
+struct Offer {
+    number: String,
+    /// The call's length in ms, as the source placed it.
+    ms: i64,
+    ended: Result<bool, String>,
+}
+
+/// A call source offering calls of 2 s, one every 700 ms, each from its own number, to a
+/// recorder that is being broken and mended meanwhile.
+struct CallSource {
+    control: tokio::sync::watch::Sender<Source>,
+    calls: Arc<tokio::sync::Mutex<Vec<tokio::task::JoinHandle<Offer>>>>,
+    ended: Vec<Offer>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CallSource {
+    fn start(sip: SocketAddr) -> Self {
+        let (control, mut state) = tokio::sync::watch::channel(Source::Offering);
+        let calls = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+        let offered = calls.clone();
+        let task = tokio::spawn(async move {
+            let mut pace = tokio::time::interval(Duration::from_millis(700));
+            let mut n = 0u32;
+            loop {
+                pace.tick().await;
+                let now = *state.borrow_and_update();
+                match now {
+                    Source::Done => return,
+                    Source::Paused => {
+                        let _ = state.changed().await;
+                        continue;
+                    }
+                    Source::Offering => {}
+                }
+                n += 1;
+                let number = format!("+1555031{n:04}");
+                let mut calls = offered.lock().await;
+                calls.push(tokio::spawn(async move {
+                    let ended = offer_call_from(sip, "2", &number).await;
+                    Offer {
+                        number,
+                        ms: 2_000,
+                        ended,
+                    }
+                }));
+            }
+        });
+        Self {
+            control,
+            calls,
+            ended: Vec::new(),
+            task,
+        }
+    }
+
+    /// Stops offering and waits for every call offered so far to end.
+    async fn pause(&mut self) {
+        self.control.send_replace(Source::Paused);
+        let calls = std::mem::take(&mut *self.calls.lock().await);
+        for call in calls {
+            self.ended.push(call.await.unwrap());
+        }
+    }
+
+    fn resume(&self) {
+        self.control.send_replace(Source::Offering);
+    }
+
+    /// Stops for good; every call offered, and how it ended.
+    async fn finish(mut self) -> Vec<Offer> {
+        self.pause().await;
+        self.control.send_replace(Source::Done);
+        self.task.await.unwrap();
+        self.ended
+    }
+}
+
+/// Free MiB on the file system holding `path`.
+fn free_mib(path: &Path) -> u64 {
+    let out = std::process::Command::new("df")
+        .args(["--output=avail", "-B1M"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+/// Waits (at most 30 s, the issue's bound) until the alarm `alarm_type` is active for a
+/// source containing `source`; returns its text.
+async fn alarm_within_30s(admin: &Session, log: &Log, alarm_type: &str, source: &str) -> String {
+    poll(
+        &format!("{alarm_type} alarm for {source} within 30 s"),
+        Duration::from_secs(30),
+        log,
+        || async move {
+            let all: Vec<Value> = admin.get("/alarms").send().await.ok()?.json().await.ok()?;
+            all.into_iter()
+                .find(|a| {
+                    a["alarm_type"] == alarm_type
+                        && a["source"].as_str().is_some_and(|s| s.contains(source))
+                        && a["cleared_at"].is_null()
+                })
+                .map(|a| a["message"].to_string())
+        },
+    )
+    .await
+}
+
+/// Waits until no alarm `alarm_type` for `source` is active.
+async fn alarm_cleared(admin: &Session, log: &Log, alarm_type: &str, source: &str) {
+    poll(
+        &format!("{alarm_type} alarm for {source} cleared"),
+        Duration::from_secs(60),
+        log,
+        || async move {
+            let all: Vec<Value> = admin.get("/alarms").send().await.ok()?.json().await.ok()?;
+            (!all.iter().any(|a| {
+                a["alarm_type"] == alarm_type
+                    && a["source"].as_str().is_some_and(|s| s.contains(source))
+                    && a["cleared_at"].is_null()
+            }))
+            .then_some(())
+        },
+    )
+    .await
+}
+
+/// Waits (at most 30 s) until the profile's condition `type_` is False with `reason`.
+async fn profile_condition_within_30s(admin: &Session, log: &Log, type_: &str, reason: &str) {
+    poll(
+        &format!("RecordingProfile condition {type_} False ({reason}) within 30 s"),
+        Duration::from_secs(30),
+        log,
+        || async move {
+            let profile = resource(admin, "recording-profiles", "everyone").await?;
+            let c = condition(&profile, type_)?;
+            (c["status"] == "False" && c["reason"] == reason).then_some(())
+        },
+    )
+    .await
+}
+
+/// Waits until the profile is Ready again.
+async fn profile_ready_again(admin: &Session, log: &Log) {
+    poll(
+        "RecordingProfile Ready again",
+        Duration::from_secs(60),
+        log,
+        || async move {
+            let profile = resource(admin, "recording-profiles", "everyone").await?;
+            (condition(&profile, "Ready")?["status"] == "True").then_some(())
+        },
+    )
+    .await
+}
+
+/// Every committed recording of the installation, by calling number.
+async fn recordings_by_number(
+    db: &callvault_store::db::Db,
+) -> std::collections::HashMap<String, callvault_store::db::Recording> {
+    db.recordings_to_archive("default", "none", 100_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.calling.number.clone(), r))
+        .collect()
+}
+
+/// Waits until the three calls whose calling numbers start with `prefix` are being recorded.
+async fn live_calls(db: &callvault_store::db::Db, log: &Log, prefix: &str) {
+    poll(
+        &format!("three live calls from {prefix}…"),
+        Duration::from_secs(20),
+        log,
+        || {
+            let db = db.clone();
+            async move {
+                let live = db.active_recordings("default").await.ok()?;
+                let ours = live.iter().filter(|r| r.calling.number.starts_with(prefix));
+                (ours.count() == 3).then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+/// Issue 15: the fault suite. A call source keeps offering calls while the installation is
+/// edited and broken the ways a running system is: 20 RecordingProfile edits the recorder
+/// takes and 20 it does not, call sources that vanish without a BYE, the storage unwritable
+/// for 5 minutes, the spool filled, SIGTERM and SIGKILL. Every call offered must end in a
+/// recording (complete, or incomplete with its reason and the length it holds) or in a 503 at
+/// INVITE time — never in silence — and each failure must show as a status condition and an
+/// alarm within 30 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_suite_every_call_offered_is_recorded_or_refused() {
+    const EDITS: u32 = 20;
+    const OUTAGE: Duration = Duration::from_secs(300);
+    let install = Install::minimal();
+    let (mut child, log) = install.start().await;
+    let (admin, _) = Session::login(install.http, FIRST_PASSWORD).await;
+    let db = install.db().await;
+    let mut source = CallSource::start(install.sip);
+    // Calls that end another way than the source's: vanished, or cut by SIGKILL.
+    let mut vanished = Vec::new();
+    let mut killed = Vec::new();
+
+    // Profile edits with calls in flight: the recorder's settings, then settings it does not
+    // use (only the resources are reloaded).
+    for n in 1..=EDITS {
+        install.profile(&Edit {
+            n,
+            ..Edit::default()
+        });
+        applied(&install, &log, n as usize).await;
+    }
+    let reloaded = log.text().matches("resources reloaded").count();
+    for k in 1..=EDITS {
+        install.profile(&Edit {
+            n: EDITS,
+            replicas: k,
+            ..Edit::default()
+        });
+        poll(
+            "an edit the recorder does not take, reloaded",
+            Duration::from_secs(30),
+            &log,
+            || async {
+                (log.text().matches("resources reloaded").count() >= reloaded + k as usize)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    assert_eq!(
+        log.text().matches("configuration applied").count(),
+        EDITS as usize,
+        "edits of settings the recorder does not use are not applied to it"
+    );
+
+    // Sources that vanish mid-call: no BYE, no more RTP.
+    for i in 0..3 {
+        let number = format!("+1555032000{i}");
+        let mut caller = Command::new(bin())
+            .args(["call", "--to", &format!("sip:{}", install.sip)])
+            .args(["--duration", "60", "--from-number", &number])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let started = poll(
+            "the vanishing call live",
+            Duration::from_secs(20),
+            &log,
+            || {
+                let db = db.clone();
+                let number = number.clone();
+                async move {
+                    let live = db.active_recordings("default").await.ok()?;
+                    live.iter()
+                        .any(|r| r.calling.number == number)
+                        .then_some(())
+                }
+            },
+        );
+        started.await;
+        caller.kill().await.unwrap();
+        vanished.push(number);
+    }
+
+    // The storage unwritable for 5 minutes: its directory replaced by a file.
+    let recordings = install.path("data/recordings");
+    let away = install.path("data/recordings.away");
+    std::fs::rename(&recordings, &away).unwrap();
+    std::fs::write(&recordings, "not a directory").unwrap();
+    let broken = Instant::now();
+    let text = alarm_within_30s(&admin, &log, "STORAGE_UNREACHABLE", "everyone").await;
+    assert!(text.contains("local"), "{text}");
+    profile_condition_within_30s(&admin, &log, "StorageBound", "StorageTargetUnreachable").await;
+    tokio::time::sleep_until((broken + OUTAGE).into()).await;
+    std::fs::remove_file(&recordings).unwrap();
+    std::fs::rename(&away, &recordings).unwrap();
+    alarm_cleared(&admin, &log, "STORAGE_UNREACHABLE", "everyone").await;
+    profile_ready_again(&admin, &log).await;
+
+    // The spool filled: less free than its minFreeMiB once 2 GiB are written to it. The
+    // threshold sits 1 GiB under today's free space, so what else writes to the disk meanwhile
+    // does not decide the outcome.
+    let spool = install.path("data/spool/everyone");
+    let free = free_mib(&spool);
+    assert!(
+        free > 4096,
+        "the test needs 4 GiB free on the spool's disk ({free} MiB)"
+    );
+    let spool_edit = |min_free_mib| Edit {
+        n: EDITS,
+        replicas: EDITS,
+        min_free_mib,
+        ..Edit::default()
+    };
+    install.profile(&spool_edit(free - 1024));
+    applied(&install, &log, EDITS as usize + 1).await;
+    let filler = spool.join("filler");
+    let status = std::process::Command::new("fallocate")
+        .args(["-l", "2G"])
+        .arg(&filler)
+        .status()
+        .unwrap();
+    assert!(status.success(), "fallocate");
+    let text = alarm_within_30s(&admin, &log, "SPOOL_DISK_FULL", "everyone").await;
+    assert!(text.contains("refused"), "{text}");
+    profile_condition_within_30s(&admin, &log, "Ready", "SpoolFull").await;
+    // A call offered now is refused at INVITE, so its source can fail over.
+    assert_eq!(
+        offer_call_from(install.sip, "1", "+15550330001").await,
+        Ok(false),
+        "a call offered to a full spool gets 503"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    alarm_cleared(&admin, &log, "SPOOL_DISK_FULL", "everyone").await;
+    profile_ready_again(&admin, &log).await;
+    install.profile(&spool_edit(0));
+    applied(&install, &log, EDITS as usize + 2).await;
+
+    // SIGTERM with calls in flight: they are finished and committed; then back in service.
+    source.pause().await;
+    let draining: Vec<_> = (0..3)
+        .map(|i| {
+            let number = format!("+1555034000{i}");
+            let sip = install.sip;
+            tokio::spawn(async move {
+                let ended = offer_call_from(sip, "3", &number).await;
+                Offer {
+                    number,
+                    ms: 3_000,
+                    ended,
+                }
+            })
+        })
+        .collect();
+    live_calls(&db, &log, "+1555034000").await;
+    stop_with(&mut child, &log, "-TERM").await;
+    for call in draining {
+        let offer = call.await.unwrap();
+        assert_eq!(offer.ended, Ok(true), "{offer:?} drained on SIGTERM");
+        source.ended.push(offer);
+    }
+    let (mut child, log) = install.start().await;
+    source.resume();
+
+    // SIGKILL with calls in flight: recovered at the next start, incomplete, with the
+    // length they hold.
+    source.pause().await;
+    let cut: Vec<_> = (0..3)
+        .map(|i| {
+            let number = format!("+1555035000{i}");
+            let sip = install.sip;
+            (
+                number.clone(),
+                tokio::spawn(async move { offer_call_from(sip, "6", &number).await }),
+            )
+        })
+        .collect();
+    live_calls(&db, &log, "+1555035000").await;
+    child.kill().await.unwrap();
+    for (number, call) in cut {
+        // The source may see the call cut or not; the recording is what must be there.
+        let _ = call.await.unwrap();
+        killed.push(number);
+    }
+    let (mut child, log) = install.start().await;
+    // A last stretch of calls on the restarted installation.
+    let before = recordings_by_number(&db).await.len();
+    source.resume();
+    poll(
+        "calls recorded after the restart",
+        Duration::from_secs(60),
+        &log,
+        || {
+            let db = db.clone();
+            async move { (recordings_by_number(&db).await.len() >= before + 5).then_some(()) }
+        },
+    )
+    .await;
+    let offers = source.finish().await;
+
+    // Every call offered: recorded or refused, never lost.
+    let rows = poll(
+        "every answered call committed",
+        Duration::from_secs(120),
+        &log,
+        || {
+            let db = db.clone();
+            let offers = &offers;
+            async move {
+                let rows = recordings_by_number(&db).await;
+                offers
+                    .iter()
+                    .filter(|o| o.ended != Ok(false))
+                    .all(|o| rows.contains_key(&o.number))
+                    .then_some(rows)
+            }
+        },
+    )
+    .await;
+    let (mut complete, mut refused, mut lost) = (0, 0, Vec::new());
+    for offer in &offers {
+        match (&offer.ended, rows.get(&offer.number)) {
+            (Ok(false), _) => refused += 1,
+            (Ok(true), Some(row)) => {
+                assert_eq!(
+                    row.status,
+                    callvault_store::db::RecordingStatus::Available,
+                    "{row:?}"
+                );
+                assert!(
+                    (offer.ms - 100..=offer.ms + 200).contains(&row.duration_ms),
+                    "a call of {} ms holds {} ms",
+                    offer.ms,
+                    row.duration_ms
+                );
+                complete += 1;
+            }
+            _ => lost.push(format!("{offer:?}")),
+        }
+    }
+    let mut incomplete = 0;
+    for number in &vanished {
+        let row = rows
+            .get(number)
+            .unwrap_or_else(|| panic!("vanished call {number} recorded"));
+        assert_eq!(row.stop_reason.as_deref(), Some("media-timeout"), "{row:?}");
+        // Live for under a second before its source vanished, then the timeout's silence.
+        let most = i64::from(MEDIA_TIMEOUT_SECONDS) * 1000 + 2000;
+        assert!(
+            row.duration_ms <= most,
+            "{} ms recorded, {most} ms at most",
+            row.duration_ms
+        );
+        incomplete += 1;
+    }
+    for number in &killed {
+        let row = rows
+            .get(number)
+            .unwrap_or_else(|| panic!("cut call {number} recovered"));
+        assert_eq!(
+            row.status,
+            callvault_store::db::RecordingStatus::Incomplete,
+            "{row:?}"
+        );
+        let reason = row.stop_reason.as_deref().unwrap_or_default();
+        assert!(reason.starts_with("recovered after crash at "), "{reason}");
+        assert!(row.duration_ms <= 6_000, "{row:?}");
+        incomplete += 1;
+    }
+    let offered = offers.len() + vanished.len() + killed.len() + 1;
+    eprintln!(
+        "fault suite: {offered} calls offered, {} recorded ({complete} complete, {incomplete} \
+         incomplete with their reason), {} refused with 503, {} lost",
+        complete + incomplete,
+        refused + 1,
+        lost.len()
+    );
+    assert!(lost.is_empty(), "calls lost without a word: {lost:#?}");
     interrupt(&mut child, &log).await;
 }

@@ -512,6 +512,57 @@ pub struct RecorderPool {
     /// `Off` refuses `RTP/SAVP` ones, with 488 and a Warning saying why.
     #[serde(default)]
     pub srtp: SrtpPolicy,
+    /// When each pod's spool volume raises alarms and when it refuses new calls.
+    #[serde(default)]
+    pub spool: SpoolLimits,
+}
+
+/// The spool volume's thresholds: calls are written there first, so a full spool loses
+/// audio. Above `alarmPercent` used a Major alarm is raised, above `criticalPercent` a
+/// Critical one; with less than `minFreeMiB` free, new calls are refused with 503 (the source
+/// fails over to another recorder) while live calls go on into the space left.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.alarmPercent <= self.criticalPercent",
+    "message": "spec.recorder.spool.criticalPercent must not be below spec.recorder.spool.alarmPercent",
+    "fieldPath": ".criticalPercent",
+    "reason": "FieldValueInvalid"
+}]))]
+pub struct SpoolLimits {
+    /// Percent of the volume used at which the Major alarm is raised.
+    #[serde(default = "default_spool_alarm_percent")]
+    #[schemars(range(min = 1, max = 99))]
+    pub alarm_percent: i32,
+    /// Percent used at which the alarm turns Critical.
+    #[serde(default = "default_spool_critical_percent")]
+    #[schemars(range(min = 1, max = 100))]
+    pub critical_percent: i32,
+    /// Free space (MiB) below which new calls are refused; 64 MiB hold about 4.5 hours of
+    /// one call at 32 kbit/s.
+    #[serde(default = "default_spool_min_free", rename = "minFreeMiB")]
+    #[schemars(range(min = 0, max = 1048576))]
+    pub min_free_mib: i64,
+}
+
+impl Default for SpoolLimits {
+    fn default() -> Self {
+        Self {
+            alarm_percent: default_spool_alarm_percent(),
+            critical_percent: default_spool_critical_percent(),
+            min_free_mib: default_spool_min_free(),
+        }
+    }
+}
+
+fn default_spool_alarm_percent() -> i32 {
+    80
+}
+fn default_spool_critical_percent() -> i32 {
+    95
+}
+fn default_spool_min_free() -> i64 {
+    256
 }
 
 /// Whether the media sources send must, may or must not be SRTP.
@@ -538,6 +589,7 @@ impl Default for RecorderPool {
             media_timeout_seconds: default_media_timeout(),
             options_probe_seconds: default_options_probe(),
             srtp: SrtpPolicy::default(),
+            spool: SpoolLimits::default(),
         }
     }
 }

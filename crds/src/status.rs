@@ -80,6 +80,8 @@ pub mod reason {
     pub const STORAGE_TARGET_NOT_FOUND: &str = "StorageTargetNotFound";
     /// The referenced StorageTarget exists but is not Reachable.
     pub const STORAGE_TARGET_UNREACHABLE: &str = "StorageTargetUnreachable";
+    /// A recorder's spool has less free space than its `minFreeMiB`: new calls are refused.
+    pub const SPOOL_FULL: &str = "SpoolFull";
     /// The encryption public-key Secret (or its key) is missing.
     pub const KEY_SECRET_NOT_FOUND: &str = "KeySecretNotFound";
     /// The encryption public key cannot be parsed or is too weak.

@@ -126,6 +126,7 @@ fn defaults_are_applied_like_the_api_server() {
     assert_eq!(rp.spec.recorder.min_replicas, 2);
     assert_eq!(rp.spec.recorder.rtp_port_range.start, 20000);
     assert_eq!(rp.spec.recorder.media_timeout_seconds, 60);
+    assert_eq!(rp.spec.recorder.spool.min_free_mib, 256);
     assert_eq!(rp.spec.recorder.options_probe_seconds, 60);
     assert_eq!(rp.spec.encryption.key_secret_ref.key, "public.pem");
     assert!(!rp.spec.disabled);
@@ -348,6 +349,20 @@ fn every_cel_rule_rejects_what_it_should_and_accepts_the_rest() {
         ),
         "/spec/recorder/sessionsPerReplica",
         json!(25),
+    ));
+    reject(
+        with(
+            rp(),
+            "/spec/recorder/spool",
+            json!({"alarmPercent": 90, "criticalPercent": 85}),
+        ),
+        "spec.recorder.spool.criticalPercent",
+        "must not be below",
+    );
+    accepted(&with(
+        rp(),
+        "/spec/recorder/spool",
+        json!({"alarmPercent": 90, "criticalPercent": 90, "minFreeMiB": 0}),
     ));
     reject(
         with(rp(), "/spec/recorder/sip/port", json!(20002)),

@@ -23,6 +23,34 @@ pub struct RecorderStatus {
     pub conflicts: Vec<Conflict>,
     /// Start of the most recent recording.
     pub last_recording_time: Option<Time>,
+    /// Whether the pod could store its last recording (absent from older recorders).
+    #[serde(default)]
+    pub storage: Option<StorageReport>,
+    /// The pod's spool volume against its thresholds.
+    #[serde(default)]
+    pub spool: Option<SpoolReport>,
+}
+
+/// A recorder's last attempt to store a recording.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "state")]
+pub enum StorageReport {
+    Unknown,
+    Reachable,
+    #[serde(rename_all = "camelCase")]
+    Unreachable {
+        target: String,
+        error: String,
+    },
+}
+
+/// A recorder's spool volume: `level` is `normal`, `warning`, `critical` or `full` (new calls
+/// refused).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpoolReport {
+    pub level: String,
+    pub free_bytes: u64,
 }
 
 /// A user matched by another profile too.
@@ -48,6 +76,10 @@ pub struct PoolLoad {
     pub conflicts: Vec<UserConflict>,
     /// Start of the most recent recording.
     pub last_recording_time: Option<Time>,
+    /// Why a recorder cannot store recordings now (they wait in its spool), if one cannot.
+    pub storage_failure: Option<String>,
+    /// Why a recorder refuses new calls for a full spool, if one does.
+    pub spool_full: Option<String>,
 }
 
 /// Sums the reports of the ready pods. A draining pod's calls still count (they are still
@@ -74,6 +106,21 @@ pub fn aggregate(reports: &[RecorderStatus]) -> PoolLoad {
             && load.last_recording_time.as_ref().is_none_or(|l| l.0 < t.0)
         {
             load.last_recording_time = Some(t.clone());
+        }
+        if load.storage_failure.is_none()
+            && let Some(StorageReport::Unreachable { target, error }) = &r.storage
+        {
+            load.storage_failure = Some(format!(
+                "a recorder cannot store recordings in StorageTarget {target} ({error}); they wait in its spool"
+            ));
+        }
+        if load.spool_full.is_none()
+            && let Some(spool) = r.spool.as_ref().filter(|s| s.level == "full")
+        {
+            load.spool_full = Some(format!(
+                "a recorder's spool is full ({} MiB free): it refuses new calls with 503",
+                spool.free_bytes >> 20
+            ));
         }
     }
     load
@@ -113,6 +160,34 @@ mod tests {
         assert_eq!(t.0.to_string(), "2026-01-02T11:00:00Z");
         // 180 calls at 200 per pod need ceil(180 / 160) = 2 pods.
         assert_eq!(crate::desired_replicas(load.active_sessions, 200, 1, 4), 2);
+    }
+
+    #[test]
+    fn a_recorder_that_cannot_store_or_spool_is_reported() {
+        let a = report(
+            r#"{"profile":"sales","activeSessions":1,"capacity":20,"draining":false,
+                "usersMatched":0,"lastRecordingTime":null,
+                "storage":{"state":"unreachable","target":"local","error":"not a directory","since":1},
+                "spool":{"level":"full","freeBytes":104857600,"totalBytes":1,"usedPercent":99}}"#,
+        );
+        let load = aggregate(&[a]);
+        let storage = load.storage_failure.expect("storage failure reported");
+        assert!(
+            storage.contains("local") && storage.contains("not a directory"),
+            "{storage}"
+        );
+        assert!(
+            load.spool_full
+                .expect("spool full")
+                .contains("100 MiB free")
+        );
+        let fine = report(
+            r#"{"profile":"sales","activeSessions":0,"capacity":20,"draining":false,
+                "usersMatched":0,"lastRecordingTime":null,
+                "storage":{"state":"reachable"},"spool":{"level":"warning","freeBytes":1}}"#,
+        );
+        let load = aggregate(&[fine]);
+        assert_eq!((load.storage_failure, load.spool_full), (None, None));
     }
 
     #[test]

@@ -143,7 +143,14 @@ pub fn render_recorder_config(
             key_id: key_id.to_owned(),
         },
         spool_dir: paths::SPOOL_DIR.into(),
-        spool: SpoolLimits::default(),
+        spool: SpoolLimits {
+            alarm_percent: fit("recorder.spool.alarmPercent", pool.spool.alarm_percent)?,
+            critical_percent: fit(
+                "recorder.spool.criticalPercent",
+                pool.spool.critical_percent,
+            )?,
+            min_free_mib: fit("recorder.spool.minFreeMiB", pool.spool.min_free_mib)?,
+        },
         database_url_file: paths::DATABASE_URL_FILE.into(),
         drain_grace_seconds: DRAIN_GRACE_SECONDS,
         media_timeout_seconds: fit("recorder.mediaTimeoutSeconds", pool.media_timeout_seconds)?,

@@ -86,6 +86,28 @@ pub fn storage_bound(
     }
 }
 
+/// RecordingProfile `StorageBound` corrected by what its recorders found: a commit fails at
+/// once while the target's probe runs only every few minutes, so a recorder that cannot store
+/// makes the binding false at once.
+pub fn storage_bound_as_recorded(bound: Observed, load: &PoolLoad) -> Observed {
+    match &load.storage_failure {
+        Some(why) if bound.status == ConditionStatus::True => Observed::no(
+            ct::STORAGE_BOUND,
+            reason::STORAGE_TARGET_UNREACHABLE,
+            why.clone(),
+        ),
+        _ => bound,
+    }
+}
+
+/// A problem the recorders report that stops recording new calls (a full spool), for
+/// [`profile_ready`].
+pub fn recorder_problem(load: &PoolLoad) -> Option<Observed> {
+    load.spool_full
+        .as_ref()
+        .map(|why| Observed::no(ct::READY, reason::SPOOL_FULL, why.clone()))
+}
+
 /// RecordingProfile `RecordersAvailable`: `ready` of `replicas` recorders take calls.
 /// `not_ready` says why none does, when the recorder itself can tell (standalone reads its
 /// recorder's health; a cluster has the pods' readiness only).
@@ -322,6 +344,28 @@ mod tests {
         let ok = reachable(&report(None));
         assert_eq!(ok.reason, reason::PROBE_SUCCEEDED);
         assert_eq!(storage_target_ready(&ok).reason, reason::RECONCILED);
+    }
+
+    #[test]
+    fn what_the_recorders_report_overrides_a_probe_that_passed() {
+        let bound = storage_bound("local", "default", Some(None), "k1");
+        let recorders = recorders_available(false, 1, 1, None);
+        let load = PoolLoad {
+            storage_failure: Some("a recorder cannot store recordings".into()),
+            spool_full: Some("a recorder's spool is full".into()),
+            ..PoolLoad::default()
+        };
+        let bound = storage_bound_as_recorded(bound, &load);
+        assert_eq!(
+            (bound.status, bound.reason.as_str()),
+            (ConditionStatus::False, reason::STORAGE_TARGET_UNREACHABLE)
+        );
+        let ready = profile_ready(false, recorder_problem(&load), &bound, &recorders);
+        assert_eq!(ready.reason, reason::SPOOL_FULL);
+        let fine = storage_bound("local", "default", Some(None), "k1");
+        let fine = storage_bound_as_recorded(fine, &PoolLoad::default());
+        assert_eq!(fine.status, ConditionStatus::True);
+        assert!(recorder_problem(&PoolLoad::default()).is_none());
     }
 
     #[test]

@@ -26,7 +26,7 @@ pub fn storage(recorder: &str, health: &StorageHealth, pending: u64) -> Raised {
     Some((
         AlarmSeverity::Critical,
         format!(
-            "Recorder {recorder} cannot store recordings in StorageTarget {target}: {error}; \
+            "{recorder} cannot store recordings in StorageTarget {target}: {error}; \
              {pending} recordings wait in the spool and are retried until it can"
         ),
     ))
@@ -55,9 +55,7 @@ pub fn spool(recorder: &str, space: Space, limits: &SpoolLimits) -> Raised {
     };
     Some((
         severity,
-        format!(
-            "Spool disk of recorder {recorder} is {percent}% full ({mib} MiB free); {consequence}"
-        ),
+        format!("Spool disk of {recorder} is {percent}% full ({mib} MiB free); {consequence}"),
     ))
 }
 

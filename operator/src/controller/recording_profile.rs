@@ -164,6 +164,8 @@ pub(super) async fn reconcile(
         }
         Err(condition) => condition.clone(),
     };
+    let storage_bound = crate::status::storage_bound_as_recorded(storage_bound, &load);
+    let problem = problem.or_else(|| crate::status::recorder_problem(&load));
 
     let recorders = crate::status::recorders_available(spec.disabled, ready, replicas, None);
     let ready_condition =

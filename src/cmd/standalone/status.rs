@@ -428,12 +428,14 @@ fn profiles(ctx: &Context, board: &Board, set: &ResourceSet, observations: &mut 
                 format!("no key {key_name} in the data directory's keys"),
             ),
         };
+        let storage_bound = shared::storage_bound_as_recorded(storage_bound, &load);
         let recorders =
             shared::recorders_available(spec.disabled, ready, replicas, Some(&not_ready));
         let refusal = report_refusal(cells.as_ref());
         let problem = refusal
             .as_ref()
-            .map(|why| Observed::no(ct::READY, reason::INVALID_SPEC, why.clone()));
+            .map(|why| Observed::no(ct::READY, reason::INVALID_SPEC, why.clone()))
+            .or_else(|| shared::recorder_problem(&load));
         let ready_condition =
             shared::profile_ready(spec.disabled, problem, &storage_bound, &recorders);
         let previous = state.profiles.get(name).cloned().unwrap_or_default();
