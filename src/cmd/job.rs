@@ -5,7 +5,7 @@
 //! summary. The exit status is 0 when everything was done, 1 when some items failed (they are
 //! retried by the next run), and an error when the run could not start.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -128,14 +128,12 @@ async fn retention(args: RetentionArgs) -> anyhow::Result<ExitCode> {
     let valid = RecorderConfig::load(&args.config)
         .with_context(|| format!("recorder configuration {}", args.config.display()))?;
     let config = &valid.config;
-    if config.profile != args.profile {
-        bail!(
-            "{} is the configuration of RecordingProfile {:?}, not {:?}",
-            args.config.display(),
-            config.profile,
-            args.profile
-        );
-    }
+    configuration_of(
+        "RecordingProfile",
+        &args.config,
+        &config.profile,
+        &args.profile,
+    )?;
     let span = tracing::info_span!("retention", tenant = %config.tenant, profile = %config.profile);
     let _guard = span.enter();
     let cluster = Cluster::from_env().await?;
@@ -179,14 +177,12 @@ async fn archive(args: ArchiveArgs) -> anyhow::Result<ExitCode> {
     let valid = ArchiveJobConfig::load(&args.config)
         .with_context(|| format!("archive job configuration {}", args.config.display()))?;
     let config = &valid.config;
-    if config.connector != args.connector {
-        bail!(
-            "{} is the configuration of Connector {:?}, not {:?}",
-            args.config.display(),
-            config.connector,
-            args.connector
-        );
-    }
+    configuration_of(
+        "Connector",
+        &args.config,
+        &config.connector,
+        &args.connector,
+    )?;
     let span =
         tracing::info_span!("archive", tenant = %config.tenant, connector = %config.connector);
     let _guard = span.enter();
@@ -267,13 +263,7 @@ async fn space_cleanup(args: SpaceCleanupArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("space cleanup job configuration {}", args.config.display()))?;
     let config = &valid.config;
     let name = &config.storage_target.name;
-    if *name != args.storage_target {
-        bail!(
-            "{} is the configuration of StorageTarget {name:?}, not {:?}",
-            args.config.display(),
-            args.storage_target
-        );
-    }
+    configuration_of("StorageTarget", &args.config, name, &args.storage_target)?;
     let span =
         tracing::info_span!("space_cleanup", tenant = %config.tenant, storage_target = %name);
     let _guard = span.enter();
@@ -328,14 +318,12 @@ async fn transcribe(args: TranscribeArgs) -> anyhow::Result<ExitCode> {
     let valid = TranscribeJobConfig::load(&args.config)
         .with_context(|| format!("transcription job configuration {}", args.config.display()))?;
     let config = &valid.config;
-    if config.speech_job != args.speech_job {
-        bail!(
-            "{} is the configuration of SpeechJob {:?}, not {:?}",
-            args.config.display(),
-            config.speech_job,
-            args.speech_job
-        );
-    }
+    configuration_of(
+        "SpeechJob",
+        &args.config,
+        &config.speech_job,
+        &args.speech_job,
+    )?;
     let span =
         tracing::info_span!("transcribe", tenant = %config.tenant, speech_job = %config.speech_job);
     let _guard = span.enter();
@@ -360,14 +348,12 @@ async fn assurance(args: AssuranceArgs) -> anyhow::Result<ExitCode> {
     let valid = AssuranceJobConfig::load(&args.config)
         .with_context(|| format!("assurance job configuration {}", args.config.display()))?;
     let config = &valid.config;
-    if config.profile != args.profile {
-        bail!(
-            "{} is the configuration of RecordingProfile {:?}, not {:?}",
-            args.config.display(),
-            config.profile,
-            args.profile
-        );
-    }
+    configuration_of(
+        "RecordingProfile",
+        &args.config,
+        &config.profile,
+        &args.profile,
+    )?;
     let span = tracing::info_span!("assurance", tenant = %config.tenant, profile = %config.profile);
     let _guard = span.enter();
     let cluster = Cluster::from_env().await?;
@@ -414,4 +400,16 @@ async fn assurance(args: AssuranceArgs) -> anyhow::Result<ExitCode> {
     }
     db.close().await;
     Ok(exit(report.passed()))
+}
+
+/// A job's configuration file names the resource it was rendered for: running it for another
+/// would act on the wrong one.
+fn configuration_of(kind: &str, file: &Path, configured: &str, asked: &str) -> anyhow::Result<()> {
+    if configured != asked {
+        bail!(
+            "{} is the configuration of {kind} {configured:?}, not {asked:?}",
+            file.display()
+        );
+    }
+    Ok(())
 }
