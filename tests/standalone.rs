@@ -1693,6 +1693,22 @@ fn free_mib(path: &Path) -> u64 {
     text.lines().nth(1).unwrap().trim().parse().unwrap()
 }
 
+/// The active alarms `alarm_type` whose source contains `source`; `None` when the portal
+/// could not be asked.
+async fn active_alarms_about(
+    admin: &Session,
+    alarm_type: &str,
+    source: &str,
+) -> Option<Vec<Value>> {
+    let all: Vec<Value> = admin.get("/alarms").send().await.ok()?.json().await.ok()?;
+    let active = all.into_iter().filter(|a| {
+        a["alarm_type"] == alarm_type
+            && a["source"].as_str().is_some_and(|s| s.contains(source))
+            && a["cleared_at"].is_null()
+    });
+    Some(active.collect())
+}
+
 /// Waits (at most 30 s, the bound) until the alarm `alarm_type` is active for a
 /// source containing `source`; returns its text.
 async fn alarm_within_30s(admin: &Session, log: &Log, alarm_type: &str, source: &str) -> String {
@@ -1701,14 +1717,8 @@ async fn alarm_within_30s(admin: &Session, log: &Log, alarm_type: &str, source: 
         Duration::from_secs(30),
         log,
         || async move {
-            let all: Vec<Value> = admin.get("/alarms").send().await.ok()?.json().await.ok()?;
-            all.into_iter()
-                .find(|a| {
-                    a["alarm_type"] == alarm_type
-                        && a["source"].as_str().is_some_and(|s| s.contains(source))
-                        && a["cleared_at"].is_null()
-                })
-                .map(|a| a["message"].to_string())
+            let active = active_alarms_about(admin, alarm_type, source).await?;
+            active.first().map(|a| a["message"].to_string())
         },
     )
     .await
@@ -1721,13 +1731,8 @@ async fn alarm_cleared(admin: &Session, log: &Log, alarm_type: &str, source: &st
         Duration::from_secs(60),
         log,
         || async move {
-            let all: Vec<Value> = admin.get("/alarms").send().await.ok()?.json().await.ok()?;
-            (!all.iter().any(|a| {
-                a["alarm_type"] == alarm_type
-                    && a["source"].as_str().is_some_and(|s| s.contains(source))
-                    && a["cleared_at"].is_null()
-            }))
-            .then_some(())
+            let active = active_alarms_about(admin, alarm_type, source).await?;
+            active.is_empty().then_some(())
         },
     )
     .await
