@@ -235,7 +235,7 @@ pub enum SrtpPolicy {
     #[default]
     Preferred,
     /// Only plain RTP: `RTP/SAVP` offers are refused.
-    Off,
+    Disabled,
 }
 
 /// SIP transport.

@@ -241,7 +241,7 @@ fn the_srtp_policy_is_one_of_three_named_values() {
     for (text, policy) in [
         ("Required", callvault_config::SrtpPolicy::Required),
         ("Preferred", callvault_config::SrtpPolicy::Preferred),
-        ("Off", callvault_config::SrtpPolicy::Off),
+        ("Disabled", callvault_config::SrtpPolicy::Disabled),
     ] {
         let config = parse(&format!("{MINIMAL}srtp: {text}\n"));
         assert_eq!(config.srtp, policy);

@@ -509,7 +509,7 @@ pub struct RecorderPool {
     pub options_probe_seconds: i32,
     /// SRTP (SDES keys, RFC 4568) on the media sources send. `Preferred` takes `RTP/SAVP` and
     /// plain RTP offers alike, answering each in kind; `Required` refuses plain RTP offers and
-    /// `Off` refuses `RTP/SAVP` ones, with 488 and a Warning saying why.
+    /// `Disabled` refuses `RTP/SAVP` ones, with 488 and a Warning saying why.
     #[serde(default)]
     pub srtp: SrtpPolicy,
     /// When each pod's spool volume raises alarms and when it refuses new calls.
@@ -573,8 +573,9 @@ pub enum SrtpPolicy {
     /// SRTP or plain RTP, as the source offers.
     #[default]
     Preferred,
-    /// Only plain RTP: SRTP offers are refused.
-    Off,
+    /// Only plain RTP: SRTP offers are refused. (Not `Off`: YAML 1.1 readers such as kubectl
+    /// and helm read a bare `Off` as the boolean false.)
+    Disabled,
 }
 
 impl Default for RecorderPool {

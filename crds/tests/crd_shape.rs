@@ -174,3 +174,42 @@ fn every_default_passes_its_own_rules() {
         );
     }
 }
+
+/// kubectl and helm read YAML 1.1, where a bare `Off`, `No`, `Yes` or `On` is a boolean (YAML
+/// 1.2 writers quote only `true`/`false`, so the chart's CRD files leave these bare): an enum
+/// value spelt so could not be written unquoted in a resource, and helm would install the
+/// chart's CRD with `false` in place of the value.
+#[test]
+fn no_enum_value_or_default_reads_as_a_boolean_in_yaml_1_1() {
+    const YAML_1_1_BOOLEANS: &[&str] = &["y", "n", "yes", "no", "on", "off"];
+    let mut checked = 0;
+    for crd in crd_json() {
+        let mut nodes = Vec::new();
+        walk(
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+            crd["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            &mut nodes,
+        );
+        for (path, node) in nodes {
+            let enums = node
+                .get("enum")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten();
+            for value in enums.chain(node.get("default")).filter_map(Value::as_str) {
+                checked += 1;
+                assert!(
+                    !YAML_1_1_BOOLEANS.contains(&value.to_ascii_lowercase().as_str()),
+                    "{path}: {value:?} is not a string to YAML 1.1 readers (kubectl, helm)"
+                );
+            }
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} enum values and defaults were found"
+    );
+}

@@ -158,7 +158,7 @@ pub fn render_recorder_config(
         srtp: match pool.srtp {
             rp::SrtpPolicy::Required => SrtpPolicy::Required,
             rp::SrtpPolicy::Preferred => SrtpPolicy::Preferred,
-            rp::SrtpPolicy::Off => SrtpPolicy::Off,
+            rp::SrtpPolicy::Disabled => SrtpPolicy::Disabled,
         },
         rules: rules(&spec.selector)?,
         other_profiles_file: Some(paths::OTHER_PROFILES_FILE.into()),

@@ -418,8 +418,8 @@ pub enum RejectReason {
     NoCommonCodec,
     /// Plain RTP, and the profile requires SRTP.
     SrtpRequired,
-    /// SRTP, and the profile turns it off.
-    SrtpOff,
+    /// SRTP, and the profile disables it.
+    SrtpDisabled,
     /// SRTP without an `a=crypto` the recorder can use: why the first one is not.
     NoUsableCrypto(String),
 }
@@ -433,8 +433,8 @@ impl RejectReason {
                 "SRTP required by the recording profile: offer RTP/SAVP with a=crypto, not plain RTP"
                     .to_owned(),
             ),
-            RejectReason::SrtpOff => Some(
-                "SRTP is off in the recording profile: offer plain RTP/AVP, not RTP/SAVP".to_owned(),
+            RejectReason::SrtpDisabled => Some(
+                "SRTP is disabled in the recording profile: offer plain RTP/AVP, not RTP/SAVP".to_owned(),
             ),
             RejectReason::NoUsableCrypto(why) => Some(format!("no usable SRTP key: {why}")),
             _ => None,
@@ -467,7 +467,7 @@ fn plan_one(offer: &SessionDescription, m: &MediaDescription, policy: SrtpPolicy
     };
     match (secure, policy) {
         (false, SrtpPolicy::Required) => return reject(RejectReason::SrtpRequired),
-        (true, SrtpPolicy::Off) => return reject(RejectReason::SrtpOff),
+        (true, SrtpPolicy::Disabled) => return reject(RejectReason::SrtpDisabled),
         _ => {}
     }
     let srtp = if secure {

@@ -692,10 +692,10 @@ async fn the_srtp_policy_refuses_offers_with_488_saying_why() {
     let cases = [
         (sdp::SrtpPolicy::Required, "RTP/AVP", "", "SRTP required"),
         (
-            sdp::SrtpPolicy::Off,
+            sdp::SrtpPolicy::Disabled,
             "RTP/SAVP",
             crypto.as_str(),
-            "SRTP is off",
+            "SRTP is disabled",
         ),
         (
             sdp::SrtpPolicy::Preferred,

@@ -435,19 +435,19 @@ fn the_srtp_policy_refuses_the_other_kind_of_stream() {
             reason: RejectReason::SrtpRequired
         }
     );
-    let off = sdp::plan(&offer, sdp::SrtpPolicy::Off);
+    let off = sdp::plan(&offer, sdp::SrtpPolicy::Disabled);
     for p in &off[..2] {
         assert_eq!(
             *p,
             MediaPlan::Reject {
-                reason: RejectReason::SrtpOff
+                reason: RejectReason::SrtpDisabled
             }
         );
     }
     assert!(matches!(off[2], MediaPlan::Accept { srtp: None, .. }));
     for (reason, says) in [
         (RejectReason::SrtpRequired, "SRTP required"),
-        (RejectReason::SrtpOff, "SRTP is off"),
+        (RejectReason::SrtpDisabled, "SRTP is disabled"),
         (
             RejectReason::NoUsableCrypto("MKI".into()),
             "no usable SRTP key: MKI",

@@ -64,7 +64,7 @@ pub fn sdp_offer(data: &[u8]) {
     let policy = [
         sdp::SrtpPolicy::Preferred,
         sdp::SrtpPolicy::Required,
-        sdp::SrtpPolicy::Off,
+        sdp::SrtpPolicy::Disabled,
     ][data.len() % 3];
     let plans = sdp::plan(&offer, policy);
     let accepted = plans
