@@ -1500,4 +1500,26 @@ async fn assurance_calls_are_marked_hidden_and_expire_early(f: Fixture) {
         .await
         .expect("expired");
     assert_eq!(expired.iter().map(|r| r.id).collect::<Vec<_>>(), [test.id]);
+
+    // Neither archived nor transcribed: the jobs select the real call only.
+    let ids = |rows: Vec<Recording>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let archive = db
+        .recordings_to_archive_after(T, "offsite", &[], None, 10)
+        .await
+        .expect("archive selection");
+    assert_eq!(ids(archive), [real.id]);
+    assert_eq!(
+        ids(db
+            .recordings_to_archive(T, "offsite", 10)
+            .await
+            .expect("archive")),
+        [real.id]
+    );
+    let counts = db.archive_counts(T, "offsite", &[]).await.expect("counts");
+    assert_eq!(counts.pending, 1);
+    let speech = db
+        .speech_candidates(T, "calls", &Default::default(), false, None, 10)
+        .await
+        .expect("speech selection");
+    assert_eq!(ids(speech), [real.id]);
 }

@@ -41,8 +41,10 @@ fn profile_clause(profiles: &[String], args: &mut Vec<Arg>) -> String {
 }
 
 /// Finished recordings with media still stored, no copy from the connector yet.
+/// What an archive run copies: stored recordings not yet copied by the connector, except
+/// recording assurance test calls (they prove the recorder, and expire within days).
 const TO_ARCHIVE: &str = "r.status IN ('available', 'incomplete') AND r.object_key IS NOT NULL \
-     AND NOT EXISTS (SELECT 1 FROM recording_copies c WHERE c.tenant = r.tenant \
+     AND NOT r.assurance AND NOT EXISTS (SELECT 1 FROM recording_copies c WHERE c.tenant = r.tenant \
      AND c.recording_id = r.id AND c.connector = $2)";
 
 impl Db {

@@ -436,7 +436,8 @@ impl Db {
         self.rows(
             &format!(
                 "SELECT {RECORDING_COLUMNS} FROM {RECORDING_FROM} WHERE r.tenant = $1 \
-                 AND r.status IN ('available', 'incomplete') AND NOT EXISTS (SELECT 1 FROM \
+                 AND r.status IN ('available', 'incomplete') AND NOT r.assurance \
+                 AND NOT EXISTS (SELECT 1 FROM \
                  recording_copies c WHERE c.tenant = r.tenant AND c.recording_id = r.id \
                  AND c.connector = $2) ORDER BY r.start_time, r.id LIMIT $3"
             ),

@@ -57,9 +57,10 @@ pub struct SpeechCounts {
 
 /// Appends the selection's predicates on `r` (a finished recording with media) to `sql`.
 fn push_selection(sql: &mut String, params: &mut Vec<Arg>, sel: &SpeechSelection) {
+    // Recording assurance test calls are never transcribed: tones, and gone within days.
     sql.push_str(
         " AND r.status IN ('available', 'incomplete') AND r.object_key IS NOT NULL \
-         AND r.deleted_at IS NULL",
+         AND r.deleted_at IS NULL AND NOT r.assurance",
     );
     if !sel.profiles.is_empty() {
         sql.push_str(" AND r.profile IN (");
