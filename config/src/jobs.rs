@@ -17,6 +17,9 @@ use crate::recorder::{check_path, check_storage, is_dns_label, is_dns_subdomain}
 
 /// Where the operator mounts a job's configuration file.
 pub const DEFAULT_JOB_CONFIG_PATH: &str = "/etc/callvault/job.yaml";
+/// The environment variable a job pod finds its namespace in (the operator sets it from the
+/// downward API); a job reports into its resource's status only when it is set.
+pub const JOB_NAMESPACE_ENV: &str = "CALLVAULT_POD_NAMESPACE";
 
 /// A StorageTarget bound into a job: its name (as stamped on recordings and archive copies),
 /// its spec, and where its credentials Secret is mounted.

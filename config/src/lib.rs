@@ -13,10 +13,10 @@ pub mod rules;
 
 pub use jobs::{
     ArchiveJobConfig, AssuranceJobConfig, DEFAULT_JOB_CONFIG_PATH, DirectionFilter, EngineConfig,
-    EngineKind, JobConfigError, KeyRingConfig, SmtpConfig, SmtpSecurity, SpaceCleanupJobConfig,
-    SpeechFilterConfig, StorageBinding, TranscribeJobConfig, TranscribeMode, ValidArchiveJobConfig,
-    ValidAssuranceJobConfig, ValidSpaceCleanupJobConfig, ValidStorageBinding,
-    ValidTranscribeJobConfig,
+    EngineKind, JOB_NAMESPACE_ENV, JobConfigError, KeyRingConfig, SmtpConfig, SmtpSecurity,
+    SpaceCleanupJobConfig, SpeechFilterConfig, StorageBinding, TranscribeJobConfig, TranscribeMode,
+    ValidArchiveJobConfig, ValidAssuranceJobConfig, ValidSpaceCleanupJobConfig,
+    ValidStorageBinding, ValidTranscribeJobConfig,
 };
 pub use problem::{Invalid, Problem};
 pub use recorder::{

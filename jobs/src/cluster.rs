@@ -38,7 +38,7 @@ pub const SPACE_CLEANUP_FIELD_MANAGER: &str = "callvault-job-space-cleanup";
 /// Field manager of the retention job's status fields.
 pub const RETENTION_FIELD_MANAGER: &str = "callvault-job-retention";
 /// Environment variable naming the namespace the job runs in (the downward API).
-pub const NAMESPACE_ENV: &str = "CALLVAULT_POD_NAMESPACE";
+pub use callvault_config::JOB_NAMESPACE_ENV as NAMESPACE_ENV;
 
 /// Errors talking to the API server.
 #[derive(Debug, thiserror::Error)]

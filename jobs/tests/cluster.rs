@@ -4,15 +4,18 @@
 //! the job's field manager without erasing what the operator owns, and Events on the resource.
 
 use callvault_crds::connector::Connector;
+use callvault_crds::recording_profile::RecordingProfile;
 use callvault_crds::speech_job::SpeechJob;
 use callvault_e2e::ControlPlane;
 use callvault_jobs::alarms::Transition;
 use callvault_jobs::archive::ArchiveSummary;
+use callvault_jobs::assurance::AssuranceReport;
 use callvault_jobs::cluster::{ARCHIVE_FIELD_MANAGER, Cluster};
 use callvault_jobs::transcribe::{self, TranscribeFailure, TranscribeSummary};
 use callvault_store::db::{AlarmSeverity, ArchiveCounts, SpeechCounts};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 const SEC: i64 = 1_000_000;
@@ -209,5 +212,124 @@ async fn transcription_counters_land_in_the_speech_jobs_status() {
             .is_some_and(|n| n.contains("transcribed 3 recordings")),
         "{:?}",
         e.note
+    );
+}
+
+fn assert_forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>, what: &str) {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        other => panic!("{what}: expected 403 Forbidden, got {other:?}"),
+    }
+}
+
+/// The jobs run as the chart's `callvault-job` ServiceAccount (the operator names it in their
+/// pods): under it, as the real API server decides, each job's report reaches its resource's
+/// status, and nothing else is allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_report_under_the_charts_job_service_account_and_can_do_nothing_else() {
+    let (admin, ns) = cluster("jobs-rbac").await;
+    let cp = ControlPlane::shared().await.expect("control plane");
+    let helm = cp.bin_dir().join("helm");
+    let out = std::process::Command::new(&helm)
+        .args(["template", "jobrbac"])
+        .arg(callvault_e2e::repo_path("charts/callvault"))
+        .args([
+            "--namespace",
+            &ns,
+            "--set",
+            &format!("watchNamespaces={{{ns}}}"),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", helm.display()));
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).expect("UTF-8");
+    callvault_e2e::apply_yaml(&admin, &rendered, "rendered chart", &ns)
+        .await
+        .expect("the rendered chart applies");
+    for file in ["recordingprofile.yaml", "connector.yaml", "speechjob.yaml"] {
+        apply_example(&admin, file, &ns).await;
+    }
+    let job = cp
+        .client_as_service_account(&ns, "callvault-job")
+        .expect("impersonating client");
+    let c = Cluster::new(job.clone(), ns.clone(), "job-pod".into());
+
+    let report = AssuranceReport::not_run("retail-banking-agents", "no test audio".into());
+    c.report_assurance(&report)
+        .await
+        .expect("the assurance job writes the Assured condition");
+    let profile = Api::<RecordingProfile>::namespaced(admin.clone(), &ns)
+        .get("retail-banking-agents")
+        .await
+        .expect("profile");
+    let assured = profile
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == "Assured")
+        .expect("an Assured condition");
+    assert_eq!(assured.status, callvault_crds::ConditionStatus::False);
+    assert!(assured.message.contains("no test audio"), "{assured:?}");
+
+    let summary = ArchiveSummary {
+        started_at: T0,
+        finished_at: T0 + SEC,
+        unreachable: None,
+        archived: 1,
+        failures: Vec::new(),
+        counts: ArchiveCounts {
+            pending: 0,
+            archived: 1,
+        },
+    };
+    c.report_archive("offsite-archive", &summary)
+        .await
+        .expect("the archive job writes the Connector's status");
+    c.report_transcribe("complaints-transcription", &TranscribeSummary::default())
+        .await
+        .expect("the transcription job writes the SpeechJob's status");
+
+    // Nothing beyond reporting: no Secrets, no spec changes, no deletions, no listing.
+    assert_forbidden(
+        Api::<Secret>::namespaced(job.clone(), &ns)
+            .get("recordings-s3-credentials")
+            .await,
+        "a job reading a Secret",
+    );
+    let profiles = Api::<RecordingProfile>::namespaced(job.clone(), &ns);
+    assert_forbidden(
+        profiles
+            .patch(
+                "retail-banking-agents",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"disabled": true}})),
+            )
+            .await,
+        "a job changing a RecordingProfile's spec",
+    );
+    assert_forbidden(
+        profiles
+            .delete("retail-banking-agents", &DeleteParams::default())
+            .await,
+        "a job deleting a RecordingProfile",
+    );
+    assert_forbidden(
+        profiles.list(&ListParams::default()).await,
+        "a job listing RecordingProfiles",
+    );
+    // Nor in a namespace the chart did not prepare.
+    let other = cp
+        .create_namespace("jobs-rbac-other")
+        .await
+        .expect("namespace");
+    apply_example(&admin, "recordingprofile.yaml", &other).await;
+    let elsewhere = Cluster::new(job, other, "job-pod".into());
+    assert!(
+        elsewhere.report_assurance(&report).await.is_err(),
+        "a job reported into a namespace it was not bound in"
     );
 }

@@ -11,8 +11,8 @@ use callvault_crds::StorageTarget;
 use callvault_store::objstore::{ConfigError, StorageConfig};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapVolumeSource, Container, PersistentVolumeClaimVolumeSource, PodSpec,
-    PodTemplateSpec, Volume, VolumeMount,
+    ConfigMap, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, ObjectFieldSelector,
+    PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
@@ -31,6 +31,11 @@ pub const JOB_CONFIG_KEY: &str = "job.yaml";
 pub const SOURCE_CREDENTIALS_DIR: &str = "/run/secrets/callvault/storage";
 /// Where the private keys Secret is mounted in the jobs that decrypt.
 pub const KEY_RING_DIR: &str = "/run/secrets/callvault/keys";
+/// The ServiceAccount the jobs that write their owner's status run as, in the owner's
+/// namespace: the chart creates it, bound to exactly the rights `callvault job` uses (read the
+/// resource, apply its status, record Events). A fixed name, like the database Secret's, so that
+/// a namespace prepared once serves every release.
+pub const JOB_SERVICE_ACCOUNT: &str = "callvault-job";
 
 /// The Secret holding the private keys (one `<key-id>.pem` item each, PKCS#8) that the jobs
 /// which must decrypt mount; one per watched namespace, named by the operator's installation.
@@ -172,7 +177,8 @@ impl JobPod {
         pod
     }
 
-    /// The job writes counters to its owner's status, so it needs its service-account token.
+    /// The job writes counters to its owner's status: it runs as [`JOB_SERVICE_ACCOUNT`] with
+    /// its token, and is told its namespace.
     pub fn writing_status(mut self) -> Self {
         self.writes_status = true;
         self
@@ -266,6 +272,19 @@ impl JobPod {
             command: Some(self.command),
             volume_mounts: Some(self.mounts),
             security_context: Some(container_security()),
+            env: self.writes_status.then(|| {
+                vec![EnvVar {
+                    name: callvault_config::JOB_NAMESPACE_ENV.to_owned(),
+                    value_from: Some(EnvVarSource {
+                        field_ref: Some(ObjectFieldSelector {
+                            field_path: "metadata.namespace".to_owned(),
+                            api_version: None,
+                        }),
+                        ..EnvVarSource::default()
+                    }),
+                    value: None,
+                }]
+            }),
             ..Container::default()
         };
         JobSpec {
@@ -279,6 +298,9 @@ impl JobPod {
                     containers: vec![container],
                     volumes: Some(self.volumes),
                     restart_policy: Some("OnFailure".to_owned()),
+                    service_account_name: self
+                        .writes_status
+                        .then(|| JOB_SERVICE_ACCOUNT.to_owned()),
                     automount_service_account_token: Some(self.writes_status),
                     enable_service_links: Some(false),
                     security_context: Some(pod_security()),

@@ -295,8 +295,20 @@ spec: {type: s3, bucket: calls, region: eu-west-2, credentialsSecretRef: {name: 
             config.database_url_file.parent(),
             Some(Path::new(&database_dir))
         );
-        // The job writes its counters to the SpeechJob's status, so it gets its token.
+        // The job writes its counters to the SpeechJob's status: it runs as the job
+        // ServiceAccount with its token and knows its namespace.
         assert_eq!(pod.automount_service_account_token, Some(true));
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some(crate::build::job::JOB_SERVICE_ACCOUNT)
+        );
+        let env = pod.containers[0].env.clone().unwrap_or_default();
+        let namespace = env
+            .iter()
+            .find(|e| e.name == callvault_config::JOB_NAMESPACE_ENV)
+            .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
+            .map(|f| f.field_path.as_str());
+        assert_eq!(namespace, Some("metadata.namespace"));
     }
 
     #[test]
