@@ -1028,6 +1028,40 @@ async fn active_alarm(admin: &Session, alarm_type: &str, source: &str) -> Option
     })
 }
 
+impl Install {
+    /// Writes `smtp.yaml` (for `--smtp-config`) sending alarm mail through the test SMTP server
+    /// to a recipient of this test's own, which it returns. Needs `start_smtp`.
+    fn smtp_config(&self, who: &str) -> String {
+        let to = format!("{who}-{}@bank.example", std::process::id());
+        let smtp_port = std::env::var("CALLVAULT_TEST_SMTP_PORT").expect(
+            "CALLVAULT_TEST_SMTP_PORT is not set: run `source scripts/services.sh; start_smtp`",
+        );
+        std::fs::write(
+            self.path("smtp.yaml"),
+            format!(
+                "host: 127.0.0.1\nport: {smtp_port}\nsecurity: None\nfrom: callvault@bank.example\nto: [{to}]\n"
+            ),
+        )
+        .unwrap();
+        to
+    }
+}
+
+/// Waits (at most 30 s) for a mail to `to` holding every one of `lines`; returns it.
+async fn mail_within_30s(log: &Log, to: &str, lines: &[&str]) -> String {
+    poll(
+        &format!("a mail to {to} with {lines:?} within 30 s"),
+        Duration::from_secs(30),
+        log,
+        || async move {
+            mails_to(to)
+                .into_iter()
+                .find(|m| lines.iter().all(|l| m.contains(l)))
+        },
+    )
+    .await
+}
+
 /// Mails in the test SMTP server's Maildir addressed to `to`.
 fn mails_to(to: &str) -> Vec<String> {
     let dir = PathBuf::from(std::env::var("CALLVAULT_TEST_SMTP_MAILDIR").unwrap());
@@ -1058,17 +1092,7 @@ fn mails_to(to: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standalone_reports_status_and_alarms_and_probes_new_storage() {
     let install = Install::minimal();
-    let to = format!("ops-{}@bank.example", std::process::id());
-    let smtp_port = std::env::var("CALLVAULT_TEST_SMTP_PORT").expect(
-        "CALLVAULT_TEST_SMTP_PORT is not set: run `source scripts/services.sh; start_smtp`",
-    );
-    std::fs::write(
-        install.path("smtp.yaml"),
-        format!(
-            "host: 127.0.0.1\nport: {smtp_port}\nsecurity: None\nfrom: callvault@bank.example\nto: [{to}]\n"
-        ),
-    )
-    .unwrap();
+    let to = install.smtp_config("ops");
     // Another process holds the profile's SIP port.
     let squatter = UdpSocket::bind(install.sip).unwrap();
     let (mut child, log) = install.start_with(&["--smtp-config", "smtp.yaml"]).await;
@@ -1331,6 +1355,99 @@ async fn cli(dir: &Path, args: &[&str]) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Issue 16: `callvault verify --row` checks a recording offline against its catalogue row: the
+/// row as stored passes with the seal covering the call's details; the same row with its
+/// calling number, its start or its duration edited is reported TAMPERED (exit 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_with_the_row_reports_edited_call_details() {
+    let install = Install::minimal();
+    let (mut child, log) = install.start().await;
+    let summary = call_with_client(install.sip, &["--duration", "2"]).await;
+    assert_eq!(summary["callsCompleted"], 1, "{summary}");
+    let db = install.db().await;
+    let row = poll(
+        "the call to be stored",
+        Duration::from_secs(60),
+        &log,
+        || {
+            let db = db.clone();
+            async move {
+                let rows = db.recordings_to_archive("default", "none", 10).await.ok()?;
+                rows.into_iter().find(|r| r.object_key.is_some())
+            }
+        },
+    )
+    .await;
+    interrupt(&mut child, &log).await;
+    let key = row.object_key.clone().unwrap();
+    let file = walkdir(&install.path("data/recordings"))
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(&key))
+        .unwrap_or_else(|| panic!("no file for object key {key}"));
+    let private = install.path("data/keys/recording-key/private.pem");
+    let verify = |row: &callvault_store::db::Recording| {
+        let json = install.path("row.json");
+        std::fs::write(&json, serde_json::to_vec(row).unwrap()).unwrap();
+        let out = std::process::Command::new(bin())
+            .arg("verify")
+            .arg(&file)
+            .arg("--key")
+            .arg(&private)
+            .arg("--row")
+            .arg(&json)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = verify(&row);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("seal: valid")
+            && stdout.contains("sealed: the audio and the call's details"),
+        "{stdout}"
+    );
+
+    let mut number = row.clone();
+    number.calling.number = "+15559990000".into();
+    let mut start = row.clone();
+    start.start_time -= 3_600_000_000;
+    let mut duration = row.clone();
+    duration.duration_ms += 60_000;
+    for (what, edited) in [
+        ("calling number", number),
+        ("start", start),
+        ("duration", duration),
+    ] {
+        let (code, stdout, stderr) = verify(&edited);
+        assert_eq!(code, Some(1), "edited {what}: {stdout}{stderr}");
+        assert!(
+            stderr.contains("TAMPERED") && stderr.contains("call details"),
+            "edited {what}: {stderr}"
+        );
+    }
+}
+
+/// Every file under `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files
 }
 
 /// A recorded call, backed up (catalogue and configuration, no media), restored with the key
@@ -1809,7 +1926,9 @@ async fn fault_suite_every_call_offered_is_recorded_or_refused() {
     const EDITS: u32 = 20;
     const OUTAGE: Duration = Duration::from_secs(300);
     let install = Install::minimal();
-    let (mut child, log) = install.start().await;
+    // Alarms are mailed too, the recorder's own (storage, spool) as the rest.
+    let to = install.smtp_config("faults");
+    let (mut child, log) = install.start_with(&["--smtp-config", "smtp.yaml"]).await;
     let (admin, _) = Session::login(install.http, FIRST_PASSWORD).await;
     let db = install.db().await;
     let mut source = CallSource::start(install.sip);
@@ -1890,10 +2009,30 @@ async fn fault_suite_every_call_offered_is_recorded_or_refused() {
     let text = alarm_within_30s(&admin, &log, "STORAGE_UNREACHABLE", "everyone").await;
     assert!(text.contains("local"), "{text}");
     profile_condition_within_30s(&admin, &log, "StorageBound", "StorageTargetUnreachable").await;
+    mail_within_30s(
+        &log,
+        &to,
+        &[
+            "(STORAGE_UNREACHABLE)",
+            "Source: recorder everyone",
+            "Severity: Critical",
+        ],
+    )
+    .await;
     tokio::time::sleep_until((broken + OUTAGE).into()).await;
     std::fs::remove_file(&recordings).unwrap();
     std::fs::rename(&away, &recordings).unwrap();
     alarm_cleared(&admin, &log, "STORAGE_UNREACHABLE", "everyone").await;
+    mail_within_30s(
+        &log,
+        &to,
+        &[
+            "The condition has recovered",
+            "(STORAGE_UNREACHABLE)",
+            "Source: recorder everyone",
+        ],
+    )
+    .await;
     profile_ready_again(&admin, &log).await;
 
     // The spool filled: less free than its minFreeMiB once 2 GiB are written to it. The
@@ -1922,6 +2061,12 @@ async fn fault_suite_every_call_offered_is_recorded_or_refused() {
     assert!(status.success(), "fallocate");
     let text = alarm_within_30s(&admin, &log, "SPOOL_DISK_FULL", "everyone").await;
     assert!(text.contains("refused"), "{text}");
+    mail_within_30s(
+        &log,
+        &to,
+        &["(SPOOL_DISK_FULL)", "Source: recorder everyone"],
+    )
+    .await;
     profile_condition_within_30s(&admin, &log, "Ready", "SpoolFull").await;
     // A call offered now is refused at INVITE, so its source can fail over.
     assert_eq!(
@@ -1958,7 +2103,7 @@ async fn fault_suite_every_call_offered_is_recorded_or_refused() {
         assert_eq!(offer.ended, Ok(true), "{offer:?} drained on SIGTERM");
         source.ended.push(offer);
     }
-    let (mut child, log) = install.start().await;
+    let (mut child, log) = install.start_with(&["--smtp-config", "smtp.yaml"]).await;
     source.resume();
 
     // SIGKILL with calls in flight: recovered at the next start, incomplete, with the
@@ -1981,7 +2126,7 @@ async fn fault_suite_every_call_offered_is_recorded_or_refused() {
         let _ = call.await.unwrap();
         killed.push(number);
     }
-    let (mut child, log) = install.start().await;
+    let (mut child, log) = install.start_with(&["--smtp-config", "smtp.yaml"]).await;
     // A last stretch of calls on the restarted installation.
     let before = recordings_by_number(&db).await.len();
     source.resume();

@@ -39,6 +39,21 @@ pub enum AlarmKind {
 }
 
 impl AlarmKind {
+    const ALL: [AlarmKind; 7] = [
+        AlarmKind::SpoolDiskFull,
+        AlarmKind::StorageUnreachable,
+        AlarmKind::RecorderUnavailable,
+        AlarmKind::ConnectorFailing,
+        AlarmKind::ConfigurationRefused,
+        AlarmKind::AssuranceFailed,
+        AlarmKind::StorageSpaceLow,
+    ];
+
+    /// The alarm whose `alarm_type` is `alarm_type`.
+    pub fn from_type(alarm_type: &str) -> Option<AlarmKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == alarm_type)
+    }
+
     /// The `alarm_type` stored in the alarms table.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -507,6 +522,14 @@ impl Alarms<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_alarm_type_names_its_kind() {
+        for kind in AlarmKind::ALL {
+            assert_eq!(AlarmKind::from_type(kind.as_str()), Some(kind));
+        }
+        assert_eq!(AlarmKind::from_type("NO_SUCH_ALARM"), None);
+    }
 
     #[test]
     fn spool_thresholds() {

@@ -1,11 +1,13 @@
 //! Alarms the recorder raises about itself: its storage failing and its spool filling. They
-//! go into the alarms table and the activity log (the portal lists them) under the same types
-//! the other components use; the recorder has no mail settings or Kubernetes client.
+//! are listed in its `/status` and, in a cluster, go into the alarms table and the activity
+//! log (the portal lists them) under the same types the other components use; the recorder has
+//! no mail settings or Kubernetes client. Standalone stores and mails them from `/status`.
 
 use std::collections::HashMap;
 
 use callvault_config::SpoolLimits;
 use callvault_store::db::{AlarmSeverity, Db, DbError};
+use serde::{Deserialize, Serialize};
 
 use crate::commit::StorageHealth;
 use crate::spool::{Space, SpoolLevel};
@@ -15,8 +17,31 @@ pub const STORAGE_UNREACHABLE: &str = "STORAGE_UNREACHABLE";
 /// The spool volume is above its thresholds, or too full to take a new call.
 pub const SPOOL_DISK_FULL: &str = "SPOOL_DISK_FULL";
 
+/// Every alarm a recorder raises about itself.
+pub const KINDS: [&str; 2] = [STORAGE_UNREACHABLE, SPOOL_DISK_FULL];
+
 /// An alarm's severity and text, or `None` when its condition is clear.
 pub type Raised = Option<(AlarmSeverity, String)>;
+
+/// One of the recorder's alarms as its `/status` lists it: a process that embeds recorders
+/// (standalone) stores and mails these with its own alarms, so its recorders do not store them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listed {
+    /// One of [`KINDS`].
+    #[serde(rename = "type")]
+    pub alarm_type: String,
+    /// The recorder it is about.
+    pub source: String,
+    /// Severity and text while raised; `None` when clear.
+    pub raised: Option<ListedRaise>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedRaise {
+    pub severity: AlarmSeverity,
+    pub message: String,
+}
 
 /// Critical while the last attempt to store a recording (or to open the storage) failed.
 pub fn storage(recorder: &str, health: &StorageHealth, pending: u64) -> Raised {

@@ -2,6 +2,7 @@
 //! Four fixed GET routes need no web framework: a minimal HTTP/1.1 responder that closes each
 //! connection after one answer.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::alarms;
 use crate::session::Recorder;
 
 /// Whether the recorder can take calls now, and why not: `/readyz`, `/status` and the
@@ -109,6 +111,8 @@ pub struct OpsState {
     pub recorder: Arc<Recorder>,
     health: HealthCell,
     configuration: Mutex<ConfigurationStatus>,
+    /// The recorder's own alarms as last observed, by type; `None` before the first look.
+    alarms: Mutex<Option<BTreeMap<&'static str, alarms::Listed>>>,
 }
 
 impl OpsState {
@@ -117,7 +121,34 @@ impl OpsState {
             recorder,
             health,
             configuration: Mutex::new(ConfigurationStatus::default()),
+            alarms: Mutex::new(None),
         })
+    }
+
+    /// What alarm `kind` (one of [`alarms::KINDS`]) of `source` observes now.
+    pub fn set_alarm(&self, kind: &'static str, source: &str, raised: &alarms::Raised) {
+        let listed = alarms::Listed {
+            alarm_type: kind.to_owned(),
+            source: source.to_owned(),
+            raised: raised
+                .as_ref()
+                .map(|(severity, message)| alarms::ListedRaise {
+                    severity: *severity,
+                    message: message.clone(),
+                }),
+        };
+        self.alarms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_default()
+            .insert(kind, listed);
+    }
+
+    /// The recorder's alarms, raised or clear; `None` until its conditions were first
+    /// looked at.
+    pub fn alarms(&self) -> Option<Vec<alarms::Listed>> {
+        let alarms = self.alarms.lock().unwrap_or_else(|e| e.into_inner());
+        Some(alarms.as_ref()?.values().cloned().collect())
     }
 
     pub fn health(&self) -> Health {
@@ -145,8 +176,8 @@ impl OpsState {
     }
 }
 
-/// `GET /status`: the recorder's load and directory figures, its health and its last
-/// configuration change.
+/// `GET /status`: the recorder's load and directory figures, its health, its last
+/// configuration change and the alarms it raises about itself.
 pub fn status_document(state: &OpsState) -> serde_json::Value {
     let health = state.health();
     let mut status =
@@ -160,6 +191,12 @@ pub fn status_document(state: &OpsState) -> serde_json::Value {
             "configuration".into(),
             serde_json::to_value(&*state.configuration()).unwrap_or_default(),
         );
+        if let Some(alarms) = state.alarms() {
+            fields.insert(
+                "alarms".into(),
+                serde_json::to_value(alarms).unwrap_or_default(),
+            );
+        }
         let live = state.recorder.live();
         fields.insert(
             "storage".into(),

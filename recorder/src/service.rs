@@ -85,6 +85,9 @@ pub struct ServiceOptions {
     pub instance: Option<String>,
     /// Where the recorder's `/status` can be read in-process (standalone's status).
     pub status: StatusCell,
+    /// Whether the recorder stores its own alarms in the database. Standalone turns it off:
+    /// it reads them from `/status` and stores and mails them with its other alarms.
+    pub stores_alarms: bool,
 }
 
 impl Default for ServiceOptions {
@@ -96,6 +99,7 @@ impl Default for ServiceOptions {
             health: HealthCell::default(),
             instance: None,
             status: StatusCell::default(),
+            stores_alarms: true,
         }
     }
 }
@@ -203,7 +207,7 @@ async fn serve(
         .instance
         .clone()
         .unwrap_or_else(|| format!("recorder {}", current.config.profile));
-    let conditions = spawn_conditions(recorder.clone(), source);
+    let conditions = spawn_conditions(state.clone(), source, options.stores_alarms);
 
     let mut listeners = Listeners::default();
     let mut updates_open = true;
@@ -713,11 +717,12 @@ impl std::fmt::Debug for Listeners {
 /// How often the spool and the storage are looked at for the metrics and alarms.
 const CONDITIONS_PERIOD: Duration = Duration::from_secs(2);
 
-/// Measures the spool and reads the storage's health into the metrics, and raises or clears
-/// their alarms (named `source`) as they change.
-fn spawn_conditions(recorder: Arc<Recorder>, source: String) -> JoinHandle<()> {
+/// Measures the spool and reads the storage's health into the metrics and `/status`, and
+/// (when `stores` says so) raises or clears their alarms (named `source`) as they change.
+fn spawn_conditions(state: Arc<OpsState>, source: String, stores: bool) -> JoinHandle<()> {
     tokio::spawn(
         async move {
+            let recorder = state.recorder.clone();
             let mut reporter = Reporter::new(recorder.live().ctx.tenant.clone(), source);
             loop {
                 let live = recorder.live();
@@ -748,7 +753,11 @@ fn spawn_conditions(recorder: Arc<Recorder>, source: String) -> JoinHandle<()> {
                         None
                     }
                 };
-                if let Ok(db) = live.ctx.db.get().await {
+                state.set_alarm(alarms::STORAGE_UNREACHABLE, reporter.source(), &storage);
+                if let Some(spool) = &spool {
+                    state.set_alarm(alarms::SPOOL_DISK_FULL, reporter.source(), spool);
+                }
+                if stores && let Ok(db) = live.ctx.db.get().await {
                     reporter
                         .report(&db, alarms::STORAGE_UNREACHABLE, storage)
                         .await;

@@ -223,6 +223,8 @@ fn start(name: String, config: RecorderConfig, valid: ValidRecorderConfig) -> Ru
         http: SocketAddr::from(([127, 0, 0, 1], 0)),
         health: health.clone(),
         status: status.clone(),
+        // Its alarms are stored and mailed by standalone's status, from `/status`.
+        stores_alarms: false,
         ..ServiceOptions::default()
     };
     let task = tokio::spawn(async move {

@@ -23,6 +23,7 @@ use callvault_jobs::assurance::AssuranceReport;
 use callvault_operator::conditions::{self, Observed};
 use callvault_operator::load::{RecorderStatus, aggregate};
 use callvault_operator::status as shared;
+use callvault_recorder::alarms::Listed;
 use callvault_recorder::ops::{Health, HealthCell, StatusCell};
 use callvault_store::db::Db;
 use callvault_store::objstore::{Credentials, ProbeOptions, ProbeReport, StorageConfig};
@@ -402,10 +403,9 @@ fn profiles(ctx: &Context, board: &Board, set: &ResourceSet, observations: &mut 
         let spec = &profile.spec;
         let cells = state.recorders.get(name).cloned();
         let health = cells.as_ref().map(|c| c.health.get());
-        let report: Option<RecorderStatus> = cells
-            .as_ref()
-            .and_then(|c| c.status.get())
-            .and_then(|v| serde_json::from_value(v).ok());
+        let document = cells.as_ref().and_then(|c| c.status.get());
+        observations.extend(recorder_alarms(document.as_ref()));
+        let report: Option<RecorderStatus> = document.and_then(|v| serde_json::from_value(v).ok());
         let replicas = i32::from(cells.is_some());
         let ready = i32::from(health.as_ref().is_some_and(Health::can_record));
         let load = aggregate(report.as_slice());
@@ -468,6 +468,27 @@ fn profiles(ctx: &Context, board: &Board, set: &ResourceSet, observations: &mut 
         }
         observations.push(alarms::configuration(&source, refusal.as_deref()));
     }
+}
+
+/// The alarms a recorder raises about itself (storage, spool), from its `/status`: standalone's
+/// recorders do not store them, so they are stored and mailed here with the rest.
+fn recorder_alarms(document: Option<&Value>) -> Vec<Observation> {
+    let Some(listed) = document
+        .and_then(|d| d.get("alarms"))
+        .and_then(|a| serde_json::from_value::<Vec<Listed>>(a.clone()).ok())
+    else {
+        return Vec::new();
+    };
+    listed
+        .into_iter()
+        .filter_map(|l| {
+            Some(Observation {
+                kind: AlarmKind::from_type(&l.alarm_type)?,
+                source: l.source,
+                raised: l.raised.map(|r| (r.severity, r.message)),
+            })
+        })
+        .collect()
 }
 
 /// Why the recorder refused its last configuration change, from its `/status`.
