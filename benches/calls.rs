@@ -8,10 +8,11 @@
 //! it measures how many channels raw libopus encodes in real time at the recorder's settings
 //! (the physical bound) and the ratio of the two.
 //!
-//! Then, side by side in the same run, secure calls (SRTP of `CALLVAULT_BENCH_SRTP`, default
-//! AES_CM_128_HMAC_SHA1_80) against plain ones at one level (`CALLVAULT_BENCH_SRTP_CALLS`,
-//! default 60 % of the libopus bound), alternating plain and secure runs, and reports secure
-//! calls per core ÷ plain calls per core by the recorder's CPU time.
+//! Then, side by side in the same run, secure calls (SIP over TLS, media SRTP of
+//! `CALLVAULT_BENCH_SRTP`, default AES_CM_128_HMAC_SHA1_80) against plain ones (UDP, RTP) at one
+//! level (`CALLVAULT_BENCH_SRTP_CALLS`, default 60 % of the libopus bound), alternating plain and
+//! secure runs, and reports secure calls per core ÷ plain calls per core by the recorder's CPU
+//! time.
 //!
 //! Run: `cargo bench --bench calls`. Levels: `CALLVAULT_BENCH_LEVELS=100,200,300` (default: a
 //! search from 40 % of the libopus bound); steady window `CALLVAULT_BENCH_SECONDS` (default 20).
@@ -204,11 +205,13 @@ fn files_under(dir: &Path) -> u64 {
         .sum()
 }
 
-/// What the calls of a level send: the two parties' WAV files, and the SRTP suite if any.
+/// What the calls of a level send: the two parties' WAV files, the SRTP suite if any, and
+/// for SIP over TLS the recorder's TLS port and the CA file its certificate chains to.
 #[derive(Debug, Clone, Copy)]
 struct Load<'a> {
     audio: &'a (PathBuf, PathBuf),
     srtp: Option<&'a str>,
+    tls: Option<(u16, &'a Path)>,
 }
 
 async fn level(
@@ -221,6 +224,17 @@ async fn level(
     load: Load<'_>,
 ) -> Level {
     let (audio, srtp) = (load.audio, load.srtp);
+    let target: Vec<std::ffi::OsString> = match load.tls {
+        Some((port, ca)) => vec![
+            "--to".into(),
+            format!("sips:localhost:{port}").into(),
+            "--transport".into(),
+            "tls".into(),
+            "--tls-ca".into(),
+            ca.into(),
+        ],
+        None => vec!["--to".into(), format!("sip:{sip}").into()],
+    };
     // Start from an idle recorder.
     while metric(&get(http, "/metrics").await, "sessions_active") > 0 {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -238,7 +252,7 @@ async fn level(
     // other work on the machine delays its packets less.
     let mut child = std::process::Command::new("nice")
         .args(["-n", "-5", env!("CARGO_BIN_EXE_callvault"), "call"])
-        .args(["--to", &format!("sip:{sip}")])
+        .args(&target)
         .args(["--calls", &n.to_string(), "--rate", &rate.to_string()])
         .args(["--duration", &duration.to_string()])
         .args(["--left".as_ref(), audio.0.as_os_str()])
@@ -398,11 +412,34 @@ fn main() {
     speechy_wav(&audio.1, 300.0);
     let store = dir.path().join("store");
     std::fs::create_dir(&store).expect("store dir");
+    // The secure calls' SIP over TLS: a certificate for localhost, made here by OpenSSL.
+    let tls_dir = dir.path().join("sip-tls");
+    std::fs::create_dir(&tls_dir).expect("TLS dir");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost"])
+        .arg("-keyout")
+        .arg(tls_dir.join("tls.key"))
+        .arg("-out")
+        .arg(tls_dir.join("tls.crt"))
+        .output()
+        .expect("openssl");
+    assert!(made.status.success(), "openssl req: {made:?}");
+    let tls_port = free_port();
     let sip = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let http = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
     let config = serde_json::json!({
         "tenant": "bench", "profile": "bench",
-        "sip": {"port": sip.port()},
+        "sip": {"port": sip.port(), "transports": ["UDP", "TLS"], "tlsPort": tls_port,
+                "tlsDir": &tls_dir},
         "mediaAddress": {"bind": "127.0.0.1", "advertise": {"address": "127.0.0.1"}},
         "rtpPortRange": {"start": 20000, "end": 31999},
         "sessionsPerReplica": 2000,
@@ -454,6 +491,7 @@ fn main() {
             let plain = Load {
                 audio: &audio,
                 srtp: None,
+                tls: None,
             };
             let l = level(n, sip, http, &store, seconds, idle_rss, plain).await;
             println!(
@@ -512,16 +550,18 @@ fn main() {
             .map(|v| v.parse().expect("CALLVAULT_BENCH_SRTP_CALLS"))
             .unwrap_or(if smoke { 4 } else { round10(0.6) });
         let (mut plain, mut secure) = (0.0, 0.0);
+        let tls_ca = tls_dir.join("tls.crt");
         for round in 0..if smoke { 1 } else { 2 } {
             for srtp in [None, Some(suite.as_str())] {
                 let load = Load {
                     audio: &audio,
                     srtp,
+                    tls: srtp.map(|_| (tls_port, tls_ca.as_path())),
                 };
                 let l = level(n, sip, http, &store, seconds, idle_rss, load).await;
                 println!(
                     "{} round {round}: {n} calls, {} committed ({} incomplete), {} of {} packets late or lost, recorder CPU per call {:.3} % of a core",
-                    srtp.unwrap_or("plain RTP"),
+                    srtp.map_or("UDP, plain RTP".to_owned(), |s| format!("TLS, {s}")),
                     l.committed,
                     l.incomplete,
                     l.bad,
@@ -537,7 +577,7 @@ fn main() {
             }
         }
         println!(
-            "secure calls per core ÷ plain calls per core ({suite}, {n} calls): {:.3}",
+            "secure calls per core ÷ plain calls per core (TLS and {suite}, {n} calls): {:.3}",
             plain / secure
         );
         let _ = stop_tx.send(());

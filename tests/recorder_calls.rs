@@ -1899,7 +1899,8 @@ async fn a_storage_target_fixed_by_an_edit_takes_the_waiting_recordings_at_once(
 /// A TLS transport added without a usable certificate does not listen and says so at once
 /// (`/readyz` 503 naming the missing file, a bind failure in the metrics) while the recorder
 /// goes on recording over UDP; when the certificate is written, TLS listens without a restart
-/// and an independent TLS client (OpenSSL) gets its OPTIONS answered.
+/// and an independent TLS client (OpenSSL) gets its OPTIONS answered; then `callvault call`
+/// records a call over TLS with SRTP, and refuses a recorder whose certificate it cannot check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tls_transport_without_its_certificate_is_refused_visibly_until_the_certificate_comes() {
     let mut rig = Rig::new(None, 10).await;
@@ -2010,5 +2011,60 @@ async fn a_tls_transport_without_its_certificate_is_refused_visibly_until_the_ce
     assert!(
         answered.is_ok() && text.starts_with("SIP/2.0 200"),
         "{text}"
+    );
+
+    // The call client over TLS, with SRTP: the secure call records like a plain one.
+    let tls_call = |ca: PathBuf| {
+        tokio::process::Command::new(BIN)
+            .args(["call", "--to", &format!("sips:localhost:{}", tls.port())])
+            .args(["--transport", "tls", "--tls-ca"])
+            .arg(ca)
+            .args(["--srtp", "AES_CM_128_HMAC_SHA1_80", "--duration", "2"])
+            .args(["--from-number", "+15550177001"])
+            .output()
+    };
+    let out = tls_call(tls_dir.join("tls.crt")).await.unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && summary.contains("\"callsCompleted\": 1"),
+        "{summary}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = rig.wait_finished(2, Duration::from_secs(30)).await;
+    let row = rows
+        .iter()
+        .find(|r| r.calling.number == "+15550177001")
+        .expect("the TLS call's recording");
+    for (channel, pcm) in check_recording(&rig, row).await.iter().enumerate() {
+        let rms = (pcm.iter().map(|x| x * x).sum::<f32>() / pcm.len().max(1) as f32).sqrt();
+        assert!(
+            rms > 0.05,
+            "channel {channel} of the TLS call is silent ({rms})"
+        );
+    }
+    // A certificate it cannot check is refused before any call is placed.
+    let other = rig.dir.path().join("other-ca.pem");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=other"])
+        .arg("-keyout")
+        .arg(rig.dir.path().join("other-ca.key"))
+        .arg("-out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let out = tls_call(other).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("TLS handshake"),
+        "{stderr}"
     );
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use callvault_recorder::media::g711;
+use callvault_recorder::sip::tls::TlsClientFiles;
 use callvault_recorder::sip::transaction::Timers;
 use callvault_recorder::sip::transport::Transport;
 use callvault_recorder::srtp::Suite;
@@ -56,22 +57,26 @@ pub struct Target {
     pub uri: String,
     pub host: String,
     pub port: u16,
+    /// A `sips:` URI: only TLS may carry it (RFC 3261 §26.2.2).
+    pub sips: bool,
 }
 
 impl Target {
-    /// Parses `sip:[user@]host[:port][;params]`; IPv6 hosts in brackets. The port defaults to 5060.
+    /// Parses `sip:[user@]host[:port][;params]` or the same with `sips:`; IPv6 hosts in
+    /// brackets. The port defaults to 5060, or 5061 for `sips:`.
     pub fn parse(value: &str) -> Result<Self, ConfigError> {
         let bad = |problem| ConfigError::Target {
             value: value.to_owned(),
             problem,
         };
         let v = value.trim();
-        if v.starts_with("sips:") {
-            return Err(bad("sips (TLS) is not supported; use sip: with udp or tcp"));
-        }
-        let rest = v
-            .strip_prefix("sip:")
-            .ok_or_else(|| bad("must be a SIP URI such as sip:recorder.example:5060"))?;
+        let (sips, rest) = match (v.strip_prefix("sips:"), v.strip_prefix("sip:")) {
+            (Some(rest), _) => (true, rest),
+            (None, Some(rest)) => (false, rest),
+            (None, None) => {
+                return Err(bad("must be a SIP URI such as sip:recorder.example:5060"));
+            }
+        };
         let hostport = rest
             .split([';', '?'])
             .next()
@@ -97,6 +102,7 @@ impl Target {
             return Err(bad("names no host"));
         }
         let port = match port {
+            None if sips => 5061,
             None => 5060,
             Some(p) => p
                 .parse::<u16>()
@@ -108,6 +114,7 @@ impl Target {
             uri: v.to_owned(),
             host: host.to_owned(),
             port,
+            sips,
         })
     }
 }
@@ -142,6 +149,13 @@ pub struct CallOptions {
     pub answer_timeout: f64,
     /// SRTP crypto suite of the streams (RFC 4568 name); `None`: plain RTP.
     pub srtp: Option<String>,
+    /// TLS: the CA certificates (PEM) the recorder's certificate must chain to.
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: this client's certificate chain and key (PEM), for recorders that verify sources.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// TLS: the name the recorder's certificate must carry; default the target's host.
+    pub tls_server_name: Option<String>,
 }
 
 impl Default for CallOptions {
@@ -161,6 +175,10 @@ impl Default for CallOptions {
             rate: 1.0,
             answer_timeout: 32.0,
             srtp: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_server_name: None,
         }
     }
 }
@@ -181,6 +199,16 @@ pub struct CallConfig {
     pub answer_timeout: Duration,
     /// Both streams SRTP of this suite, each under a fresh key.
     pub srtp: Option<Suite>,
+    /// What TLS trusts and presents; set exactly when the transport is TLS.
+    pub tls: Option<TlsClient>,
+}
+
+/// The TLS side of a run over TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsClient {
+    pub files: TlsClientFiles,
+    /// The name the recorder's certificate is checked for (a DNS name or an IP address).
+    pub server_name: String,
 }
 
 /// One party of the recorded call, as the metadata names it.
@@ -202,8 +230,23 @@ impl CallOptions {
         let transport = match self.transport.to_ascii_lowercase().as_str() {
             "udp" => Transport::Udp,
             "tcp" => Transport::Tcp,
-            _ => return Err(option("transport", &self.transport, "must be udp or tcp")),
+            "tls" => Transport::Tls,
+            _ => {
+                return Err(option(
+                    "transport",
+                    &self.transport,
+                    "must be udp, tcp or tls",
+                ));
+            }
         };
+        if target.sips && transport != Transport::Tls {
+            return Err(option(
+                "transport",
+                &self.transport,
+                "a sips: target is reached over TLS only: use --transport tls",
+            ));
+        }
+        let tls = self.tls(transport, &target)?;
         let codec = match self.codec.to_ascii_lowercase().as_str() {
             "pcmu" => G711::Pcmu,
             "pcma" => G711::Pcma,
@@ -281,11 +324,74 @@ impl CallOptions {
             audio,
             codec,
             srtp,
+            tls,
             calls: self.calls,
             rate: self.rate,
             timers: Timers::default(),
             answer_timeout: Duration::from_secs_f64(self.answer_timeout),
         })
+    }
+}
+
+impl CallOptions {
+    /// The TLS settings: required with the TLS transport (the recorder's certificate is always
+    /// checked), refused without it.
+    fn tls(&self, transport: Transport, target: &Target) -> Result<Option<TlsClient>, ConfigError> {
+        let given = |o: &Option<PathBuf>| o.as_ref().map(|p| p.display().to_string());
+        if transport != Transport::Tls {
+            let stray = [
+                ("tls-ca", given(&self.tls_ca)),
+                ("tls-cert", given(&self.tls_cert)),
+                ("tls-key", given(&self.tls_key)),
+                ("tls-server-name", self.tls_server_name.clone()),
+            ]
+            .into_iter()
+            .find_map(|(name, value)| value.map(|v| (name, v)));
+            return match stray {
+                Some((name, value)) => Err(option(name, &value, "needs --transport tls")),
+                None => Ok(None),
+            };
+        }
+        let ca = self.tls_ca.clone().ok_or_else(|| {
+            option(
+                "tls-ca",
+                "",
+                "is required with TLS: the CA file (PEM) the recorder's certificate chains to",
+            )
+        })?;
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            (Some(cert), None) => {
+                return Err(option(
+                    "tls-cert",
+                    &cert.display().to_string(),
+                    "needs --tls-key",
+                ));
+            }
+            (None, Some(key)) => {
+                return Err(option(
+                    "tls-key",
+                    &key.display().to_string(),
+                    "needs --tls-cert",
+                ));
+            }
+        };
+        let server_name = self
+            .tls_server_name
+            .clone()
+            .unwrap_or_else(|| target.host.clone());
+        if rustls::pki_types::ServerName::try_from(server_name.as_str()).is_err() {
+            return Err(option(
+                "tls-server-name",
+                &server_name,
+                "must be a DNS name or an IP address",
+            ));
+        }
+        Ok(Some(TlsClient {
+            files: TlsClientFiles { ca, identity },
+            server_name,
+        }))
     }
 }
 
@@ -347,13 +453,17 @@ mod tests {
         assert_eq!(t.uri, "sip:srs@recorder.example:5080;transport=tcp");
         let t = Target::parse("sip:[::1]:5062").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 5062));
+        let t = Target::parse("sips:recorder.example").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.sips),
+            ("recorder.example", 5061, true)
+        );
     }
 
     #[test]
     fn bad_targets_say_what_is_wrong() {
         for (value, needle) in [
             ("recorder:5060", "must be a SIP URI"),
-            ("sips:recorder", "TLS"),
             ("sip:", "no host"),
             ("sip:host:0", "port"),
             ("sip:host:99999", "port"),
@@ -370,10 +480,49 @@ mod tests {
         let cases: Vec<(CallOptions, &str)> = vec![
             (
                 CallOptions {
-                    transport: "tls".into(),
+                    transport: "sctp".into(),
                     ..opts("sip:h")
                 },
                 "--transport",
+            ),
+            (
+                CallOptions {
+                    transport: "tcp".into(),
+                    ..opts("sips:h")
+                },
+                "--transport",
+            ),
+            (
+                CallOptions {
+                    transport: "tls".into(),
+                    ..opts("sip:h")
+                },
+                "--tls-ca",
+            ),
+            (
+                CallOptions {
+                    tls_ca: Some("ca.pem".into()),
+                    ..opts("sip:h")
+                },
+                "--tls-ca",
+            ),
+            (
+                CallOptions {
+                    transport: "tls".into(),
+                    tls_ca: Some("ca.pem".into()),
+                    tls_cert: Some("client.pem".into()),
+                    ..opts("sip:h")
+                },
+                "--tls-cert",
+            ),
+            (
+                CallOptions {
+                    transport: "tls".into(),
+                    tls_ca: Some("ca.pem".into()),
+                    tls_server_name: Some("not a name".into()),
+                    ..opts("sip:h")
+                },
+                "--tls-server-name",
             ),
             (
                 CallOptions {

@@ -54,8 +54,17 @@ pub enum SetupError {
         remote: SocketAddr,
         source: std::io::Error,
     },
-    #[error("the call client places calls over UDP and TCP; TLS is not supported yet")]
-    TlsUnsupported,
+    #[error("TLS needs a CA file to check the recorder's certificate against")]
+    TlsSettingsMissing,
+    #[error(transparent)]
+    Tls(callvault_recorder::sip::tls::TlsError),
+    #[error("--tls-server-name {0:?} is not a DNS name or an IP address")]
+    TlsServerName(String),
+    #[error("TLS handshake with {remote} failed: {source}")]
+    TlsHandshake {
+        remote: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Why one call failed. The text is the reason the summary groups calls by, so it carries no

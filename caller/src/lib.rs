@@ -67,7 +67,7 @@ pub async fn run(
     stop: watch::Receiver<bool>,
 ) -> Result<Summary, SetupError> {
     let remote = resolve(&config.target).await?;
-    let link = SipLink::open(config.transport, remote).await?;
+    let link = SipLink::open(config.transport, remote, config.tls.as_ref()).await?;
     let duration = config.duration.unwrap_or(match config.audio {
         AudioSource::Tones => DEFAULT_TONE_DURATION,
         AudioSource::Wav { .. } => audio.length(),
@@ -122,7 +122,7 @@ pub async fn place_one(
     ids: CallIds,
 ) -> Result<CallOutcome, SetupError> {
     let remote = resolve(&config.target).await?;
-    let link = SipLink::open(config.transport, remote).await?;
+    let link = SipLink::open(config.transport, remote, config.tls.as_ref()).await?;
     let duration = config.duration.unwrap_or_else(|| audio.length());
     let ctx = Arc::new(CallContext {
         link,

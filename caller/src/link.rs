@@ -1,8 +1,8 @@
-//! The client's one SIP connection to the recorder, shared by every call of a run: a UDP socket
-//! or a TCP connection, and a reader that parses what arrives and hands each message to its
-//! call by Call-ID. Unparseable messages are counted and logged, never fatal over UDP; over TCP
-//! the stream cannot be resynchronised after one, so the connection is closed and every call on
-//! it fails with the reason.
+//! The client's one SIP connection to the recorder, shared by every call of a run: a UDP socket,
+//! or a TCP connection (TLS over it when the transport is TLS), and a reader that parses what
+//! arrives and hands each message to its call by Call-ID. Unparseable messages are counted and
+//! logged, never fatal over UDP; over a stream they cannot be resynchronised after one, so the
+//! connection is closed and every call on it fails with the reason.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -11,16 +11,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use callvault_recorder::sip::transport::Transport;
 use callvault_recorder::sip::{Limits, Method, SipMessage, StreamFramer, parse_datagram};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::config::TlsClient;
 use crate::error::{CallError, SetupError};
 
 const MAX_DATAGRAM: usize = 65_535;
-/// Messages queued for the TCP writer before a send waits.
-const TCP_QUEUE: usize = 1024;
+/// Messages queued for a TCP or TLS writer before a send waits.
+const STREAM_QUEUE: usize = 1024;
 
 #[derive(Debug, Clone)]
 enum Out {
@@ -28,7 +29,8 @@ enum Out {
         socket: Arc<UdpSocket>,
         to: SocketAddr,
     },
-    Tcp(mpsc::Sender<Vec<u8>>),
+    /// TCP or TLS: a writer task owns the stream's sending half.
+    Stream(mpsc::Sender<Vec<u8>>),
 }
 
 impl Out {
@@ -39,10 +41,10 @@ impl Out {
                 .await
                 .map(drop)
                 .map_err(|e| e.to_string()),
-            Self::Tcp(tx) => tx
+            Self::Stream(tx) => tx
                 .send(bytes)
                 .await
-                .map_err(|_| "TCP connection is closed".to_owned()),
+                .map_err(|_| "the connection is closed".to_owned()),
         }
     }
 }
@@ -101,7 +103,12 @@ fn route_source(remote: SocketAddr) -> Result<IpAddr, std::io::Error> {
 }
 
 impl SipLink {
-    pub async fn open(transport: Transport, remote: SocketAddr) -> Result<Self, SetupError> {
+    /// Connects to `remote`; `tls` says what to trust when the transport is TLS.
+    pub async fn open(
+        transport: Transport,
+        remote: SocketAddr,
+        tls: Option<&TlsClient>,
+    ) -> Result<Self, SetupError> {
         let shared = Arc::new(Shared::default());
         match transport {
             Transport::Udp => {
@@ -122,7 +129,7 @@ impl SipLink {
                     tasks: vec![reader],
                 })
             }
-            Transport::Tcp => {
+            Transport::Tcp | Transport::Tls => {
                 let stream = TcpStream::connect(remote)
                     .await
                     .map_err(|source| SetupError::Connect { remote, source })?;
@@ -130,28 +137,27 @@ impl SipLink {
                 let local = stream
                     .local_addr()
                     .map_err(|source| SetupError::Connect { remote, source })?;
-                let (read, mut write) = stream.into_split();
-                let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
-                let writer_shared = shared.clone();
-                let writer = tokio::spawn(async move {
-                    while let Some(bytes) = rx.recv().await {
-                        if let Err(e) = write.write_all(&bytes).await {
-                            writer_shared.close(format!("writing to the recorder failed: {e}"));
-                            return;
-                        }
-                    }
-                });
-                let out = Out::Tcp(tx);
-                let reader = tokio::spawn(read_tcp(read, remote, shared.clone(), out.clone()));
+                let (out, tasks) = if transport == Transport::Tls {
+                    let tls = tls.ok_or(SetupError::TlsSettingsMissing)?;
+                    let config = tls.files.load().map_err(SetupError::Tls)?;
+                    let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
+                        .map_err(|_| SetupError::TlsServerName(tls.server_name.clone()))?;
+                    let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+                        .connect(name, stream)
+                        .await
+                        .map_err(|source| SetupError::TlsHandshake { remote, source })?;
+                    spawn_stream(stream, remote, &shared)
+                } else {
+                    spawn_stream(stream, remote, &shared)
+                };
                 Ok(Self {
                     transport,
                     local,
                     out,
                     shared,
-                    tasks: vec![reader, writer],
+                    tasks,
                 })
             }
-            Transport::Tls => Err(SetupError::TlsUnsupported),
         }
     }
 
@@ -231,8 +237,33 @@ async fn read_udp(socket: Arc<UdpSocket>, shared: Arc<Shared>, out: Out) {
     }
 }
 
-async fn read_tcp(
-    mut read: tokio::net::tcp::OwnedReadHalf,
+/// Starts the reader and the writer of a TCP or TLS connection.
+fn spawn_stream<S>(
+    stream: S,
+    remote: SocketAddr,
+    shared: &Arc<Shared>,
+) -> (Out, Vec<JoinHandle<()>>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read, mut write) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(STREAM_QUEUE);
+    let writer_shared = shared.clone();
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if let Err(e) = write.write_all(&bytes).await {
+                writer_shared.close(format!("writing to the recorder failed: {e}"));
+                return;
+            }
+        }
+    });
+    let out = Out::Stream(tx);
+    let reader = tokio::spawn(read_stream(read, remote, shared.clone(), out.clone()));
+    (out, vec![reader, writer])
+}
+
+async fn read_stream(
+    mut read: impl AsyncRead + Unpin,
     remote: SocketAddr,
     shared: Arc<Shared>,
     out: Out,
@@ -242,7 +273,7 @@ async fn read_tcp(
     loop {
         let n = match read.read(&mut buf).await {
             Ok(0) => {
-                shared.close("the recorder closed the TCP connection".into());
+                shared.close("the recorder closed the connection".into());
                 return;
             }
             Ok(n) => n,

@@ -14,12 +14,25 @@ use tokio::sync::watch;
 /// Options of `callvault call`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The recorder: a SIP URI, e.g. sip:127.0.0.1:5060 (also the INVITE's Request-URI).
+    /// The recorder: a SIP URI, e.g. sip:127.0.0.1:5060 or sips:recorder.example (also the
+    /// INVITE's Request-URI).
     #[arg(long, value_name = "SIP-URI")]
     pub to: String,
-    /// SIP transport: udp or tcp.
+    /// SIP transport: udp, tcp or tls (a sips: target needs tls).
     #[arg(long, default_value = "udp")]
     pub transport: String,
+    /// TLS: CA certificates (PEM) the recorder's certificate must chain to. Required with tls.
+    #[arg(long, value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// TLS: this client's certificate chain (PEM), for recorders that verify their sources.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// TLS: the name the recorder's certificate must carry [default: the --to host].
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
     /// The calling party's number (or sip: URI), as the recording metadata names it.
     #[arg(
         long = "from-number",
@@ -81,6 +94,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         rate: args.rate,
         answer_timeout: args.answer_timeout,
         srtp: args.srtp,
+        tls_ca: args.tls_ca,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
+        tls_server_name: args.tls_server_name,
     }
     .validate()?;
     let audio = callvault_caller::load_audio(&config)?;

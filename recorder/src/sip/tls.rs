@@ -100,6 +100,56 @@ impl TlsFiles {
     }
 }
 
+/// What a SIP client (the call client, `callvault call`) trusts and presents over TLS: the CAs
+/// the recorder's certificate must chain to, and a certificate of its own for mutual TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsClientFiles {
+    pub ca: PathBuf,
+    /// Certificate chain and private key (PEM), for recorders that verify their sources.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsClientFiles {
+    /// Reads the files into a client configuration (TLS 1.2 and 1.3, ring).
+    pub fn load(&self) -> Result<rustls::ClientConfig, TlsError> {
+        let cas = pem_items(&self.ca, |bytes| {
+            CertificateDer::pem_slice_iter(bytes).collect::<Result<Vec<_>, _>>()
+        })?;
+        let mut roots = RootCertStore::empty();
+        for ca in cas {
+            roots
+                .add(ca)
+                .map_err(|e| content(&self.ca, &format!("holds an unusable CA: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(content(&self.ca, "holds no PEM certificate"));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|source| TlsError::Identity {
+                dir: self.ca.clone(),
+                source,
+            })?
+            .with_root_certificates(roots);
+        match &self.identity {
+            None => Ok(builder.with_no_client_auth()),
+            Some((cert_path, key_path)) => {
+                let certs = pem_items(cert_path, |bytes| {
+                    CertificateDer::pem_slice_iter(bytes).collect::<Result<Vec<_>, _>>()
+                })?;
+                if certs.is_empty() {
+                    return Err(content(cert_path, "holds no PEM certificate"));
+                }
+                let key = pem_items(key_path, PrivateKeyDer::from_pem_slice)?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| content(cert_path, &format!("and its key do not match: {e}")))
+            }
+        }
+    }
+}
+
 fn content(path: &Path, problem: &str) -> TlsError {
     TlsError::Content {
         path: path.to_owned(),
