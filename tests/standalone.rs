@@ -1357,6 +1357,72 @@ async fn cli(dir: &Path, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// Issue 17: "Run now" starts a SpeechJob outside its schedule: a job scheduled once a year
+/// transcribes a call on request, its status counts it, and the request is audited; an unknown
+/// SpeechJob is 404. Needs `start_speech_server`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_transcribes_outside_the_schedule() {
+    let install = Install::new();
+    let speech = std::env::var("CALLVAULT_TEST_OPENAI_ENDPOINT").unwrap();
+    std::fs::write(
+        install.path("resources/on-demand.yaml"),
+        format!(
+            "apiVersion: callvault.io/v1alpha1\nkind: SpeechJob\n\
+             metadata: {{name: on-demand, namespace: default}}\n\
+             spec:\n  engine: {{type: openai, endpoint: '{speech}', model: whisper-1}}\n  \
+             schedule: '0 0 1 1 *'\n"
+        ),
+    )
+    .unwrap();
+    let (mut child, log) = install.start().await;
+    let (admin, _) = Session::login(install.http, FIRST_PASSWORD).await;
+    let summary = call_with_client(install.sip, &["--duration", "2"]).await;
+    assert_eq!(summary["callsCompleted"], 1, "{summary}");
+    poll(
+        "the call to be available",
+        Duration::from_secs(60),
+        &log,
+        || async { (available(&admin.recordings().await) == 1).then_some(()) },
+    )
+    .await;
+
+    let resp = admin
+        .post("/resources/speech-jobs/no-such-job/run", json!({}))
+        .await;
+    assert_eq!(resp.status(), 404);
+    let resp = admin
+        .post("/resources/speech-jobs/on-demand/run", json!({}))
+        .await;
+    assert_eq!(resp.status(), 202);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["name"], "on-demand");
+    let admin = &admin;
+    let status = poll(
+        "the on-demand SpeechJob to count the call",
+        Duration::from_secs(120),
+        &log,
+        || async move {
+            let job = resource(admin, "speech-jobs", "on-demand").await?;
+            (job["status"]["processed"].as_i64() == Some(1)).then_some(job)
+        },
+    )
+    .await;
+    assert!(status["status"]["lastRunTime"].is_string(), "{status}");
+    let audit: Value = admin
+        .get("/audit")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        audit.to_string().contains("speech_job.run"),
+        "the request is audited: {audit}"
+    );
+    interrupt(&mut child, &log).await;
+}
+
 /// Issue 16: `callvault verify --row` checks a recording offline against its catalogue row: the
 /// row as stored passes with the seal covering the call's details; the same row with its
 /// calling number, its start or its duration edited is reported TAMPERED (exit 1).
@@ -1395,6 +1461,8 @@ async fn verify_with_the_row_reports_edited_call_details() {
             .arg(&file)
             .arg("--key")
             .arg(&private)
+            .arg("--passphrase-file")
+            .arg(install.path("passphrase"))
             .arg("--row")
             .arg(&json)
             .output()

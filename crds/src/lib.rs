@@ -42,6 +42,9 @@ pub const GROUP: &str = "callvault.io";
 pub const VERSION: &str = "v1alpha1";
 /// `apiVersion` string of every CallVault resource.
 pub const API_VERSION: &str = "callvault.io/v1alpha1";
+/// Set on a SpeechJob (any new value, e.g. the time) to run it now, outside its schedule: the
+/// operator starts a Job for each value it has not run yet. The portal's "Run now" sets it.
+pub const RUN_NOW_ANNOTATION: &str = "callvault.io/run-now";
 
 /// The five CustomResourceDefinitions, in a fixed order.
 pub fn crds() -> Vec<CustomResourceDefinition> {

@@ -503,6 +503,20 @@ async fn portal_reads_only_the_key_secrets_it_is_granted() {
         .list(&ListParams::default())
         .await
         .expect("the portal may list AccessProfiles");
+    // "Run now": the portal sets a SpeechJob's run-now annotation for the operator.
+    let speech = std::fs::read_to_string(repo_path("examples/cluster/speechjob.yaml"))
+        .expect("example")
+        .replace("namespace: contact-centre", &format!("namespace: {ns}"));
+    apply_yaml(&cp.client().expect("client"), &speech, "speechjob", &ns)
+        .await
+        .expect("admin creates a SpeechJob");
+    callvault_portal::JobRunner::run_speech_job(
+        &callvault_portal::AnnotateRunNow::new(portal.clone()),
+        &ns,
+        "complaints-transcription",
+    )
+    .await
+    .expect("the portal may ask for a run now");
     assert_forbidden(
         access.delete("anything", &DeleteParams::default()).await,
         "portal deleting an AccessProfile",

@@ -13,6 +13,8 @@ use callvault_e2e::{
     ControlPlane, apply_yaml, callvault_crd_dir, read_yaml_documents, repo_path, yaml_files,
 };
 use callvault_operator::build::child_name;
+use callvault_operator::build::speech_job::run_now_job_name;
+use callvault_portal::JobRunner as _;
 use callvault_store::keys::PrivateKey;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -959,6 +961,47 @@ async fn speech_job_counters_written_by_the_job_survive_reconciles() {
         (json!(5), json!(1), json!(7))
     );
 
+    // "Run now", as the portal asks for it: a Job from the same pod template, once per
+    // request; a newer request replaces an older one's Job.
+    let run_now = callvault_portal::AnnotateRunNow::new(admin.clone());
+    let job_api: Api<Job> = Api::namespaced(admin.clone(), &ns);
+    let mut requested = Vec::new();
+    for _ in 0..2 {
+        run_now.run_speech_job(&ns, "calls").await.expect("run now");
+        let value = jobs.get("calls").await.expect("SpeechJob").annotations()
+            [callvault_crds::RUN_NOW_ANNOTATION]
+            .clone();
+        let name = run_now_job_name("calls", &value);
+        let job = eventually("the run-now Job", WAIT, || async {
+            job_api
+                .get_opt(&name)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| "absent".to_owned())
+        })
+        .await;
+        owned_by(&job, &jobs.get("calls").await.expect("SpeechJob"));
+        let command = job
+            .spec
+            .and_then(|s| s.template.spec)
+            .map(|p| p.containers[0].command.clone());
+        assert!(format!("{command:?}").contains("transcribe"), "{command:?}");
+        // The value is the request's time to the nanosecond: the next request is another.
+        requested.push(name);
+    }
+    assert_ne!(requested[0], requested[1]);
+    eventually("the older run-now Job to be removed", WAIT, || async {
+        match job_api
+            .get_opt(&requested[0])
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(_) => Err("still there".to_owned()),
+        }
+    })
+    .await;
+
     // Without a schedule it runs once: a Job replaces the CronJob.
     jobs.patch(
         "calls",
@@ -967,7 +1010,6 @@ async fn speech_job_counters_written_by_the_job_survive_reconciles() {
     )
     .await
     .expect("run once");
-    let job_api: Api<Job> = Api::namespaced(admin.clone(), &ns);
     let job = eventually("the run-once Job", WAIT, || async {
         job_api
             .get_opt(&child_name("calls", "transcribe-3"))

@@ -120,6 +120,7 @@ async fn main() {
         access,
         ring,
         storages,
+        Arc::new(callvault_portal::NoJobRunner),
     )
     .app;
     let supervisor = login(&router, "supervisor").await;

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod jobs;
 pub mod media;
 pub mod metrics;
 pub mod net;
@@ -31,6 +32,7 @@ use callvault_store::objstore::Storage;
 pub use access::{AccessSource, FileAccessSource, KubeAccessSource};
 pub use config::{AuditKey, ConfigError, PortalConfig};
 pub use error::{ApiError, Code};
+pub use jobs::{AnnotateRunNow, JobRunner, NoJobRunner};
 pub use net::{ServerLimits, serve};
 
 /// Storage targets by name (a recording row names its target; archive copies name theirs).
@@ -89,6 +91,8 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// Single sign-on, when configured.
     pub oidc: Option<oidc::Oidc>,
+    /// Starts jobs on request ("Run now").
+    pub jobs: Arc<dyn JobRunner>,
 }
 
 /// The portal application: the router users reach, and the operations router (`/metrics`,
@@ -110,6 +114,7 @@ impl Portal {
         access: Arc<dyn AccessSource>,
         keys: KeyRing,
         storages: Storages,
+        jobs: Arc<dyn JobRunner>,
     ) -> Portal {
         let throttle = auth::Throttle::new(
             config.login_attempts_per_minute,
@@ -135,6 +140,7 @@ impl Portal {
             failed_sign_ins,
             metrics: metrics::Metrics::default(),
             oidc,
+            jobs,
         });
         tokio::spawn(api::write_failed_sign_in_summaries(Arc::downgrade(&state)));
         if state.config.audit_key.is_some() {

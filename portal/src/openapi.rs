@@ -301,6 +301,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "configureSystem",
     ),
     ep(
+        "post",
+        "/resources/speech-jobs/{name}/run",
+        "Run now: starts the SpeechJob's transcription outside its schedule (standalone: in-process at once; cluster: the run-now annotation, for the operator to start a Job). 202 with how it runs; 409 when it cannot start. Audited.",
+        "configureSystem",
+    ),
+    ep(
         "get",
         "/alarms",
         "Active alarms, newest first; with history=true also cleared ones.",

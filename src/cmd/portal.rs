@@ -9,8 +9,8 @@ use anyhow::Context;
 use callvault_portal::config::parse_trusted_proxies;
 use callvault_portal::oidc::{OidcConfig, Secret};
 use callvault_portal::{
-    AccessSource, AuditKey, ConfigError, FileAccessSource, KubeAccessSource, Portal, PortalConfig,
-    Storages,
+    AccessSource, AnnotateRunNow, AuditKey, ConfigError, FileAccessSource, JobRunner,
+    KubeAccessSource, NoJobRunner, Portal, PortalConfig, Storages,
 };
 use callvault_store::db::Db;
 use callvault_store::keys::{KeyRing, PrivateKey, is_encrypted_pem};
@@ -245,6 +245,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let db = Db::connect(&url)
             .await
             .context("connecting to the database")?;
+        // Jobs are started by the operator: only a portal that watches the cluster can ask it.
+        let jobs: Arc<dyn JobRunner> = match &args.access_profiles {
+            Some(_) => Arc::new(NoJobRunner),
+            None => Arc::new(
+                AnnotateRunNow::connect()
+                    .await
+                    .context("connecting to the Kubernetes API to start jobs")?,
+            ),
+        };
         let access: Arc<dyn AccessSource> = match &args.access_profiles {
             Some(dir) => Arc::new(
                 FileAccessSource::load_dir(dir, &config.default_tenant)
@@ -270,7 +279,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             storages = storages.len(),
             "portal starting"
         );
-        let portal = Portal::new(config, db, access, keys, storages);
+        let portal = Portal::new(config, db, access, keys, storages, jobs);
         let listener = tokio::net::TcpListener::bind(&args.http_addr)
             .await
             .with_context(|| format!("binding {}", args.http_addr))?;

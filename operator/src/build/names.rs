@@ -58,8 +58,8 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-// FNV-1a: stable across releases and platforms, which is all a name suffix needs.
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a: stable across releases and platforms, which is all a name suffix needs.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -6,7 +6,7 @@
 //! the private keys stay in their Secrets, which are mounted into the job's pod.
 
 use callvault_config::TranscribeJobConfig;
-use callvault_crds::{SpeechJob, StorageTarget};
+use callvault_crds::{RUN_NOW_ANNOTATION, SpeechJob, StorageTarget};
 use k8s_openapi::api::batch::v1::{CronJob, Job, JobSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaimVolumeSource, Volume};
 
@@ -14,7 +14,7 @@ use super::job::{
     JobBuildError, JobPod, KeyRingSecret, Schedule, config_map, cron_job, source_bindings,
 };
 use super::meta::Owner;
-use super::names::child_name;
+use super::names::{child_name, fnv1a};
 use super::pod::{DatabaseSecret, secret_volume};
 use crate::render::paths;
 use crate::speech_config::{JobFiles, transcribe_job_config};
@@ -40,6 +40,8 @@ pub struct SpeechJobChildren {
     pub config_map: ConfigMap,
     /// The CronJob or Job.
     pub workload: Workload,
+    /// The run asked for by the run-now annotation, outside the schedule.
+    pub run_now: Option<Box<Job>>,
 }
 
 /// Name of the CronJob of a scheduled SpeechJob.
@@ -51,6 +53,15 @@ pub fn cron_job_name(speech_job: &str) -> String {
 /// Job's pod template cannot be changed in place).
 pub fn job_name(speech_job: &str, generation: i64) -> String {
     child_name(speech_job, &format!("transcribe-{generation}"))
+}
+
+/// Name of the Job run for the run-now annotation's `value`: each new value is a new run, and
+/// the same value always names the same Job (applying it again starts nothing).
+pub fn run_now_job_name(speech_job: &str, value: &str) -> String {
+    child_name(
+        speech_job,
+        &format!("transcribe-now-{:08x}", fnv1a(value.as_bytes()) as u32),
+    )
 }
 
 /// Name of the transcription job's ConfigMap.
@@ -135,6 +146,18 @@ pub fn build(
         pod.add(model, &dir);
     }
     let job_spec = pod.job_spec(&owner);
+    let run_now = speech_job
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RUN_NOW_ANNOTATION))
+        .map(|value| {
+            Box::new(Job {
+                metadata: owner.meta(&run_now_job_name(&owner.name, value), TRANSCRIBE),
+                spec: Some(job_spec.clone()),
+                status: None,
+            })
+        });
     let workload = match &spec.schedule {
         Some(schedule) => Workload::Scheduled(Box::new(cron_job(
             &owner,
@@ -162,6 +185,7 @@ pub fn build(
     Ok(SpeechJobChildren {
         config_map,
         workload,
+        run_now,
     })
 }
 
@@ -309,6 +333,36 @@ spec: {type: s3, bucket: calls, region: eu-west-2, credentialsSecretRef: {name: 
             .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
             .map(|f| f.field_path.as_str());
         assert_eq!(namespace, Some("metadata.namespace"));
+    }
+
+    #[test]
+    fn the_run_now_annotation_is_a_job_of_its_own_per_value() {
+        let scheduled = speech_job("schedule: '0 2 * * *'");
+        assert_eq!(build_it(&scheduled).run_now, None);
+        let annotated = |value: &str| {
+            let mut job = scheduled.clone();
+            job.metadata.annotations = Some(
+                [(RUN_NOW_ANNOTATION.to_owned(), value.to_owned())]
+                    .into_iter()
+                    .collect(),
+            );
+            build_it(&job).run_now.expect("a run-now Job")
+        };
+        let first = annotated("2026-12-07T19:00:00Z");
+        let again = annotated("2026-12-07T19:00:00Z");
+        let second = annotated("2026-12-07T19:05:00Z");
+        assert_eq!(first.metadata.name, again.metadata.name);
+        assert_ne!(first.metadata.name, second.metadata.name);
+        let name = first.metadata.name.clone().unwrap();
+        assert!(name.starts_with("complaints-transcribe-now-"), "{name}");
+        // The same pod as the scheduled runs: the same command, and not suspended.
+        let Workload::Scheduled(cron) = build_it(&scheduled).workload else {
+            panic!("scheduled");
+        };
+        let scheduled_pod = cron.spec.job_template.spec.unwrap().template;
+        let spec = first.spec.unwrap();
+        assert_eq!(spec.template, scheduled_pod);
+        assert_eq!(spec.suspend, None);
     }
 
     #[test]

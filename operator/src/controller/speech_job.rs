@@ -95,9 +95,16 @@ pub(super) async fn reconcile(job: Arc<SpeechJob>, ctx: Arc<Context>) -> Result<
         Err(e) => Observed::no(ct::READY, reason::INVALID_SPEC, e.to_string()),
         Ok(built) => {
             keep_config.push(config_map_name(&name));
+            let run_now = built.run_now;
+            if let Some(run) = &run_now {
+                keep_job.push(run.metadata.name.clone().unwrap_or_default());
+            }
             let applied = async {
                 ctx.apply(&children.transcribe_config_maps, built.config_map)
                     .await?;
+                if let Some(run) = run_now {
+                    ctx.apply(&children.transcribe_jobs, *run).await?;
+                }
                 Ok(match built.workload {
                     Workload::Scheduled(cron) => {
                         keep_cron.push(cron.metadata.name.clone().unwrap_or_default());

@@ -118,6 +118,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/resources/connectors", get(system::connectors))
         .route("/resources/speech-jobs", get(system::speech_jobs))
+        .route(
+            "/resources/speech-jobs/{name}/run",
+            post(system::run_speech_job),
+        )
         .route("/alarms", get(system::alarms))
         .route("/activity", get(system::activity))
         .route("/active-calls", get(system::active_calls))

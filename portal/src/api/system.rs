@@ -263,6 +263,46 @@ pub async fn test_storage_target(
     Ok(Json(out))
 }
 
+/// "Run now": starts a SpeechJob's transcription outside its schedule. For admins who
+/// configure the system; audited.
+pub async fn run_speech_job(
+    State(state): St,
+    c: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
+    c.require_any(&[AdminPermission::ConfigureSystem])?;
+    let declared = state
+        .access
+        .resources(&c.tenant)
+        .iter()
+        .any(|r| matches!(r, Resource::SpeechJob(_)) && r.name() == name);
+    if !declared {
+        return Err(ApiError::not_found(format!("SpeechJob {name}")));
+    }
+    let how = state
+        .jobs
+        .run_speech_job(&c.tenant, &name)
+        .await
+        .map_err(|why| {
+            ApiError::new(
+                crate::Code::Conflict,
+                format!("SpeechJob {name} cannot be started now: {why}"),
+            )
+        })?;
+    c.audit(
+        &state,
+        "speech_job.run",
+        "speech_job",
+        name.clone(),
+        serde_json::json!({ "how": how }),
+    )
+    .await?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "name": name, "started": how })),
+    ))
+}
+
 #[derive(Debug, Deserialize)]
 pub struct AlarmParams {
     /// Also cleared alarms (the history), newest first.

@@ -97,6 +97,7 @@ impl Fixture {
             access.clone(),
             ring,
             storages,
+            Arc::new(callvault_portal::NoJobRunner),
         );
         Fixture {
             db: testdb.db.clone(),

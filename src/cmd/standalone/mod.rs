@@ -133,12 +133,14 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         config.audit_key = keys.audit.take().map(|k| AuditKey(Arc::new(k)));
     }
     let portal_storages = storages(&args.data, &set);
+    let (run_now, run_now_requests) = schedules::run_now();
     let mut portal = Portal::new(
         config,
         db.clone(),
         access.clone(),
         keys.ring.clone(),
         portal_storages.clone(),
+        Arc::new(run_now),
     );
     let board = status::Board::default();
     portal.app = portal.app.layer(axum::middleware::from_fn({
@@ -211,6 +213,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         },
         resources_rx,
         stop_rx.clone(),
+        run_now_requests,
     ));
     let status_task = tokio::spawn(status::run(
         status::Context {

@@ -22,6 +22,7 @@ use callvault_operator::build::job::JOB_RETRIES;
 use callvault_operator::build::recording_profile::RETENTION_SCHEDULE;
 use callvault_operator::build::storage_target::{SPACE_CLEANUP_SCHEDULE, job_config};
 use callvault_operator::speech_config::{JobFiles, transcribe_job_config};
+use callvault_portal::jobs::{JobRunner, Started};
 use callvault_store::backup::BackupSecret;
 use callvault_store::db::{Db, now_micros};
 use callvault_store::keys::KeyRing;
@@ -29,7 +30,7 @@ use callvault_store::objstore::{Storage, StorageConfig};
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan as _};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
 use super::TENANT;
@@ -220,20 +221,55 @@ pub fn due(jobs: &[(Job, Cron)], last: DateTime, now: DateTime) -> Vec<Job> {
         .collect()
 }
 
-/// Runs the schedules until `stop` turns true; a run in progress finishes first.
+/// "Run now" from the portal: the job goes to the scheduler, which runs it next (jobs run one
+/// at a time, so one in progress finishes first).
+#[derive(Debug, Clone)]
+pub struct RunNow(mpsc::UnboundedSender<Job>);
+
+/// The portal's side of "Run now", and the scheduler's.
+pub fn run_now() -> (RunNow, mpsc::UnboundedReceiver<Job>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (RunNow(tx), rx)
+}
+
+impl JobRunner for RunNow {
+    fn run_speech_job<'a>(&'a self, tenant: &'a str, name: &'a str) -> Started<'a> {
+        Box::pin(async move {
+            if tenant != TENANT {
+                return Err(format!("standalone has no tenant {tenant:?}"));
+            }
+            self.0
+                .send(Job::Transcribe {
+                    speech_job: name.to_owned(),
+                })
+                .map_err(|_| "the scheduler has stopped".to_owned())?;
+            Ok("in this process, now".to_owned())
+        })
+    }
+}
+
+/// Runs the schedules, and each job asked for by `requests`, until `stop` turns true; a run
+/// in progress finishes first.
 pub async fn run(
     ctx: Context,
     mut resources: watch::Receiver<Arc<ResourceSet>>,
     mut stop: watch::Receiver<bool>,
+    mut requests: mpsc::UnboundedReceiver<Job>,
 ) {
     let mut last = utc_now();
     let mut ran_once = BTreeSet::new();
     let mut retries = Retries::default();
     loop {
         let wait = seconds_to_next_minute();
-        tokio::select! {
+        let asked = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(wait) => {}
+            Some(job) = requests.recv() => Some(job),
+            _ = tokio::time::sleep(wait) => None,
+        };
+        if let Some(job) = asked {
+            let set = resources.borrow().clone();
+            run_counting_failures(&ctx, &set, job, &mut retries, utc_now()).await;
+            continue;
         }
         let now = utc_now();
         let set = resources.borrow_and_update().clone();
@@ -257,25 +293,34 @@ pub async fn run(
                 .map(|(job, _)| job),
         );
         for job in todo {
-            let span = tracing::info_span!("job", job = %job);
-            match run_job(&ctx, &set, &job).instrument(span).await {
-                Ok(()) => retries.succeeded(&job),
-                Err(e) => {
-                    let error = format!("{e:#}");
-                    match retries.failed(&job, now) {
-                        Some(at) => {
-                            tracing::error!(%error, "{job} failed; it runs again at {at} UTC")
-                        }
-                        None => tracing::error!(
-                            %error,
-                            "{job} failed {} times in a row; no more retries until its next scheduled run",
-                            JOB_RETRIES + 1
-                        ),
-                    }
-                }
-            }
+            run_counting_failures(&ctx, &set, job, &mut retries, now).await;
         }
         last = now;
+    }
+}
+
+/// Runs `job`; a failure is retried later ([`Retries`]).
+async fn run_counting_failures(
+    ctx: &Context,
+    set: &ResourceSet,
+    job: Job,
+    retries: &mut Retries,
+    now: DateTime,
+) {
+    let span = tracing::info_span!("job", job = %job);
+    match run_job(ctx, set, &job).instrument(span).await {
+        Ok(()) => retries.succeeded(&job),
+        Err(e) => {
+            let error = format!("{e:#}");
+            match retries.failed(&job, now) {
+                Some(at) => tracing::error!(%error, "{job} failed; it runs again at {at} UTC"),
+                None => tracing::error!(
+                    %error,
+                    "{job} failed {} times in a row; no more retries until its next scheduled run",
+                    JOB_RETRIES + 1
+                ),
+            }
+        }
     }
 }
 
