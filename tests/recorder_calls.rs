@@ -1896,6 +1896,31 @@ async fn a_storage_target_fixed_by_an_edit_takes_the_waiting_recordings_at_once(
     .await;
 }
 
+/// A self-signed server certificate for `name` made by OpenSSL (an independent issuer): a
+/// server's, not a CA's, as TLS clients other than OpenSSL refuse a CA certificate presented as
+/// a server's.
+fn self_signed(key: &Path, cert: &Path, name: &str) {
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", &format!("/CN={name}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{name}")])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+}
+
 /// A TLS transport added without a usable certificate does not listen and says so at once
 /// (`/readyz` 503 naming the missing file, a bind failure in the metrics) while the recorder
 /// goes on recording over UDP; when the certificate is written, TLS listens without a restart
@@ -1941,27 +1966,11 @@ async fn a_tls_transport_without_its_certificate_is_refused_visibly_until_the_ce
     .await;
     assert_ok(&out, &rig);
 
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        // A server certificate, not a CA: TLS clients other than OpenSSL refuse a CA
-        // certificate presented as a server's.
-        .args(["-addext", "subjectAltName=DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(tls_dir.join("tls.key"))
-        .arg("-out")
-        .arg(tls_dir.join("tls.crt"))
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
+    self_signed(
+        &tls_dir.join("tls.key"),
+        &tls_dir.join("tls.crt"),
+        "localhost",
+    );
     poll("the TLS listener", Duration::from_secs(30), || async move {
         (get(http, "/readyz").await.map(|(s, _)| s) == Some(200)).then_some(())
     })
@@ -2047,23 +2056,7 @@ async fn a_tls_transport_without_its_certificate_is_refused_visibly_until_the_ce
     }
     // A certificate it cannot check is refused before any call is placed.
     let other = rig.dir.path().join("other-ca.pem");
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=other"])
-        .arg("-keyout")
-        .arg(rig.dir.path().join("other-ca.key"))
-        .arg("-out")
-        .arg(&other)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
+    self_signed(&rig.dir.path().join("other-ca.key"), &other, "other");
     let out = tls_call(other).await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -77,18 +77,7 @@ impl TlsFiles {
             .map_err(identity)?;
         let builder = if self.verify_clients {
             let ca_path = self.dir.join(CA_FILE);
-            let cas = pem_items(&ca_path, |bytes| {
-                CertificateDer::pem_slice_iter(bytes).collect::<Result<Vec<_>, _>>()
-            })?;
-            let mut roots = RootCertStore::empty();
-            for ca in cas {
-                roots
-                    .add(ca)
-                    .map_err(|e| content(&ca_path, &format!("holds an unusable CA: {e}")))?;
-            }
-            if roots.is_empty() {
-                return Err(content(&ca_path, "holds no PEM certificate"));
-            }
+            let roots = roots(&ca_path)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
                 .build()
                 .map_err(|e| content(&ca_path, &format!("cannot verify clients: {e}")))?;
@@ -112,18 +101,7 @@ pub struct TlsClientFiles {
 impl TlsClientFiles {
     /// Reads the files into a client configuration (TLS 1.2 and 1.3, ring).
     pub fn load(&self) -> Result<rustls::ClientConfig, TlsError> {
-        let cas = pem_items(&self.ca, |bytes| {
-            CertificateDer::pem_slice_iter(bytes).collect::<Result<Vec<_>, _>>()
-        })?;
-        let mut roots = RootCertStore::empty();
-        for ca in cas {
-            roots
-                .add(ca)
-                .map_err(|e| content(&self.ca, &format!("holds an unusable CA: {e}")))?;
-        }
-        if roots.is_empty() {
-            return Err(content(&self.ca, "holds no PEM certificate"));
-        }
+        let roots = roots(&self.ca)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -148,6 +126,23 @@ impl TlsClientFiles {
             }
         }
     }
+}
+
+/// The CA certificates in the PEM file `path`, as trust anchors.
+fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let cas = pem_items(path, |bytes| {
+        CertificateDer::pem_slice_iter(bytes).collect::<Result<Vec<_>, _>>()
+    })?;
+    let mut roots = RootCertStore::empty();
+    for ca in cas {
+        roots
+            .add(ca)
+            .map_err(|e| content(path, &format!("holds an unusable CA: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(content(path, "holds no PEM certificate"));
+    }
+    Ok(roots)
 }
 
 fn content(path: &Path, problem: &str) -> TlsError {
