@@ -1109,6 +1109,44 @@ async fn a_call_without_rtp_is_recorded_as_silence_of_its_length() {
     assert!(rms(&pcm[0]) < 5.0 && rms(&pcm[1]) < 5.0);
 }
 
+/// A metadata-only UPDATE (RFC 7866 §7.1.2: rs-metadata alone, a partial snapshot) is
+/// answered 200 and adds its participant to the live call's row: the supervisor who joined is
+/// listed after the two the INVITE named, each once, and the parties stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_only_update_adds_a_participant_to_the_call() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.start().await;
+    let out = sipp(
+        &rig,
+        "record_metadata_update.xml",
+        &[("PAUSE_MS", "700".into())],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    let row = rig
+        .wait_finished(1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    let parties: Vec<(&str, &str)> = row
+        .participants
+        .iter()
+        .map(|p| (p.number.as_str(), p.name.as_str()))
+        .collect();
+    assert_eq!(
+        parties,
+        [
+            ("1001", "Alice Agent"),
+            ("+15551234567", "Bob Customer"),
+            ("2002", "Carol Supervisor")
+        ]
+    );
+    assert_eq!(
+        (row.calling.number.as_str(), row.called.number.as_str()),
+        ("1001", "+15551234567")
+    );
+}
+
 /// A recorded call carries the groups of the users its parties' numbers belong to, as they
 /// were when it was made: the profile records alice (1001, desk); the other party's number is
 /// bob's (sales). A later move of alice leaves the recording with desk.

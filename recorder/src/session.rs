@@ -63,6 +63,10 @@ enum Entry {
         ports: Vec<Option<u16>>,
         session_id: u64,
         version: u64,
+        /// The recording metadata as the source's documents built it up (partial updates
+        /// are merged into it), and the SDP's stream labels.
+        metadata: Option<RecordingMetadata>,
+        labels: Vec<String>,
     },
     /// Answered without recording (rules left it out, or no capacity with fail-open).
     Unrecorded { media: usize },
@@ -366,7 +370,8 @@ impl Recorder {
             metrics::inc(&self.metrics.sessions_not_recorded);
             return self.answer_unrecorded(&offer, &parsed, session_id);
         }
-        let (raw, participants) = metadata_json(md.as_ref(), &parsed);
+        let labels = sdp_labels(&parsed);
+        let (raw, participants) = metadata_json(md.as_ref(), &labels);
         let row = RowFacts {
             call_id: md
                 .as_ref()
@@ -458,6 +463,8 @@ impl Recorder {
                 ports,
                 session_id,
                 version: 1,
+                metadata: md,
+                labels,
             },
         );
         Ok(answer)
@@ -615,6 +622,8 @@ impl Recorder {
                 ports,
                 session_id,
                 version,
+                metadata,
+                labels,
                 ..
             } => {
                 let live = self.live();
@@ -625,9 +634,9 @@ impl Recorder {
                 let _ = control.send(Control::Pause(!sends_media(&plans)));
                 // Hold (RFC 3264: the source sends on no stream) is no inactivity.
                 let _ = control.send(Control::Held(!sends_media(&plans)));
-                if let Some(md) = md.as_ref() {
-                    let (raw, participants) = metadata_json(Some(md), &parsed);
-                    let _ = control.send(Control::Metadata { raw, participants });
+                *labels = sdp_labels(&parsed);
+                if let Some(update) = md {
+                    merge_metadata(metadata, update, labels, control);
                 }
                 *ports = new_ports.clone();
                 *version += 1;
@@ -932,10 +941,34 @@ fn stream_config(m: &sdp::MediaDescription, channel: Channel) -> StreamConfig {
     config
 }
 
+/// The `a=label` of each m-line that has one.
+fn sdp_labels(sdp: &SessionDescription) -> Vec<String> {
+    sdp.media.iter().filter_map(|m| m.label.clone()).collect()
+}
+
+/// Merges a later metadata document into a live call's (a partial one updates what it names,
+/// RFC 7866 §7.1.2) and gives the call the result: its row shows every participant so far.
+fn merge_metadata(
+    metadata: &mut Option<RecordingMetadata>,
+    update: RecordingMetadata,
+    labels: &[String],
+    control: &mpsc::UnboundedSender<Control>,
+) {
+    let merged = match metadata.take() {
+        Some(mut current) => {
+            current.apply(update);
+            current
+        }
+        None => update,
+    };
+    let (raw, participants) = metadata_json(Some(&merged), labels);
+    *metadata = Some(merged);
+    let _ = control.send(Control::Metadata { raw, participants });
+}
+
 /// The row's raw metadata (JSON: participants, stream ↔ participant associations by label,
 /// session and group ids, unknown extensions as raw XML) and its participants.
-fn metadata_json(md: Option<&RecordingMetadata>, sdp: &SessionDescription) -> (String, Vec<Party>) {
-    let labels: Vec<String> = sdp.media.iter().filter_map(|m| m.label.clone()).collect();
+fn metadata_json(md: Option<&RecordingMetadata>, labels: &[String]) -> (String, Vec<Party>) {
     let Some(md) = md else {
         return (json!({ "sdpLabels": labels }).to_string(), Vec::new());
     };
@@ -984,6 +1017,24 @@ impl SessionHandler for Recorder {
 
     async fn reoffer(&self, offer: SessionOffer) -> Result<Vec<u8>, Rejection> {
         self.update_session(offer).await
+    }
+
+    async fn metadata(&self, dialog: DialogId, xml: Vec<u8>) -> Result<(), Rejection> {
+        let update = metadata::parse(&xml)
+            .map_err(|e| reject(400, format!("Bad Request (rs-metadata: {e})")))?;
+        match self.calls().get_mut(&dialog) {
+            None => Err(reject(481, "Call/Transaction Does Not Exist")),
+            Some(Entry::Unrecorded { .. }) => Ok(()),
+            Some(Entry::Recorded {
+                metadata,
+                labels,
+                control,
+                ..
+            }) => {
+                merge_metadata(metadata, update, labels, control);
+                Ok(())
+            }
+        }
     }
 
     async fn ended(&self, dialog: DialogId, reason: EndReason) {

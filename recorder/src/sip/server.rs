@@ -20,7 +20,7 @@ use super::transport::{
     Inbound, ListenOn, Listeners, ReplyPath, TcpTimeouts, Transport, TransportError,
 };
 use super::{DialogId, Limits, Method, SipMessage};
-use crate::multipart::siprec_body;
+use crate::multipart::{is_rs_metadata, siprec_body};
 
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE";
 const ACCEPT: &str =
@@ -196,6 +196,16 @@ pub trait SessionHandler: Send + Sync + 'static {
         &self,
         offer: SessionOffer,
     ) -> impl Future<Output = Result<Vec<u8>, Rejection>> + Send;
+
+    /// A metadata-only update within a live dialog: an UPDATE or re-INVITE whose body is
+    /// rs-metadata alone (RFC 7866 §7.1.2); the media stay as they are.
+    fn metadata(
+        &self,
+        _dialog: DialogId,
+        _metadata: Vec<u8>,
+    ) -> impl Future<Output = Result<(), Rejection>> + Send {
+        async { Ok(()) }
+    }
 
     /// The dialog is over; the recording must be finalised.
     fn ended(&self, dialog: DialogId, reason: EndReason) -> impl Future<Output = ()> + Send;
@@ -661,7 +671,21 @@ impl<H: SessionHandler> Shared<H> {
         let Ok(session_timer) = self.session_timer(&txn) else {
             return;
         };
-        let answer = if req.body.is_empty() {
+        // Metadata alone: applied, and then answered as a request without an offer.
+        let metadata_only = matches!(req.content_type(), Ok(Some(ct)) if is_rs_metadata(&ct));
+        if metadata_only
+            && let Err(rej) = self
+                .handler
+                .metadata(dialog.clone(), req.body.clone())
+                .await
+        {
+            let mut resp = self.build(&txn, rej.status, &rej.reason, None);
+            if let Some(r) = resp.as_mut() {
+                rej.decorate(r);
+            }
+            return self.respond(&txn, resp);
+        }
+        let answer = if req.body.is_empty() || metadata_only {
             if req.method() == Some(&Method::Update) {
                 let Ok(mut resp) = req.response(200, "OK", "") else {
                     return;
