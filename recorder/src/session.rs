@@ -871,30 +871,47 @@ fn uri_user(uri: &str) -> String {
     s.to_owned()
 }
 
-/// Calling and called party: the first two participants of the metadata (the source lists
-/// the caller first), else From and To of a plain INVITE.
+/// Calling and called party of an offer: see [`parties_from`].
 fn parties(offer: &SessionOffer, md: Option<&RecordingMetadata>) -> Parties {
+    let header = |h: Result<crate::sip::NameAddr, _>| {
+        h.map(|n| Party::new(uri_user(&n.uri), n.display.unwrap_or_default()))
+            .unwrap_or_default()
+    };
+    parties_from(
+        md,
+        offer.siprec,
+        header(offer.request.from()),
+        header(offer.request.to()),
+    )
+}
+
+/// The party a SIPREC call's metadata does not name.
+const UNKNOWN_PARTY: &str = "unknown";
+
+/// Calling and called party: the first two participants of the metadata (the source lists the
+/// caller first), each `unknown` when the metadata names fewer; a SIPREC request's From and To
+/// are the recording dialog's own ends (the source and the recorder), never a party of the
+/// call. Only a plain INVITE's From and To name the parties.
+fn parties_from(md: Option<&RecordingMetadata>, siprec: bool, from: Party, to: Party) -> Parties {
     let party = |p: &metadata::Participant| {
         Party::new(
             p.aor.as_deref().map(uri_user).unwrap_or_default(),
             p.name.clone().unwrap_or_default(),
         )
     };
-    if let Some(md) = md
-        && let [a, b, ..] = md.participants.as_slice()
-    {
+    if md.is_none() && !siprec {
         return Parties {
-            calling: party(a),
-            called: party(b),
+            calling: from,
+            called: to,
         };
     }
-    let header = |h: Result<crate::sip::NameAddr, _>| {
-        h.map(|n| Party::new(uri_user(&n.uri), n.display.unwrap_or_default()))
-            .unwrap_or_default()
-    };
+    let mut named = md
+        .into_iter()
+        .flat_map(|m| m.participants.iter().map(party));
+    let unknown = || Party::new(UNKNOWN_PARTY, "");
     Parties {
-        calling: header(offer.request.from()),
-        called: header(offer.request.to()),
+        calling: named.next().unwrap_or_else(unknown),
+        called: named.next().unwrap_or_else(unknown),
     }
 }
 
@@ -1063,6 +1080,49 @@ impl SessionHandler for Recorder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn metadata(participants: &[(&str, &str)]) -> RecordingMetadata {
+        let people: String = participants
+            .iter()
+            .enumerate()
+            .map(|(i, (aor, name))| {
+                format!(
+                    "<participant participant_id=\"cA{i}\"><nameID aor=\"{aor}\"><name>{name}</name></nameID></participant>"
+                )
+            })
+            .collect();
+        let xml = format!(
+            "<?xml version=\"1.0\"?><recording xmlns=\"urn:ietf:params:xml:ns:recording:1\">\
+             <datamode>complete</datamode>{people}</recording>"
+        );
+        metadata::parse(xml.as_bytes()).expect("metadata")
+    }
+
+    #[test]
+    fn parties_come_from_the_metadata_and_never_from_the_recording_dialog() {
+        let src = || Party::new("src", "");
+        let srs = || Party::new("recorder", "");
+        let numbers = |p: Parties| (p.calling.number, p.called.number);
+        let two = metadata(&[("sip:1001@bank.example", "Ann"), ("tel:+15550100", "")]);
+        assert_eq!(
+            numbers(parties_from(Some(&two), true, src(), srs())),
+            ("1001".into(), "+15550100".into())
+        );
+        let one = metadata(&[("sip:1001@bank.example", "Ann")]);
+        assert_eq!(
+            numbers(parties_from(Some(&one), true, src(), srs())),
+            ("1001".into(), "unknown".into())
+        );
+        assert_eq!(
+            numbers(parties_from(None, true, src(), srs())),
+            ("unknown".into(), "unknown".into())
+        );
+        // A plain INVITE (no SIPREC): its From and To are the call's parties.
+        assert_eq!(
+            numbers(parties_from(None, false, src(), srs())),
+            ("src".into(), "recorder".into())
+        );
+    }
 
     #[test]
     fn users_an_older_profile_records_are_left_out() {
