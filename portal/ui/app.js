@@ -234,8 +234,7 @@ async function callScreen(id) {
         ['Call id', r.call_id], ['Profile', r.profile], ['Status', r.status], ['Legal hold', r.legal_hold_effective ? 'yes' : 'no'],
         ['Expires', when(r.expires_at)]].flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v || '—')])),
     el('h3', {}, 'Participants'),
-    el('ul', { id: 'participants' }, ...[r.calling, r.called, ...(r.participants || [])]
-      .filter((p) => p && (p.number || p.name)).map((p) => el('li', {}, party(p)))));
+    el('ul', { id: 'participants' }, ...callParties(r).map((p) => el('li', {}, party(p)))));
   parts.push(info);
 
   if (r.status === 'recording') {
@@ -421,10 +420,18 @@ function liveDuration(r) { return el('span', { class: 'duration', 'data-start': 
 function tickDurations() {
   for (const d of main.querySelectorAll('.duration[data-start]')) d.textContent = since(Number(d.dataset.start));
 }
-function participants(r) {
-  const all = [r.calling, r.called, ...(r.participants || [])].filter((p) => p && (p.number || p.name));
-  return String(all.length);
+// Everyone on the call, each once: the metadata's participants repeat the calling and called
+// party, and a party the source did not name is left out.
+function callParties(r) {
+  const seen = new Set();
+  return [r.calling, r.called, ...(r.participants || [])]
+    .filter((p) => p && (p.number || p.name) && p.number !== 'unknown')
+    .filter((p) => {
+      const key = `${p.number}\u0000${p.name}`;
+      return !seen.has(key) && seen.add(key);
+    });
 }
+function participants(r) { return String(callParties(r).length); }
 function userName(r) { return r.user_display_name || r.user_name || 'not assigned'; }
 
 // Tags and notes on live calls, set where the calls are listed: an editor card above the

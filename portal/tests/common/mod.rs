@@ -183,6 +183,8 @@ impl Fixture {
         );
         rec.calling = Party::new(calling, format!("{calling} name"));
         rec.called = Party::new(called, format!("{called} name"));
+        // As the recorder writes them: the metadata's participants, the two parties first.
+        rec.participants = vec![rec.calling.clone(), rec.called.clone()];
         rec.owner_user_id = owner;
         rec.groups = groups;
         rec.storage_target = TARGET.to_owned();
@@ -268,6 +270,8 @@ impl Fixture {
         );
         rec.calling = Party::new(calling, format!("{calling} name"));
         rec.called = Party::new(called, format!("{called} name"));
+        // As the recorder writes them: the metadata's participants, the two parties first.
+        rec.participants = vec![rec.calling.clone(), rec.called.clone()];
         rec.owner_user_id = owner;
         rec.groups = groups;
         rec.storage_target = TARGET.to_owned();

@@ -97,6 +97,8 @@ try {
   await page.waitForSelector('#details');
   assert.match(await page.textContent('#participants'), /1001/);
   assert.match(await page.textContent('#participants'), /2002/);
+  // Each party once, although the metadata's participants repeat the calling and called party.
+  assert.equal(await page.locator('#participants li').count(), 2);
   assert.equal(await page.locator('.lane').count(), 2);
   step('the call opens with its participants and a lane per channel');
 
