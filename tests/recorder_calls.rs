@@ -1088,22 +1088,23 @@ async fn on_demand_recording_starts_paused_until_the_source_resumes() {
     assert!(rig.logs().contains("recording starts paused"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_call_without_rtp_is_recorded_as_silence_of_its_length() {
+/// A started recorder, one call of `scenario` over UDP (its pauses `pause_ms` long), and the
+/// call's committed row.
+async fn one_call(scenario: &str, pause_ms: &str) -> (Rig, Recording) {
     let mut rig = Rig::new(None, 10).await;
     rig.start().await;
-    let out = sipp(
-        &rig,
-        "record_no_rtp.xml",
-        &[("PAUSE_MS", "1500".into())],
-        "u1",
-    )
-    .await;
+    let out = sipp(&rig, scenario, &[("PAUSE_MS", pause_ms.into())], "u1").await;
     assert_ok(&out, &rig);
     let row = rig
         .wait_finished(1, Duration::from_secs(30))
         .await
         .remove(0);
+    (rig, row)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_without_rtp_is_recorded_as_silence_of_its_length() {
+    let (rig, row) = one_call("record_no_rtp.xml", "1500").await;
     let pcm = check_recording(&rig, &row).await;
     assert!(pcm[0].len() >= 48_000 * 3 / 2, "{} samples", pcm[0].len());
     assert!(rms(&pcm[0]) < 5.0 && rms(&pcm[1]) < 5.0);
@@ -1114,20 +1115,7 @@ async fn a_call_without_rtp_is_recorded_as_silence_of_its_length() {
 /// listed after the two the INVITE named, each once, and the parties stay as they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metadata_only_update_adds_a_participant_to_the_call() {
-    let mut rig = Rig::new(None, 10).await;
-    rig.start().await;
-    let out = sipp(
-        &rig,
-        "record_metadata_update.xml",
-        &[("PAUSE_MS", "700".into())],
-        "u1",
-    )
-    .await;
-    assert_ok(&out, &rig);
-    let row = rig
-        .wait_finished(1, Duration::from_secs(30))
-        .await
-        .remove(0);
+    let (_rig, row) = one_call("record_metadata_update.xml", "700").await;
     let parties: Vec<(&str, &str)> = row
         .participants
         .iter()

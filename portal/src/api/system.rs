@@ -219,6 +219,15 @@ pub async fn speech_jobs(State(s): St, c: Caller) -> ApiResult<Json<Vec<Resource
     list_kind(&s, &c, Kind::SpeechJobs).await
 }
 
+/// Whether the tenant declares a resource `name` of the kind `kind` accepts.
+fn declared(state: &AppState, tenant: &str, name: &str, kind: fn(&Resource) -> bool) -> bool {
+    state
+        .access
+        .resources(tenant)
+        .iter()
+        .any(|r| kind(r) && r.name() == name)
+}
+
 /// "Test connection": runs the StorageTarget's connection test (write, read back, delete a
 /// probe object) now and answers with each step, as the status condition reports it. For
 /// admins who configure the system; audited, since it writes to the target.
@@ -228,12 +237,9 @@ pub async fn test_storage_target(
     Path(name): Path<String>,
 ) -> ApiResult<Json<Value>> {
     c.require_any(&[AdminPermission::ConfigureSystem])?;
-    let declared = state
-        .access
-        .resources(&c.tenant)
-        .iter()
-        .any(|r| matches!(r, Resource::StorageTarget(_)) && r.name() == name);
-    if !declared {
+    if !declared(&state, &c.tenant, &name, |r| {
+        matches!(r, Resource::StorageTarget(_))
+    }) {
         return Err(ApiError::not_found(format!("StorageTarget {name}")));
     }
     let Some(storage) = state.storages.get(&name) else {
@@ -271,12 +277,9 @@ pub async fn run_speech_job(
     Path(name): Path<String>,
 ) -> ApiResult<(axum::http::StatusCode, Json<Value>)> {
     c.require_any(&[AdminPermission::ConfigureSystem])?;
-    let declared = state
-        .access
-        .resources(&c.tenant)
-        .iter()
-        .any(|r| matches!(r, Resource::SpeechJob(_)) && r.name() == name);
-    if !declared {
+    if !declared(&state, &c.tenant, &name, |r| {
+        matches!(r, Resource::SpeechJob(_))
+    }) {
         return Err(ApiError::not_found(format!("SpeechJob {name}")));
     }
     let how = state
