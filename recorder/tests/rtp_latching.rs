@@ -350,15 +350,16 @@ fn end_of_audio(x: &[f64]) -> f64 {
     n as f64 / OUT
 }
 
-/// The attacked recording is the baseline's: the audio lasts as long (to an Opus frame, as its
-/// edges fall differently in each run, plus the 2.5 ms window that finds each edge; the
-/// recordings' own lengths follow the calls' signalling, not the audio), and per 100 ms the
-/// genuine tone dominates with the baseline's level, and the foreign tone is absent.
+/// The attacked recording is the baseline's: the audio lasts as long (to two Opus frames: the
+/// two runs start at different instants, so each of the audio's two edges may fall a frame
+/// apart; the recordings' own lengths follow the calls' signalling, not the audio), and per
+/// 100 ms the genuine tone dominates with the baseline's level, and the foreign tone is absent.
+/// A take-over (the foreign tone, or silence after it) fails the block and share checks.
 fn assert_same_audio(baseline: &[f64], attacked: &[f64]) {
     let span = |x: &[f64]| end_of_audio(x) - onset(x, 0.0);
     let (want, got) = (span(baseline), span(attacked));
     assert!(
-        (want - got).abs() < 0.0225,
+        (want - got).abs() < 0.04,
         "the audio lasts {got:.4} s where the run without the attack has {want:.4} s"
     );
     let (b0, b1) = speech(baseline);
