@@ -135,8 +135,33 @@ fn free_udp_port() -> u16 {
 }
 
 /// Runs one sipp call of `scenario` against `target` and fails with sipp's
-/// own output when it does not complete.
+/// own output when it does not complete. The ports handed to sipp were free when picked; when
+/// another test took one meanwhile (sipp says it cannot bind), the call is placed again on
+/// new ones.
 async fn run_sipp(scenario: &str, target: SocketAddr, transport: Transport) {
+    for _ in 0..4 {
+        let out = sipp_once(scenario, target, transport).await;
+        let said = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        if out.status.success() || !said.contains("Unable to bind") {
+            assert!(
+                out.status.success(),
+                "sipp {scenario} over {transport} failed ({}):\n{}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+    }
+    panic!("sipp {scenario} over {transport}: no free port in four tries");
+}
+
+async fn sipp_once(
+    scenario: &str,
+    target: SocketAddr,
+    transport: Transport,
+) -> std::process::Output {
     let path = format!("{}/../tests/sipp/{scenario}", env!("CARGO_MANIFEST_DIR"));
     let mode = match transport {
         Transport::Udp => "u1",
@@ -162,17 +187,10 @@ async fn run_sipp(scenario: &str, target: SocketAddr, transport: Transport) {
         ),
         Err(e) => panic!("cannot start sipp: {e}"),
     };
-    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
         .expect("sipp did not exit within 60 s")
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sipp {scenario} over {transport} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .unwrap()
 }
 
 async fn siprec_call(transport: Transport) {
