@@ -521,19 +521,10 @@ fn available(recordings: &[Value]) -> usize {
 }
 
 fn archived_oggs(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "ogg") {
-                found.push(p);
-            }
-        }
-    }
-    found
+    walkdir(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "ogg"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
