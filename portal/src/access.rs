@@ -328,10 +328,16 @@ where
 }
 
 impl KubeAccessSource {
-    /// Connects with the in-cluster (or kubeconfig) credentials and starts watching.
-    pub async fn connect(namespaces: &[String]) -> Result<Self, kube::Error> {
+    /// Connects with the in-cluster (or kubeconfig) credentials and starts watching; "Run
+    /// now" goes through the same client.
+    pub async fn connect(
+        namespaces: &[String],
+    ) -> Result<(Self, crate::jobs::AnnotateRunNow), kube::Error> {
         let client = kube::Client::try_default().await?;
-        Ok(Self::start(client, namespaces))
+        Ok((
+            Self::start(client.clone(), namespaces),
+            crate::jobs::AnnotateRunNow::new(client),
+        ))
     }
 
     /// Starts watching every kind; `namespaces` empty = every namespace. Ready once each

@@ -39,11 +39,6 @@ impl std::fmt::Debug for AnnotateRunNow {
 }
 
 impl AnnotateRunNow {
-    /// With the in-cluster (or kubeconfig) credentials.
-    pub async fn connect() -> Result<Self, kube::Error> {
-        Ok(Self(kube::Client::try_default().await?))
-    }
-
     pub fn new(client: kube::Client) -> Self {
         Self(client)
     }

@@ -9,8 +9,8 @@ use anyhow::Context;
 use callvault_portal::config::parse_trusted_proxies;
 use callvault_portal::oidc::{OidcConfig, Secret};
 use callvault_portal::{
-    AccessSource, AnnotateRunNow, AuditKey, ConfigError, FileAccessSource, JobRunner,
-    KubeAccessSource, NoJobRunner, Portal, PortalConfig, Storages,
+    AccessSource, AuditKey, ConfigError, FileAccessSource, JobRunner, KubeAccessSource,
+    NoJobRunner, Portal, PortalConfig, Storages,
 };
 use callvault_store::db::Db;
 use callvault_store::keys::{KeyRing, PrivateKey, is_encrypted_pem};
@@ -246,34 +246,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await
             .context("connecting to the database")?;
         // Jobs are started by the operator: only a portal that watches the cluster can ask it.
-        let jobs: Arc<dyn JobRunner> = match &args.access_profiles {
-            Some(_) => Arc::new(NoJobRunner),
-            None => Arc::new(
-                AnnotateRunNow::connect()
-                    .await
-                    .context("connecting to the Kubernetes API to start jobs")?,
-            ),
-        };
-        let access: Arc<dyn AccessSource> = match &args.access_profiles {
-            Some(dir) => Arc::new(
-                FileAccessSource::load_dir(dir, &config.default_tenant)
-                    .context("loading AccessProfiles")?,
-            ),
-            None => {
-                let ns: Vec<String> = args
-                    .watch_namespaces
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                Arc::new(
-                    KubeAccessSource::connect(&ns)
-                        .await
-                        .context("connecting to the Kubernetes API to watch AccessProfiles")?,
-                )
-            }
-        };
+        let (access, jobs): (Arc<dyn AccessSource>, Arc<dyn JobRunner>) =
+            match &args.access_profiles {
+                Some(dir) => (
+                    Arc::new(
+                        FileAccessSource::load_dir(dir, &config.default_tenant)
+                            .context("loading AccessProfiles")?,
+                    ),
+                    Arc::new(NoJobRunner),
+                ),
+                None => {
+                    let ns: Vec<String> = args
+                        .watch_namespaces
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect();
+                    let (access, jobs) = KubeAccessSource::connect(&ns).await.context(
+                        "connecting to the Kubernetes API to watch AccessProfiles and start jobs",
+                    )?;
+                    (Arc::new(access), Arc::new(jobs))
+                }
+            };
         tracing::info!(
             keys = keys.len(),
             storages = storages.len(),
