@@ -471,7 +471,9 @@ fn srtp_header(datagram: &[u8], suite: Suite) -> Option<Header> {
         .then_some(header)
 }
 
-/// The RTP header's length as the packet states it (RFC 3550 §5.1, §5.3.1).
+/// The RTP header's length as the packet states it (RFC 3550 §5.1, §5.3.1), if the header is
+/// well formed: the `rtp` crate reads RFC 8285 extension elements without bounds checks, so an
+/// element that runs past its block is refused here rather than panicking there.
 fn wire_header_len(p: &[u8]) -> Option<usize> {
     if p.len() < 12 || p[0] >> 6 != 2 {
         return None;
@@ -479,9 +481,46 @@ fn wire_header_len(p: &[u8]) -> Option<usize> {
     let mut len = 12 + 4 * usize::from(p[0] & 0x0f);
     if p[0] & 0x10 != 0 {
         let ext = p.get(len..len + 4)?;
-        len += 4 + 4 * usize::from(u16::from_be_bytes([ext[2], ext[3]]));
+        let profile = u16::from_be_bytes([ext[0], ext[1]]);
+        let start = len + 4;
+        len = start + 4 * usize::from(u16::from_be_bytes([ext[2], ext[3]]));
+        if !extension_elements_fit(profile, p.get(start..len)?) {
+            return None;
+        }
     }
     (len <= p.len()).then_some(len)
+}
+
+/// Whether every RFC 8285 element of a one-byte (`0xBEDE`) or two-byte (`0x1000`) extension block
+/// lies inside the block; other profiles are one opaque block (RFC 3550 §5.3.1).
+fn extension_elements_fit(profile: u16, block: &[u8]) -> bool {
+    const ONE_BYTE: u16 = 0xBEDE;
+    const TWO_BYTE: u16 = 0x1000;
+    let mut at = 0;
+    while at < block.len() {
+        let b = block[at];
+        at += 1;
+        if b == 0 {
+            continue; // padding
+        }
+        let len = match profile {
+            ONE_BYTE if b >> 4 == 15 => return true, // reserved id: parsing stops here
+            ONE_BYTE => usize::from(b & 0x0f) + 1,
+            TWO_BYTE => {
+                let Some(&len) = block.get(at) else {
+                    return false;
+                };
+                at += 1;
+                usize::from(len)
+            }
+            _ => return true,
+        };
+        at += len;
+        if at > block.len() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Why a packet could not be protected.
@@ -685,6 +724,28 @@ mod tests {
             bad[n - 1] ^= 1;
             assert_eq!(rx.unprotect(&bad), Err(Rejected::Unauthenticated));
         }
+    }
+
+    #[test]
+    fn extension_elements_past_their_block_are_refused_not_panicked_on() {
+        // A two-byte-profile block of one word whose element claims 226 bytes, then 70 bytes of
+        // payload: the `rtp` crate would read past the datagram (found by the srtp fuzz target).
+        let mut p = vec![0x90, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 9, 0x10, 0x00, 0, 1, 1, 226, 0, 0];
+        p.extend_from_slice(&[0xab; 70]);
+        let k = key(Suite::AesCm128HmacSha1_80, 4);
+        assert!(Outbound::new(&k).protect_rtp(&p).is_err());
+        assert_eq!(Inbound::new(k).unprotect(&p), Err(Rejected::Unauthenticated));
+        // One-byte profile: an element of 16 bytes in a one-word block.
+        let mut one = p.clone();
+        one[12..20].copy_from_slice(&[0xbe, 0xde, 0, 1, 0x1f, 0, 0, 0]);
+        assert_eq!(wire_header_len(&one), None);
+        // Well-formed elements of both profiles still protect.
+        one[16] = 0x12; // id 1, three bytes
+        assert_eq!(wire_header_len(&one), Some(20));
+        let mut two = p.clone();
+        two[17] = 2;
+        assert_eq!(wire_header_len(&two), Some(20));
+        assert!(Outbound::new(&key(Suite::AesCm128HmacSha1_80, 4)).protect_rtp(&two).is_ok());
     }
 
     #[test]
