@@ -19,7 +19,9 @@ use audiopus::coder::{Decoder, Encoder};
 use audiopus::{Application, Channels, SampleRate};
 use callvault_recorder::media::{g711, g722};
 use callvault_recorder::srtp::{Crypto, MasterKey, Suite};
-use callvault_store::db::{AlarmSeverity, Db, NewUser, Recording, RecordingStatus};
+use callvault_store::db::{
+    AlarmSeverity, CallType, Db, Direction, NewUser, Recording, RecordingStatus,
+};
 use callvault_store::format::{decrypt_stream, recover_truncated, sha256};
 use callvault_store::keys::{KeyRing, PrivateKey};
 use callvault_store::objstore::{self, Credentials, StorageConfig};
@@ -1184,6 +1186,84 @@ async fn a_call_carries_the_groups_of_its_parties_users_at_call_time() {
     db.remove_member(t, desk, users[0]).await.unwrap();
     db.add_member(t, audit, users[0]).await.unwrap();
     assert_eq!(captured(row.id).await, both, "a later move changes nothing");
+}
+
+/// A call with more than two participants is a meeting (compliance-recorder F-23, F-24, F-40):
+/// Alice (1001) and Carol (2002) are users, the guest is not, so it is an internal meeting with
+/// external participants, owned by Alice (listed first). Dave (3003) joins one pause in, Carol
+/// leaves after two: the row keeps when, and each user who attended has the part they attended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_with_more_than_two_participants_is_a_meeting_with_each_users_part() {
+    let mut rig = Rig::new(None, 10).await;
+    let (db, t) = (&rig.db, rig.tenant.as_str());
+    let mut users = Vec::new();
+    for (name, number) in [("alice", "1001"), ("carol", "2002"), ("dave", "3003")] {
+        let u = db
+            .create_user(t, &NewUser::local(name, name))
+            .await
+            .unwrap();
+        db.add_extension(t, number, u.id).await.unwrap();
+        users.push(u.id);
+    }
+    let (alice, carol, dave) = (users[0], users[1], users[2]);
+    rig.start().await;
+    let pause = 800;
+    let out = sipp(
+        &rig,
+        "record_meeting.xml",
+        &[("PAUSE_MS", pause.to_string())],
+        "u1",
+    )
+    .await;
+    assert_ok(&out, &rig);
+    let row = rig
+        .wait_finished(1, Duration::from_secs(30))
+        .await
+        .remove(0);
+    assert_eq!(row.direction, Direction::Conference);
+    assert_eq!(row.call_type, CallType::InternalMeetingExternalParticipants);
+    assert_eq!(row.owner_user_id, Some(alice));
+    let windows: Vec<(&str, Option<i64>, Option<i64>)> = row
+        .participants
+        .iter()
+        .map(|p| (p.number.as_str(), p.joined_ms, p.left_ms))
+        .collect();
+    let [
+        ("1001", None, None),
+        ("2002", None, Some(left)),
+        ("+15551234567", None, None),
+        ("3003", Some(joined), None),
+    ] = windows[..]
+    else {
+        panic!("participants and their windows: {windows:?}");
+    };
+    assert!(
+        (pause..2 * pause).contains(&joined),
+        "Dave joined at {joined} ms"
+    );
+    assert!(
+        (2 * pause..3 * pause).contains(&left),
+        "Carol left at {left} ms"
+    );
+    let mut attendees = rig
+        .db
+        .recording_audience(&rig.tenant, row.id)
+        .await
+        .unwrap()
+        .attendees;
+    attendees.sort_by_key(|a| users.iter().position(|u| *u == a.user_id));
+    let parts: Vec<_> = attendees
+        .iter()
+        .map(|a| (a.user_id, a.joined_ms, a.left_ms))
+        .collect();
+    assert_eq!(
+        parts,
+        [
+            (alice, 0, None),
+            (carol, 0, Some(left)),
+            (dave, joined, None)
+        ]
+    );
 }
 
 /// One profile per user: alice (1001, desk) is selected by this profile and by an older one.

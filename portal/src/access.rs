@@ -29,7 +29,7 @@ use callvault_crds::recording_profile::RecordingProfile;
 use callvault_crds::speech_job::SpeechJob;
 use callvault_crds::storage_target::StorageTarget;
 use callvault_crds::validate::{Resource, validate_yaml};
-use callvault_store::db::{AccessScope, Group, Recording, User};
+use callvault_store::db::{AccessScope, Attendance, Audience, Group, Recording, User};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -525,14 +525,16 @@ pub fn union(a: &AccessScope, b: &AccessScope) -> AccessScope {
     }
 }
 
-/// Whether a call (its owner and the groups captured on it) is inside a scope.
-pub fn scope_contains(scope: &AccessScope, owner: Option<Uuid>, rec_groups: &[Uuid]) -> bool {
+/// Whether a call (its owner, the groups captured on it, a meeting's attendees) is inside a
+/// scope: a meeting a user attended is one of their own calls.
+pub fn scope_contains(scope: &AccessScope, owner: Option<Uuid>, audience: &Audience) -> bool {
+    let own = |user: &Uuid| owner == Some(*user) || audience.attendance(*user).is_some();
     match scope {
         AccessScope::None => false,
         AccessScope::All => true,
-        AccessScope::Own { user_id } => owner == Some(*user_id),
+        AccessScope::Own { user_id } => own(user_id),
         AccessScope::OwnAndGroups { user_id, groups } => {
-            owner == Some(*user_id) || rec_groups.iter().any(|g| groups.contains(g))
+            own(user_id) || audience.groups.iter().any(|g| groups.contains(g))
         }
     }
 }
@@ -540,7 +542,11 @@ pub fn scope_contains(scope: &AccessScope, owner: Option<Uuid>, rec_groups: &[Uu
 /// Whether a user (their id and current groups) is inside a scope: whose legal hold a
 /// holder of the scope may set.
 pub fn scope_covers_user(scope: &AccessScope, target: Uuid, target_groups: &[Uuid]) -> bool {
-    scope_contains(scope, Some(target), target_groups)
+    let audience = Audience {
+        groups: target_groups.to_vec(),
+        attendees: Vec::new(),
+    };
+    scope_contains(scope, Some(target), &audience)
 }
 
 /// Resolves a user's grants from the tenant's profiles. `user_groups` are the user's groups,
@@ -702,8 +708,27 @@ impl Grants {
         self.admin.contains(&perm) && self.impersonator.as_ref().is_none_or(|g| g.has_admin(perm))
     }
 
-    pub fn can_see(&self, rec: &Recording, rec_groups: &[Uuid]) -> bool {
-        scope_contains(&self.view, rec.owner_user_id, rec_groups)
+    pub fn can_see(&self, rec: &Recording, audience: &Audience) -> bool {
+        scope_contains(&self.view, rec.owner_user_id, audience)
+    }
+
+    /// The part of a meeting `action` is limited to: `Some` when the caller reaches the call
+    /// only because they attended it (F-40: a user plays the part they attended), `None` when
+    /// their scope reaches the whole call.
+    pub fn attended_part(
+        &self,
+        action: Action,
+        owner: Option<Uuid>,
+        audience: &Audience,
+    ) -> Option<Attendance> {
+        let attendance = *audience.attendance(self.user_id)?;
+        let without = Audience {
+            groups: audience.groups.clone(),
+            attendees: Vec::new(),
+        };
+        let whole = scope_contains(&self.view, owner, &without)
+            && scope_contains(&self.action_scope(action), owner, &without);
+        (!whole).then_some(attendance)
     }
 
     pub fn key_granted(&self, key_id: Option<&str>) -> bool {
@@ -752,12 +777,12 @@ impl Grants {
         &self,
         action: Action,
         rec: &Recording,
-        rec_groups: &[Uuid],
+        audience: &Audience,
     ) -> Result<(), Denial> {
-        if !self.can_see(rec, rec_groups) {
+        if !self.can_see(rec, audience) {
             return Err(Denial::NotVisible);
         }
-        if !scope_contains(&self.action_scope(action), rec.owner_user_id, rec_groups) {
+        if !scope_contains(&self.action_scope(action), rec.owner_user_id, audience) {
             return Err(Denial::Action);
         }
         if action.needs_key() && !self.key_granted(rec.key_id.as_deref()) {
@@ -767,7 +792,7 @@ impl Grants {
         if action.needs_key()
             && let Some(admin) = &self.impersonator
         {
-            return admin.check(action, rec, rec_groups).map_err(|d| match d {
+            return admin.check(action, rec, audience).map_err(|d| match d {
                 Denial::NotVisible => Denial::Action,
                 d => d,
             });
@@ -936,8 +961,53 @@ mod tests {
             user_id: uid,
             groups: vec![Uuid::new_v4()],
         };
-        assert!(!scope_contains(&own, None, &[]));
-        assert!(!scope_contains(&grp, None, &[]));
-        assert!(scope_contains(&AccessScope::All, None, &[]));
+        let none = Audience::default();
+        assert!(!scope_contains(&own, None, &none));
+        assert!(!scope_contains(&grp, None, &none));
+        assert!(scope_contains(&AccessScope::All, None, &none));
+    }
+
+    #[test]
+    fn a_meeting_attended_is_an_own_call_limited_to_the_part_attended() {
+        let (me, owner, team) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let attended = Attendance {
+            user_id: me,
+            joined_ms: 60_000,
+            left_ms: Some(120_000),
+        };
+        let audience = Audience {
+            groups: vec![team],
+            attendees: vec![attended],
+        };
+        let own = AccessScope::Own { user_id: me };
+        assert!(scope_contains(&own, Some(owner), &audience));
+        assert!(!scope_contains(&own, Some(owner), &Audience::default()));
+        let grants = |scope: AccessScope| Grants {
+            user_id: me,
+            profiles: Vec::new(),
+            view: scope.clone(),
+            actions: HashMap::from([(Action::Play, scope)]),
+            admin: BTreeSet::new(),
+            keys: BTreeSet::new(),
+            impersonator: None,
+        };
+        let rec = Some(owner);
+        assert_eq!(
+            grants(own).attended_part(Action::Play, rec, &audience),
+            Some(attended)
+        );
+        // A supervisor of the owner's team, or an admin, hears the whole meeting.
+        let team_scope = AccessScope::OwnAndGroups {
+            user_id: me,
+            groups: vec![team],
+        };
+        assert_eq!(
+            grants(team_scope).attended_part(Action::Play, rec, &audience),
+            None
+        );
+        assert_eq!(
+            grants(AccessScope::All).attended_part(Action::Play, rec, &audience),
+            None
+        );
     }
 }

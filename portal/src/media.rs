@@ -332,9 +332,163 @@ pub fn parse_range(header: Option<&str>, len: u64) -> Result<RangeRequest, Strin
     Ok(RangeRequest::Partial(range))
 }
 
+/// The part of an Ogg Opus recording from `joined_ms` to `left_ms` (the end when `None`), as
+/// an Ogg Opus stream of its own: the header pages, then every audio page that overlaps the
+/// part (the recorder writes one-second pages, so the part is kept to the second), its granule
+/// positions rebased so the part starts at zero, its pages renumbered and re-checksummed.
+pub fn attended_part(ogg: &[u8], joined_ms: i64, left_ms: Option<i64>) -> Result<Vec<u8>, String> {
+    let pages = ogg_pages(ogg)?;
+    let [head, tags, audio @ ..] = pages.as_slice() else {
+        return Err("an Ogg Opus stream has two header pages".to_owned());
+    };
+    let pre_skip = match head.body.get(..12) {
+        Some(h) if h.starts_with(b"OpusHead") => u64::from(u16::from_le_bytes([h[10], h[11]])),
+        _ => return Err("the first page is not an OpusHead".to_owned()),
+    };
+    // Granule g is sample g - pre_skip of the recording, at 48 kHz.
+    let to_granule = |ms: i64| pre_skip + u64::try_from(ms).unwrap_or(0) * 48;
+    let (from, to) = (to_granule(joined_ms), left_ms.map(to_granule));
+    let mut out = Vec::with_capacity(ogg.len());
+    let mut sequence = 0u32;
+    let mut emit = |page: &Page<'_>, granule: u64, flags: u8, out: &mut Vec<u8>| {
+        let start = out.len();
+        out.extend_from_slice(page.header);
+        out.extend_from_slice(page.body);
+        out[start + 5] = flags;
+        out[start + 6..start + 14].copy_from_slice(&granule.to_le_bytes());
+        out[start + 18..start + 22].copy_from_slice(&sequence.to_le_bytes());
+        out[start + 22..start + 26].fill(0);
+        let crc = OGG_CRC.checksum(&out[start..]);
+        out[start + 22..start + 26].copy_from_slice(&crc.to_le_bytes());
+        sequence += 1;
+    };
+    emit(head, head.granule, head.flags & !0x04, &mut out);
+    emit(tags, tags.granule, tags.flags & !0x04, &mut out);
+    let mut before = 0u64;
+    let mut base = None;
+    let kept: Vec<(&Page<'_>, u64)> = audio
+        .iter()
+        // A page on which no packet ends (granule -1) holds no audio of its own.
+        .filter(|p| p.granule != u64::MAX)
+        .filter_map(|p| {
+            let start = std::mem::replace(&mut before, p.granule);
+            let overlaps = p.granule > from && to.is_none_or(|t| start < t);
+            overlaps.then(|| (p, p.granule - *base.get_or_insert(start)))
+        })
+        .collect();
+    for (i, (page, granule)) in kept.iter().enumerate() {
+        let last = if i + 1 == kept.len() { 0x04 } else { 0 };
+        emit(page, *granule, (page.flags & !0x04) | last, &mut out);
+    }
+    Ok(out)
+}
+
+/// Ogg's page checksum (RFC 3533 §6): CRC-32, polynomial 0x04c11db7, no reflection, zero
+/// initial value and final XOR.
+const OGG_CRC: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::Algorithm {
+    width: 32,
+    poly: 0x04c1_1db7,
+    init: 0,
+    refin: false,
+    refout: false,
+    xorout: 0,
+    check: 0x89a1_897f,
+    residue: 0,
+});
+
+/// One Ogg page: its 27-byte header and lacing table, its body, flags and granule.
+struct Page<'a> {
+    header: &'a [u8],
+    body: &'a [u8],
+    flags: u8,
+    granule: u64,
+}
+
+/// The pages of an Ogg stream the recorder wrote (whole packets per page, no `-1` granules).
+fn ogg_pages(data: &[u8]) -> Result<Vec<Page<'_>>, String> {
+    let mut pages = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let at = |what: &str| format!("truncated Ogg {what} at byte {pos}");
+        let fixed = data.get(pos..pos + 27).ok_or_else(|| at("page header"))?;
+        if !fixed.starts_with(b"OggS") {
+            return Err(format!("no Ogg page at byte {pos}"));
+        }
+        let segments = usize::from(fixed[26]);
+        let lacing = data
+            .get(pos + 27..pos + 27 + segments)
+            .ok_or_else(|| at("lacing table"))?;
+        let header_len = 27 + segments;
+        let body_len: usize = lacing.iter().map(|&l| usize::from(l)).sum();
+        let body = data
+            .get(pos + header_len..pos + header_len + body_len)
+            .ok_or_else(|| at("page body"))?;
+        let mut granule = [0u8; 8];
+        granule.copy_from_slice(&fixed[6..14]);
+        pages.push(Page {
+            header: &data[pos..pos + header_len],
+            body,
+            flags: fixed[5],
+            granule: u64::from_le_bytes(granule),
+        });
+        pos += header_len + body_len;
+    }
+    Ok(pages)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use callvault_recorder::media::{OggOpusWriter, OpusConfig};
+
+    /// `seconds` of a recording as the recorder writes it (one-second pages).
+    fn recording(seconds: usize) -> Vec<u8> {
+        let config = OpusConfig::default();
+        let frames = seconds * config.input_rate as usize / config.frame_len;
+        let frame = vec![0i16; 2 * config.frame_len];
+        let mut w = OggOpusWriter::new(Vec::new(), config.clone()).expect("writer");
+        for _ in 0..frames {
+            w.write_frame(&frame).expect("frame");
+        }
+        let total = (frames * config.frame_len) as u64;
+        w.finish(total).expect("finish").0
+    }
+
+    #[test]
+    fn an_attended_part_is_an_ogg_opus_stream_of_that_part_to_the_second() {
+        let whole = recording(10);
+        let pages = ogg_pages(&whole).expect("pages");
+        let pre_skip = u64::from(u16::from_le_bytes([pages[0].body[10], pages[0].body[11]]));
+        let part = attended_part(&whole, 3_000, Some(6_500)).expect("part");
+        let got = ogg_pages(&part).expect("the part parses");
+        // Headers first and unchanged, the first page BOS, the last EOS, pages numbered in
+        // order, every checksum valid.
+        assert_eq!(got[0].body, pages[0].body);
+        assert_eq!(got[1].body, pages[1].body);
+        assert_eq!(got[0].flags & 0x02, 0x02);
+        assert_eq!(got.last().map(|p| p.flags & 0x04), Some(0x04));
+        for (i, page) in ogg_pages(&part).expect("pages").iter().enumerate() {
+            let seq = u32::from_le_bytes(page.header[18..22].try_into().expect("4 bytes"));
+            assert_eq!(seq as usize, i);
+            let mut zeroed = [page.header, page.body].concat();
+            let crc = u32::from_le_bytes(zeroed[22..26].try_into().expect("4 bytes"));
+            zeroed[22..26].fill(0);
+            assert_eq!(callvault_recorder::media::ogg::crc32(&zeroed), crc);
+        }
+        // 3.0–6.5 s kept to whole one-second pages: 3.5 to 5.5 s long, starting at granule 0.
+        let seconds = (got.last().expect("audio").granule - pre_skip) as f64 / 48_000.0;
+        assert!((3.5..=5.5).contains(&seconds), "{seconds} s");
+        assert!(got.len() < pages.len() - 3);
+        // Joined at the start and stayed: the whole recording, its audio pages unchanged.
+        let all = attended_part(&whole, 0, None).expect("whole");
+        let again = ogg_pages(&all).expect("pages");
+        assert_eq!(again.len(), pages.len());
+        assert_eq!(
+            again.last().map(|p| p.granule),
+            pages.last().map(|p| p.granule)
+        );
+        assert!(attended_part(&whole[..100], 0, None).is_err());
+    }
 
     #[test]
     fn ranges_follow_rfc_9110() {

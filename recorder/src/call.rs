@@ -141,7 +141,7 @@ pub enum Control {
     /// Metadata changed: JSON for the row and the participants.
     Metadata {
         raw: String,
-        participants: Vec<Party>,
+        participants: Vec<Attendee>,
     },
     /// Pause (`true`) or resume the recording: paused audio is recorded as silence.
     Pause(bool),
@@ -524,6 +524,11 @@ impl Call {
                 }
             }
             Control::Metadata { raw, participants } => {
+                let since_start = self.segment.as_ref().map_or(0, |seg| {
+                    i64::try_from(seg.started.elapsed().as_millis()).unwrap_or(i64::MAX)
+                });
+                let participants =
+                    stamp_attendance(&self.row.participants, participants, Some(since_start));
                 self.row.raw_metadata = raw.clone();
                 self.row.participants = participants.clone();
                 if let Some(seg) = self.segment.as_mut() {
@@ -799,6 +804,11 @@ impl Call {
         self.finish_segment(now, Stop::Bye);
         self.row.segment += 1;
         self.row.start_time = now_micros();
+        // The next segment starts with whoever is still on the call.
+        for p in &mut self.row.participants {
+            p.joined_ms = None;
+            p.left_ms = p.left_ms.map(|_| 0);
+        }
         match self.open_segment() {
             Ok(seg) => self.segment = Some(seg),
             Err(e) => {
@@ -943,4 +953,36 @@ fn with_foreign(raw: &str, dropped: u64, last: Option<SocketAddr>) -> String {
         }),
     );
     serde_json::Value::Object(doc).to_string()
+}
+
+/// A participant as the metadata states them now; the call stamps when they came and went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attendee {
+    pub party: Party,
+    /// Still in the session (the metadata gave them no `disassociate-time`).
+    pub present: bool,
+}
+
+/// The row's participants with their windows (F-40: a user sees the part of a meeting they
+/// attended). `now_ms` is the time since the segment started, `None` at the start: a party
+/// first seen later joined then; one the metadata says left, left when it first said so; one
+/// back again is on until the end (one window per party, from first join).
+pub fn stamp_attendance(previous: &[Party], now: Vec<Attendee>, now_ms: Option<i64>) -> Vec<Party> {
+    now.into_iter()
+        .map(|Attendee { mut party, present }| {
+            let before = previous
+                .iter()
+                .find(|p| p.number == party.number && p.name == party.name);
+            party.joined_ms = match before {
+                Some(p) => p.joined_ms,
+                None => now_ms,
+            };
+            party.left_ms = if present {
+                None
+            } else {
+                before.and_then(|p| p.left_ms).or(now_ms).or(Some(0))
+            };
+            party
+        })
+        .collect()
 }

@@ -71,6 +71,9 @@ pub struct Participant {
     /// Stream ids this participant sends / receives.
     pub send: Vec<String>,
     pub recv: Vec<String>,
+    /// Whether the participant left the session (`Some(true)`: a `disassociate-time`), joined
+    /// or rejoined it (`Some(false)`), or the document does not say (`None`).
+    pub left: Option<bool>,
     pub extensions: Vec<String>,
 }
 
@@ -313,8 +316,12 @@ fn interpret(root: &Element, input: &str) -> Result<RecordingMetadata, MetadataE
                 let p = participant_entry(&mut md.participants, id);
                 apply_assoc(p, el);
             }
-            // Known associations that carry nothing the recorder uses.
-            "participantsessionassoc" | "sessionrecordingassoc" => {}
+            "participantsessionassoc" => {
+                let id = el.attr(&["participant_id", "id"]).unwrap_or_default();
+                participant_entry(&mut md.participants, id).left = session_left(el);
+            }
+            // A known association that carries nothing the recorder uses.
+            "sessionrecordingassoc" => {}
             _ => md.extensions.push(el.raw(input)),
         }
     }
@@ -380,7 +387,25 @@ fn participant(el: &Element, input: &str) -> Participant {
             _ => p.extensions.push(c.raw(input)),
         }
     }
+    p.left = session_left(el);
     p
+}
+
+/// Whether an element's `associate-time` / `disassociate-time` children say the participant
+/// left (RFC 7865 §6.7): a disassociate-time means left, an associate-time alone (re)joined.
+fn session_left(el: &Element) -> Option<bool> {
+    let has = |name: &str| {
+        el.children
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(name))
+    };
+    if has("disassociate-time") {
+        Some(true)
+    } else if has("associate-time") {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 fn stream(el: &Element, input: &str) -> Stream {
@@ -464,6 +489,9 @@ fn merge_participant(into: &mut Participant, p: Participant) {
     if !p.send.is_empty() || !p.recv.is_empty() {
         into.send = p.send;
         into.recv = p.recv;
+    }
+    if p.left.is_some() {
+        into.left = p.left;
     }
     into.extensions.extend(p.extensions);
 }

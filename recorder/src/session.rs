@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::call::{Call, CallContext, Control, MediaWatch, Stop};
+use crate::call::{Attendee, Call, CallContext, Control, MediaWatch, Stop, stamp_attendance};
 use crate::media::{Channel, Codec, PayloadType, StreamConfig};
 use crate::metadata::{self, RecordingMetadata};
 use crate::metrics::{self, Metrics};
@@ -372,6 +372,7 @@ impl Recorder {
         }
         let labels = sdp_labels(&parsed);
         let (raw, participants) = metadata_json(md.as_ref(), &labels);
+        let participants = stamp_attendance(&[], participants, None);
         let row = RowFacts {
             call_id: md
                 .as_ref()
@@ -696,7 +697,10 @@ impl Recorder {
             return (Ok(RecordFacts::unassigned(on_demand)), None);
         };
         let (calling_user, called_user) = (&matched.calling, &matched.called);
+        let conference = !parties.others.is_empty();
         let (direction, row_direction) = match (calling_user.is_some(), called_user.is_some()) {
+            // A meeting has no direction; its rules are the conference switch alone.
+            _ if conference => (rules::Direction::Received, Direction::Conference),
             (true, false) => (rules::Direction::Placed, Direction::Outbound),
             (true, true) => (rules::Direction::Placed, Direction::Internal),
             _ => (rules::Direction::Received, Direction::Inbound),
@@ -705,20 +709,18 @@ impl Recorder {
             rules::Direction::Placed => &parties.called.number,
             rules::Direction::Received => &parties.calling.number,
         };
-        let (call_type, row_type) = if calling_user.is_some() && called_user.is_some() {
+        let (call_type, row_type) = if conference {
+            (rules::CallType::Conference, meeting_type(&matched))
+        } else if calling_user.is_some() && called_user.is_some() {
             (rules::CallType::Internal, CallType::InternalP2p)
         } else if is_pstn_number(remote) {
             (rules::CallType::Pstn, CallType::PstnP2p)
         } else {
             (rules::CallType::External, CallType::ExternalP2p)
         };
-        let matched: Vec<MatchedUser> = [calling_user, called_user]
-            .into_iter()
-            .flatten()
-            .map(|(_, u)| u.clone())
-            .collect();
-        let any_matched = !matched.is_empty();
-        let users = without_kept(matched, |u| self.kept_by_older(u));
+        let users: Vec<MatchedUser> = matched.all().flatten().map(|(_, u)| u.clone()).collect();
+        let any_matched = !users.is_empty();
+        let users = without_kept(users, |u| self.kept_by_older(u));
         if any_matched && users.is_empty() {
             // Not even as an unassigned call: the older profile records it.
             return (
@@ -726,11 +728,15 @@ impl Recorder {
                 None,
             );
         }
+        // Number lists filter the remote party of a two-party call; a meeting has none.
+        fn number(p: &Party, conference: bool) -> Option<&str> {
+            Some(p.number.as_str()).filter(|s| !s.is_empty() && !conference)
+        }
         let facts = CallFacts {
             direction,
             call_type,
-            calling_number: Some(parties.calling.number.as_str()).filter(|s| !s.is_empty()),
-            called_number: Some(parties.called.number.as_str()).filter(|s| !s.is_empty()),
+            calling_number: number(&parties.calling, conference),
+            called_number: number(&parties.called, conference),
             users: &users,
             start: Timestamp::now(),
         };
@@ -738,21 +744,14 @@ impl Recorder {
         let draw = (u16::from_be_bytes([bytes.as_bytes()[0], bytes.as_bytes()[1]]) % 100) as u8;
         match rules::decide(&live.settings.rules, &facts, draw) {
             Decision::Record(r) => {
-                let owner = [calling_user, called_user]
-                    .into_iter()
-                    .flatten()
-                    .find(|(_, u)| r.users.contains(&u.user));
-                let owner_item = match owner {
-                    Some(_)
-                        if calling_user
-                            .as_ref()
-                            .is_some_and(|(_, u)| r.users.contains(&u.user)) =>
-                    {
-                        parties.calling.number.clone()
-                    }
-                    Some(_) => parties.called.number.clone(),
-                    None => String::new(),
-                };
+                // The first selected party owns the call (a meeting's organiser is listed
+                // first); the others who are users attend it.
+                let owner = parties.all().zip(matched.all()).find_map(|(p, m)| {
+                    m.as_ref()
+                        .filter(|(_, u)| r.users.contains(&u.user))
+                        .map(|(id, _)| (*id, p.number.clone()))
+                });
+                let owner_item = owner.as_ref().map(|(_, n)| n.clone()).unwrap_or_default();
                 (
                     Ok(RecordFacts {
                         direction: row_direction,
@@ -760,7 +759,7 @@ impl Recorder {
                         owner_item,
                         start_paused: r.start_paused,
                     }),
-                    owner.map(|(id, _)| *id),
+                    owner.map(|(id, _)| id),
                 )
             }
             Decision::DontRecord(reason) => (Err(reason.as_str()), None),
@@ -813,11 +812,46 @@ fn is_pstn_number(n: &str) -> bool {
 struct Parties {
     calling: Party,
     called: Party,
+    /// The metadata's participants after the first two: a call that has any is a conference.
+    others: Vec<Party>,
+}
+
+impl Parties {
+    fn all(&self) -> impl Iterator<Item = &Party> {
+        [&self.calling, &self.called]
+            .into_iter()
+            .chain(&self.others)
+    }
 }
 
 struct Matched {
     calling: Option<(Uuid, MatchedUser)>,
     called: Option<(Uuid, MatchedUser)>,
+    /// For each of [`Parties::others`], its user if it is one.
+    others: Vec<Option<(Uuid, MatchedUser)>>,
+}
+
+impl Matched {
+    /// Each party's user, in the parties' order (calling, called, then the others).
+    fn all(&self) -> impl Iterator<Item = &Option<(Uuid, MatchedUser)>> {
+        [&self.calling, &self.called]
+            .into_iter()
+            .chain(&self.others)
+    }
+}
+
+/// A conference's call type (compliance-recorder F-72): internal when every participant is a
+/// user of the organisation, with external participants when only some are, external (a
+/// bridge of another organisation) when none is.
+fn meeting_type(matched: &Matched) -> CallType {
+    let (users, total) = matched
+        .all()
+        .fold((0, 0), |(u, t), m| (u + usize::from(m.is_some()), t + 1));
+    match users {
+        0 => CallType::ExternalMeeting,
+        n if n == total => CallType::InternalMeeting,
+        _ => CallType::InternalMeetingExternalParticipants,
+    }
 }
 
 async fn resolve(
@@ -853,9 +887,14 @@ async fn resolve(
             },
         )))
     }
+    let mut others = Vec::with_capacity(parties.others.len());
+    for p in &parties.others {
+        others.push(one(db, tenant, &p.number).await?);
+    }
     Ok(Matched {
         calling: one(db, tenant, &parties.calling.number).await?,
         called: one(db, tenant, &parties.called.number).await?,
+        others,
     })
 }
 
@@ -903,6 +942,7 @@ fn parties_from(md: Option<&RecordingMetadata>, siprec: bool, from: Party, to: P
         return Parties {
             calling: from,
             called: to,
+            others: Vec::new(),
         };
     }
     let mut named = md
@@ -912,6 +952,7 @@ fn parties_from(md: Option<&RecordingMetadata>, siprec: bool, from: Party, to: P
     Parties {
         calling: named.next().unwrap_or_else(unknown),
         called: named.next().unwrap_or_else(unknown),
+        others: named.collect(),
     }
 }
 
@@ -985,18 +1026,19 @@ fn merge_metadata(
 
 /// The row's raw metadata (JSON: participants, stream ↔ participant associations by label,
 /// session and group ids, unknown extensions as raw XML) and its participants.
-fn metadata_json(md: Option<&RecordingMetadata>, labels: &[String]) -> (String, Vec<Party>) {
+fn metadata_json(md: Option<&RecordingMetadata>, labels: &[String]) -> (String, Vec<Attendee>) {
     let Some(md) = md else {
         return (json!({ "sdpLabels": labels }).to_string(), Vec::new());
     };
-    let participants: Vec<Party> = md
+    let participants = md
         .participants
         .iter()
-        .map(|p| {
-            Party::new(
+        .map(|p| Attendee {
+            party: Party::new(
                 p.aor.as_deref().map(uri_user).unwrap_or_default(),
                 p.name.clone().unwrap_or_default(),
-            )
+            ),
+            present: p.left != Some(true),
         })
         .collect();
     let doc = json!({

@@ -730,11 +730,16 @@ mod tests {
     fn extension_elements_past_their_block_are_refused_not_panicked_on() {
         // A two-byte-profile block of one word whose element claims 226 bytes, then 70 bytes of
         // payload: the `rtp` crate would read past the datagram (found by the srtp fuzz target).
-        let mut p = vec![0x90, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 9, 0x10, 0x00, 0, 1, 1, 226, 0, 0];
+        let mut p = vec![
+            0x90, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 9, 0x10, 0x00, 0, 1, 1, 226, 0, 0,
+        ];
         p.extend_from_slice(&[0xab; 70]);
         let k = key(Suite::AesCm128HmacSha1_80, 4);
         assert!(Outbound::new(&k).protect_rtp(&p).is_err());
-        assert_eq!(Inbound::new(k).unprotect(&p), Err(Rejected::Unauthenticated));
+        assert_eq!(
+            Inbound::new(k).unprotect(&p),
+            Err(Rejected::Unauthenticated)
+        );
         // One-byte profile: an element of 16 bytes in a one-word block.
         let mut one = p.clone();
         one[12..20].copy_from_slice(&[0xbe, 0xde, 0, 1, 0x1f, 0, 0, 0]);
@@ -745,7 +750,11 @@ mod tests {
         let mut two = p.clone();
         two[17] = 2;
         assert_eq!(wire_header_len(&two), Some(20));
-        assert!(Outbound::new(&key(Suite::AesCm128HmacSha1_80, 4)).protect_rtp(&two).is_ok());
+        assert!(
+            Outbound::new(&key(Suite::AesCm128HmacSha1_80, 4))
+                .protect_rtp(&two)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::ops::Range;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use callvault_store::db::{
-    AccessScope, DeleteMode, Note, Recording, SearchQuery, Tag, Transcript, now_micros,
+    AccessScope, Attendance, DeleteMode, Note, Recording, SearchQuery, Tag, Transcript, now_micros,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -120,10 +121,10 @@ pub struct Detail {
 
 pub async fn detail(State(state): St, c: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Detail>> {
     let rec = c.recording(&state, id, Need::View).await?;
-    let groups = state.db.recording_group_ids(&c.tenant, id).await?;
+    let audience = state.db.recording_audience(&c.tenant, id).await?;
     let allowed = Action::ALL
         .into_iter()
-        .filter(|a| c.grants.check(*a, &rec, &groups).is_ok())
+        .filter(|a| c.grants.check(*a, &rec, &audience).is_ok())
         .collect();
     c.audit(&state, "view", "call", id.to_string(), json!({}))
         .await?;
@@ -226,22 +227,13 @@ pub async fn media(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let rec = c.recording(&state, id, Need::Do(Action::Play)).await?;
+    let (rec, part) = c.recording_part(&state, id, Need::Do(Action::Play)).await?;
     let media = open_media(&state, &c, &rec, "play").await?;
+    if let Some(part) = part {
+        return play_attended_part(&state, &c, &rec, media, part, &headers).await;
+    }
     let len = media.plaintext_len();
-    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let (status, range) = match parse_range(range_header, len).map_err(ApiError::invalid)? {
-        RangeRequest::Full => (StatusCode::OK, 0..len),
-        RangeRequest::Partial(r) => (StatusCode::PARTIAL_CONTENT, r),
-        RangeRequest::Unsatisfiable => {
-            let mut e = ApiError::new(
-                Code::RangeNotSatisfiable,
-                format!("the recording has {len} bytes"),
-            );
-            e.range_len = Some(len);
-            return Err(e);
-        }
-    };
+    let (status, range) = requested_range(&headers, len)?;
     let source = media.source.clone();
     let body = media_body(&state, &c, id, "play", media, range.clone()).await?;
     // One audit entry per playback, not per seek: the first request of a player starts at 0.
@@ -255,6 +247,28 @@ pub async fn media(
         )
         .await?;
     }
+    Ok(audio_response(body, status, &range, len))
+}
+
+/// The plaintext range a player asks for (`Range`), and whether the answer is partial.
+fn requested_range(headers: &HeaderMap, len: u64) -> ApiResult<(StatusCode, Range<u64>)> {
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    match parse_range(range_header, len).map_err(ApiError::invalid)? {
+        RangeRequest::Full => Ok((StatusCode::OK, 0..len)),
+        RangeRequest::Partial(r) => Ok((StatusCode::PARTIAL_CONTENT, r)),
+        RangeRequest::Unsatisfiable => {
+            let mut e = ApiError::new(
+                Code::RangeNotSatisfiable,
+                format!("the recording has {len} bytes"),
+            );
+            e.range_len = Some(len);
+            Err(e)
+        }
+    }
+}
+
+/// Audio a player may seek in, never cached.
+fn audio_response(body: Body, status: StatusCode, range: &Range<u64>, len: u64) -> Response {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -274,7 +288,39 @@ pub async fn media(
             header_value(&format!("bytes {}-{}/{len}", range.start, range.end - 1)),
         );
     }
-    Ok(resp)
+    resp
+}
+
+/// Plays the part of a meeting the caller attended: decrypted whole (a meeting's recording is
+/// seconds to hours of Opus, megabytes), cut to the part, served with Range from memory.
+async fn play_attended_part(
+    state: &std::sync::Arc<AppState>,
+    c: &Caller,
+    rec: &Recording,
+    media: Media,
+    part: Attendance,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let whole = match media.read(0..media.plaintext_len()).await {
+        Ok(b) => b,
+        Err(e) => return Err(refuse_tampered(state, c, rec.id, "play", e).await),
+    };
+    let audio = crate::media::attended_part(&whole, part.joined_ms, part.left_ms)
+        .map_err(|e| ApiError::internal(&format!("cutting recording {}", rec.id), e))?;
+    let len = audio.len() as u64;
+    let (status, range) = requested_range(headers, len)?;
+    if range.start == 0 {
+        c.audit(
+            state,
+            "play",
+            "call",
+            rec.id.to_string(),
+            json!({ "source": media.source, "part": part }),
+        )
+        .await?;
+    }
+    let body = bytes::Bytes::from(audio).slice(range.start as usize..range.end as usize);
+    Ok(audio_response(Body::from(body), status, &range, len))
 }
 
 fn file_name(rec: &Recording, ext: &str) -> String {
@@ -613,10 +659,10 @@ pub async fn assign(
         let Some(call) = state.db.recording(&c.tenant, *rid).await? else {
             continue;
         };
-        let groups = state.db.recording_group_ids(&c.tenant, *rid).await?;
+        let audience = state.db.recording_audience(&c.tenant, *rid).await?;
         if let Some(a) = gained
             .iter()
-            .find(|a| c.grants.check(**a, &call, &groups).is_err())
+            .find(|a| c.grants.check(**a, &call, &audience).is_err())
         {
             let key = if a.needs_key() {
                 " (with its key grant)"

@@ -393,10 +393,7 @@ async fn active_in(
     for note in state.db.notes_of(tenant, &ids).await? {
         notes.entry(note.recording_id).or_default().push(note);
     }
-    let mut groups: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
-    for (rec, group) in state.db.group_ids_of(tenant, &ids).await? {
-        groups.entry(rec).or_default().push(group);
-    }
+    let mut audiences = state.db.audiences_of(tenant, &ids).await?;
     let mut names: HashMap<Uuid, Option<(String, String)>> = HashMap::new();
     let mut out = Vec::with_capacity(page.items.len());
     for recording in page.items {
@@ -412,10 +409,10 @@ async fn active_in(
             },
             None => None,
         };
-        let rec_groups = groups.remove(&recording.id).unwrap_or_default();
+        let audience = audiences.remove(&recording.id).unwrap_or_default();
         let allowed = Action::ALL
             .into_iter()
-            .filter(|a| grants.check(*a, &recording, &rec_groups).is_ok())
+            .filter(|a| grants.check(*a, &recording, &audience).is_ok())
             .collect();
         out.push(ActiveCall {
             allowed,

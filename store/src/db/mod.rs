@@ -40,8 +40,8 @@ pub use catalogue::{CatalogueCounts, CatalogueItem, Column, ColumnKind};
 pub use directory::{Group, NewUser, User, UserSource, WebSession};
 pub use jobs::{ArchiveCounts, RetentionOverview};
 pub use model::{
-    ArchiveCopy, CallType, DeleteMode, Direction, FinishRecording, NewRecording, Party, Recording,
-    RecordingStatus, ReleaseCause,
+    ArchiveCopy, Attendance, Audience, CallType, DeleteMode, Direction, FinishRecording,
+    NewRecording, Party, Recording, RecordingStatus, ReleaseCause,
 };
 pub use portal::{LiveSession, SessionLookup};
 pub use provisioning::{UserFilter, UserProfile};

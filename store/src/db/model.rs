@@ -106,11 +106,43 @@ pub(crate) fn parse<T: std::str::FromStr<Err = DbError>>(
         .map_err(|_| DbError::Corrupt { column, value })
 }
 
+/// Who a call reaches besides its owner: the groups captured on it (OwnAndGroups) and, on a
+/// meeting, the users who attended it with the part each attended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Audience {
+    pub groups: Vec<Uuid>,
+    pub attendees: Vec<Attendance>,
+}
+
+impl Audience {
+    /// The part of the meeting `user` attended, if they attended it.
+    pub fn attendance(&self, user: Uuid) -> Option<&Attendance> {
+        self.attendees.iter().find(|a| a.user_id == user)
+    }
+}
+
+/// A user's attendance of a meeting, in ms from the recording's start; `left_ms` is `None`
+/// when they stayed to the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attendance {
+    pub user_id: Uuid,
+    pub joined_ms: i64,
+    pub left_ms: Option<i64>,
+}
+
 /// A party of a call: number (or SIP URI user part) and display name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Party {
     pub number: String,
     pub name: String,
+    /// A participant who joined after the recording started: when, in ms from its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_ms: Option<i64>,
+    /// A participant who left before the recording ended: when, in ms from its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_ms: Option<i64>,
 }
 
 impl Party {
@@ -118,6 +150,8 @@ impl Party {
         Self {
             number: number.into(),
             name: name.into(),
+            joined_ms: None,
+            left_ms: None,
         }
     }
 }

@@ -2,10 +2,13 @@
 //! impersonation bound to a session, one-time password reset tokens, the groups captured on a
 //! recording, and assigning unassigned calls to a user.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::exec::{DbRow, args};
+use super::model::{Attendance, Audience};
 use super::{Db, DbError, Result, invalid, now_micros};
 
 /// A live web session as the portal sees it.
@@ -194,21 +197,57 @@ impl Db {
         .await
     }
 
-    /// The groups of each of `recordings` as `(recording, group)` pairs; a query per 500
-    /// recordings (for access decisions on a whole list).
-    pub async fn group_ids_of(
+    /// Who a recording reaches besides its owner: its groups and a meeting's attendees.
+    pub async fn recording_audience(&self, tenant: &str, recording: Uuid) -> Result<Audience> {
+        Ok(self
+            .audiences_of(tenant, &[recording])
+            .await?
+            .remove(&recording)
+            .unwrap_or_default())
+    }
+
+    /// [`Self::recording_audience`] of each of `recordings` (those with none are left out);
+    /// two queries per 500 recordings (for access decisions on a whole list).
+    pub async fn audiences_of(
         &self,
         tenant: &str,
         recordings: &[Uuid],
-    ) -> Result<Vec<(Uuid, Uuid)>> {
-        self.rows_for_ids(
-            "SELECT recording_id, group_id FROM recording_groups WHERE tenant = $1 \
-             AND recording_id IN ({ids}) ORDER BY recording_id, group_id",
-            tenant,
-            recordings,
-            |r| Ok((r.uuid("recording_id")?, r.uuid("group_id")?)),
-        )
-        .await
+    ) -> Result<HashMap<Uuid, Audience>> {
+        let mut out: HashMap<Uuid, Audience> = HashMap::new();
+        let groups = self
+            .rows_for_ids(
+                "SELECT recording_id, group_id FROM recording_groups WHERE tenant = $1 \
+                 AND recording_id IN ({ids}) ORDER BY recording_id, group_id",
+                tenant,
+                recordings,
+                |r| Ok((r.uuid("recording_id")?, r.uuid("group_id")?)),
+            )
+            .await?;
+        for (rec, group) in groups {
+            out.entry(rec).or_default().groups.push(group);
+        }
+        let attendees = self
+            .rows_for_ids(
+                "SELECT recording_id, user_id, joined_ms, left_ms FROM recording_attendees \
+                 WHERE tenant = $1 AND recording_id IN ({ids}) ORDER BY recording_id, user_id",
+                tenant,
+                recordings,
+                |r| {
+                    Ok((
+                        r.uuid("recording_id")?,
+                        Attendance {
+                            user_id: r.uuid("user_id")?,
+                            joined_ms: r.i64("joined_ms")?,
+                            left_ms: r.opt_i64("left_ms")?,
+                        },
+                    ))
+                },
+            )
+            .await?;
+        for (rec, a) in attendees {
+            out.entry(rec).or_default().attendees.push(a);
+        }
+        Ok(out)
     }
 
     /// The unassigned calls an assignment would take: the call `recording` (if still

@@ -68,6 +68,7 @@ impl Db {
             participants.iter().map(|p| p.number.as_str()),
         );
         tx.exec(&sql, &params).await?;
+        super::recordings::record_attendees(&mut tx, tenant, id, participants).await?;
         tx.commit().await?;
         Ok(())
     }

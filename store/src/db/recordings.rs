@@ -3,7 +3,7 @@
 
 use uuid::Uuid;
 
-use super::exec::{Arg, DbRow, args, conflict_on_unique};
+use super::exec::{Arg, DbRow, Tx, args, conflict_on_unique};
 use super::model::{
     ArchiveCopy, DeleteMode, FinishRecording, NewRecording, Party, Recording, RecordingStatus,
     parse,
@@ -184,6 +184,36 @@ pub(crate) fn participant_groups<'a>(
     )
 }
 
+/// Records which users attend a meeting and the part each attended, from its participants
+/// (matched to users by extension, as they are now). Only a conference's participants attend:
+/// on a two-party call the owner and the groups decide who sees it.
+pub(crate) async fn record_attendees(
+    tx: &mut Tx,
+    tenant: &str,
+    id: Uuid,
+    participants: &[Party],
+) -> Result<()> {
+    for p in participants.iter().filter(|p| !p.number.is_empty()) {
+        tx.exec(
+            "INSERT INTO recording_attendees (tenant, recording_id, user_id, joined_ms, left_ms) \
+             SELECT r.tenant, r.id, e.user_id, $4, $5 FROM recordings r \
+             JOIN extensions e ON e.tenant = r.tenant AND e.number = $3 \
+             WHERE r.tenant = $1 AND r.id = $2 AND r.direction = 'conference' \
+             ON CONFLICT (tenant, recording_id, user_id) \
+             DO UPDATE SET joined_ms = excluded.joined_ms, left_ms = excluded.left_ms",
+            &args![
+                tenant,
+                id,
+                p.number.as_str(),
+                p.joined_ms.unwrap_or(0),
+                p.left_ms
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 fn check_tenant(tenant: &str) -> Result<()> {
     if tenant.is_empty() {
         return Err(invalid("tenant", "must not be empty"));
@@ -265,6 +295,7 @@ impl Db {
             .map(|p| p.number.as_str());
         let (sql, params) = participant_groups(tenant, rec.id, rec.owner_user_id, numbers);
         tx.exec(&sql, &params).await?;
+        record_attendees(&mut tx, tenant, rec.id, &rec.participants).await?;
         tx.commit().await?;
         self.recording(tenant, rec.id)
             .await?

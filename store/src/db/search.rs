@@ -323,6 +323,15 @@ fn groups_exists(w: &mut Where, groups: &[Uuid]) -> String {
     )
 }
 
+/// A user's own calls: those they own and the meetings they attended.
+fn own_calls(w: &mut Where, user: Uuid) -> String {
+    let u = w.arg(user);
+    format!(
+        "(r.owner_user_id = {u} OR EXISTS (SELECT 1 FROM recording_attendees a \
+         WHERE a.tenant = r.tenant AND a.recording_id = r.id AND a.user_id = {u}))"
+    )
+}
+
 /// Builds the WHERE clause (tenant, scope, every filter). Pure, so the rules are unit-tested.
 pub(crate) fn build_where(tenant: &str, scope: &AccessScope, q: &SearchQuery) -> Result<Where> {
     let mut w = Where::default();
@@ -335,16 +344,16 @@ pub(crate) fn build_where(tenant: &str, scope: &AccessScope, q: &SearchQuery) ->
         AccessScope::None => w.push("1 = 0".to_owned()),
         AccessScope::All => {}
         AccessScope::Own { user_id } => {
-            let u = w.arg(*user_id);
-            w.push(format!("r.owner_user_id = {u}"));
+            let own = own_calls(&mut w, *user_id);
+            w.push(own);
         }
         AccessScope::OwnAndGroups { user_id, groups } => {
-            let u = w.arg(*user_id);
+            let own = own_calls(&mut w, *user_id);
             if groups.is_empty() {
-                w.push(format!("r.owner_user_id = {u}"));
+                w.push(own);
             } else {
                 let g = groups_exists(&mut w, groups);
-                w.push(format!("(r.owner_user_id = {u} OR {g})"));
+                w.push(format!("({own} OR {g})"));
             }
         }
     }
