@@ -8,8 +8,10 @@ mod common;
 use std::io::Read;
 
 use axum::http::{Method, StatusCode};
-use callvault_store::db::{AlarmSeverity, ArchiveCopy, AuditFilter, now_micros};
-use common::{Client, Fixture, PASSWORD, T, audio};
+use callvault_store::db::{
+    AlarmSeverity, ArchiveCopy, AuditFilter, CallType, Direction, NewRecording, Party, now_micros,
+};
+use common::{Client, Fixture, PASSWORD, T, audio, ogg_opus};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -745,6 +747,84 @@ async fn supervisors_see_their_groups_calls_as_the_groups_were_then(f: Fixture) 
         found(&mut admin, json!({ "groups": [audit] })).await,
         [new.id.to_string()]
     );
+}
+
+/// A meeting (compliance-recorder F-40): Alice owns it, Carol attended the first four seconds,
+/// Dave joined at six. With their Own scope each finds the meeting and plays the part they
+/// attended (an Ogg Opus stream of its own, to the second), and neither may download the whole
+/// meeting; Alice, its owner, and an admin play and download all of it. A user who was not
+/// there does not see it.
+async fn meeting_attendees_play_the_part_they_attended(f: Fixture) {
+    setup(&f).await;
+    let key = f.key_id.clone();
+    f.profiles(&format!(
+        "{}---\napiVersion: callvault.io/v1alpha1\nkind: AccessProfile\nmetadata: {{name: staff}}\n\
+         spec:\n  subjects: {{groups: [staff]}}\n  calls: {{scope: Own, actions: {{play: true, download: true}}}}\n\
+         \x20 keys: [{key}]\n",
+        ADMIN_PROFILE.replace("KEY", &key),
+    ));
+    let mut people = Vec::new();
+    for (name, number) in [
+        ("alice", "1001"),
+        ("carol", "2002"),
+        ("dave", "3003"),
+        ("erin", "4004"),
+    ] {
+        let id = f.user(name, &["staff"]).await;
+        f.db.add_extension(T, number, id).await.expect("ext");
+        people.push(id);
+    }
+    let whole = ogg_opus(10);
+    let mut rec = NewRecording::new("meeting-1", 1_750_000_000_000_000, Direction::Conference);
+    rec.call_type = CallType::InternalMeeting;
+    rec.calling = Party::new("1001", "Alice");
+    rec.called = Party::new("2002", "Carol");
+    let mut carol = rec.called.clone();
+    carol.left_ms = Some(4_000);
+    let mut dave = Party::new("3003", "Dave");
+    dave.joined_ms = Some(6_000);
+    rec.participants = vec![rec.calling.clone(), carol, dave];
+    rec.owner_user_id = Some(people[0]);
+    let meeting = f.store_recording(rec, &whole, 10, false).await;
+    let media = format!("/api/v1/recordings/{}/media", meeting.id);
+    let download = format!("/api/v1/recordings/{}/download", meeting.id);
+    let seconds = |ogg: &[u8]| {
+        // The last page's granule, less the 312-sample pre-skip the recorder's encoder uses.
+        let at = ogg.windows(4).rposition(|w| w == b"OggS").expect("a page");
+        let granule = u64::from_le_bytes(ogg[at + 6..at + 14].try_into().expect("8 bytes"));
+        (granule - 312) as f64 / 48_000.0
+    };
+    for (name, from, to) in [("carol", 0.0, 4.0), ("dave", 6.0, 10.0)] {
+        let mut c = f.login(name).await;
+        assert_eq!(
+            found(&mut c, json!({})).await,
+            [meeting.id.to_string()],
+            "{name}"
+        );
+        let r = c.get(&media).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}");
+        assert!(
+            r.body.starts_with(b"OggS") && r.body.len() < whole.len() * 6 / 10,
+            "{name}"
+        );
+        let len = seconds(&r.body);
+        assert!(
+            (to - from - 1.0..=to - from + 1.0).contains(&len),
+            "{name} attended {from}-{to} s and hears {len} s"
+        );
+        let d = c.get(&download).await;
+        assert_eq!(d.status, StatusCode::FORBIDDEN, "{name}: {}", d.code());
+    }
+    for name in ["alice", "admin"] {
+        let mut c = f.login(name).await;
+        let r = c.get(&media).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}");
+        assert_eq!(&r.body[..], &whole[..], "{name} hears the whole meeting");
+        assert_eq!(c.get(&download).await.status, StatusCode::OK, "{name}");
+    }
+    let mut erin = f.login("erin").await;
+    assert!(found(&mut erin, json!({})).await.is_empty());
+    assert_eq!(erin.get(&media).await.status, StatusCode::NOT_FOUND);
 }
 
 /// The ids a search with `query` lists, sorted.
@@ -1765,6 +1845,7 @@ suite!(
     tags_notes_delete_and_legal_hold,
     assign_unassigned_calls,
     supervisors_see_their_groups_calls_as_the_groups_were_then,
+    meeting_attendees_play_the_part_they_attended,
     directory_rules,
     every_error_body_is_json_with_a_code,
     overlapping_recording_profiles_show_a_conflict_on_the_newer_one,

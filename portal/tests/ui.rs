@@ -11,7 +11,7 @@ mod common;
 
 use axum::http::Method;
 use callvault_store::db::AlarmSeverity;
-use common::{Fixture, IDP_PASSWORD, PASSWORD, T};
+use common::{Fixture, IDP_PASSWORD, PASSWORD, T, ogg_opus};
 use serde_json::json;
 
 /// Calling numbers of the two calls being recorded during the run.
@@ -39,29 +39,6 @@ spec:
   subjects: {groups: [reviewers]}
   calls: {scope: All, actions: {}}
 "#;
-
-/// A playable recording as the recorder writes it: Ogg/Opus, two uncoupled mono streams (a
-/// tone per party), so Chromium has to demux and decode what the portal really serves.
-fn ogg_opus(seconds: u32) -> Vec<u8> {
-    use callvault_recorder::media::ogg::{OggOpusWriter, OpusConfig};
-    let config = OpusConfig::default();
-    let (rate, frame) = (config.input_rate, config.frame_len);
-    let mut w = OggOpusWriter::new(Vec::new(), config).expect("opus encoder");
-    let total = u64::from(rate * seconds);
-    let mut pcm = vec![0i16; 2 * frame];
-    let mut n = 0u64;
-    while n < total {
-        for (i, pair) in pcm.chunks_mut(2).enumerate() {
-            let t = (n + i as u64) as f64 / f64::from(rate);
-            for (s, hz) in pair.iter_mut().zip([440.0, 660.0]) {
-                *s = ((t * hz * std::f64::consts::TAU).sin() * 8000.0) as i16;
-            }
-        }
-        w.write_frame(&pcm).expect("encode");
-        n += frame as u64;
-    }
-    w.finish(total).expect("finish").0
-}
 
 /// How a browser script under tests/ui ended, with its output.
 struct BrowserRun {

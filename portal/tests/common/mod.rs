@@ -274,6 +274,19 @@ impl Fixture {
         rec.participants = vec![rec.calling.clone(), rec.called.clone()];
         rec.owner_user_id = owner;
         rec.groups = groups;
+        self.store_recording(rec, plaintext, seconds, version_1)
+            .await
+    }
+
+    /// Writes `rec` (its parties, owner and groups set by the caller) as the recorder does:
+    /// encrypted `plaintext` on the primary target, the row committed `seconds` long.
+    pub async fn store_recording(
+        &self,
+        mut rec: NewRecording,
+        plaintext: &[u8],
+        seconds: i64,
+        version_1: bool,
+    ) -> Recording {
         rec.storage_target = TARGET.to_owned();
         rec.key_id = Some(self.key_id.clone());
         rec.answer_time = Some(rec.start_time);
@@ -424,6 +437,29 @@ spec:
   engine: {type: whisper, model: base.en, modelPath: /models/base.en.bin}
   language: en-GB
 "#;
+
+/// A playable recording as the recorder writes it: Ogg/Opus, two uncoupled mono streams (a
+/// tone per party), so Chromium has to demux and decode what the portal really serves.
+pub fn ogg_opus(seconds: u32) -> Vec<u8> {
+    use callvault_recorder::media::ogg::{OggOpusWriter, OpusConfig};
+    let config = OpusConfig::default();
+    let (rate, frame) = (config.input_rate, config.frame_len);
+    let mut w = OggOpusWriter::new(Vec::new(), config).expect("opus encoder");
+    let total = u64::from(rate * seconds);
+    let mut pcm = vec![0i16; 2 * frame];
+    let mut n = 0u64;
+    while n < total {
+        for (i, pair) in pcm.chunks_mut(2).enumerate() {
+            let t = (n + i as u64) as f64 / f64::from(rate);
+            for (s, hz) in pair.iter_mut().zip([440.0, 660.0]) {
+                *s = ((t * hz * std::f64::consts::TAU).sin() * 8000.0) as i16;
+            }
+        }
+        w.write_frame(&pcm).expect("encode");
+        n += frame as u64;
+    }
+    w.finish(total).expect("finish").0
+}
 
 /// Deterministic pseudo-random bytes (stands in for Ogg/Opus: the portal never parses it).
 pub fn audio(len: usize, seed: u8) -> Vec<u8> {
