@@ -20,7 +20,7 @@ use audiopus::{Application, Channels, SampleRate};
 use callvault_recorder::media::{g711, g722};
 use callvault_recorder::srtp::{Crypto, MasterKey, Suite};
 use callvault_store::db::{
-    AlarmSeverity, CallType, Db, Direction, NewUser, Recording, RecordingStatus,
+    AlarmSeverity, CallType, Db, Direction, NewUser, Recording, RecordingStatus, SealedFields,
 };
 use callvault_store::format::{decrypt_stream, recover_truncated, sha256};
 use callvault_store::keys::{KeyRing, PrivateKey};
@@ -1244,6 +1244,22 @@ async fn a_call_with_more_than_two_participants_is_a_meeting_with_each_users_par
     assert!(
         (2 * pause..3 * pause).contains(&left),
         "Carol left at {left} ms"
+    );
+    // The attendance is sealed with the call's other details.
+    check_recording(&rig, &row).await;
+    let hex_digest = row.metadata_digest.as_deref().expect("sealed");
+    let digest: [u8; 32] = (0..32)
+        .map(|i| u8::from_str_radix(&hex_digest[2 * i..2 * i + 2], 16).unwrap())
+        .collect::<Vec<u8>>()
+        .try_into()
+        .unwrap();
+    assert_eq!(row.sealed_fields(&digest), Some(SealedFields::CallDetails));
+    let mut edited = row.clone();
+    edited.participants[3].joined_ms = Some(0);
+    assert_eq!(
+        edited.sealed_fields(&digest),
+        None,
+        "a widened part is noticed"
     );
     let mut attendees = rig
         .db

@@ -105,6 +105,19 @@ fn digest(f: &Fields<'_>) -> [u8; 32] {
         }
     }
     put(&mut h, &raw_metadata_digest(f.raw_metadata));
+    // A meeting's attendance decides what each attendee hears, so it is sealed too: appended
+    // only when a participant joined late or left early, which leaves every earlier row's
+    // digest as it was.
+    if f.participants
+        .iter()
+        .any(|p| p.joined_ms.is_some() || p.left_ms.is_some())
+    {
+        put(&mut h, b"attendance");
+        for p in f.participants {
+            put_opt_i64(&mut h, p.joined_ms);
+            put_opt_i64(&mut h, p.left_ms);
+        }
+    }
     h.finalize().into()
 }
 
@@ -269,6 +282,10 @@ mod tests {
             (
                 "participant removed",
                 Box::new(|r| drop(r.participants.pop())),
+            ),
+            (
+                "participant's attendance",
+                Box::new(|r| r.participants[1].joined_ms = Some(0)),
             ),
             ("start", Box::new(|r| r.start_time += 1)),
             ("answer", Box::new(|r| r.answer_time = None)),
