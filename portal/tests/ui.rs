@@ -10,7 +10,7 @@
 mod common;
 
 use axum::http::Method;
-use callvault_store::db::AlarmSeverity;
+use callvault_store::db::{AlarmSeverity, CallType, Direction, NewRecording, Party};
 use common::{Fixture, IDP_PASSWORD, PASSWORD, T, ogg_opus};
 use serde_json::json;
 
@@ -38,6 +38,17 @@ metadata: {name: reviewers}
 spec:
   subjects: {groups: [reviewers]}
   calls: {scope: All, actions: {}}
+"#;
+
+/// Staff play and download their own calls, a meeting they attended among them.
+const ATTENDEES: &str = r#"
+apiVersion: callvault.io/v1alpha1
+kind: AccessProfile
+metadata: {name: staff}
+spec:
+  subjects: {groups: [staff]}
+  calls: {scope: Own, actions: {play: true, download: true}}
+  keys: [KEY]
 "#;
 
 /// How a browser script under tests/ui ended, with its output.
@@ -73,7 +84,74 @@ async fn run_in_chromium(script: &str, seconds: u64, env: &[(&str, &str)]) -> Br
     }
 }
 
-/// Where the screenshots go: `$CALLVAULT_ARTIFACTS/portal-ui`, else `target/artifacts/portal-ui`
+/// A user who attended the second half of a meeting plays that half in Chromium: the cut Ogg
+/// Opus stream the portal serves is demuxed and decoded by the browser (tests/ui/meeting.mjs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meeting_attendee_plays_their_part_in_chromium() {
+    let (Ok(chromium), Ok(playwright)) = (
+        std::env::var("CALLVAULT_TEST_CHROMIUM"),
+        std::env::var("CALLVAULT_TEST_PLAYWRIGHT"),
+    ) else {
+        eprintln!(
+            "skipped: CALLVAULT_TEST_CHROMIUM/CALLVAULT_TEST_PLAYWRIGHT not set (see scripts/services.d/browser.sh)"
+        );
+        return;
+    };
+    let f = Fixture::sqlite().await;
+    f.profiles(&ATTENDEES.replace("KEY", &f.key_id));
+    let mut people = Vec::new();
+    for (name, number) in [("alice", "1001"), ("dave", "3003")] {
+        let id = f.user(name, &["staff"]).await;
+        f.db.add_extension(T, number, id).await.expect("extension");
+        people.push(id);
+    }
+    let mut rec = NewRecording::new("meeting", 1_750_000_000_000_000, Direction::Conference);
+    rec.call_type = CallType::InternalMeeting;
+    rec.calling = Party::new("1001", "Alice");
+    rec.called = Party::new("2002", "Carol");
+    let mut carol = rec.called.clone();
+    carol.left_ms = Some(3_000);
+    let mut dave = Party::new("3003", "Dave");
+    dave.joined_ms = Some(4_000);
+    rec.participants = vec![rec.calling.clone(), carol, dave];
+    rec.owner_user_id = Some(people[0]);
+    let meeting = f.store_recording(rec, &ogg_opus(8), 8, false).await;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(callvault_portal::serve(
+        listener,
+        f.router.clone(),
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let screenshots = screenshot_dir();
+    std::fs::create_dir_all(&screenshots).expect("screenshot directory");
+    let out = run_in_chromium(
+        "meeting.mjs",
+        120,
+        &[
+            ("BASE_URL", &base),
+            ("CHROMIUM", &chromium),
+            ("PLAYWRIGHT", &playwright),
+            ("PASSWORD", PASSWORD),
+            ("MEETING_ID", &meeting.id.to_string()),
+            ("SCREENSHOTS", &screenshots.display().to_string()),
+        ],
+    )
+    .await;
+    let _ = stop.send(());
+    let _ = server.await;
+    assert!(out.success, "browser run failed\n{}", out.log);
+    eprintln!("{}", out.log);
+}
+
+/// Where the screenshots go:/// Where the screenshots go: `$CALLVAULT_ARTIFACTS/portal-ui`, else `target/artifacts/portal-ui`
 /// in the workspace (CI keeps that directory).
 fn screenshot_dir() -> std::path::PathBuf {
     std::env::var_os("CALLVAULT_ARTIFACTS")

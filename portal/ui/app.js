@@ -234,14 +234,20 @@ async function callScreen(id) {
         ['Call id', r.call_id], ['Profile', r.profile], ['Status', r.status], ['Legal hold', r.legal_hold_effective ? 'yes' : 'no'],
         ['Expires', when(r.expires_at)]].flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v || '—')])),
     el('h3', {}, 'Participants'),
-    el('ul', { id: 'participants' }, ...callParties(r).map((p) => el('li', {}, party(p)))));
+    el('ul', { id: 'participants' }, ...callParties(r).map((p) => el('li', {}, party(p) + attendance(p)))));
   parts.push(info);
 
   if (r.status === 'recording') {
     parts.push(el('p', { class: 'card live', id: 'live' }, 'This call is being recorded now; it can be played once it ends.'));
   } else if (allowed.has('play')) {
-    const p = player(r.id, lanes, r.duration_ms / 1000);
+    // A meeting the user attended part of plays that part only (the portal serves it cut).
+    const heard = d.part ? ((d.part.leftMs ?? r.duration_ms) - d.part.joinedMs) : r.duration_ms;
+    const p = player(r.id, lanes, heard / 1000);
     const card = el('div', { class: 'card' }, el('h3', {}, 'Playback'), p.node);
+    if (d.part) {
+      card.append(el('p', { id: 'part', class: 'muted' }, 'You attended part of this meeting: you hear ' +
+        `${clock(d.part.joinedMs)} to ${d.part.leftMs == null ? 'the end' : clock(d.part.leftMs)}.`));
+    }
     if (allowed.has('download')) card.append(el('p', {}, el('a', { href: `/api/v1/recordings/${r.id}/download`, id: 'download' }, 'Download')));
     if (d.transcripts.length) card.append(el('h3', {}, 'Transcript'), transcriptPane(d.transcripts, p.audio, lanes));
     parts.push(card);
@@ -423,13 +429,20 @@ function tickDurations() {
 // Everyone on the call, each once: the metadata's participants repeat the calling and called
 // party, and a party the source did not name is left out.
 function callParties(r) {
-  const seen = new Set();
-  return [r.calling, r.called, ...(r.participants || [])]
-    .filter((p) => p && (p.number || p.name) && p.number !== 'unknown')
-    .filter((p) => {
-      const key = `${p.number}\u0000${p.name}`;
-      return !seen.has(key) && seen.add(key);
-    });
+  // Each party once, in order; a meeting participant's join and leave come from the list.
+  const byKey = new Map();
+  for (const p of [r.calling, r.called, ...(r.participants || [])]) {
+    if (!p || !(p.number || p.name) || p.number === 'unknown') continue;
+    const key = `${p.number}\u0000${p.name}`;
+    const first = byKey.get(key);
+    byKey.set(key, first ? { ...first, joinedMs: first.joinedMs ?? p.joinedMs, leftMs: first.leftMs ?? p.leftMs } : p);
+  }
+  return [...byKey.values()];
+}
+// m:ss from the recording's start.
+function clock(ms) { const s = Math.floor(ms / 1000); return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`; }
+function attendance(p) {
+  return (p.joinedMs == null ? '' : ` — joined at ${clock(p.joinedMs)}`) + (p.leftMs == null ? '' : ` — left at ${clock(p.leftMs)}`);
 }
 function participants(r) { return String(callParties(r).length); }
 function userName(r) { return r.user_display_name || r.user_name || 'not assigned'; }

@@ -117,14 +117,27 @@ pub struct Detail {
     pub transcripts: Vec<Transcript>,
     /// Actions the caller may take on this call (the UI greys the others out).
     pub allowed: Vec<Action>,
+    /// The part of a meeting the caller plays, when they reach it only by having attended
+    /// that part; absent when they may hear the whole call.
+    pub part: Option<Attendance>,
 }
 
 pub async fn detail(State(state): St, c: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Detail>> {
     let rec = c.recording(&state, id, Need::View).await?;
     let audience = state.db.recording_audience(&c.tenant, id).await?;
+    let part = c
+        .grants
+        .attended_part(Action::Play, rec.owner_user_id, &audience);
     let allowed = Action::ALL
         .into_iter()
         .filter(|a| c.grants.check(*a, &rec, &audience).is_ok())
+        // The whole meeting is not theirs to download (see `Caller::recording_part`).
+        .filter(|a| {
+            *a != Action::Download
+                || c.grants
+                    .attended_part(*a, rec.owner_user_id, &audience)
+                    .is_none()
+        })
         .collect();
     c.audit(&state, "view", "call", id.to_string(), json!({}))
         .await?;
@@ -134,6 +147,7 @@ pub async fn detail(State(state): St, c: Caller, Path(id): Path<Uuid>) -> ApiRes
         transcripts: state.db.transcripts(&c.tenant, id).await?,
         recording: rec,
         allowed,
+        part,
     }))
 }
 
