@@ -565,9 +565,10 @@ fn assert_ok(out: &std::process::Output, rig: &Rig) {
 // ---------------------------------------------------------------------------------------------
 // Reading recordings back.
 
-/// Two channels of 48 kHz PCM from the recorder's Ogg Opus (two mono Opus streams,
-/// channel mapping family 1), trimmed by pre-skip and the final granule as a player does.
-fn decode_ogg(data: &[u8]) -> [Vec<f32>; 2] {
+/// Every channel of an Ogg Opus recording (mapping family 0, or family 1 with an uncoupled
+/// mono stream per channel), decoded by libopus at 48 kHz and trimmed by pre-skip and the
+/// final granule as a player does.
+fn decode_ogg_channels(data: &[u8]) -> Vec<Vec<f32>> {
     let mut packets: Vec<Vec<u8>> = Vec::new();
     let mut partial = Vec::new();
     let mut pos = 0;
@@ -592,32 +593,51 @@ fn decode_ogg(data: &[u8]) -> [Vec<f32>; 2] {
     }
     let head = &packets[0];
     assert_eq!(&head[..8], b"OpusHead");
-    assert_eq!(head[9], 2, "two channels");
+    let channels = usize::from(head[9]);
     let pre_skip = usize::from(u16::from_le_bytes([head[10], head[11]]));
-    let mut decs = [
-        Decoder::new(SampleRate::Hz48000, Channels::Mono).unwrap(),
-        Decoder::new(SampleRate::Hz48000, Channels::Mono).unwrap(),
-    ];
-    let mut chans = [Vec::new(), Vec::new()];
+    if channels > 1 {
+        assert_eq!(head[18], 1, "mapping family 1");
+        assert_eq!(
+            (usize::from(head[19]), head[20]),
+            (channels, 0),
+            "uncoupled streams"
+        );
+    } else {
+        assert_eq!(head[18], 0, "mapping family 0");
+    }
+    let mut decs: Vec<Decoder> = (0..channels)
+        .map(|_| Decoder::new(SampleRate::Hz48000, Channels::Mono).unwrap())
+        .collect();
+    let mut chans = vec![Vec::new(); channels];
     let mut buf = vec![0i16; 5760];
     for p in &packets[2..] {
-        // The first stream is self-delimited (RFC 6716 appendix B).
-        let toc = p[0];
-        let (len, hdr) = if p[1] < 252 {
-            (usize::from(p[1]), 2)
-        } else {
-            (usize::from(p[1]) + 4 * usize::from(p[2]), 3)
-        };
-        let len = if toc & 3 == 1 { 2 * len } else { len };
-        let mut first = vec![toc];
-        first.extend_from_slice(&p[hdr..hdr + len]);
-        for (c, pkt) in [first, p[hdr + len..].to_vec()].iter().enumerate() {
+        // Every stream but the last is self-delimited (RFC 6716 appendix B).
+        let mut rest = &p[..];
+        for c in 0..channels {
+            let pkt = if c + 1 == channels {
+                rest.to_vec()
+            } else {
+                let toc = rest[0];
+                let (len, hdr) = if rest[1] < 252 {
+                    (usize::from(rest[1]), 2)
+                } else {
+                    (usize::from(rest[1]) + 4 * usize::from(rest[2]), 3)
+                };
+                let len = if toc & 3 == 1 { 2 * len } else { len };
+                let mut one = vec![toc];
+                one.extend_from_slice(&rest[hdr..hdr + len]);
+                rest = &rest[hdr + len..];
+                one
+            };
             let n = decs[c].decode(Some(&pkt[..]), &mut buf[..], false).unwrap();
             chans[c].extend(buf[..n].iter().map(|&s| f32::from(s)));
         }
     }
     let total = granule as usize - pre_skip;
-    chans.map(|c| c[pre_skip..(pre_skip + total).min(c.len())].to_vec())
+    chans
+        .into_iter()
+        .map(|c| c[pre_skip..(pre_skip + total).min(c.len())].to_vec())
+        .collect()
 }
 
 /// Milliseconds of audio in the whole Ogg/Opus pages of `data` (a recovered recording may end
@@ -692,9 +712,17 @@ fn rms(x: &[f32]) -> f64 {
 /// The checks every recorded call gets: committed row, digest, seal, decrypted two-channel
 /// Ogg exactly the session's length (within one 20 ms frame).
 async fn check_recording(rig: &Rig, row: &Recording) -> [Vec<f32>; 2] {
+    check_recording_channels(rig, row, 2)
+        .await
+        .try_into()
+        .unwrap()
+}
+
+/// [`check_recording`] of a recording of `channels` channels.
+async fn check_recording_channels(rig: &Rig, row: &Recording, channels: i64) -> Vec<Vec<f32>> {
     assert_eq!(row.status, RecordingStatus::Available, "{row:?}");
     assert_eq!(row.codec, "opus");
-    assert_eq!(row.channels, 2);
+    assert_eq!(row.channels, channels);
     assert_eq!(row.profile, "compliance");
     assert_eq!(row.key_id.as_deref(), Some(rig.key.id().to_hex().as_str()));
     assert!(
@@ -707,7 +735,8 @@ async fn check_recording(rig: &Rig, row: &Recording) -> [Vec<f32>; 2] {
         Some(hex(sha256(&ogg)).as_str()),
         "row digest is the plaintext's"
     );
-    let pcm = decode_ogg(&ogg);
+    let pcm = decode_ogg_channels(&ogg);
+    assert_eq!(pcm.len() as i64, channels);
     let session = (row.end_time.unwrap() - row.start_time) as f64 / 1e6;
     let file = pcm[0].len() as f64 / 48_000.0;
     assert!(
@@ -968,6 +997,113 @@ async fn single_mixed_stream_fills_both_channels() {
     assert_eq!(row.calling.number, "+442071234567");
     assert_eq!(row.calling.name, "Carol Caller");
     assert_eq!(row.called.number, "2002");
+}
+
+const PARTY_C: &str =
+    "This is Carol from compliance joining the call. Please confirm the amount before we proceed.";
+
+/// A profile with `channels: PerStream` keeps each SIPREC stream of a three-party call in a
+/// channel of its own: decoded by libopus, each channel holds its participant and not the
+/// others, aligned, and the row says three channels. Stereo and mono profiles record the same
+/// call in two channels (the third party with the second) and in one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_per_stream_profile_keeps_each_participant_in_a_channel_of_their_own() {
+    let mut rig = Rig::new(None, 10).await;
+    let texts = [PARTY_A, PARTY_B, PARTY_C];
+    let voices: Vec<Vec<i16>> = texts
+        .iter()
+        .map(|t| speech(rig.dir.path(), t, 8000))
+        .collect();
+    let pcap = rig.dir.path().join("call.pcap");
+    let streams: Vec<_> = voices
+        .iter()
+        .enumerate()
+        .map(|(k, v)| {
+            rtp_stream(
+                Codec::Pcmu,
+                v,
+                0x1111 * (k as u32 + 1),
+                Duration::ZERO,
+                None,
+            )
+        })
+        .collect();
+    write_pcap(&pcap, &streams);
+    let talk = voices.iter().map(Vec::len).max().unwrap() as u64 / 8;
+    let vars = [
+        ("PT", Codec::Pcmu.pt().to_string()),
+        ("RTPMAP", Codec::Pcmu.rtpmap().into()),
+        ("PCAP", pcap.display().to_string()),
+        ("PAUSE_MS", (talk + 500).to_string()),
+    ];
+    rig.edit(|c| c["media"] = serde_json::json!({"channels": "PerStream"}));
+    rig.start().await;
+    let mut finished = 0;
+    let mut call = async |rig: &Rig| {
+        let out = sipp(rig, "record_three_streams.xml", &vars, "u1").await;
+        assert_ok(&out, rig);
+        finished += 1;
+        let mut rows = rig.wait_finished(finished, Duration::from_secs(30)).await;
+        rows.sort_by_key(|r| r.start_time);
+        rows.pop().unwrap()
+    };
+    let row = call(&rig).await;
+    let pcm = check_recording_channels(&rig, &row, 3).await;
+    let mut lags = Vec::new();
+    for (c, channel) in pcm.iter().enumerate() {
+        let scores: Vec<(f64, usize)> = voices
+            .iter()
+            .map(|v| match_audio(channel, v, 8000))
+            .collect();
+        let (own, lag) = scores[c];
+        let other = scores
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| *k != c)
+            .map(|(_, (s, _))| *s)
+            .fold(0.0, f64::max);
+        assert!(
+            own > 0.8 && own > other + 0.2,
+            "channel {c} holds participant {c} ({own:.2}) and no other ({other:.2})"
+        );
+        lags.push(lag);
+    }
+    assert!(
+        lags.iter().max().unwrap() - lags.iter().min().unwrap() <= 2,
+        "channels aligned (lags {lags:?} frames)"
+    );
+    assert_eq!(row.participants.len(), 3);
+    assert_eq!(row.direction, Direction::Conference);
+
+    // The same call under a stereo profile, then a mono one: the channels hold the mixes.
+    let mix = |parts: &[&Vec<i16>]| {
+        let len = parts.iter().map(|p| p.len()).max().unwrap();
+        (0..len)
+            .map(|i| {
+                parts
+                    .iter()
+                    .map(|p| i32::from(p.get(i).copied().unwrap_or(0)))
+                    .sum::<i32>()
+            })
+            .map(|s| s.clamp(i32::from(i16::MIN), i32::from(i16::MAX)) as i16)
+            .collect::<Vec<i16>>()
+    };
+    rig.edit(|c| c["media"] = serde_json::json!({"channels": "Stereo"}));
+    rig.configuration(1, 0).await;
+    let row = call(&rig).await;
+    let pcm = check_recording(&rig, &row).await;
+    let left = match_audio(&pcm[0], &voices[0], 8000).0;
+    let right = match_audio(&pcm[1], &mix(&[&voices[1], &voices[2]]), 8000).0;
+    assert!(
+        left > 0.8 && right > 0.8,
+        "Stereo: the first party left ({left:.2}), the others right ({right:.2})"
+    );
+    rig.edit(|c| c["media"] = serde_json::json!({"channels": "Mono"}));
+    rig.configuration(2, 0).await;
+    let row = call(&rig).await;
+    let pcm = check_recording_channels(&rig, &row, 1).await;
+    let all = match_audio(&pcm[0], &mix(&[&voices[0], &voices[1], &voices[2]]), 8000).0;
+    assert!(all > 0.8, "Mono: every party in the one channel ({all:.2})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,8 +20,9 @@ pub use jobs::{
 };
 pub use problem::{Invalid, Problem};
 pub use recorder::{
-    Advertise, EncryptionConfig, LoadError, MediaAddress, MediaConfig, OtherProfile, PortRange,
-    RecorderConfig, SipConfig, SipTransport, SpoolLimits, SrtpPolicy, ValidRecorderConfig,
+    Advertise, ChannelLayout, EncryptionConfig, LoadError, MediaAddress, MediaConfig, OtherProfile,
+    PortRange, RecorderConfig, SipConfig, SipTransport, SpoolLimits, SrtpPolicy,
+    ValidRecorderConfig,
 };
 pub use rules::{RecordingRules, Rules};
 

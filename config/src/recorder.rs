@@ -334,9 +334,9 @@ pub struct MediaConfig {
     /// Encoder complexity, 0 (fastest) to 10 (best).
     #[serde(default = "default_complexity")]
     pub complexity: u8,
-    /// One channel per direction instead of a mono mix.
-    #[serde(default = "yes")]
-    pub stereo: bool,
+    /// How the call's streams map to the recording's channels.
+    #[serde(default)]
+    pub channels: ChannelLayout,
 }
 
 impl Default for MediaConfig {
@@ -344,7 +344,36 @@ impl Default for MediaConfig {
         Self {
             bitrate: default_bitrate(),
             complexity: default_complexity(),
-            stereo: true,
+            channels: ChannelLayout::default(),
+        }
+    }
+}
+
+/// How a call's streams map to its recording's channels. Each channel is encoded at half
+/// the profile's bitrate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChannelLayout {
+    /// One channel: every stream mixed.
+    Mono,
+    /// Two channels: the first party's streams left, the others right.
+    #[default]
+    Stereo,
+    /// A channel per stream the call starts with, up to [`ChannelLayout::MAX_CHANNELS`]: each
+    /// SIPREC stream kept apart (conferences, multi-party calls); streams a re-INVITE adds,
+    /// or past the last channel, are mixed into the last one.
+    PerStream,
+}
+
+impl ChannelLayout {
+    /// The most channels a recording has (Ogg Opus channel mapping family 1).
+    pub const MAX_CHANNELS: usize = 8;
+
+    /// The channels of a call that starts with `streams` accepted streams.
+    pub fn channels(self, streams: usize) -> usize {
+        match self {
+            ChannelLayout::Mono => 1,
+            ChannelLayout::Stereo => 2,
+            ChannelLayout::PerStream => streams.clamp(1, Self::MAX_CHANNELS),
         }
     }
 }

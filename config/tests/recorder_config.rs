@@ -1,6 +1,6 @@
 //! Loading and validating the recorder configuration the operator renders.
 
-use callvault_config::{Advertise, RecorderConfig, SipTransport};
+use callvault_config::{Advertise, ChannelLayout, RecorderConfig, SipTransport};
 
 const MINIMAL: &str = r#"
 tenant: bank-emea
@@ -48,8 +48,8 @@ fn defaults_are_the_recording_profile_defaults() {
     assert_eq!(c.sessions_per_replica, 200);
     assert!(c.fail_closed);
     assert_eq!(
-        (c.media.bitrate, c.media.complexity, c.media.stereo),
-        (32000, 5, true)
+        (c.media.bitrate, c.media.complexity, c.media.channels),
+        (32000, 5, ChannelLayout::Stereo)
     );
     assert_eq!(c.max_duration_seconds, 18000);
     assert_eq!(c.retention_days, 365);

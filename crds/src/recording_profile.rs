@@ -48,7 +48,7 @@ pub struct RecordingProfileSpec {
     pub storage_target_ref: LocalObjectRef,
     /// Encryption of every recording. There is no off switch.
     pub encryption: Encryption,
-    /// Audio encoding of the stored recording (Opus in Ogg, one channel per direction).
+    /// Audio encoding of the stored recording (Opus in Ogg, a mono encoder per channel).
     #[serde(default)]
     pub media: Media,
     /// Longest single recording segment in seconds; longer calls continue in a new segment.
@@ -421,7 +421,7 @@ pub struct Encryption {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Media {
-    /// Opus bitrate in bits per second.
+    /// Opus bitrate in bits per second of two channels: each channel is encoded at half of it.
     #[serde(default = "default_bitrate")]
     #[schemars(range(min = 6000, max = 510000))]
     pub bitrate: i32,
@@ -429,9 +429,9 @@ pub struct Media {
     #[serde(default = "default_complexity")]
     #[schemars(range(min = 0, max = 10))]
     pub complexity: i32,
-    /// Two channels (one per direction) instead of a mono mix.
-    #[serde(default = "yes")]
-    pub stereo: bool,
+    /// How the call's streams map to the recording's channels.
+    #[serde(default)]
+    pub channels: ChannelLayout,
 }
 
 impl Default for Media {
@@ -439,9 +439,22 @@ impl Default for Media {
         Self {
             bitrate: default_bitrate(),
             complexity: default_complexity(),
-            stereo: true,
+            channels: ChannelLayout::default(),
         }
     }
+}
+
+/// How a call's streams map to its recording's channels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ChannelLayout {
+    /// One channel: every stream mixed.
+    Mono,
+    /// Two channels: the first party's streams left, the others right.
+    #[default]
+    Stereo,
+    /// A channel per stream the call starts with, up to eight: each SIPREC stream kept
+    /// apart (conferences, multi-party calls); streams added later share the last channel.
+    PerStream,
 }
 
 fn default_bitrate() -> i32 {

@@ -6,8 +6,8 @@ use callvault_config::rules::{
     Window,
 };
 use callvault_config::{
-    Advertise, EncryptionConfig, Invalid, MediaAddress, MediaConfig, PortRange, RecorderConfig,
-    Rules, SipConfig, SipTransport, SpoolLimits, SrtpPolicy,
+    Advertise, ChannelLayout, EncryptionConfig, Invalid, MediaAddress, MediaConfig, PortRange,
+    RecorderConfig, Rules, SipConfig, SipTransport, SpoolLimits, SrtpPolicy,
 };
 use callvault_crds::recording_profile as rp;
 use callvault_crds::{RecordingProfile, StorageTarget};
@@ -127,7 +127,11 @@ pub fn render_recorder_config(
         media: MediaConfig {
             bitrate: fit("media.bitrate", spec.media.bitrate)?,
             complexity: fit("media.complexity", spec.media.complexity)?,
-            stereo: spec.media.stereo,
+            channels: match spec.media.channels {
+                rp::ChannelLayout::Mono => ChannelLayout::Mono,
+                rp::ChannelLayout::Stereo => ChannelLayout::Stereo,
+                rp::ChannelLayout::PerStream => ChannelLayout::PerStream,
+            },
         },
         max_duration_seconds: fit("maxDurationSeconds", spec.max_duration_seconds)?,
         retention_days: fit("retention.days", spec.retention.days)?,

@@ -297,9 +297,12 @@ impl Call {
             ctx.chunk_size,
         );
         let started = Instant::now();
-        let mut recording =
-            Recording::new(TimelineConfig::default(), ctx.opus.clone(), started, writer)
-                .map_err(|e| e.to_string())?;
+        let timeline = TimelineConfig {
+            channels: usize::from(manifest.row.channels),
+            ..TimelineConfig::default()
+        };
+        let mut recording = Recording::new(timeline, ctx.opus.clone(), started, writer)
+            .map_err(|e| e.to_string())?;
         let streams = self
             .slots
             .iter()

@@ -21,9 +21,8 @@ use tracing::Instrument;
 use crate::metrics::{self, Metrics};
 use crate::spool::{Ended, Manifest, Spool, SpoolError};
 
-/// Codec and channel count of every recording (two-channel Ogg Opus).
+/// Codec of every recording (Ogg Opus; its channels are the call's, see `RowFacts`).
 pub const CODEC: &str = "opus";
-pub const CHANNELS: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
@@ -428,7 +427,7 @@ impl Inner {
                         object_key: key.clone(),
                         size_bytes: size,
                         codec: CODEC.into(),
-                        channels: CHANNELS,
+                        channels: i64::from(m.row.channels),
                         sha256: sha256.clone(),
                         metadata_digest: metadata_digest.clone(),
                         signature: signature.clone(),
@@ -452,7 +451,7 @@ impl Inner {
                         object_key: key.clone(),
                         size_bytes: size,
                         codec: CODEC.into(),
-                        channels: CHANNELS,
+                        channels: i64::from(m.row.channels),
                         metadata_digest: metadata_digest.clone(),
                         key_id: m.row.key_id.clone(),
                         stop_reason: stop_reason.clone(),

@@ -495,6 +495,7 @@ fn build(
         options_probe: seconds(config.options_probe_seconds),
         created: config.profile_created.clone(),
         srtp: config.srtp,
+        channels: config.media.channels,
     });
     Ok((Live { settings, ctx }, new_committer))
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use callvault_config::profiles::{Conflict, Directory, Selection, ownership};
 use callvault_config::rules::RecordingRules;
-use callvault_config::{OtherProfile, SpoolLimits, Timestamp};
+use callvault_config::{ChannelLayout, OtherProfile, SpoolLimits, Timestamp};
 use callvault_store::db::{CallType, Db, Direction, Party};
 use serde::Serialize;
 use serde_json::json;
@@ -53,6 +53,8 @@ pub struct SessionSettings {
     pub created: Option<String>,
     /// Whether sources must, may or must not send SRTP.
     pub srtp: sdp::SrtpPolicy,
+    /// How a call's streams map to its recording's channels.
+    pub channels: ChannelLayout,
 }
 
 enum Entry {
@@ -401,6 +403,7 @@ impl Recorder {
                     + i64::from(settings.retention_days) * 86_400_000_000,
             ),
             raw_metadata: raw,
+            channels: settings.channels.channels(accepted(&plans)) as u8,
         };
         // Opening the spool files fsyncs them and their directory: on a blocking thread, so
         // a busy disk does not hold up the runtime threads every live call's media needs.
@@ -482,10 +485,8 @@ impl Recorder {
         current: &[Option<u16>],
         control: &mpsc::UnboundedSender<Control>,
     ) -> Result<Vec<Option<u16>>, Rejection> {
-        let accepted = plans
-            .iter()
-            .filter(|p| matches!(p, MediaPlan::Accept { .. }))
-            .count();
+        let accepted = accepted(plans);
+        let layout = live.settings.channels;
         let mut ports = Vec::with_capacity(plans.len());
         let mut nth = 0usize;
         for (index, (m, plan)) in offer.media.iter().zip(plans).enumerate() {
@@ -493,7 +494,7 @@ impl Recorder {
             match plan {
                 MediaPlan::Accept { label, srtp, .. } => {
                     let srtp = srtp.as_ref().map(|keys| keys.remote.key.clone());
-                    let channel = channel_for(nth, accepted, label.as_deref(), md);
+                    let channel = channel_for(layout, nth, accepted, label.as_deref(), md);
                     nth += 1;
                     let config = stream_config(m, channel);
                     let peer = m.effective_connection(offer).and_then(sdp::Connection::ip);
@@ -956,17 +957,30 @@ fn parties_from(md: Option<&RecordingMetadata>, siprec: bool, from: Party, to: P
     }
 }
 
-/// Which output channel an accepted m-line feeds: a lone stream is the mix (both channels);
-/// otherwise the first party's streams go left and the others right. The party comes from
-/// the metadata's label association when there is one, else the stream's order.
+/// The m-lines a plan accepts.
+fn accepted(plans: &[MediaPlan]) -> usize {
+    plans
+        .iter()
+        .filter(|p| matches!(p, MediaPlan::Accept { .. }))
+        .count()
+}
+
+/// Which output channel the `nth` accepted m-line feeds. Per stream: its own. Stereo: a lone
+/// stream is the mix (both channels); otherwise the first party's streams go left and the
+/// others right, the party coming from the metadata's label association when there is one,
+/// else the stream's order. Mono: the one channel.
 fn channel_for(
+    layout: ChannelLayout,
     nth: usize,
     accepted: usize,
     label: Option<&str>,
     md: Option<&RecordingMetadata>,
 ) -> Channel {
-    if accepted == 1 {
-        return Channel::Both;
+    match layout {
+        ChannelLayout::PerStream => return Channel::Nth(nth),
+        ChannelLayout::Mono => return Channel::Both,
+        ChannelLayout::Stereo if accepted == 1 => return Channel::Both,
+        ChannelLayout::Stereo => {}
     }
     if let (Some(md), Some(label)) = (md, label)
         && let Some(sender) = md.sender_of_label(label)

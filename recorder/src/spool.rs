@@ -63,6 +63,13 @@ pub struct RowFacts {
     pub key_id: String,
     pub expires_at: Option<i64>,
     pub raw_metadata: String,
+    /// The recording's channels (spools written before the layout was chosen per call had two).
+    #[serde(default = "two_channels")]
+    pub channels: u8,
+}
+
+fn two_channels() -> u8 {
+    2
 }
 
 impl RowFacts {

@@ -143,6 +143,7 @@ impl Rig {
             options_probe: checks.probe,
             created: None,
             srtp: sdp::SrtpPolicy::Preferred,
+            channels: Default::default(),
         };
         let recorder = Arc::new(Recorder::new(settings, ctx));
         let server = SipServer::start(

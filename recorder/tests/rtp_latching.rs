@@ -142,6 +142,7 @@ impl Rig {
             options_probe: None,
             created: None,
             srtp,
+            channels: Default::default(),
         };
         Rig {
             _dir: dir,

@@ -112,6 +112,7 @@ async fn a_failed_spool_write_ends_the_call_with_a_bye_and_commits_what_was_writ
         options_probe: None,
         created: None,
         srtp: sdp::SrtpPolicy::Preferred,
+        channels: Default::default(),
     };
     let recorder = Arc::new(Recorder::new(settings, ctx));
     let server = SipServer::start(

@@ -1,10 +1,10 @@
 //! A decrypted recording (Ogg Opus) back to PCM, one signal per party.
 //!
-//! The recorder writes mapping family 1 with one uncoupled mono stream per party (channel 0 =
-//! party A): each Ogg packet is a multistream packet whose first stream is self-delimited
-//! (RFC 7845 §5.1.1.2, RFC 6716 Appendix B). Splitting the packet gives each party's own Opus
-//! stream, decoded alone, so one channel never leaks into the other's transcript. Mono
-//! recordings (family 0) are read too.
+//! The recorder writes mapping family 1 with one uncoupled mono stream per channel (channel 0 =
+//! party A; a per-stream recording has up to eight): each Ogg packet is a multistream packet
+//! whose streams but the last are self-delimited (RFC 7845 §5.1.1.2, RFC 6716 Appendix B).
+//! Splitting the packet gives each channel's own Opus stream, decoded alone, so one channel
+//! never leaks into another's transcript. Mono recordings (family 0) are read too.
 //!
 //! Page CRCs are not checked: the payload was authenticated chunk by chunk when it was
 //! decrypted, so a flipped bit cannot reach this code.
@@ -172,33 +172,42 @@ pub fn decode_ogg_opus(data: &[u8]) -> Result<Channels16k, AudioError> {
     let channels = usize::from(head[9]);
     let pre_skip = u64::from(u16::from_le_bytes([head[10], head[11]]));
     let family = head[18];
-    let two_streams = match (family, channels) {
-        (0, 1) => false,
-        (1, 2) if head.get(19..23) == Some(&[2, 0, 0, 1][..]) => true,
+    // Mono (family 0), or family 1 with an uncoupled mono stream per channel in order, as the
+    // recorder writes two-channel and per-stream recordings.
+    let uncoupled: Vec<u8> = [channels as u8, 0]
+        .into_iter()
+        .chain(0..channels as u8)
+        .collect();
+    let streams = match (family, channels) {
+        (0, 1) => 1,
+        (1, 2..=8) if head.get(19..21 + channels) == Some(&uncoupled[..]) => channels,
         _ => {
             return Err(AudioError::Layout(format!(
                 "mapping family {family} with {channels} channels (expected a CallVault recording: \
-                 family 1 with two uncoupled mono streams, or mono)"
+                 family 1 with an uncoupled mono stream per channel, or mono)"
             )));
         }
     };
     if packets.get(1).is_none_or(|t| !t.starts_with(b"OpusTags")) {
         return Err(AudioError::Head("second packet is not OpusTags".into()));
     }
-    let streams = if two_streams { 2 } else { 1 };
     let mut decoders = Vec::with_capacity(streams);
     for _ in 0..streams {
         decoders.push(Decoder::new(SampleRate::Hz16000, Channels::Mono)?);
     }
     let mut out: Vec<Vec<i16>> = vec![Vec::new(); streams];
     for (i, p) in packets.iter().enumerate().skip(2) {
-        if two_streams {
-            let (first, second) =
-                split_multistream(p).map_err(|reason| AudioError::Packet { index: i, reason })?;
-            decode_into(&mut decoders[0], &first, &mut out[0], i)?;
-            decode_into(&mut decoders[1], second, &mut out[1], i)?;
-        } else {
-            decode_into(&mut decoders[0], p, &mut out[0], i)?;
+        // Every stream but the last is self-delimited.
+        let mut rest = &p[..];
+        for c in 0..streams {
+            if c + 1 == streams {
+                decode_into(&mut decoders[c], rest, &mut out[c], i)?;
+            } else {
+                let (first, tail) = split_multistream(rest)
+                    .map_err(|reason| AudioError::Packet { index: i, reason })?;
+                decode_into(&mut decoders[c], &first, &mut out[c], i)?;
+                rest = tail;
+            }
         }
     }
     // Granules and pre-skip count 48 kHz samples.
@@ -346,6 +355,57 @@ mod tests {
         assert!(split_multistream(&[0x0b, 1]).is_err(), "code 3");
         assert!(split_multistream(&[0x08, 200, 1]).is_err(), "overlong");
         assert!(split_multistream(&[]).is_err(), "empty");
+    }
+
+    /// A recording as the recorder writes it, of `channels` channels, in which channel c
+    /// carries a tone during second c only.
+    fn recording(channels: usize) -> Vec<u8> {
+        use callvault_recorder::media::OpusConfig;
+        use callvault_recorder::media::ogg::OggOpusWriter;
+        let config = OpusConfig {
+            channels,
+            ..OpusConfig::default()
+        };
+        let (rate, frame) = (config.input_rate as usize, config.frame_len);
+        let mut w = OggOpusWriter::new(Vec::new(), config).expect("encoder");
+        let total = channels * rate;
+        let mut pcm = vec![0i16; channels * frame];
+        for start in (0..total).step_by(frame) {
+            for (i, s) in pcm.iter_mut().enumerate() {
+                let (n, c) = (start + i / channels, i % channels);
+                let t = n as f64 / rate as f64;
+                *s = if n / rate == c {
+                    ((t * 440.0 * std::f64::consts::TAU).sin() * 8000.0) as i16
+                } else {
+                    0
+                };
+            }
+            w.write_frame(&pcm).expect("frame");
+        }
+        w.finish(total as u64).expect("finish").0
+    }
+
+    #[test]
+    fn every_channel_of_a_per_stream_or_mono_recording_decodes_apart() {
+        let loud = |x: &[i16]| {
+            (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len() as f64).sqrt() > 1000.0
+        };
+        for channels in [1, 2, 3, 8] {
+            let pcm = decode_ogg_opus(&recording(channels)).expect("decodes");
+            assert_eq!(pcm.channels.len(), channels);
+            let second = RATE as usize;
+            for (c, signal) in pcm.channels.iter().enumerate() {
+                for s in 0..channels {
+                    // The middle of each second: clear of the codec's onset and decay.
+                    let mid = &signal[s * second + second / 4..s * second + 3 * second / 4];
+                    assert_eq!(
+                        loud(mid),
+                        s == c,
+                        "{channels} channels: channel {c}, second {s}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

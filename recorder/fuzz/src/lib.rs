@@ -207,7 +207,14 @@ impl Program<'_> {
     }
 
     fn stream(&mut self) -> StreamConfig {
-        let channel = [Channel::A, Channel::B, Channel::Both][usize::from(self.u8() % 3)];
+        let pick = self.u8();
+        let channel = match pick % 4 {
+            0 => Channel::A,
+            1 => Channel::B,
+            2 => Channel::Both,
+            // Past the last channel too: mixed into it.
+            _ => Channel::Nth(usize::from(pick >> 2) % 10),
+        };
         StreamConfig {
             channel,
             payload_types: self.payload_types(),
@@ -237,6 +244,7 @@ pub fn rtp_path(data: &[u8]) {
         resync_threshold: Duration::from_millis(2 * u64::from(p.u8())),
         resync_packets: 1 + usize::from(p.u8() % 8),
         max_pending: 1 + usize::from(p.u8() % 128),
+        channels: 1 + usize::from(head >> 5),
     };
     let start = Instant::now();
     let mut timeline = match Timeline::new(config, start) {
@@ -244,9 +252,10 @@ pub fn rtp_path(data: &[u8]) {
         Err(e) => panic!("valid timeline config refused: {e}"),
     };
     let frame_len = timeline.frame_len();
+    let channels = timeline.config().channels;
     let mut frames = 0u64;
     let mut sink = |frame: &[i16]| -> Result<(), String> {
-        if frame.len() != 2 * frame_len {
+        if frame.len() != channels * frame_len {
             return Err(format!("frame of {} samples", frame.len()));
         }
         frames += 1;

@@ -168,8 +168,10 @@ impl<W: Write> OggPageWriter<W> {
 /// Encoder settings of a recording.
 #[derive(Debug, Clone)]
 pub struct OpusConfig {
-    /// Total bitrate for both channels.
+    /// Bitrate of two channels: each channel is encoded at half of it.
     pub bitrate: i32,
+    /// Channels, 1 to [`super::timeline::MAX_CHANNELS`] (the timeline's).
+    pub channels: usize,
     /// 0..=10; the main CPU knob (5 is the measured sweet spot for speech).
     pub complexity: u8,
     /// `Application::Voip` favours speech intelligibility.
@@ -191,6 +193,7 @@ impl Default for OpusConfig {
     fn default() -> Self {
         OpusConfig {
             bitrate: 32_000,
+            channels: 2,
             complexity: 5,
             application: Application::Voip,
             input_rate: 16_000,
@@ -203,17 +206,18 @@ impl Default for OpusConfig {
     }
 }
 
-/// Two-channel Opus encoder writing an Ogg Opus stream to any `Write`.
+/// Opus encoder of one to eight channels writing an Ogg Opus stream to any `Write`.
 #[derive(Debug)]
 pub struct OggOpusWriter<W: Write> {
     ogg: OggPageWriter<W>,
     /// One mono encoder per channel: a coupled stereo encoder at speech
     /// bitrates narrows the stereo image and leaks one party into the other
     /// channel, which breaks per-channel review and transcription.
-    encoders: [Encoder; 2],
+    encoders: Vec<Encoder>,
     config: OpusConfig,
-    mono: [Vec<i16>; 2],
-    second: Vec<u8>,
+    mono: Vec<Vec<i16>>,
+    /// One channel's packet before it is framed into the multistream packet.
+    single: Vec<u8>,
     pre_skip: u64,
     /// 48 kHz samples encoded so far.
     encoded_48k: u64,
@@ -240,6 +244,13 @@ impl<W: Write> OggOpusWriter<W> {
         if config.packets_per_page == 0 {
             return Err(OggError::Config("packets_per_page must be positive".into()));
         }
+        if !(1..=super::timeline::MAX_CHANNELS).contains(&config.channels) {
+            return Err(OggError::Config(format!(
+                "{} channels: 1 to {}",
+                config.channels,
+                super::timeline::MAX_CHANNELS
+            )));
+        }
         let make = || -> Result<Encoder, OggError> {
             let mut e = Encoder::new(rate, Channels::Mono, config.application)?;
             e.set_bitrate(Bitrate::BitsPerSecond(config.bitrate / 2))?;
@@ -247,23 +258,31 @@ impl<W: Write> OggOpusWriter<W> {
             e.set_signal(Signal::Voice)?;
             Ok(e)
         };
-        let encoders = [make()?, make()?];
+        let encoders = (0..config.channels)
+            .map(|_| make())
+            .collect::<Result<Vec<_>, _>>()?;
         let lookahead = u64::from(encoders[0].lookahead()?);
         let pre_skip = lookahead * 48_000 / u64::from(config.input_rate);
 
         let mut ogg = OggPageWriter::new(inner, config.serial);
         let mut head = Vec::with_capacity(23);
         head.extend_from_slice(b"OpusHead");
+        let channels = config.channels as u8;
         head.push(1); // version
-        head.push(2); // channels
+        head.push(channels);
         head.extend_from_slice(&(pre_skip as u16).to_le_bytes());
         head.extend_from_slice(&config.input_rate.to_le_bytes());
         head.extend_from_slice(&0i16.to_le_bytes()); // output gain
-        // Mapping family 1: two uncoupled mono streams, left = party A.
-        head.push(1);
-        head.push(2); // streams
-        head.push(0); // coupled streams
-        head.extend_from_slice(&[0, 1]); // channel mapping
+        if channels == 1 {
+            head.push(0); // mapping family 0: one mono stream
+        } else {
+            // Mapping family 1 (RFC 7845 §5.1.1.2): an uncoupled mono stream per channel,
+            // channel 0 = party A.
+            head.push(1);
+            head.push(channels); // streams
+            head.push(0); // coupled streams
+            head.extend(0..channels); // channel mapping
+        }
         ogg.push_packet(&head, 0)?;
         ogg.flush_page(false)?;
 
@@ -280,15 +299,17 @@ impl<W: Write> OggOpusWriter<W> {
         ogg.push_packet(&tags, 0)?;
         ogg.flush_page(false)?;
 
+        // The largest 20 ms Opus packet is 1275 bytes, plus self-delimiting framing.
+        let packet = vec![0; 1280 * config.channels];
         Ok(OggOpusWriter {
             ogg,
+            mono: vec![Vec::new(); encoders.len()],
             encoders,
-            mono: [Vec::new(), Vec::new()],
-            second: vec![0; 1500],
+            single: vec![0; 1500],
             config,
             pre_skip,
             encoded_48k: 0,
-            packet: vec![0; 3200],
+            packet,
             packets: 0,
         })
     }
@@ -301,25 +322,32 @@ impl<W: Write> OggOpusWriter<W> {
         self.ogg.bytes_written()
     }
 
-    /// Encodes one interleaved stereo frame of `frame_len` samples per channel.
+    /// Encodes one frame of `frame_len` samples per channel, the channels interleaved.
     pub fn write_frame(&mut self, interleaved: &[i16]) -> Result<(), OggError> {
-        if interleaved.len() != 2 * self.config.frame_len {
+        let channels = self.encoders.len();
+        if interleaved.len() != channels * self.config.frame_len {
             return Err(OggError::Config(format!(
                 "frame of {} samples, expected {}",
                 interleaved.len(),
-                2 * self.config.frame_len
+                channels * self.config.frame_len
             )));
         }
         for (c, buf) in self.mono.iter_mut().enumerate() {
             buf.clear();
-            buf.extend(interleaved.iter().skip(c).step_by(2));
+            buf.extend(interleaved.iter().skip(c).step_by(channels));
         }
         // Multistream packet (RFC 7845 §5.1.1.2): every stream but the last
         // uses self-delimiting framing (RFC 6716 Appendix B).
-        let n0 = self.encoders[0].encode(&self.mono[0], &mut self.second)?;
-        let mut n = self_delimit(&self.second[..n0], &mut self.packet)?;
-        let n1 = self.encoders[1].encode(&self.mono[1], &mut self.packet[n..])?;
-        n += n1;
+        let mut n = 0;
+        let last = channels - 1;
+        for (c, encoder) in self.encoders.iter_mut().enumerate() {
+            if c == last {
+                n += encoder.encode(&self.mono[c], &mut self.packet[n..])?;
+            } else {
+                let len = encoder.encode(&self.mono[c], &mut self.single)?;
+                n += self_delimit(&self.single[..len], &mut self.packet[n..])?;
+            }
+        }
         self.encoded_48k +=
             self.config.frame_len as u64 * 48_000 / u64::from(self.config.input_rate);
         if self.ogg.buffered_packets() >= self.config.packets_per_page {
@@ -340,7 +368,7 @@ impl<W: Write> OggOpusWriter<W> {
         let exact = total_samples * 48_000 / u64::from(self.config.input_rate);
         // The encoder lags by its lookahead (the pre-skip): feed silence until
         // the last real sample has come out of it.
-        let silence = vec![0i16; 2 * self.config.frame_len];
+        let silence = vec![0i16; self.encoders.len() * self.config.frame_len];
         while self.encoded_48k < self.pre_skip + exact {
             self.write_frame(&silence)?;
         }

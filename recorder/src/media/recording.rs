@@ -1,4 +1,5 @@
-//! One recording session end to end: timeline → stereo Opus → Ogg → `Write`.
+//! One recording session end to end: timeline → Opus (a mono encoder per channel) → Ogg →
+//! `Write`.
 
 use super::DtmfEvent;
 use super::ogg::{OggError, OggOpusWriter, OpusConfig};
@@ -85,6 +86,7 @@ impl<W: Write> Recording<W> {
         let timeline = Timeline::new(timeline, start)?;
         opus.input_rate = timeline.config().output_rate;
         opus.frame_len = timeline.frame_len();
+        opus.channels = timeline.config().channels;
         let frame_len = timeline.frame_len();
         let writer = OggOpusWriter::new(out, opus)?;
         Ok(Recording {

@@ -1,10 +1,10 @@
 //! The session timeline: places each stream's audio by RTP timestamp on a
 //! common clock so loss, hold, late start and silent streams become silence
-//! and both channels stay aligned; output length equals the session length.
+//! and the channels stay aligned; output length equals the session length.
 //!
 //! Time is injected: `push` takes the packet's arrival instant and
-//! `advance(now)` emits every 20 ms stereo frame whose playout point
-//! (`now - jitter_delay`) has passed.
+//! `advance(now)` emits every 20 ms frame (all channels, interleaved) whose
+//! playout point (`now - jitter_delay`) has passed.
 
 use super::codec::{Codec, DecodeError, Decoder, PayloadType, opus_rate};
 use super::dtmf::{DtmfEvent, TelephoneEvent};
@@ -14,15 +14,33 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
-/// Which output channel a stream feeds.
+/// Which output channel a stream feeds. A channel past the recording's last one (a stream
+/// added by a re-INVITE to a per-stream recording, any stream of a mono one) is mixed into
+/// the last one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
     /// Channel 0 (left): party A.
     A,
     /// Channel 1 (right): party B.
     B,
-    /// A single mixed stream from the call source: both channels.
+    /// A single mixed stream from the call source: every channel.
     Both,
+    /// Channel n of a recording with a channel per stream.
+    Nth(usize),
+}
+
+impl Channel {
+    /// The output channels this one feeds, of `channels`.
+    fn targets(self, channels: usize) -> std::ops::Range<usize> {
+        let last = channels.saturating_sub(1);
+        let one = |c: usize| c.min(last)..c.min(last) + 1;
+        match self {
+            Channel::A => one(0),
+            Channel::B => one(1),
+            Channel::Nth(n) => one(n),
+            Channel::Both => 0..channels,
+        }
+    }
 }
 
 /// One media stream (SDP m-line) of the session.
@@ -64,6 +82,8 @@ pub struct StreamId(pub usize);
 pub struct TimelineConfig {
     /// PCM rate of the output (8000, 16000, 24000 or 48000).
     pub output_rate: u32,
+    /// Output channels, 1 to [`MAX_CHANNELS`].
+    pub channels: usize,
     pub frame: Duration,
     /// How long packets may be late (network jitter, reordering).
     pub jitter_delay: Duration,
@@ -81,6 +101,7 @@ impl Default for TimelineConfig {
     fn default() -> Self {
         TimelineConfig {
             output_rate: 16000,
+            channels: 2,
             frame: Duration::from_millis(20),
             jitter_delay: Duration::from_millis(120),
             resync_threshold: Duration::from_millis(300),
@@ -175,7 +196,7 @@ pub struct Timeline {
     config: TimelineConfig,
     start: Instant,
     streams: Vec<Stream>,
-    channels: [VecDeque<i16>; 2],
+    channels: Vec<VecDeque<i16>>,
     /// Timeline position of `channels[_][0]` (everything before was emitted).
     emitted: i64,
     frame_len: usize,
@@ -189,6 +210,9 @@ pub struct Timeline {
 }
 
 const MAX_EVENTS: usize = 10_000;
+
+/// The most channels a recording has.
+pub const MAX_CHANNELS: usize = callvault_config::ChannelLayout::MAX_CHANNELS;
 
 impl Timeline {
     pub fn new(config: TimelineConfig, start: Instant) -> Result<Timeline, TimelineError> {
@@ -211,6 +235,12 @@ impl Timeline {
                 config.frame
             )));
         }
+        if !(1..=MAX_CHANNELS).contains(&config.channels) {
+            return Err(TimelineError::Config(format!(
+                "{} channels: 1 to {MAX_CHANNELS}",
+                config.channels
+            )));
+        }
         if config.max_pending == 0 || config.resync_packets == 0 {
             return Err(TimelineError::Config(
                 "max_pending and resync_packets must be positive".into(),
@@ -224,10 +254,9 @@ impl Timeline {
             + samples(Duration::from_millis(120)) as usize
             + 2 * frame_len;
         Ok(Timeline {
-            config,
             start,
             streams: Vec::new(),
-            channels: [VecDeque::new(), VecDeque::new()],
+            channels: vec![VecDeque::new(); config.channels],
             emitted: 0,
             frame_len,
             jitter_len,
@@ -236,7 +265,8 @@ impl Timeline {
             events: Vec::new(),
             pcm: Vec::new(),
             resampled: Vec::new(),
-            frame: Vec::with_capacity(2 * frame_len),
+            frame: Vec::with_capacity(config.channels * frame_len),
+            config,
         })
     }
 
@@ -586,10 +616,9 @@ impl Timeline {
     fn emit_frame<E>(&mut self, sink: &mut impl FnMut(&[i16]) -> Result<(), E>) -> Result<(), E> {
         self.frame.clear();
         for _ in 0..self.frame_len {
-            let a = self.channels[0].pop_front().unwrap_or(0);
-            let b = self.channels[1].pop_front().unwrap_or(0);
-            self.frame.push(a);
-            self.frame.push(b);
+            for channel in &mut self.channels {
+                self.frame.push(channel.pop_front().unwrap_or(0));
+            }
         }
         self.emitted += self.frame_len as i64;
         sink(&self.frame)
@@ -638,7 +667,7 @@ fn resync(source: &mut Source, rate: u32) {
 
 /// Where decoded audio goes: the channel buffers of the timeline.
 struct Writer<'a> {
-    channels: &'a mut [VecDeque<i16>; 2],
+    channels: &'a mut [VecDeque<i16>],
     emitted: i64,
     max_ahead: usize,
     channel: Channel,
@@ -649,11 +678,7 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     fn write(&mut self, pos: i64, samples: &[i16]) {
-        let targets: &[usize] = match self.channel {
-            Channel::A => &[0],
-            Channel::B => &[1],
-            Channel::Both => &[0, 1],
-        };
+        let targets = self.channel.targets(self.channels.len());
         // Skip what was already emitted; clip what is implausibly far ahead.
         let skip = self
             .emitted
@@ -668,7 +693,7 @@ impl Writer<'_> {
             return;
         }
         let take = (samples.len() - skip).min(self.max_ahead - start);
-        for &c in targets {
+        for c in targets {
             let buf = &mut self.channels[c];
             if buf.len() < start + take {
                 buf.resize(start + take, 0);
