@@ -170,28 +170,55 @@ impl Rig {
         }
     }
 
+    /// Starts the recorder and waits until it is ready. A SIP or HTTP port another process
+    /// took between picking and binding (a test's connections use ephemeral ports too) is
+    /// picked again.
     async fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(["recorder", "--config"])
-            .arg(self.dir.path().join("recorder.yaml"))
-            .args(["--http", &self.http.to_string()])
-            .env("RUST_LOG", "info,callvault_recorder=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let http = self.http;
-        poll("the recorder to be ready", Duration::from_secs(30), || async move {
-            (get(http, "/readyz").await.map(|(s, _)| s) == Some(200)).then_some(())
-        })
-        .await;
+        for attempt in 0.. {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log)
+                .unwrap();
+            let mut child = Command::new(BIN)
+                .args(["recorder", "--config"])
+                .arg(self.dir.path().join("recorder.yaml"))
+                .args(["--http", &self.http.to_string()])
+                .env("RUST_LOG", "info,callvault_recorder=debug")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let exited = loop {
+                if get(self.http, "/readyz").await.map(|(s, _)| s) == Some(200) {
+                    break None;
+                }
+                if let Some(status) = child.try_wait().unwrap() {
+                    break Some(status);
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "timed out waiting for the recorder to be ready; its log:\n{}",
+                    self.logs()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            let Some(status) = exited else {
+                self.child = Some(child);
+                return;
+            };
+            assert!(
+                attempt < 3 && self.logs().contains("in use"),
+                "the recorder exited ({status}) before it was ready; its log:\n{}",
+                self.logs()
+            );
+            self.sip.set_port(free_port());
+            self.http.set_port(free_tcp_port());
+            let port = self.sip.port();
+            self.edit(|c| c["sip"]["port"] = serde_json::json!(port));
+        }
     }
 
     /// Replaces the profile's recording rules in the written configuration.
@@ -999,6 +1026,25 @@ async fn single_mixed_stream_fills_both_channels() {
     assert_eq!(row.called.number, "2002");
 }
 
+/// G.729, which many SBCs send, has no implementation under a licence CallVault can ship (the
+/// maintained ones are GPL-3.0): an offer of G.729 alone gets 488 whose Warning names the codec
+/// and the codecs the recorder decodes, as sipp checks on the wire; nothing is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_g729_only_offer_is_refused_with_488_naming_the_codec() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.start().await;
+    let out = sipp(&rig, "record_g729_refused.xml", &[], "u1").await;
+    assert_ok(&out, &rig);
+    assert!(rig.finished().await.is_empty());
+    assert!(
+        rig.db
+            .active_recordings(&rig.tenant)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 const PARTY_C: &str =
     "This is Carol from compliance joining the call. Please confirm the amount before we proceed.";
 
@@ -1270,6 +1316,24 @@ async fn a_metadata_only_update_adds_a_participant_to_the_call() {
     assert_eq!(
         (row.calling.number.as_str(), row.called.number.as_str()),
         ("1001", "+15551234567")
+    );
+}
+
+/// A SIPREC session offered without metadata, by a source that accepts metadata requests, is
+/// asked for a snapshot once it is confirmed (RFC 7866 §7.3: an UPDATE whose body is an
+/// `application/rs-metadata-request`, which sipp checks); the snapshot the source then sends
+/// fills the call's participants.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_without_metadata_asks_for_a_snapshot_and_lists_its_participants() {
+    let (_rig, row) = one_call("record_metadata_snapshot.xml", "700").await;
+    let parties: Vec<(&str, &str)> = row
+        .participants
+        .iter()
+        .map(|p| (p.number.as_str(), p.name.as_str()))
+        .collect();
+    assert_eq!(
+        parties,
+        [("1001", "Alice Agent"), ("+15551234567", "Bob Customer")]
     );
 }
 

@@ -415,7 +415,9 @@ pub enum RejectReason {
     Disabled,
     /// A transport profile the recorder cannot receive (DTLS-SRTP, plain UDP, ...).
     UnsupportedProtocol,
-    NoCommonCodec,
+    /// None of the offered codecs is one the recorder decodes: what was offered, named
+    /// (`G729/8000`, ...).
+    NoCommonCodec(Vec<String>),
     /// Plain RTP, and the profile requires SRTP.
     SrtpRequired,
     /// SRTP, and the profile disables it.
@@ -425,10 +427,15 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    /// Why an offer none of whose streams could be accepted is refused, when the reason is
-    /// the media's protection (the source needs to be told which way to change its offer).
-    pub fn srtp_refusal(&self) -> Option<String> {
+    /// Why an offer none of whose streams could be accepted is refused, when the source can
+    /// change its offer to be accepted: the media's protection or its codecs.
+    pub fn refusal(&self) -> Option<String> {
         match self {
+            RejectReason::NoCommonCodec(offered) => Some(format!(
+                "no codec the recorder decodes: offered {}; it decodes PCMU, PCMA, G722 and opus \
+                 (G.729 has no implementation under a licence CallVault can ship)",
+                offered.join(", ")
+            )),
             RejectReason::SrtpRequired => Some(
                 "SRTP required by the recording profile: offer RTP/SAVP with a=crypto, not plain RTP"
                     .to_owned(),
@@ -485,7 +492,7 @@ fn plan_one(offer: &SessionDescription, m: &MediaDescription, policy: SrtpPolicy
         (codec != Codec::TelephoneEvent).then(|| PayloadType::dynamic(pt, codec, map.clock_rate))
     });
     let Some(payload) = chosen else {
-        return reject(RejectReason::NoCommonCodec);
+        return reject(RejectReason::NoCommonCodec(offered_codecs(m)));
     };
     let clock_rate = payload.clock_rate;
     let telephone_event = m.formats.iter().find_map(|f| {
@@ -506,6 +513,37 @@ fn plan_one(offer: &SessionDescription, m: &MediaDescription, policy: SrtpPolicy
         direction,
         srtp,
     }
+}
+
+/// The m-line's codecs by name, for a refusal: `NAME/rate` from its rtpmap, the RFC 3551 name
+/// of a static payload type without one, else the number.
+fn offered_codecs(m: &MediaDescription) -> Vec<String> {
+    const STATIC: [(u8, &str); 8] = [
+        (3, "GSM/8000"),
+        (4, "G723/8000"),
+        (5, "DVI4/8000"),
+        (7, "LPC/8000"),
+        (13, "CN/8000"),
+        (15, "G728/8000"),
+        (18, "G729/8000"),
+        (34, "H263/90000"),
+    ];
+    m.formats
+        .iter()
+        .filter_map(|f| {
+            let Ok(pt) = f.parse::<u8>() else {
+                return Some(f.clone());
+            };
+            if let Some(map) = m.rtpmap(pt) {
+                return (!map.encoding.eq_ignore_ascii_case("telephone-event"))
+                    .then(|| format!("{}/{}", map.encoding, map.clock_rate));
+            }
+            Some(STATIC.iter().find(|(p, _)| *p == pt).map_or_else(
+                || format!("payload type {pt}"),
+                |(_, name)| (*name).to_owned(),
+            ))
+        })
+        .collect()
 }
 
 /// The first `a=crypto` of the m-line the recorder can use (the offerer lists them in its

@@ -134,11 +134,11 @@ fn reject(status: u16, reason: impl Into<String>) -> Rejection {
 /// policy or the offer's keys are why, the reason phrase and a Warning say so, so that the
 /// source's operator knows which way to change the offer.
 fn no_stream(plans: &[MediaPlan]) -> Rejection {
-    let srtp = plans.iter().find_map(|p| match p {
-        MediaPlan::Reject { reason } => reason.srtp_refusal(),
+    let why = plans.iter().find_map(|p| match p {
+        MediaPlan::Reject { reason } => reason.refusal(),
         MediaPlan::Accept { .. } => None,
     });
-    match srtp {
+    match why {
         Some(why) => reject(488, format!("Not Acceptable Here ({why})")).warning(why),
         None => reject(
             488,

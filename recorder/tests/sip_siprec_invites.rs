@@ -321,7 +321,7 @@ m=audio 5006 RTP/AVP 0\r\na=label:d\r\na=sendonly\r\n",
                 reason: RejectReason::NotAudio
             },
             MediaPlan::Reject {
-                reason: RejectReason::NoCommonCodec
+                reason: RejectReason::NoCommonCodec(vec!["G729/8000".into()])
             },
         ]
     );
@@ -453,7 +453,7 @@ fn the_srtp_policy_refuses_the_other_kind_of_stream() {
             "no usable SRTP key: MKI",
         ),
     ] {
-        assert!(reason.srtp_refusal().unwrap().contains(says));
+        assert!(reason.refusal().unwrap().contains(says));
     }
-    assert_eq!(RejectReason::NoCommonCodec.srtp_refusal(), None);
+    assert_eq!(RejectReason::NotAudio.refusal(), None);
 }

@@ -25,6 +25,8 @@ use crate::multipart::{is_rs_metadata, siprec_body};
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE";
 const ACCEPT: &str =
     "application/sdp, multipart/mixed, application/rs-metadata+xml, application/rs-metadata";
+/// The body of the recorder's request for a metadata snapshot (RFC 7866 §7.3).
+const METADATA_REQUEST: &str = "application/rs-metadata-request";
 /// Option tags the recorder understands in `Require`.
 const SUPPORTED: &[&str] = &["siprec", "timer"];
 /// `Supported` of the recorder's responses.
@@ -248,6 +250,9 @@ struct DialogState {
     local_cseq: u32,
     /// Wakes the dialog's supervisor when its timer changes.
     wake: Arc<Notify>,
+    /// A SIPREC session that came without metadata, from a source that accepts requests for
+    /// it: once the ACK confirms the dialog, the recorder asks for a snapshot (RFC 7866 §7.3).
+    snapshot_wanted: bool,
 }
 
 #[derive(Debug)]
@@ -468,6 +473,15 @@ impl<H: SessionHandler> Shared<H> {
             Ok(Received::Absorbed) => tracing::debug!("retransmission absorbed"),
             Ok(Received::Ack(dialog)) => {
                 tracing::debug!(confirmed = dialog.is_some(), "ACK");
+                let wanted = dialog.as_ref().is_some_and(|d| {
+                    lock(&self.dialogs)
+                        .get_mut(d)
+                        .is_some_and(|s| std::mem::take(&mut s.snapshot_wanted))
+                });
+                if let Some(dialog) = dialog.filter(|_| wanted) {
+                    drop(_enter);
+                    tokio::spawn(self.clone().request_snapshot(dialog).instrument(span));
+                }
             }
             Ok(Received::Cancelled { .. }) => tracing::info!("INVITE cancelled by the source"),
             Ok(Received::New(txn)) => {
@@ -610,6 +624,13 @@ impl<H: SessionHandler> Shared<H> {
         let Some(offer) = self.offer_of(&txn, dialog.clone(), source) else {
             return;
         };
+        let snapshot_wanted = offer.siprec
+            && offer.metadata.is_none()
+            && req.headers.values("Accept").iter().any(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case(METADATA_REQUEST))
+            });
         let answer = match self.handler.offer(offer).await {
             Ok(a) => a,
             Err(rej) => {
@@ -642,6 +663,7 @@ impl<H: SessionHandler> Shared<H> {
                 refreshed: tokio::time::Instant::now(),
                 local_cseq: 0,
                 wake: Arc::new(Notify::new()),
+                snapshot_wanted,
             },
         );
         if txn.respond(resp).is_err() {
@@ -797,14 +819,37 @@ impl<H: SessionHandler> Shared<H> {
 
     /// Sends an OPTIONS in the dialog; its final status, `None` when none came (Timer F).
     async fn probe(&self, dialog: &DialogId) -> Option<u16> {
-        let (state, cseq) = {
-            let mut dialogs = lock(&self.dialogs);
-            let d = dialogs.get_mut(dialog)?;
-            d.local_cseq += 1;
-            (d.clone(), d.local_cseq)
-        };
-        self.request(&state, dialog, Method::Options, cseq, None)
+        let (state, cseq) = self.next_request(dialog)?;
+        self.request(&state, dialog, Method::Options, cseq, |_| {})
             .await
+    }
+
+    /// The dialog's state and the CSeq of the recorder's next request in it.
+    fn next_request(&self, dialog: &DialogId) -> Option<(DialogState, u32)> {
+        let mut dialogs = lock(&self.dialogs);
+        let d = dialogs.get_mut(dialog)?;
+        d.local_cseq += 1;
+        Some((d.clone(), d.local_cseq))
+    }
+
+    /// Asks the source of a session that came without metadata for a snapshot: an UPDATE
+    /// with an `application/rs-metadata-request` body (RFC 7866 §7.3). The source answers it
+    /// and sends the metadata in a request of its own, which updates the call's participants.
+    async fn request_snapshot(self: Arc<Self>, dialog: DialogId) {
+        let Some((state, cseq)) = self.next_request(&dialog) else {
+            return;
+        };
+        let status = self
+            .request(&state, &dialog, Method::Update, cseq, |req| {
+                req.headers.push("Content-Type", METADATA_REQUEST);
+                req.headers.push("Content-Disposition", "recording-session");
+                req.body = b"the session was offered without metadata\r\n".to_vec();
+            })
+            .await;
+        match status {
+            Some(200..=299) => tracing::info!("metadata snapshot requested"),
+            status => tracing::warn!(?status, "the source refused the metadata snapshot request"),
+        }
     }
 
     /// Extracts the offer from a request body, answering the error itself.
@@ -887,13 +932,9 @@ impl<H: SessionHandler> Shared<H> {
         let cseq = state.local_cseq + 1;
         let span = tracing::info_span!("sip", call_id = %dialog.call_id, method = "BYE");
         let outcome = self
-            .request(
-                &state,
-                &dialog,
-                Method::Bye,
-                cseq,
-                Some(reason.bye_reason()),
-            )
+            .request(&state, &dialog, Method::Bye, cseq, |req| {
+                req.headers.push("Reason", reason.bye_reason());
+            })
             .instrument(span.clone())
             .await;
         span.in_scope(|| match outcome {
@@ -910,12 +951,15 @@ impl<H: SessionHandler> Shared<H> {
         dialog: &DialogId,
         method: Method,
         cseq: u32,
-        reason: Option<&str>,
+        decorate: impl FnOnce(&mut SipMessage),
     ) -> Option<u16> {
         let branch = format!("z9hG4bK{}", new_tag());
         let sent_by = self.contact_host(state.local);
-        let req = match in_dialog_request(state, dialog, method, cseq, &branch, &sent_by, reason) {
-            Ok(r) => r,
+        let req = match in_dialog_request(state, dialog, method, cseq, &branch, &sent_by) {
+            Ok(mut r) => {
+                decorate(&mut r);
+                r
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot build a request in the session's dialog");
                 return None;
@@ -1000,7 +1044,6 @@ fn in_dialog_request(
     cseq: u32,
     branch: &str,
     sent_by: &str,
-    reason: Option<&str>,
 ) -> Result<SipMessage, super::SipError> {
     let invite = &state.invite;
     let target = match invite.contacts().ok().and_then(|c| c.into_iter().next()) {
@@ -1031,9 +1074,6 @@ fn in_dialog_request(
     req.headers.push("To", from);
     req.headers.push("Call-ID", dialog.call_id.as_str());
     req.headers.push("CSeq", format!("{cseq} {name}"));
-    if let Some(reason) = reason {
-        req.headers.push("Reason", reason);
-    }
     Ok(req)
 }
 
