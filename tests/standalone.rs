@@ -2281,3 +2281,74 @@ async fn fault_suite_every_call_offered_is_recorded_or_refused() {
     assert!(lost.is_empty(), "calls lost without a word: {lost:#?}");
     interrupt(&mut child, &log).await;
 }
+
+/// Issue 17: resource changes the CRDs' rules forbid are refused in standalone as the API
+/// server refuses them in a cluster, and the running resources stay: a RecordingProfile that
+/// holds a recording cannot be removed (an alarm says why, and calls are still recorded), a
+/// disabled one cannot be enabled again, and a restart with such a file runs what ran before
+/// and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_changes_the_rules_forbid_are_refused_and_the_running_set_kept() {
+    let install = Install::minimal();
+    let (mut child, log) = install.start().await;
+    let (admin, _) = Session::login(install.http, FIRST_PASSWORD).await;
+    let file = install.path("resources/callvault.yaml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let write = |text: &str| {
+        let tmp = install.path("resources/.callvault.yaml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, &file).unwrap();
+    };
+    let summary = call_with_client(install.sip, &["--duration", "1"]).await;
+    assert_eq!(summary["callsCompleted"], 1, "{summary}");
+    poll("the call stored", Duration::from_secs(60), &log, || async {
+        (available(&admin.recordings().await) == 1).then_some(())
+    })
+    .await;
+
+    // The profile removed from the files: refused, and it keeps recording.
+    let without: Vec<&str> = original
+        .split("---\n")
+        .filter(|doc| !doc.contains("kind: RecordingProfile"))
+        .collect();
+    write(&without.join("---\n"));
+    let text = alarm_within_30s(&admin, &log, "CONFIGURATION_REFUSED", "resource files").await;
+    assert!(
+        text.contains(
+            "RecordingProfile \\\"everyone\\\" cannot be removed: it still holds 1 recording"
+        ),
+        "{text}"
+    );
+    let summary = call_with_client(install.sip, &["--duration", "1"]).await;
+    assert_eq!(summary["callsCompleted"], 1, "{summary}");
+    poll(
+        "the second call stored",
+        Duration::from_secs(60),
+        &log,
+        || async { (available(&admin.recordings().await) == 2).then_some(()) },
+    )
+    .await;
+
+    // Disabling it is allowed; enabling it again is not.
+    let disabled = original.replacen(
+        "spec:\n  selector:",
+        "spec:\n  disabled: true\n  selector:",
+        1,
+    );
+    assert_ne!(disabled, original);
+    write(&disabled);
+    alarm_cleared(&admin, &log, "CONFIGURATION_REFUSED", "resource files").await;
+    write(&original);
+    let text = alarm_within_30s(&admin, &log, "CONFIGURATION_REFUSED", "resource files").await;
+    assert!(text.contains("cannot be re-enabled"), "{text}");
+
+    // Restarted with the file that enables it again: what ran before runs, and says why.
+    interrupt(&mut child, &log).await;
+    let (mut child, log) = install.start().await;
+    let (admin, _) = Session::login(install.http, FIRST_PASSWORD).await;
+    let text = alarm_within_30s(&admin, &log, "CONFIGURATION_REFUSED", "resource files").await;
+    assert!(text.contains("cannot be re-enabled"), "{text}");
+    write(&disabled);
+    alarm_cleared(&admin, &log, "CONFIGURATION_REFUSED", "resource files").await;
+    interrupt(&mut child, &log).await;
+}

@@ -26,7 +26,7 @@ pub use recording_profile::{
     Assurance, AssuranceStatus, RecordingProfile, RecordingProfileSpec, RecordingProfileStatus,
 };
 pub use reference::reference_markdown;
-pub use resource_set::{ResourceSet, SetError, SetProblem};
+pub use resource_set::{ResourceKey, ResourceSet, SetError, SetProblem};
 pub use speech_job::{SpeechJob, SpeechJobSpec, SpeechJobStatus};
 pub use status::{Condition, ConditionStatus, condition_type, reason};
 pub use storage_target::{

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::validate::{Resource, parse_yaml, validate_document};
+use crate::validate::{Resource, parse_yaml, validate_document, validate_update};
 use crate::{AccessProfile, Connector, RecordingProfile, SpeechJob, StorageTarget};
 
 /// One problem in a resource directory.
@@ -45,7 +45,13 @@ pub enum SetError {
     /// Resources were found but some are invalid; every problem is listed.
     #[error("{} problem(s):\n  {}", .0.len(), join(.0))]
     Invalid(Vec<SetProblem>),
+    /// Valid on their own, but changes from the running set that its rules forbid.
+    #[error("{} change(s) refused, the running resources are kept:\n  {}", .0.len(), .0.join("\n  "))]
+    Refused(Vec<String>),
 }
+
+/// A resource by kind and name.
+pub type ResourceKey = (&'static str, String);
 
 fn join(problems: &[SetProblem]) -> String {
     problems
@@ -196,6 +202,52 @@ impl ResourceSet {
                 self.speech_jobs.insert(name, r);
             }
         }
+    }
+
+    /// Checks this set as an update of `running`, the set last accepted: each resource in
+    /// both is validated as an update of its running version, so the CRDs' transition rules
+    /// (`oldSelf`) hold here as the API server enforces them in a cluster. Returns the
+    /// resources `running` has and this set does not: whether they may go depends on what
+    /// still refers to them, which only the caller can tell.
+    pub fn changes_from(&self, running: &ResourceSet) -> Result<Vec<ResourceKey>, SetError> {
+        let (new, old) = (self.objects(), running.objects());
+        let refused: Vec<String> = new
+            .iter()
+            .filter_map(|(key, object)| {
+                let before = old.get(key)?;
+                let e = validate_update(object, before).err()?;
+                Some(format!("{} {:?}: {e}", key.0, key.1))
+            })
+            .collect();
+        if !refused.is_empty() {
+            return Err(SetError::Refused(refused));
+        }
+        Ok(old.into_keys().filter(|k| !new.contains_key(k)).collect())
+    }
+
+    /// Every resource as the object the API server would hold (without status), by key.
+    fn objects(&self) -> BTreeMap<ResourceKey, serde_json::Value> {
+        fn add<T: serde::Serialize>(
+            out: &mut BTreeMap<ResourceKey, serde_json::Value>,
+            kind: &'static str,
+            items: &BTreeMap<String, T>,
+        ) {
+            for (name, item) in items {
+                if let Ok(mut value) = serde_json::to_value(item) {
+                    if let Some(map) = value.as_object_mut() {
+                        map.remove("status");
+                    }
+                    out.insert((kind, name.clone()), value);
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        add(&mut out, "RecordingProfile", &self.recording_profiles);
+        add(&mut out, "AccessProfile", &self.access_profiles);
+        add(&mut out, "StorageTarget", &self.storage_targets);
+        add(&mut out, "Connector", &self.connectors);
+        add(&mut out, "SpeechJob", &self.speech_jobs);
+        out
     }
 
     /// References the API server cannot check: `(kind, name, what is missing)`.

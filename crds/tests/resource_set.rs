@@ -106,3 +106,40 @@ fn other_kinds_are_skipped_and_an_empty_directory_is_an_error() {
     assert_eq!(set.recording_profiles.len(), 1);
     assert_eq!(set.storage_targets.len(), 1);
 }
+
+fn set(docs: &[&str]) -> ResourceSet {
+    ResourceSet::from_files([(Path::new("r.yaml"), docs.join("---\n").as_str())]).expect("loads")
+}
+
+#[test]
+fn a_set_is_checked_as_an_update_of_the_running_one_with_the_crds_transition_rules() {
+    let running = set(&[TARGET, &profile("a", "local"), &profile("b", "local")]);
+    // Unchanged, or with a profile removed: allowed, and the removal is reported to the caller.
+    assert_eq!(running.changes_from(&running).expect("same set"), vec![]);
+    let fewer = set(&[TARGET, &profile("a", "local")]);
+    assert_eq!(
+        fewer.changes_from(&running).expect("a removal"),
+        vec![("RecordingProfile", "b".to_owned())]
+    );
+    // A StorageTarget's location is immutable (`self == oldSelf`), as in a cluster.
+    let moved = set(&[
+        &TARGET.replace("./data/recordings", "./elsewhere"),
+        &profile("a", "local"),
+        &profile("b", "local"),
+    ]);
+    match moved.changes_from(&running) {
+        Err(SetError::Refused(why)) => {
+            assert_eq!(why.len(), 1, "{why:?}");
+            assert!(why[0].starts_with("StorageTarget \"local\""), "{why:?}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Disabling is one way.
+    let disabled = profile("a", "local").replace("spec:\n", "spec:\n  disabled: true\n");
+    let off = set(&[TARGET, &disabled, &profile("b", "local")]);
+    off.changes_from(&running).expect("disabling is allowed");
+    let err = running
+        .changes_from(&off)
+        .expect_err("enabling again is refused");
+    assert!(err.to_string().contains("cannot be re-enabled"), "{err}");
+}

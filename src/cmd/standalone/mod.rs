@@ -112,13 +112,25 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     let generated = args.data.join("resources");
     std::fs::create_dir_all(&generated)
         .with_context(|| format!("creating {}", generated.display()))?;
-    let mut set = resources::load(&args.resources, &generated)?;
+    let db = open_db(&args.data).await?;
+    let loaded = resources::load(&args.resources, &generated)?;
+    // Files edited while standalone was stopped are checked against what ran before; a change
+    // the rules refuse leaves that running, and the portal says why.
+    let (mut set, refused) = match resources::running(&args.data) {
+        Some(running) => match resources::admit(&db, TENANT, &loaded, &running).await {
+            Ok(()) => (loaded, None),
+            Err(why) => {
+                tracing::error!(error = %why, "keeping the resources that ran before");
+                (running, Some(why))
+            }
+        },
+        None => (loaded, None),
+    };
     let mut keys = keys::ensure(&args.data, &set, &args.passphrase)?;
-    if keys::write_grant(&generated, FIRST_ADMIN, &keys)? {
+    if keys::write_grant(&generated, FIRST_ADMIN, &keys)? && refused.is_none() {
         // The grant file is part of the set: read it again with the new file.
         set = resources::load(&args.resources, &generated)?;
     }
-    let db = open_db(&args.data).await?;
     let mailer = match &args.smtp_config {
         Some(path) => {
             let smtp = callvault_config::SmtpConfig::load(path)
@@ -143,6 +155,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
         Arc::new(run_now),
     );
     let board = status::Board::default();
+    board.files(refused.clone());
     portal.app = portal.app.layer(axum::middleware::from_fn({
         let board = board.clone();
         move |req: axum::extract::Request, next: axum::middleware::Next| {
@@ -195,6 +208,11 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     let mut pool = recorders::Pool::default();
     pool.apply(&local, &set)?;
     board.set_recorders(pool.cells());
+    let watched = [args.resources.as_path(), generated.as_path()];
+    let mut last = resources::snapshot(&watched);
+    if refused.is_none() {
+        resources::remember(&args.data, &last)?;
+    }
     let set = Arc::new(set);
     let (resources_tx, resources_rx) = tokio::sync::watch::channel(set.clone());
     // The portal shows the last set that loaded, even one the recorders refused (its
@@ -255,8 +273,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     }
     eprintln!("  stop with Ctrl-C or SIGTERM: live calls are finished and committed first.");
 
-    let watched = [args.resources.as_path(), generated.as_path()];
-    let mut last = resources::snapshot(&watched);
+    let mut running = (*set).clone();
     let mut tick = tokio::time::interval(resources::POLL);
     loop {
         tokio::select! {
@@ -268,7 +285,14 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
             continue;
         }
         last = now;
-        match resources::load(&args.resources, &generated) {
+        let loaded = match resources::load(&args.resources, &generated) {
+            Ok(set) => resources::admit(&db, TENANT, &set, &running)
+                .await
+                .map(|()| set)
+                .map_err(|why| anyhow::anyhow!(why)),
+            Err(e) => Err(e),
+        };
+        match loaded {
             Ok(set) => {
                 let set = Arc::new(set);
                 // Added or changed StorageTargets play back at once.
@@ -281,6 +305,11 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
                     tracing::error!(error = %why, "keeping the running recorders");
                     board.files(Some(why));
                 } else {
+                    if let Err(e) = resources::remember(&args.data, &last) {
+                        let why = format!("{e:#}");
+                        tracing::warn!(error = %why, "the running resources are not remembered");
+                    }
+                    running = (*set).clone();
                     resources_tx.send_replace(set);
                     board.files(None);
                     tracing::info!("resources reloaded");

@@ -222,6 +222,61 @@ fn check_tenant(tenant: &str) -> Result<()> {
 }
 
 impl Db {
+    /// What still depends on a declared resource, so that removing it would orphan recordings
+    /// or archive copies: for a RecordingProfile its recordings, for a StorageTarget the
+    /// recordings and copies on it, for a Connector the copies it made. `None` when nothing
+    /// does (any other kind).
+    pub async fn holdings(&self, tenant: &str, kind: &str, name: &str) -> Result<Option<String>> {
+        let count = |sql: &'static str| async move {
+            self.row(sql, &args![tenant, name], |r| r.i64("n"))
+                .await
+                .map(Option::unwrap_or_default)
+        };
+        let (recordings, copies) = match kind {
+            "RecordingProfile" => (
+                count(
+                    "SELECT COUNT(*) AS n FROM recordings \
+                     WHERE tenant = $1 AND profile = $2 AND status <> 'deleted'",
+                )
+                .await?,
+                0,
+            ),
+            "StorageTarget" => (
+                count(
+                    "SELECT COUNT(*) AS n FROM recordings \
+                     WHERE tenant = $1 AND storage_target = $2 AND status <> 'deleted'",
+                )
+                .await?,
+                count(
+                    "SELECT COUNT(*) AS n FROM recording_copies c JOIN recordings r \
+                     ON r.tenant = c.tenant AND r.id = c.recording_id \
+                     WHERE c.tenant = $1 AND c.target = $2 AND r.status <> 'deleted'",
+                )
+                .await?,
+            ),
+            "Connector" => (
+                0,
+                count(
+                    "SELECT COUNT(*) AS n FROM recording_copies c JOIN recordings r \
+                     ON r.tenant = c.tenant AND r.id = c.recording_id \
+                     WHERE c.tenant = $1 AND c.connector = $2 AND r.status <> 'deleted'",
+                )
+                .await?,
+            ),
+            _ => (0, 0),
+        };
+        let parts: Vec<String> = [(recordings, "recording"), (copies, "archive copy")]
+            .into_iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| match (n, what) {
+                (1, w) => format!("1 {w}"),
+                (n, "archive copy") => format!("{n} archive copies"),
+                (n, w) => format!("{n} {w}s"),
+            })
+            .collect();
+        Ok((!parts.is_empty()).then(|| parts.join(" and ")))
+    }
+
     /// Creates the row of a call that is being recorded (status `recording`).
     pub async fn create_recording(&self, tenant: &str, rec: &NewRecording) -> Result<Recording> {
         check_tenant(tenant)?;
