@@ -834,4 +834,8 @@ pub struct RetentionSummary {
     /// Start time of the oldest recording still stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oldest_recording_time: Option<Time>,
+    /// Recordings of the profile not deleted: while there are any, the profile cannot be
+    /// deleted (its finalizer stays).
+    #[serde(default)]
+    pub stored_recordings: i64,
 }

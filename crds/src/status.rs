@@ -106,6 +106,8 @@ pub mod reason {
     pub const NO_CONFLICT: &str = "NoConflict";
     /// Connector: recordings were archived through it, so it cannot be deleted.
     pub const ARCHIVES_EXIST: &str = "ArchivesExist";
+    /// RecordingProfile: recordings of it are still stored, so it cannot be deleted.
+    pub const RECORDINGS_EXIST: &str = "RecordingsExist";
     /// A scheduled run failed.
     pub const RUN_FAILED: &str = "RunFailed";
     /// A scheduled run succeeded.

@@ -882,6 +882,99 @@ async fn a_connector_that_archived_cannot_be_deleted_until_its_count_is_zero() {
     operator.stop().await.expect("stops");
 }
 
+/// Issue 17: a RecordingProfile whose recordings are stored cannot be deleted (reference
+/// products: disable it instead): the operator holds it with a finalizer and says why until
+/// the retention job reports none stored. One that never recorded goes at once.
+#[tokio::test]
+async fn a_profile_with_stored_recordings_cannot_be_deleted_until_retention_removed_them() {
+    let (_cp, ns, admin, op_client) = setup("op-profile-delete").await;
+    let yaml = "apiVersion: callvault.io/v1alpha1\nkind: StorageTarget\nmetadata: {name: primary}\nspec: {type: filesystem, path: /nonexistent/primary}\n---\n\
+                apiVersion: callvault.io/v1alpha1\nkind: RecordingProfile\nmetadata: {name: sales}\nspec: {selector: {allUsers: true}, storageTargetRef: {name: primary}, encryption: {keySecretRef: {name: key}}}\n---\n\
+                apiVersion: callvault.io/v1alpha1\nkind: RecordingProfile\nmetadata: {name: idle}\nspec: {selector: {allUsers: true}, storageTargetRef: {name: primary}, encryption: {keySecretRef: {name: key}}}\n";
+    apply_yaml(&admin, yaml, "profiles", &ns)
+        .await
+        .expect("apply");
+    let operator = Operator::start(op_client, test_config(&ns))
+        .await
+        .expect("operator");
+    let profiles: Api<RecordingProfile> = Api::namespaced(admin.clone(), &ns);
+    for name in ["sales", "idle"] {
+        eventually("the finalizer", WAIT, || async {
+            let p = profiles.get(name).await.map_err(|e| e.to_string())?;
+            p.finalizers()
+                .contains(&"callvault.io/recordings".to_owned())
+                .then_some(())
+                .ok_or_else(|| format!("finalizers {:?}", p.metadata.finalizers))
+        })
+        .await;
+    }
+    // The retention job counts 5 stored recordings of sales, under its own field manager.
+    let retention = |stored: i64| {
+        json!({"apiVersion": "callvault.io/v1alpha1", "kind": "RecordingProfile",
+        "status": {"retention": {"days": 30, "lastRunTime": "2026-12-07T02:00:00Z",
+            "storedRecordings": stored}}})
+    };
+    profiles
+        .patch_status(
+            "sales",
+            &PatchParams::apply("callvault-job-retention").force(),
+            &Patch::Apply(retention(5)),
+        )
+        .await
+        .expect("job status");
+
+    let gone = |name: &'static str| {
+        let profiles = profiles.clone();
+        async move {
+            eventually(&format!("{name} to go"), WAIT, || async {
+                match profiles.get_opt(name).await.map_err(|e| e.to_string())? {
+                    None => Ok(()),
+                    Some(p) => Err(format!("still there: {:?}", p.metadata.finalizers)),
+                }
+            })
+            .await;
+        }
+    };
+    profiles
+        .delete("idle", &DeleteParams::default())
+        .await
+        .expect("delete");
+    gone("idle").await;
+
+    profiles
+        .delete("sales", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let status = wait_condition(
+        &profiles,
+        "sales",
+        "DeletionBlocked",
+        "True",
+        Some("RecordingsExist"),
+    )
+    .await;
+    let (_, _, message) = condition(&status, "DeletionBlocked").expect("DeletionBlocked");
+    assert!(
+        message.contains("5 recordings of this profile are stored"),
+        "{message}"
+    );
+    assert_eq!(
+        status["retention"]["storedRecordings"], 5,
+        "the job's count is left alone"
+    );
+
+    profiles
+        .patch_status(
+            "sales",
+            &PatchParams::apply("callvault-job-retention").force(),
+            &Patch::Apply(retention(0)),
+        )
+        .await
+        .expect("job status");
+    gone("sales").await;
+    operator.stop().await.expect("stops");
+}
+
 #[tokio::test]
 async fn speech_job_counters_written_by_the_job_survive_reconciles() {
     let (_cp, ns, admin, op_client) = setup("op-speech").await;

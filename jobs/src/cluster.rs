@@ -526,6 +526,7 @@ pub fn retention_status(days: u32, summary: &RetentionSummary, finished_at: i64)
         "lastRunTime": time(finished_at),
         "lastRunDeleted": summary.removed(),
         "held": summary.held_past_expiry,
+        "storedRecordings": summary.stored,
     });
     if let Some(t) = summary.oldest_start_time.and_then(time) {
         retention["oldestRecordingTime"] = to_value(&t);

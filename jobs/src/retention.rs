@@ -56,6 +56,8 @@ pub struct RetentionSummary {
     pub held_past_expiry: u64,
     /// Start time (µs) of the oldest recording of the profile still stored, after the run.
     pub oldest_start_time: Option<i64>,
+    /// Recordings of the profile not deleted, after the run.
+    pub stored: u64,
 }
 
 impl RetentionSummary {
@@ -175,6 +177,7 @@ pub async fn run_retention(
     let overview = db.retention_overview(tenant, profile, now).await?;
     summary.held_past_expiry = u64::try_from(overview.held_past_expiry).unwrap_or(0);
     summary.oldest_start_time = overview.oldest_start_time;
+    summary.stored = u64::try_from(overview.stored).unwrap_or(0);
 
     tracing::info!(
         tenant,

@@ -4,13 +4,12 @@
 use std::sync::Arc;
 
 use callvault_crds::{Connector, RecordingProfile, StorageTarget, condition_type as ct, reason};
-use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::{Context, Error, Scope, current_conditions, refusal, succeeded};
+use super::{Context, Error, Scope, current_conditions, refusal, set_finalizer, succeeded};
 use crate::build::connector::{build, config_map_name, cron_job_name};
 use crate::conditions::{self, Observed};
 
@@ -87,15 +86,13 @@ pub(super) async fn reconcile(
             // The archive job's status write (archivedFiles) triggers the next look.
             return Ok(Action::await_change());
         }
-        set_finalizer(&ctx, &connector, false).await?;
+        set_finalizer(&ctx, &*connector, FINALIZER, false).await?;
         tracing::info!("no archive copies: deletion allowed");
         succeeded(NAME, &*connector, &ctx);
         return Ok(Action::await_change());
     }
 
-    if !connector.finalizers().iter().any(|f| f == FINALIZER) {
-        set_finalizer(&ctx, &connector, true).await?;
-    }
+    set_finalizer(&ctx, &*connector, FINALIZER, true).await?;
 
     let target_name = &connector.spec.storage_target_ref.name;
     let target = ctx
@@ -167,39 +164,4 @@ pub(super) async fn reconcile(
     .await?;
     succeeded(NAME, &*connector, &ctx);
     Ok(Action::await_change())
-}
-
-/// Adds or removes [`FINALIZER`], guarded by the resourceVersion read (a concurrent change
-/// makes the patch fail and the reconcile retry with fresh data).
-async fn set_finalizer(ctx: &Context, connector: &Connector, present: bool) -> Result<(), Error> {
-    let mut finalizers: Vec<String> = connector
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    if present {
-        finalizers.push(FINALIZER.to_owned());
-    }
-    let api: Api<Connector> = Api::namespaced(
-        ctx.client.clone(),
-        &connector.namespace().unwrap_or_default(),
-    );
-    let patch = json!({"metadata": {
-        "finalizers": finalizers,
-        "resourceVersion": connector.resource_version(),
-    }});
-    match api
-        .patch(
-            &connector.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        // Already gone: nothing left to guard.
-        Err(kube::Error::Api(s)) if s.code == 404 && !present => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }

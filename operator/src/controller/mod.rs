@@ -484,6 +484,53 @@ pub(crate) fn refusal<T>(result: Result<T, Error>) -> Result<Result<T, String>, 
 }
 
 /// Locks `mutex`, also after a panic elsewhere (the maps it guards stay usable).
+/// Adds or removes `finalizer` on `object`, guarded by the resourceVersion read (a concurrent
+/// change makes the patch fail and the reconcile retry with fresh data).
+pub(crate) async fn set_finalizer<K>(
+    ctx: &Context,
+    object: &K,
+    finalizer: &str,
+    present: bool,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    let has = object.finalizers().iter().any(|f| f == finalizer);
+    if has == present {
+        return Ok(());
+    }
+    let mut finalizers: Vec<String> = object
+        .finalizers()
+        .iter()
+        .filter(|f| *f != finalizer)
+        .cloned()
+        .collect();
+    if present {
+        finalizers.push(finalizer.to_owned());
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &object.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": object.resource_version(),
+    }});
+    match api
+        .patch(
+            &object.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Already gone: nothing left to guard.
+        Err(kube::Error::Api(s)) if s.code == 404 && !present => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

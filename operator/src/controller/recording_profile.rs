@@ -13,7 +13,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, ResourceExt};
 
-use super::{Context, Error, Scope, current_conditions, refusal, secret_changes, succeeded};
+use super::{
+    Context, Error, Scope, current_conditions, refusal, secret_changes, set_finalizer, succeeded,
+};
 use crate::build::Owner;
 use crate::build::assurance;
 use crate::build::recording_profile::{
@@ -25,9 +27,13 @@ use crate::{desired_replicas, render_recorder_config};
 
 /// Controller name in metrics and logs.
 pub(super) const NAME: &str = "recordingprofile";
+/// Finalizer held while recordings of the profile are stored: they must stay traceable to the
+/// profile that recorded them (its retention, key and storage).
+pub const FINALIZER: &str = "callvault.io/recordings";
 
 /// The controller, reconciling on spec changes (its own status writes do not trigger it), on
-/// changes of the StorageTargets its profiles use and of their key Secrets.
+/// changes of the StorageTargets its profiles use and of their key Secrets, and, once a profile
+/// is being deleted, on the retention job's count of its stored recordings.
 pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<RecordingProfile> {
     let (store, writer) = reflector::store();
     let profiles = watcher(
@@ -37,7 +43,19 @@ pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<Recording
     .default_backoff()
     .reflect(writer)
     .applied_objects()
-    .predicate_filter(predicates::generation, Default::default());
+    .predicate_filter(
+        |p: &RecordingProfile| {
+            let deleting = p.metadata.deletion_timestamp.is_some();
+            let stored = deleting.then(|| stored_recordings(p));
+            predicates::generation(p).map(|g| {
+                use std::hash::{Hash as _, Hasher as _};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                (g, deleting, stored).hash(&mut h);
+                h.finish()
+            })
+        },
+        Default::default(),
+    );
     let by_target = store.clone();
     let by_secret = store.clone();
     Controller::for_stream(profiles, store)
@@ -81,6 +99,10 @@ pub(super) async fn reconcile(
 ) -> Result<Action, Error> {
     ctx.synced().await;
     let _timer = ctx.metrics.reconcile(NAME);
+    if profile.metadata.deletion_timestamp.is_some() {
+        return deleting(&profile, &ctx).await;
+    }
+    set_finalizer(&ctx, &*profile, FINALIZER, true).await?;
     let owner = Owner::of(&*profile)?;
     let names = ChildNames::new(&owner.name);
     let spec = &profile.spec;
@@ -390,4 +412,56 @@ fn is_ready(pod: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Recordings of the profile still stored, as its retention job last counted them: `None` when
+/// no run has counted them yet.
+fn stored_recordings(profile: &RecordingProfile) -> Option<i64> {
+    profile
+        .status
+        .as_ref()
+        .and_then(|s| s.retention.as_ref())
+        .filter(|r| r.last_run_time.is_some())
+        .map(|r| r.stored_recordings)
+}
+
+/// A profile being deleted goes once none of its recordings is stored; until then it stays,
+/// saying why (`DeletionBlocked`). One that never recorded goes at once.
+async fn deleting(profile: &RecordingProfile, ctx: &Context) -> Result<Action, Error> {
+    let recorded = profile
+        .status
+        .as_ref()
+        .is_some_and(|s| s.last_recording_time.is_some());
+    let why = match stored_recordings(profile) {
+        Some(0) => None,
+        None if !recorded => None,
+        Some(n) => Some(format!(
+            "{n} recordings of this profile are stored; it cannot be deleted until retention \
+             has removed them (status.retention.storedRecordings must be 0)"
+        )),
+        None => Some(
+            "it recorded calls and no retention run has counted them yet; it cannot be deleted \
+             until one reports status.retention.storedRecordings 0"
+                .to_owned(),
+        ),
+    };
+    let Some(why) = why else {
+        set_finalizer(ctx, profile, FINALIZER, false).await?;
+        tracing::info!("no stored recordings: deletion allowed");
+        succeeded(NAME, profile, ctx);
+        return Ok(Action::await_change());
+    };
+    let current = current_conditions(profile.status.as_ref().map(|s| &s.conditions));
+    let blocked = Observed::yes(ct::DELETION_BLOCKED, reason::RECORDINGS_EXIST, why);
+    let generation = profile.metadata.generation;
+    let merged = conditions::merge(current, &[blocked], generation, &conditions::now());
+    let transitions = conditions::transitions(current, &merged);
+    ctx.apply_status(
+        profile,
+        serde_json::json!({"observedGeneration": generation, "conditions": merged}),
+        &transitions,
+    )
+    .await?;
+    succeeded(NAME, profile, ctx);
+    Ok(Action::await_change())
 }

@@ -16,6 +16,8 @@ pub struct RetentionOverview {
     pub held_past_expiry: i64,
     /// Start time of the oldest recording whose media is still stored.
     pub oldest_start_time: Option<i64>,
+    /// Recordings of the profile not deleted: while there are any, the profile stays.
+    pub stored: i64,
 }
 
 /// Pending and archived counts of one Connector.
@@ -175,9 +177,14 @@ impl Db {
                 |r| r.i64("start_time"),
             )
             .await?;
+        let stored = self
+            .holding_counts(tenant, "RecordingProfile", profile)
+            .await?
+            .0;
         Ok(RetentionOverview {
             held_past_expiry: held,
             oldest_start_time: oldest,
+            stored,
         })
     }
 

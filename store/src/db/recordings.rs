@@ -222,17 +222,14 @@ fn check_tenant(tenant: &str) -> Result<()> {
 }
 
 impl Db {
-    /// What still depends on a declared resource, so that removing it would orphan recordings
-    /// or archive copies: for a RecordingProfile its recordings, for a StorageTarget the
-    /// recordings and copies on it, for a Connector the copies it made. `None` when nothing
-    /// does (any other kind).
-    pub async fn holdings(&self, tenant: &str, kind: &str, name: &str) -> Result<Option<String>> {
+    /// [`Self::holdings`] as counts: recordings not deleted and their archive copies.
+    pub async fn holding_counts(&self, tenant: &str, kind: &str, name: &str) -> Result<(i64, i64)> {
         let count = |sql: &'static str| async move {
             self.row(sql, &args![tenant, name], |r| r.i64("n"))
                 .await
                 .map(Option::unwrap_or_default)
         };
-        let (recordings, copies) = match kind {
+        Ok(match kind {
             "RecordingProfile" => (
                 count(
                     "SELECT COUNT(*) AS n FROM recordings \
@@ -264,7 +261,15 @@ impl Db {
                 .await?,
             ),
             _ => (0, 0),
-        };
+        })
+    }
+
+    /// What still depends on a declared resource, so that removing it would orphan recordings
+    /// or archive copies: for a RecordingProfile its recordings, for a StorageTarget the
+    /// recordings and copies on it, for a Connector the copies it made. `None` when nothing
+    /// does (any other kind).
+    pub async fn holdings(&self, tenant: &str, kind: &str, name: &str) -> Result<Option<String>> {
+        let (recordings, copies) = self.holding_counts(tenant, kind, name).await?;
         let parts: Vec<String> = [(recordings, "recording"), (copies, "archive copy")]
             .into_iter()
             .filter(|(n, _)| *n > 0)
