@@ -1272,6 +1272,14 @@ async fn on_demand_recording_starts_paused_until_the_source_resumes() {
     assert!(rig.logs().contains("recording starts paused"));
 }
 
+/// A row's participants as (number, name).
+fn numbers_and_names(row: &Recording) -> Vec<(&str, &str)> {
+    row.participants
+        .iter()
+        .map(|p| (p.number.as_str(), p.name.as_str()))
+        .collect()
+}
+
 /// A started recorder, one call of `scenario` over UDP (its pauses `pause_ms` long), and the
 /// call's committed row.
 async fn one_call(scenario: &str, pause_ms: &str) -> (Rig, Recording) {
@@ -1300,11 +1308,7 @@ async fn a_call_without_rtp_is_recorded_as_silence_of_its_length() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metadata_only_update_adds_a_participant_to_the_call() {
     let (_rig, row) = one_call("record_metadata_update.xml", "700").await;
-    let parties: Vec<(&str, &str)> = row
-        .participants
-        .iter()
-        .map(|p| (p.number.as_str(), p.name.as_str()))
-        .collect();
+    let parties = numbers_and_names(&row);
     assert_eq!(
         parties,
         [
@@ -1326,11 +1330,7 @@ async fn a_metadata_only_update_adds_a_participant_to_the_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_without_metadata_asks_for_a_snapshot_and_lists_its_participants() {
     let (_rig, row) = one_call("record_metadata_snapshot.xml", "700").await;
-    let parties: Vec<(&str, &str)> = row
-        .participants
-        .iter()
-        .map(|p| (p.number.as_str(), p.name.as_str()))
-        .collect();
+    let parties = numbers_and_names(&row);
     assert_eq!(
         parties,
         [("1001", "Alice Agent"), ("+15551234567", "Bob Customer")]

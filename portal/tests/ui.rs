@@ -57,8 +57,27 @@ struct BrowserRun {
     log: String,
 }
 
-/// Runs the Playwright script `script` of tests/ui with `env`, within `seconds`.
-async fn run_in_chromium(script: &str, seconds: u64, env: &[(&str, &str)]) -> BrowserRun {
+/// Serves `router` on `listener` while the Playwright script `script` of tests/ui runs with
+/// `env`, `BASE_URL` and `SCREENSHOTS`, within `seconds`; then stops the portal.
+async fn run_in_chromium(
+    router: &axum::Router,
+    listener: tokio::net::TcpListener,
+    script: &str,
+    seconds: u64,
+    env: &[(&str, &str)],
+) -> BrowserRun {
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let screenshots = screenshot_dir();
+    std::fs::create_dir_all(&screenshots).expect("screenshot directory");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(callvault_portal::serve(
+        listener,
+        router.clone(),
+        Default::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
     let out = tokio::time::timeout(
         std::time::Duration::from_secs(seconds),
         tokio::process::Command::new("node")
@@ -68,12 +87,16 @@ async fn run_in_chromium(script: &str, seconds: u64, env: &[(&str, &str)]) -> Br
                     .join(script),
             )
             .envs(env.iter().copied())
+            .env("BASE_URL", &base)
+            .env("SCREENSHOTS", &screenshots)
             .kill_on_drop(true)
             .output(),
     )
     .await
     .expect("the browser run finishes in time")
     .expect("run node");
+    let _ = stop.send(());
+    let _ = server.await;
     BrowserRun {
         success: out.status.success(),
         log: format!(
@@ -88,13 +111,7 @@ async fn run_in_chromium(script: &str, seconds: u64, env: &[(&str, &str)]) -> Br
 /// Opus stream the portal serves is demuxed and decoded by the browser (tests/ui/meeting.mjs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_meeting_attendee_plays_their_part_in_chromium() {
-    let (Ok(chromium), Ok(playwright)) = (
-        std::env::var("CALLVAULT_TEST_CHROMIUM"),
-        std::env::var("CALLVAULT_TEST_PLAYWRIGHT"),
-    ) else {
-        eprintln!(
-            "skipped: CALLVAULT_TEST_CHROMIUM/CALLVAULT_TEST_PLAYWRIGHT not set (see scripts/services.d/browser.sh)"
-        );
+    let Some((chromium, playwright)) = browser() else {
         return;
     };
     let f = Fixture::sqlite().await;
@@ -120,35 +137,35 @@ async fn a_meeting_attendee_plays_their_part_in_chromium() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(callvault_portal::serve(
-        listener,
-        f.router.clone(),
-        Default::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let screenshots = screenshot_dir();
-    std::fs::create_dir_all(&screenshots).expect("screenshot directory");
     let out = run_in_chromium(
+        &f.router,
+        listener,
         "meeting.mjs",
         120,
         &[
-            ("BASE_URL", &base),
             ("CHROMIUM", &chromium),
             ("PLAYWRIGHT", &playwright),
             ("PASSWORD", PASSWORD),
             ("MEETING_ID", &meeting.id.to_string()),
-            ("SCREENSHOTS", &screenshots.display().to_string()),
         ],
     )
     .await;
-    let _ = stop.send(());
-    let _ = server.await;
     assert!(out.success, "browser run failed\n{}", out.log);
     eprintln!("{}", out.log);
+}
+
+/// Chromium and playwright-core from the environment (`ensure_browser` sets them); `None`, said
+/// so, when they are not there.
+fn browser() -> Option<(String, String)> {
+    let found = std::env::var("CALLVAULT_TEST_CHROMIUM")
+        .ok()
+        .zip(std::env::var("CALLVAULT_TEST_PLAYWRIGHT").ok());
+    if found.is_none() {
+        eprintln!(
+            "skipped: CALLVAULT_TEST_CHROMIUM/CALLVAULT_TEST_PLAYWRIGHT not set (see scripts/services.d/browser.sh)"
+        );
+    }
+    found
 }
 
 /// Where the screenshots go:/// Where the screenshots go: `$CALLVAULT_ARTIFACTS/portal-ui`, else `target/artifacts/portal-ui`
@@ -164,13 +181,7 @@ fn screenshot_dir() -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_workflow_in_chromium() {
-    let (Ok(chromium), Ok(playwright)) = (
-        std::env::var("CALLVAULT_TEST_CHROMIUM"),
-        std::env::var("CALLVAULT_TEST_PLAYWRIGHT"),
-    ) else {
-        eprintln!(
-            "skipped: CALLVAULT_TEST_CHROMIUM/CALLVAULT_TEST_PLAYWRIGHT not set (see scripts/services.d/browser.sh)"
-        );
+    let Some((chromium, playwright)) = browser() else {
         return;
     };
     let f = Fixture::sqlite().await;
@@ -226,28 +237,17 @@ async fn supervisor_workflow_in_chromium() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(callvault_portal::serve(
-        listener,
-        f.router.clone(),
-        Default::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
 
-    let screenshots = screenshot_dir();
-    std::fs::create_dir_all(&screenshots).expect("screenshot directory");
     let sha256 = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(&audio))
     };
     let out = run_in_chromium(
+        &f.router,
+        listener,
         "ui.mjs",
         180,
         &[
-            ("BASE_URL", &base),
             ("CHROMIUM", &chromium),
             ("PLAYWRIGHT", &playwright),
             ("PASSWORD", PASSWORD),
@@ -259,12 +259,9 @@ async fn supervisor_workflow_in_chromium() {
             ("ALARM_MESSAGE", ALARM_MESSAGE),
             ("CLEARED_ALARM_MESSAGE", CLEARED_ALARM_MESSAGE),
             ("MEDIA_SHA256", &sha256),
-            ("SCREENSHOTS", &screenshots.display().to_string()),
         ],
     )
     .await;
-    let _ = stop.send(());
-    let _ = server.await;
     assert!(out.success, "browser run failed\n{}", out.log);
     eprintln!("{}", out.log);
 
@@ -351,25 +348,14 @@ async fn single_sign_on_button_in_chromium() {
         .recording(None, vec![], "5005", "6006", &common::audio(4096, 3))
         .await;
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(callvault_portal::serve(
-        listener,
-        f.router.clone(),
-        Default::default(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    let screenshots = screenshot_dir();
-    std::fs::create_dir_all(&screenshots).expect("screenshot directory");
     let out = run_in_chromium(
+        &f.router,
+        listener,
         "sso.mjs",
         120,
         &[
-            ("BASE_URL", &base),
             ("CHROMIUM", &chromium),
             ("PLAYWRIGHT", &playwright),
-            ("SCREENSHOTS", &screenshots.display().to_string()),
             ("PROVIDER", PROVIDER),
             ("IDP_USER", IDP_USER),
             ("IDP_PASSWORD", IDP_PASSWORD),
@@ -377,8 +363,6 @@ async fn single_sign_on_button_in_chromium() {
         ],
     )
     .await;
-    let _ = stop.send(());
-    let _ = server.await;
     assert!(out.success, "browser run failed\n{}", out.log);
     eprintln!("{}", out.log);
 

@@ -4,25 +4,10 @@
 // Environment: BASE_URL, CHROMIUM, PLAYWRIGHT, PASSWORD (of `dave`), MEETING_ID, SCREENSHOTS.
 
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import path from 'node:path';
+import { launch, shot, step, until } from './common.mjs';
 
-const { BASE_URL, CHROMIUM, PLAYWRIGHT, PASSWORD, MEETING_ID, SCREENSHOTS } = process.env;
-const { chromium } = createRequire(import.meta.url)(PLAYWRIGHT);
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required'],
-});
-const step = (s) => console.log(`ok - ${s}`);
-async function until(page, fn, arg, timeout = 10000) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    if (await page.evaluate(fn, arg).catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${fn}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-const shot = (page, name) => page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
+const { BASE_URL, PASSWORD, MEETING_ID } = process.env;
+const browser = await launch();
 
 try {
   const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();

@@ -6,19 +6,10 @@
 // IDP_USER and IDP_PASSWORD (an account at the provider), CALL_ID (a call the user may see).
 
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import path from 'node:path';
+import { launch, shot, step } from './common.mjs';
 
-const { BASE_URL, CHROMIUM, PLAYWRIGHT, SCREENSHOTS, PROVIDER, IDP_USER, IDP_PASSWORD, CALL_ID } = process.env;
-const { chromium } = createRequire(import.meta.url)(PLAYWRIGHT);
-
-const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
-const step = (s) => console.log(`ok - ${s}`);
-const shot = async (page, name) => {
-  const file = path.join(SCREENSHOTS, `${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  console.log(`screenshot ${file}`);
-};
+const { BASE_URL, PROVIDER, IDP_USER, IDP_PASSWORD, CALL_ID } = process.env;
+const browser = await launch();
 
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });

@@ -7,36 +7,13 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
-import path from 'node:path';
+import { launch, shot, step, until } from './common.mjs';
 
-const { BASE_URL, CHROMIUM, PLAYWRIGHT, PASSWORD, CALL_ID, MEDIA_SHA256, SCREENSHOTS } = process.env;
+const { BASE_URL, PASSWORD, CALL_ID, MEDIA_SHA256 } = process.env;
 // Two calls being recorded during the run (calling numbers and ids), an active alarm and a
 // cleared one.
 const { SUPERVISOR_LIVE, SUPERVISOR_LIVE_ID, REVIEWER_LIVE, REVIEWER_LIVE_ID, ALARM_MESSAGE, CLEARED_ALARM_MESSAGE } = process.env;
-const { chromium } = createRequire(import.meta.url)(PLAYWRIGHT);
-
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  // No sandbox: CI runs as root. Autoplay: the player is started by a script click.
-  args: ['--no-sandbox', '--autoplay-policy=no-user-gesture-required'],
-});
-const step = (s) => console.log(`ok - ${s}`);
-// Polls `fn` in the page until it returns true. Playwright's waitForFunction evaluates a string
-// inside the page, which the portal's Content-Security-Policy (no 'unsafe-eval') rightly refuses.
-async function until(page, fn, arg, timeout = 10000) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    if (await page.evaluate(fn, arg).catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${fn}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-const shot = async (page, name) => {
-  const file = path.join(SCREENSHOTS, `${name}.png`);
-  await page.screenshot({ path: file, fullPage: true });
-  console.log(`screenshot ${file}`);
-};
+const browser = await launch();
 
 async function signIn(page, user) {
   await page.goto(BASE_URL);
