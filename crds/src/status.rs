@@ -108,6 +108,8 @@ pub mod reason {
     pub const ARCHIVES_EXIST: &str = "ArchivesExist";
     /// RecordingProfile: recordings of it are still stored, so it cannot be deleted.
     pub const RECORDINGS_EXIST: &str = "RecordingsExist";
+    /// StorageTarget: a RecordingProfile or Connector stores on it, so it cannot be deleted.
+    pub const STORAGE_IN_USE: &str = "StorageInUse";
     /// A scheduled run failed.
     pub const RUN_FAILED: &str = "RunFailed";
     /// A scheduled run succeeded.

@@ -884,7 +884,8 @@ async fn a_connector_that_archived_cannot_be_deleted_until_its_count_is_zero() {
 
 /// Issue 17: a RecordingProfile whose recordings are stored cannot be deleted (reference
 /// products: disable it instead): the operator holds it with a finalizer and says why until
-/// the retention job reports none stored. One that never recorded goes at once.
+/// the retention job reports none stored. One that never recorded goes at once. The
+/// StorageTarget they store on stays while either of them does.
 #[tokio::test]
 async fn a_profile_with_stored_recordings_cannot_be_deleted_until_retention_removed_them() {
     let (_cp, ns, admin, op_client) = setup("op-profile-delete").await;
@@ -922,6 +923,26 @@ async fn a_profile_with_stored_recordings_cannot_be_deleted_until_retention_remo
         )
         .await
         .expect("job status");
+
+    // The target both store on: held while they are there.
+    let targets: Api<StorageTarget> = Api::namespaced(admin.clone(), &ns);
+    targets
+        .delete("primary", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let status = wait_condition(
+        &targets,
+        "primary",
+        "DeletionBlocked",
+        "True",
+        Some("StorageInUse"),
+    )
+    .await;
+    let (_, _, message) = condition(&status, "DeletionBlocked").expect("DeletionBlocked");
+    assert!(
+        message.starts_with("RecordingProfile idle, RecordingProfile sales stores"),
+        "{message}"
+    );
 
     let gone = |name: &'static str| {
         let profiles = profiles.clone();
@@ -972,6 +993,21 @@ async fn a_profile_with_stored_recordings_cannot_be_deleted_until_retention_remo
         .await
         .expect("job status");
     gone("sales").await;
+    eventually(
+        "the target to go once nothing stores on it",
+        WAIT,
+        || async {
+            match targets
+                .get_opt("primary")
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                None => Ok(()),
+                Some(t) => Err(format!("still there: {:?}", t.metadata.finalizers)),
+            }
+        },
+    )
+    .await;
     operator.stop().await.expect("stops");
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use callvault_crds::{StorageTarget, condition_type as ct, reason};
+use callvault_crds::{Connector, StorageTarget, condition_type as ct, reason};
 use callvault_store::objstore::{Credentials, Secret as Sensitive, StorageConfig, test_connection};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -17,12 +17,15 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 
-use super::{Context, Error, Scope, current_conditions, lock, refusal, succeeded};
+use super::{Context, Error, Scope, current_conditions, lock, refusal, set_finalizer, succeeded};
 use crate::build::storage_target::{build, config_map_name, cron_job_name};
 use crate::conditions::{self, Observed};
 
 /// Controller name in metrics and logs.
 pub(super) const NAME: &str = "storagetarget";
+/// Finalizer held while a RecordingProfile or Connector of the namespace stores on the target
+/// (those stay while they hold recordings or copies, so the target does too).
+pub const FINALIZER: &str = "callvault.io/in-use";
 
 /// The controller, and the store of the Secrets' metadata it watches: a credentials Secret
 /// created or changed after its StorageTarget is probed at once, not at the next interval.
@@ -66,6 +69,10 @@ pub(super) async fn reconcile(
 ) -> Result<Action, Error> {
     ctx.synced().await;
     let _timer = ctx.metrics.reconcile(NAME);
+    if target.metadata.deletion_timestamp.is_some() {
+        return deleting(&target, &ctx).await;
+    }
+    set_finalizer(&ctx, &*target, FINALIZER, true).await?;
     // The space cleanup CronJob follows the spec on every reconcile, probe due or not.
     let cleanup_invalid = space_cleanup(&target, &ctx).await?;
     let generation = target.metadata.generation;
@@ -203,6 +210,59 @@ fn from_secret(data: &BTreeMap<String, ByteString>) -> Credentials {
         sas_token: get(Credentials::SAS_TOKEN),
         service_account_json: get(Credentials::SERVICE_ACCOUNT_JSON),
     }
+}
+
+/// A target being deleted goes once no RecordingProfile or Connector of its namespace stores on
+/// it; until then it stays, naming them (`DeletionBlocked`), and is looked at again shortly.
+async fn deleting(target: &StorageTarget, ctx: &Context) -> Result<Action, Error> {
+    let ns = target.namespace().unwrap_or_default();
+    let name = target.name_any();
+    let mut users: Vec<String> = ctx
+        .recording_profiles
+        .state_filter(|p| {
+            p.namespace().as_deref() == Some(ns.as_str()) && p.spec.storage_target_ref.name == name
+        })
+        .iter()
+        .map(|p| format!("RecordingProfile {}", p.name_any()))
+        .collect();
+    let connectors: Api<Connector> = Api::namespaced(ctx.client.clone(), &ns);
+    users.extend(
+        connectors
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter(|c| c.spec.storage_target_ref.name == name)
+            .map(|c| format!("Connector {}", c.name_any())),
+    );
+    users.sort();
+    if users.is_empty() {
+        set_finalizer(ctx, target, FINALIZER, false).await?;
+        tracing::info!("no profile or connector stores here: deletion allowed");
+        succeeded(NAME, target, ctx);
+        return Ok(Action::await_change());
+    }
+    let current = current_conditions(target.status.as_ref().map(|s| &s.conditions));
+    let blocked = Observed::yes(
+        ct::DELETION_BLOCKED,
+        reason::STORAGE_IN_USE,
+        format!(
+            "{} stores recordings here; the target cannot be deleted while it is in use",
+            users.join(", ")
+        ),
+    );
+    let generation = target.metadata.generation;
+    let merged = conditions::merge(current, &[blocked], generation, &conditions::now());
+    let transitions = conditions::transitions(current, &merged);
+    ctx.apply_status(
+        target,
+        serde_json::json!({"conditions": merged}),
+        &transitions,
+    )
+    .await?;
+    succeeded(NAME, target, ctx);
+    // Profiles and Connectors are not watched from here: look again shortly.
+    Ok(Action::requeue(Duration::from_secs(5)))
 }
 
 #[cfg(test)]
