@@ -528,25 +528,30 @@ pub fn union(a: &AccessScope, b: &AccessScope) -> AccessScope {
 /// Whether a call (its owner, the groups captured on it, a meeting's attendees) is inside a
 /// scope: a meeting a user attended is one of their own calls.
 pub fn scope_contains(scope: &AccessScope, owner: Option<Uuid>, audience: &Audience) -> bool {
-    let own = |user: &Uuid| owner == Some(*user) || audience.attendance(*user).is_some();
-    match scope {
-        AccessScope::None => false,
-        AccessScope::All => true,
-        AccessScope::Own { user_id } => own(user_id),
-        AccessScope::OwnAndGroups { user_id, groups } => {
-            own(user_id) || audience.groups.iter().any(|g| groups.contains(g))
-        }
-    }
+    in_scope(
+        scope,
+        |user| owner == Some(user) || audience.attendance(user).is_some(),
+        &audience.groups,
+    )
 }
 
 /// Whether a user (their id and current groups) is inside a scope: whose legal hold a
 /// holder of the scope may set.
 pub fn scope_covers_user(scope: &AccessScope, target: Uuid, target_groups: &[Uuid]) -> bool {
-    let audience = Audience {
-        groups: target_groups.to_vec(),
-        attendees: Vec::new(),
-    };
-    scope_contains(scope, Some(target), &audience)
+    in_scope(scope, |user| user == target, target_groups)
+}
+
+/// The one scope rule: `own` says whose the thing is, `groups` the groups it belongs to.
+fn in_scope(scope: &AccessScope, own: impl Fn(Uuid) -> bool, groups: &[Uuid]) -> bool {
+    match scope {
+        AccessScope::None => false,
+        AccessScope::All => true,
+        AccessScope::Own { user_id } => own(*user_id),
+        AccessScope::OwnAndGroups {
+            user_id,
+            groups: scoped,
+        } => own(*user_id) || groups.iter().any(|g| scoped.contains(g)),
+    }
 }
 
 /// Resolves a user's grants from the tenant's profiles. `user_groups` are the user's groups,
@@ -722,12 +727,9 @@ impl Grants {
         audience: &Audience,
     ) -> Option<Attendance> {
         let attendance = *audience.attendance(self.user_id)?;
-        let without = Audience {
-            groups: audience.groups.clone(),
-            attendees: Vec::new(),
-        };
-        let whole = scope_contains(&self.view, owner, &without)
-            && scope_contains(&self.action_scope(action), owner, &without);
+        // Whether the call is in reach without counting attendance.
+        let reaches = |scope: &AccessScope| in_scope(scope, |u| owner == Some(u), &audience.groups);
+        let whole = reaches(&self.view) && reaches(&self.action_scope(action));
         (!whole).then_some(attendance)
     }
 

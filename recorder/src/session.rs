@@ -933,12 +933,6 @@ const UNKNOWN_PARTY: &str = "unknown";
 /// are the recording dialog's own ends (the source and the recorder), never a party of the
 /// call. Only a plain INVITE's From and To name the parties.
 fn parties_from(md: Option<&RecordingMetadata>, siprec: bool, from: Party, to: Party) -> Parties {
-    let party = |p: &metadata::Participant| {
-        Party::new(
-            p.aor.as_deref().map(uri_user).unwrap_or_default(),
-            p.name.clone().unwrap_or_default(),
-        )
-    };
     if md.is_none() && !siprec {
         return Parties {
             calling: from,
@@ -948,13 +942,21 @@ fn parties_from(md: Option<&RecordingMetadata>, siprec: bool, from: Party, to: P
     }
     let mut named = md
         .into_iter()
-        .flat_map(|m| m.participants.iter().map(party));
+        .flat_map(|m| m.participants.iter().map(party_of));
     let unknown = || Party::new(UNKNOWN_PARTY, "");
     Parties {
         calling: named.next().unwrap_or_else(unknown),
         called: named.next().unwrap_or_else(unknown),
         others: named.collect(),
     }
+}
+
+/// A metadata participant as a party of the row: the user part of its address, its name.
+fn party_of(p: &metadata::Participant) -> Party {
+    Party::new(
+        p.aor.as_deref().map(uri_user).unwrap_or_default(),
+        p.name.clone().unwrap_or_default(),
+    )
 }
 
 /// The m-lines a plan accepts.
@@ -1048,10 +1050,7 @@ fn metadata_json(md: Option<&RecordingMetadata>, labels: &[String]) -> (String, 
         .participants
         .iter()
         .map(|p| Attendee {
-            party: Party::new(
-                p.aor.as_deref().map(uri_user).unwrap_or_default(),
-                p.name.clone().unwrap_or_default(),
-            ),
+            party: party_of(p),
             present: p.left != Some(true),
         })
         .collect();

@@ -3,15 +3,17 @@
 
 use std::sync::Arc;
 
-use callvault_crds::{Connector, RecordingProfile, StorageTarget, condition_type as ct, reason};
+use callvault_crds::{Connector, RecordingProfile, StorageTarget, reason};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
-use super::{Context, Error, Scope, current_conditions, refusal, set_finalizer, succeeded};
+use super::{
+    Context, Error, Scope, current_conditions, deletion_blocked, refusal, set_finalizer, succeeded,
+};
 use crate::build::connector::{build, config_map_name, cron_job_name};
-use crate::conditions::{self, Observed};
+use crate::conditions;
 
 /// Controller name in metrics and logs.
 pub(super) const NAME: &str = "connector";
@@ -66,20 +68,15 @@ pub(super) async fn reconcile(
 
     if connector.metadata.deletion_timestamp.is_some() {
         if archived > 0 {
-            let blocked = Observed::yes(
-                ct::DELETION_BLOCKED,
+            deletion_blocked(
+                &ctx,
+                &*connector,
+                status.map(|s| &s.conditions),
                 reason::ARCHIVES_EXIST,
                 format!(
                     "{archived} recordings were archived through this Connector; it cannot be \
                      deleted while its archive copies exist (status.archivedFiles must be 0)"
                 ),
-            );
-            let merged = conditions::merge(current, &[blocked], generation, &conditions::now());
-            let transitions = conditions::transitions(current, &merged);
-            ctx.apply_status(
-                &*connector,
-                json!({"observedGeneration": generation, "conditions": merged}),
-                &transitions,
             )
             .await?;
             succeeded(NAME, &*connector, &ctx);

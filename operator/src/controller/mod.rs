@@ -484,6 +484,41 @@ pub(crate) fn refusal<T>(result: Result<T, Error>) -> Result<Result<T, String>, 
 }
 
 /// Locks `mutex`, also after a panic elsewhere (the maps it guards stay usable).
+/// Says why `object`, being deleted, stays: the `DeletionBlocked` condition with `reason` and
+/// `message`, merged into its `conditions`. The object's watch (or a requeue) looks again.
+pub(crate) async fn deletion_blocked<K>(
+    ctx: &Context,
+    object: &K,
+    conditions: Option<&Vec<Condition>>,
+    reason: &'static str,
+    message: String,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let current = current_conditions(conditions);
+    let blocked = crate::conditions::Observed::yes(
+        callvault_crds::condition_type::DELETION_BLOCKED,
+        reason,
+        message,
+    );
+    let generation = object.meta().generation;
+    let merged =
+        crate::conditions::merge(current, &[blocked], generation, &crate::conditions::now());
+    let transitions = crate::conditions::transitions(current, &merged);
+    ctx.apply_status(
+        object,
+        serde_json::json!({"observedGeneration": generation, "conditions": merged}),
+        &transitions,
+    )
+    .await?;
+    Ok(())
+}
+
 /// Adds or removes `finalizer` on `object`, guarded by the resourceVersion read (a concurrent
 /// change makes the patch fail and the reconcile retry with fresh data).
 pub(crate) async fn set_finalizer<K>(

@@ -14,7 +14,8 @@ use kube::runtime::{WatchStreamExt, predicates, reflector, watcher};
 use kube::{Client, ResourceExt};
 
 use super::{
-    Context, Error, Scope, current_conditions, refusal, secret_changes, set_finalizer, succeeded,
+    Context, Error, Scope, current_conditions, deletion_blocked, refusal, secret_changes,
+    set_finalizer, succeeded,
 };
 use crate::build::Owner;
 use crate::build::assurance;
@@ -451,15 +452,12 @@ async fn deleting(profile: &RecordingProfile, ctx: &Context) -> Result<Action, E
         succeeded(NAME, profile, ctx);
         return Ok(Action::await_change());
     };
-    let current = current_conditions(profile.status.as_ref().map(|s| &s.conditions));
-    let blocked = Observed::yes(ct::DELETION_BLOCKED, reason::RECORDINGS_EXIST, why);
-    let generation = profile.metadata.generation;
-    let merged = conditions::merge(current, &[blocked], generation, &conditions::now());
-    let transitions = conditions::transitions(current, &merged);
-    ctx.apply_status(
+    deletion_blocked(
+        ctx,
         profile,
-        serde_json::json!({"observedGeneration": generation, "conditions": merged}),
-        &transitions,
+        profile.status.as_ref().map(|s| &s.conditions),
+        reason::RECORDINGS_EXIST,
+        why,
     )
     .await?;
     succeeded(NAME, profile, ctx);

@@ -17,7 +17,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 
-use super::{Context, Error, Scope, current_conditions, lock, refusal, set_finalizer, succeeded};
+use super::{
+    Context, Error, Scope, current_conditions, deletion_blocked, lock, refusal, set_finalizer,
+    succeeded,
+};
 use crate::build::storage_target::{build, config_map_name, cron_job_name};
 use crate::conditions::{self, Observed};
 
@@ -242,22 +245,15 @@ async fn deleting(target: &StorageTarget, ctx: &Context) -> Result<Action, Error
         succeeded(NAME, target, ctx);
         return Ok(Action::await_change());
     }
-    let current = current_conditions(target.status.as_ref().map(|s| &s.conditions));
-    let blocked = Observed::yes(
-        ct::DELETION_BLOCKED,
+    deletion_blocked(
+        ctx,
+        target,
+        target.status.as_ref().map(|s| &s.conditions),
         reason::STORAGE_IN_USE,
         format!(
             "{} stores recordings here; the target cannot be deleted while it is in use",
             users.join(", ")
         ),
-    );
-    let generation = target.metadata.generation;
-    let merged = conditions::merge(current, &[blocked], generation, &conditions::now());
-    let transitions = conditions::transitions(current, &merged);
-    ctx.apply_status(
-        target,
-        serde_json::json!({"conditions": merged}),
-        &transitions,
     )
     .await?;
     succeeded(NAME, target, ctx);

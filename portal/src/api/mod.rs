@@ -27,7 +27,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use callvault_store::db::{Attendance, NewAuditEntry, Recording, SessionLookup, User, now_micros};
+use callvault_store::db::{Audience, NewAuditEntry, Recording, SessionLookup, User, now_micros};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -432,31 +432,25 @@ impl Caller {
 
     /// Loads a call and checks `need` on it: the one gate for every call endpoint.
     pub async fn recording(&self, state: &AppState, id: Uuid, need: Need) -> ApiResult<Recording> {
-        Ok(self.recording_part(state, id, need).await?.0)
+        Ok(self.recording_and_audience(state, id, need).await?.0)
     }
 
-    /// [`Self::recording`], and the part of it `need` is limited to when the caller reaches
-    /// the call only by having attended the meeting (F-40). Such a caller plays that part and
-    /// cannot download the meeting: the file would hold what they did not attend.
-    pub async fn recording_part(
+    /// [`Self::recording`] with who else the call reaches (its groups, a meeting's attendees),
+    /// which the check read. A caller who reaches a meeting only by having attended part of
+    /// it (F-40) may play that part ([`Grants::attended_part`]) and cannot download the
+    /// meeting: the file would hold what they did not attend.
+    pub async fn recording_and_audience(
         &self,
         state: &AppState,
         id: Uuid,
         need: Need,
-    ) -> ApiResult<(Recording, Option<Attendance>)> {
+    ) -> ApiResult<(Recording, Audience)> {
         let rec = state
             .db
             .recording(&self.tenant, id)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("recording {id}")))?;
         let audience = state.db.recording_audience(&self.tenant, id).await?;
-        let part = match need {
-            Need::Do(action) | Need::Meta(action) => {
-                self.grants
-                    .attended_part(action, rec.owner_user_id, &audience)
-            }
-            Need::View => None,
-        };
         let denial = match need {
             Need::View => (!self.grants.can_see(&rec, &audience)).then_some(Denial::NotVisible),
             Need::Do(action) => self.grants.check(action, &rec, &audience).err(),
@@ -467,13 +461,18 @@ impl Caller {
                 .filter(|d| *d != Denial::Key),
         };
         match (denial, need) {
-            (None, Need::Do(Action::Download)) if part.is_some() => {
+            (None, Need::Do(Action::Download))
+                if self
+                    .grants
+                    .attended_part(Action::Download, rec.owner_user_id, &audience)
+                    .is_some() =>
+            {
                 Err(ApiError::forbidden(format!(
                     "recording {id} is a meeting you attended part of: you may play your part; \
                      only those who may hear the whole meeting may download it"
                 )))
             }
-            (None, _) => Ok((rec, part)),
+            (None, _) => Ok((rec, audience)),
             (Some(Denial::NotVisible), _) => Err(ApiError::not_found(format!("recording {id}"))),
             (Some(Denial::Action), Need::Do(a) | Need::Meta(a)) => {
                 Err(ApiError::forbidden(format!(

@@ -123,8 +123,7 @@ pub struct Detail {
 }
 
 pub async fn detail(State(state): St, c: Caller, Path(id): Path<Uuid>) -> ApiResult<Json<Detail>> {
-    let rec = c.recording(&state, id, Need::View).await?;
-    let audience = state.db.recording_audience(&c.tenant, id).await?;
+    let (rec, audience) = c.recording_and_audience(&state, id, Need::View).await?;
     let part = c
         .grants
         .attended_part(Action::Play, rec.owner_user_id, &audience);
@@ -241,9 +240,14 @@ pub async fn media(
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let (rec, part) = c.recording_part(&state, id, Need::Do(Action::Play)).await?;
+    let (rec, audience) = c
+        .recording_and_audience(&state, id, Need::Do(Action::Play))
+        .await?;
     let media = open_media(&state, &c, &rec, "play").await?;
-    if let Some(part) = part {
+    if let Some(part) = c
+        .grants
+        .attended_part(Action::Play, rec.owner_user_id, &audience)
+    {
         return play_attended_part(&state, &c, &rec, media, part, &headers).await;
     }
     let len = media.plaintext_len();

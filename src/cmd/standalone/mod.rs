@@ -273,7 +273,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
     }
     eprintln!("  stop with Ctrl-C or SIGTERM: live calls are finished and committed first.");
 
-    let mut running = (*set).clone();
+    let mut running = set.clone();
     let mut tick = tokio::time::interval(resources::POLL);
     loop {
         tokio::select! {
@@ -309,7 +309,7 @@ async fn serve(args: Args) -> anyhow::Result<ExitCode> {
                         let why = format!("{e:#}");
                         tracing::warn!(error = %why, "the running resources are not remembered");
                     }
-                    running = (*set).clone();
+                    running = set.clone();
                     resources_tx.send_replace(set);
                     board.files(None);
                     tracing::info!("resources reloaded");

@@ -95,9 +95,10 @@ pub async fn admit(
             ""
         };
         match db.holdings(tenant, kind, &name).await {
-            Ok(None) => {}
-            Ok(Some(what)) => refused.push(format!(
-                "{kind} {name:?} cannot be removed: it still holds {what}{hint}"
+            Ok((0, 0)) => {}
+            Ok((recordings, copies)) => refused.push(format!(
+                "{kind} {name:?} cannot be removed: it still holds {}{hint}",
+                holding_text(recordings, copies)
             )),
             Err(e) => refused.push(format!(
                 "{kind} {name:?} cannot be removed: what it holds cannot be read ({e})"
@@ -109,4 +110,20 @@ pub async fn admit(
     } else {
         Err(SetError::Refused(refused).to_string())
     }
+}
+
+/// "1 recording", "3 recordings and 2 archive copies", ...
+fn holding_text(recordings: i64, copies: i64) -> String {
+    let count = |n: i64, one: &str, many: &str| match n {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    };
+    let mut parts = Vec::new();
+    if recordings > 0 {
+        parts.push(count(recordings, "recording", "recordings"));
+    }
+    if copies > 0 {
+        parts.push(count(copies, "archive copy", "archive copies"));
+    }
+    parts.join(" and ")
 }

@@ -177,10 +177,7 @@ impl Db {
                 |r| r.i64("start_time"),
             )
             .await?;
-        let stored = self
-            .holding_counts(tenant, "RecordingProfile", profile)
-            .await?
-            .0;
+        let stored = self.holdings(tenant, "RecordingProfile", profile).await?.0;
         Ok(RetentionOverview {
             held_past_expiry: held,
             oldest_start_time: oldest,

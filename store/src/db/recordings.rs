@@ -222,8 +222,11 @@ fn check_tenant(tenant: &str) -> Result<()> {
 }
 
 impl Db {
-    /// [`Self::holdings`] as counts: recordings not deleted and their archive copies.
-    pub async fn holding_counts(&self, tenant: &str, kind: &str, name: &str) -> Result<(i64, i64)> {
+    /// What still depends on a declared resource, so that removing it would orphan them:
+    /// `(recordings, archive copies)` not deleted. For a RecordingProfile its recordings, for a
+    /// StorageTarget the recordings and copies on it, for a Connector the copies it made;
+    /// nothing for any other kind.
+    pub async fn holdings(&self, tenant: &str, kind: &str, name: &str) -> Result<(i64, i64)> {
         let count = |sql: &'static str| async move {
             self.row(sql, &args![tenant, name], |r| r.i64("n"))
                 .await
@@ -262,24 +265,6 @@ impl Db {
             ),
             _ => (0, 0),
         })
-    }
-
-    /// What still depends on a declared resource, so that removing it would orphan recordings
-    /// or archive copies: for a RecordingProfile its recordings, for a StorageTarget the
-    /// recordings and copies on it, for a Connector the copies it made. `None` when nothing
-    /// does (any other kind).
-    pub async fn holdings(&self, tenant: &str, kind: &str, name: &str) -> Result<Option<String>> {
-        let (recordings, copies) = self.holding_counts(tenant, kind, name).await?;
-        let parts: Vec<String> = [(recordings, "recording"), (copies, "archive copy")]
-            .into_iter()
-            .filter(|(n, _)| *n > 0)
-            .map(|(n, what)| match (n, what) {
-                (1, w) => format!("1 {w}"),
-                (n, "archive copy") => format!("{n} archive copies"),
-                (n, w) => format!("{n} {w}s"),
-            })
-            .collect();
-        Ok((!parts.is_empty()).then(|| parts.join(" and ")))
     }
 
     /// Creates the row of a call that is being recorded (status `recording`).
