@@ -39,7 +39,33 @@ struct Sipp {
 }
 
 impl Sipp {
+    /// Starts sipp as a UAS of `scenario_file` and waits until it listens. The ports handed
+    /// to it were free when picked; when another test took one meanwhile (sipp says it cannot
+    /// bind and exits), it is started again on new ones.
     async fn start(
+        scenario_file: &str,
+        transport: Transport,
+        calls: u32,
+        keys: &[(&str, String)],
+    ) -> Self {
+        for _ in 0..4 {
+            let mut sipp = Self::spawn(scenario_file, transport, calls, keys);
+            if sipp.wait_listening(transport).await {
+                return sipp;
+            }
+            let out = sipp.child.wait_with_output().await.unwrap();
+            let said = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+            assert!(
+                said.contains("Unable to bind"),
+                "sipp exited ({}) before it listened:\n{said}",
+                out.status
+            );
+        }
+        panic!("sipp {scenario_file}: no free port in four tries");
+    }
+
+    fn spawn(
         scenario_file: &str,
         transport: Transport,
         calls: u32,
@@ -80,18 +106,17 @@ impl Sipp {
             }
             Err(e) => panic!("cannot start sipp: {e}"),
         };
-        let sipp = Self {
+        Self {
             child,
             port,
             messages,
             _dir: dir,
-        };
-        sipp.wait_listening(transport).await;
-        sipp
+        }
     }
 
-    /// Polls until sipp holds its port (binding it ourselves fails), with a deadline.
-    async fn wait_listening(&self, transport: Transport) {
+    /// Polls until sipp holds its port (binding it ourselves fails): `true`; `false` when sipp
+    /// exited first. Fails after a deadline.
+    async fn wait_listening(&mut self, transport: Transport) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let taken = match transport {
@@ -101,7 +126,10 @@ impl Sipp {
                 }
             };
             if taken {
-                return;
+                return true;
+            }
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
             }
             assert!(
                 Instant::now() < deadline,

@@ -1300,18 +1300,23 @@ async fn a_stopped_s3_server_is_unreachable_naming_the_step_and_reachable_once_s
     .await;
     assert!(status["objects"].is_number(), "{status}");
 
+    // The Events follow the status write that shows the transition: wait for them.
     let events: Api<Event> = Api::namespaced(admin.clone(), &ns);
-    let list = events
-        .list(&ListParams::default())
-        .await
-        .expect("events")
-        .items;
-    assert!(list.iter().any(|e| e.type_.as_deref() == Some("Warning")
-        && e.reason.as_deref() == Some("ConnectUnreachable")));
-    assert!(
-        list.iter().any(|e| e.type_.as_deref() == Some("Normal")
-            && e.reason.as_deref() == Some("ProbeSucceeded"))
-    );
+    let seen = |list: &[Event], type_: &str, reason: &str| {
+        list.iter()
+            .any(|e| e.type_.as_deref() == Some(type_) && e.reason.as_deref() == Some(reason))
+    };
+    eventually("the unreachable and reachable Events", WAIT, || async {
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items;
+        (seen(&list, "Warning", "ConnectUnreachable") && seen(&list, "Normal", "ProbeSucceeded"))
+            .then_some(())
+            .ok_or_else(|| format!("{} events, not both", list.len()))
+    })
+    .await;
 
     server.abort();
     operator.stop().await.expect("stops");
