@@ -36,12 +36,16 @@ fn env(name: &str) -> String {
     })
 }
 
+/// A port free for SIP over both UDP and TCP: the recorder listens on both, and a port free
+/// for UDP may be the local end of one of this test's TCP connections.
 fn free_port() -> u16 {
-    UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if StdTcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn free_tcp_port() -> u16 {
@@ -175,6 +179,7 @@ impl Rig {
     /// picked again.
     async fn start(&mut self) {
         for attempt in 0.. {
+            let logged_before = self.logs().len();
             let log = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -198,6 +203,12 @@ impl Rig {
                 if let Some(status) = child.try_wait().unwrap() {
                     break Some(status);
                 }
+                // The recorder keeps retrying a SIP port it cannot bind (and says so on
+                // /readyz); here that only means the port was taken after it was picked.
+                if self.logs()[logged_before..].contains("cannot bind SIP") {
+                    child.kill().await.unwrap();
+                    break Some(child.wait().await.unwrap());
+                }
                 assert!(
                     Instant::now() < deadline,
                     "timed out waiting for the recorder to be ready; its log:\n{}",
@@ -210,7 +221,7 @@ impl Rig {
                 return;
             };
             assert!(
-                attempt < 3 && self.logs().contains("in use"),
+                attempt < 3 && self.logs()[logged_before..].contains("in use"),
                 "the recorder exited ({status}) before it was ready; its log:\n{}",
                 self.logs()
             );

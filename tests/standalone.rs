@@ -28,9 +28,16 @@ fn bin() -> String {
 const FIRST_PASSWORD: &str = "first-Password-4-admin";
 const NEW_PASSWORD: &str = "changed-Password-4-admin";
 
+/// A UDP port whose TCP twin is free too: SIP listens on both, and a port free for UDP may be
+/// the local end of one of this test's TCP connections.
 fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-    s.local_addr().unwrap().port()
+    loop {
+        let s = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = s.local_addr().unwrap().port();
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn free_tcp_port() -> u16 {
