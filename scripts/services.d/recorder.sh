@@ -2,9 +2,10 @@
 # the two parties' audio, sox turns it into the PCM the tests packetise, and libsrtp (through
 # pylibsrtp, PyPI, hash-pinned, in a venv under $CALLVAULT_CACHE/srtp) is the independent SRTP
 # implementation the recorder's and `callvault call`'s are checked against
-# (recorder/tests/tools/srtp_oracle.py). Exports CALLVAULT_TEST_SRTP_PYTHON.
+# (recorder/tests/tools/srtp_oracle.py); socat, with OpenSSL, carries sipp's TCP calls over TLS,
+# since Debian's sipp is built without TLS. Exports CALLVAULT_TEST_SRTP_PYTHON.
 ensure_recorder_test_tools() {
-  ensure_packages sip-tester espeak-ng sox python3-venv
+  ensure_packages sip-tester espeak-ng sox python3-venv socat
   ensure_srtp_oracle
 }
 

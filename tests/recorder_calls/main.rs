@@ -28,6 +28,8 @@ use callvault_store::objstore::{self, Credentials, StorageConfig};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
+mod interop;
+
 const BIN: &str = env!("CARGO_BIN_EXE_callvault");
 
 fn env(name: &str) -> String {
@@ -560,7 +562,8 @@ async fn run_sipp(
     for (k, v) in [("PROTO", "RTP/AVP"), ("CRYPTO_1", ""), ("CRYPTO_2", "")] {
         text = text.replace(&format!("@{k}@"), v);
     }
-    let filled = dir.join(format!("{}-{scenario}", uuid_hex()));
+    let name = Path::new(scenario).file_name().unwrap().to_string_lossy();
+    let filled = dir.join(format!("{}-{name}", uuid_hex()));
     std::fs::write(&filled, text).unwrap();
     let child = Command::new("sipp")
         .arg(target.to_string())
