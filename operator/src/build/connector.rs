@@ -101,11 +101,7 @@ pub fn build(
         &owner,
         &cron_job_name(&owner.name),
         ARCHIVE,
-        Schedule {
-            cron: connector.spec.schedule.clone(),
-            suspend: !connector.spec.active,
-            starting_deadline_seconds: None,
-        },
+        Schedule::of_spec(&connector.spec.schedule, !connector.spec.active)?,
         pod.job_spec(&owner),
     );
     Ok(ArchiveChildren {

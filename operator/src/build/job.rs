@@ -83,6 +83,9 @@ pub enum JobBuildError {
     /// The configuration could not be written as YAML.
     #[error("cannot write the job configuration: {0}")]
     Yaml(#[from] serde_yaml::Error),
+    /// `spec.schedule` is not one the jobs can run on.
+    #[error("spec.schedule: {0}")]
+    Schedule(#[from] callvault_crds::CronError),
 }
 
 /// `target` bound into a job, its credentials (if any) at `credentials_dir`.
@@ -321,6 +324,20 @@ pub struct Schedule {
     pub suspend: bool,
     /// A run that could not start this many seconds after its time is skipped.
     pub starting_deadline_seconds: Option<i64>,
+}
+
+impl Schedule {
+    /// A resource's own `spec.schedule`, checked by the parser standalone admits and runs
+    /// schedules with: the CRD's CEL pattern lets through what never runs (`*/0`, 30
+    /// February), and a cluster must refuse that as standalone does, not make a CronJob of it.
+    pub fn of_spec(cron: &str, suspend: bool) -> Result<Self, JobBuildError> {
+        callvault_crds::Cron::parse(cron)?;
+        Ok(Self {
+            cron: cron.to_owned(),
+            suspend,
+            starting_deadline_seconds: None,
+        })
+    }
 }
 
 /// The CronJob `name` of `owner` running `job` on `schedule`. Runs never overlap: two would

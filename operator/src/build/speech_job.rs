@@ -163,11 +163,7 @@ pub fn build(
             &owner,
             &cron_job_name(&owner.name),
             TRANSCRIBE,
-            Schedule {
-                cron: schedule.clone(),
-                suspend: spec.suspend,
-                starting_deadline_seconds: None,
-            },
+            Schedule::of_spec(schedule, spec.suspend)?,
             job_spec,
         ))),
         None => {
@@ -223,7 +219,7 @@ spec: {type: s3, bucket: calls, region: eu-west-2, credentialsSecretRef: {name: 
         )
     }
 
-    fn build_it(job: &SpeechJob) -> SpeechJobChildren {
+    fn try_build(job: &SpeechJob) -> Result<SpeechJobChildren, JobBuildError> {
         let database = DatabaseSecret {
             name: "callvault-database".to_owned(),
             key: "url".to_owned(),
@@ -231,7 +227,24 @@ spec: {type: s3, bucket: calls, region: eu-west-2, credentialsSecretRef: {name: 
         let ring = KeyRingSecret {
             name: "private-keys".to_owned(),
         };
-        build(job, &[&s3_target()], "callvault:test", &database, &ring).unwrap()
+        build(job, &[&s3_target()], "callvault:test", &database, &ring)
+    }
+
+    fn build_it(job: &SpeechJob) -> SpeechJobChildren {
+        try_build(job).unwrap()
+    }
+
+    #[test]
+    fn a_schedule_that_never_runs_gets_no_cron_job_but_a_reason() {
+        // The CRD's pattern admits both; neither would ever run.
+        for schedule in ["0 0 30 2 *", "*/0 * * * *"] {
+            let e = try_build(&speech_job(&format!("schedule: '{schedule}'"))).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.starts_with("spec.schedule: invalid cron schedule") && text.contains(schedule),
+                "{text}"
+            );
+        }
     }
 
     /// The mount path of the volume that holds Secret `secret`.
