@@ -203,7 +203,7 @@ spec:
     rtpPortRange: {{start: {rtp}, end: {rtp_end}}}
     mediaTimeoutSeconds: {MEDIA_TIMEOUT_SECONDS}
     spool: {{alarmPercent: 99, criticalPercent: 100, minFreeMiB: {min_free}}}
-{assurance}---
+{drain_grace}{assurance}---
 apiVersion: callvault.io/v1alpha1
 kind: AccessProfile
 metadata: {{name: admins, namespace: default}}
@@ -214,6 +214,10 @@ spec:
     actions: {{play: true, download: true}}
   admin: {{auditTrail: true, configureSystem: true}}
 ",
+            drain_grace = edit
+                .drain_grace_seconds
+                .map(|s| format!("    drainGraceSeconds: {s}\n"))
+                .unwrap_or_default(),
             assurance = if edit.assurance {
                 "  assurance: {schedule: '* * * * *', durationSeconds: 4, commitTimeoutSeconds: 10}\n"
             } else {
@@ -320,6 +324,8 @@ struct Edit {
     replicas: u32,
     /// `spool.minFreeMiB` (0: never refused for space).
     min_free_mib: u64,
+    /// `drainGraceSeconds`, when the profile sets it.
+    drain_grace_seconds: Option<u32>,
 }
 
 /// Seconds without RTP after which the minimal profile's recorder ends a session.
@@ -968,6 +974,59 @@ async fn sigterm_drains_live_calls_in_standalone() {
             row.status,
             callvault_store::db::RecordingStatus::Available,
             "{row:?}"
+        );
+    }
+}
+
+/// The profile's drain grace holds in standalone too: with `drainGraceSeconds: 1`, calls
+/// meant to last a minute are cut a second after SIGTERM (not after standalone's default 30 s):
+/// each source gets the recorder's BYE, and each recording is committed with stop reason
+/// `shutdown`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profiles_drain_grace_holds_in_standalone() {
+    let install = Install::minimal();
+    install.profile(&Edit {
+        drain_grace_seconds: Some(1),
+        ..Edit::default()
+    });
+    let (mut child, log) = install.start().await;
+    let db = install.db().await;
+    let calls: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(offer_call(install.sip, "60")))
+        .collect();
+    poll("two live calls", Duration::from_secs(20), &log, || {
+        let db = db.clone();
+        async move { (db.active_recordings("default").await.ok()?.len() == 2).then_some(()) }
+    })
+    .await;
+    stop_with(&mut child, &log, "-TERM").await;
+    // The sources are told: the recorder's BYE ends each call.
+    for call in calls {
+        let ended = call.await.unwrap();
+        assert!(
+            ended
+                .as_ref()
+                .is_err_and(|e| e.contains("recorder ended the call early with BYE")),
+            "{ended:?}; log:\n{}",
+            log.text()
+        );
+    }
+    let rows = db
+        .recordings_to_archive("default", "none", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        2,
+        "every live call committed; log:\n{}",
+        log.text()
+    );
+    for row in &rows {
+        assert_eq!(row.stop_reason.as_deref(), Some("shutdown"), "{row:?}");
+        let seconds = (row.end_time.unwrap() - row.start_time) / 1_000_000;
+        assert!(
+            seconds < 20,
+            "cut after the profile's grace, not 30 s: {seconds} s"
         );
     }
 }

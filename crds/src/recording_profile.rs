@@ -525,15 +525,59 @@ pub struct RecorderPool {
     /// `Disabled` refuses `RTP/SAVP` ones, with 488 and a Warning saying why.
     #[serde(default)]
     pub srtp: SrtpPolicy,
-    /// When each pod's spool volume raises alarms and when it refuses new calls.
+    /// Each pod's spool volume: its size and class, when it raises alarms and when it refuses
+    /// new calls.
     #[serde(default)]
     pub spool: SpoolLimits,
+    /// Seconds a stopping recorder (rolling update, node drain, scale-down) lets live calls
+    /// run to their end while it answers new ones 503; what is still live then is cut and
+    /// committed. Absent: 600 in a cluster, 30 in standalone (someone at a terminal waits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub drain_grace_seconds: Option<i32>,
+    /// CPU and memory of each recorder container (cluster only). Absent: sized from
+    /// `sessionsPerReplica` with the measured cost of a call (docs/operations.md, "Sizing
+    /// recorders"); set, it replaces that whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<RecorderResources>,
 }
 
-/// The spool volume's thresholds: calls are written there first, so a full spool loses
-/// audio. Above `alarmPercent` used a Major alarm is raised, above `criticalPercent` a
-/// Critical one; with less than `minFreeMiB` free, new calls are refused with 503 (the source
-/// fails over to another recorder) while live calls go on into the space left.
+/// A Kubernetes quantity: digits with an optional fraction and unit (`500m`, `2`, `512Mi`,
+/// `1.5Gi`).
+const QUANTITY: &str = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$";
+
+/// Requests and limits of the recorder container, as Kubernetes takes them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecorderResources {
+    /// Reserved for each pod: the scheduler places it only where this much is free.
+    #[serde(default)]
+    pub requests: ResourceAmounts,
+    /// The most each pod may use. Above its memory limit a pod is killed (its live calls are
+    /// recovered from the spool, cut where the kill fell); a CPU limit throttles the pod, and
+    /// a throttled recorder drops packets as late, so leave CPU unlimited unless you must.
+    #[serde(default)]
+    pub limits: ResourceAmounts,
+}
+
+/// CPU and memory amounts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceAmounts {
+    /// Cores, e.g. `500m` or `2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = QUANTITY))]
+    pub cpu: Option<String>,
+    /// Bytes, e.g. `256Mi` or `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = QUANTITY))]
+    pub memory: Option<String>,
+}
+
+/// The spool volume: calls are written there first, so a full spool loses audio. Above
+/// `alarmPercent` used a Major alarm is raised, above `criticalPercent` a Critical one; with
+/// less than `minFreeMiB` free, new calls are refused with 503 (the source fails over to
+/// another recorder) while live calls go on into the space left.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
@@ -541,8 +585,24 @@ pub struct RecorderPool {
     "message": "spec.recorder.spool.criticalPercent must not be below spec.recorder.spool.alarmPercent",
     "fieldPath": ".criticalPercent",
     "reason": "FieldValueInvalid"
+}, {
+    "rule": "(has(self.size) ? self.size : '') == (has(oldSelf.size) ? oldSelf.size : '') && (has(self.storageClassName) ? self.storageClassName : '') == (has(oldSelf.storageClassName) ? oldSelf.storageClassName : '')",
+    "message": "spec.recorder.spool.size and storageClassName cannot change: each recorder's spool volume is made once, when the recorder is; create a new RecordingProfile for other volumes",
+    "reason": "FieldValueForbidden"
 }]))]
 pub struct SpoolLimits {
+    /// Size of each recorder's spool volume, a PersistentVolumeClaim per pod (cluster only:
+    /// standalone spools under its data directory). Absent: the operator's default (chart
+    /// value `recorder.spool.size`, 20Gi). Fixed once the profile exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = QUANTITY))]
+    pub size: Option<String>,
+    /// StorageClass of the spool volumes (cluster only). Absent: the operator's default
+    /// (chart value `recorder.spool.storageClassName`), else the cluster's default class.
+    /// Fixed once the profile exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
     /// Percent of the volume used at which the Major alarm is raised.
     #[serde(default = "default_spool_alarm_percent")]
     #[schemars(range(min = 1, max = 99))]
@@ -561,6 +621,8 @@ pub struct SpoolLimits {
 impl Default for SpoolLimits {
     fn default() -> Self {
         Self {
+            size: None,
+            storage_class_name: None,
             alarm_percent: default_spool_alarm_percent(),
             critical_percent: default_spool_critical_percent(),
             min_free_mib: default_spool_min_free(),
@@ -604,6 +666,8 @@ impl Default for RecorderPool {
             options_probe_seconds: default_options_probe(),
             srtp: SrtpPolicy::default(),
             spool: SpoolLimits::default(),
+            drain_grace_seconds: None,
+            resources: None,
         }
     }
 }

@@ -724,6 +724,36 @@ fn every_cel_rule_rejects_what_it_should_and_accepts_the_rest() {
         .expect_err("decrypting is refused");
     hit.extend(err.field_errors().iter().map(|e| e.message.clone()));
 
+    // A recorder's spool volume is made once: its size and class cannot change, nor be set
+    // or dropped later; its thresholds can.
+    let spool = |v: Value| with(rp(), "/spec/recorder/spool", v);
+    let sized = spool(json!({"size": "20Gi", "storageClassName": "fast"}));
+    for changed in [
+        json!({"size": "40Gi", "storageClassName": "fast"}),
+        json!({"size": "20Gi", "storageClassName": "slow"}),
+        json!({"storageClassName": "fast"}),
+    ] {
+        let err = validate_update(&spool(changed.clone()), &sized)
+            .expect_err("the spool volume is immutable");
+        let e = &err.field_errors()[0];
+        assert!(
+            e.path == "spec.recorder.spool" && e.message.contains("cannot change"),
+            "{changed}: {err}"
+        );
+        hit.insert(e.message.clone());
+    }
+    validate_update(&spool(json!({"size": "20Gi"})), &rp()).expect_err("nor set later");
+    validate_update(
+        &spool(json!({"size": "20Gi", "storageClassName": "fast", "alarmPercent": 70})),
+        &sized,
+    )
+    .expect("the thresholds may change");
+    validate_update(
+        &with(rp(), "/spec/recorder/drainGraceSeconds", json!(1200)),
+        &rp(),
+    )
+    .expect("the drain grace may change");
+
     for (kind, field, value) in [
         ("s3", "type", json!("gcs")),
         ("s3", "bucket", json!("other-bucket")),
@@ -868,6 +898,35 @@ fn schema_limits_are_enforced_with_the_field_named() {
         "/spec/selector/numbers/received/regex",
         json!("1".repeat(2048)),
     ));
+    // Quantities as Kubernetes writes them; anything else is named before a pod is made.
+    for (pointer, value) in [
+        (
+            "/spec/recorder/resources",
+            json!({"requests": {"cpu": "2 cores"}}),
+        ),
+        (
+            "/spec/recorder/resources",
+            json!({"limits": {"memory": "1GB"}}),
+        ),
+        ("/spec/recorder/spool", json!({"size": "-5Gi"})),
+    ] {
+        let path = match value.pointer("/requests/cpu") {
+            Some(_) => "spec.recorder.resources.requests.cpu",
+            None if value.get("limits").is_some() => "spec.recorder.resources.limits.memory",
+            None => "spec.recorder.spool.size",
+        };
+        rejected(&with(rp(), pointer, value), path, "should match");
+    }
+    accepted(&with(
+        rp(),
+        "/spec/recorder/resources",
+        json!({"requests": {"cpu": "500m", "memory": "1.5Gi"}, "limits": {"memory": "3Gi"}}),
+    ));
+    rejected(
+        &with(rp(), "/spec/recorder/drainGraceSeconds", json!(86401)),
+        "spec.recorder.drainGraceSeconds",
+        "",
+    );
     let many: Vec<String> = (0..129).map(|i| format!("4420794600{i:02}")).collect();
     rejected(
         &with(rp(), "/spec/selector/numbers/placed/numbers", json!(many)),

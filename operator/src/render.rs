@@ -48,8 +48,8 @@ pub mod paths {
     pub const POD_IP_ENV: &str = "POD_IP";
 }
 
-/// How long live calls may continue after SIGTERM. The CRD has no field for it yet, so every
-/// profile gets the recorder's default.
+/// How long live calls may continue after SIGTERM when the profile does not say
+/// (`spec.recorder.drainGraceSeconds`): long enough for most calls to end on their own.
 pub const DRAIN_GRACE_SECONDS: u32 = 600;
 
 /// Why a profile could not be rendered into a recorder configuration.
@@ -156,7 +156,10 @@ pub fn render_recorder_config(
             min_free_mib: fit("recorder.spool.minFreeMiB", pool.spool.min_free_mib)?,
         },
         database_url_file: paths::DATABASE_URL_FILE.into(),
-        drain_grace_seconds: DRAIN_GRACE_SECONDS,
+        drain_grace_seconds: match pool.drain_grace_seconds {
+            Some(seconds) => fit("recorder.drainGraceSeconds", seconds)?,
+            None => DRAIN_GRACE_SECONDS,
+        },
         media_timeout_seconds: fit("recorder.mediaTimeoutSeconds", pool.media_timeout_seconds)?,
         options_probe_seconds: fit("recorder.optionsProbeSeconds", pool.options_probe_seconds)?,
         srtp: match pool.srtp {

@@ -10,6 +10,7 @@ use callvault_operator::build::recording_profile::{ChildNames, Children, Recorde
 use callvault_operator::render::paths;
 use callvault_operator::render_recorder_config;
 use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Deserialize;
 
 const KEY_ID: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
@@ -358,6 +359,109 @@ fn the_recorder_runs_the_rendered_config_and_drains_before_it_is_killed() {
         .unwrap_or_default();
     assert_eq!(args[1..4], ["job", "retention", "--profile"]);
     assert_eq!(Some(&args[4]), profile.metadata.name.as_ref());
+}
+
+/// A profile's drain grace, container resources and spool volume reach the recorder pods;
+/// without them, pods are sized from the sessions they take and spool on the operator's
+/// defaults; recorders spread over nodes and zones either way.
+#[test]
+fn recorder_pods_take_the_profiles_grace_resources_and_spool_or_sized_defaults() {
+    let (profiles, targets) = examples();
+    let mut profile = with_uid(profiles.into_iter().next().expect("an example profile"));
+    let target = targets
+        .iter()
+        .find(|t| t.metadata.name.as_deref() == Some(&*profile.spec.storage_target_ref.name))
+        .expect("target")
+        .clone();
+    let quantity = |map: &Option<std::collections::BTreeMap<String, Quantity>>, key: &str| {
+        map.as_ref().and_then(|m| m.get(key)).map(|q| q.0.clone())
+    };
+
+    profile.spec.recorder.sessions_per_replica = 200;
+    profile.spec.recorder.drain_grace_seconds = None;
+    let c = children(&profile, &target, 2);
+    let pod = recorder_pod(&c);
+    let resources = pod.containers[0].resources.clone().expect("resources");
+    assert_eq!(
+        quantity(&resources.requests, "cpu").as_deref(),
+        Some("4100m")
+    );
+    assert_eq!(
+        quantity(&resources.requests, "memory").as_deref(),
+        Some("264Mi")
+    );
+    assert_eq!(
+        quantity(&resources.limits, "memory").as_deref(),
+        Some("528Mi")
+    );
+    assert_eq!(
+        quantity(&resources.limits, "cpu"),
+        None,
+        "CPU is never throttled"
+    );
+    assert_eq!(pod.termination_grace_period_seconds, Some(600 + 30));
+    let claim = &c
+        .stateful_set
+        .spec
+        .volume_claim_templates
+        .as_ref()
+        .expect("claims")[0];
+    let claim = claim.spec.as_ref().expect("claim spec");
+    assert_eq!(
+        quantity(&claim.resources.as_ref().expect("size").requests, "storage").as_deref(),
+        Some("20Gi")
+    );
+    assert_eq!(claim.storage_class_name, None);
+    let spread = pod.topology_spread_constraints.as_ref().expect("spread");
+    let keys: Vec<&str> = spread.iter().map(|s| s.topology_key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    );
+    assert!(spread.iter().all(|s| {
+        s.when_unsatisfiable == "ScheduleAnyway"
+            && s.label_selector
+                .as_ref()
+                .and_then(|l| l.match_labels.as_ref())
+                == c.stateful_set.spec.selector.match_labels.as_ref()
+    }));
+
+    profile.spec.recorder.drain_grace_seconds = Some(3600);
+    profile.spec.recorder.resources = Some(
+        serde_json::from_value(serde_json::json!({
+            "requests": {"cpu": "2", "memory": "1Gi"},
+            "limits": {"memory": "2Gi"},
+        }))
+        .expect("resources"),
+    );
+    profile.spec.recorder.spool.size = Some("100Gi".to_owned());
+    profile.spec.recorder.spool.storage_class_name = Some("fast-local".to_owned());
+    let c = children(&profile, &target, 2);
+    let pod = recorder_pod(&c);
+    let resources = pod.containers[0].resources.clone().expect("resources");
+    assert_eq!(quantity(&resources.requests, "cpu").as_deref(), Some("2"));
+    assert_eq!(
+        quantity(&resources.requests, "memory").as_deref(),
+        Some("1Gi")
+    );
+    assert_eq!(
+        quantity(&resources.limits, "memory").as_deref(),
+        Some("2Gi")
+    );
+    assert_eq!(quantity(&resources.limits, "cpu"), None);
+    assert_eq!(pod.termination_grace_period_seconds, Some(3600 + 30));
+    let claim = &c
+        .stateful_set
+        .spec
+        .volume_claim_templates
+        .as_ref()
+        .expect("claims")[0];
+    let claim = claim.spec.as_ref().expect("claim spec");
+    assert_eq!(
+        quantity(&claim.resources.as_ref().expect("size").requests, "storage").as_deref(),
+        Some("100Gi")
+    );
+    assert_eq!(claim.storage_class_name.as_deref(), Some("fast-local"));
 }
 
 /// The recorders get the other profiles' selections in their ConfigMap, at the file their

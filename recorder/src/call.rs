@@ -88,12 +88,13 @@ impl Stop {
         }
     }
 
-    /// The row's stop reason: set when the recorder itself ended a session its source had
-    /// left, so the recording says why it ends without a BYE.
+    /// The row's stop reason: set when the recorder itself ended a session, because its
+    /// source had left or because the recorder stopped (its drain grace ran out with the call
+    /// still live), so the recording says why it ends without a BYE.
     fn stop_reason(self) -> Option<String> {
         matches!(
             self,
-            Stop::MediaTimeout | Stop::SessionTimerExpired | Stop::PeerUnreachable
+            Stop::MediaTimeout | Stop::SessionTimerExpired | Stop::PeerUnreachable | Stop::Shutdown
         )
         .then(|| self.as_str().to_owned())
     }

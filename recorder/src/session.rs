@@ -661,6 +661,7 @@ impl Recorder {
                 EndReason::MediaTimeout => Stop::MediaTimeout,
                 EndReason::SessionTimerExpired => Stop::SessionTimerExpired,
                 EndReason::PeerUnreachable => Stop::PeerUnreachable,
+                EndReason::Shutdown => Stop::Shutdown,
             };
             if reason == EndReason::AckTimeout {
                 tracing::warn!(

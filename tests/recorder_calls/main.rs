@@ -2013,6 +2013,41 @@ async fn sigterm_drains_live_calls_and_commits_them_all() {
     }
 }
 
+/// A call still live when the drain grace runs out is cut, and its source told: the
+/// recorder's BYE carries `Reason: SIP;cause=503` (sipp checks it and answers), the recording
+/// is committed with stop reason `shutdown`, and the recorder exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_live_after_the_drain_grace_gets_the_recorders_bye() {
+    let mut rig = Rig::new(None, 10).await;
+    rig.edit(|config| config["drainGraceSeconds"] = serde_json::json!(1));
+    rig.start().await;
+    let (sip, dir) = (rig.sip, rig.dir.path().to_owned());
+    let call =
+        tokio::spawn(
+            async move { run_sipp(sip, &dir, "record_until_shutdown.xml", &[], "u1").await },
+        );
+    let (db, tenant) = (rig.db.clone(), rig.tenant.clone());
+    poll("the call to be recorded", Duration::from_secs(20), || {
+        let (db, tenant) = (db.clone(), tenant.clone());
+        async move { (db.active_recordings(&tenant).await.ok()?.len() == 1).then_some(()) }
+    })
+    .await;
+    rig.signal("-TERM");
+    let out = call.await.unwrap();
+    assert_ok(&out, &rig);
+    let exit = wait_exit(&mut rig, Duration::from_secs(30)).await;
+    assert!(exit.success(), "{exit}");
+    let rows = rig.finished().await;
+    assert_eq!(rows.len(), 1, "the cut call is committed");
+    assert_eq!(
+        rows[0].stop_reason.as_deref(),
+        Some("shutdown"),
+        "{:?}",
+        rows[0]
+    );
+    assert_eq!(rows[0].status, RecordingStatus::Available);
+}
+
 /// The active alarm of type `kind` in the rig's tenant, if there is one.
 async fn active_alarm(rig: &Rig, kind: &str) -> Option<callvault_store::db::Alarm> {
     rig.db

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use callvault_config::{RecorderConfig, SipTransport};
+use callvault_crds::recording_profile::{RecorderPool, ResourceAmounts};
 use callvault_crds::{RecordingProfile, StorageTarget};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::CronJob;
@@ -13,8 +14,8 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, Probe,
-    SecretVolumeSource, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    ResourceRequirements, SecretVolumeSource, Service, ServicePort, ServiceSpec,
+    TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -264,11 +265,21 @@ fn stateful_set(
         liveness_probe: Some(http_probe("/healthz", 10)),
         volume_mounts: Some(mounts),
         security_context: Some(container_security()),
+        resources: Some(container_resources(&profile.spec.recorder)),
         ..Container::default()
     };
 
+    let spool = &profile.spec.recorder.spool;
     let mut spool_resources = BTreeMap::new();
-    spool_resources.insert("storage".to_owned(), Quantity(settings.spool_size.clone()));
+    spool_resources.insert(
+        "storage".to_owned(),
+        Quantity(
+            spool
+                .size
+                .clone()
+                .unwrap_or_else(|| settings.spool_size.clone()),
+        ),
+    );
     let spool_claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some("spool".to_owned()),
@@ -277,7 +288,10 @@ fn stateful_set(
         },
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
-            storage_class_name: settings.spool_storage_class.clone(),
+            storage_class_name: spool
+                .storage_class_name
+                .clone()
+                .or_else(|| settings.spool_storage_class.clone()),
             resources: Some(VolumeResourceRequirements {
                 requests: Some(spool_resources),
                 limits: None,
@@ -311,6 +325,7 @@ fn stateful_set(
                     termination_grace_period_seconds: Some(
                         i64::from(config.drain_grace_seconds) + TERMINATION_MARGIN_SECONDS,
                     ),
+                    topology_spread_constraints: Some(spread(ctx)),
                     // Recorders never talk to the API server.
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
@@ -323,6 +338,69 @@ fn stateful_set(
         },
         status: None,
     }
+}
+
+/// What one call costs a recorder, measured by the load benchmark (docs/benchmarks.md): about
+/// 2 % of a core and 300 KiB. The sized default reserves that per session with room to spare
+/// for memory (buffers of a call that catches up after a stall), on a base for the process.
+const CPU_MILLICORES_PER_SESSION: i32 = 20;
+const BASE_CPU_MILLICORES: i32 = 100;
+const MEMORY_MIB_PER_SESSION: i32 = 1;
+const BASE_MEMORY_MIB: i32 = 64;
+
+/// The recorder container's requests and limits: the profile's own, else sized from
+/// `sessionsPerReplica` — CPU and memory requested for a full pod, memory limited at twice
+/// that (a leak is stopped before it starves the node), CPU not limited (throttling drops
+/// packets as late).
+fn container_resources(pool: &RecorderPool) -> ResourceRequirements {
+    let amounts = |a: &ResourceAmounts| {
+        let mut map = BTreeMap::new();
+        if let Some(cpu) = &a.cpu {
+            map.insert("cpu".to_owned(), Quantity(cpu.clone()));
+        }
+        if let Some(memory) = &a.memory {
+            map.insert("memory".to_owned(), Quantity(memory.clone()));
+        }
+        (!map.is_empty()).then_some(map)
+    };
+    if let Some(own) = &pool.resources {
+        return ResourceRequirements {
+            requests: amounts(&own.requests),
+            limits: amounts(&own.limits),
+            ..ResourceRequirements::default()
+        };
+    }
+    let sessions = pool.sessions_per_replica.max(1);
+    let memory = BASE_MEMORY_MIB + sessions * MEMORY_MIB_PER_SESSION;
+    let cpu = BASE_CPU_MILLICORES + sessions * CPU_MILLICORES_PER_SESSION;
+    ResourceRequirements {
+        requests: amounts(&ResourceAmounts {
+            cpu: Some(format!("{cpu}m")),
+            memory: Some(format!("{memory}Mi")),
+        }),
+        limits: amounts(&ResourceAmounts {
+            cpu: None,
+            memory: Some(format!("{}Mi", 2 * memory)),
+        }),
+        ..ResourceRequirements::default()
+    }
+}
+
+/// Recorders spread over nodes and zones where the cluster has room, so losing one takes as
+/// few recorders as possible; never a reason to leave a pod unscheduled.
+fn spread(ctx: &Ctx) -> Vec<TopologySpreadConstraint> {
+    ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+        .map(|key| TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: key.to_owned(),
+            when_unsatisfiable: "ScheduleAnyway".to_owned(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(ctx.selector(RECORDER)),
+                match_expressions: None,
+            }),
+            ..TopologySpreadConstraint::default()
+        })
+        .to_vec()
 }
 
 /// The SIP ports the recorder listens on: name, protocol and number.

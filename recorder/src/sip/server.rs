@@ -31,6 +31,9 @@ const METADATA_REQUEST: &str = "application/rs-metadata-request";
 const SUPPORTED: &[&str] = &["siprec", "timer"];
 /// `Supported` of the recorder's responses.
 const SUPPORTED_HEADER: &str = "siprec, timer";
+/// How long a stopping recorder waits for the answers to its BYEs: a source answers in
+/// milliseconds, and over UDP the first two retransmissions (after 0.5 s and 1.5 s) fit.
+const BYE_AT_EXIT_LIMIT: Duration = Duration::from_secs(2);
 
 /// Where and how the server runs.
 #[derive(Debug, Clone)]
@@ -170,6 +173,9 @@ pub enum EndReason {
     SessionTimerExpired,
     /// The recorder's in-dialog OPTIONS got 481 or 408, or no answer.
     PeerUnreachable,
+    /// The recorder stopped (its drain grace ran out) with the session still live: the source
+    /// must learn the call is no longer recorded here, and may record it elsewhere.
+    Shutdown,
 }
 
 impl EndReason {
@@ -181,6 +187,7 @@ impl EndReason {
             EndReason::SessionTimerExpired => "SIP;cause=408;text=\"session timer expired\"",
             EndReason::PeerUnreachable => "SIP;cause=408;text=\"peer unreachable\"",
             EndReason::RecordingFailed => "SIP;cause=500;text=\"spool write failed\"",
+            EndReason::Shutdown => "SIP;cause=503;text=\"recorder shutting down\"",
             EndReason::Bye | EndReason::Cancelled => "SIP;cause=200;text=\"call completed\"",
         }
     }
@@ -391,9 +398,11 @@ impl<H: SessionHandler> SipServer<H> {
         tracing::info!(live = self.live_dialogs(), ?grace, "SIP server draining");
         let mut rx = self.shared.live.subscribe();
         let _ = tokio::time::timeout(grace, rx.wait_for(|n| *n == 0)).await;
-        DrainReport {
-            remaining: self.live_dialogs(),
+        let remaining = self.live_dialogs();
+        if remaining > 0 {
+            self.shared.clone().end_all(EndReason::Shutdown).await;
         }
+        DrainReport { remaining }
     }
 
     /// Takes new sessions again after [`drain`](Self::drain): a listener put back into
@@ -760,6 +769,31 @@ impl<H: SessionHandler> Shared<H> {
             d.timer = session_timer;
             d.refreshed = tokio::time::Instant::now();
             d.wake.notify_one();
+        }
+    }
+
+    /// Ends every live dialog from the recorder's side (BYE, the handler finishes each
+    /// recording) and waits, at most [`BYE_AT_EXIT_LIMIT`], for the sources to answer the
+    /// BYEs: the listeners close right after, and a BYE lost with them leaves a source that
+    /// believes its call is still recorded.
+    async fn end_all(self: Arc<Self>, reason: EndReason) {
+        let live: Vec<DialogId> = lock(&self.dialogs).keys().cloned().collect();
+        let mut byes = Vec::new();
+        for dialog in live {
+            let Some(state) = self.remove_dialog(&dialog) else {
+                continue;
+            };
+            tracing::info!(call_id = %dialog.call_id, ?reason, "the recorder ends the session");
+            byes.push(tokio::spawn(self.clone().send_bye(
+                dialog.clone(),
+                state,
+                reason,
+            )));
+            self.handler.ended(dialog, reason).await;
+        }
+        let deadline = tokio::time::Instant::now() + BYE_AT_EXIT_LIMIT;
+        for bye in byes {
+            let _ = tokio::time::timeout_at(deadline, bye).await;
         }
     }
 

@@ -18,8 +18,8 @@ use super::keys::ProfileKey;
 use super::status::RecorderCells;
 
 /// How long live calls may go on after SIGTERM or Ctrl-C, or after their profile was removed,
-/// before they are cut (and committed). Shorter than a pod's grace: a person at a terminal is
-/// waiting.
+/// before they are cut (and committed), unless the profile says. Shorter than a pod's grace: a
+/// person at a terminal is waiting.
 const DRAIN_GRACE_SECONDS: u32 = 30;
 
 /// What standalone puts where the operator would mount volumes.
@@ -73,7 +73,9 @@ impl Local {
             .tls_secret_ref
             .as_ref()
             .map(|r| self.data.join("secrets").join(&r.name));
-        config.drain_grace_seconds = DRAIN_GRACE_SECONDS;
+        if profile.spec.recorder.drain_grace_seconds.is_none() {
+            config.drain_grace_seconds = DRAIN_GRACE_SECONDS;
+        }
         config.other_profiles_file = Some(self.data.join(OTHER_PROFILES));
         Ok(config)
     }
