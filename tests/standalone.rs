@@ -231,7 +231,7 @@ spec:
             },
             days = 30 + edit.n,
             bitrate = 24_000 + edit.n * 1_000,
-            capacity = 10 + edit.n % 10,
+            capacity = edit.sessions.unwrap_or(10 + edit.n % 10),
             sip_port = edit.sip_port.unwrap_or(self.sip.port()),
             rtp_end = rtp + 99,
             max_replicas = 2 + edit.replicas % 90,
@@ -326,6 +326,8 @@ struct Edit {
     min_free_mib: u64,
     /// `drainGraceSeconds`, when the profile sets it.
     drain_grace_seconds: Option<u32>,
+    /// `sessionsPerReplica`, instead of the one `n` varies.
+    sessions: Option<u32>,
 }
 
 /// Seconds without RTP after which the minimal profile's recorder ends a session.
@@ -1029,6 +1031,42 @@ async fn a_profiles_drain_grace_holds_in_standalone() {
             "cut after the profile's grace, not 30 s: {seconds} s"
         );
     }
+}
+
+/// A recorder whose every session slot is in use, with no other recorder to take calls (the
+/// one recorder of a standalone profile), says so: Ready False `CapacityExceeded` naming the
+/// count, the next call is refused with 503, and Ready comes back when the call ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_recorder_says_capacity_exceeded_and_refuses_the_next_call() {
+    let install = Install::minimal();
+    install.profile(&Edit {
+        sessions: Some(1),
+        ..Edit::default()
+    });
+    let (mut child, log) = install.start().await;
+    let (admin, _) = Session::login(install.http, FIRST_PASSWORD).await;
+    let first = tokio::spawn(offer_call(install.sip, "6"));
+    profile_condition_within_30s(&admin, &log, "Ready", "CapacityExceeded").await;
+    let profile = resource(&admin, "recording-profiles", "everyone")
+        .await
+        .unwrap();
+    let message = condition(&profile, "Ready").unwrap()["message"].to_string();
+    assert!(
+        message.contains("1 of 1 sessions") && message.contains("refused with 503"),
+        "{message}"
+    );
+    assert_eq!(
+        offer_call_from(install.sip, "1", "+15550440001").await,
+        Ok(false),
+        "a call offered to a full recorder gets 503"
+    );
+    assert_eq!(
+        first.await.unwrap(),
+        Ok(true),
+        "the call in progress goes on"
+    );
+    profile_ready_again(&admin, &log).await;
+    interrupt(&mut child, &log).await;
 }
 
 /// Audit retention is a setting (DESIGN §6: 1-3650 days, default 365), as in a cluster; a value

@@ -100,12 +100,32 @@ pub fn storage_bound_as_recorded(bound: Observed, load: &PoolLoad) -> Observed {
     }
 }
 
-/// A problem the recorders report that stops recording new calls (a full spool), for
-/// [`profile_ready`].
-pub fn recorder_problem(load: &PoolLoad) -> Option<Observed> {
-    load.spool_full
-        .as_ref()
-        .map(|why| Observed::no(ct::READY, reason::SPOOL_FULL, why.clone()))
+/// What stops the recorders from recording new calls, for [`profile_ready`]: a full spool, or
+/// every session slot in use while the pool cannot grow (`can_scale` false: at
+/// `maxReplicas`, or standalone's single recorder). `fail_closed` says what then happens to a
+/// new call.
+pub fn recorder_problem(load: &PoolLoad, can_scale: bool, fail_closed: bool) -> Option<Observed> {
+    if let Some(why) = &load.spool_full {
+        return Some(Observed::no(ct::READY, reason::SPOOL_FULL, why.clone()));
+    }
+    let full = load.capacity > 0 && load.active_sessions >= load.capacity;
+    (full && !can_scale).then(|| {
+        let outcome = if fail_closed {
+            "new calls are refused with 503"
+        } else {
+            "new calls are answered without being recorded (failClosed is off)"
+        };
+        Observed::no(
+            ct::READY,
+            reason::CAPACITY_EXCEEDED,
+            format!(
+                "every recorder is full ({} of {} sessions) and the pool cannot grow: \
+                 {outcome} until calls end; raise spec.recorder.maxReplicas or \
+                 sessionsPerReplica",
+                load.active_sessions, load.capacity
+            ),
+        )
+    })
 }
 
 /// RecordingProfile `RecordersAvailable`: `ready` of `replicas` recorders take calls.
@@ -360,12 +380,51 @@ mod tests {
             (bound.status, bound.reason.as_str()),
             (ConditionStatus::False, reason::STORAGE_TARGET_UNREACHABLE)
         );
-        let ready = profile_ready(false, recorder_problem(&load), &bound, &recorders);
+        let ready = profile_ready(
+            false,
+            recorder_problem(&load, true, true),
+            &bound,
+            &recorders,
+        );
         assert_eq!(ready.reason, reason::SPOOL_FULL);
         let fine = storage_bound("local", "default", Some(None), "k1");
         let fine = storage_bound_as_recorded(fine, &PoolLoad::default());
         assert_eq!(fine.status, ConditionStatus::True);
-        assert!(recorder_problem(&PoolLoad::default()).is_none());
+        assert!(recorder_problem(&PoolLoad::default(), false, true).is_none());
+    }
+
+    #[test]
+    fn full_recorders_are_a_problem_only_when_the_pool_cannot_grow() {
+        let full = PoolLoad {
+            active_sessions: 400,
+            capacity: 400,
+            ..PoolLoad::default()
+        };
+        assert!(
+            recorder_problem(&full, true, true).is_none(),
+            "the operator adds a recorder"
+        );
+        let stuck = recorder_problem(&full, false, true).expect("at maxReplicas");
+        assert_eq!(
+            (stuck.status, stuck.reason.as_str()),
+            (ConditionStatus::False, reason::CAPACITY_EXCEEDED)
+        );
+        assert!(
+            stuck.message.contains("400 of 400") && stuck.message.contains("refused with 503"),
+            "{}",
+            stuck.message
+        );
+        let open = recorder_problem(&full, false, false).expect("fail-open");
+        assert!(
+            open.message.contains("without being recorded"),
+            "{}",
+            open.message
+        );
+        let room = PoolLoad {
+            active_sessions: 399,
+            ..full
+        };
+        assert!(recorder_problem(&room, false, true).is_none());
     }
 
     #[test]

@@ -188,7 +188,9 @@ pub(super) async fn reconcile(
         Err(condition) => condition.clone(),
     };
     let storage_bound = crate::status::storage_bound_as_recorded(storage_bound, &load);
-    let problem = problem.or_else(|| crate::status::recorder_problem(&load));
+    let can_scale = replicas < spec.recorder.max_replicas;
+    let problem = problem
+        .or_else(|| crate::status::recorder_problem(&load, can_scale, spec.recorder.fail_closed));
 
     let recorders = crate::status::recorders_available(spec.disabled, ready, replicas, None);
     let ready_condition =

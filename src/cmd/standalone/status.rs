@@ -435,7 +435,8 @@ fn profiles(ctx: &Context, board: &Board, set: &ResourceSet, observations: &mut 
         let problem = refusal
             .as_ref()
             .map(|why| Observed::no(ct::READY, reason::INVALID_SPEC, why.clone()))
-            .or_else(|| shared::recorder_problem(&load));
+            // One recorder per profile here: a full one cannot be joined by another.
+            .or_else(|| shared::recorder_problem(&load, false, spec.recorder.fail_closed));
         let ready_condition =
             shared::profile_ready(spec.disabled, problem, &storage_bound, &recorders);
         let previous = state.profiles.get(name).cloned().unwrap_or_default();
