@@ -98,8 +98,12 @@ pub mod reason {
     pub const DELETE_FAILED: &str = "DeleteFailed";
     /// Probe succeeded.
     pub const PROBE_SUCCEEDED: &str = "ProbeSucceeded";
-    /// Usage is above the alarm threshold.
+    /// Every recorder is full and the pool cannot grow: new calls are refused (or go
+    /// unrecorded without failClosed).
     pub const CAPACITY_EXCEEDED: &str = "CapacityExceeded";
+    /// The Secret with the database URL, which the resource's pods mount, does not exist in
+    /// its namespace.
+    pub const DATABASE_SECRET_NOT_FOUND: &str = "DatabaseSecretNotFound";
     /// Users matched by this profile are also matched by another one.
     pub const USER_CONFLICT: &str = "UserConflict";
     /// Every user this profile matches is its own.

@@ -27,8 +27,18 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A fresh namespace with the CRDs installed, the admin client and the operator's client.
+/// A fresh namespace with the CRDs installed and the database URL Secret its workloads mount,
+/// the admin client and the operator's client.
 async fn setup(prefix: &str) -> (&'static ControlPlane, String, Client, Client) {
+    let setup = setup_without_database(prefix).await;
+    apply_yaml(&setup.2, DATABASE_SECRET, "database", &setup.1)
+        .await
+        .expect("database Secret");
+    setup
+}
+
+/// [`setup`] without the database URL Secret.
+async fn setup_without_database(prefix: &str) -> (&'static ControlPlane, String, Client, Client) {
     let cp = ControlPlane::shared().await.expect("control plane");
     cp.install_crds(&callvault_crd_dir())
         .await
@@ -40,6 +50,9 @@ async fn setup(prefix: &str) -> (&'static ControlPlane, String, Client, Client) 
         .expect("operator RBAC from the chart");
     (cp, ns, admin, operator)
 }
+
+/// The database URL Secret under the chart's default name (nothing here dials it).
+const DATABASE_SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata: {name: callvault-database}\nstringData: {url: 'postgres://callvault@db.invalid/callvault'}\n";
 
 /// A real RSA public key (PEM) and its key id.
 fn public_key() -> (String, String) {
@@ -1732,5 +1745,72 @@ async fn a_credentials_secret_created_after_its_storage_target_is_noticed_in_sec
     })
     .await;
     println!("late Secret noticed in {:?}", started.elapsed());
+    operator.stop().await.expect("stops");
+}
+
+/// Every workload of a namespace mounts the database URL Secret. Without it a profile's
+/// recorders, a Connector's archive runs and a SpeechJob's runs could never start: each says so
+/// (Ready False `DatabaseSecretNotFound`, naming the Secret), and the Secret created later is
+/// noticed through its watch, well before any periodic look.
+#[tokio::test]
+async fn a_missing_database_secret_is_named_by_every_resource_and_noticed_once_created() {
+    let (_cp, ns, admin, op_client) = setup_without_database("op-no-database").await;
+    let (pem, _) = public_key();
+    let yaml = format!(
+        "{}---\n{}---\n\
+         apiVersion: callvault.io/v1alpha1\nkind: StorageTarget\nmetadata: {{name: primary}}\nspec: {{type: filesystem, path: /nonexistent/primary}}\n---\n\
+         apiVersion: callvault.io/v1alpha1\nkind: StorageTarget\nmetadata: {{name: offsite}}\nspec: {{type: filesystem, path: /nonexistent/offsite}}\n---\n\
+         apiVersion: callvault.io/v1alpha1\nkind: RecordingProfile\nmetadata: {{name: sales}}\nspec: {{selector: {{allUsers: true}}, storageTargetRef: {{name: primary}}, encryption: {{keySecretRef: {{name: key}}}}}}\n---\n\
+         apiVersion: callvault.io/v1alpha1\nkind: Connector\nmetadata: {{name: offsite}}\nspec: {{storageTargetRef: {{name: offsite}}, schedule: '0 3 * * *'}}\n---\n\
+         apiVersion: callvault.io/v1alpha1\nkind: SpeechJob\nmetadata: {{name: calls}}\n\
+         spec: {{engine: {{type: openai, endpoint: 'http://127.0.0.1:9/v1'}}, schedule: '0 * * * *'}}\n",
+        key_secret("key", &pem),
+        key_ring_secret(),
+    );
+    apply_yaml(&admin, &yaml, "no-database", &ns)
+        .await
+        .expect("apply");
+    let operator = Operator::start(op_client, test_config(&ns))
+        .await
+        .expect("operator");
+    let profiles: Api<RecordingProfile> = Api::namespaced(admin.clone(), &ns);
+    let connectors: Api<Connector> = Api::namespaced(admin.clone(), &ns);
+    let jobs: Api<SpeechJob> = Api::namespaced(admin.clone(), &ns);
+    let missing = Some("DatabaseSecretNotFound");
+    let statuses = [
+        wait_condition(&profiles, "sales", "Ready", "False", missing).await,
+        wait_condition(&connectors, "offsite", "Ready", "False", missing).await,
+        wait_condition(&jobs, "calls", "Ready", "False", missing).await,
+    ];
+    for status in &statuses {
+        let (_, _, message) = condition(status, "Ready").expect("Ready");
+        assert!(
+            message.contains("Secret callvault-database") && message.contains(&ns),
+            "{message}"
+        );
+    }
+
+    apply_yaml(&admin, DATABASE_SECRET, "database", &ns)
+        .await
+        .expect("database Secret");
+    eventually("every resource past the missing Secret", HEAL, || async {
+        let mut reasons = Vec::new();
+        reasons.push(condition(&status_of(&profiles, "sales").await?.0, "Ready"));
+        reasons.push(condition(
+            &status_of(&connectors, "offsite").await?.0,
+            "Ready",
+        ));
+        reasons.push(condition(&status_of(&jobs, "calls").await?.0, "Ready"));
+        let reasons: Vec<String> = reasons
+            .into_iter()
+            .map(|c| c.map(|(_, r, _)| r).unwrap_or_default())
+            .collect();
+        // The profile moves on to what else keeps it from recording here (its target is
+        // not there, no kubelet runs its recorders).
+        (reasons[0] != "DatabaseSecretNotFound" && reasons[1..] == ["Reconciled", "Reconciled"])
+            .then_some(())
+            .ok_or_else(|| format!("{reasons:?}"))
+    })
+    .await;
     operator.stop().await.expect("stops");
 }

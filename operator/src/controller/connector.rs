@@ -10,7 +10,8 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::{
-    Context, Error, Scope, current_conditions, deletion_blocked, refusal, set_finalizer, succeeded,
+    Context, Error, Scope, current_conditions, deletion_blocked, refusal, secret_changes,
+    set_finalizer, succeeded,
 };
 use crate::build::connector::{build, config_map_name, cron_job_name};
 use crate::conditions;
@@ -20,9 +21,23 @@ pub(super) const NAME: &str = "connector";
 /// Finalizer held while a Connector may have archive copies.
 pub const FINALIZER: &str = "callvault.io/archive-copies";
 
-pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<Connector> {
+pub(super) fn controller(client: &Client, scope: &Scope, database: &str) -> Controller<Connector> {
     let connectors = Controller::new(scope.api::<Connector>(client), Default::default());
     let store = connectors.store();
+    // The database URL Secret appearing lets the archive pods start: say so at once.
+    let by_secret = store.clone();
+    let database = database.to_owned();
+    let connectors = connectors.watches_stream(secret_changes(client, scope), move |secret| {
+        if secret.name_any() != database {
+            return Vec::new();
+        }
+        let ns = secret.namespace();
+        by_secret
+            .state_filter(|c| c.namespace() == ns)
+            .iter()
+            .map(|c| ObjectRef::from_obj(&**c))
+            .collect::<Vec<_>>()
+    });
     // Its sources are the StorageTargets of the namespace's profiles.
     let by_profile = store.clone();
     let connectors = connectors.watches(
@@ -144,13 +159,18 @@ pub(super) async fn reconcile(
                 .and_then(|s| crate::status::reachable_of(&s.conditions))
         }),
     );
-    let ready = crate::status::connector_ready(
+    let mut ready = crate::status::connector_ready(
         target.is_some(),
         &reachable,
         invalid,
         connector.spec.active,
         &connector.spec.schedule,
     );
+    if ready.status == callvault_crds::ConditionStatus::True
+        && let Some(missing) = ctx.database_secret_missing(&ns, "the archive pods").await?
+    {
+        ready = missing;
+    }
     let merged = conditions::merge(current, &[ready, reachable], generation, &conditions::now());
     let transitions = conditions::transitions(current, &merged);
     ctx.apply_status(

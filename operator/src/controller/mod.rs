@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use callvault_crds::Condition;
+use callvault_crds::{Condition, condition_type as ct, reason};
 use callvault_store::objstore::ProbeOptions;
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, Stream, StreamExt};
@@ -36,7 +36,7 @@ use crate::backoff::Failures;
 use crate::build::job::KeyRingSecret;
 use crate::build::meta::{COMPONENT_LABEL, MANAGED_BY_LABEL, MANAGER, MissingMetadata};
 use crate::build::pod::DatabaseSecret;
-use crate::conditions::Transition;
+use crate::conditions::{Observed, Transition};
 use crate::drift;
 use crate::metrics::Metrics;
 
@@ -570,6 +570,31 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl Context {
+    /// Ready False `DatabaseSecretNotFound` when the Secret with the database URL does not
+    /// exist in `ns`: every workload there mounts it, so `pods` (what the resource runs) would
+    /// wait for it unseen. Only the Secret's metadata is read.
+    pub(crate) async fn database_secret_missing(
+        &self,
+        ns: &str,
+        pods: &str,
+    ) -> Result<Option<Observed>, Error> {
+        let DatabaseSecret { name, key } = &self.config.database;
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), ns);
+        Ok(secrets.get_metadata_opt(name).await?.is_none().then(|| {
+            Observed::no(
+                ct::READY,
+                reason::DATABASE_SECRET_NOT_FOUND,
+                format!(
+                    "Secret {name} (the database URL, key {key}) does not exist in namespace \
+                     {ns}; {pods} cannot start until it does"
+                ),
+            )
+        }))
+    }
+}
+
 /// A watch of the Secrets' metadata in `scope`: what triggers the reconciles of the resources
 /// that name a Secret, so one created or changed later is noticed at once.
 pub(crate) fn secret_changes(
@@ -798,10 +823,12 @@ fn controllers(
     let bounded = || controller::Config::default().concurrency(RECONCILE_CONCURRENCY);
     let (st, secrets) = storage_target::controller(client, scope);
     let st = st.with_config(bounded());
-    let rp = recording_profile::controller(client, scope).with_config(bounded());
+    let database = &config.database.name;
+    let rp = recording_profile::controller(client, scope, database).with_config(bounded());
     let ap = access_profile::controller(client, scope).with_config(bounded());
-    let conn = connector::controller(client, scope).with_config(bounded());
-    let sj = speech_job::controller(client, scope, &config.key_ring.name).with_config(bounded());
+    let conn = connector::controller(client, scope, database).with_config(bounded());
+    let sj = speech_job::controller(client, scope, &config.key_ring.name, database)
+        .with_config(bounded());
     let children = ChildStores {
         stateful_sets,
         services,

@@ -35,7 +35,11 @@ pub const FINALIZER: &str = "callvault.io/recordings";
 /// The controller, reconciling on spec changes (its own status writes do not trigger it), on
 /// changes of the StorageTargets its profiles use and of their key Secrets, and, once a profile
 /// is being deleted, on the retention job's count of its stored recordings.
-pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<RecordingProfile> {
+pub(super) fn controller(
+    client: &Client,
+    scope: &Scope,
+    database: &str,
+) -> Controller<RecordingProfile> {
     let (store, writer) = reflector::store();
     let profiles = watcher(
         scope.api::<RecordingProfile>(client),
@@ -59,13 +63,16 @@ pub(super) fn controller(client: &Client, scope: &Scope) -> Controller<Recording
     );
     let by_target = store.clone();
     let by_secret = store.clone();
+    let database = database.to_owned();
     Controller::for_stream(profiles, store)
         .watches_stream(secret_changes(client, scope), move |secret| {
             let ns = secret.namespace();
             let name = secret.name_any();
+            // Its key, or the database URL every recorder of the namespace mounts.
             by_secret
                 .state_filter(|p| {
-                    p.namespace() == ns && p.spec.encryption.key_secret_ref.name == name
+                    p.namespace() == ns
+                        && (p.spec.encryption.key_secret_ref.name == name || name == database)
                 })
                 .iter()
                 .map(|p| ObjectRef::from_obj(&**p))
@@ -188,6 +195,13 @@ pub(super) async fn reconcile(
         Err(condition) => condition.clone(),
     };
     let storage_bound = crate::status::storage_bound_as_recorded(storage_bound, &load);
+    let problem = match problem {
+        None if !spec.disabled => {
+            ctx.database_secret_missing(&owner.namespace, "the recorder pods")
+                .await?
+        }
+        problem => problem,
+    };
     let can_scale = replicas < spec.recorder.max_replicas;
     let problem = problem
         .or_else(|| crate::status::recorder_problem(&load, can_scale, spec.recorder.fail_closed));

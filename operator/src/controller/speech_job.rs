@@ -22,7 +22,12 @@ pub(super) const NAME: &str = "speechjob";
 /// The controller; its sources are the StorageTargets of the namespace's profiles, so a
 /// profile or target change reconciles the namespace's SpeechJobs, as does the private keys
 /// Secret appearing.
-pub(super) fn controller(client: &Client, scope: &Scope, key_ring: &str) -> Controller<SpeechJob> {
+pub(super) fn controller(
+    client: &Client,
+    scope: &Scope,
+    key_ring: &str,
+    database: &str,
+) -> Controller<SpeechJob> {
     let jobs = Controller::new(scope.api::<SpeechJob>(client), Default::default());
     let store = jobs.store();
     let in_namespace = move |ns: Option<String>| {
@@ -36,8 +41,10 @@ pub(super) fn controller(client: &Client, scope: &Scope, key_ring: &str) -> Cont
     // The private keys Secret appearing lets the job's pods start: say so at once.
     let by_secret = in_namespace.clone();
     let key_ring = key_ring.to_owned();
+    let database = database.to_owned();
     jobs.watches_stream(secret_changes(client, scope), move |secret| {
-        if secret.name_any() == key_ring {
+        let name = secret.name_any();
+        if name == key_ring || name == database {
             by_secret(secret.namespace())
         } else {
             Vec::new()
@@ -135,6 +142,11 @@ pub(super) async fn reconcile(job: Arc<SpeechJob>, ctx: Arc<Context>) -> Result<
     let ring = &ctx.config.key_ring.name;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let keys_missing = secrets.get_metadata_opt(ring).await?.is_none();
+    if ready.status == callvault_crds::ConditionStatus::True
+        && let Some(missing) = ctx.database_secret_missing(&ns, "the job's pods").await?
+    {
+        ready = missing;
+    }
     if keys_missing && ready.status == callvault_crds::ConditionStatus::True {
         ready = Observed::no(
             ct::READY,
