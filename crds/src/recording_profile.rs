@@ -839,6 +839,11 @@ pub struct RecordingProfileStatus {
     /// Start time of the most recent recording stored for this profile.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_recording_time: Option<Time>,
+    /// SIP addresses of the recorders taking calls now (ready, not draining, not full), as
+    /// call sources dial them; also in the ConfigMap `<profile>-recorder-endpoints` in the
+    /// formats SBC front ends read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<String>,
     /// What retention did last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionSummary>,

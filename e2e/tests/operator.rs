@@ -4,6 +4,7 @@
 //! to be ready, it writes the StatefulSet's status itself, as the StatefulSet controller would.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use callvault_config::{RecorderConfig, TranscribeJobConfig};
@@ -1810,6 +1811,155 @@ async fn a_missing_database_secret_is_named_by_every_resource_and_noticed_once_c
         (reasons[0] != "DatabaseSecretNotFound" && reasons[1..] == ["Reconciled", "Reconciled"])
             .then_some(())
             .ok_or_else(|| format!("{reasons:?}"))
+    })
+    .await;
+    operator.stop().await.expect("stops");
+}
+
+/// A recorder's operations endpoint on `ip`:8080 answering `/status` with what `report` holds
+/// at the time, as a recorder pod does; no kubelet runs pods here.
+async fn fake_recorder(
+    ip: &str,
+    report: Arc<Mutex<serde_json::Value>>,
+) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::TcpListener::bind((ip, 8080))
+        .await
+        .unwrap_or_else(|e| panic!("{ip}:8080 for a fake recorder: {e}"));
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            let body = report.lock().expect("report").to_string();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = [0u8; 2048];
+                let _ = conn.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    })
+}
+
+/// The profile's status and the ConfigMap `<profile>-recorder-endpoints` list the recorders
+/// that take calls now: a ready one with room is listed (its URI per transport, a dispatcher
+/// line, an address line), a draining one is not, and one that fills up leaves the list.
+#[tokio::test]
+async fn call_sources_learn_the_recorders_taking_calls() {
+    let (_cp, ns, admin, op_client) = setup("op-endpoints").await;
+    let (pem, _) = public_key();
+    let yaml = format!(
+        "{}---\napiVersion: callvault.io/v1alpha1\nkind: StorageTarget\nmetadata: {{name: primary}}\nspec: {{type: filesystem, path: /nonexistent/primary}}\n---\n\
+         apiVersion: callvault.io/v1alpha1\nkind: RecordingProfile\nmetadata: {{name: desk}}\nspec: {{selector: {{allUsers: true}}, storageTargetRef: {{name: primary}}, encryption: {{keySecretRef: {{name: key}}}}, recorder: {{minReplicas: 2}}}}\n",
+        key_secret("key", &pem)
+    );
+    apply_yaml(&admin, &yaml, "endpoints", &ns)
+        .await
+        .expect("apply");
+    let report = |active: u32, draining: bool| {
+        json!({"profile": "desk", "activeSessions": active, "capacity": 200,
+               "draining": draining, "usersMatched": 0})
+    };
+    let taking = Arc::new(Mutex::new(report(3, false)));
+    let draining = Arc::new(Mutex::new(report(1, true)));
+    let _servers = [
+        fake_recorder("127.0.0.2", taking.clone()).await,
+        fake_recorder("127.0.0.3", draining.clone()).await,
+    ];
+    let mut config = test_config(&ns);
+    config.load_interval = Duration::from_secs(1);
+    let operator = Operator::start(op_client, config).await.expect("operator");
+
+    // Two ready recorder pods, as the kubelet would report them.
+    let sets: Api<StatefulSet> = Api::namespaced(admin.clone(), &ns);
+    let set_name = child_name("desk", "recorder");
+    let set = eventually("the recorder StatefulSet", WAIT, || async {
+        sets.get(&set_name).await.map_err(|e| e.to_string())
+    })
+    .await;
+    let labels = set.spec.selector.match_labels.unwrap_or_default();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(admin.clone(), &ns);
+    for (i, ip) in ["127.0.0.2", "127.0.0.3"].into_iter().enumerate() {
+        let name = format!("{set_name}-{i}");
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"containers": [{"name": "recorder", "image": "ghcr.io/callvault/callvault:e2e"}]}});
+        pods.patch(
+            &name,
+            &PatchParams::apply("e2e-kubelet").force(),
+            &Patch::Apply(&pod),
+        )
+        .await
+        .expect("pod");
+        let status = json!({"apiVersion": "v1", "kind": "Pod", "status": {
+            "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}],
+            "conditions": [{"type": "Ready", "status": "True"}]}});
+        pods.patch_status(
+            &name,
+            &PatchParams::apply("e2e-kubelet").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .expect("pod status");
+    }
+    let ready = json!({"apiVersion": "apps/v1", "kind": "StatefulSet",
+        "status": {"replicas": 2, "readyReplicas": 2, "availableReplicas": 2}});
+    sets.patch_status(
+        &set_name,
+        &PatchParams::apply("e2e-kubelet").force(),
+        &Patch::Apply(&ready),
+    )
+    .await
+    .expect("StatefulSet status");
+
+    let profiles: Api<RecordingProfile> = Api::namespaced(admin.clone(), &ns);
+    let maps: Api<ConfigMap> = Api::namespaced(admin.clone(), &ns);
+    let map_name = child_name("desk", "recorder-endpoints");
+    let listed = [
+        "sip:127.0.0.2:5060;transport=udp",
+        "sip:127.0.0.2:5060;transport=tcp",
+    ];
+    eventually(
+        "the recorder taking calls listed, the draining one not",
+        WAIT,
+        || async {
+            let (s, _) = status_of(&profiles, "desk").await?;
+            (s["endpoints"] == json!(listed))
+                .then_some(())
+                .ok_or_else(|| format!("endpoints {}", s["endpoints"]))
+        },
+    )
+    .await;
+    let map = maps.get(&map_name).await.expect("endpoints ConfigMap");
+    let data = map.data.unwrap_or_default();
+    assert_eq!(data["endpoints"], format!("{}\n{}\n", listed[0], listed[1]));
+    assert!(
+        data["dispatcher.list"].contains(&format!("1 {} 0 0\n1 {} 0 0\n", listed[0], listed[1])),
+        "{}",
+        data["dispatcher.list"]
+    );
+    assert_eq!(
+        data["addresses"],
+        "127.0.0.2:5060 udp\n127.0.0.2:5060 tcp\n"
+    );
+
+    // Full: it leaves the list (its OPTIONS answer 503 meanwhile).
+    *taking.lock().expect("report") = report(200, false);
+    eventually("the full recorder off the list", WAIT, || async {
+        let (s, _) = status_of(&profiles, "desk").await?;
+        let map = maps.get(&map_name).await.map_err(|e| e.to_string())?;
+        let none = map
+            .data
+            .unwrap_or_default()
+            .get("endpoints")
+            .is_some_and(String::is_empty);
+        (s["endpoints"].is_null() && none)
+            .then_some(())
+            .ok_or_else(|| format!("endpoints {}", s["endpoints"]))
     })
     .await;
     operator.stop().await.expect("stops");

@@ -300,6 +300,7 @@ pub fn profile_status(
     replicas: i32,
     ready: i32,
     load: &PoolLoad,
+    endpoints: &[String],
 ) -> Value {
     let mut status = json!({
         "observedGeneration": generation,
@@ -313,6 +314,9 @@ pub fn profile_status(
     });
     if let Some(t) = &load.last_recording_time {
         status["lastRecordingTime"] = json!(t);
+    }
+    if !endpoints.is_empty() {
+        status["endpoints"] = json!(endpoints);
     }
     status
 }

@@ -2,11 +2,14 @@
 
 use std::path::{Path, PathBuf};
 
+use callvault_config::SipTransport;
 use callvault_crds::{RecordingProfile, StorageTarget};
 use callvault_operator::build::assurance::{self, AssuranceChildren};
 use callvault_operator::build::job::KeyRingSecret;
 use callvault_operator::build::pod::DatabaseSecret;
-use callvault_operator::build::recording_profile::{ChildNames, Children, RecorderSettings, build};
+use callvault_operator::build::recording_profile::{
+    ChildNames, Children, RecorderSettings, build, with_endpoints,
+};
 use callvault_operator::render::paths;
 use callvault_operator::render_recorder_config;
 use k8s_openapi::api::core::v1::PodSpec;
@@ -95,6 +98,7 @@ fn all_objects(c: &Children) -> Vec<serde_json::Value> {
         serde_json::to_value(&c.config_map),
         serde_json::to_value(&c.pod_disruption_budget),
         serde_json::to_value(&c.retention_cron_job),
+        serde_json::to_value(&c.endpoints_config_map),
     ]
     .into_iter()
     .map(|v| v.expect("serializes"))
@@ -462,6 +466,52 @@ fn recorder_pods_take_the_profiles_grace_resources_and_spool_or_sized_defaults()
         Some("100Gi")
     );
     assert_eq!(claim.storage_class_name.as_deref(), Some("fast-local"));
+}
+
+/// The endpoints ConfigMap lists each recorder taking calls once per transport, in address
+/// order, in the three formats call sources read; IPv6 addresses are bracketed.
+#[test]
+fn the_endpoints_config_map_lists_each_recorder_per_transport() {
+    let (profiles, targets) = examples();
+    let profile = with_uid(profiles.into_iter().next().expect("an example profile"));
+    let target = target_of(&profile, &targets);
+    let ns = profile.metadata.namespace.as_deref().expect("namespaced");
+    let mut config = render_recorder_config(ns, &profile, target, KEY_ID).expect("renders");
+    config.sip.transports = vec![SipTransport::Udp, SipTransport::Tls];
+    config.sip.port = 5060;
+    config.sip.tls_port = 5061;
+    let mut c = build(&profile, target, &config, 2, &settings()).expect("builds");
+    let ips = ["10.0.0.7".to_owned(), "fd00::1".to_owned()];
+    let uris = with_endpoints(&mut c, "desk", &config, &ips);
+    assert_eq!(
+        uris,
+        [
+            "sip:10.0.0.7:5060;transport=udp",
+            "sip:10.0.0.7:5061;transport=tls",
+            "sip:[fd00::1]:5060;transport=udp",
+            "sip:[fd00::1]:5061;transport=tls",
+        ]
+    );
+    let data = c.endpoints_config_map.data.expect("data");
+    assert_eq!(data["endpoints"].lines().collect::<Vec<_>>(), uris);
+    assert_eq!(
+        data["addresses"],
+        "10.0.0.7:5060 udp\n10.0.0.7:5061 tls\n[fd00::1]:5060 udp\n[fd00::1]:5061 tls\n"
+    );
+    let dispatcher: Vec<&str> = data["dispatcher.list"]
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert_eq!(dispatcher[0], "1 sip:10.0.0.7:5060;transport=udp 0 0");
+    assert_eq!(dispatcher.len(), 4);
+    assert_eq!(
+        c.endpoints_config_map.metadata.name.as_deref(),
+        Some(
+            ChildNames::new(profile.metadata.name.as_deref().expect("named"))
+                .endpoints
+                .as_str()
+        )
+    );
 }
 
 /// The recorders get the other profiles' selections in their ConfigMap, at the file their

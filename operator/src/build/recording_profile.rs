@@ -81,6 +81,8 @@ pub struct Children {
     pub pod_disruption_budget: PodDisruptionBudget,
     /// Daily deletion of expired recordings.
     pub retention_cron_job: CronJob,
+    /// The recorders taking calls now, for call sources: filled by [`with_endpoints`].
+    pub endpoints_config_map: ConfigMap,
 }
 
 /// Names of the children, derived only from the profile's name.
@@ -96,6 +98,8 @@ pub struct ChildNames {
     pub config: String,
     /// Retention CronJob.
     pub retention: String,
+    /// ConfigMap of the recorders' SIP endpoints.
+    pub endpoints: String,
 }
 
 impl ChildNames {
@@ -107,6 +111,7 @@ impl ChildNames {
             sip: child_name(profile, "recorder-sip"),
             config: child_name(profile, "recorder-config"),
             retention: child_name(profile, "retention"),
+            endpoints: child_name(profile, "recorder-endpoints"),
         }
     }
 }
@@ -130,6 +135,10 @@ pub fn build(
         config_map: config_map(&ctx, config_yaml),
         pod_disruption_budget: pod_disruption_budget(&ctx),
         retention_cron_job: retention_cron_job(&ctx, storage, settings),
+        endpoints_config_map: ConfigMap {
+            metadata: ctx.meta(&ctx.names.endpoints, RECORDER),
+            ..ConfigMap::default()
+        },
     })
 }
 
@@ -418,6 +427,66 @@ fn sip_ports(config: &RecorderConfig) -> Vec<(&'static str, &'static str, i32)> 
         ports.push(("sip-tls", "TCP", i32::from(config.sip.tls_port)));
     }
     ports
+}
+
+/// The SIP URIs of a recorder at `ip`, one per transport it listens on.
+pub fn sip_uris(ip: &str, config: &RecorderConfig) -> Vec<String> {
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    };
+    let t = &config.sip.transports;
+    let mut uris = Vec::new();
+    for (transport, name, port) in [
+        (SipTransport::Udp, "udp", config.sip.port),
+        (SipTransport::Tcp, "tcp", config.sip.port),
+        (SipTransport::Tls, "tls", config.sip.tls_port),
+    ] {
+        if t.contains(&transport) {
+            uris.push(format!("sip:{host}:{port};transport={name}"));
+        }
+    }
+    uris
+}
+
+/// Fills the endpoints ConfigMap with the recorders at `ips` (those taking calls now) and
+/// returns their SIP URIs for the profile's status. Keys: `endpoints`, one URI per line;
+/// `dispatcher.list`, Kamailio's dispatcher file (set 1, which OpenSIPS's dispatcher reads
+/// through its text database too); `addresses`, `address:port transport` per line, as SBC
+/// proxy sets and SRS lists take them.
+pub fn with_endpoints(
+    children: &mut Children,
+    profile: &str,
+    config: &RecorderConfig,
+    ips: &[String],
+) -> Vec<String> {
+    let mut ips = ips.to_vec();
+    ips.sort();
+    let uris: Vec<String> = ips.iter().flat_map(|ip| sip_uris(ip, config)).collect();
+    let mut dispatcher = format!(
+        "# Recorders of RecordingProfile {profile} taking calls now (ready, not draining, not \
+         full); rewritten as they come and go.\n# setid destination flags priority\n"
+    );
+    let mut addresses = String::new();
+    for uri in &uris {
+        dispatcher.push_str(&format!("1 {uri} 0 0\n"));
+        if let Some((hostport, transport)) = uri
+            .strip_prefix("sip:")
+            .and_then(|u| u.split_once(";transport="))
+        {
+            addresses.push_str(&format!("{hostport} {transport}\n"));
+        }
+    }
+    children.endpoints_config_map.data = Some(BTreeMap::from([
+        (
+            "endpoints".to_owned(),
+            uris.iter().map(|u| format!("{u}\n")).collect(),
+        ),
+        ("dispatcher.list".to_owned(), dispatcher),
+        ("addresses".to_owned(), addresses),
+    ]));
+    uris
 }
 
 fn service(ctx: &Ctx, name: &str, config: &RecorderConfig, headless: bool) -> Service {

@@ -20,7 +20,7 @@ use super::{
 use crate::build::Owner;
 use crate::build::assurance;
 use crate::build::recording_profile::{
-    ChildNames, HTTP_PORT, RECORDER, RecorderSettings, build, with_other_profiles,
+    ChildNames, HTTP_PORT, RECORDER, RecorderSettings, build, with_endpoints, with_other_profiles,
 };
 use crate::conditions::{self, Observed};
 use crate::load::{PoolLoad, RecorderStatus, aggregate};
@@ -127,11 +127,12 @@ pub(super) async fn reconcile(
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
     let existing = pods_status.as_ref().map(|s| s.replicas).unwrap_or(0);
-    let (load, complete) = if ready > 0 && !spec.disabled {
+    let (load, complete, taking_calls) = if ready > 0 && !spec.disabled {
         pool_load(&ctx, &owner).await?
     } else {
-        (PoolLoad::default(), true)
+        (PoolLoad::default(), true, Vec::new())
     };
+    let mut endpoints = Vec::new();
     let per = u32::try_from(spec.recorder.sessions_per_replica).unwrap_or(1);
     let min = u32::try_from(spec.recorder.min_replicas).unwrap_or(1);
     let max = u32::try_from(spec.recorder.max_replicas).unwrap_or(min);
@@ -159,9 +160,11 @@ pub(super) async fn reconcile(
                 Ok(config) => {
                     let mut c = build(&profile, &b.target, &config, replicas, &settings)?;
                     with_other_profiles(&mut c.config_map, &other_profiles(&ctx, &profile))?;
+                    endpoints = with_endpoints(&mut c, &owner.name, &config, &taking_calls);
                     let s = &ctx.children;
                     let applied = async {
                         ctx.apply(&s.config_maps, c.config_map).await?;
+                        ctx.apply(&s.config_maps, c.endpoints_config_map).await?;
                         ctx.apply(&s.services, c.headless_service).await?;
                         ctx.apply(&s.services, c.sip_service).await?;
                         ctx.apply(&s.pod_disruption_budgets, c.pod_disruption_budget)
@@ -220,7 +223,8 @@ pub(super) async fn reconcile(
         &conditions::now(),
     );
     let transitions = conditions::transitions(current, &merged);
-    let desired = crate::status::profile_status(generation, &merged, existing, ready, &load);
+    let desired =
+        crate::status::profile_status(generation, &merged, existing, ready, &load, &endpoints);
     ctx.apply_status(&*profile, desired, &transitions).await?;
     succeeded(NAME, &*profile, &ctx);
 
@@ -382,7 +386,9 @@ async fn bind(
 
 /// Reads `GET /status` of every ready recorder pod. The flag is false when some ready pod
 /// did not answer.
-async fn pool_load(ctx: &Context, owner: &Owner) -> Result<(PoolLoad, bool), Error> {
+/// What the ready recorder pods report: their summed load, whether every ready pod answered,
+/// and the addresses of those taking calls now (not draining, not full).
+async fn pool_load(ctx: &Context, owner: &Owner) -> Result<(PoolLoad, bool, Vec<String>), Error> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     let selector = owner
         .selector(RECORDER)
@@ -392,6 +398,7 @@ async fn pool_load(ctx: &Context, owner: &Owner) -> Result<(PoolLoad, bool), Err
         .join(",");
     let list = pods.list(&ListParams::default().labels(&selector)).await?;
     let mut reports: Vec<RecorderStatus> = Vec::new();
+    let mut taking_calls = Vec::new();
     let mut complete = true;
     for pod in list.items.iter().filter(|p| is_ready(p)) {
         let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()) else {
@@ -405,7 +412,12 @@ async fn pool_load(ctx: &Context, owner: &Owner) -> Result<(PoolLoad, bool), Err
         let url = format!("http://{host}:{HTTP_PORT}/status");
         match ctx.http.get(&url).send().await {
             Ok(r) if r.status().is_success() => match r.json::<RecorderStatus>().await {
-                Ok(status) => reports.push(status),
+                Ok(status) => {
+                    if !status.draining && status.active_sessions < status.capacity {
+                        taking_calls.push(ip.to_owned());
+                    }
+                    reports.push(status);
+                }
                 Err(e) => {
                     tracing::warn!(pod = %pod.name_any(), error = %e, "unreadable /status");
                     complete = false;
@@ -421,7 +433,7 @@ async fn pool_load(ctx: &Context, owner: &Owner) -> Result<(PoolLoad, bool), Err
             }
         }
     }
-    Ok((aggregate(&reports), complete))
+    Ok((aggregate(&reports), complete, taking_calls))
 }
 
 fn is_ready(pod: &Pod) -> bool {

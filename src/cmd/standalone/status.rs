@@ -447,7 +447,8 @@ fn profiles(ctx: &Context, board: &Board, set: &ResourceSet, observations: &mut 
             generation,
             &conditions::now(),
         );
-        let status = shared::profile_status(generation, &merged, replicas, ready, &load);
+        // No endpoints list: standalone's one recorder listens where the resource files say.
+        let status = shared::profile_status(generation, &merged, replicas, ready, &load, &[]);
         if let Ok(mut status) = serde_json::from_value::<RecordingProfileStatus>(status) {
             status.retention = previous.retention;
             if spec.assurance.is_some() {
