@@ -380,6 +380,13 @@ fn recorder_pods_take_the_profiles_grace_resources_and_spool_or_sized_defaults()
     let quantity = |map: &Option<std::collections::BTreeMap<String, Quantity>>, key: &str| {
         map.as_ref().and_then(|m| m.get(key)).map(|q| q.0.clone())
     };
+    // The spool claim's size and class.
+    let spool = |c: &Children| {
+        let claims = c.stateful_set.spec.volume_claim_templates.as_ref();
+        let claim = claims.expect("claims")[0].spec.clone().expect("claim spec");
+        let size = claim.resources.and_then(|r| r.requests);
+        (quantity(&size, "storage"), claim.storage_class_name)
+    };
 
     profile.spec.recorder.sessions_per_replica = 200;
     profile.spec.recorder.drain_grace_seconds = None;
@@ -404,18 +411,7 @@ fn recorder_pods_take_the_profiles_grace_resources_and_spool_or_sized_defaults()
         "CPU is never throttled"
     );
     assert_eq!(pod.termination_grace_period_seconds, Some(600 + 30));
-    let claim = &c
-        .stateful_set
-        .spec
-        .volume_claim_templates
-        .as_ref()
-        .expect("claims")[0];
-    let claim = claim.spec.as_ref().expect("claim spec");
-    assert_eq!(
-        quantity(&claim.resources.as_ref().expect("size").requests, "storage").as_deref(),
-        Some("20Gi")
-    );
-    assert_eq!(claim.storage_class_name, None);
+    assert_eq!(spool(&c), (Some("20Gi".to_owned()), None));
     let spread = pod.topology_spread_constraints.as_ref().expect("spread");
     let keys: Vec<&str> = spread.iter().map(|s| s.topology_key.as_str()).collect();
     assert_eq!(
@@ -454,18 +450,10 @@ fn recorder_pods_take_the_profiles_grace_resources_and_spool_or_sized_defaults()
     );
     assert_eq!(quantity(&resources.limits, "cpu"), None);
     assert_eq!(pod.termination_grace_period_seconds, Some(3600 + 30));
-    let claim = &c
-        .stateful_set
-        .spec
-        .volume_claim_templates
-        .as_ref()
-        .expect("claims")[0];
-    let claim = claim.spec.as_ref().expect("claim spec");
     assert_eq!(
-        quantity(&claim.resources.as_ref().expect("size").requests, "storage").as_deref(),
-        Some("100Gi")
+        spool(&c),
+        (Some("100Gi".to_owned()), Some("fast-local".to_owned()))
     );
-    assert_eq!(claim.storage_class_name.as_deref(), Some("fast-local"));
 }
 
 /// The endpoints ConfigMap lists each recorder taking calls once per transport, in address

@@ -573,16 +573,11 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Context {
     /// Ready False `DatabaseSecretNotFound` when the Secret with the database URL does not
     /// exist in `ns`: every workload there mounts it, so `pods` (what the resource runs) would
-    /// wait for it unseen. Only the Secret's metadata is read.
-    pub(crate) async fn database_secret_missing(
-        &self,
-        ns: &str,
-        pods: &str,
-    ) -> Result<Option<Observed>, Error> {
+    /// wait for it unseen. Read from the watched Secrets' metadata.
+    pub(crate) fn database_secret_missing(&self, ns: &str, pods: &str) -> Option<Observed> {
         let DatabaseSecret { name, key } = &self.config.database;
-        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
-            Api::namespaced(self.client.clone(), ns);
-        Ok(secrets.get_metadata_opt(name).await?.is_none().then(|| {
+        let secret = ObjectRef::new(name).within(ns);
+        self.secrets.get(&secret).is_none().then(|| {
             Observed::no(
                 ct::READY,
                 reason::DATABASE_SECRET_NOT_FOUND,
@@ -591,7 +586,7 @@ impl Context {
                      {ns}; {pods} cannot start until it does"
                 ),
             )
-        }))
+        })
     }
 }
 

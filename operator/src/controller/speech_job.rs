@@ -143,7 +143,7 @@ pub(super) async fn reconcile(job: Arc<SpeechJob>, ctx: Arc<Context>) -> Result<
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let keys_missing = secrets.get_metadata_opt(ring).await?.is_none();
     if ready.status == callvault_crds::ConditionStatus::True
-        && let Some(missing) = ctx.database_secret_missing(&ns, "the job's pods").await?
+        && let Some(missing) = ctx.database_secret_missing(&ns, "the job's pods")
     {
         ready = missing;
     }
