@@ -266,6 +266,7 @@ async fn serve(
     let remaining = listeners.drain(grace).await;
     if remaining > 0 {
         tracing::warn!(remaining, "drain grace over: stopping live calls");
+        listeners.hang_up_all().await;
     }
     recorder.stop_all().await;
     listeners.shutdown();
@@ -696,6 +697,12 @@ impl Listeners {
             remaining += d.await.unwrap_or(0);
         }
         remaining
+    }
+
+    async fn hang_up_all(&self) {
+        for s in self.all() {
+            s.hang_up_all().await;
+        }
     }
 
     fn shutdown(&self) {

@@ -398,11 +398,16 @@ impl<H: SessionHandler> SipServer<H> {
         tracing::info!(live = self.live_dialogs(), ?grace, "SIP server draining");
         let mut rx = self.shared.live.subscribe();
         let _ = tokio::time::timeout(grace, rx.wait_for(|n| *n == 0)).await;
-        let remaining = self.live_dialogs();
-        if remaining > 0 {
-            self.shared.clone().end_all(EndReason::Shutdown).await;
+        DrainReport {
+            remaining: self.live_dialogs(),
         }
-        DrainReport { remaining }
+    }
+
+    /// Ends every live session with the recorder's BYE (`Reason` 503: the recorder is
+    /// stopping), as the recorder stops after its drain grace. A retired listener is drained
+    /// without this: its calls go on to their end.
+    pub async fn hang_up_all(&self) {
+        self.shared.clone().end_all(EndReason::Shutdown).await;
     }
 
     /// Takes new sessions again after [`drain`](Self::drain): a listener put back into
