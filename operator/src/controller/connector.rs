@@ -167,7 +167,7 @@ pub(super) async fn reconcile(
         &connector.spec.schedule,
     );
     if ready.status == callvault_crds::ConditionStatus::True
-        && let Some(missing) = ctx.database_secret_missing(&ns, "the archive pods")
+        && let Some(missing) = ctx.database_secret_missing(&ns, "the archive pods").await?
     {
         ready = missing;
     }

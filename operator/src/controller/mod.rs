@@ -571,13 +571,25 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Context {
+    /// Whether Secret `name` exists in `ns`, asked of the API server (its metadata only): the
+    /// Secret watch that triggers a reconcile can run ahead of the operator's own Secret
+    /// store, which would still say "missing" with nothing left to trigger another look.
+    pub(crate) async fn secret_exists(&self, ns: &str, name: &str) -> Result<bool, Error> {
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), ns);
+        Ok(secrets.get_metadata_opt(name).await?.is_some())
+    }
+
     /// Ready False `DatabaseSecretNotFound` when the Secret with the database URL does not
     /// exist in `ns`: every workload there mounts it, so `pods` (what the resource runs) would
-    /// wait for it unseen. Read from the watched Secrets' metadata.
-    pub(crate) fn database_secret_missing(&self, ns: &str, pods: &str) -> Option<Observed> {
+    /// wait for it unseen.
+    pub(crate) async fn database_secret_missing(
+        &self,
+        ns: &str,
+        pods: &str,
+    ) -> Result<Option<Observed>, Error> {
         let DatabaseSecret { name, key } = &self.config.database;
-        let secret = ObjectRef::new(name).within(ns);
-        self.secrets.get(&secret).is_none().then(|| {
+        Ok((!self.secret_exists(ns, name).await?).then(|| {
             Observed::no(
                 ct::READY,
                 reason::DATABASE_SECRET_NOT_FOUND,
@@ -586,7 +598,7 @@ impl Context {
                      {ns}; {pods} cannot start until it does"
                 ),
             )
-        })
+        }))
     }
 }
 

@@ -201,6 +201,7 @@ pub(super) async fn reconcile(
     let problem = match problem {
         None if !spec.disabled => {
             ctx.database_secret_missing(&owner.namespace, "the recorder pods")
+                .await?
         }
         problem => problem,
     };

@@ -5,8 +5,6 @@
 use std::sync::Arc;
 
 use callvault_crds::{RecordingProfile, SpeechJob, StorageTarget, condition_type as ct, reason};
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
@@ -140,10 +138,9 @@ pub(super) async fn reconcile(job: Arc<SpeechJob>, ctx: Arc<Context>) -> Result<
     // The pods cannot start without the private keys; say so rather than let them hang. Only
     // the Secret's metadata is fetched: the operator never holds a private key.
     let ring = &ctx.config.key_ring.name;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let keys_missing = secrets.get_metadata_opt(ring).await?.is_none();
+    let keys_missing = !ctx.secret_exists(&ns, ring).await?;
     if ready.status == callvault_crds::ConditionStatus::True
-        && let Some(missing) = ctx.database_secret_missing(&ns, "the job's pods")
+        && let Some(missing) = ctx.database_secret_missing(&ns, "the job's pods").await?
     {
         ready = missing;
     }
