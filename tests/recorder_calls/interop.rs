@@ -49,8 +49,8 @@ impl Transport {
 }
 
 /// Gives the rig a TLS listener (server certificate for `localhost` from a CA of the test's)
-/// beside UDP and TCP; returns the CA's certificate file.
-fn serve_tls(rig: &Rig) -> PathBuf {
+/// beside UDP and TCP; returns its address and the CA's certificate file.
+fn serve_tls(rig: &Rig) -> (SocketAddr, PathBuf) {
     use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
     let dir = rig.dir.path().join("tls");
     std::fs::create_dir(&dir).unwrap();
@@ -74,17 +74,7 @@ fn serve_tls(rig: &Rig) -> PathBuf {
         c["sip"]["tlsPort"] = serde_json::json!(port);
         c["sip"]["tlsDir"] = serde_json::json!(dir);
     });
-    ca_file
-}
-
-/// The rig's TLS address, from its configuration.
-fn tls_addr(rig: &Rig) -> SocketAddr {
-    let config: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(rig.dir.path().join("recorder.yaml")).unwrap(),
-    )
-    .unwrap();
-    let port = config["sip"]["tlsPort"].as_u64().unwrap() as u16;
-    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+    (SocketAddr::from((Ipv4Addr::LOCALHOST, port)), ca_file)
 }
 
 /// socat accepting one TCP connection on loopback and carrying it over TLS to `tls`,
@@ -124,7 +114,7 @@ async fn tls_tunnel(tls: SocketAddr, ca: &Path) -> (Child, SocketAddr) {
 /// Places `source`'s call over each transport in turn and checks each recording.
 async fn interop(source: Source) {
     let mut rig = Rig::new(None, 10).await;
-    let ca = serve_tls(&rig);
+    let (tls, ca) = serve_tls(&rig);
     rig.start().await;
     let rate = source.codec.pcm_rate();
     let speech = SENTENCES.map(|text| self::speech(rig.dir.path(), text, rate));
@@ -160,7 +150,7 @@ async fn interop(source: Source) {
             Transport::Udp => sipp(&rig, source.scenario, &vars, "u1").await,
             Transport::Tcp => sipp(&rig, source.scenario, &vars, "t1").await,
             Transport::Tls => {
-                let (_socat, tunnel) = tls_tunnel(tls_addr(&rig), &ca).await;
+                let (_socat, tunnel) = tls_tunnel(tls, &ca).await;
                 run_sipp(tunnel, rig.dir.path(), source.scenario, &vars, "t1").await
             }
         };

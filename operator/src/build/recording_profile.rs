@@ -429,25 +429,21 @@ fn sip_ports(config: &RecorderConfig) -> Vec<(&'static str, &'static str, i32)> 
     ports
 }
 
-/// The SIP URIs of a recorder at `ip`, one per transport it listens on.
-pub fn sip_uris(ip: &str, config: &RecorderConfig) -> Vec<String> {
+/// Where a recorder at `ip` takes SIP: `host:port` and transport (`udp`, `tcp`, `tls`), one
+/// per port it listens on.
+fn sip_addresses(ip: &str, config: &RecorderConfig) -> Vec<(String, &'static str)> {
     let host = if ip.contains(':') {
         format!("[{ip}]")
     } else {
         ip.to_owned()
     };
-    let t = &config.sip.transports;
-    let mut uris = Vec::new();
-    for (transport, name, port) in [
-        (SipTransport::Udp, "udp", config.sip.port),
-        (SipTransport::Tcp, "tcp", config.sip.port),
-        (SipTransport::Tls, "tls", config.sip.tls_port),
-    ] {
-        if t.contains(&transport) {
-            uris.push(format!("sip:{host}:{port};transport={name}"));
-        }
-    }
-    uris
+    sip_ports(config)
+        .into_iter()
+        .map(|(name, _, port)| {
+            let transport = name.strip_prefix("sip-").unwrap_or(name);
+            (format!("{host}:{port}"), transport)
+        })
+        .collect()
 }
 
 /// Fills the endpoints ConfigMap with the recorders at `ips` (those taking calls now) and
@@ -463,20 +459,20 @@ pub fn with_endpoints(
 ) -> Vec<String> {
     let mut ips = ips.to_vec();
     ips.sort();
-    let uris: Vec<String> = ips.iter().flat_map(|ip| sip_uris(ip, config)).collect();
+    let addresses: Vec<(String, &str)> = ips
+        .iter()
+        .flat_map(|ip| sip_addresses(ip, config))
+        .collect();
+    let uris: Vec<String> = addresses
+        .iter()
+        .map(|(hostport, transport)| format!("sip:{hostport};transport={transport}"))
+        .collect();
     let mut dispatcher = format!(
         "# Recorders of RecordingProfile {profile} taking calls now (ready, not draining, not \
          full); rewritten as they come and go.\n# setid destination flags priority\n"
     );
-    let mut addresses = String::new();
     for uri in &uris {
         dispatcher.push_str(&format!("1 {uri} 0 0\n"));
-        if let Some((hostport, transport)) = uri
-            .strip_prefix("sip:")
-            .and_then(|u| u.split_once(";transport="))
-        {
-            addresses.push_str(&format!("{hostport} {transport}\n"));
-        }
     }
     children.endpoints_config_map.data = Some(BTreeMap::from([
         (
@@ -484,7 +480,13 @@ pub fn with_endpoints(
             uris.iter().map(|u| format!("{u}\n")).collect(),
         ),
         ("dispatcher.list".to_owned(), dispatcher),
-        ("addresses".to_owned(), addresses),
+        (
+            "addresses".to_owned(),
+            addresses
+                .iter()
+                .map(|(hostport, transport)| format!("{hostport} {transport}\n"))
+                .collect(),
+        ),
     ]));
     uris
 }

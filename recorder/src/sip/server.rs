@@ -785,16 +785,7 @@ impl<H: SessionHandler> Shared<H> {
         let live: Vec<DialogId> = lock(&self.dialogs).keys().cloned().collect();
         let mut byes = Vec::new();
         for dialog in live {
-            let Some(state) = self.remove_dialog(&dialog) else {
-                continue;
-            };
-            tracing::info!(call_id = %dialog.call_id, ?reason, "the recorder ends the session");
-            byes.push(tokio::spawn(self.clone().send_bye(
-                dialog.clone(),
-                state,
-                reason,
-            )));
-            self.handler.ended(dialog, reason).await;
+            byes.extend(self.clone().end_dialog(dialog, reason).await);
         }
         let deadline = tokio::time::Instant::now() + BYE_AT_EXIT_LIMIT;
         for bye in byes {
@@ -803,14 +794,18 @@ impl<H: SessionHandler> Shared<H> {
     }
 
     /// Ends `dialog` from the recorder's side, if it is still live: a BYE to the source, and
-    /// the handler finishes the recording.
-    async fn end_dialog(self: Arc<Self>, dialog: DialogId, reason: EndReason) {
-        let Some(state) = self.remove_dialog(&dialog) else {
-            return;
-        };
+    /// the handler finishes the recording. Returns the BYE's transaction, for a caller that
+    /// must not close the listeners before it is answered.
+    async fn end_dialog(
+        self: Arc<Self>,
+        dialog: DialogId,
+        reason: EndReason,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let state = self.remove_dialog(&dialog)?;
         tracing::info!(call_id = %dialog.call_id, ?reason, "the recorder ends the session");
-        tokio::spawn(self.clone().send_bye(dialog.clone(), state, reason));
+        let bye = tokio::spawn(self.clone().send_bye(dialog.clone(), state, reason));
         self.handler.ended(dialog, reason).await;
+        Some(bye)
     }
 
     /// Watches a live dialog until it ends: its session timer (if the source asked for one)
@@ -826,9 +821,9 @@ impl<H: SessionHandler> Shared<H> {
             let now = tokio::time::Instant::now();
             if expiry.is_some_and(|at| at <= now) {
                 tracing::warn!("the source did not refresh its session timer: ending the session");
-                return self
-                    .end_dialog(dialog, EndReason::SessionTimerExpired)
+                self.end_dialog(dialog, EndReason::SessionTimerExpired)
                     .await;
+                return;
             }
             if let (Some(at), Some(every)) = (next_probe, probe)
                 && at <= now
@@ -839,7 +834,8 @@ impl<H: SessionHandler> Shared<H> {
                         ?status,
                         "the source does not answer in the dialog: ending the session"
                     );
-                    return self.end_dialog(dialog, EndReason::PeerUnreachable).await;
+                    self.end_dialog(dialog, EndReason::PeerUnreachable).await;
+                    return;
                 }
                 next_probe = Some(tokio::time::Instant::now() + every);
                 continue;
